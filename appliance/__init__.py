@@ -1,0 +1,3 @@
+"""A private AI platform in one box."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The REST API: a Litestar app over the Appliance façade."""

@@ -1,0 +1,49 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from appliance import __version__
+from appliance.api.auth import BearerKeyMiddleware
+from appliance.api.errors import EXCEPTION_HANDLERS
+from appliance.api.routes import collections, documents, health, jobs, knowledge
+from appliance.core import Appliance
+
+
+def create_app(appliance: Appliance) -> Litestar:
+    openapi = OpenAPIConfig(
+        title="Appliance API",
+        version=__version__,
+        # Only the JSON document: the HTML viewers load scripts from public CDNs, useless offline.
+        render_plugins=[JsonRenderPlugin()],
+        path="/schema",
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            collections.create_collection,
+            collections.list_collections,
+            documents.create_document,
+            documents.create_documents,
+            documents.list_documents,
+            documents.get_document,
+            documents.delete_document,
+            jobs.get_job,
+            jobs.list_jobs,
+            knowledge.search,
+        ],
+        middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        request_max_body_size=appliance.settings.limits.max_body_bytes,
+        state={"appliance": appliance},
+        debug=False,
+    )

@@ -1,0 +1,153 @@
+"""Typed settings: a TOML file plus APPLIANCE_* environment overrides, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from appliance.errors import InvalidInput
+
+ENV_PREFIX = "APPLIANCE_"
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_file_bytes: int = 32 * 1024 * 1024
+    max_batch_documents: int = 1000
+    max_query_chars: int = 2000
+    max_top_k: int = 100
+    wait_timeout_seconds: float = 300.0
+
+
+class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Empty means the embedded default (all-MiniLM-L6-v2 shipped as a Python package).
+    model_dir: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = 32
+    threads: int = 0  # 0: all cores for corpus batches; queries always use one thread
+
+
+class ChunkingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    size_tokens: int = 200
+    overlap_tokens: int = 32
+
+
+class IndexSettings(msgspec.Struct, forbid_unknown_fields=True):
+    vector_dtype: Literal["i8", "f16"] = "i8"
+    # The vector index is rewritten whole on save; between saves the outbox covers it.
+    vector_save_interval_seconds: float = 5.0
+
+
+class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
+    default_mode: Literal["keyword", "semantic", "hybrid"] = "hybrid"
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    semantic_weight: float = 0.7  # weighted fusion: keyword weight is 1 - this
+    rrf_k: int = 60
+    candidates: int = 100  # per retriever, before fusion
+    reranker: Literal["none", "cross-encoder", "bi-encoder"] = "none"
+    reranker_model_dir: str = ""
+    rerank_candidates: int = 30
+
+
+class JobSettings(msgspec.Struct, forbid_unknown_fields=True):
+    workers: int = 2
+    lease_seconds: float = 60.0
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = "./var"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    # Ingested into collection `sample` at start-up when set (make run points it at data/sample).
+    sample_dir: str = ""
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    embedding: EmbeddingSettings = msgspec.field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = msgspec.field(default_factory=ChunkingSettings)
+    index: IndexSettings = msgspec.field(default_factory=IndexSettings)
+    retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
+    jobs: JobSettings = msgspec.field(default_factory=JobSettings)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    def validate(self) -> Settings:
+        problems = []
+        if not 0 < self.server.port < 65536:
+            problems.append("server.port must be 1..65535")
+        if self.chunking.size_tokens <= self.chunking.overlap_tokens or self.chunking.overlap_tokens < 0:
+            problems.append("chunking.size_tokens must exceed chunking.overlap_tokens >= 0")
+        if not 0.0 <= self.retrieval.semantic_weight <= 1.0:
+            problems.append("retrieval.semantic_weight must be within [0, 1]")
+        if self.retrieval.candidates < 1 or self.retrieval.rerank_candidates < 1:
+            problems.append("retrieval.candidates and rerank_candidates must be >= 1")
+        if self.jobs.workers < 1:
+            problems.append("jobs.workers must be >= 1")
+        for name in ("max_body_bytes", "max_file_bytes", "max_batch_documents", "max_top_k"):
+            if getattr(self.limits, name) < 1:
+                problems.append(f"limits.{name} must be >= 1")
+        if self.retrieval.reranker == "cross-encoder" and not self.retrieval.reranker_model_dir:
+            problems.append("retrieval.reranker_model_dir is required for the cross-encoder reranker")
+        if problems:
+            raise InvalidInput("invalid settings: " + "; ".join(problems))
+        return self
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """APPLIANCE_SERVER__PORT=9000 -> {"server": {"port": "9000"}}; values are converted by msgspec."""
+    tree: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in ("APPLIANCE_URL", "APPLIANCE_KEY", "APPLIANCE_CONFIG"):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build settings from (lowest to highest precedence) defaults, file, environment, overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    config_file = config_file or environ.get("APPLIANCE_CONFIG")
+    raw: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file).expanduser()
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InvalidInput(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from None
+    raw = _merge(raw, _env_overrides(environ))
+    raw = _merge(raw, overrides or {})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"invalid settings: {exc}") from None
+    return settings.validate()

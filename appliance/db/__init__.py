@@ -1,0 +1,1 @@
+"""DuckDB metadata: the connection, ordered migrations and repositories."""

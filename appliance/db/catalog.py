@@ -1,0 +1,295 @@
+"""Collections, documents and chunks: the catalogue, and the outbox rows that follow its changes."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+from appliance.db.connection import Database
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.ingest.document import Chunk
+
+COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_DOC_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f59-9a51-2d0c7e4b8a10")
+
+
+def document_id_for(collection: str, source_id: str) -> str:
+    """Stable id: the same source in the same collection is always the same document."""
+    return str(uuid.uuid5(_DOC_NAMESPACE, f"{collection}\x00{source_id}"))
+
+
+def check_collection_name(name: str) -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise InvalidInput(
+            f"invalid collection name {name!r}: use 1-64 characters a-z, 0-9, '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    id: str
+    collection: str
+    source_id: str
+    source_kind: str
+    uri: str | None
+    title: str
+    content_hash: str
+    mime_type: str
+    size_bytes: int
+    metadata: dict
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChunk:
+    chunk: Chunk
+    embedding: np.ndarray
+
+
+_DOC_COLUMNS = "id, collection, source_id, source_kind, uri, title, content_hash, mime_type, size_bytes, metadata"
+
+
+def _document_row(row: tuple) -> dict:
+    (id_, collection, source_id, source_kind, uri, title, content_hash, mime, size, metadata, created, updated) = row
+    return {
+        "id": id_,
+        "collection": collection,
+        "source_id": source_id,
+        "source_kind": source_kind,
+        "uri": uri,
+        "title": title,
+        "content_hash": content_hash,
+        "mime_type": mime,
+        "size_bytes": size,
+        "metadata": json.loads(metadata) if metadata else {},
+        "created_at": created.isoformat() if created else None,
+        "updated_at": updated.isoformat() if updated else None,
+    }
+
+
+class Catalog:
+    """Reads and writes the catalogue. Every write that changes chunks also appends outbox rows.
+
+    Writes that touch the outbox are serialised by one lock so outbox sequence numbers are
+    committed in order: an indexer that has applied seq N has then seen every seq <= N.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.write_lock = threading.Lock()
+
+    # -- collections -------------------------------------------------------------------
+    def create_collection(self, name: str, description: str = "") -> dict:
+        check_collection_name(name)
+        try:
+            self.db.execute("INSERT INTO collections (name, description) VALUES (?, ?)", [name, description])
+        except duckdb.ConstraintException:
+            raise Conflict(f"collection {name!r} already exists") from None
+        return self.get_collection(name)
+
+    def ensure_collection(self, name: str) -> None:
+        check_collection_name(name)
+        self.db.execute("INSERT INTO collections (name) VALUES (?) ON CONFLICT DO NOTHING", [name])
+
+    def get_collection(self, name: str) -> dict:
+        rows = self.list_collections(names=[name])
+        if not rows:
+            raise NotFound(f"collection {name!r} does not exist")
+        return rows[0]
+
+    def list_collections(self, names: Sequence[str] | None = None) -> list[dict]:
+        where, params = ("WHERE c.name IN (SELECT unnest(?))", [list(names)]) if names is not None else ("", [])
+        rows = self.db.fetchall(
+            f"""
+            SELECT c.name, c.description, c.created_at,
+                   (SELECT count(*) FROM documents d WHERE d.collection = c.name),
+                   (SELECT count(*) FROM chunks k JOIN documents d ON k.document_id = d.id
+                     WHERE d.collection = c.name)
+            FROM collections c {where} ORDER BY c.name
+            """,
+            params,
+        )
+        return [
+            {"name": n, "description": desc, "created_at": created.isoformat(), "documents": docs, "chunks": chunks}
+            for n, desc, created, docs, chunks in rows
+        ]
+
+    def existing_collections(self, names: Sequence[str]) -> set[str]:
+        rows = self.db.fetchall("SELECT name FROM collections WHERE name IN (SELECT unnest(?))", [list(names)])
+        return {r[0] for r in rows}
+
+    def all_collection_names(self) -> list[str]:
+        return [r[0] for r in self.db.fetchall("SELECT name FROM collections ORDER BY name")]
+
+    # -- documents ---------------------------------------------------------------------
+    def get_document(self, document_id: str) -> dict:
+        row = self.db.fetchone(f"SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents WHERE id = ?", [document_id])
+        if row is None:
+            raise NotFound(f"document {document_id!r} does not exist")
+        return _document_row(row)
+
+    def list_documents(self, collections: Sequence[str], limit: int = 100, offset: int = 0) -> list[dict]:
+        rows = self.db.fetchall(
+            f"""SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents
+                WHERE collection IN (SELECT unnest(?)) ORDER BY collection, source_id LIMIT ? OFFSET ?""",
+            [list(collections), limit, offset],
+        )
+        return [_document_row(r) for r in rows]
+
+    def count_documents(self, collections: Sequence[str]) -> int:
+        row = self.db.fetchone(
+            "SELECT count(*) FROM documents WHERE collection IN (SELECT unnest(?))", [list(collections)]
+        )
+        return int(row[0])
+
+    def document_hash(self, document_id: str) -> str | None:
+        row = self.db.fetchone("SELECT content_hash FROM documents WHERE id = ?", [document_id])
+        return row[0] if row else None
+
+    def chunks_of(self, document_id: str) -> list[dict]:
+        rows = self.db.fetchall(
+            """SELECT id, ordinal, text, token_count, page, heading_path, line_start, line_end
+               FROM chunks WHERE document_id = ? ORDER BY ordinal""",
+            [document_id],
+        )
+        return [
+            {
+                "chunk_id": r[0],
+                "ordinal": r[1],
+                "text": r[2],
+                "token_count": r[3],
+                "location": location_dict(r[4], r[5], r[6], r[7]),
+            }
+            for r in rows
+        ]
+
+    def update_document_fields(self, document_id: str, title: str | None, uri: str | None, metadata: dict) -> None:
+        """Content unchanged: refresh what may have changed around it, without touching chunks.
+        A title is only replaced when the caller gave one (otherwise it came from parsing)."""
+        self.db.execute(
+            "UPDATE documents SET title = coalesce(?, title), uri = ?, metadata = ?, updated_at = now() WHERE id = ?",
+            [title, uri, json.dumps(metadata), document_id],
+        )
+
+    def replace_document(self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk]) -> list[int]:
+        """Write a document and its chunks in one transaction, replacing any previous version."""
+        rows = [
+            (
+                record.id,
+                ec.chunk.ordinal,
+                ec.chunk.text,
+                ec.chunk.token_count,
+                ec.chunk.location.page,
+                list(ec.chunk.location.heading_path) or None,
+                ec.chunk.location.line_start,
+                ec.chunk.location.line_end,
+                ec.embedding.astype(np.float32).tolist(),
+            )
+            for ec in chunks
+        ]
+
+        def work(cur: duckdb.DuckDBPyConnection) -> list[int]:
+            self._delete_chunks(cur, record.id)
+            cur.execute(
+                f"""INSERT INTO documents ({_DOC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET source_kind = excluded.source_kind, uri = excluded.uri,
+                    title = excluded.title, content_hash = excluded.content_hash, mime_type = excluded.mime_type,
+                    size_bytes = excluded.size_bytes, metadata = excluded.metadata, updated_at = now()""",
+                [
+                    record.id, record.collection, record.source_id, record.source_kind, record.uri, record.title,
+                    record.content_hash, record.mime_type, record.size_bytes, json.dumps(record.metadata),
+                ],
+            )
+            if rows:
+                cur.executemany(
+                    """INSERT INTO chunks (id, document_id, ordinal, text, token_count, page, heading_path,
+                       line_start, line_end, embedding) VALUES (nextval('chunk_ids'), ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    rows,
+                )
+                cur.execute(
+                    """INSERT INTO index_outbox (seq, op, chunk_id)
+                       SELECT nextval('outbox_seq'), 'upsert', id FROM
+                       (SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal)""",
+                    [record.id],
+                )
+            return [r[0] for r in cur.execute("SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal", [record.id]).fetchall()]
+
+        with self.write_lock:
+            return self.db.run_in_transaction(work)
+
+    def delete_document(self, document_id: str) -> dict:
+        doc = self.get_document(document_id)
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            self._delete_chunks(cur, document_id)
+            cur.execute("DELETE FROM documents WHERE id = ?", [document_id])
+
+        with self.write_lock:
+            self.db.run_in_transaction(work)
+        return doc
+
+    @staticmethod
+    def _delete_chunks(cur: duckdb.DuckDBPyConnection, document_id: str) -> None:
+        cur.execute(
+            """INSERT INTO index_outbox (seq, op, chunk_id)
+               SELECT nextval('outbox_seq'), 'delete', id FROM (SELECT id FROM chunks WHERE document_id = ? ORDER BY id)""",
+            [document_id],
+        )
+        cur.execute("DELETE FROM chunks WHERE document_id = ?", [document_id])
+
+    # -- chunks for search -------------------------------------------------------------
+    def hydrate_chunks(self, chunk_ids: Sequence[int], collections: Sequence[str], filters: dict | None = None) -> dict[int, dict]:
+        """Chunk rows for search hits, restricted to `collections` and metadata `filters` (equality)."""
+        if not chunk_ids:
+            return {}
+        where = ["k.id IN (SELECT unnest(?))", "d.collection IN (SELECT unnest(?))"]
+        params: list = [list(chunk_ids), list(collections)]
+        for key, value in (filters or {}).items():
+            if key in ("source_kind", "mime_type", "source_id"):
+                where.append(f"d.{key} = ?")
+            else:
+                where.append("json_extract_string(d.metadata, ?) = ?")
+                params.append("$." + json.dumps(key))
+            params.append(value if isinstance(value, str) else json.dumps(value))
+        rows = self.db.fetchall(
+            f"""SELECT k.id, k.document_id, d.source_id, d.title, k.text, k.page, k.heading_path, k.line_start,
+                       k.line_end, d.metadata, d.collection, d.uri
+                FROM chunks k JOIN documents d ON k.document_id = d.id WHERE {' AND '.join(where)}""",
+            params,
+        )
+        return {
+            r[0]: {
+                "chunk_id": r[0],
+                "document_id": r[1],
+                "source_id": r[2],
+                "title": r[3],
+                "text": r[4],
+                "location": location_dict(r[5], r[6], r[7], r[8]),
+                "metadata": json.loads(r[9]) if r[9] else {},
+                "collection": r[10],
+                "uri": r[11],
+            }
+            for r in rows
+        }
+
+    def chunk_count(self) -> int:
+        return int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
+
+
+def location_dict(page: int | None, heading_path: list | None, line_start: int | None, line_end: int | None) -> dict:
+    out: dict = {}
+    if page is not None:
+        out["page"] = page
+    if heading_path:
+        out["heading_path"] = list(heading_path)
+    if line_start is not None:
+        out["line_start"] = line_start
+        out["line_end"] = line_end
+    return out

@@ -1,0 +1,107 @@
+"""The one read-write DuckDB connection of the process, with a cursor per thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Database:
+    """Owns the DuckDB file. DuckDB allows one read-write process; threads share it through cursors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = self._connect(path)
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            wal = path.with_name(path.name + ".wal")
+            if not wal.exists():
+                raise
+            # A kill during writes can leave a WAL that fails to replay; booting must not
+            # crash-loop. Set it aside for forensics; the reconciler restores index agreement.
+            aside = wal.with_name(f"{wal.name}.unreplayable-{int(time.time())}")
+            log.error("duckdb WAL failed to replay, moving it aside", extra={"wal": str(aside), "error": str(exc)})
+            wal.rename(aside)
+            return duckdb.connect(str(path))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+            with self._lock:
+                self._cursors.append(cur)
+        return cur
+
+    def execute(self, sql: str, params: object = None) -> duckdb.DuckDBPyConnection:
+        return self.cursor().execute(sql, params) if params is not None else self.cursor().execute(sql)
+
+    def fetchall(self, sql: str, params: object = None) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: object = None) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def fetch_dicts(self, sql: str, params: object = None) -> list[dict]:
+        cur = self.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = self.cursor()
+        cur.begin()
+        try:
+            yield cur
+        except BaseException:
+            cur.rollback()
+            raise
+        else:
+            cur.commit()
+
+    def run_in_transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 5) -> T:
+        """Run `work` in a transaction, retrying write-write conflicts (DuckDB is optimistic)."""
+        for attempt in range(attempts):
+            try:
+                with self.transaction() as cur:
+                    return work(cur)
+            except duckdb.TransactionException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.01 * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def checkpoint(self) -> None:
+        self.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error:
+            pass
+        self._con.close()

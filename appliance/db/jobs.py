@@ -1,0 +1,174 @@
+"""Job rows, their items and leases: the durable state behind every background job."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+
+from appliance.db.connection import Database
+from appliance.errors import NotFound
+
+ACTIVE_STATES = ("queued", "running")
+
+
+@dataclass(frozen=True, slots=True)
+class JobItem:
+    """One document to ingest, stored with its raw bytes so a crash cannot lose it."""
+
+    ordinal: int
+    document_id: str
+    source_id: str
+    source_kind: str
+    uri: str | None
+    title: str | None
+    filename: str | None
+    content: bytes
+    metadata: dict
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, kind: str, collection: str | None, items: Sequence[JobItem]) -> str:
+        job_id = "job_" + uuid.uuid4().hex[:20]
+        rows = [
+            (job_id, it.ordinal, it.document_id, it.source_id, it.source_kind, it.uri, it.title, it.filename,
+             it.content, json.dumps(it.metadata))
+            for it in items
+        ]
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            cur.execute(
+                "INSERT INTO jobs (id, kind, collection, state, total) VALUES (?, ?, ?, 'queued', ?)",
+                [job_id, kind, collection, len(items)],
+            )
+            if rows:
+                cur.executemany(
+                    """INSERT INTO job_items (job_id, ordinal, document_id, source_id, source_kind, uri, title,
+                       filename, content, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    rows,
+                )
+
+        self.db.run_in_transaction(work)
+        return job_id
+
+    def claim(self, job_id: str, owner: str, lease_seconds: float) -> bool:
+        """Take the job if it is queued, or running under an expired lease or a previous process."""
+        now = _now()
+        row = self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                """UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1,
+                          started_at = coalesce(started_at, ?)
+                   WHERE id = ? AND (state = 'queued' OR (state = 'running'
+                         AND (lease_owner IS NULL OR lease_owner <> ? OR lease_expires_at < ?)))
+                   RETURNING id""",
+                [owner, now + timedelta(seconds=lease_seconds), now, job_id, owner, now],
+            ).fetchone()
+        )
+        return row is not None
+
+    def renew(self, job_id: str, owner: str, lease_seconds: float) -> None:
+        self.db.execute(
+            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+            [_now() + timedelta(seconds=lease_seconds), job_id, owner],
+        )
+
+    def pending_items(self, job_id: str, limit: int) -> list[JobItem]:
+        rows = self.db.fetchall(
+            """SELECT ordinal, document_id, source_id, source_kind, uri, title, filename, content, metadata
+               FROM job_items WHERE job_id = ? AND state = 'pending' ORDER BY ordinal LIMIT ?""",
+            [job_id, limit],
+        )
+        return [
+            JobItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7] or b""), json.loads(r[8]) if r[8] else {})
+            for r in rows
+        ]
+
+    def finish_item(self, job_id: str, ordinal: int, state: str, error: str | None = None, chunks: int | None = None) -> None:
+        """Record an item's outcome. Its bytes are dropped: the document now lives in the catalogue."""
+        column = {"done": "done", "unchanged": "unchanged", "failed": "failed"}[state]
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            cur.execute(
+                """UPDATE job_items SET state = ?, error = ?, chunks = ?, content = NULL
+                   WHERE job_id = ? AND ordinal = ? AND state = 'pending'""",
+                [state, error, chunks, job_id, ordinal],
+            )
+            cur.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", [job_id])
+
+        self.db.run_in_transaction(work)
+
+    def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+        self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                "UPDATE jobs SET state = ?, error = ?, finished_at = now(), lease_owner = NULL WHERE id = ?",
+                [state, error, job_id],
+            )
+        )
+
+    def requeue(self, job_id: str, error: str) -> None:
+        self.db.execute("UPDATE jobs SET state = 'queued', error = ?, lease_owner = NULL WHERE id = ?", [error, job_id])
+
+    def get(self, job_id: str) -> dict:
+        rows = self.db.fetch_dicts("SELECT * FROM jobs WHERE id = ?", [job_id])
+        if not rows:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return self._present(rows[0])
+
+    def items(self, job_id: str) -> list[dict]:
+        return self.db.fetch_dicts(
+            """SELECT ordinal, document_id, source_id, state, error, chunks FROM job_items
+               WHERE job_id = ? ORDER BY ordinal""",
+            [job_id],
+        )
+
+    def list(self, collections: Sequence[str] | None = None, state: str | None = None, limit: int = 50) -> list[dict]:
+        where, params = [], []
+        if collections is not None:
+            where.append("collection IN (SELECT unnest(?))")
+            params.append(list(collections))
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.db.fetch_dicts(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
+        return [self._present(r) for r in rows]
+
+    def active_ids(self) -> list[str]:
+        return [r[0] for r in self.db.fetchall(
+            "SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+        )]
+
+    @staticmethod
+    def _present(row: dict) -> dict:
+        total = row["total"] or 0
+        processed = row["done"] + row["unchanged"] + row["failed"]
+        return {
+            "id": row["id"],
+            "kind": row["kind"],
+            "collection": row["collection"],
+            "state": row["state"],
+            "progress": {
+                "total": total,
+                "processed": processed,
+                "indexed": row["done"],
+                "unchanged": row["unchanged"],
+                "failed": row["failed"],
+                "fraction": (processed / total) if total else 1.0,
+            },
+            "error": row["error"],
+            "attempts": row["attempts"],
+            "created_at": row["created_at"].isoformat() if row["created_at"] else None,
+            "started_at": row["started_at"].isoformat() if row["started_at"] else None,
+            "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        }

@@ -1,0 +1,139 @@
+"""Ordered, named schema migrations, each recorded in the database when applied."""
+
+from __future__ import annotations
+
+import logging
+
+from appliance.db.connection import Database
+
+log = logging.getLogger(__name__)
+
+# Append only: never edit or reorder a step that has shipped.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_catalogue",
+        """
+        CREATE TABLE collections (
+            name VARCHAR PRIMARY KEY,
+            description VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE documents (
+            id VARCHAR PRIMARY KEY,
+            collection VARCHAR NOT NULL,
+            source_id VARCHAR NOT NULL,
+            source_kind VARCHAR NOT NULL,
+            uri VARCHAR,
+            title VARCHAR NOT NULL DEFAULT '',
+            content_hash VARCHAR NOT NULL,
+            mime_type VARCHAR NOT NULL,
+            size_bytes BIGINT NOT NULL,
+            metadata JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX documents_collection ON documents (collection);
+        CREATE SEQUENCE chunk_ids START 1;
+        CREATE TABLE chunks (
+            id BIGINT PRIMARY KEY,
+            document_id VARCHAR NOT NULL,
+            ordinal INTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            token_count INTEGER NOT NULL,
+            page INTEGER,
+            heading_path VARCHAR[],
+            line_start INTEGER,
+            line_end INTEGER,
+            embedding FLOAT[]
+        );
+        CREATE INDEX chunks_document ON chunks (document_id);
+        """,
+    ),
+    (
+        "0002_jobs",
+        """
+        CREATE TABLE jobs (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            collection VARCHAR,
+            state VARCHAR NOT NULL,
+            total INTEGER NOT NULL DEFAULT 0,
+            done INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            unchanged INTEGER NOT NULL DEFAULT 0,
+            error VARCHAR,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_owner VARCHAR,
+            lease_expires_at TIMESTAMPTZ,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ
+        );
+        CREATE TABLE job_items (
+            job_id VARCHAR NOT NULL,
+            ordinal INTEGER NOT NULL,
+            document_id VARCHAR NOT NULL,
+            source_id VARCHAR NOT NULL,
+            source_kind VARCHAR NOT NULL,
+            uri VARCHAR,
+            title VARCHAR,
+            filename VARCHAR,
+            content BLOB,
+            metadata JSON,
+            state VARCHAR NOT NULL DEFAULT 'pending',
+            error VARCHAR,
+            chunks INTEGER,
+            PRIMARY KEY (job_id, ordinal)
+        );
+        """,
+    ),
+    (
+        "0003_index_outbox",
+        """
+        CREATE SEQUENCE outbox_seq START 1;
+        CREATE TABLE index_outbox (
+            seq BIGINT PRIMARY KEY,
+            op VARCHAR NOT NULL,
+            chunk_id BIGINT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
+        "0004_api_keys",
+        """
+        CREATE TABLE api_keys (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            key_hash VARCHAR NOT NULL UNIQUE,
+            collections VARCHAR[],
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            revoked_at TIMESTAMPTZ
+        );
+        """,
+    ),
+]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction. Returns the names applied."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    done = {row[0] for row in db.fetchall("SELECT name FROM schema_migrations")}
+    known = [name for name, _ in MIGRATIONS]
+    unknown = done - set(known)
+    if unknown:
+        raise RuntimeError(f"database has migrations this version does not know: {sorted(unknown)}")
+    applied = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        with db.transaction() as cur:
+            cur.execute(sql)
+            cur.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
+        log.info("applied migration", extra={"migration": name})
+        applied.append(name)
+    return applied

@@ -1,0 +1,57 @@
+"""The small exception hierarchy of the appliance; the API maps it to HTTP in one place."""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose. `status` is the HTTP mapping."""
+
+    status: int = 500
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, **extra: object) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(ApplianceError):
+    status = 400
+    title = "Invalid input"
+
+
+class Unauthorized(ApplianceError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ApplianceError):
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(ApplianceError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ApplianceError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLarge(ApplianceError):
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedFormat(ApplianceError):
+    """A file whose content we cannot parse (binary, corrupt, unknown format)."""
+
+    status = 415
+    title = "Unsupported or unreadable format"
+
+
+class NotReady(ApplianceError):
+    status = 503
+    title = "Not ready"

@@ -1,0 +1,1 @@
+"""Derived search indexes (BM25, vectors) fed from the DuckDB outbox."""

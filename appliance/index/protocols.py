@@ -1,0 +1,75 @@
+"""The narrow contracts every keyword and vector index backend implements.
+
+They speak only of chunk ids, collections, text and vectors, never of Tantivy or
+USearch, so a distributed engine (OpenSearch, Vespa, Qdrant) can stand in later.
+Writes are idempotent upserts keyed by chunk id; `commit(seq)` makes everything
+applied so far durable and records the last outbox sequence it covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedChunk:
+    """What an index needs to know about a chunk."""
+
+    chunk_id: int
+    collection: str
+    document_id: str
+    title: str
+    text: str
+    embedding: np.ndarray | None = None  # float32, L2-normalised, for vector indexes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexHit:
+    chunk_id: int
+    score: float  # higher is better; BM25 score or cosine similarity
+
+
+@runtime_checkable
+class SearchIndex(Protocol):
+    """Shared part of both index kinds."""
+
+    name: str
+
+    def applied_seq(self) -> int | None:
+        """Last outbox sequence made durable, or None when the index is missing or unusable
+        (the reconciler then rebuilds it from DuckDB)."""
+
+    def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Insert or replace chunks by id. Visible to search after `refresh` or `commit`."""
+
+    def delete(self, chunk_ids: Sequence[int]) -> None:
+        """Remove chunks by id; unknown ids are ignored."""
+
+    def commit(self, seq: int) -> None:
+        """Make all applied changes durable (atomically) and record `seq` as applied."""
+
+    def count(self) -> int:
+        """Number of chunks currently searchable."""
+
+    def reset(self) -> None:
+        """Drop every entry (before a rebuild). `applied_seq()` is then 0."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeywordIndex(SearchIndex, Protocol):
+    def search(self, query: str, collections: Sequence[str], k: int) -> list[IndexHit]:
+        """BM25 over title and body, restricted to `collections` (never empty)."""
+
+
+@runtime_checkable
+class VectorIndex(SearchIndex, Protocol):
+    dimensions: int
+
+    def search(self, vector: np.ndarray, collections: Sequence[str], k: int) -> list[IndexHit]:
+        """Nearest chunks by cosine similarity, restricted to `collections` (never empty)."""

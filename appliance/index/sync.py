@@ -1,0 +1,176 @@
+"""Applies the DuckDB outbox to the search indexes, and reconciles them with DuckDB at start-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from appliance.db.connection import Database
+from appliance.index.protocols import IndexedChunk, SearchIndex
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+
+
+class IndexSync:
+    """Keeps every index in step with the outbox.
+
+    Each index records the last outbox seq it made durable. Replaying from there is safe
+    because upserts and deletes are idempotent. Indexes may be durable at different seqs
+    (the vector index is saved on an interval, since it is rewritten whole), so replay
+    starts from the lowest and the outbox keeps rows until every index has them durable.
+    """
+
+    def __init__(self, db: Database, indexes: Sequence[SearchIndex], save_intervals: dict[str, float] | None = None) -> None:
+        self.db = db
+        self.indexes = list(indexes)
+        self._save_intervals = save_intervals or {}
+        self._applied: dict[str, int] = {}  # in memory: applied and searchable
+        self._durable: dict[str, int] = {}  # committed to disk
+        self._last_save: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # -- start-up ------------------------------------------------------------------------
+    def reconcile(self) -> dict[str, str]:
+        """Bring every index level with DuckDB: replay the outbox, or rebuild when that cannot work."""
+        outcome = {}
+        with self._lock:
+            low, high = self._outbox_bounds()
+            for index in self.indexes:
+                seq = index.applied_seq()
+                reason = None
+                if seq is None:
+                    reason = "missing or unreadable"
+                elif seq > high:
+                    reason = f"ahead of the catalogue (index at seq {seq}, outbox at {high})"
+                elif low is not None and seq < low - 1:
+                    reason = f"behind the retained outbox (index at seq {seq}, oldest kept {low})"
+                if reason:
+                    log.warning("rebuilding index from DuckDB", extra={"index": index.name, "reason": reason})
+                    self._rebuild(index, high)
+                    outcome[index.name] = f"rebuilt: {reason}"
+                else:
+                    self._applied[index.name] = self._durable[index.name] = seq
+                    outcome[index.name] = f"replay from seq {seq}"
+            self._apply_locked(force_commit=True)
+            expected = int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
+            for index in self.indexes:
+                if index.count() != expected:
+                    log.warning(
+                        "index count disagrees with DuckDB after replay; rebuilding",
+                        extra={"index": index.name, "index_count": index.count(), "duckdb_count": expected},
+                    )
+                    self._rebuild(index, self._outbox_bounds()[1])
+                    outcome[index.name] = "rebuilt: count mismatch"
+        return outcome
+
+    def _outbox_bounds(self) -> tuple[int | None, int]:
+        low, high = self.db.fetchone("SELECT min(seq), max(seq) FROM index_outbox")
+        return low, int(high or 0)
+
+    def _rebuild(self, index: SearchIndex, seq: int) -> None:
+        index.reset()
+        last_id = 0
+        while True:
+            rows = self.db.fetchall(
+                f"""SELECT k.id, d.collection, k.document_id, d.title, k.text, k.embedding
+                    FROM chunks k JOIN documents d ON k.document_id = d.id
+                    WHERE k.id > ? ORDER BY k.id LIMIT {BATCH}""",
+                [last_id],
+            )
+            if not rows:
+                break
+            index.upsert([_indexed(r) for r in rows])
+            last_id = rows[-1][0]
+        index.commit(seq)
+        self._applied[index.name] = self._durable[index.name] = seq
+        self._last_save[index.name] = time.monotonic()
+
+    # -- steady state ----------------------------------------------------------------------
+    def apply_pending(self) -> int:
+        """Apply outbox rows not yet applied; returns the highest seq now searchable everywhere."""
+        with self._lock:
+            return self._apply_locked(force_commit=False)
+
+    def flush(self) -> None:
+        """Make everything applied durable (shutdown, backups)."""
+        with self._lock:
+            self._apply_locked(force_commit=True)
+
+    def _apply_locked(self, force_commit: bool) -> int:
+        start = min(self._applied.values(), default=0)
+        while True:
+            ops = self.db.fetchall(
+                f"SELECT seq, op, chunk_id FROM index_outbox WHERE seq > ? ORDER BY seq LIMIT {BATCH}", [start]
+            )
+            if not ops:
+                break
+            last_op: dict[int, str] = {}
+            for _, op, chunk_id in ops:
+                last_op[chunk_id] = op
+            upsert_ids = [cid for cid, op in last_op.items() if op == "upsert"]
+            rows = self.db.fetchall(
+                """SELECT k.id, d.collection, k.document_id, d.title, k.text, k.embedding
+                   FROM chunks k JOIN documents d ON k.document_id = d.id WHERE k.id IN (SELECT unnest(?))""",
+                [upsert_ids],
+            ) if upsert_ids else []
+            found = {r[0] for r in rows}
+            # A chunk upserted then deleted later in the catalogue is gone: treat as a delete.
+            delete_ids = [cid for cid, op in last_op.items() if op == "delete" or cid not in found]
+            batch_end = ops[-1][0]
+            chunks = [_indexed(r) for r in rows]
+            for index in self.indexes:
+                if self._applied.get(index.name, 0) >= batch_end:
+                    continue
+                if delete_ids:
+                    index.delete(delete_ids)
+                if chunks:
+                    index.upsert(chunks)
+                self._applied[index.name] = batch_end
+            start = batch_end
+        self._commit_due(force_commit)
+        return min(self._applied.values(), default=0)
+
+    def _commit_due(self, force: bool) -> None:
+        now = time.monotonic()
+        for index in self.indexes:
+            applied = self._applied.get(index.name, 0)
+            if applied <= self._durable.get(index.name, -1) and not force:
+                continue
+            interval = self._save_intervals.get(index.name, 0.0)
+            if not force and now - self._last_save.get(index.name, 0.0) < interval:
+                continue
+            index.commit(applied)
+            self._durable[index.name] = applied
+            self._last_save[index.name] = now
+        self._compact()
+
+    def _compact(self) -> None:
+        # Keep the row at the lowest durable seq so max(seq) never falls below what indexes hold.
+        durable = min(self._durable.values(), default=0)
+        if durable > 0:
+            self.db.execute("DELETE FROM index_outbox WHERE seq < ?", [durable])
+
+    def status(self) -> dict[str, dict]:
+        with self._lock:
+            _, high = self._outbox_bounds()
+            return {
+                index.name: {
+                    "applied_seq": self._applied.get(index.name, 0),
+                    "durable_seq": self._durable.get(index.name, 0),
+                    "outbox_seq": high,
+                    "count": index.count(),
+                }
+                for index in self.indexes
+            }
+
+
+def _indexed(row: tuple) -> IndexedChunk:
+    chunk_id, collection, document_id, title, text, embedding = row
+    vector = np.asarray(embedding, dtype=np.float32) if embedding is not None else None
+    return IndexedChunk(chunk_id, collection, document_id, title or "", text, vector)

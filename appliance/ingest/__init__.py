@@ -1,0 +1,1 @@
+"""Ingestion: sources, parsers, chunking and the pipeline that writes documents."""

@@ -1,0 +1,82 @@
+"""PDF through pypdfium2: paragraphs per page with 1-based page numbers for citations."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from appliance.errors import UnsupportedFormat
+from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.ingest.parsers.text import first_line_title, paragraphs
+
+MIME = "application/pdf"
+
+# PDFium is not thread-safe; job workers are threads, so every call into it is serialised.
+_PDFIUM_LOCK = threading.Lock()
+# PDFium marks a hyphen it believes is a line-break hyphenation with U+FFFE (sometimes \x02).
+_SOFT_HYPHEN_BREAK = re.compile(r"[\ufffe\x02]\n")
+# Titles that authoring tools write for you say nothing about the document.
+_JUNK_TITLE = re.compile(r"^(untitled|microsoft word - .*|.*\.(docx?|pdf|tex|dvi|indd))$", re.I)
+
+
+def _page_text(raw: str) -> str:
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text = _SOFT_HYPHEN_BREAK.sub("", text)
+    return text.replace("\ufffe", "-").replace("\x02", "-").replace("\x00", "")
+
+
+def parse(data: bytes, name: str) -> ParsedDocument:
+    import pypdfium2 as pdfium
+
+    with _PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as e:
+            reason = str(e)
+            if "password" in reason.lower():
+                raise UnsupportedFormat(f"{name} is an encrypted PDF that needs a password") from e
+            raise UnsupportedFormat(f"{name} is not a readable PDF: it is damaged or truncated ({reason})") from e
+        try:
+            page_count = len(pdf)
+            if page_count == 0:
+                raise UnsupportedFormat(f"{name} is a PDF with no pages (damaged or truncated)")
+            meta = {k: v for k, v in pdf.get_metadata_dict(skip_empty=True).items() if isinstance(v, str)}
+            pages = []
+            for index in range(page_count):
+                page = pdf[index]
+                try:
+                    textpage = page.get_textpage()
+                    try:
+                        pages.append(_page_text(textpage.get_text_range()))
+                    finally:
+                        textpage.close()
+                finally:
+                    page.close()
+        finally:
+            pdf.close()
+
+    blocks: list[Block] = []
+    empty_pages = []
+    for number, text in enumerate(pages, start=1):
+        paras = paragraphs(text.split("\n"))
+        if not paras:
+            empty_pages.append(number)
+        # PDF "lines" are layout artefacts, so only the page goes into the location.
+        blocks.extend(Block("paragraph", body, Location(page=number)) for _, _, body in paras)
+    if not blocks:
+        raise UnsupportedFormat(
+            f"{name} has {page_count} page(s) but no extractable text: it is probably scanned images, "
+            "and OCR is not supported"
+        )
+    metadata: dict = {"page_count": page_count}
+    if empty_pages:
+        metadata["pages_without_text"] = empty_pages
+    if b"%%EOF" not in data[-2048:]:
+        metadata["warnings"] = ["the file looks truncated (no %%EOF marker); text may be incomplete"]
+    for key in ("Author", "Subject", "Keywords", "Creator", "Producer"):
+        if meta.get(key, "").strip():
+            metadata[key.lower()] = meta[key].strip()
+    title = meta.get("Title", "").strip()
+    if not title or _JUNK_TITLE.match(title):
+        title = first_line_title(pages[blocks[0].location.page - 1])
+    return ParsedDocument(MIME, title, blocks, metadata)

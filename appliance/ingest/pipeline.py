@@ -1,0 +1,110 @@
+"""The ingestion pipeline: parse, chunk, embed, then write a document and its chunks in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
+from appliance.db.jobs import JobItem
+from appliance.errors import ApplianceError, InvalidInput
+from appliance.ingest.chunking import Chunker
+from appliance.ingest.document import Chunk
+from appliance.ingest.parsers import parse
+from appliance.models.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ItemOutcome:
+    ordinal: int
+    state: str  # "done" | "unchanged" | "failed"
+    error: str | None = None
+    chunks: int = 0
+
+
+@dataclass(slots=True)
+class _Prepared:
+    item: JobItem
+    record: DocumentRecord
+    chunks: list[Chunk]
+
+
+def content_hash(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def embedding_text(title: str, chunk: Chunk) -> str:
+    """What the embedder sees: the chunk with its title and section, so a passage that says
+    "it" is still found by what "it" refers to. Citations show the bare chunk text."""
+    context = [p for p in (title, " > ".join(chunk.location.heading_path)) if p]
+    return ("\n".join(context) + "\n" + chunk.text) if context else chunk.text
+
+
+class IngestPipeline:
+    def __init__(self, catalog: Catalog, embedder: Embedder, chunker: Chunker) -> None:
+        self.catalog = catalog
+        self.embedder = embedder
+        self.chunker = chunker
+
+    def ingest(self, collection: str, items: Sequence[JobItem]) -> list[ItemOutcome]:
+        """Ingest a group of items. Chunks of the whole group are embedded together so short
+        documents still fill the model's batches."""
+        outcomes: list[ItemOutcome] = []
+        prepared: list[_Prepared] = []
+        for item in items:
+            try:
+                outcome_or_prepared = self._prepare(collection, item)
+            except ApplianceError as exc:
+                outcomes.append(ItemOutcome(item.ordinal, "failed", exc.detail))
+                continue
+            except Exception as exc:  # a parser bug must cost one document, not the job
+                log.exception("unexpected error preparing document", extra={"source_id": item.source_id})
+                outcomes.append(ItemOutcome(item.ordinal, "failed", f"internal error: {type(exc).__name__}: {exc}"))
+                continue
+            if isinstance(outcome_or_prepared, ItemOutcome):
+                outcomes.append(outcome_or_prepared)
+            else:
+                prepared.append(outcome_or_prepared)
+
+        texts = [embedding_text(p.record.title, c) for p in prepared for c in p.chunks]
+        vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, self.embedder.dimensions))
+        offset = 0
+        for p in prepared:
+            embedded = [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)]
+            offset += len(p.chunks)
+            self.catalog.replace_document(p.record, embedded)
+            outcomes.append(ItemOutcome(p.item.ordinal, "done", chunks=len(embedded)))
+        return sorted(outcomes, key=lambda o: o.ordinal)
+
+    def _prepare(self, collection: str, item: JobItem) -> _Prepared | ItemOutcome:
+        digest = content_hash(item.content)
+        if self.catalog.document_hash(item.document_id) == digest:
+            self.catalog.update_document_fields(item.document_id, item.title, item.uri, item.metadata)
+            return ItemOutcome(item.ordinal, "unchanged")
+        parsed = parse(item.content, item.filename)
+        chunks = self.chunker.chunk(parsed)
+        if not chunks:
+            raise InvalidInput(f"{item.filename or item.source_id}: no text could be extracted")
+        record = self._record(collection, item, digest, title=parsed.title, mime_type=parsed.mime_type)
+        return _Prepared(item, record, chunks)
+
+    @staticmethod
+    def _record(collection: str, item: JobItem, digest: str, title: str, mime_type: str) -> DocumentRecord:
+        return DocumentRecord(
+            id=item.document_id,
+            collection=collection,
+            source_id=item.source_id,
+            source_kind=item.source_kind,
+            uri=item.uri,
+            title=item.title or title or item.filename or item.source_id,
+            content_hash=digest,
+            mime_type=mime_type,
+            size_bytes=len(item.content),
+            metadata=item.metadata,
+        )

@@ -1,0 +1,1 @@
+"""Observability: structured logs (metrics and the audit log come with later issues)."""

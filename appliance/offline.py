@@ -1,0 +1,18 @@
+"""Keeps model libraries from reaching for the network: weights load from local paths only."""
+
+from __future__ import annotations
+
+import os
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def enforce_offline() -> None:
+    """Set before any Hugging Face library is imported; they read these at import time."""
+    os.environ.update(OFFLINE_ENV)

@@ -1,0 +1,1 @@
+"""Retrieval: hybrid search, fusion, rerank, filters."""

@@ -1,0 +1,61 @@
+"""The `appliance` CLI as a client of a live server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO, free_port
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=REPO, timeout=300)
+
+
+def test_ingest_search_collections_jobs(server, tmp_path):
+    env = {"APPLIANCE_URL": server.url, "APPLIANCE_KEY": server.key}
+    folder = tmp_path / "handbook"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "rotation.md").write_text("# Keys\n\nRotate keys every ninety days and revoke the old key.\n")
+    (folder / "sub" / "lunch.txt").write_text("The canteen serves lunch from noon until two.\n")
+    (folder / ".hidden.md").write_text("never ingested")
+    (folder / "bad.pdf").write_bytes(b"\x00\x01garbage" * 100)
+
+    done = run_cli("ingest", str(folder), "--collection", "cli", "--wait", "--json", env=env)
+    # One unreadable file fails on its own, with its reason; the rest are indexed.
+    assert done.returncode == 2, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["documents"] == 3 and summary["indexed"] == 2 and summary["failed"] == 1
+    assert summary["failures"][0]["source_id"].endswith("bad.pdf") and summary["failures"][0]["error"]
+
+    (folder / "bad.pdf").unlink()
+    again = run_cli("ingest", str(folder), "--collection", "cli", "--wait", env=env)
+    assert again.returncode == 0 and "2 unchanged" in again.stdout, again.stdout
+
+    found = run_cli("search", "how often should keys be rotated", "--collection", "cli", "--json", env=env)
+    hits = json.loads(found.stdout)["hits"]
+    assert hits[0]["source_id"].endswith("rotation.md")
+    human = run_cli("search", "when is lunch", "--collection", "cli", env=env)
+    assert human.returncode == 0 and "lunch.txt" in human.stdout
+
+    rows = json.loads(run_cli("collections", "--json", env=env).stdout)
+    assert {"name": "cli", "documents": 2} == {k: v for k, v in next(r for r in rows if r["name"] == "cli").items()
+                                               if k in ("name", "documents")}
+    jobs = json.loads(run_cli("jobs", "--json", env=env).stdout)
+    assert jobs and jobs[0]["state"] in ("succeeded", "failed", "running", "queued")
+
+
+def test_clear_errors_without_a_server_or_key(tmp_path):
+    env = {"APPLIANCE_URL": f"http://127.0.0.1:{free_port()}", "APPLIANCE_KEY": "apk_x"}
+    r = run_cli("collections", env=env)
+    assert r.returncode == 1 and "unreachable" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("collections", env={"APPLIANCE_URL": "", "APPLIANCE_KEY": "", "APPLIANCE_DATA_DIR": str(tmp_path)})
+    assert r.returncode == 1 and "admin.key" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wrong_key_is_reported(server):
+    r = run_cli("collections", env={"APPLIANCE_URL": server.url, "APPLIANCE_KEY": "apk_wrong"})
+    assert r.returncode == 1 and "Unauthorized" in r.stderr
