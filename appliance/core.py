@@ -22,7 +22,7 @@ from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
 from appliance.index.vectors import USearchVectorIndex
 from appliance.ingest.chunking import Chunker
-from appliance.ingest.parsers import SUPPORTED_MIME_TYPES, sniff
+from appliance.ingest.parsers import SUPPORTED, sniff
 from appliance.ingest.pipeline import IngestPipeline
 from appliance.jobs.queue import JobQueue
 from appliance.models.catalog import default_embedding_dir
@@ -225,7 +225,7 @@ class Appliance:
             )
         if strict and not content.strip():
             raise InvalidInput(f"{label}: document is empty")
-        if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED_MIME_TYPES:
+        if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED:
             raise UnsupportedFormat(f"{label}: unsupported or unrecognised content ({mime})")
         source_id = doc.source_id or doc.filename or content_digest(content)
         return JobItem(
@@ -294,9 +294,9 @@ class Appliance:
         lease = self.settings.jobs.lease_seconds
         if not self.jobs.claim(job_id, self.instance_id, lease):
             return
-        job = self.jobs.get(job_id)
-        log.info("job started", extra={"job_id": job_id, "total": job["progress"]["total"]})
         try:
+            job = self.jobs.get(job_id)
+            log.info("job started", extra={"job_id": job_id, "total": job["progress"]["total"]})
             while not self._stop.is_set():
                 items = self.jobs.pending_items(job_id, JOB_GROUP)
                 if not items:

@@ -43,6 +43,7 @@ class ServerProcess:
         if self.sample_dir:
             cmd += ["--sample-dir", str(self.sample_dir)]
         self._log = open(self.log_path, "ab")
+        self._log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -64,7 +65,10 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=120)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What the server logged since its latest start."""
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[getattr(self, "_log_offset", 0):].decode(errors="replace")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -44,6 +45,7 @@ def create_app(appliance: Appliance) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=appliance.settings.limits.max_body_bytes,
-        state={"appliance": appliance},
+        state=State({"appliance": appliance}),
         debug=False,
+        logging_config=None,  # our structured logging is configured once, at start-up
     )

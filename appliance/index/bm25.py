@@ -115,9 +115,13 @@ class TantivyKeywordIndex:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # ValueError for most damage, a Rust panic for some
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-                log.error("BM25 index unreadable; moving it aside and starting empty",
-                          extra={"path": str(self.path), "aside": str(aside), "error": str(exc)})
+                aside = self.path.with_name(
+                    f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+                )
+                log.error(
+                    "BM25 index unreadable; moving it aside and starting empty",
+                    extra={"path": str(self.path), "aside": str(aside), "error": str(exc)},
+                )
                 os.replace(self.path, aside)
         self.path.mkdir(parents=True, exist_ok=True)
         return tantivy.Index(self._schema, str(self.path), reuse=True), None
@@ -200,7 +204,7 @@ class TantivyKeywordIndex:
         return max(0, n - 1) if self._has_meta else n
 
     def reset(self) -> None:
-        with self._write_lock:
+        with self._write_lock, _no_panics():
             writer = self._live_writer()
             writer.rollback()  # pending adds would otherwise survive delete_all_documents
             writer.delete_all_documents()

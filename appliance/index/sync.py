@@ -50,7 +50,10 @@ class IndexSync:
                     reason = f"ahead of the catalogue (index at seq {seq}, outbox at {high})"
                 elif low is not None and seq < low - 1:
                     reason = f"behind the retained outbox (index at seq {seq}, oldest kept {low})"
-                if reason:
+                if reason and high == 0:
+                    self._rebuild(index, high)  # a new installation: nothing to rebuild from
+                    outcome[index.name] = "created"
+                elif reason:
                     log.warning("rebuilding index from DuckDB", extra={"index": index.name, "reason": reason})
                     self._rebuild(index, high)
                     outcome[index.name] = f"rebuilt: {reason}"

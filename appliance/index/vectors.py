@@ -8,6 +8,7 @@ import operator
 import os
 import re
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from itertools import repeat
@@ -36,8 +37,9 @@ class USearchVectorIndex:
 
     Upserts and deletes are searchable at once; `commit(seq)` saves every changed collection
     as a new generation file, then swaps the manifest that names the files and the seq.
-    `applied_seq()` is None when neither manifest.json nor manifest.prev.json describes a
-    complete, checksum-valid set of files for this dimensions/dtype; the index then starts empty.
+    `applied_seq()` is None when neither manifest.json nor, as a fallback to the generation
+    before it, manifest.prev.json describes a complete, checksum-valid set of files for these
+    dimensions and dtype (also after `reset()` without a later commit); it then starts empty.
     """
 
     name = "vectors"
@@ -59,6 +61,12 @@ class USearchVectorIndex:
         self._manifest: dict | None = None  # the manifest now on disk that our state came from
         self._generation = 0
         self._closed = False
+        if self.path.exists() and not self.path.is_dir():
+            aside = self.path.with_name(
+                f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            )
+            log.error("vector index path is not a directory; moving it aside", extra={"aside": str(aside)})
+            os.replace(self.path, aside)
         self.path.mkdir(parents=True, exist_ok=True)
         for p in self.path.iterdir():
             if p.name.startswith(".") and p.name.endswith(".tmp"):  # an interrupted save
@@ -79,7 +87,9 @@ class USearchVectorIndex:
                 log.warning("vector index manifest unusable", extra={"manifest": name, "error": str(exc)})
                 continue
             if name == PREVIOUS:
-                log.warning("vector index fell back to the previous generation", extra={"seq": manifest["seq"]})
+                log.warning(
+                    "vector index fell back to the previous generation", extra={"seq": manifest["seq"]}
+                )
             self._indexes, self._where, self._manifest = indexes, where, manifest
             self._seq = int(manifest["seq"])
             self._generation = max(self._generation, int(manifest["generation"]))
@@ -191,8 +201,12 @@ class USearchVectorIndex:
                     files[coll] = self._save_file(index, f"{coll}.g{gen:08d}.usearch")
             _fsync_dir(self.path)
             manifest = {
-                "format": FORMAT, "seq": seq, "dimensions": self.dimensions, "dtype": self.dtype,
-                "generation": gen, "files": files,
+                "format": FORMAT,
+                "seq": seq,
+                "dimensions": self.dimensions,
+                "dtype": self.dtype,
+                "generation": gen,
+                "files": files,
             }
             previous = self._manifest
             if previous is not None:

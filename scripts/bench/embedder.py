@@ -17,6 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from appliance.models import catalog  # noqa: E402
+from appliance.models import embedder as embedder_module  # noqa: E402
 from appliance.models.embedder import SentenceTransformerEmbedder, available_cpus  # noqa: E402
 
 EVALSET = Path("/work/shared/evalsets/msmarco-subset")
@@ -27,6 +28,19 @@ REFERENCE = {catalog.MINILM_NAME: (23.0, 195.0), catalog.MPNET_NAME: (1.7, 29.0)
 def _jsonl_texts(path: Path) -> list[str]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
+
+
+def _trim(embedder: SentenceTransformerEmbedder, text: str, tokens: int) -> str:
+    """The longest word prefix of `text` within `tokens` tokens (binary search over the word count)."""
+    words = text.split()
+    low, high = 1, len(words)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if embedder.count_tokens(" ".join(words[:mid])) <= tokens:
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low])
 
 
 def build_passages(
@@ -40,7 +54,7 @@ def build_passages(
         current.append(text)
         size += embedder.count_tokens(text)
         if size >= tokens:
-            passages.append(" ".join(current))
+            passages.append(_trim(embedder, " ".join(current), tokens))
             current, size = [], 0
             if len(passages) == count:
                 return passages
@@ -69,6 +83,19 @@ def bench(embedder: SentenceTransformerEmbedder, corpus: list[str], queries: lis
         latencies.append(time.perf_counter() - t0)
     query_s = sum(latencies)
 
+    many_qps = None
+    if args.compare_query_threads and embedder.name == catalog.MINILM_NAME:
+        # Why queries run on one thread: the same loop with every CPU, next to whatever else is running.
+        embedder_module.QUERY_THREADS = embedder.threads
+        try:
+            t0 = time.perf_counter()
+            for i in range(args.queries):
+                embedder.embed_query(queries[i % len(queries)])
+            many_s = time.perf_counter() - t0
+        finally:
+            embedder_module.QUERY_THREADS = 1
+        many_qps = args.queries / many_s
+
     ref_docs, ref_queries = REFERENCE.get(embedder.name, (float("nan"), float("nan")))
     pps, qps = len(passages) / doc_s, args.queries / query_s
     print(
@@ -85,6 +112,8 @@ def bench(embedder: SentenceTransformerEmbedder, corpus: list[str], queries: lis
         f"p95 {latencies[int(len(latencies) * 0.95)] * 1e3:.1f} ms  (models.md 2-core: {ref_queries}; "
         f"ratio {qps / ref_queries:.2f})"
     )
+    if many_qps is not None:
+        print(f"  queries on {embedder.threads} threads instead of 1: {many_qps:.1f} queries/s")
 
 
 def main() -> None:
@@ -102,11 +131,17 @@ def main() -> None:
         help="where all-mpnet-base-v2 is (or gets) assembled",
     )
     parser.add_argument("--no-mpnet", action="store_true")
+    parser.add_argument(
+        "--no-compare-query-threads",
+        dest="compare_query_threads",
+        action="store_false",
+        help="skip timing MiniLM queries on all threads",
+    )
     args = parser.parse_args()
 
     corpus = _jsonl_texts(EVALSET / "corpus.jsonl")
     queries = _jsonl_texts(EVALSET / "queries.jsonl")
-    print(f"cpus usable: {available_cpus()}, device: {args.device}")
+    print(f"cpus usable: {available_cpus()}, device: {args.device}, load average: {os.getloadavg()[0]:.2f}")
 
     minilm = SentenceTransformerEmbedder(
         catalog.default_embedding_dir(), device=args.device, threads=args.threads, name=catalog.MINILM_NAME

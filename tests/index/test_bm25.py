@@ -119,7 +119,9 @@ def test_second_writer_is_refused_not_moved_aside(index, tmp_path):
     assert index.count() == len(CORPUS)
 
 
-@pytest.mark.parametrize("damage", ["garbage_meta", "empty_meta", "missing_segment_file", "truncated_segment", "a_file"])
+@pytest.mark.parametrize(
+    "damage", ["garbage_meta", "empty_meta", "missing_segment_file", "truncated_segment", "a_file"]
+)
 def test_corrupt_directory_is_moved_aside(tmp_path, damage):
     path = tmp_path / "bm25"
     ix = TantivyKeywordIndex(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,9 +33,13 @@ def unit(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def chunk(chunk_id: int, collection: str = "docs", text_of: int | None = None, seed: int | None = None) -> IndexedChunk:
+def chunk(
+    chunk_id: int, collection: str = "docs", text_of: int | None = None, seed: int | None = None
+) -> IndexedChunk:
     title, text = TEXTS[text_of or chunk_id]
-    return IndexedChunk(chunk_id, collection, f"doc-{chunk_id}", title, text, unit(seed if seed is not None else chunk_id))
+    return IndexedChunk(
+        chunk_id, collection, f"doc-{chunk_id}", title, text, unit(seed if seed is not None else chunk_id)
+    )
 
 
 @dataclass
@@ -123,7 +129,9 @@ def test_delete_and_unknown_delete(backend, index):
 
 
 def test_collection_filter_never_leaks(backend, index):
-    index.upsert([chunk(1, "alpha", text_of=3, seed=7), chunk(2, "beta", text_of=3, seed=7), chunk(3, "beta")])
+    index.upsert(
+        [chunk(1, "alpha", text_of=3, seed=7), chunk(2, "beta", text_of=3, seed=7), chunk(3, "beta")]
+    )
     index.commit(1)
     q = backend.query(chunk(1, "alpha", text_of=3, seed=7))
     assert ids(index.search(q, ["alpha"], 10)) == [1]
@@ -163,6 +171,33 @@ def test_uncommitted_changes_are_not_durable(backend, tmp_path):
     ix = backend.open(tmp_path)
     try:
         assert (ix.applied_seq(), ix.count()) == (1, 1)
+    finally:
+        ix.close()
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_contract import BACKENDS, chunk
+backend = next(b for b in BACKENDS if b.name == {name!r})
+ix = backend.open(Path({path!r}))
+ix.upsert([chunk(1), chunk(2)])
+ix.commit(3)
+ix.upsert([chunk(4)])
+ix.delete([1])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_9_keeps_what_was_committed(backend, tmp_path):
+    script = KILLED_WRITER.format(tests=str(Path(__file__).parent), name=backend.name, path=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()
+    ix = backend.open(tmp_path)  # no stale writer lock, no half-written state
+    try:
+        assert (ix.applied_seq(), ix.count()) == (3, 2)
+        assert ix.search(backend.query(chunk(1)), ["docs"], 1)[0].chunk_id == 1
     finally:
         ix.close()
 
@@ -221,7 +256,10 @@ def test_concurrent_searches_while_writing(backend, index):
         try:
             for batch in range(40):
                 base = batch * 10 + 1
-                cs = [chunk(base + j, "alpha" if j % 2 else "beta", text_of=1 + j % 5, seed=base + j) for j in range(10)]
+                cs = [
+                    chunk(base + j, "alpha" if j % 2 else "beta", text_of=1 + j % 5, seed=base + j)
+                    for j in range(10)
+                ]
                 allowed.update(c.chunk_id for c in cs if c.collection == "alpha")
                 index.upsert(cs)
                 index.commit(batch + 1)

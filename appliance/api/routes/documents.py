@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.openapi.spec import MediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 
 from appliance.api.schemas import Accepted, BatchIn, DocumentIn, SingleDocumentIn
 from appliance.core import Appliance, NewDocument
@@ -63,8 +63,24 @@ class _UploadOperation(Operation):
         default_factory=lambda: RequestBody(
             required=True,
             content={
-                "application/json": MediaType(schema=Schema(ref="#/components/schemas/SingleDocumentIn")),
-                "multipart/form-data": MediaType(
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(
+                        type="object",
+                        required=["collection"],
+                        description="`text`, or `content_base64` with a `filename` for binary formats",
+                        properties={
+                            "collection": Schema(type="string"),
+                            "text": Schema(type="string"),
+                            "content_base64": Schema(type="string", format="byte"),
+                            "filename": Schema(type="string"),
+                            "source_id": Schema(type="string"),
+                            "title": Schema(type="string"),
+                            "uri": Schema(type="string"),
+                            "metadata": Schema(type="object"),
+                        },
+                    )
+                ),
+                "multipart/form-data": OpenAPIMediaType(
                     schema=Schema(
                         type="object",
                         required=["collection", "file"],
@@ -85,8 +101,7 @@ class _UploadOperation(Operation):
         self.request_body = _UploadOperation.__dataclass_fields__["request_body"].default_factory()
 
 
-@post("/api/v1/documents", tags=["documents"], status_code=202, operation_class=_UploadOperation,
-      signature_namespace={"SingleDocumentIn": SingleDocumentIn})
+@post("/api/v1/documents", tags=["documents"], status_code=202, operation_class=_UploadOperation)
 async def create_document(request: Request, state: State, wait: bool = False) -> Response:
     appliance: Appliance = state.appliance
     ctype = request.headers.get("content-type", "")

@@ -80,13 +80,15 @@ def _looks_binary(sample: bytes) -> bool:
     size = len(sample)
     controls = (size - len(sample.translate(None, _CONTROL_BYTES))) / size
     invalid = sample.decode("utf-8", errors="replace").count("\ufffd") / size
-    return sample.count(0) / size > 0.01 or controls > 0.05 or (invalid > 0.3 and controls > 0.01)
+    nuls = sample.count(0)
+    return (nuls >= 4 and nuls / size > 0.01) or controls > 0.05 or (invalid > 0.3 and controls > 0.01)
 
 
 def sniff(data: bytes, filename: str | None = None) -> str:
     """The MIME type of `data`, decided by content; the filename only breaks ties among text types."""
     ext = _ext(filename)
-    if b"%PDF-" in data[:1024]:
+    # The spec tolerates junk before the header; a text merely quoting "%PDF-" has no %%EOF trailer.
+    if data.lstrip()[:5] == b"%PDF-" or (b"%PDF-" in data[:1024] and b"%%EOF" in data[-2048:]):
         return PDF
     if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return DOCX if _is_docx(data) else "application/zip"

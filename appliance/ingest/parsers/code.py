@@ -11,7 +11,8 @@ MIME = "text/x-source"
 
 # Extension (or alias used in Markdown fences) -> canonical language name.
 _LANGUAGES = {
-    "py": "python", "pyi": "python", "pyw": "python", "python": "python",
+    "py": "python", "pyi": "python", "pyw": "python", "python": "python", "python3": "python",
+    "py3": "python", "pycon": "python", "ipython": "python", "ipython3": "python",
     "js": "javascript", "mjs": "javascript", "cjs": "javascript", "jsx": "javascript", "javascript": "javascript",
     "ts": "typescript", "tsx": "typescript", "mts": "typescript", "typescript": "typescript",
     "go": "go", "golang": "go", "rs": "rust", "rust": "rust", "java": "java", "kt": "kotlin", "kts": "kotlin",
@@ -34,7 +35,6 @@ _FILENAMES = {
     "cmakelists.txt": "cmake", "jenkinsfile": "groovy", "gemfile": "ruby", "rakefile": "ruby",
     "vagrantfile": "ruby", "justfile": "make", ".bashrc": "shell", ".profile": "shell", ".zshrc": "shell",
 }  # fmt: skip
-_SHEBANG = re.compile(r"^#!\s*\S*?(?:/env\s+(?:-S\s+)?)?/?(?:\S*/)?([A-Za-z]+)")
 _SHEBANG_LANG = {"python": "python", "node": "javascript", "bash": "shell", "sh": "shell", "zsh": "shell",
                  "ruby": "ruby", "perl": "perl", "php": "php", "deno": "typescript", "pwsh": "powershell"}  # fmt: skip
 # A blank line followed by one of these at column 0 closes a construct rather than starting one.
@@ -43,7 +43,9 @@ _CLOSER = re.compile(r"^(?:[})\]]|</|#(?:endif|else|elif)\b|(?:end|fi|done|esac)
 
 def normalise_language(tag: str | None) -> str | None:
     tag = (tag or "").strip().lower().lstrip(".").strip("{}")
-    return _LANGUAGES.get(tag, tag or None)
+    if tag in ("", "default", "none", "text", "plain", "plaintext", "txt"):
+        return None
+    return _LANGUAGES.get(tag, tag)
 
 
 def language_for(filename: str | None, text: str = "") -> str | None:
@@ -54,9 +56,12 @@ def language_for(filename: str | None, text: str = "") -> str | None:
             return _FILENAMES[p.name.lower()]
         if p.suffix and p.suffix[1:].lower() in _LANGUAGES:
             return _LANGUAGES[p.suffix[1:].lower()]
-    if m := _SHEBANG.match(text[:200]):
-        word = m.group(1).lower().rstrip("0123456789.")
-        return _SHEBANG_LANG.get(word)
+    if text.startswith("#!"):
+        words = [w for w in text[2:].split("\n", 1)[0].split() if not w.startswith("-")]
+        if words and words[0].rsplit("/", 1)[-1] == "env":
+            words = words[1:]
+        if words:
+            return _SHEBANG_LANG.get(words[0].rsplit("/", 1)[-1].lower().rstrip("0123456789."))
     return None
 
 

@@ -8,6 +8,7 @@ import zipfile
 
 from appliance.errors import UnsupportedFormat
 from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.ingest.parsers.structured import row_text
 
 MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -100,8 +101,8 @@ def parse(data: bytes, name: str) -> ParsedDocument:
             rows = _table_rows(Table(el, document))
             if len(rows) > 1:
                 # Word has no reliable header marker: the first row is the header by convention.
-                blocks.append(Block("table", "\n".join(" | ".join(r) for r in rows[1:]), loc(),
-                                    header=" | ".join(rows[0])))
+                text = "\n".join(row_text(rows[0], r) for r in rows[1:])
+                blocks.append(Block("table", text, loc(), header=" | ".join(rows[0])))
             elif rows:
                 blocks.append(Block("paragraph", " | ".join(rows[0]), loc()))
         elif el.tag == qn("w:p"):

@@ -6,6 +6,7 @@ import re
 
 from appliance.ingest.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers.code import normalise_language
+from appliance.ingest.parsers.structured import row_text
 
 MIME = "text/html"
 
@@ -16,12 +17,34 @@ _BLOCK = {
     "dd", "figure", "figcaption", "address", "hr", "form", "fieldset", "details", "summary", "center",
     "caption", "body", "html", "tr", "td", "th", "menu", "legend",
 }  # fmt: skip
+_DROP_ROLES = {"navigation", "search", "contentinfo", "banner"}
+_PERMALINK = re.compile(r"[\s¶§#🔗]+$")
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.I)
+_INVISIBLE = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _fallback(text: str) -> list[Block]:
+    """Unstructured text for markup libxml2 gives up on (nesting beyond its depth limit)."""
+    import html as stdlib_html
+
+    plain = stdlib_html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", text)))
+    paras = [_clean(p) for p in re.split(r"\n\s*\n", plain)]
+    return [Block("paragraph", p) for p in paras if p]
 
 
 def _clean(text: str) -> str:
     return " ".join(text.split())
+
+
+def _hidden(el) -> bool:
+    return (
+        el.get("role") in _DROP_ROLES
+        or el.get("aria-hidden") == "true"
+        or el.get("hidden") is not None
+        or not {"headerlink", "footer", "sidebar"}.isdisjoint((el.get("class") or "").split())
+    )
 
 
 def table_rows(table) -> tuple[list[str] | None, list[list[str]]]:
@@ -67,9 +90,8 @@ class _Builder:
             # Nested items are indented so the list still reads as a hierarchy.
             if text:
                 self.list_items.append("  " * (self.li_depth - 1) + "- " + text)
-            return
-        self.emit_list()
-        if text:
+        elif text:
+            self.emit_list()
             self.blocks.append(Block("paragraph", text, self.loc()))
 
     def emit_list(self) -> None:
@@ -80,7 +102,7 @@ class _Builder:
     def heading(self, level: int, text: str) -> None:
         self.flush()
         self.emit_list()
-        text = _clean(text)
+        text = _PERMALINK.sub("", _clean(text))  # Sphinx/GitHub permalink anchors
         if not text:
             return
         while self.path and self.path[-1][0] >= level:
@@ -94,14 +116,11 @@ class _Builder:
         self.flush()
         self.emit_list()
         header, rows = table_rows(el)
-        # Rows are pipe-joined and the header is kept apart so the chunker repeats it at the
-        # top of every table chunk. Measured with all-MiniLM-L6-v2 on a product table,
-        # "col: value" rows retrieved the right chunk no better than "header + pipe rows"
-        # while costing ~1.8x the tokens (fewer rows per chunk, more chunks); pipe rows are
-        # also what Markdown and CSV sources look like, so citations read like the source.
+        # Rows become `column: value` lines (see structured.row_text for the measurement) and
+        # the header stays apart so the chunker repeats it at the top of every table chunk.
         if header is not None and rows:
-            self.blocks.append(Block("table", "\n".join(" | ".join(r) for r in rows), self.loc(),
-                                     header=" | ".join(header)))
+            text = "\n".join(row_text(header, r) for r in rows)
+            self.blocks.append(Block("table", text, self.loc(), header=" | ".join(header)))
         elif rows or header:
             body = rows if header is None else [header]
             self.blocks.append(Block("paragraph", "\n".join(" | ".join(r) for r in body), self.loc()))
@@ -111,8 +130,10 @@ class _Builder:
         self.emit_list()
         text = el.text_content().strip("\n")
         if text.strip():
-            classes = " ".join(x.get("class", "") for x in [el, *el.iter("code")])
-            m = re.search(r"(?:language|lang)-([\w+#-]+)", classes)
+            # Highlighters put the language on the <pre>, its <code>, or a wrapper (Sphinx: highlight-python3).
+            around = [el, *el.iter("code"), *list(el.iterancestors())[:3]]
+            classes = " ".join(x.get("class", "") for x in around)
+            m = re.search(r"(?:language|lang|highlight)-([\w+#]+)", classes)
             self.blocks.append(Block("code", text, self.loc(), language=normalise_language(m.group(1) if m else None)))
 
 
@@ -120,7 +141,9 @@ def parse(text: str, name: str) -> ParsedDocument:
     from lxml import etree
     from lxml import html as lhtml
 
-    root = lhtml.document_fromstring(_XML_DECL.sub("", text, count=1))
+    # huge_tree lifts libxml2's nesting limit from 256 to 2048; generated pages exceed 256.
+    parser = lhtml.HTMLParser(huge_tree=True)
+    root = lhtml.document_fromstring(_XML_DECL.sub("", text, count=1), parser=parser)
     title_el = root.find(".//title")
     title = _clean(title_el.text_content()) if title_el is not None else ""
     b = _Builder()
@@ -130,7 +153,7 @@ def parse(text: str, name: str) -> ParsedDocument:
     for event, el in walker:
         tag = el.tag.lower() if isinstance(el.tag, str) else None
         if event == "start":
-            if tag is None or tag in _DROP:
+            if tag is None or tag in _DROP or _hidden(el):
                 walker.skip_subtree()
             elif tag in _HEADINGS:
                 heading = (_HEADINGS[tag], [el.text or ""])
@@ -166,4 +189,9 @@ def parse(text: str, name: str) -> ParsedDocument:
         (heading[1] if heading is not None else b.buf).append(tail)
     b.flush()
     b.emit_list()
-    return ParsedDocument(MIME, title or b.first_h1, b.blocks)
+    metadata: dict = {}
+    if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
+        # libxml2 stopped part-way, so the tree lacks text: better flat text than silent loss.
+        b.blocks = _fallback(text)
+        metadata["warnings"] = ["markup nested too deeply to parse; text extracted without structure"]
+    return ParsedDocument(MIME, title or b.first_h1, b.blocks, metadata)

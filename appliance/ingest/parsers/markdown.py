@@ -6,6 +6,7 @@ import re
 
 from appliance.ingest.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers.code import normalise_language
+from appliance.ingest.parsers.structured import row_text
 
 MIME = "text/markdown"
 
@@ -113,16 +114,17 @@ class _Parser:
         return j + 1
 
     def table(self, i: int) -> int:
-        header = " | ".join(_cells(self.lines[i]))
+        header = _cells(self.lines[i])
         j = i + 2
         rows = []
         while j < len(self.lines) and self.lines[j].strip() and "|" in self.lines[j]:
-            rows.append(" | ".join(_cells(self.lines[j])))
+            rows.append(row_text(header, _cells(self.lines[j])))
             j += 1
+        # The block spans the body rows only: one text line per source line.
         if rows:
-            self.add("table", i + 2, j - 1, "\n".join(rows), header=header)
+            self.add("table", i + 2, j - 1, "\n".join(rows), header=" | ".join(header))
         else:
-            self.add("paragraph", i, i, header)
+            self.add("paragraph", i, i, " | ".join(header))
         return j
 
     def list_(self, i: int) -> int:

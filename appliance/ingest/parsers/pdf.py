@@ -25,6 +25,48 @@ def _page_text(raw: str) -> str:
     return text.replace("\ufffe", "-").replace("\x02", "-").replace("\x00", "")
 
 
+_EDGE_NUMBER = re.compile(r"^\s*(\d{1,5})\b|\b(\d{1,5})\s*$")
+
+
+def _drop_running_lines(pages: list[str]) -> list[str]:
+    """Remove running headers/footers: a first or last line that recurs (digits aside) on 3+
+    pages, or that carries the printed page number (same offset from the page index on 3+ pages).
+
+    They would otherwise be glued to every page's text and pull unrelated pages together in search.
+    """
+    if len(pages) < 3:
+        return pages
+    split = [[x for x in p.split("\n") if x.strip()] for p in pages]
+
+    def key(line: str) -> str:
+        return re.sub(r"\d+", "#", " ".join(line.split()))
+
+    def offset(index: int, line: str) -> int | None:
+        m = _EDGE_NUMBER.search(line) if len(line) < 120 else None
+        return index - int(m.group(1) or m.group(2)) if m else None
+
+    texts: dict[str, int] = {}
+    offsets: dict[int, int] = {}
+    for index, lines in enumerate(split):
+        for line in {lines[0], lines[-1]} if lines else ():
+            texts[key(line)] = texts.get(key(line), 0) + 1
+            if (off := offset(index, line)) is not None:
+                offsets[off] = offsets.get(off, 0) + 1
+    page_offset = max(offsets, key=offsets.__getitem__) if offsets else None
+    if page_offset is not None and offsets[page_offset] < 3:
+        page_offset = None
+    out = []
+    for index, (page, lines) in enumerate(zip(pages, split, strict=True)):
+        # Short pages are left alone: there, a repeated edge line is as likely to be content.
+        drop = {
+            i for i in {0, len(lines) - 1} if len(lines) >= 4 and (
+                texts[key(lines[i])] >= 3 or (page_offset is not None and offset(index, lines[i]) == page_offset)
+            )
+        }
+        out.append("\n".join(x for i, x in enumerate(lines) if i not in drop) if drop else page)
+    return out
+
+
 def parse(data: bytes, name: str) -> ParsedDocument:
     import pypdfium2 as pdfium
 
@@ -55,6 +97,8 @@ def parse(data: bytes, name: str) -> ParsedDocument:
         finally:
             pdf.close()
 
+    title_page = next((p for p in pages if p.strip()), "")
+    pages = _drop_running_lines(pages)
     blocks: list[Block] = []
     empty_pages = []
     for number, text in enumerate(pages, start=1):
@@ -78,5 +122,5 @@ def parse(data: bytes, name: str) -> ParsedDocument:
             metadata[key.lower()] = meta[key].strip()
     title = meta.get("Title", "").strip()
     if not title or _JUNK_TITLE.match(title):
-        title = first_line_title(pages[blocks[0].location.page - 1])
+        title = first_line_title(title_page)
     return ParsedDocument(MIME, title, blocks, metadata)

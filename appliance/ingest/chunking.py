@@ -1,0 +1,331 @@
+"""Structure-aware chunking: blocks packed per section, oversized ones split at natural boundaries."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.ingest.document import Block, Chunk, Location, ParsedDocument
+
+# A sentence ends at terminal punctuation (plus closing quotes/brackets) followed by whitespace.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(slots=True)
+class _Unit:
+    """A span of one block's text that is never split further: the packing atom."""
+
+    block: int
+    start: int
+    end: int
+    tokens: int
+    oversized: bool  # comes from a block too large for one chunk (overlap applies)
+
+
+def _trim(text: str, start: int, end: int, keep_indent: bool = False) -> tuple[int, int]:
+    """Strip surrounding whitespace; with keep_indent, only blank lines go from the front
+    (code and nested lists lose meaning without their first line's indentation)."""
+    first = start
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if keep_indent and start < end:
+        start = max(first, text.rfind("\n", first, start) + 1)
+    return start, end
+
+
+def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans, pos = [], start
+    for m in _SENTENCE_END.finditer(text, start, end):
+        spans.append((pos, m.end()))
+        pos = m.end()
+    spans.append((pos, end))
+    return spans
+
+
+def _lines(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans, pos = [], start
+    while (nl := text.find("\n", pos, end)) != -1:
+        spans.append((pos, nl))
+        pos = nl + 1
+    spans.append((pos, end))
+    return spans
+
+
+class Chunker:
+    """Turns a ParsedDocument into Chunks of at most `size` tokens (as `count_tokens` counts).
+
+    Rules: a new heading path always starts a new chunk; small consecutive blocks of a
+    section are packed together; a block larger than `size` is split at sentences (prose)
+    or lines (code, lists, tables), then words, then characters, and consecutive pieces
+    of it share about `overlap` tokens; table chunks always start with the header line.
+    """
+
+    def __init__(self, count_tokens: Callable[[str], int], size: int = 200, overlap: int = 32) -> None:
+        if not callable(count_tokens):
+            raise TypeError("count_tokens must be a callable taking a string and returning an int")
+        if isinstance(size, bool) or not isinstance(size, int) or isinstance(overlap, bool) or not isinstance(overlap, int):
+            raise ValueError(f"chunk size and overlap must be integers, got {size!r} and {overlap!r}")
+        if not size > overlap >= 0:
+            raise ValueError(f"chunk size must exceed overlap and overlap must be >= 0 (size={size}, overlap={overlap})")
+        self.count = count_tokens
+        self.size = size
+        self.overlap = overlap
+
+    def chunk(self, doc: ParsedDocument) -> list[Chunk]:
+        self._doc = doc
+        self._newlines: dict[int, list[int]] = {}
+        self._out: list[Chunk] = []
+        blocks = doc.blocks
+        sections: list[list[int]] = []
+        for i, b in enumerate(blocks):
+            if not b.text.strip() and not (b.header or "").strip():
+                continue
+            if sections and blocks[sections[-1][0]].location.heading_path == b.location.heading_path:
+                sections[-1].append(i)
+            else:
+                sections.append([i])
+        carry: list[int] = []
+        for section in sections:
+            path = blocks[section[0]].location.heading_path
+            if carry:
+                carry_path = blocks[carry[-1]].location.heading_path
+                if path[: len(carry_path)] != carry_path or blocks[section[0]].kind == "table":
+                    self._section(carry)
+                    carry = []
+            if all(blocks[i].kind == "heading" for i in section):
+                # A heading with nothing under it but subsections: prefix it to its first child
+                # rather than emitting a chunk that is only a title.
+                carry += section
+                continue
+            self._section(carry + section, path)
+            carry = []
+        if carry:
+            self._section(carry)
+        return [Chunk(n, c.text, c.location, c.token_count) for n, c in enumerate(self._out)]
+
+    # -- sections -------------------------------------------------------------------------
+
+    def _section(self, indices: list[int], path: tuple[str, ...] | None = None) -> None:
+        blocks = self._doc.blocks
+        if path is None:
+            path = blocks[indices[-1]].location.heading_path
+        current: list[_Unit] = []
+        used = 0
+        k = 0
+        while k < len(indices):
+            block = blocks[indices[k]]
+            if block.kind == "table" and block.header is not None:
+                self._emit(current, path)
+                current, used = [], 0
+                stream = [indices[k]]
+                while k + 1 < len(indices) and blocks[indices[k + 1]].kind == "table" and (
+                    blocks[indices[k + 1]].header == block.header
+                ):
+                    k += 1
+                    stream.append(indices[k])
+                self._table(stream, path)
+                k += 1
+                continue
+            for unit in self._units(indices[k]):
+                if current and used + unit.tokens > self.size:
+                    previous = current
+                    self._emit(current, path)
+                    current, used = self._overlap(previous, unit)
+                current.append(unit)
+                used += unit.tokens
+            k += 1
+        self._emit(current, path)
+
+    def _overlap(self, previous: list[_Unit], unit: _Unit) -> tuple[list[_Unit], int]:
+        """Trailing units of the same oversized block to repeat before `unit`."""
+        if not (self.overlap and unit.oversized and previous[-1].block == unit.block):
+            return [], 0
+        kept: list[_Unit] = []
+        used = 0
+        for u in reversed(previous):
+            if u.block != unit.block or used + u.tokens > self.overlap or used + u.tokens + unit.tokens > self.size:
+                break
+            kept.insert(0, u)
+            used += u.tokens
+        return kept, used
+
+    # -- units ----------------------------------------------------------------------------
+
+    def _units(self, index: int) -> list[_Unit]:
+        block = self._doc.blocks[index]
+        keep_indent = block.kind in ("code", "list")
+        start, end = _trim(block.text, 0, len(block.text), keep_indent)
+        if start == end:
+            return []
+        n = self.count(block.text[start:end])
+        if n <= self.size:
+            return [_Unit(index, start, end, n, False)]
+        levels = [_lines] if block.kind in ("code", "list", "table") else [_sentences, _lines]
+        pieces = self._split(block.text, start, end, levels, self.size, keep_indent)
+        return [_Unit(index, s, e, t, True) for s, e, t in pieces]
+
+    def _split(
+        self, text: str, start: int, end: int, levels: list, limit: int, keep_indent: bool = False
+    ) -> list[tuple[int, int, int]]:
+        """Spans of text[start:end], each within `limit` tokens, cut at the coarsest level that works.
+
+        Each piece is counted once at each level it passes through, so the cost stays linear
+        in practice rather than re-counting growing prefixes.
+        """
+        if not levels:
+            return self._words(text, start, end, limit)
+        out: list[tuple[int, int, int]] = []
+        for s, e in levels[0](text, start, end):
+            s, e = _trim(text, s, e, keep_indent)
+            if s == e:
+                continue
+            n = self.count(text[s:e])
+            if n <= limit:
+                out.append((s, e, n))
+            else:
+                out.extend(self._split(text, s, e, levels[1:], limit))
+        return out
+
+    def _words(self, text: str, start: int, end: int, limit: int) -> list[tuple[int, int, int]]:
+        # Windows of ~1.5 characters per token of budget are usually a third to a half of the
+        # budget, so most are counted once and the packer still fills chunks well.
+        window = max(8, int(limit * 1.5))
+        out: list[tuple[int, int, int]] = []
+        s = None
+        last = start
+        for m in _WORD.finditer(text, start, end):
+            if s is None:
+                s = m.start()
+            elif m.end() - s > window:
+                out.extend(self._bisect(text, s, last, limit))
+                s = m.start()
+            last = m.end()
+        if s is not None:
+            out.extend(self._bisect(text, s, last, limit))
+        return out
+
+    def _bisect(self, text: str, start: int, end: int, limit: int) -> list[tuple[int, int, int]]:
+        s, e = _trim(text, start, end)
+        if s == e:
+            return []
+        n = self.count(text[s:e])
+        if n <= limit or e - s == 1:
+            return [(s, e, n)]
+        words = [m.start() for m in _WORD.finditer(text, s, e)]
+        mid = words[len(words) // 2] if len(words) > 1 else (s + e) // 2  # one huge "word": cut characters
+        return self._bisect(text, s, mid, limit) + self._bisect(text, mid, e, limit)
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def _table(self, stream: list[int], path: tuple[str, ...]) -> None:
+        blocks = self._doc.blocks
+        header = blocks[stream[0]].header.strip()
+        header_tokens = self.count(header)
+        if header_tokens > self.size // 2:
+            # A header this wide would leave no room for rows; keep its start, which names the key columns.
+            s, e, header_tokens = self._split(header, 0, len(header), [], self.size // 2)[0]
+            header = header[s:e] + " …"
+            header_tokens = self.count(header)
+        budget = max(1, self.size - header_tokens)
+        rows: list[_Unit] = []
+        for index in stream:
+            text = blocks[index].text
+            for s, e in _lines(text, 0, len(text)):
+                s, e = _trim(text, s, e)
+                if s == e:
+                    continue
+                n = self.count(text[s:e])
+                if n <= budget:
+                    rows.append(_Unit(index, s, e, n, False))
+                else:
+                    rows.extend(_Unit(index, a, b, t, True) for a, b, t in self._split(text, s, e, [], budget))
+        # Rows are records, not prose: repeating rows as overlap would only duplicate hits;
+        # the repeated header is the context every table chunk needs.
+        current: list[_Unit] = []
+        used = 0
+        for row in rows:
+            if current and used + row.tokens > budget:
+                self._emit(current, path, header)
+                current, used = [], 0
+            current.append(row)
+            used += row.tokens
+        self._emit(current, path, header)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _emit(self, units: list[_Unit], path: tuple[str, ...], header: str | None = None) -> None:
+        if not units:
+            return
+        blocks = self._doc.blocks
+        parts: list[str] = []
+        group_start = 0
+        for i in range(1, len(units) + 1):
+            if i == len(units) or units[i].block != units[group_start].block:
+                first, last = units[group_start], units[i - 1]
+                parts.append(blocks[first.block].text[first.start : last.end])
+                group_start = i
+        sep = "\n" if header is not None else "\n\n"
+        body = sep.join(parts)
+        text = f"{header}\n{body}" if header is not None else body
+        tokens = units[0].tokens if len(units) == 1 and header is None else self.count(text)
+        if tokens > self.size and len(units) > 1:
+            # Only when count_tokens is not additive over concatenation (e.g. some BPE merges).
+            half = len(units) // 2
+            self._emit(units[:half], path, header)
+            self._emit(units[half:], path, header)
+            return
+        self._out.append(Chunk(len(self._out), text, self._location(units, path), tokens))
+
+    def _location(self, units: list[_Unit], path: tuple[str, ...]) -> Location:
+        blocks = self._doc.blocks
+        page = next((blocks[u.block].location.page for u in units if blocks[u.block].location.page), None)
+        starts, ends = [], []
+        for u in units:
+            loc = blocks[u.block].location
+            if loc.line_start is None:
+                continue
+            line_end = loc.line_end if loc.line_end is not None else loc.line_start
+            offsets = self._line_offsets(u.block)
+            if offsets is None:
+                starts.append(loc.line_start)
+                ends.append(line_end)
+            else:
+                starts.append(loc.line_start + bisect.bisect_right(offsets, u.start - 1))
+                ends.append(loc.line_start + bisect.bisect_right(offsets, u.end - 1))
+        if not starts:
+            return Location(page=page, heading_path=path)
+        return Location(page=page, heading_path=path, line_start=min(starts), line_end=max(ends))
+
+    def _line_offsets(self, index: int) -> list[int] | None:
+        """Newline offsets of a block whose text maps 1:1 onto its source lines, else None."""
+        if index not in self._newlines:
+            block: Block = self._doc.blocks[index]
+            loc = block.location
+            offsets = [m.start() for m in re.finditer("\n", block.text)]
+            aligned = loc.line_start is not None and loc.line_end is not None
+            self._newlines[index] = offsets if aligned and len(offsets) == loc.line_end - loc.line_start else None
+        return self._newlines[index]
+
+
+def tokenizer_counter(tokenizer_json: str | Path) -> Callable[[str], int]:
+    """A count_tokens for a Hugging Face `tokenizer.json` (e.g. all-MiniLM-L6-v2's).
+
+    Truncation and padding are switched off: the shipped all-MiniLM-L6-v2 tokenizer.json pads
+    and truncates to 128, so a naive `len(encode(text).ids)` returns 128 for every text.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
