@@ -54,6 +54,7 @@ class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
     rrf_k: int = 60
     candidates: int = 100  # per retriever, before fusion
     reranker: Literal["none", "cross-encoder", "bi-encoder"] = "none"
+    # Empty with "bi-encoder": the packaged all-mpnet-base-v2 (installed by `make`), assembled on first use.
     reranker_model_dir: str = ""
     rerank_candidates: int = 30
 

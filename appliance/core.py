@@ -25,7 +25,7 @@ from appliance.ingest.chunking import Chunker
 from appliance.ingest.parsers import SUPPORTED, sniff
 from appliance.ingest.pipeline import IngestPipeline
 from appliance.jobs.queue import JobQueue
-from appliance.models.catalog import default_embedding_dir
+from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, default_embedding_dir
 from appliance.models.embedder import SentenceTransformerEmbedder
 from appliance.offline import enforce_offline
 from appliance.retrieve.rerank import Reranker, load_reranker
@@ -67,7 +67,8 @@ class Appliance:
         emb = settings.embedding
         model_dir = Path(emb.model_dir) if emb.model_dir else default_embedding_dir()
         self.embedder = SentenceTransformerEmbedder(
-            model_dir, device=emb.device, batch_size=emb.batch_size, threads=emb.threads or None
+            model_dir, device=emb.device, batch_size=emb.batch_size, threads=emb.threads or None,
+            name=None if emb.model_dir else MINILM_NAME,
         )
         self.chunker = Chunker(
             self.embedder.count_tokens, size=settings.chunking.size_tokens, overlap=settings.chunking.overlap_tokens
@@ -88,9 +89,11 @@ class Appliance:
         ret = settings.retrieval
         self.reranker: Reranker | None = None
         if ret.reranker != "none":
-            self.reranker = load_reranker(
-                ret.reranker, Path(ret.reranker_model_dir) if ret.reranker_model_dir else None, emb.device
-            )
+            rerank_dir = Path(ret.reranker_model_dir) if ret.reranker_model_dir else None
+            if rerank_dir is None and ret.reranker == "bi-encoder":
+                # The stronger packaged bi-encoder, assembled once from its part packages.
+                rerank_dir = assemble_mpnet(self.data_dir / "models" / MPNET_NAME)
+            self.reranker = load_reranker(ret.reranker, rerank_dir, emb.device)
         self.searcher = HybridSearcher(
             self.catalog, self.keyword_index, self.vector_index, self.embedder, ret, self.reranker
         )

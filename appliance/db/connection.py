@@ -89,9 +89,6 @@ class Database:
                 time.sleep(0.01 * (2**attempt))
         raise AssertionError("unreachable")
 
-    def checkpoint(self) -> None:
-        self.execute("CHECKPOINT")
-
     def close(self) -> None:
         with self._lock:
             for cur in self._cursors:

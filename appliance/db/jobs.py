@@ -116,9 +116,6 @@ class JobStore:
             )
         )
 
-    def requeue(self, job_id: str, error: str) -> None:
-        self.db.execute("UPDATE jobs SET state = 'queued', error = ?, lease_owner = NULL WHERE id = ?", [error, job_id])
-
     def get(self, job_id: str) -> dict:
         rows = self.db.fetch_dicts("SELECT * FROM jobs WHERE id = ?", [job_id])
         if not rows:

@@ -97,18 +97,18 @@ class HybridSearcher:
         timings["fusion_ms"] = _ms(t)
 
         t = time.perf_counter()
-        keep = self.settings.rerank_candidates if use_rerank else top_k
+        # Reranking covers at least top_k candidates, so every hit returned carries a score
+        # from the same (last) stage and the list stays ordered by it.
+        keep = max(self.settings.rerank_candidates, top_k) if use_rerank else top_k
         rows = self.catalog.hydrate_chunks([h.chunk_id for h in fused], collections, filters)
-        ranked = [(rows[h.chunk_id], h.score) for h in fused if h.chunk_id in rows][: max(keep, top_k)]
+        ranked = [(rows[h.chunk_id], h.score) for h in fused if h.chunk_id in rows][:keep]
         timings["hydrate_ms"] = _ms(t)
 
         if use_rerank and ranked:
             t = time.perf_counter()
-            candidates = [RerankCandidate(row["chunk_id"], row["text"], row["title"]) for row, _ in ranked[:keep]]
+            candidates = [RerankCandidate(row["chunk_id"], row["text"], row["title"]) for row, _ in ranked]
             scores = self.reranker.rerank(query, candidates)
-            ranked = sorted(
-                zip([r for r, _ in ranked[:keep]], scores, strict=True), key=lambda rs: -rs[1]
-            )
+            ranked = sorted(zip([r for r, _ in ranked], scores, strict=True), key=lambda rs: -rs[1])
             timings["rerank_ms"] = _ms(t)
 
         hits = []

@@ -79,12 +79,16 @@ def main() -> None:
     ap.add_argument("--key")
     ap.add_argument("--limit", type=int, default=0, help="ingest only the first N corpus entries")
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--rerank", action="store_true",
+                    help="also measure hybrid + the bi-encoder reranker (packaged all-mpnet-base-v2)")
     args = ap.parse_args()
     corpus, queries, qrels = load(args.dataset)
     if args.limit:
         corpus = corpus[: args.limit]
 
-    with bench_server(args.url, args.key) as client:
+    env = {"APPLIANCE_RETRIEVAL__RERANKER": "bi-encoder"} if args.rerank else None
+    modes = ["keyword", "semantic", "hybrid"] + (["hybrid+rerank"] if args.rerank else [])
+    with bench_server(args.url, args.key, env=env) as client:
         client.post("/api/v1/collections", json={"name": COLLECTION})
         started = time.perf_counter()
         jobs = []
@@ -105,12 +109,15 @@ def main() -> None:
         latencies: dict[str, list[float]] = {}
         candidate_lists: dict[str, dict[str, list[IndexHit]]] = {"keyword": {}, "semantic": {}}
         source_of: dict[int, str] = {}
-        for mode in ("keyword", "semantic", "hybrid"):
+        for mode in modes:
             runs, lat = {}, []
             for qid, text in queries.items():
+                # Reranking is measured on its default depth (30 candidates): recall@100 is not comparable there.
+                rerank = mode.endswith("+rerank")
+                body = {"query": text, "collections": [COLLECTION], "top_k": 30 if rerank else 100,
+                        "mode": mode.split("+")[0], "rerank": rerank}
                 t = time.perf_counter()
-                r = client.post("/api/v1/knowledge/search",
-                                json={"query": text, "collections": [COLLECTION], "top_k": 100, "mode": mode})
+                r = client.post("/api/v1/knowledge/search", json=body)
                 lat.append((time.perf_counter() - t) * 1000)
                 r.raise_for_status()
                 hits = r.json()["hits"]
