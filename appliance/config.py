@@ -59,6 +59,35 @@ class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
     rerank_candidates: int = 30
 
 
+class LLMSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # A manifest name ("qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct") or a GGUF path.
+    # Empty: the embedded default (Qwen2.5-Coder-1.5B when installed, else SmolLM2-135M).
+    model: str = ""
+    models_dir: str = ""  # default <data dir>/models
+    context_length: int = 0  # 0: the model's own (capped at 8192 to bound memory)
+    threads: int = 0  # 0: all cores
+    slots: int = 1  # concurrent generations (llama.cpp)
+    max_queue: int = 8  # requests waiting for a slot before 429
+    load_at_start: bool = True
+
+
+class AnswerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    top_k: int = 6  # chunks given to the model
+    max_answer_tokens: int = 512
+    temperature: float = 0.1
+    # Below this cosine similarity of the best chunk, the documents are taken not to cover the
+    # question: the answer says so without asking the model to improvise.
+    min_relevance: float = 0.2
+
+
+class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Lets a Prometheus on the same host scrape /metrics without the admin key. Keep it off
+    # behind a local reverse proxy: every client would then look like loopback.
+    metrics_on_localhost_without_key: bool = False
+    # Record prompt and query text in the audit log (off: who did what, never what they asked).
+    audit_record_text: bool = False
+
+
 class JobSettings(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 2
     lease_seconds: float = 60.0
@@ -77,6 +106,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     index: IndexSettings = msgspec.field(default_factory=IndexSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     jobs: JobSettings = msgspec.field(default_factory=JobSettings)
+    llm: LLMSettings = msgspec.field(default_factory=LLMSettings)
+    answer: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
+    observability: ObservabilitySettings = msgspec.field(default_factory=ObservabilitySettings)
 
     @property
     def data_path(self) -> Path:
@@ -92,6 +124,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("retrieval.semantic_weight must be within [0, 1]")
         if self.retrieval.candidates < 1 or self.retrieval.rerank_candidates < 1:
             problems.append("retrieval.candidates and rerank_candidates must be >= 1")
+        if self.llm.slots < 1 or self.llm.max_queue < 0:
+            problems.append("llm.slots must be >= 1 and llm.max_queue >= 0")
+        if self.answer.top_k < 1 or self.answer.max_answer_tokens < 1:
+            problems.append("answer.top_k and answer.max_answer_tokens must be >= 1")
         if self.jobs.workers < 1:
             problems.append("jobs.workers must be >= 1")
         for name in ("max_body_bytes", "max_file_bytes", "max_batch_documents", "max_top_k"):

@@ -2,53 +2,44 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config import Settings
-from appliance.db.catalog import Catalog, check_collection_name, document_id_for
+from appliance.db.catalog import Catalog, check_collection_name
 from appliance.db.connection import Database
-from appliance.db.jobs import JobItem, JobStore
+from appliance.db.conversations import ConversationStore
+from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore, Principal
 from appliance.db.migrations import migrate
-from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedFormat
+from appliance.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from appliance.generate.answer import Answerer
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
 from appliance.index.vectors import USearchVectorIndex
 from appliance.ingest.chunking import Chunker
-from appliance.ingest.parsers import SUPPORTED, sniff
+from appliance.ingest.intake import NewDocument, make_job_item
 from appliance.ingest.pipeline import IngestPipeline
 from appliance.jobs.queue import JobQueue
+from appliance.jobs.runner import run_ingest_job
+from appliance.limits import RateLimiter
 from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, default_embedding_dir
 from appliance.models.embedder import SentenceTransformerEmbedder
+from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime
+from appliance.models.service import ModelService
+from appliance.observability.audit import AuditLog
+from appliance.observability.metrics import Metrics
 from appliance.offline import enforce_offline
 from appliance.retrieve.rerank import Reranker, load_reranker
 from appliance.retrieve.search import HybridSearcher, SearchResult
 
 log = logging.getLogger(__name__)
 
-JOB_GROUP = 32  # documents prepared and embedded together
 TERMINAL_STATES = ("succeeded", "failed")
-
-
-@dataclass(slots=True)
-class NewDocument:
-    """A document handed to the appliance: either `text` or raw `content` bytes (with a filename)."""
-
-    source_id: str | None = None
-    title: str | None = None
-    text: str | None = None
-    content: bytes | None = None
-    filename: str | None = None
-    uri: str | None = None
-    source_kind: str = "api"
-    metadata: dict = field(default_factory=dict)
 
 
 class Appliance:
@@ -63,6 +54,10 @@ class Appliance:
         self.catalog = Catalog(self.db)
         self.jobs = JobStore(self.db)
         self.keys = KeyStore(self.db)
+        self.conversations = ConversationStore(self.db)
+        self.metrics = Metrics()
+        self.audit = AuditLog(self.db, record_text=settings.observability.audit_record_text)
+        self.limiter = RateLimiter()
 
         emb = settings.embedding
         model_dir = Path(emb.model_dir) if emb.model_dir else default_embedding_dir()
@@ -98,6 +93,8 @@ class Appliance:
             self.catalog, self.keyword_index, self.vector_index, self.embedder, ret, self.reranker
         )
         self.pipeline = IngestPipeline(self.catalog, self.embedder, self.chunker)
+        self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
+        self.answerer = Answerer(settings.answer)
         self.queue = JobQueue(self.data_dir / "queue" / "huey.db", self.run_job, settings.jobs.workers)
         self.admin_key_path = self.data_dir / "admin.key"
         self.admin_key_created = self.keys.ensure_admin_key(self.admin_key_path)
@@ -115,6 +112,8 @@ class Appliance:
             log.info("resuming interrupted jobs", extra={"jobs": resumed})
         self._spawn(self._index_ticker, "index-ticker")
         self._spawn(self._warm, "embedder-warmup")
+        if self.settings.llm.load_at_start:
+            self._spawn(self.models.load, "chat-model-load")
         if self.settings.sample_dir:
             self._ingest_sample(Path(self.settings.sample_dir))
 
@@ -144,6 +143,7 @@ class Appliance:
         self.queue.stop()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.models.close()
         try:
             self.sync.flush()
         finally:
@@ -156,6 +156,7 @@ class Appliance:
         return {
             "ready": self._ready.is_set(),
             "embedder": "loaded" if self._ready.is_set() else "loading",
+            "chat_model": self.models.health(),
             "indexes": status,
             "chunks": self.catalog.chunk_count(),
         }
@@ -187,7 +188,7 @@ class Appliance:
     # -- collections ----------------------------------------------------------------------
     def create_collection(self, principal: Principal, name: str, description: str = "") -> dict:
         if not principal.is_admin:
-            raise NotFound("collections can only be created with an admin key")
+            raise Forbidden("collections can only be created with an admin key")
         return self.catalog.create_collection(name, description)
 
     def list_collections(self, principal: Principal) -> list[dict]:
@@ -209,39 +210,13 @@ class Appliance:
             raise PayloadTooLarge(f"{len(docs)} documents in one batch; the limit is {limits.max_batch_documents}")
         items, seen = [], set()
         for ordinal, doc in enumerate(docs):
-            items.append(self._job_item(ordinal, collection, doc, strict))
+            items.append(make_job_item(ordinal, collection, doc, strict, self.settings.limits))
             if items[-1].document_id in seen:
                 raise InvalidInput(f"document {ordinal}: source_id {items[-1].source_id!r} appears twice in the batch")
             seen.add(items[-1].document_id)
         job_id = self.jobs.create("ingest", collection, items)
         self.queue.signal(job_id)
         return job_id, [it.document_id for it in items]
-
-    def _job_item(self, ordinal: int, collection: str, doc: NewDocument, strict: bool) -> JobItem:
-        label = doc.filename or doc.source_id or f"document {ordinal}"
-        if (doc.text is None) == (doc.content is None):
-            raise InvalidInput(f"{label}: give exactly one of text or content")
-        content = doc.text.encode("utf-8") if doc.text is not None else doc.content
-        if len(content) > self.settings.limits.max_file_bytes:
-            raise PayloadTooLarge(
-                f"{label}: {len(content)} bytes exceeds the limit of {self.settings.limits.max_file_bytes} bytes"
-            )
-        if strict and not content.strip():
-            raise InvalidInput(f"{label}: document is empty")
-        if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED:
-            raise UnsupportedFormat(f"{label}: unsupported or unrecognised content ({mime})")
-        source_id = doc.source_id or doc.filename or content_digest(content)
-        return JobItem(
-            ordinal=ordinal,
-            document_id=document_id_for(collection, source_id),
-            source_id=source_id,
-            source_kind=doc.source_kind,
-            uri=doc.uri,
-            title=doc.title,
-            filename=doc.filename,
-            content=content,
-            metadata=dict(doc.metadata or {}),
-        )
 
     def get_document(self, principal: Principal, document_id: str, with_chunks: bool = False) -> dict:
         doc = self.catalog.get_document(document_id)
@@ -294,35 +269,8 @@ class Appliance:
 
     def run_job(self, job_id: str) -> None:
         """Worker entry point. Safe to call twice: the lease decides who runs it."""
-        lease = self.settings.jobs.lease_seconds
-        if not self.jobs.claim(job_id, self.instance_id, lease):
-            return
-        try:
-            job = self.jobs.get(job_id)
-            log.info("job started", extra={"job_id": job_id, "total": job["progress"]["total"]})
-            while not self._stop.is_set():
-                items = self.jobs.pending_items(job_id, JOB_GROUP)
-                if not items:
-                    break
-                for outcome in self.pipeline.ingest(job["collection"], items):
-                    self.jobs.finish_item(job_id, outcome.ordinal, outcome.state, outcome.error, outcome.chunks)
-                    if outcome.error:
-                        log.warning("document failed", extra={"job_id": job_id, "error": outcome.error})
-                self.sync.apply_pending()
-                self.jobs.renew(job_id, self.instance_id, lease)
-            if self._stop.is_set():
-                return  # shutting down: the job stays running and is resumed at next start
-            job = self.jobs.get(job_id)
-            progress = job["progress"]
-            if progress["total"] and progress["failed"] == progress["total"]:
-                self.jobs.finish(job_id, "failed", "every document failed; see the job's items for reasons")
-            else:
-                error = f"{progress['failed']} of {progress['total']} documents failed" if progress["failed"] else None
-                self.jobs.finish(job_id, "succeeded", error)
-            log.info("job finished", extra={"job_id": job_id, **progress})
-        except Exception as exc:
-            log.exception("job crashed", extra={"job_id": job_id})
-            self.jobs.finish(job_id, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        run_ingest_job(job_id, self.jobs, self.pipeline, self.sync, self.instance_id,
+                       self.settings.jobs.lease_seconds, self._stop, self.metrics)
 
     # -- search ---------------------------------------------------------------------------
     def search(
@@ -343,7 +291,168 @@ class Appliance:
         scope = self._scope(principal, collections)
         if not scope:
             return SearchResult(hits=[], timings={"total_ms": 0.0}, mode=mode or self.settings.retrieval.default_mode)
-        return self.searcher.search(query, scope, top_k=top_k, mode=mode, rerank=rerank, filters=filters)
+        result = self.searcher.search(query, scope, top_k=top_k, mode=mode, rerank=rerank, filters=filters)
+        stages = {"keyword_ms": "keyword", "embed_ms": "embed", "vector_ms": "semantic", "fusion_ms": "fusion",
+                  "rerank_ms": "rerank", "total_ms": "retrieval"}
+        self.metrics.observe_query(result.mode, {stages[k]: v / 1000 for k, v in result.timings.items() if k in stages})
+        return result
+
+    # -- models (OpenAI-compatible API) ------------------------------------------------------
+    def list_models(self) -> list[dict]:
+        return self.models.list_models()
+
+    def runtime_for(self, principal: Principal, model: str) -> LLMRuntime:
+        return self.models.runtime_for(model)
+
+    def prepare_chat(self, principal: Principal, model: str, messages: list[ChatMessage]) -> tuple[LLMRuntime, str]:
+        return self.models.prepare_chat(model, messages)
+
+    def generate(self, principal: Principal, runtime: LLMRuntime, prompt: str, params: GenerationParams,
+                 endpoint: str, cancel=None):
+        try:
+            done = self.models.generate(runtime, prompt, params, cancel)
+        except Exception:
+            self.metrics.observe_llm(runtime.name, endpoint, 0, 0, None, 0.0, outcome="error")
+            raise
+        self._account(principal, runtime, endpoint, done.prompt_tokens, done.completion_tokens,
+                      done.time_to_first_token_s, done.total_s)
+        return done
+
+    def open_stream(self, principal: Principal, runtime: LLMRuntime, prompt: str, params: GenerationParams,
+                    endpoint: str, cancel=None):
+        return self.models.open_stream(runtime, prompt, params, cancel)
+
+    def record_stream(self, principal: Principal, runtime: LLMRuntime, stream, endpoint: str, completed: bool) -> None:
+        """Called when a stream ends or its client leaves: metrics and the key's token budget
+        (tokens generated before a disconnect were spent all the same)."""
+        stats = stream.stats
+        outcome = "ok" if completed else "cancelled"
+        if stats is None:
+            self.metrics.observe_llm(runtime.name, endpoint, 0, 0, None, 0.0, outcome=outcome)
+            return
+        self._account(principal, runtime, endpoint, stats.prompt_tokens, stats.completion_tokens,
+                      stats.time_to_first_token_s, stats.total_s, outcome)
+
+    def _account(self, principal: Principal, runtime: LLMRuntime, endpoint: str, prompt_tokens: int,
+                 completion_tokens: int, ttft_s: float | None, total_s: float, outcome: str = "ok") -> None:
+        self.metrics.observe_llm(runtime.name, endpoint, prompt_tokens, completion_tokens, ttft_s, total_s, outcome)
+        self.limiter.charge_tokens(principal.key_id, principal.tpm, prompt_tokens + completion_tokens)
+
+    def embed(self, principal: Principal, model: str, inputs: list[str], dimensions: int | None):
+        return self.models.embed(model, inputs, dimensions)
+
+    # -- cited answers ----------------------------------------------------------------------
+    def _plan_answer(self, principal: Principal, question: str, collections, top_k: int | None, model: str | None,
+                     history: list[tuple[str, str]] | None = None):
+        if not question.strip():
+            raise InvalidInput("question is empty")
+        runtime = self.models.runtime_for(model or "default")
+        timings: dict = {}
+        query = question
+        if history:
+            t = time.perf_counter()
+            query = self.answerer.rewrite(runtime, history, question)
+            timings["rewrite_ms"] = round((time.perf_counter() - t) * 1000, 2)
+        retrieval = self.search(principal, query, collections, top_k=top_k or self.settings.answer.top_k)
+        timings.update({"retrieval_ms": retrieval.timings.get("total_ms", 0.0)})
+        if "rerank_ms" in retrieval.timings:
+            timings["rerank_ms"] = retrieval.timings["rerank_ms"]
+        plan = self.answerer.plan(runtime, question, retrieval)
+        return runtime, plan, query, timings
+
+    def answer(self, principal: Principal, question: str, collections=None, top_k: int | None = None,
+               model: str | None = None, history=None, cancel=None) -> dict:
+        started = time.perf_counter()
+        runtime, plan, query, timings = self._plan_answer(principal, question, collections, top_k, model, history)
+        result = self.answerer.answer(runtime, plan, cancel)
+        timings.update(result.timings)
+        timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        self._observe_answer(principal, runtime, result.usage, timings)
+        return {"answer": result.answer, "citations": result.citations, "invalid_citations": result.invalid_citations,
+                "model": result.model, "usage": result.usage, "query": query, "timings": timings}
+
+    def answer_stream(self, principal: Principal, question: str, collections=None, top_k: int | None = None,
+                      model: str | None = None, history=None, cancel=None):
+        """Events for SSE: one "sources" event, "token" events, then the final "answer"."""
+        started = time.perf_counter()
+        runtime, plan, query, timings = self._plan_answer(principal, question, collections, top_k, model, history)
+        yield {"type": "sources", "query": query, "sources": len(plan.sources), "timings": dict(timings)}
+        for event in self.answerer.stream(runtime, plan, cancel):
+            if event["type"] == "answer":
+                event["timings"] = {**timings, **event["timings"],
+                                    "total_ms": round((time.perf_counter() - started) * 1000, 2)}
+                event["query"] = query
+                self._observe_answer(principal, runtime, event["usage"], event["timings"])
+            yield event
+
+    def _observe_answer(self, principal: Principal, runtime: LLMRuntime, usage: dict, timings: dict) -> None:
+        stages = {"generation_ms": "generation", "first_token_ms": "first_token", "total_ms": "total"}
+        self.metrics.observe_query("answer", {stages[k]: v / 1000 for k, v in timings.items()
+                                              if k in stages and v is not None})
+        if usage["completion_tokens"]:
+            ttft = timings.get("first_token_ms")
+            self._account(principal, runtime, "answer", usage["prompt_tokens"], usage["completion_tokens"],
+                          ttft / 1000 if ttft is not None else None, timings.get("generation_ms", 0) / 1000)
+
+    def audit_entries(self, principal: Principal, limit: int, offset: int, action: str | None,
+                      key_id: str | None) -> list[dict]:
+        self._require_admin(principal)
+        return self.audit.recent(limit=limit, offset=offset, action=action, key_id=key_id)
+
+    # -- conversations ------------------------------------------------------------------------
+    def create_conversation(self, principal: Principal, collections: list[str] | None, title: str = "") -> dict:
+        if collections is not None:
+            self._scope(principal, collections)
+        return self.conversations.create(principal, collections, title)
+
+    def get_conversation(self, principal: Principal, conv_id: str) -> dict:
+        return self.conversations.get(principal, conv_id, with_messages=True)
+
+    def list_conversations(self, principal: Principal) -> list[dict]:
+        return self.conversations.list(principal)
+
+    def delete_conversation(self, principal: Principal, conv_id: str) -> None:
+        self.conversations.delete(principal, conv_id)
+
+    def converse(self, principal: Principal, conv_id: str, question: str, top_k: int | None = None,
+                 model: str | None = None, stream: bool = False, cancel=None):
+        conv = self.conversations.get(principal, conv_id)
+        history = self.conversations.history(conv_id)
+        if not stream:
+            result = self.answer(principal, question, conv["collections"], top_k, model, history, cancel)
+            self.conversations.append(conv_id, "user", question)
+            self.conversations.append(conv_id, "assistant", result["answer"], result["citations"])
+            return result
+        return self._converse_stream(principal, conv_id, conv, history, question, top_k, model, cancel)
+
+    def _converse_stream(self, principal, conv_id, conv, history, question, top_k, model, cancel):
+        for event in self.answer_stream(principal, question, conv["collections"], top_k, model, history, cancel):
+            if event["type"] == "answer":
+                self.conversations.append(conv_id, "user", question)
+                self.conversations.append(conv_id, "assistant", event["answer"], event["citations"])
+            yield event
+
+    # -- keys -----------------------------------------------------------------------------------
+    def _require_admin(self, principal: Principal) -> None:
+        if not principal.is_admin:
+            raise Forbidden("this needs an admin key")
+
+    def create_key(self, principal: Principal, name: str, role: str, collections: list[str] | None,
+                   rpm: int | None, tpm: int | None) -> dict:
+        self._require_admin(principal)
+        if collections:
+            self._scope(principal, collections)
+        key_id, secret = self.keys.create(name, role, collections, rpm, tpm)
+        return {"id": key_id, "key": secret, **{k: v for k, v in next(
+            k for k in self.keys.list() if k["id"] == key_id).items() if k != "id"}}
+
+    def list_keys(self, principal: Principal) -> list[dict]:
+        self._require_admin(principal)
+        return self.keys.list()
+
+    def revoke_key(self, principal: Principal, key_id: str) -> dict:
+        self._require_admin(principal)
+        return self.keys.revoke(key_id)
 
     # -- local files (sample corpus at start-up) ---------------------------------------------
     def _ingest_sample(self, folder: Path) -> None:
@@ -367,6 +476,3 @@ class Appliance:
             job_id, _ = self.submit_documents(admin, "sample", docs)
             log.info("ingesting sample corpus", extra={"job_id": job_id, "documents": len(docs)})
 
-
-def content_digest(content: bytes) -> str:
-    return "sha256:" + hashlib.sha256(content).hexdigest()[:32]

@@ -55,3 +55,15 @@ class UnsupportedFormat(ApplianceError):
 class NotReady(ApplianceError):
     status = 503
     title = "Not ready"
+
+
+class TooManyRequests(ApplianceError):
+    """Back-pressure: the caller should retry after `retry_after` seconds (the HTTP Retry-After header)."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: float = 1, **extra: object) -> None:
+        # Retry-After takes whole seconds; round up so a client never retries before the estimate.
+        self.retry_after = max(1, int(-(-retry_after // 1)))
+        super().__init__(detail, retry_after=self.retry_after, **extra)

@@ -38,7 +38,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 120.0) -> ServerProcess:
+    def start(self, timeout: float = 120.0, require_llm: bool = False) -> ServerProcess:
         cmd = [sys.executable, "-m", "appliance", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
         if self.sample_dir:
             cmd += ["--sample-dir", str(self.sample_dir)]
@@ -50,8 +50,13 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
+                ready = httpx.get(f"{self.url}/readyz", timeout=1)
+                if ready.status_code == 200:
+                    chat = ready.json()["chat_model"]
+                    if require_llm and chat["state"] == "failed":
+                        raise RuntimeError(f"chat model failed to load: {chat['error']}")
+                    if not require_llm or chat["state"] == "loaded":
+                        return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)

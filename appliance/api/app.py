@@ -10,10 +10,22 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from appliance import __version__
+from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
 from appliance.api.errors import EXCEPTION_HANDLERS
-from appliance.api.routes import collections, documents, health, jobs, knowledge
+from appliance.api.routes import (
+    answers,
+    collections,
+    documents,
+    health,
+    jobs,
+    keys,
+    knowledge,
+    observability,
+    openai,
+)
 from appliance.core import Appliance
+from appliance.observability.metrics import instrument_app
 
 
 def create_app(appliance: Appliance) -> Litestar:
@@ -26,7 +38,7 @@ def create_app(appliance: Appliance) -> Litestar:
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         security=[{"bearer": []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health.healthz,
             health.readyz,
@@ -40,6 +52,21 @@ def create_app(appliance: Appliance) -> Litestar:
             jobs.get_job,
             jobs.list_jobs,
             knowledge.search,
+            answers.knowledge_query,
+            answers.create_conversation,
+            answers.list_conversations,
+            answers.get_conversation,
+            answers.delete_conversation,
+            answers.post_message,
+            keys.create_key,
+            keys.list_keys,
+            keys.revoke_key,
+            openai.list_models,
+            openai.chat_completions,
+            openai.completions,
+            openai.embeddings,
+            observability.metrics,
+            observability.audit_entries,
         ],
         middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -49,3 +76,5 @@ def create_app(appliance: Appliance) -> Litestar:
         debug=False,
         logging_config=None,  # our structured logging is configured once, at start-up
     )
+    # Outermost wrappers see every request, routed or not, with its final status.
+    return instrument_app(audit_app(app, appliance.audit), appliance.metrics)

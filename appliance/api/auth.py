@@ -18,4 +18,5 @@ class BearerKeyMiddleware(AbstractAuthenticationMiddleware):
         principal = appliance.authenticate(secret.strip())
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
+        appliance.limiter.check_request(principal.key_id, principal.rpm, principal.tpm)
         return AuthenticationResult(user=principal, auth=secret)

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.db.connection import Database
+from appliance.errors import InvalidInput, NotFound
 
 KEY_PREFIX = "apk_"
+ROLES = ("admin", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,8 @@ class Principal:
     name: str
     role: str
     collections: tuple[str, ...] | None  # None: every collection
+    rpm: int | None = None  # requests per minute; None: unlimited
+    tpm: int | None = None  # model tokens per minute; None: unlimited
 
     @property
     def is_admin(self) -> bool:
@@ -38,26 +42,56 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, name: str, role: str, collections: list[str] | None = None) -> tuple[str, str]:
+    def create(
+        self, name: str, role: str, collections: list[str] | None = None, rpm: int | None = None, tpm: int | None = None
+    ) -> tuple[str, str]:
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+        if not name.strip():
+            raise InvalidInput("a key needs a name")
+        for limit, label in ((rpm, "rpm"), (tpm, "tpm")):
+            if limit is not None and limit < 1:
+                raise InvalidInput(f"{label} must be a positive number")
+        if role == "user" and not collections:
+            raise InvalidInput("a user key needs at least one collection (--collections a,b)")
         key_id = "key_" + uuid.uuid4().hex[:16]
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         self.db.execute(
-            "INSERT INTO api_keys (id, name, role, key_hash, collections) VALUES (?, ?, ?, ?, ?)",
-            [key_id, name, role, _hash(secret), collections],
+            "INSERT INTO api_keys (id, name, role, key_hash, collections, rpm, tpm) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [key_id, name.strip(), role, _hash(secret), collections if role == "user" else None, rpm, tpm],
         )
         return key_id, secret
+
+    def list(self) -> list[dict]:
+        rows = self.db.fetchall(
+            "SELECT id, name, role, collections, rpm, tpm, created_at, revoked_at FROM api_keys ORDER BY created_at"
+        )
+        return [
+            {"id": r[0], "name": r[1], "role": r[2], "collections": r[3], "rpm": r[4], "tpm": r[5],
+             "created_at": r[6].isoformat(), "revoked_at": r[7].isoformat() if r[7] else None}
+            for r in rows
+        ]
+
+    def revoke(self, key_id: str) -> dict:
+        row = self.db.fetchone("SELECT revoked_at FROM api_keys WHERE id = ?", [key_id])
+        if row is None:
+            raise NotFound(f"key {key_id!r} does not exist")
+        if row[0] is None:
+            self.db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = ?", [key_id])
+        return next(k for k in self.list() if k["id"] == key_id)
 
     def authenticate(self, secret: str) -> Principal | None:
         if not secret.startswith(KEY_PREFIX):
             return None
         digest = _hash(secret)
         row = self.db.fetchone(
-            "SELECT id, name, role, collections, key_hash FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            """SELECT id, name, role, collections, key_hash, rpm, tpm FROM api_keys
+               WHERE key_hash = ? AND revoked_at IS NULL""",
             [digest],
         )
         if row is None or not hmac.compare_digest(row[4], digest):
             return None
-        return Principal(row[0], row[1], row[2], tuple(row[3]) if row[3] is not None else None)
+        return Principal(row[0], row[1], row[2], tuple(row[3]) if row[3] is not None else None, row[5], row[6])
 
     def ensure_admin_key(self, path: Path) -> bool:
         """On first start create an admin key and write it (mode 0600). Returns True when created."""

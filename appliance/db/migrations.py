@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from appliance.db.connection import Database
+from appliance.observability.audit import AUDIT_MIGRATION_SQL
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,35 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0005_conversations",
+        """
+        CREATE TABLE conversations (
+            id VARCHAR PRIMARY KEY,
+            key_id VARCHAR NOT NULL,
+            collections VARCHAR[],
+            title VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE conversation_messages (
+            conversation_id VARCHAR NOT NULL,
+            ordinal INTEGER NOT NULL,
+            role VARCHAR NOT NULL,
+            content VARCHAR NOT NULL,
+            citations JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (conversation_id, ordinal)
+        );
+        """,
+    ),
+    (
+        "0006_key_limits",
+        """
+        ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
+        ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
+        """,
+    ),
+    ("0007_audit_log", AUDIT_MIGRATION_SQL),
 ]
 
 

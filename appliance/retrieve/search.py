@@ -29,6 +29,9 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
     mode: str = "hybrid"
     reranked: bool = False
+    # Cosine similarity of the closest chunk, before fusion: an absolute relevance signal that
+    # fused or reranked scores are not. None when the semantic retriever did not run.
+    best_similarity: float | None = None
 
 
 class HybridSearcher:
@@ -73,6 +76,7 @@ class HybridSearcher:
 
         lists: list[list[IndexHit]] = []
         weights: list[float] = []
+        best_similarity: float | None = None
         if mode in ("keyword", "hybrid"):
             t = time.perf_counter()
             lists.append(self.keyword.search(query, collections, depth))
@@ -83,8 +87,10 @@ class HybridSearcher:
             vector = self.embedder.embed_query(query)
             timings["embed_ms"] = _ms(t)
             t = time.perf_counter()
-            lists.append(self.vectors.search(vector, collections, depth))
+            semantic = self.vectors.search(vector, collections, depth)
+            lists.append(semantic)
             weights.append(self.settings.semantic_weight)
+            best_similarity = max((h.score for h in semantic), default=0.0)
             timings["vector_ms"] = _ms(t)
 
         t = time.perf_counter()
@@ -117,7 +123,9 @@ class HybridSearcher:
             hit["score"] = round(float(score), 6)
             hits.append(hit)
         timings["total_ms"] = _ms(started)
-        return SearchResult(hits=hits, timings=timings, mode=mode, reranked=bool(use_rerank and ranked))
+        return SearchResult(
+            hits=hits, timings=timings, mode=mode, reranked=bool(use_rerank and ranked), best_similarity=best_similarity
+        )
 
 
 def _ms(start: float) -> float:

@@ -19,9 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from appliance.config import load_settings  # noqa: E402
-from appliance.core import Appliance, NewDocument  # noqa: E402
+from appliance.core import Appliance  # noqa: E402
 from appliance.db.keys import Principal  # noqa: E402
 from appliance.ingest.document import Chunk, Location  # noqa: E402
+from appliance.ingest.intake import NewDocument  # noqa: E402
 from appliance.ingest.parsers import parse  # noqa: E402
 from appliance.ingest.pipeline import embedding_text  # noqa: E402
 

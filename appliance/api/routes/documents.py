@@ -14,8 +14,9 @@ from litestar.datastructures import State, UploadFile
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 
 from appliance.api.schemas import Accepted, BatchIn, DocumentIn, SingleDocumentIn
-from appliance.core import Appliance, NewDocument
+from appliance.core import Appliance
 from appliance.errors import InvalidInput
+from appliance.ingest.intake import NewDocument
 
 
 def _to_new(doc: DocumentIn, index: int | None = None) -> NewDocument:

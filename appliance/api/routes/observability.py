@@ -1,0 +1,42 @@
+"""Prometheus metrics (admin key, or loopback without a key when a setting allows) and the audit log."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+
+from appliance.errors import Forbidden, Unauthorized
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+# Excluded from the key middleware because it does its own check (loopback may skip the key).
+@get("/metrics", exclude_from_auth=True, tags=["observability"], sync_to_thread=True)
+def metrics(request: Request, state: State) -> Response:
+    appliance = state.appliance
+    local_ok = appliance.settings.observability.metrics_on_localhost_without_key and _is_loopback(
+        request.client.host if request.client else None)
+    if not local_ok:
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        principal = appliance.authenticate(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+        if principal is None:
+            raise Unauthorized("metrics need the admin key: send 'Authorization: Bearer <key>'")
+        if not principal.is_admin:
+            raise Forbidden("metrics need the admin key")
+    payload, content_type = appliance.metrics.render(request.headers.get("accept", ""))
+    # headers=, not media_type=: Litestar would append a second "; charset=utf-8" to text/ types.
+    return Response(payload, headers={"content-type": content_type})
+
+
+@get("/api/v1/audit", tags=["observability"], sync_to_thread=True)
+def audit_entries(request: Request, state: State, limit: int = 100, offset: int = 0, action: str | None = None,
+                  key_id: str | None = None) -> list[dict]:
+    return state.appliance.audit_entries(request.user, limit, offset, action, key_id)

@@ -1,0 +1,79 @@
+"""Conversations: multi-turn chat history, owned by the key that started them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from appliance.db.connection import Database
+from appliance.db.keys import Principal
+from appliance.errors import NotFound
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, principal: Principal, collections: list[str] | None, title: str = "") -> dict:
+        conv_id = "conv_" + uuid.uuid4().hex[:20]
+        self.db.execute(
+            "INSERT INTO conversations (id, key_id, collections, title) VALUES (?, ?, ?, ?)",
+            [conv_id, principal.key_id, collections, title],
+        )
+        return self.get(principal, conv_id)
+
+    def get(self, principal: Principal, conv_id: str, with_messages: bool = False) -> dict:
+        row = self.db.fetchone(
+            "SELECT id, key_id, collections, title, created_at FROM conversations WHERE id = ?", [conv_id]
+        )
+        # Another key's conversation looks exactly like a missing one.
+        if row is None or (row[1] != principal.key_id and not principal.is_admin):
+            raise NotFound(f"conversation {conv_id!r} does not exist")
+        out = {"id": row[0], "collections": row[2], "title": row[3], "created_at": row[4].isoformat()}
+        if with_messages:
+            out["messages"] = self.messages(conv_id)
+        return out
+
+    def list(self, principal: Principal, limit: int = 50) -> list[dict]:
+        rows = self.db.fetchall(
+            """SELECT id, collections, title, created_at FROM conversations WHERE key_id = ?
+               ORDER BY created_at DESC LIMIT ?""",
+            [principal.key_id, limit],
+        )
+        return [{"id": r[0], "collections": r[1], "title": r[2], "created_at": r[3].isoformat()} for r in rows]
+
+    def messages(self, conv_id: str) -> list[dict]:
+        rows = self.db.fetchall(
+            """SELECT ordinal, role, content, citations, created_at FROM conversation_messages
+               WHERE conversation_id = ? ORDER BY ordinal""",
+            [conv_id],
+        )
+        return [
+            {"ordinal": r[0], "role": r[1], "content": r[2], "citations": json.loads(r[3]) if r[3] else [],
+             "created_at": r[4].isoformat()}
+            for r in rows
+        ]
+
+    def history(self, conv_id: str) -> list[tuple[str, str]]:
+        return [(m["role"], m["content"]) for m in self.messages(conv_id)]
+
+    def append(self, conv_id: str, role: str, content: str, citations: list | None = None) -> None:
+        def work(cur) -> None:
+            nxt = cur.execute(
+                "SELECT coalesce(max(ordinal), -1) + 1 FROM conversation_messages WHERE conversation_id = ?", [conv_id]
+            ).fetchone()[0]
+            cur.execute(
+                "INSERT INTO conversation_messages (conversation_id, ordinal, role, content, citations) VALUES (?, ?, ?, ?, ?)",
+                [conv_id, nxt, role, content, json.dumps(citations or [])],
+            )
+
+        self.db.run_in_transaction(work)
+
+    def delete(self, principal: Principal, conv_id: str) -> None:
+        self.get(principal, conv_id)
+
+        def work(cur) -> None:
+            cur.execute("DELETE FROM conversation_messages WHERE conversation_id = ?", [conv_id])
+            cur.execute("DELETE FROM conversations WHERE id = ?", [conv_id])
+
+        self.db.run_in_transaction(work)

@@ -1,0 +1,1 @@
+"""Answer generation: prompts, context building, citations and streaming."""

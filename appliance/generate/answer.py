@@ -1,0 +1,150 @@
+"""Cited answers: numbered sources in, a model's answer out, every citation checked."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from appliance.config import AnswerSettings
+from appliance.generate.citations import check_citations
+from appliance.generate.context import Source, build_context
+from appliance.generate.prompts import NO_ANSWER, answer_messages, rewrite_messages
+from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime
+from appliance.retrieve.search import SearchResult
+
+SNIPPET_CHARS = 300
+# Room kept for the system prompt, the question and the template's own tokens.
+PROMPT_OVERHEAD_TOKENS = 160
+
+
+@dataclass(slots=True)
+class AnswerPlan:
+    """Everything decided before generation: the sources, the prompt, or that there is no answer."""
+
+    question: str
+    sources: list[Source]
+    prompt: str | None  # None: retrieval found nothing relevant, answer NO_ANSWER without the model
+    max_tokens: int
+
+
+@dataclass(slots=True)
+class Answer:
+    answer: str
+    citations: list[dict]
+    invalid_citations: list[int]
+    model: str
+    usage: dict
+    timings: dict = field(default_factory=dict)
+
+
+def citation(source: Source) -> dict:
+    hit = source.hit
+    snippet = " ".join(hit["text"].split())
+    return {
+        "n": source.n,
+        "document_id": hit["document_id"],
+        "source_id": hit["source_id"],
+        "title": hit["title"],
+        "chunk_id": hit["chunk_id"],
+        "location": hit["location"],
+        "snippet": snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),
+    }
+
+
+class Answerer:
+    def __init__(self, settings: AnswerSettings) -> None:
+        self.settings = settings
+
+    def plan(self, runtime: LLMRuntime, question: str, retrieval: SearchResult) -> AnswerPlan:
+        relevant = retrieval.hits and (
+            retrieval.best_similarity is None or retrieval.best_similarity >= self.settings.min_relevance
+        )
+        if not relevant:
+            return AnswerPlan(question, [], None, 0)
+        max_tokens = min(self.settings.max_answer_tokens, runtime.context_length // 4)
+        budget = runtime.context_length - max_tokens - PROMPT_OVERHEAD_TOKENS - runtime.count_tokens(question)
+        sources = build_context(retrieval.hits[: self.settings.top_k], max(budget, 0), runtime.count_tokens)
+        if not sources:
+            return AnswerPlan(question, [], None, 0)
+        prompt = runtime.render_chat([ChatMessage(r, c) for r, c in answer_messages(question, sources)])
+        return AnswerPlan(question, sources, prompt, max_tokens)
+
+    def _params(self, plan: AnswerPlan) -> GenerationParams:
+        return GenerationParams(max_tokens=plan.max_tokens, temperature=self.settings.temperature, top_p=0.95)
+
+    def finish(self, plan: AnswerPlan, text: str, runtime: LLMRuntime, usage: dict, timings: dict) -> Answer:
+        checked = check_citations(text, len(plan.sources))
+        by_n = {s.n: s for s in plan.sources}
+        answer = checked.text or NO_ANSWER
+        return Answer(
+            answer=answer,
+            citations=[citation(by_n[n]) for n in checked.cited],
+            invalid_citations=checked.invalid,
+            model=runtime.name,
+            usage=usage,
+            timings=timings,
+        )
+
+    def answer(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None) -> Answer:
+        if plan.prompt is None:
+            return Answer(NO_ANSWER, [], [], runtime.name, _usage(0, 0), {"generation_ms": 0.0})
+        done = runtime.generate(plan.prompt, self._params(plan), cancel)
+        timings = {"first_token_ms": round(done.time_to_first_token_s * 1000, 2), "generation_ms": round(done.total_s * 1000, 2)}
+        return self.finish(plan, done.text, runtime, _usage(done.prompt_tokens, done.completion_tokens), timings)
+
+    def stream(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None) -> Iterator[dict]:
+        """Events: {"type": "token", "text"} ... then {"type": "answer", ...Answer}."""
+        if plan.prompt is None:
+            yield {"type": "token", "text": NO_ANSWER}
+            yield {"type": "answer", **_as_dict(self.answer(runtime, plan))}
+            return
+        started = time.perf_counter()
+        stream = runtime.stream(plan.prompt, self._params(plan), cancel)
+        parts: list[str] = []
+        try:
+            for delta in stream:
+                if delta.text:
+                    parts.append(delta.text)
+                    yield {"type": "token", "text": delta.text}
+        finally:
+            stream.close()
+        stats = stream.stats
+        timings = {
+            "first_token_ms": round(stats.time_to_first_token_s * 1000, 2) if stats else None,
+            "generation_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        usage = _usage(stats.prompt_tokens, stats.completion_tokens) if stats else _usage(0, 0)
+        yield {"type": "answer", **_as_dict(self.finish(plan, "".join(parts), runtime, usage, timings))}
+
+    def rewrite(self, runtime: LLMRuntime, history: Sequence[tuple[str, str]], question: str) -> str:
+        """A follow-up like "and in Asia?" becomes a standalone question for retrieval."""
+        if not history:
+            return question
+        prompt = runtime.render_chat([ChatMessage(r, c) for r, c in rewrite_messages(history, question)])
+        try:
+            out = runtime.generate(prompt, GenerationParams(max_tokens=64, temperature=0.0, stop=("\n",))).text.strip()
+        except Exception:
+            out = ""
+        last_user = next((c for r, c in reversed(history) if r == "user"), "")
+        # A small model may echo nothing useful; the previous question plus this one still
+        # retrieves better than the fragment alone.
+        if not out or len(out) > 4 * max(len(question), 40):
+            return f"{last_user} {question}".strip()
+        return out
+
+
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _as_dict(answer: Answer) -> dict:
+    return {
+        "answer": answer.answer,
+        "citations": answer.citations,
+        "invalid_citations": answer.invalid_citations,
+        "model": answer.model,
+        "usage": answer.usage,
+        "timings": answer.timings,
+    }

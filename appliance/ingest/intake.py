@@ -1,0 +1,57 @@
+"""What callers hand the appliance to ingest, checked and turned into durable job items."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from appliance.config import LimitSettings
+from appliance.db.catalog import document_id_for
+from appliance.db.jobs import JobItem
+from appliance.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
+from appliance.ingest.parsers import SUPPORTED, sniff
+
+
+@dataclass(slots=True)
+class NewDocument:
+    """A document handed to the appliance: either `text` or raw `content` bytes (with a filename)."""
+
+    source_id: str | None = None
+    title: str | None = None
+    text: str | None = None
+    content: bytes | None = None
+    filename: str | None = None
+    uri: str | None = None
+    source_kind: str = "api"
+    metadata: dict = field(default_factory=dict)
+
+
+def content_digest(content: bytes) -> str:
+    return "sha256:" + hashlib.sha256(content).hexdigest()[:32]
+
+
+def make_job_item(ordinal: int, collection: str, doc: NewDocument, strict: bool, limits: LimitSettings) -> JobItem:
+    label = doc.filename or doc.source_id or f"document {ordinal}"
+    if (doc.text is None) == (doc.content is None):
+        raise InvalidInput(f"{label}: give exactly one of text or content")
+    content = doc.text.encode("utf-8") if doc.text is not None else doc.content
+    if len(content) > limits.max_file_bytes:
+        raise PayloadTooLarge(
+            f"{label}: {len(content)} bytes exceeds the limit of {limits.max_file_bytes} bytes"
+        )
+    if strict and not content.strip():
+        raise InvalidInput(f"{label}: document is empty")
+    if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED:
+        raise UnsupportedFormat(f"{label}: unsupported or unrecognised content ({mime})")
+    source_id = doc.source_id or doc.filename or content_digest(content)
+    return JobItem(
+        ordinal=ordinal,
+        document_id=document_id_for(collection, source_id),
+        source_id=source_id,
+        source_kind=doc.source_kind,
+        uri=doc.uri,
+        title=doc.title,
+        filename=doc.filename,
+        content=content,
+        metadata=dict(doc.metadata or {}),
+    )

@@ -1,0 +1,303 @@
+"""LLMRuntime over llama-cpp-python in-process (CPU): GGUF models, FIFO slots, per-token cancel."""
+
+from __future__ import annotations
+
+import codecs
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import InvalidInput, NotReady
+from appliance.models.runtime import (
+    DEFAULT_CONTEXT_LENGTH,
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    QueueFull,
+    SlotQueue,
+    StreamStats,
+    TokenDelta,
+    TokenStream,
+    check_prompt_length,
+)
+from appliance.models.templates import ChatTemplate
+
+LLAMA_REQUIREMENT = "llama-cpp-python==0.3.36"
+_BATCH = 512
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise NotReady(
+            f"{LLAMA_REQUIREMENT} is not installed: run scripts/build-llama-wheel.sh and install the wheel "
+            "it prints (.venv/bin/pip install --no-deps <wheel>)"
+        ) from exc
+    return llama_cpp
+
+
+def _cpus() -> int:
+    from appliance.models.embedder import available_cpus
+
+    return available_cpus()
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+class LlamaCppRuntime:
+    """A GGUF model run by llama.cpp inside this process.
+
+    A Llama object is not safe for concurrent use, so every call holds a slot from a SlotQueue. With
+    slots > 1 each slot gets its own Llama instance: llama.cpp memory-maps the weights, so the
+    instances share one copy in the page cache and each adds only its KV cache; the CPU threads are
+    split between them so parallel requests do not oversubscribe the cores. One slot (the default)
+    gives the lowest latency per request on a small CPU; more slots trade that for throughput.
+
+    Tokens are generated with `Llama.generate` rather than `create_completion(stream=True)`: the
+    latter decodes each token on its own (dropping characters split across tokens from the stream),
+    reuses the previous request's seed when none is given, and does not report counts when
+    streaming. Stop sequences, UTF-8 and counts are handled here instead, identically for both calls.
+    """
+
+    backend = "llama.cpp"
+
+    def __init__(
+        self,
+        model_path: Path,
+        name: str,
+        context_length: int | None = None,
+        threads: int | None = None,
+        slots: int = 1,
+        max_queue: int = 8,
+        chat_template: str | None = None,
+    ) -> None:
+        llama_cpp = _import_llama()
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise NotReady(f"model file {self.model_path} does not exist")
+        self.name = name
+        self.queue = SlotQueue(slots, max_queue)
+        self.threads = threads or _cpus()
+        per_slot = max(1, self.threads // slots)
+        load_start = time.monotonic()
+        try:
+            # A vocabulary-only instance (no weights) counts tokens and renders chats without a slot. Its
+            # dummy context makes llama.cpp warn about a training context of 0 on stderr whatever the
+            # log level, hence the fd-level silencing (start-up only; it would hide other threads' stderr).
+            from llama_cpp._utils import suppress_stdout_stderr
+
+            with suppress_stdout_stderr(disable=False):
+                self._vocab = llama_cpp.Llama(model_path=str(self.model_path), vocab_only=True, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise NotReady(f"llama.cpp cannot read {self.model_path} as a GGUF model: {exc}") from None
+        self._vocab_lock = threading.Lock()
+        metadata = dict(self._vocab.metadata)
+        arch = metadata.get("general.architecture", "")
+        trained = int(metadata.get(f"{arch}.context_length", 0) or 0) or None
+        if context_length is None:
+            context_length = min(trained or DEFAULT_CONTEXT_LENGTH, DEFAULT_CONTEXT_LENGTH)
+        if context_length < 16 or (trained is not None and context_length > trained):
+            raise InvalidInput(
+                f"context_length {context_length} for {name}: must be between 16 and the model's trained "
+                f"context ({trained})"
+            )
+        self.context_length = context_length
+        self.architecture = arch
+        self._bos = self._vocab.token_bos()
+        self._eog = llama_cpp.llama_vocab_is_eog
+        # Pinned llama-cpp-python version: the vocab handle has no public accessor.
+        self._vocab_handle = self._vocab._model.vocab
+        self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+        self._template = self._load_template(chat_template or metadata.get("tokenizer.chat_template"))
+        self._instances = []
+        try:
+            for _ in range(slots):
+                self._instances.append(
+                    llama_cpp.Llama(
+                        model_path=str(self.model_path),
+                        n_ctx=context_length,
+                        n_batch=min(_BATCH, context_length),
+                        n_threads=per_slot,
+                        n_threads_batch=per_slot,
+                        verbose=False,
+                    )
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise NotReady(f"llama.cpp could not load {self.model_path}: {exc}") from None
+        self._free = list(self._instances)
+        self._free_lock = threading.Lock()
+        self.load_s = time.monotonic() - load_start
+        self._closed = False
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._vocab.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def _load_template(self, source: str | None) -> ChatTemplate | None:
+        if not source:
+            return None
+        # Refused here, at load, if the file's template reaches for internals (CVE-2024-34359).
+        return ChatTemplate(source, bos_token=self._token_text(self._bos), eos_token=self._token_text(self._vocab.token_eos()))
+
+    # -- protocol --
+
+    def count_tokens(self, text: str) -> int:
+        with self._vocab_lock:
+            return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """The tokens a prompt is evaluated as: the model's BOS if it wants one, special tokens parsed."""
+        with self._vocab_lock:
+            ids = self._vocab.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
+        if self._add_bos and len(ids) > 1 and ids[0] == ids[1] == self._bos:
+            ids = ids[1:]  # the chat template wrote a BOS of its own
+        return ids
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        if self._template is None:
+            raise NotReady(f"{self.name} has no chat template in its file: give one in the models manifest")
+        if not messages:
+            raise InvalidInput("a chat needs at least one message")
+        return self._template.render([{"role": m.role, "content": m.content} for m in messages])
+
+    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
+        stream = self.stream(prompt, params, cancel)
+        parts: list[str] = []
+        finish = "stop"
+        try:
+            for delta in stream:
+                parts.append(delta.text)
+                finish = delta.finish_reason or finish
+        finally:
+            stream.close()
+        stats = stream.stats
+        assert stats is not None
+        return Completion("".join(parts), finish, stats.prompt_tokens, stats.completion_tokens,
+                          stats.time_to_first_token_s, stats.total_s, stats.queued_s)
+
+    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream:
+        if self._closed:
+            raise NotReady(f"{self.name} is closed")
+        start = time.monotonic()
+        prompt_ids = self.prompt_tokens(prompt)
+        if not prompt_ids:
+            raise InvalidInput("the prompt is empty")
+        max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
+        # Entered now, not on first read: a full queue must surface as 429 before any response starts.
+        lease = self.queue.acquire(cancel).__enter__()
+        with self._free_lock:
+            llm = self._free.pop()
+
+        released = threading.Lock()
+
+        def release() -> None:
+            if released.acquire(blocking=False):
+                with self._free_lock:
+                    self._free.append(llm)
+                lease.release()
+
+        def source(ts: TokenStream) -> Iterator[TokenDelta]:
+            yield from self._run(ts, llm, prompt_ids, params, max_tokens, start, lease.waited_s)
+
+        return TokenStream(source, release, cancel)
+
+    def _run(
+        self,
+        ts: TokenStream,
+        llm: Any,
+        prompt_ids: list[int],
+        params: GenerationParams,
+        max_tokens: int,
+        start: float,
+        queued_s: float,
+    ) -> Iterator[TokenDelta]:
+        # An explicit seed every time: llama-cpp-python otherwise derives one from the last request's.
+        llm.set_seed(params.seed if params.seed is not None else secrets.randbits(32))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = params.stop
+        pending = ""  # decoded, not yet sent: may be the start of a stop sequence
+        generated = 0
+        first: float | None = None
+        finish = "length"
+        tokens = llm.generate(prompt_ids, temp=params.temperature, top_p=params.top_p, reset=True)
+        try:
+            for token in tokens:
+                if ts.stopped():
+                    finish = "cancelled"
+                    break
+                if self._eog(self._vocab_handle, token):
+                    finish = "stop"  # the end-of-turn token is not text and, as in llama-cpp-python, not counted
+                    break
+                generated += 1
+                pending += decoder.decode(llm.detokenize([token], special=False))
+                if stops:
+                    hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
+                    if hits:
+                        pending = pending[: min(hits)]
+                        finish = "stop"
+                        break
+                if generated >= max_tokens:
+                    break
+                keep = _held_back(pending, stops) if stops else 0
+                out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+                if out:
+                    first = first or time.monotonic()
+                    yield TokenDelta(out)
+                if ts.stopped():
+                    finish = "cancelled"
+                    break
+        finally:
+            tokens.close()  # stops llama.cpp between tokens; the KV cache stays consistent for reuse
+        if finish != "cancelled":
+            pending += decoder.decode(b"", final=True)
+        if pending and finish != "cancelled":
+            first = first or time.monotonic()
+            yield TokenDelta(pending)
+        now = time.monotonic()
+        ts.stats = StreamStats(len(prompt_ids), generated, (first or now) - start, now - start, queued_s)
+        ts.release()
+        yield TokenDelta("", finish)
+
+    def health(self) -> dict:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "model_path": str(self.model_path),
+            "architecture": self.architecture,
+            "context_length": self.context_length,
+            "threads": self.threads,
+            "ok": not self._closed,
+            "queue": self.queue.snapshot(),
+        }
+
+    def close(self) -> None:
+        """Free the models; requests still running finish first (their slots are waited for)."""
+        if self._closed:
+            return
+        self._closed = True
+        leases = []
+        while len(leases) < len(self._instances):
+            try:
+                leases.append(self.queue.acquire().__enter__())
+            except QueueFull:
+                time.sleep(0.05)  # requests queued before close still run; wait for room behind them
+        for llm in self._instances:
+            llm.close()
+        self._vocab.close()
+        self._instances.clear()
+        for lease in leases:
+            lease.release()

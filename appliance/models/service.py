@@ -1,0 +1,148 @@
+"""The serving side of models: loads the chat runtime, resolves model names, generates and embeds."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from appliance.config import Settings
+from appliance.errors import InvalidInput, NotFound, NotReady
+from appliance.models.embedder import Embedder
+from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime
+from appliance.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = "default"
+EMBEDDING_ALIAS = "embedding"
+
+
+class ModelService:
+    def __init__(self, settings: Settings, embedder: Embedder, data_dir: Path, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.embedder = embedder
+        self.models_dir = Path(settings.llm.models_dir) if settings.llm.models_dir else data_dir / "models"
+        self._runtime: LLMRuntime | None = None
+        self._error: str | None = None
+        self._loaded = threading.Event()
+        self._created = int(time.time())
+
+    # -- loading ------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the chat model (blocking; the server calls it from a background thread)."""
+        from appliance.models.manifest import load_runtime, resolve_model
+
+        llm = self.settings.llm
+        try:
+            spec, path = resolve_model(llm.model or default_model_name(self.models_dir), self.models_dir)
+            self._runtime = load_runtime(
+                spec, path, context_length=llm.context_length or None, threads=llm.threads or None,
+                slots=llm.slots, max_queue=llm.max_queue,
+            )
+            queue = getattr(self._runtime, "queue", None)
+            if queue is not None:  # read at scrape time, so the gauge is never stale
+                self.metrics.llm_queue_depth.labels(model=self._runtime.name).set_function(lambda: queue.depth)
+            log.info("chat model loaded", extra={"model": self._runtime.name, "backend": self._runtime.backend,
+                                                 "context_length": self._runtime.context_length})
+        except Exception as exc:  # the server keeps serving search; chat says why it cannot
+            self._error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            log.error("chat model failed to load", extra={"error": self._error})
+        finally:
+            self._loaded.set()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def runtime(self) -> LLMRuntime:
+        if self._runtime is not None:
+            return self._runtime
+        if self._error:
+            raise NotReady(f"the chat model is unavailable: {self._error}")
+        raise NotReady("the chat model is still loading; retry in a few seconds")
+
+    def health(self) -> dict:
+        if self._runtime is not None:
+            return {"state": "loaded", **self._runtime.health()}
+        return {"state": "failed" if self._error else "loading", "error": self._error}
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+    # -- names --------------------------------------------------------------------------
+    def list_models(self) -> list[dict]:
+        out = []
+        if self._runtime is not None:
+            for ident in (self._runtime.name, DEFAULT_ALIAS):
+                out.append({"id": ident, "object": "model", "created": self._created, "owned_by": "appliance",
+                            "backend": self._runtime.backend, "context_length": self._runtime.context_length,
+                            "capabilities": ["chat", "completion"]})
+        for ident in (self.embedder.name, EMBEDDING_ALIAS):
+            out.append({"id": ident, "object": "model", "created": self._created, "owned_by": "appliance",
+                        "dimensions": self.embedder.dimensions, "capabilities": ["embedding"]})
+        return out
+
+    def runtime_for(self, model: str) -> LLMRuntime:
+        if model.lower() in (self.embedder.name.lower(), EMBEDDING_ALIAS):
+            raise InvalidInput(f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
+        runtime = self.runtime()
+        if model.lower() not in (runtime.name.lower(), DEFAULT_ALIAS):
+            raise NotFound(f"the model {model!r} does not exist; see GET /v1/models", param="model", code="model_not_found")
+        return runtime
+
+    # -- work ---------------------------------------------------------------------------
+    def prepare_chat(self, model: str, messages: Sequence[ChatMessage]) -> tuple[LLMRuntime, str]:
+        for i, m in enumerate(messages):
+            if m.role not in ("system", "user", "assistant"):
+                raise InvalidInput(f"messages[{i}].role {m.role!r} is not supported (system, user, assistant)", param="messages")
+        if not any(m.role == "user" for m in messages):
+            raise InvalidInput("messages must contain at least one user message", param="messages")
+        runtime = self.runtime_for(model)
+        return runtime, runtime.render_chat(messages)
+
+    def generate(self, runtime: LLMRuntime, prompt: str, params: GenerationParams, cancel: threading.Event | None) -> Completion:
+        self._check_max_tokens(runtime, params)
+        return runtime.generate(prompt, params, cancel)
+
+    def open_stream(self, runtime: LLMRuntime, prompt: str, params: GenerationParams, cancel: threading.Event | None):
+        self._check_max_tokens(runtime, params)
+        return runtime.stream(prompt, params, cancel)
+
+    @staticmethod
+    def _check_max_tokens(runtime: LLMRuntime, params: GenerationParams) -> None:
+        # Beyond the whole context no prompt could ever fit: that is a mistake, not a wish to clamp.
+        if params.max_tokens is not None and params.max_tokens >= runtime.context_length:
+            raise InvalidInput(
+                f"max_tokens={params.max_tokens} cannot fit: the model's context is {runtime.context_length} tokens "
+                "including the prompt", param="max_tokens", code="context_length_exceeded")
+
+    def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> tuple[str, np.ndarray, int]:
+        if model.lower() not in (self.embedder.name.lower(), EMBEDDING_ALIAS):
+            raise NotFound(f"the embedding model {model!r} does not exist; see GET /v1/models", param="model",
+                           code="model_not_found")
+        if dimensions is not None and dimensions != self.embedder.dimensions:
+            raise InvalidInput(f"dimensions must be {self.embedder.dimensions} for {self.embedder.name}", param="dimensions")
+        if len(inputs) > 2048:
+            raise InvalidInput("at most 2048 inputs per request", param="input")
+        tokens = sum(self.embedder.count_tokens(t) for t in inputs)
+        return self.embedder.name, self.embedder.embed_documents(list(inputs)), tokens
+
+
+def default_model_name(models_dir: Path) -> str:
+    """The embedded default: the Qwen coder when its parts are installed (`make run`), else SmolLM2."""
+    from appliance.models.manifest import QWEN_CODER, SMOLLM2, qwen_part_paths
+
+    if (models_dir / QWEN_CODER.file).is_file():
+        return QWEN_CODER.name
+    try:
+        qwen_part_paths()
+    except NotReady:
+        return SMOLLM2.name
+    return QWEN_CODER.name

@@ -1,0 +1,226 @@
+"""Prometheus metrics of the process (RAG, LLM, HTTP) and the ASGI middleware that records HTTP ones."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from litestar import Litestar
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+
+# 1 ms .. 60 s: a keyword lookup takes about a millisecond, a long CPU generation about a minute.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)
+# Decode speed: a 135M model on a laptop CPU to a 7B model on an H100.
+TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
+
+QUERY_STAGES = frozenset(
+    {"retrieval", "keyword", "semantic", "embed", "fusion", "rerank", "generation", "first_token", "total"}
+)
+TOKEN_KINDS = ("prompt", "completion")
+UNMATCHED_ROUTE = "unmatched"
+# Any token is a valid HTTP method to uvicorn; a label per junk method would be unbounded cardinality.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    """Every metric of the process, in a registry of its own (not the global one: tests build several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rag_queries = Counter(
+            "rag_queries_total", "Knowledge queries answered, by retrieval mode and outcome.",
+            ["mode", "outcome"], registry=r,
+        )
+        self.rag_query_latency = Histogram(
+            "rag_query_latency_seconds", "Time spent per stage of a knowledge query.",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.rag_chunks_indexed = Counter(
+            "rag_chunks_indexed_total", "Chunks written to the search indexes.", registry=r,
+        )
+        self.rag_ingestion_lag = Gauge(
+            "rag_ingestion_lag_seconds",
+            "Age of the oldest change of a source not yet searchable (0 when caught up).",
+            ["source"], registry=r,
+        )
+        self.llm_requests = Counter(
+            "llm_requests_total", "Requests to a language model, by endpoint and outcome.",
+            ["model", "endpoint", "outcome"], registry=r,
+        )
+        self.llm_tokens = Counter(
+            "llm_tokens_total", "Tokens processed by a language model, prompt or completion.",
+            ["model", "kind"], registry=r,
+        )
+        self.llm_ttft = Histogram(
+            "llm_time_to_first_token_seconds", "Time from request to the first generated token.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        # A histogram, not a gauge: a gauge holds only the last request's speed, so a scrape every
+        # 15 s samples one request out of many and cannot be averaged or aggregated; a histogram
+        # gives the mean (sum/count) and percentiles over any window, across every request.
+        self.llm_tokens_per_second = Histogram(
+            "llm_tokens_per_second", "Decode speed of a generation: completion tokens per second after the first.",
+            ["model"], buckets=TOKENS_PER_SECOND_BUCKETS, registry=r,
+        )
+        self.llm_request_duration = Histogram(
+            "llm_request_duration_seconds", "Whole duration of a language model request.",
+            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.llm_queue_depth = Gauge(
+            "llm_queue_depth", "Requests waiting for a generation slot.", ["model"], registry=r,
+        )
+        self.http_requests = Counter(
+            "http_requests_total", "HTTP requests, by method, route template and status.",
+            ["method", "route", "status"], registry=r,
+        )
+        self.http_request_duration = Histogram(
+            "http_request_duration_seconds", "HTTP request duration until the last byte of the response.",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+
+    # --- RAG -------------------------------------------------------------------------------------
+
+    def observe_query(self, mode: str, stage_seconds: Mapping[str, float | None], outcome: str = "ok") -> None:
+        """One knowledge query: its mode, the seconds each stage took (see QUERY_STAGES), its outcome."""
+        unknown = set(stage_seconds) - QUERY_STAGES
+        if unknown:
+            raise ValueError(f"unknown query stages {sorted(unknown)}; expected some of {sorted(QUERY_STAGES)}")
+        self.rag_queries.labels(mode=mode, outcome=outcome).inc()
+        for stage, seconds in stage_seconds.items():
+            if seconds is not None and seconds >= 0:
+                self.rag_query_latency.labels(stage=stage).observe(seconds)
+
+    def add_chunks_indexed(self, n: int) -> None:
+        if n > 0:
+            self.rag_chunks_indexed.inc(n)
+
+    def set_ingestion_lag(self, source: str, seconds: float) -> None:
+        """`source` is a source kind or a registered source name (bounded), never a file path."""
+        self.rag_ingestion_lag.labels(source=source).set(max(0.0, seconds))
+
+    # --- LLM -------------------------------------------------------------------------------------
+
+    def observe_llm(
+        self,
+        model: str,
+        endpoint: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft_s: float | None,
+        total_s: float,
+        outcome: str = "ok",
+    ) -> None:
+        """One model request. `endpoint` is e.g. "chat", "completions", "answer"; ttft_s None when not streamed."""
+        self.llm_requests.labels(model=model, endpoint=endpoint, outcome=outcome).inc()
+        if prompt_tokens > 0:
+            self.llm_tokens.labels(model=model, kind="prompt").inc(prompt_tokens)
+        if completion_tokens > 0:
+            self.llm_tokens.labels(model=model, kind="completion").inc(completion_tokens)
+        if total_s >= 0:
+            self.llm_request_duration.labels(model=model, endpoint=endpoint).observe(total_s)
+        if ttft_s is not None and ttft_s >= 0:
+            self.llm_ttft.labels(model=model).observe(ttft_s)
+        rate = decode_rate(completion_tokens, ttft_s, total_s)
+        if rate is not None:
+            self.llm_tokens_per_second.labels(model=model).observe(rate)
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        self.llm_queue_depth.labels(model=model).set(depth)
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method.upper() if method.upper() in _KNOWN_METHODS else "OTHER"
+        self.http_requests.labels(method=method, route=route, status=str(status)).inc()
+        self.http_request_duration.labels(method=method, route=route).observe(seconds)
+
+    # --- exposition ------------------------------------------------------------------------------
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition payload and its content type; `accept` (the request's Accept header) may ask for OpenMetrics."""
+        if accept:
+            encoder, content_type = choose_encoder(accept)
+            return encoder(self.registry), content_type
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def decode_rate(completion_tokens: int, ttft_s: float | None, total_s: float) -> float | None:
+    """Completion tokens per second of decoding, or None when it cannot be measured.
+
+    With a first-token time, prefill is excluded: the tokens after the first over the time after
+    the first, which is what users feel while text streams. Without it, tokens over the whole time.
+    """
+    if ttft_s is not None and completion_tokens > 1 and total_s > ttft_s:
+        return (completion_tokens - 1) / (total_s - ttft_s)
+    if ttft_s is None and completion_tokens > 0 and total_s > 0:
+        return completion_tokens / total_s
+    return None
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request by its route template.
+
+    It must wrap Litestar's router (see `instrument_app`), not sit in `Litestar(middleware=...)`:
+    Litestar runs that middleware only after routing, so 404/405 answers and errors raised by
+    earlier middleware (the 401 of the key check) never pass through it.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = self.clock()
+        status = 500  # if the app dies before answering, the server answers 500
+        done = False
+
+        def record() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            # The router writes the template into the scope once it matched a route; a request it
+            # could not route (404, 405) has none, and its raw path must not become a label.
+            route = scope.get("path_template") or UNMATCHED_ROUTE  # type: ignore[typeddict-item]
+            self.metrics.observe_http(scope["method"], route, status, self.clock() - start)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            # Record at the last body chunk, so a streamed body counts in full but background
+            # tasks that run after the response do not.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            record()  # a client gone mid-stream, a file sent by extension, or an exception
+
+
+def http_metrics_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
+    """The middleware as a factory `app -> app`, the shape ASGI servers and Litestar both accept."""
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        return HttpMetricsMiddleware(app, metrics)
+
+    return factory
+
+
+def instrument_app(app: Litestar, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> Litestar:
+    """Wrap the app's router-level ASGI handler so every request, routed or not, is measured."""
+    # `asgi_handler` is the router wrapped in the app's exception handler; Litestar.__call__ sends
+    # every HTTP request through it, so wrapping it sees the final status of every response.
+    app.asgi_handler = HttpMetricsMiddleware(app.asgi_handler, metrics, clock)
+    return app

@@ -1,0 +1,135 @@
+"""LLM speed: llama-cpp-python called directly vs through LlamaCppRuntime, same model, prompt and threads.
+
+Prints prompt-processing and generation tokens/s and time to first token for each path, and the
+runtime/direct ratios: what our in-process layer (slot queue, sandboxed template, own decode loop,
+stop handling) costs. Each run puts a fresh nonce at the start of the prompt so neither path gets
+llama.cpp's prefix cache; runs alternate between the paths so background load hits both alike.
+The HTTP layer is measured separately.
+
+    python scripts/bench/llm.py [--model NAME_OR_GGUF] [--models-dir DIR] [--runs 3] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from appliance.models.llamacpp import LlamaCppRuntime, _import_llama  # noqa: E402
+from appliance.models.manifest import SMOLLM2, resolve_model  # noqa: E402
+from appliance.models.runtime import ChatMessage, GenerationParams  # noqa: E402
+
+CONTEXT = """[1] Travel policy, section 4: Employees travelling within Europe receive a per diem of 45 EUR
+for meals; hotel costs are reimbursed up to 140 EUR a night in capitals and 110 EUR elsewhere.
+[2] Travel policy, section 5: Trips outside Europe follow the government rate table; the per diem
+covers meals and local transport. Receipts are required for every expense above 25 EUR.
+[3] Expense tool guide: submit claims within 30 days of returning; the approver is your line manager.
+"""
+
+
+def messages(nonce: int) -> list[ChatMessage]:
+    return [
+        ChatMessage("system", f"Run {nonce}. Answer only from the numbered context and cite it like [1]."),
+        ChatMessage("user", f"Context:\n{CONTEXT * 2}\nQuestion: what per diem applies in Europe, and what are "
+                            "the hotel limits? Explain in detail."),
+    ]
+
+
+def bench_direct(llm, prompts: list[str], max_tokens: int) -> list[dict]:
+    rows = []
+    for prompt in prompts:
+        n_prompt = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
+        start = time.perf_counter()
+        first = None
+        chunks = 0
+        for chunk in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True):
+            if chunk["choices"][0]["text"]:
+                first = first or time.perf_counter()
+                chunks += 1
+        total = time.perf_counter() - start
+        rows.append(row(n_prompt, chunks, (first or start) - start, total))
+    return rows
+
+
+def bench_runtime(rt: LlamaCppRuntime, nonces: list[int], max_tokens: int) -> list[dict]:
+    rows = []
+    for nonce in nonces:
+        start = time.perf_counter()
+        prompt = rt.render_chat(messages(nonce))  # rendering is part of what we add, so it is timed
+        stream = rt.stream(prompt, GenerationParams(max_tokens=max_tokens, temperature=0.0))
+        first = None
+        for delta in stream:
+            if delta.text:
+                first = first or time.perf_counter()
+        total = time.perf_counter() - start
+        stats = stream.stats
+        rows.append(row(stats.prompt_tokens, stats.completion_tokens, (first or start) - start, total))
+    return rows
+
+
+def row(prompt_tokens: int, completion_tokens: int, ttft: float, total: float) -> dict:
+    gen_s = max(total - ttft, 1e-9)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "ttft_s": ttft,
+        "pp_tps": prompt_tokens / ttft if ttft else 0.0,
+        # The first token comes with the prompt pass; the rest are the decode steps.
+        "gen_tps": max(completion_tokens - 1, 0) / gen_s,
+    }
+
+
+def summary(rows: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=SMOLLM2.name, help="model name (built-in or manifest) or a .gguf path")
+    ap.add_argument("--models-dir", default="./var/models")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="0: all available cores")
+    ap.add_argument("--ctx", type=int, default=2048)
+    args = ap.parse_args()
+
+    spec, path = resolve_model(args.model, Path(args.models_dir))
+    t = time.perf_counter()
+    rt = LlamaCppRuntime(path, spec.name, context_length=args.ctx, threads=args.threads or None)
+    rt_load = time.perf_counter() - t
+    threads = rt.threads
+    llama_cpp = _import_llama()
+    t = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=args.ctx, n_batch=512, n_threads=threads,
+                          n_threads_batch=threads, verbose=False)
+    direct_load = time.perf_counter() - t
+
+    nonces = list(range(args.runs + 1))  # the first run of each path warms caches and is dropped
+    prompts = [rt.render_chat(messages(n)) for n in nonces]  # separate Llama objects: no shared cache
+    print(f"model {spec.name} ({path.stat().st_size / 1e6:.0f} MB), threads {threads}, ctx {args.ctx}, "
+          f"max_tokens {args.max_tokens}, runs {args.runs} (+1 warm-up), greedy")
+    print(f"load: direct {direct_load:.2f} s, runtime {rt_load:.2f} s (runtime also loads a vocab-only copy)")
+    # Interleaved run by run, so that load from other processes hits both paths alike.
+    direct_rows, our_rows = [], []
+    for nonce, prompt in zip(nonces, prompts, strict=True):
+        direct_rows += bench_direct(llm, [prompt], args.max_tokens)
+        our_rows += bench_runtime(rt, [nonce], args.max_tokens)
+    direct, ours = summary(direct_rows[1:]), summary(our_rows[1:])
+    llm.close()
+    rt.close()
+
+    print(f"\n{'':14}{'prompt tok':>11}{'gen tok':>9}{'TTFT ms':>9}{'prompt tok/s':>14}{'gen tok/s':>11}")
+    for label, s in (("direct", direct), ("LlamaCppRuntime", ours)):
+        print(f"{label:<16}{s['prompt_tokens']:>9.0f}{s['completion_tokens']:>9.0f}{s['ttft_s'] * 1000:>9.0f}"
+              f"{s['pp_tps']:>14.1f}{s['gen_tps']:>11.1f}")
+    print("\nratios runtime/direct (1.00 = no overhead; TTFT: lower is better)")
+    print(f"  prompt tok/s {ours['pp_tps'] / direct['pp_tps']:.3f}   gen tok/s {ours['gen_tps'] / direct['gen_tps']:.3f}   "
+          f"TTFT {ours['ttft_s'] / direct['ttft_s']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Limits on a live server: slots and queue for the model, per-key request and token rates."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.api.test_openai_api import TEST_MODEL_ENV
+from tests.conftest import ServerProcess
+
+LONG = {"model": "default", "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
+        "max_tokens": 1900, "temperature": 0.8, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    env = {**TEST_MODEL_ENV, "APPLIANCE_LLM__SLOTS": "1", "APPLIANCE_LLM__MAX_QUEUE": "1"}
+    server = ServerProcess(tmp_path_factory.mktemp("limits") / "data", env=env).start(require_llm=True)
+    yield server
+    server.stop()
+
+
+def _queue(srv) -> dict:
+    return httpx.get(f"{srv.url}/readyz").json()["chat_model"]["queue"]
+
+
+def _wait_for(predicate, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_queue_then_429_then_disconnect_frees_the_slot(srv):
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    with httpx.Client(base_url=srv.url, headers=headers, timeout=120) as http:
+        with http.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as holder:
+            assert holder.status_code == 200
+            lines = holder.iter_lines()
+            next(line for line in lines if line.startswith("data: "))  # generation is under way: slot held
+            assert _queue(srv)["in_use"] == 1
+
+            queued: dict = {}
+
+            def second() -> None:
+                queued["response"] = httpx.post(f"{srv.url}/v1/chat/completions", headers=headers, timeout=120, json={
+                    "model": "default", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3})
+
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            _wait_for(lambda: _queue(srv)["waiting"] == 1, "the second request to queue")
+
+            refused = http.post("/v1/chat/completions", json={
+                "model": "default", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3})
+            assert refused.status_code == 429
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+        # Leaving the stream disconnects the client: its slot goes to the queued request at once,
+        # long before the 1900 tokens it asked for could have been generated (tens of seconds here).
+        waiter.join(8)
+        assert not waiter.is_alive(), "the queued request still waits: the disconnected stream kept its slot"
+        assert queued["response"].status_code == 200, queued["response"].text
+        _wait_for(lambda: _queue(srv)["in_use"] == 0 and _queue(srv)["waiting"] == 0, "the slot to be free", 15)
+        metrics = http.get("/metrics").text
+        assert 'llm_requests_total{endpoint="chat",model="SmolLM2-135M-Instruct",outcome="cancelled"} 1.0' in metrics
+
+
+def test_per_key_request_rate(srv):
+    with srv.client() as admin:
+        admin.post("/api/v1/collections", json={"name": "limited"})
+        key = admin.post("/api/v1/keys", json={"name": "slow", "role": "user", "collections": ["limited"], "rpm": 2}).json()
+    with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key['key']}"}) as client:
+        assert client.get("/api/v1/collections").status_code == 200
+        assert client.get("/api/v1/collections").status_code == 200
+        third = client.get("/api/v1/collections")
+        assert third.status_code == 429 and int(third.headers["Retry-After"]) >= 1
+        assert "rate" in third.json()["detail"].lower()
+
+
+def test_per_key_token_rate(srv):
+    with srv.client() as admin:
+        admin.post("/api/v1/collections", json={"name": "tokens"})
+        key = admin.post("/api/v1/keys", json={"name": "frugal", "role": "user", "collections": ["tokens"], "tpm": 20}).json()
+    client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=key["key"], max_retries=0)
+    client.chat.completions.create(model="default", messages=[{"role": "user", "content": "Tell me about the sea."}],
+                                   max_tokens=30)  # spends more than 20 tokens: the budget goes negative
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert int(info.value.response.headers["Retry-After"]) >= 1
