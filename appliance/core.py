@@ -264,7 +264,7 @@ class Appliance:
             job = self.jobs.get(job_id)
             if job["state"] in TERMINAL_STATES:
                 return job
-            time.sleep(0.05)
+            time.sleep(0.25)  # each poll is a DuckDB query competing with the embedder for the cores
         return self.jobs.get(job_id)
 
     def run_job(self, job_id: str) -> None:

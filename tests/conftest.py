@@ -18,6 +18,8 @@ from appliance.offline import enforce_offline
 enforce_offline()
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests serve the small model: fast to load, and it needs no 1 GB assembly per data dir.
+TEST_MODEL_ENV = {"APPLIANCE_LLM__MODEL": "SmolLM2-135M-Instruct", "APPLIANCE_LLM__CONTEXT_LENGTH": "2048"}
 
 
 def free_port() -> int:
@@ -33,7 +35,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "APPLIANCE_LOG_FORMAT": "text", **(env or {})}
+        self.env = {**os.environ, "APPLIANCE_LOG_FORMAT": "text", **TEST_MODEL_ENV, **(env or {})}
         self.sample_dir = sample_dir
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"

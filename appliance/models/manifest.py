@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
+from appliance.models.catalog import sha256_file
 from appliance.models.runtime import DEFAULT_CONTEXT_LENGTH
 
 if TYPE_CHECKING:
@@ -82,14 +83,6 @@ _verified_here: set[tuple] = set()
 _assemble_lock = threading.Lock()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fingerprint(path: Path) -> tuple:
     # ctime and inode too: restoring mtime with `touch -d` changes ctime, replacing the file changes the
     # inode. This catches damage and mistakes, not an attacker who can also rewrite the cache file.
@@ -133,7 +126,7 @@ def verify_file(path: Path, sha256: str, size: int | None, models_dir: Path | No
         if entries.get(str(path)) == {"fingerprint": list(key), "sha256": sha256}:
             _verified_here.add((key, sha256))
             return
-        actual = _sha256_file(path)
+        actual = sha256_file(path)
         if actual != sha256:
             raise NotReady(f"model file {path} has sha256 {actual}, expected {sha256}: the file is damaged or altered")
         _record_verified(path, sha256, models_dir)

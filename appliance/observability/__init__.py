@@ -1,1 +1,1 @@
-"""Observability: structured logs (metrics and the audit log come with later issues)."""
+"""Observability: structured logs, Prometheus metrics and the audit log."""

@@ -35,7 +35,8 @@ def pick(args: argparse.Namespace) -> list[Path]:
     if args.paths:
         return [p for raw in args.paths for p in ([Path(raw)] if Path(raw).is_file() else sorted(Path(raw).rglob("*"))) if p.is_file()]
     html = sorted(p for p in (HTML_ROOT / "library").glob("*.html"))[: args.html] if HTML_ROOT.exists() else []
-    pdfs = sorted(PDF_ROOT.glob("*.pdf"), key=lambda p: p.stat().st_size)[: args.pdf] if PDF_ROOT.exists() else []
+    # Debian keeps the manuals under manual/ (as symlinks).
+    pdfs = sorted(PDF_ROOT.rglob("*.pdf"), key=lambda p: p.stat().st_size)[: args.pdf] if PDF_ROOT.exists() else []
     if not html and not pdfs:
         raise SystemExit("no documents: apt-get install python3.11-doc r-doc-pdf, or pass paths")
     return html + pdfs

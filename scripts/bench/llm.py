@@ -1,12 +1,14 @@
-"""LLM speed: llama-cpp-python called directly vs through LlamaCppRuntime, same model, prompt and threads.
+"""LLM speed: llama-cpp-python called directly vs through LlamaCppRuntime vs through our HTTP API.
 
-Prints prompt-processing and generation tokens/s and time to first token for each path, and the
-runtime/direct ratios: what our in-process layer (slot queue, sandboxed template, own decode loop,
-stop handling) costs. Each run puts a fresh nonce at the start of the prompt so neither path gets
-llama.cpp's prefix cache; runs alternate between the paths so background load hits both alike.
-The HTTP layer is measured separately.
+Same model, prompt and threads on every path. Prints prompt-processing and generation tokens/s
+and time to first token for each, and the ratios to the direct call: what our in-process layer
+(slot queue, sandboxed template, own decode loop, stop handling) and the whole server (auth,
+rate limits, SSE, the official `openai` SDK as client) cost. Each run puts a fresh nonce at the
+start of the prompt so no path gets llama.cpp's prefix cache; runs alternate between the paths
+so background load hits all of them alike. The server runs in its own process; it is started
+after the in-process models are loaded and only generates while the others are idle.
 
-    python scripts/bench/llm.py [--model NAME_OR_GGUF] [--models-dir DIR] [--runs 3] [--max-tokens 64]
+    python scripts/bench/llm.py [--model NAME_OR_GGUF] [--models-dir DIR] [--runs 3] [--max-tokens 64] [--no-api]
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _server import bench_server  # noqa: E402
 
 from appliance.models.llamacpp import LlamaCppRuntime, _import_llama  # noqa: E402
 from appliance.models.manifest import SMOLLM2, resolve_model  # noqa: E402
@@ -71,6 +77,35 @@ def bench_runtime(rt: LlamaCppRuntime, nonces: list[int], max_tokens: int) -> li
     return rows
 
 
+def bench_api(client, nonces: list[int], max_tokens: int) -> list[dict]:
+    rows = []
+    for nonce in nonces:
+        start = time.perf_counter()
+        first = None
+        usage = None
+        for chunk in client.chat.completions.create(
+            model="default", messages=[{"role": m.role, "content": m.content} for m in messages(nonce)],
+            max_tokens=max_tokens, temperature=0.0, stream=True, stream_options={"include_usage": True},
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = first or time.perf_counter()
+            if chunk.usage:
+                usage = chunk.usage
+        total = time.perf_counter() - start
+        rows.append(row(usage.prompt_tokens, usage.completion_tokens, (first or start) - start, total))
+    return rows
+
+
+def wait_for_chat_model(http) -> None:
+    while True:
+        state = http.get("/readyz").json()["chat_model"]
+        if state["state"] == "loaded":
+            return
+        if state["state"] == "failed":
+            raise SystemExit(f"server could not load the model: {state['error']}")
+        time.sleep(0.3)
+
+
 def row(prompt_tokens: int, completion_tokens: int, ttft: float, total: float) -> dict:
     gen_s = max(total - ttft, 1e-9)
     return {
@@ -95,6 +130,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="0: all available cores")
     ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--no-api", dest="api", action="store_false", help="skip the HTTP path")
     args = ap.parse_args()
 
     spec, path = resolve_model(args.model, Path(args.models_dir))
@@ -113,22 +149,42 @@ def main() -> None:
     print(f"model {spec.name} ({path.stat().st_size / 1e6:.0f} MB), threads {threads}, ctx {args.ctx}, "
           f"max_tokens {args.max_tokens}, runs {args.runs} (+1 warm-up), greedy")
     print(f"load: direct {direct_load:.2f} s, runtime {rt_load:.2f} s (runtime also loads a vocab-only copy)")
-    # Interleaved run by run, so that load from other processes hits both paths alike.
-    direct_rows, our_rows = [], []
-    for nonce, prompt in zip(nonces, prompts, strict=True):
-        direct_rows += bench_direct(llm, [prompt], args.max_tokens)
-        our_rows += bench_runtime(rt, [nonce], args.max_tokens)
-    direct, ours = summary(direct_rows[1:]), summary(our_rows[1:])
+    env = {"APPLIANCE_LLM__MODEL": args.model, "APPLIANCE_LLM__MODELS_DIR": str(Path(args.models_dir).absolute()),
+           "APPLIANCE_LLM__CONTEXT_LENGTH": str(args.ctx), "APPLIANCE_LLM__THREADS": str(threads)}
+    with bench_server(env=env) if args.api else _no_server() as http:
+        client = None
+        if http is not None:
+            import openai
+
+            wait_for_chat_model(http)
+            client = openai.OpenAI(base_url=f"{http.base_url}v1", api_key=http.headers["authorization"][7:],
+                                   max_retries=0, timeout=600)
+        # Interleaved run by run, so that load from other processes hits every path alike.
+        rows: dict[str, list[dict]] = {"direct": [], "LlamaCppRuntime": [], "HTTP API": []}
+        for nonce, prompt in zip(nonces, prompts, strict=True):
+            rows["direct"] += bench_direct(llm, [prompt], args.max_tokens)
+            rows["LlamaCppRuntime"] += bench_runtime(rt, [nonce], args.max_tokens)
+            if client is not None:
+                rows["HTTP API"] += bench_api(client, [nonce], args.max_tokens)
     llm.close()
     rt.close()
+    results = {label: summary(r[1:]) for label, r in rows.items() if r}
+    direct = results["direct"]
 
-    print(f"\n{'':14}{'prompt tok':>11}{'gen tok':>9}{'TTFT ms':>9}{'prompt tok/s':>14}{'gen tok/s':>11}")
-    for label, s in (("direct", direct), ("LlamaCppRuntime", ours)):
-        print(f"{label:<16}{s['prompt_tokens']:>9.0f}{s['completion_tokens']:>9.0f}{s['ttft_s'] * 1000:>9.0f}"
+    print(f"\n{'':16}{'prompt tok':>11}{'gen tok':>9}{'TTFT ms':>9}{'prompt tok/s':>14}{'gen tok/s':>11}")
+    for label, s in results.items():
+        print(f"{label:<16}{s['prompt_tokens']:>11.0f}{s['completion_tokens']:>9.0f}{s['ttft_s'] * 1000:>9.0f}"
               f"{s['pp_tps']:>14.1f}{s['gen_tps']:>11.1f}")
-    print("\nratios runtime/direct (1.00 = no overhead; TTFT: lower is better)")
-    print(f"  prompt tok/s {ours['pp_tps'] / direct['pp_tps']:.3f}   gen tok/s {ours['gen_tps'] / direct['gen_tps']:.3f}   "
-          f"TTFT {ours['ttft_s'] / direct['ttft_s']:.3f}")
+    print("\nratios to direct (1.00 = no overhead; TTFT: lower is better)")
+    for label, s in results.items():
+        if label != "direct":
+            print(f"  {label:<16} prompt tok/s {s['pp_tps'] / direct['pp_tps']:.3f}   "
+                  f"gen tok/s {s['gen_tps'] / direct['gen_tps']:.3f}   TTFT {s['ttft_s'] / direct['ttft_s']:.3f}")
+
+
+@contextmanager
+def _no_server():
+    yield None
 
 
 if __name__ == "__main__":

@@ -7,8 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.api.test_openai_api import TEST_MODEL_ENV
-from tests.conftest import ServerProcess
+from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
 POLICY = """# Travel policy
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api.test_openai_api import TEST_MODEL_ENV
-from tests.conftest import ServerProcess
+from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
 SECRET_A = "The alpha launch code is ZEBRA-4471."
 SECRET_B = "The bravo launch code is OKAPI-9902."

@@ -9,8 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.test_openai_api import TEST_MODEL_ENV
-from tests.conftest import ServerProcess
+from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
 LONG = {"model": "default", "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}],
         "max_tokens": 1900, "temperature": 0.8, "seed": 3}

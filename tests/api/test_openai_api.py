@@ -5,9 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import ServerProcess
-
-TEST_MODEL_ENV = {"APPLIANCE_LLM__MODEL": "smollm2-135m-instruct", "APPLIANCE_LLM__CONTEXT_LENGTH": "2048"}
+from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ async def _accepted(appliance: Appliance, job_id: str, document_ids: list[str], 
     while asyncio.get_running_loop().time() < deadline:
         if await asyncio.to_thread(appliance.job_finished, job_id):
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.25)
     job = await asyncio.to_thread(appliance.jobs.get, job_id)
     finished = job["state"] in ("succeeded", "failed")
     if job["state"] == "failed" and job["progress"]["total"] == 1:
