@@ -17,7 +17,7 @@ from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore, Principal
 from appliance.db.migrations import migrate
 from appliance.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from appliance.generate.answer import Answerer
+from appliance.generate.answer import Answerer, AnswerEvents
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
 from appliance.index.vectors import USearchVectorIndex
@@ -319,8 +319,8 @@ class Appliance:
         return done
 
     def open_stream(self, principal: Principal, runtime: LLMRuntime, prompt: str, params: GenerationParams,
-                    endpoint: str, cancel=None):
-        return self.models.open_stream(runtime, prompt, params, cancel)
+                    endpoint: str, cancel=None, on_position=None):
+        return self.models.open_stream(runtime, prompt, params, cancel, on_position)
 
     def record_stream(self, principal: Principal, runtime: LLMRuntime, stream, endpoint: str, completed: bool) -> None:
         """Called when a stream ends or its client leaves: metrics and the key's token budget
@@ -371,13 +371,19 @@ class Appliance:
         return {"answer": result.answer, "citations": result.citations, "invalid_citations": result.invalid_citations,
                 "model": result.model, "usage": result.usage, "query": query, "timings": timings}
 
-    def answer_stream(self, principal: Principal, question: str, collections=None, top_k: int | None = None,
-                      model: str | None = None, history=None, cancel=None):
-        """Events for SSE: one "sources" event, "token" events, then the final "answer"."""
+    def open_answer_stream(self, principal: Principal, question: str, collections=None, top_k: int | None = None,
+                           model: str | None = None, history=None, cancel=None, on_position=None):
+        """Retrieve, plan and take a model slot (waiting in the queue if need be; `on_position`
+        hears the place), then return the events for SSE: "sources", "token"..., "answer"."""
         started = time.perf_counter()
         runtime, plan, query, timings = self._plan_answer(principal, question, collections, top_k, model, history)
+        stream = self.answerer.open_stream(runtime, plan, cancel, on_position)
+        return AnswerEvents(self._answer_events(principal, runtime, plan, stream, query, timings, started),
+                            stream.close if stream is not None else None)
+
+    def _answer_events(self, principal, runtime, plan, stream, query, timings, started):
         yield {"type": "sources", "query": query, "sources": len(plan.sources), "timings": dict(timings)}
-        for event in self.answerer.stream(runtime, plan, cancel):
+        for event in self.answerer.stream_events(runtime, plan, stream):
             if event["type"] == "answer":
                 event["timings"] = {**timings, **event["timings"],
                                     "total_ms": round((time.perf_counter() - started) * 1000, 2)}
@@ -415,7 +421,9 @@ class Appliance:
         self.conversations.delete(principal, conv_id)
 
     def converse(self, principal: Principal, conv_id: str, question: str, top_k: int | None = None,
-                 model: str | None = None, stream: bool = False, cancel=None):
+                 model: str | None = None, stream: bool = False, cancel=None, on_position=None):
+        """The next turn of a conversation: a result dict, or (stream=True) the events of
+        `open_answer_stream`. The turn is stored once its answer is complete."""
         conv = self.conversations.get(principal, conv_id)
         history = self.conversations.history(conv_id)
         if not stream:
@@ -423,10 +431,12 @@ class Appliance:
             self.conversations.append(conv_id, "user", question)
             self.conversations.append(conv_id, "assistant", result["answer"], result["citations"])
             return result
-        return self._converse_stream(principal, conv_id, conv, history, question, top_k, model, cancel)
+        events = self.open_answer_stream(principal, question, conv["collections"], top_k, model, history, cancel,
+                                         on_position)
+        return AnswerEvents(self._stored_turn(conv_id, question, events), events.close)
 
-    def _converse_stream(self, principal, conv_id, conv, history, question, top_k, model, cancel):
-        for event in self.answer_stream(principal, question, conv["collections"], top_k, model, history, cancel):
+    def _stored_turn(self, conv_id: str, question: str, events):
+        for event in events:
             if event["type"] == "answer":
                 self.conversations.append(conv_id, "user", question)
                 self.conversations.append(conv_id, "assistant", event["answer"], event["citations"])

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from appliance.config import AnswerSettings
 from appliance.generate.citations import check_citations
 from appliance.generate.context import Source, build_context
 from appliance.generate.prompts import NO_ANSWER, answer_messages, rewrite_messages
-from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime
+from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime, TokenStream
 from appliance.retrieve.search import SearchResult
 
 SNIPPET_CHARS = 300
@@ -94,14 +94,20 @@ class Answerer:
         timings = {"first_token_ms": round(done.time_to_first_token_s * 1000, 2), "generation_ms": round(done.total_s * 1000, 2)}
         return self.finish(plan, done.text, runtime, _usage(done.prompt_tokens, done.completion_tokens), timings)
 
-    def stream(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None) -> Iterator[dict]:
-        """Events: {"type": "token", "text"} ... then {"type": "answer", ...Answer}."""
+    def open_stream(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None,
+                    on_position: Callable[[int], None] | None = None) -> TokenStream | None:
+        """Take a model slot for the answer (this may wait in the queue). None: no model needed."""
         if plan.prompt is None:
+            return None
+        return runtime.stream(plan.prompt, self._params(plan), cancel, on_position)
+
+    def stream_events(self, runtime: LLMRuntime, plan: AnswerPlan, stream: TokenStream | None) -> Iterator[dict]:
+        """Events: {"type": "token", "text"} ... then {"type": "answer", ...Answer}."""
+        if stream is None:
             yield {"type": "token", "text": NO_ANSWER}
             yield {"type": "answer", **_as_dict(self.answer(runtime, plan))}
             return
         started = time.perf_counter()
-        stream = runtime.stream(plan.prompt, self._params(plan), cancel)
         parts: list[str] = []
         try:
             for delta in stream:
@@ -133,6 +139,26 @@ class Answerer:
         if not out or len(out) > 4 * max(len(question), 40):
             return f"{last_user} {question}".strip()
         return out
+
+
+class AnswerEvents(Iterator[dict]):
+    """The events of a streamed answer, holding a model slot. `close()` frees the slot even when
+    iteration never started (closing an unstarted generator runs none of its cleanup)."""
+
+    def __init__(self, events: Iterator[dict], release: Callable[[], None] | None) -> None:
+        self._events = events
+        self._release = release
+
+    def __next__(self) -> dict:
+        return next(self._events)
+
+    def close(self) -> None:
+        if self._release is not None:
+            self._release()  # thread-safe: may be called while another thread is inside next()
+        try:
+            self._events.close()  # type: ignore[attr-defined]
+        except ValueError:
+            pass  # running on another thread right now: it ends by itself at the next token
 
 
 def _usage(prompt: int, completion: int) -> dict:

@@ -6,7 +6,7 @@ import codecs
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,10 @@ class LlamaCppRuntime:
         return Completion("".join(parts), finish, stats.prompt_tokens, stats.completion_tokens,
                           stats.time_to_first_token_s, stats.total_s, stats.queued_s)
 
-    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream:
+    def stream(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> TokenStream:
         if self._closed:
             raise NotReady(f"{self.name} is closed")
         start = time.monotonic()
@@ -198,7 +201,7 @@ class LlamaCppRuntime:
             raise InvalidInput("the prompt is empty")
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
         # Entered now, not on first read: a full queue must surface as 429 before any response starts.
-        lease = self.queue.acquire(cancel).__enter__()
+        lease = self.queue.acquire(cancel, on_position).__enter__()
         with self._free_lock:
             llm = self._free.pop()
 

@@ -395,7 +395,13 @@ class LLMRuntime(Protocol):
         self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
     ) -> Completion: ...
 
-    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream: ...
+    def stream(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> TokenStream:
+        """Waits for a slot before returning; `on_position(n)` reports the 1-based queue position
+        while waiting (0 once the slot is granted), so a caller can tell its client."""
+        ...
 
     def health(self) -> dict: ...
 

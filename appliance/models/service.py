@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +111,10 @@ class ModelService:
         self._check_max_tokens(runtime, params)
         return runtime.generate(prompt, params, cancel)
 
-    def open_stream(self, runtime: LLMRuntime, prompt: str, params: GenerationParams, cancel: threading.Event | None):
+    def open_stream(self, runtime: LLMRuntime, prompt: str, params: GenerationParams, cancel: threading.Event | None,
+                    on_position: Callable[[int], None] | None = None):
         self._check_max_tokens(runtime, params)
-        return runtime.stream(prompt, params, cancel)
+        return runtime.stream(prompt, params, cancel, on_position)
 
     @staticmethod
     def _check_max_tokens(runtime: LLMRuntime, params: GenerationParams) -> None:

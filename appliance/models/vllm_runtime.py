@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +140,17 @@ class VLLMRuntime:
         return Completion("".join(text), finish, stats.prompt_tokens, stats.completion_tokens,
                           stats.time_to_first_token_s, stats.total_s, stats.queued_s)
 
-    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream:
+    def stream(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> TokenStream:
         if self._closed:
             raise NotReady(f"{self.name} is closed")
         start = time.monotonic()
         # Tokenised here so the length rule and the counts use exactly what the engine will see.
         prompt_ids = list(self._tokenizer.encode(prompt, add_special_tokens=True))
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
-        lease = self.queue.acquire(cancel).__enter__()
+        lease = self.queue.acquire(cancel, on_position).__enter__()
         try:
             sampling = self._sampling_params_cls(**sampling_kwargs(params, max_tokens))
             request_id = uuid.uuid4().hex

@@ -45,11 +45,14 @@ def test_queue_then_429_then_disconnect_frees_the_slot(srv):
             next(line for line in lines if line.startswith("data: "))  # generation is under way: slot held
             assert _queue(srv)["in_use"] == 1
 
-            queued: dict = {}
+            queued: dict = {"lines": []}
 
             def second() -> None:
-                queued["response"] = httpx.post(f"{srv.url}/v1/chat/completions", headers=headers, timeout=120, json={
-                    "model": "default", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3})
+                with httpx.stream("POST", f"{srv.url}/v1/chat/completions", headers=headers, timeout=120, json={
+                        "model": "default", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3,
+                        "stream": True}) as r:
+                    queued["status"] = r.status_code
+                    queued["lines"] = [line for line in r.iter_lines() if line]
 
             waiter = threading.Thread(target=second)
             waiter.start()
@@ -64,7 +67,10 @@ def test_queue_then_429_then_disconnect_frees_the_slot(srv):
         # long before the 1900 tokens it asked for could have been generated (tens of seconds here).
         waiter.join(8)
         assert not waiter.is_alive(), "the queued request still waits: the disconnected stream kept its slot"
-        assert queued["response"].status_code == 200, queued["response"].text
+        assert queued["status"] == 200
+        # While it waited, the queued stream was told its place; then its tokens came.
+        assert queued["lines"][0] == ": queue position 1", queued["lines"][:3]
+        assert any('"content":' in line for line in queued["lines"][1:]) and queued["lines"][-1] == "data: [DONE]"
         _wait_for(lambda: _queue(srv)["in_use"] == 0 and _queue(srv)["waiting"] == 0, "the slot to be free", 15)
         metrics = http.get("/metrics").text
         assert 'llm_requests_total{endpoint="chat",model="SmolLM2-135M-Instruct",outcome="cancelled"} 1.0' in metrics

@@ -12,7 +12,9 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
+from appliance.api.queueing import open_queued
 from appliance.core import Appliance
+from appliance.errors import ApplianceError
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -45,7 +47,7 @@ async def _sse(events: Iterator[dict], cancel: threading.Event) -> AsyncIterator
             event = await asyncio.to_thread(next, events, sentinel)
             if event is sentinel:
                 break
-            yield f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+            yield _event(event)
     finally:
         # No await here (a closing async generator may not await). The cancel event stops the
         # generation within a token; if a worker thread is inside the generator right now it
@@ -57,24 +59,46 @@ async def _sse(events: Iterator[dict], cancel: threading.Event) -> AsyncIterator
             pass
 
 
+def _event(event: dict) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
 async def _answer(request: Request, make_events, make_result, stream: bool) -> Response | Stream:
     cancel = threading.Event()
-    if stream:
-        # Planning (retrieval, prompt) happens on the first event, so errors before any output
-        # still become proper HTTP errors.
-        events = make_events(cancel)
-        first = await asyncio.to_thread(next, events)
+    if not stream:
+        try:
+            return Response(await asyncio.to_thread(make_result, cancel))
+        finally:
+            cancel.set()
+    # Retrieval, planning and taking a model slot happen before the response starts, so their
+    # errors (a full queue included) are proper HTTP errors; a queued request hears its place.
+    opening = await open_queued(lambda on_position: make_events(cancel, on_position))
+    if opening.queued_at is None:
+        try:
+            opening.result()
+        except BaseException:
+            cancel.set()
+            raise
 
-        async def chained() -> AsyncIterator[bytes]:
-            yield f"event: {first['type']}\ndata: {json.dumps(first, separators=(',', ':'))}\n\n".encode()
+    async def body() -> AsyncIterator[bytes]:
+        taken = False
+        try:
+            async for position in opening.waiting():
+                yield _event({"type": "queue", "position": position})
+            try:
+                events = opening.result()
+            except ApplianceError as exc:
+                yield _event({"type": "error", "status": exc.status, "detail": exc.detail})
+                return
+            taken = True
             async for chunk in _sse(events, cancel):
                 yield chunk
+        finally:
+            cancel.set()
+            if not taken:
+                opening.abandon(lambda opened: opened.close())
 
-        return Stream(chained(), media_type="text/event-stream", headers=SSE_HEADERS)
-    try:
-        return Response(await asyncio.to_thread(make_result, cancel))
-    finally:
-        cancel.set()
+    return Stream(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @post("/api/v1/knowledge/query", tags=["knowledge"], status_code=200)
@@ -82,7 +106,8 @@ async def knowledge_query(request: Request, state: State, data: QueryIn) -> Resp
     appliance: Appliance = state.appliance
     return await _answer(
         request,
-        lambda cancel: appliance.answer_stream(request.user, data.query, data.collections, data.top_k, data.model, cancel=cancel),
+        lambda cancel, on_position: appliance.open_answer_stream(request.user, data.query, data.collections, data.top_k,
+                                                                 data.model, cancel=cancel, on_position=on_position),
         lambda cancel: appliance.answer(request.user, data.query, data.collections, data.top_k, data.model, cancel=cancel),
         data.stream,
     )
@@ -114,8 +139,8 @@ async def post_message(request: Request, state: State, conversation_id: str, dat
     appliance: Appliance = state.appliance
     return await _answer(
         request,
-        lambda cancel: appliance.converse(request.user, conversation_id, data.content, data.top_k, data.model,
-                                          stream=True, cancel=cancel),
+        lambda cancel, on_position: appliance.converse(request.user, conversation_id, data.content, data.top_k,
+                                                       data.model, stream=True, cancel=cancel, on_position=on_position),
         lambda cancel: appliance.converse(request.user, conversation_id, data.content, data.top_k, data.model,
                                           cancel=cancel),
         data.stream,

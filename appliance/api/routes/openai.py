@@ -17,8 +17,9 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from appliance.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingIn
+from appliance.api.queueing import Opening, open_queued
 from appliance.core import Appliance
-from appliance.errors import InvalidInput
+from appliance.errors import ApplianceError, InvalidInput
 from appliance.models.runtime import ChatMessage, GenerationParams
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,24 @@ async def chat_completions(request: Request, state: State, data: ChatCompletionI
             "usage": _usage(done.prompt_tokens, done.completion_tokens),
         })
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    opening, cancel = await _open(appliance, request, runtime, prompt, params, "chat")
 
     def chunk(delta: dict, finish: str | None) -> dict:
         return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": runtime.name,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse(chunk({"role": "assistant", "content": ""}, None))
-        async for kind, value in _stream(appliance, request, runtime, prompt, params, "chat"):
+        started = False
+        async for kind, value in _relay(appliance, request, runtime, opening, cancel, "chat"):
+            if kind == "queue":
+                yield _queue_comment(value)
+                continue
+            if kind == "error":
+                yield _sse(_error_body(value))
+                return
+            if not started:
+                started = True
+                yield _sse(chunk({"role": "assistant", "content": ""}, None))
             if kind == "delta":
                 yield _sse(chunk({"content": value.text} if value.text else {}, value.finish_reason))
             elif include_usage:
@@ -126,10 +137,16 @@ async def completions(request: Request, state: State, data: CompletionIn) -> Res
             "usage": _usage(done.prompt_tokens, done.completion_tokens),
         })
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
+    opening, cancel = await _open(appliance, request, runtime, prompt, params, "completions")
 
     async def events() -> AsyncIterator[bytes]:
-        async for kind, value in _stream(appliance, request, runtime, prompt, params, "completions"):
-            if kind == "delta":
+        async for kind, value in _relay(appliance, request, runtime, opening, cancel, "completions"):
+            if kind == "queue":
+                yield _queue_comment(value)
+            elif kind == "error":
+                yield _sse(_error_body(value))
+                return
+            elif kind == "delta":
                 yield _sse({"id": ident, "object": "text_completion", "created": created, "model": runtime.name,
                             "choices": [{"index": 0, "text": value.text, "finish_reason": value.finish_reason,
                                          "logprobs": None}]})
@@ -168,13 +185,39 @@ async def _generate(appliance: Appliance, request: Request, runtime, prompt: str
         cancel.set()  # the client went away or we are done: either way the slot is no longer wanted
 
 
-async def _stream(appliance: Appliance, request: Request, runtime, prompt: str, params: GenerationParams, endpoint: str):
-    """Yields ("delta", TokenDelta) then ("stats", StreamStats). Closing it (client disconnect) frees the slot."""
+async def _open(appliance: Appliance, request: Request, runtime, prompt: str, params: GenerationParams,
+                endpoint: str) -> tuple[Opening, threading.Event]:
+    """Take a slot (or a place in the queue) before the response starts, so a full queue or a bad
+    request is still a proper HTTP error."""
     cancel = threading.Event()
-    stream = await asyncio.to_thread(appliance.open_stream, request.user, runtime, prompt, params, endpoint, cancel)
-    sentinel = object()
+    opening = await open_queued(
+        lambda on_position: appliance.open_stream(request.user, runtime, prompt, params, endpoint, cancel, on_position)
+    )
+    if opening.queued_at is None:
+        try:
+            opening.result()
+        except BaseException:
+            cancel.set()
+            raise
+    return opening, cancel
+
+
+async def _relay(appliance: Appliance, request: Request, runtime, opening: Opening, cancel: threading.Event,
+                 endpoint: str):
+    """Yields ("queue", position) while waiting, then ("delta", TokenDelta)... and ("stats", StreamStats),
+    or ("error", ApplianceError) when the wait ended in an error. Closing it (the client left) frees
+    the slot or the place in the queue."""
+    stream = None
     finished = False
+    sentinel = object()
     try:
+        async for position in opening.waiting():
+            yield "queue", position
+        try:
+            stream = opening.result()
+        except ApplianceError as exc:
+            yield "error", exc
+            return
         while True:
             delta = await asyncio.to_thread(next, stream, sentinel)
             if delta is sentinel:
@@ -186,11 +229,24 @@ async def _stream(appliance: Appliance, request: Request, runtime, prompt: str, 
         # No await in here: when the client has gone this generator is being closed, and an
         # async generator may not await while closing. Both calls are non-blocking.
         cancel.set()
-        stream.close()
-        try:
-            appliance.record_stream(request.user, runtime, stream, endpoint, completed=finished)
-        except Exception:
-            log.exception("could not record a finished stream")
+        if stream is None:
+            opening.abandon(lambda opened: opened.close())
+        else:
+            stream.close()
+            try:
+                appliance.record_stream(request.user, runtime, stream, endpoint, completed=finished)
+            except Exception:
+                log.exception("could not record a finished stream")
+
+
+def _queue_comment(position: int) -> bytes:
+    # An SSE comment: OpenAI clients skip it, a person watching the stream sees why it waits.
+    return f": queue position {position}\n\n".encode()
+
+
+def _error_body(exc: ApplianceError) -> dict:
+    return {"error": {"message": exc.detail, "type": "server_error" if exc.status >= 500 else "invalid_request_error",
+                      "param": exc.extra.get("param"), "code": exc.extra.get("code")}}
 
 
 def _usage(prompt: int, completion: int) -> dict:

@@ -1,0 +1,67 @@
+"""Opening a model stream that may wait in the slot queue, so the client can be told its position.
+
+The wait happens before any response: a full queue must still become a 429. Once the request is
+known to be queued (its first position arrives), the route starts its streamed response and
+relays positions as they change, then the tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Opening:
+    task: asyncio.Future  # resolves to what the blocking call returns, or raises
+    positions: asyncio.Queue
+    queued_at: int | None  # None: the call finished (or failed) without waiting in the queue
+
+    def result(self) -> Any:
+        return self.task.result()
+
+    def abandon(self, close: Callable[[Any], None]) -> None:
+        """The client left: whatever the call returns (now or once its wait ends) is closed, so a
+        slot granted just as the client went is not held by nobody."""
+
+        def done(task: asyncio.Future) -> None:
+            if not task.cancelled() and task.exception() is None:
+                close(task.result())
+
+        self.task.add_done_callback(done)
+
+    async def waiting(self) -> AsyncIterator[int]:
+        """Positions while queued (the first one included), until the slot is granted."""
+        if self.queued_at is None:
+            return
+        yield self.queued_at
+        while not self.task.done():
+            getter = asyncio.ensure_future(self.positions.get())
+            done, _ = await asyncio.wait({self.task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                if getter.result() > 0:
+                    yield getter.result()
+            else:
+                getter.cancel()
+
+
+async def open_queued(call: Callable[[Callable[[int], None]], Any]) -> Opening:
+    """Run `call(on_position)` in a thread; return once it finished or is known to be queued."""
+    loop = asyncio.get_running_loop()
+    positions: asyncio.Queue = asyncio.Queue()
+
+    def on_position(n: int) -> None:
+        loop.call_soon_threadsafe(positions.put_nowait, n)
+
+    task = asyncio.ensure_future(asyncio.to_thread(call, on_position))
+    while True:
+        getter = asyncio.ensure_future(positions.get())
+        done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            getter.cancel()
+            return Opening(task, positions, None)
+        if getter.result() > 0:
+            return Opening(task, positions, getter.result())
+        # 0: the slot was granted straight away; the call is about to return
