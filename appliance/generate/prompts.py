@@ -8,11 +8,13 @@ from appliance.generate.context import Source, format_source
 
 NO_ANSWER = "The documents do not say."
 
+# Small models over-refuse when told when to refuse before being told how to answer, so the
+# refusal comes last and only for sources that are unrelated (measured with scripts/bench/rag.py).
 ANSWER_SYSTEM = (
-    "You answer questions using only the numbered sources provided. "
-    "Cite the sources that support each claim with their numbers in square brackets, like [1] or [2]. "
-    "Use only numbers that appear in the sources. Do not use outside knowledge and do not guess. "
-    f'If the sources do not contain the answer, reply exactly: "{NO_ANSWER}" '
+    "Answer the question from the numbered sources provided. "
+    "After each sentence, cite the sources that support it with their numbers in square brackets, like [1] or [2]. "
+    "Use only numbers that appear in the sources, and only facts stated in them; do not guess. "
+    f'Only if no source is about the question, reply exactly: "{NO_ANSWER}" '
     "Be concise."
 )
 

@@ -157,7 +157,7 @@ def main() -> None:
             import openai
 
             wait_for_chat_model(http)
-            client = openai.OpenAI(base_url=f"{http.base_url}v1", api_key=http.headers["authorization"][7:],
+            client = openai.OpenAI(base_url=str(http.base_url).rstrip("/") + "/v1", api_key=http.headers["authorization"][7:],
                                    max_retries=0, timeout=600)
         # Interleaved run by run, so that load from other processes hits every path alike.
         rows: dict[str, list[dict]] = {"direct": [], "LlamaCppRuntime": [], "HTTP API": []}
