@@ -161,10 +161,6 @@ class Appliance:
             "chunks": self.catalog.chunk_count(),
         }
 
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
     # -- access control -----------------------------------------------------------------
     def authenticate(self, secret: str) -> Principal | None:
         return self.keys.authenticate(secret)

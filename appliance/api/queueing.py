@@ -8,6 +8,7 @@ relays positions as they change, then the tokens.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +48,9 @@ class Opening:
                 getter.cancel()
 
 
-async def open_queued(call: Callable[[Callable[[int], None]], Any]) -> Opening:
-    """Run `call(on_position)` in a thread; return once it finished or is known to be queued."""
+async def open_queued(call: Callable[[Callable[[int], None]], Any], cancel: threading.Event) -> Opening:
+    """Run `call(on_position)` in a thread; return once it succeeded or is known to be queued.
+    A call that failed without queueing raises here (then `cancel` is set), before any response."""
     loop = asyncio.get_running_loop()
     positions: asyncio.Queue = asyncio.Queue()
 
@@ -61,6 +63,9 @@ async def open_queued(call: Callable[[Callable[[int], None]], Any]) -> Opening:
         done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             getter.cancel()
+            if task.exception() is not None:
+                cancel.set()
+                raise task.exception()
             return Opening(task, positions, None)
         if getter.result() > 0:
             return Opening(task, positions, getter.result())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from appliance.config import LimitSettings
@@ -10,6 +9,7 @@ from appliance.db.catalog import document_id_for
 from appliance.db.jobs import JobItem
 from appliance.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
 from appliance.ingest.parsers import SUPPORTED, sniff
+from appliance.ingest.pipeline import content_hash
 
 
 @dataclass(slots=True)
@@ -26,10 +26,6 @@ class NewDocument:
     metadata: dict = field(default_factory=dict)
 
 
-def content_digest(content: bytes) -> str:
-    return "sha256:" + hashlib.sha256(content).hexdigest()[:32]
-
-
 def make_job_item(ordinal: int, collection: str, doc: NewDocument, strict: bool, limits: LimitSettings) -> JobItem:
     label = doc.filename or doc.source_id or f"document {ordinal}"
     if (doc.text is None) == (doc.content is None):
@@ -43,7 +39,7 @@ def make_job_item(ordinal: int, collection: str, doc: NewDocument, strict: bool,
         raise InvalidInput(f"{label}: document is empty")
     if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED:
         raise UnsupportedFormat(f"{label}: unsupported or unrecognised content ({mime})")
-    source_id = doc.source_id or doc.filename or content_digest(content)
+    source_id = doc.source_id or doc.filename or content_hash(content)
     return JobItem(
         ordinal=ordinal,
         document_id=document_id_for(collection, source_id),

@@ -72,13 +72,7 @@ async def _answer(request: Request, make_events, make_result, stream: bool) -> R
             cancel.set()
     # Retrieval, planning and taking a model slot happen before the response starts, so their
     # errors (a full queue included) are proper HTTP errors; a queued request hears its place.
-    opening = await open_queued(lambda on_position: make_events(cancel, on_position))
-    if opening.queued_at is None:
-        try:
-            opening.result()
-        except BaseException:
-            cancel.set()
-            raise
+    opening = await open_queued(lambda on_position: make_events(cancel, on_position), cancel)
 
     async def body() -> AsyncIterator[bytes]:
         taken = False

@@ -191,14 +191,9 @@ async def _open(appliance: Appliance, request: Request, runtime, prompt: str, pa
     request is still a proper HTTP error."""
     cancel = threading.Event()
     opening = await open_queued(
-        lambda on_position: appliance.open_stream(request.user, runtime, prompt, params, endpoint, cancel, on_position)
+        lambda on_position: appliance.open_stream(request.user, runtime, prompt, params, endpoint, cancel, on_position),
+        cancel,
     )
-    if opening.queued_at is None:
-        try:
-            opening.result()
-        except BaseException:
-            cancel.set()
-            raise
     return opening, cancel
 
 
