@@ -27,6 +27,7 @@ from appliance.models.templates import ChatTemplate
 
 LLAMA_REQUIREMENT = "llama-cpp-python==0.3.36"
 _BATCH = 512
+REPEAT_PENALTY = 1.1
 
 
 def _import_llama() -> Any:
@@ -236,7 +237,11 @@ class LlamaCppRuntime:
         generated = 0
         first: float | None = None
         finish = "length"
-        tokens = llm.generate(prompt_ids, temp=params.temperature, top_p=params.top_p, reset=True)
+        # repeat_penalty 1.1 is llama.cpp's own CLI/server default (the Python binding's is 1.0):
+        # without it, a small model at low temperature loops on one sentence (seen with Qwen 1.5B
+        # answering from a table of per diems).
+        tokens = llm.generate(prompt_ids, temp=params.temperature, top_p=params.top_p, repeat_penalty=REPEAT_PENALTY,
+                              reset=True)
         try:
             for token in tokens:
                 if ts.stopped():
