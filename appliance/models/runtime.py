@@ -406,3 +406,19 @@ class LLMRuntime(Protocol):
     def health(self) -> dict: ...
 
     def close(self) -> None: ...
+
+
+def collect(stream: TokenStream) -> Completion:
+    """Drain a stream into one Completion (what every backend's `generate` is)."""
+    parts: list[str] = []
+    finish = "stop"
+    try:
+        for delta in stream:
+            parts.append(delta.text)
+            finish = delta.finish_reason or finish
+    finally:
+        stream.close()
+    stats = stream.stats
+    assert stats is not None
+    return Completion("".join(parts), finish, stats.prompt_tokens, stats.completion_tokens,
+                      stats.time_to_first_token_s, stats.total_s, stats.queued_s)

@@ -22,6 +22,7 @@ from appliance.models.runtime import (
     TokenDelta,
     TokenStream,
     check_prompt_length,
+    collect,
 )
 from appliance.models.templates import ChatTemplate
 
@@ -126,19 +127,7 @@ class VLLMRuntime:
         return self._template.render([{"role": m.role, "content": m.content} for m in messages])
 
     def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
-        stream = self.stream(prompt, params, cancel)
-        text: list[str] = []
-        finish = "stop"
-        try:
-            for delta in stream:
-                text.append(delta.text)
-                finish = delta.finish_reason or finish
-        finally:
-            stream.close()
-        stats = stream.stats
-        assert stats is not None
-        return Completion("".join(text), finish, stats.prompt_tokens, stats.completion_tokens,
-                          stats.time_to_first_token_s, stats.total_s, stats.queued_s)
+        return collect(self.stream(prompt, params, cancel))
 
     def stream(
         self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
