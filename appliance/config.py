@@ -93,6 +93,54 @@ class JobSettings(msgspec.Struct, forbid_unknown_fields=True):
     lease_seconds: float = 60.0
 
 
+class ParsingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Parsers run in child processes with these limits, so a PDF bomb or a parser hang costs
+    # one document, not the server. `sandbox = false` parses in-process (debugging only).
+    sandbox: bool = True
+    memory_mb: int = 1024  # address-space limit of a parser process
+    cpu_seconds: float = 30.0  # CPU time per document
+    wall_seconds: float = 60.0  # wall-clock time per document
+    max_output_chars: int = 20_000_000  # extracted text per document
+    processes: int = 0  # 0: one per job worker
+
+
+class HygieneSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Credentials found in text (private keys, cloud keys, tokens) are replaced by [REDACTED:kind].
+    redact_secrets: bool = True
+    # Extra file-name globs never indexed, on top of the built-in list (.env, *.pem, id_rsa*, ...).
+    sensitive_patterns: list[str] = msgspec.field(default_factory=list)
+
+
+class DropFolderSettings(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    path: str = ""  # default <data dir>/inbox; each sub-folder is a collection
+    watch: bool = True  # react to file-system events; the periodic scan runs regardless
+    settle_seconds: float = 2.0  # size and mtime must hold this long before a file is taken
+    scan_interval_seconds: float = 60.0  # full scan, the safety net under the watcher
+
+
+class SourceSettings(msgspec.Struct, forbid_unknown_fields=True):
+    git_binary: str = "git"
+    git_timeout_seconds: float = 600.0
+    schedule_check_seconds: float = 60.0  # how often due scheduled syncs are looked for
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # The shared secret configured on the GitHub webhook; empty (and no file) disables the route.
+    github_secret: str = ""
+    github_secret_file: str = ""
+    # Issues and pull requests of a repository no git source maps go to this collection.
+    github_collection: str = "github"
+    max_body_bytes: int = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+
+
+class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Refuse (and log) any outbound socket to a non-loopback address from inside the process.
+    guard: bool = True
+    # Addresses or CIDRs inside the air gap the process may reach (e.g. an internal git remote).
+    allow: list[str] = msgspec.field(default_factory=list)
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     data_dir: str = "./var"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -109,10 +157,20 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     llm: LLMSettings = msgspec.field(default_factory=LLMSettings)
     answer: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
     observability: ObservabilitySettings = msgspec.field(default_factory=ObservabilitySettings)
+    parsing: ParsingSettings = msgspec.field(default_factory=ParsingSettings)
+    hygiene: HygieneSettings = msgspec.field(default_factory=HygieneSettings)
+    dropfolder: DropFolderSettings = msgspec.field(default_factory=DropFolderSettings)
+    sources: SourceSettings = msgspec.field(default_factory=SourceSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def inbox_path(self) -> Path:
+        return Path(self.dropfolder.path).expanduser().resolve() if self.dropfolder.path else self.data_path / "inbox"
 
     def validate(self) -> Settings:
         problems = []
@@ -135,6 +193,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
                 problems.append(f"limits.{name} must be >= 1")
         if self.retrieval.reranker == "cross-encoder" and not self.retrieval.reranker_model_dir:
             problems.append("retrieval.reranker_model_dir is required for the cross-encoder reranker")
+        if self.parsing.memory_mb < 64 or self.parsing.cpu_seconds <= 0 or self.parsing.wall_seconds <= 0:
+            problems.append("parsing.memory_mb must be >= 64, cpu_seconds and wall_seconds > 0")
+        if self.dropfolder.settle_seconds < 0 or self.dropfolder.scan_interval_seconds <= 0:
+            problems.append("dropfolder.settle_seconds must be >= 0 and scan_interval_seconds > 0")
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self
