@@ -196,6 +196,12 @@ def _collections(args: argparse.Namespace) -> int:
 
 def _jobs(args: argparse.Namespace) -> int:
     client = _client(args)
+    if (args.cancel or args.retry) and not args.job_id:
+        raise ApplianceError("--cancel and --retry need a JOB_ID")
+    if args.cancel:
+        client.cancel_job(args.job_id)
+    elif args.retry:
+        client.retry_job(args.job_id)
     rows = [client.job(args.job_id, items=True)] if args.job_id else client.jobs(args.state, args.limit)
 
     def human(rs: list[dict]) -> None:
@@ -209,6 +215,16 @@ def _jobs(args: argparse.Namespace) -> int:
 
     _emit(args, rows[0] if args.job_id else rows, lambda r: human([r] if args.job_id else r))
     return 0
+
+
+def _console(args: argparse.Namespace) -> int:
+    from appliance.client import resolve_endpoint
+    from appliance.config import load_settings
+    from appliance.tui.app import run_console  # Textual loads only for this command
+
+    settings = None if (args.url and args.key) else load_settings(args.config)
+    url, key = resolve_endpoint(settings, args.url, args.key)
+    return run_console(url, key)
 
 
 def _emit(args: argparse.Namespace, data, human) -> None:
@@ -273,11 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collections", parents=[client], help="list collections")
     p.set_defaults(func=_collections)
 
-    p = sub.add_parser("jobs", parents=[client], help="list jobs, or show one")
+    p = sub.add_parser("console", parents=[common], help="the admin console: a full-screen terminal UI")
+    p.add_argument("--url", help="server URL (default $APPLIANCE_URL, else from the config)")
+    p.add_argument("--key", help="API key (default $APPLIANCE_KEY, else <data dir>/admin.key)")
+    p.set_defaults(func=_console)
+
+    p = sub.add_parser("jobs", parents=[client], help="list jobs, or show, cancel or retry one")
     p.add_argument("job_id", nargs="?")
-    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed"])
+    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--cancel", action="store_true", help="stop JOB_ID")
+    p.add_argument("--retry", action="store_true", help="queue JOB_ID's failed documents again")
     p.set_defaults(func=_jobs)
+
+    from appliance import cli_sources
+
+    cli_sources.add_commands(sub, client, lambda handler: lambda args: handler(args, _client(args), _emit))
+
+    from appliance.ops import commands as ops_commands
+
+    ops_commands.add_commands(sub, client)
     return parser
 
 

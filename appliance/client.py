@@ -129,3 +129,30 @@ class ApplianceClient:
         if collection:
             params["collection"] = collection
         return self._call("GET", "/api/v1/documents", params=params)
+
+    def sources(self) -> list[dict]:
+        return self._call("GET", "/api/v1/sources")["sources"]
+
+    def add_source(self, body: dict) -> dict:
+        return self._call("POST", "/api/v1/sources", json=body)
+
+    def sync_source(self, name: str) -> dict:
+        return self._call("POST", f"/api/v1/sources/{name}/sync")
+
+    def remove_source(self, name: str, delete_documents: bool = False) -> dict:
+        return self._call("DELETE", f"/api/v1/sources/{name}",
+                          params={"delete_documents": str(delete_documents).lower()})
+
+    def quarantine(self, collection: str | None = None, source: str | None = None, limit: int = 200) -> list[dict]:
+        params: dict = {"limit": limit}
+        if collection:
+            params["collection"] = collection
+        if source:
+            params["source"] = source
+        return self._call("GET", "/api/v1/quarantine", params=params)["files"]
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._call("POST", f"/api/v1/jobs/{job_id}/cancel")
+
+    def retry_job(self, job_id: str) -> dict:
+        return self._call("POST", f"/api/v1/jobs/{job_id}/retry")

@@ -122,7 +122,6 @@ class DropFolderSettings(msgspec.Struct, forbid_unknown_fields=True):
 class SourceSettings(msgspec.Struct, forbid_unknown_fields=True):
     git_binary: str = "git"
     git_timeout_seconds: float = 600.0
-    schedule_check_seconds: float = 60.0  # how often due scheduled syncs are looked for
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):

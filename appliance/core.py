@@ -13,7 +13,7 @@ from appliance.config import Settings
 from appliance.db.catalog import Catalog, check_collection_name
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
-from appliance.db.jobs import JobStore
+from appliance.db.jobs import TERMINAL_STATES, JobStore
 from appliance.db.keys import KeyStore, Principal
 from appliance.db.migrations import migrate
 from appliance.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
@@ -24,6 +24,8 @@ from appliance.index.vectors import USearchVectorIndex
 from appliance.ingest.chunking import Chunker
 from appliance.ingest.intake import NewDocument, make_job_item
 from appliance.ingest.pipeline import IngestPipeline
+from appliance.ingest.sandbox import make_parser
+from appliance.ingest.sources.service import SourceService
 from appliance.jobs.queue import JobQueue
 from appliance.jobs.runner import run_ingest_job
 from appliance.limits import RateLimiter
@@ -39,12 +41,11 @@ from appliance.retrieve.search import HybridSearcher, SearchResult
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = ("succeeded", "failed")
 
 
 class Appliance:
     def __init__(self, settings: Settings) -> None:
-        enforce_offline()
+        enforce_offline(settings.network)  # env for model libraries, and the outbound guard
         self.settings = settings
         self.data_dir = settings.data_path
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,10 +93,14 @@ class Appliance:
         self.searcher = HybridSearcher(
             self.catalog, self.keyword_index, self.vector_index, self.embedder, ret, self.reranker
         )
-        self.pipeline = IngestPipeline(self.catalog, self.embedder, self.chunker)
+        self.parser = make_parser(settings.parsing, settings.parsing.processes or settings.jobs.workers)
+        self.pipeline = IngestPipeline(self.catalog, self.embedder, self.chunker, self.parser,
+                                       redact_secrets=settings.hygiene.redact_secrets)
         self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
         self.answerer = Answerer(settings.answer)
-        self.queue = JobQueue(self.data_dir / "queue" / "huey.db", self.run_job, settings.jobs.workers)
+        self.queue = JobQueue(self.data_dir / "queue" / "huey.db", self.run_job, settings.jobs.workers,
+                              on_tick=self._schedule_tick)
+        self.sources = SourceService(settings, self.db, self.catalog, self.jobs, self.queue.signal, self.metrics)
         self.admin_key_path = self.data_dir / "admin.key"
         self.admin_key_created = self.keys.ensure_admin_key(self.admin_key_path)
         self._stop = threading.Event()
@@ -112,10 +117,12 @@ class Appliance:
             log.info("resuming interrupted jobs", extra={"jobs": resumed})
         self._spawn(self._index_ticker, "index-ticker")
         self._spawn(self._warm, "embedder-warmup")
+        self._start_console_stats()
         if self.settings.llm.load_at_start:
             self._spawn(self.models.load, "chat-model-load")
         if self.settings.sample_dir:
             self._ingest_sample(Path(self.settings.sample_dir))
+        self.sources.start()
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -140,10 +147,12 @@ class Appliance:
 
     def close(self) -> None:
         self._stop.set()
+        self._stop_console_stats()
         self.queue.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self.models.close()
+        self.parser.close()
         try:
             self.sync.flush()
         finally:
@@ -265,8 +274,64 @@ class Appliance:
 
     def run_job(self, job_id: str) -> None:
         """Worker entry point. Safe to call twice: the lease decides who runs it."""
+        job = self.jobs.get(job_id)
+        if job["kind"] == "sync":
+            if self.jobs.claim(job_id, self.instance_id, self.settings.jobs.lease_seconds):
+                self.sources.run_sync(self.jobs.get(job_id))
+            return
         run_ingest_job(job_id, self.jobs, self.pipeline, self.sync, self.instance_id,
-                       self.settings.jobs.lease_seconds, self._stop, self.metrics)
+                       self.settings.jobs.lease_seconds, self._stop, self.metrics,
+                       on_outcome=self.sources.on_outcome, on_finished=self.sources.on_job_finished)
+
+    def cancel_job(self, principal: Principal, job_id: str) -> dict:
+        self.get_job(principal, job_id)
+        return self.jobs.cancel(job_id)
+
+    def retry_job(self, principal: Principal, job_id: str) -> dict:
+        self.get_job(principal, job_id)
+        job = self.jobs.retry(job_id)
+        self.queue.signal(job_id)
+        return job
+
+    # -- sources (drop folder, git repositories, GitHub deliveries) ---------------------------------
+    def _schedule_tick(self) -> None:
+        self.sources.schedule_tick()
+
+    def list_sources(self, principal: Principal) -> list[dict]:
+        scope = None if principal.is_admin else list(principal.collections or ())
+        return self.sources.list(scope)
+
+    def get_source(self, principal: Principal, name: str) -> dict:
+        for source in self.list_sources(principal):
+            if source["name"] == name:
+                return source
+        raise NotFound(f"source {name!r} does not exist")
+
+    def add_source(self, principal: Principal, kind: str, name: str, collection: str, location: str,
+                   schedule: str = "manual", options: dict | None = None) -> dict:
+        self._require_admin(principal)
+        return self.sources.add(kind, name, collection, location, schedule, options)
+
+    def remove_source(self, principal: Principal, name: str, delete_documents: bool = False) -> dict:
+        self._require_admin(principal)
+        return self.sources.remove(name, delete_documents)
+
+    def sync_source(self, principal: Principal, name: str) -> dict:
+        self._require_admin(principal)
+        job_id = self.sources.request_sync(name)
+        return {"source": name, "job_id": job_id or None}
+
+    def quarantined(self, principal: Principal, collection: str | None = None, source: str | None = None,
+                    limit: int = 200) -> list[dict]:
+        if collection is not None:
+            scope = self._scope(principal, [collection])
+        else:
+            scope = None if principal.is_admin else list(principal.collections or ())
+        return self.sources.quarantined(scope, source, limit)
+
+    def github_delivery(self, headers, body: bytes) -> dict:
+        """Authenticated by its HMAC signature, not by an API key."""
+        return self.sources.github_delivery(headers, body)
 
     # -- search ---------------------------------------------------------------------------
     def search(
@@ -482,3 +547,124 @@ class Appliance:
             job_id, _ = self.submit_documents(admin, "sample", docs)
             log.info("ingesting sample corpus", extra={"job_id": job_id, "documents": len(docs)})
 
+    # -- console / admin ------------------------------------------------------------------
+    # What the admin console (appliance/tui) needs beyond the other routes: live statistics,
+    # recent log lines and run-time model load/unload. Admin keys only.
+    def _start_console_stats(self) -> None:
+        from appliance.observability.logs import log_ring
+        from appliance.observability.stats import StatsSampler
+
+        log_ring()  # in-process servers (tests) never ran configure_logging
+        self._stats = StatsSampler(self.metrics, self._stats_gauges)
+        self._stats.start()
+
+    def _stop_console_stats(self) -> None:
+        stats = getattr(self, "_stats", None)
+        if stats is not None:
+            stats.stop()
+
+    def _stats_gauges(self) -> dict[str, float]:
+        queue = self.models.health().get("queue") or {}
+        return {"llm_queue": float(queue.get("waiting", 0)), "llm_in_use": float(queue.get("in_use", 0)),
+                "llm_slots": float(queue.get("slots", 0)), "jobs_active": float(len(self.jobs.active_ids()))}
+
+    def _components(self, disk) -> list[dict]:
+        """Each part of the process with a status (ok, warn, starting, off, down) and one line of detail."""
+        from appliance import __version__
+
+        out = [{"name": "api", "status": "ok", "detail": f"version {__version__}"}]
+        try:
+            out.append({"name": "duckdb", "status": "ok", "detail": f"{self.catalog.chunk_count()} chunks"})
+        except Exception as exc:  # the dashboard must show a broken store, not fail with it
+            out.append({"name": "duckdb", "status": "down", "detail": f"{type(exc).__name__}: {exc}"})
+        for name, st in self.sync.status().items():
+            behind = max(0, st["outbox_seq"] - st["applied_seq"])
+            out.append({"name": name, "status": "ok" if behind == 0 else "warn",
+                        "detail": f"{st['count']} entries" + (f", {behind} changes behind" if behind else "")})
+        active = len(self.jobs.active_ids())
+        failed = len(self.jobs.list(None, "failed", 20))
+        out.append({"name": "jobs", "status": "warn" if failed else "ok",
+                    "detail": f"{active} active" + (f", {failed} failed recently" if failed else "")})
+        out.append({"name": "embedder", "status": "ok" if self._ready.is_set() else "starting",
+                    "detail": f"{self.embedder.name} ({self.embedder.dimensions}-d)"})
+        chat = self.models.health()
+        status = {"loaded": "ok", "loading": "starting", "unloaded": "off"}.get(chat["state"], "down")
+        detail = f"{chat.get('name')} on {chat.get('backend')}" if chat["state"] == "loaded" else (
+            chat.get("error") or chat["state"])
+        out.append({"name": "model", "status": status if chat.get("ok", True) else "down", "detail": detail})
+        low = disk["free_bytes"] < max(1 << 30, disk["total_bytes"] * 0.05)
+        out.append({"name": "disk", "status": "warn" if low else "ok",
+                    "detail": f"{disk['free_bytes'] / (1 << 30):.1f} GiB free of {disk['total_bytes'] / (1 << 30):.1f}"})
+        return out
+
+    def admin_stats(self, principal: Principal) -> dict:
+        import shutil
+
+        from appliance import __version__
+        from appliance.observability.stats import StatsSampler, ingestion_lags
+
+        self._require_admin(principal)
+        stats = getattr(self, "_stats", None) or StatsSampler(self.metrics, self._stats_gauges)
+        snap = stats.snapshot()
+        usage = shutil.disk_usage(self.data_dir)
+        disk = {"path": str(self.data_dir), "free_bytes": usage.free, "total_bytes": usage.total}
+        gauges = snap["gauges"]
+        return {
+            "version": __version__,
+            "uptime_seconds": snap["current"].pop("uptime_seconds"),
+            "components": self._components(disk),
+            "collections": self.catalog.list_collections(),
+            "ingestion_lag_seconds": ingestion_lags(self.metrics),
+            "traffic": snap["current"],
+            "queue": {"llm_waiting": int(gauges.get("llm_queue", 0)), "llm_in_use": int(gauges.get("llm_in_use", 0)),
+                      "llm_slots": int(gauges.get("llm_slots", 0)), "jobs_active": int(gauges.get("jobs_active", 0))},
+            "memory": {k: (int(gauges[k]) if k in gauges else None)
+                       for k in ("rss_bytes", "gpu_used_bytes", "gpu_total_bytes")},
+            "disk": disk,
+            "history": snap["history"],
+        }
+
+    def admin_logs(self, principal: Principal, level: str | None, limit: int, after: int = 0) -> dict:
+        from appliance.observability.logs import LEVELS, log_ring
+
+        self._require_admin(principal)
+        if level is not None and level.lower() not in LEVELS:
+            raise InvalidInput(f"level must be one of {', '.join(LEVELS)}")
+        if not 1 <= limit <= 2000:
+            raise InvalidInput("limit must be between 1 and 2000")
+        lines = log_ring().recent(level.lower() if level else None, limit, after)
+        return {"lines": lines, "last_seq": lines[-1]["seq"] if lines else after}
+
+    def admin_models(self, principal: Principal) -> dict:
+        self._require_admin(principal)
+        return {"chat": self.models.health(), "available": self.models.available(),
+                "embedding": {"name": self.embedder.name, "dimensions": self.embedder.dimensions,
+                              "state": "loaded" if self._ready.is_set() else "loading"}}
+
+    def admin_load_model(self, principal: Principal, name: str | None) -> dict:
+        self._require_admin(principal)
+        return self.models.start_load(name)
+
+    def admin_unload_model(self, principal: Principal) -> dict:
+        self._require_admin(principal)
+        return self.models.unload()
+
+    # -- operations (backup, doctor) ------
+    def ops_status(self, principal: Principal) -> dict:
+        """What `appliance doctor` asks a running server: version, the network guard, index counts."""
+        from appliance import __version__
+        from appliance.offline import GUARD
+
+        self._require_admin(principal)
+        return {"version": __version__, "data_dir": str(self.data_dir), "ready": self._ready.is_set(),
+                "network": GUARD.status(), "indexes": self.sync.status(), "chunks": self.catalog.chunk_count()}
+
+    def backup(self, principal: Principal, name: str | None = None) -> dict:
+        """A consistent snapshot into <data dir>/backups/<name> while serving (see ops/backup.py)."""
+        import os
+
+        from appliance.ops.backup import backup_name, snapshot_running
+
+        self._require_admin(principal)
+        config = os.environ.get("APPLIANCE_CONFIG")
+        return snapshot_running(self, self.data_dir / "backups" / backup_name(name), Path(config) if config else None)

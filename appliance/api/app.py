@@ -14,6 +14,7 @@ from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
 from appliance.api.errors import EXCEPTION_HANDLERS
 from appliance.api.routes import (
+    admin,
     answers,
     collections,
     documents,
@@ -23,6 +24,8 @@ from appliance.api.routes import (
     knowledge,
     observability,
     openai,
+    ops,
+    sources,
 )
 from appliance.core import Appliance
 from appliance.observability.metrics import instrument_app
@@ -51,6 +54,15 @@ def create_app(appliance: Appliance) -> Litestar:
             documents.delete_document,
             jobs.get_job,
             jobs.list_jobs,
+            jobs.cancel_job,
+            jobs.retry_job,
+            sources.list_sources,
+            sources.add_source,
+            sources.get_source,
+            sources.remove_source,
+            sources.sync_source,
+            sources.list_quarantine,
+            sources.github_webhook,
             knowledge.search,
             answers.knowledge_query,
             answers.create_conversation,
@@ -67,6 +79,13 @@ def create_app(appliance: Appliance) -> Litestar:
             openai.embeddings,
             observability.metrics,
             observability.audit_entries,
+            admin.stats,
+            admin.logs,
+            admin.models,
+            admin.load_model,
+            admin.unload_model,
+            ops.ops_status,
+            ops.backup,
         ],
         middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
         exception_handlers=EXCEPTION_HANDLERS,

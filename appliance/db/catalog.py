@@ -14,7 +14,7 @@ import numpy as np
 
 from appliance.db.connection import Database
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.ingest.document import Chunk
+from appliance.ingest.document import Chunk, Location
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _DOC_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f59-9a51-2d0c7e4b8a10")
@@ -152,6 +152,32 @@ class Catalog:
     def document_hash(self, document_id: str) -> str | None:
         row = self.db.fetchone("SELECT content_hash FROM documents WHERE id = ?", [document_id])
         return row[0] if row else None
+
+    def embedded_copy(self, content_hash: str, exclude_id: str) -> tuple[dict, list[EmbeddedChunk]] | None:
+        """Another document with the same bytes (in any collection: one embedding model serves
+        all), with its chunks and embeddings: a moved or copied file is not embedded again."""
+        rows = self.db.fetchall(
+            "SELECT id, title, mime_type FROM documents WHERE content_hash = ? AND id <> ? LIMIT 1",
+            [content_hash, exclude_id],
+        )
+        if not rows:
+            return None
+        doc_id, title, mime = rows[0]
+        chunks = self.db.fetchall(
+            """SELECT ordinal, text, token_count, page, heading_path, line_start, line_end, embedding
+               FROM chunks WHERE document_id = ? ORDER BY ordinal""",
+            [doc_id],
+        )
+        if not chunks or any(r[7] is None for r in chunks):
+            return None
+        embedded = [
+            EmbeddedChunk(
+                Chunk(r[0], r[1], Location(r[3], tuple(r[4] or ()), r[5], r[6]), r[2]),
+                np.asarray(r[7], dtype=np.float32),
+            )
+            for r in chunks
+        ]
+        return {"id": doc_id, "title": title, "mime_type": mime}, embedded
 
     def chunks_of(self, document_id: str) -> list[dict]:
         rows = self.db.fetchall(

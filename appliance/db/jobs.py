@@ -11,14 +11,15 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from appliance.db.connection import Database
-from appliance.errors import NotFound
+from appliance.errors import Conflict, NotFound
 
 ACTIVE_STATES = ("queued", "running")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
 class JobItem:
-    """One document to ingest, stored with its raw bytes so a crash cannot lose it."""
+    """One document to ingest (with its raw bytes, so a crash cannot lose it), or to delete."""
 
     ordinal: int
     document_id: str
@@ -29,6 +30,7 @@ class JobItem:
     filename: str | None
     content: bytes
     metadata: dict
+    action: str = "upsert"  # or "delete": remove the document (sources that saw it disappear)
 
 
 def _now() -> datetime:
@@ -39,23 +41,23 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, kind: str, collection: str | None, items: Sequence[JobItem]) -> str:
+    def create(self, kind: str, collection: str | None, items: Sequence[JobItem], source: str | None = None) -> str:
         job_id = "job_" + uuid.uuid4().hex[:20]
         rows = [
             (job_id, it.ordinal, it.document_id, it.source_id, it.source_kind, it.uri, it.title, it.filename,
-             it.content, json.dumps(it.metadata))
+             it.content, json.dumps(it.metadata), it.action)
             for it in items
         ]
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
             cur.execute(
-                "INSERT INTO jobs (id, kind, collection, state, total) VALUES (?, ?, ?, 'queued', ?)",
-                [job_id, kind, collection, len(items)],
+                "INSERT INTO jobs (id, kind, collection, state, total, source) VALUES (?, ?, ?, 'queued', ?, ?)",
+                [job_id, kind, collection, len(items), source],
             )
             if rows:
                 cur.executemany(
                     """INSERT INTO job_items (job_id, ordinal, document_id, source_id, source_kind, uri, title,
-                       filename, content, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       filename, content, metadata, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     rows,
                 )
 
@@ -85,36 +87,93 @@ class JobStore:
 
     def pending_items(self, job_id: str, limit: int) -> list[JobItem]:
         rows = self.db.fetchall(
-            """SELECT ordinal, document_id, source_id, source_kind, uri, title, filename, content, metadata
+            """SELECT ordinal, document_id, source_id, source_kind, uri, title, filename, content, metadata, action
                FROM job_items WHERE job_id = ? AND state = 'pending' ORDER BY ordinal LIMIT ?""",
             [job_id, limit],
         )
         return [
-            JobItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7] or b""), json.loads(r[8]) if r[8] else {})
+            JobItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7] or b""), json.loads(r[8]) if r[8] else {},
+                    r[9])
             for r in rows
         ]
 
     def finish_item(self, job_id: str, ordinal: int, state: str, error: str | None = None, chunks: int | None = None) -> None:
-        """Record an item's outcome. Its bytes are dropped: the document now lives in the catalogue."""
+        """Record an item's outcome. The bytes of a finished item are dropped (the document now lives
+        in the catalogue); a failed item keeps them so the job can be retried."""
         column = {"done": "done", "unchanged": "unchanged", "failed": "failed"}[state]
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
             cur.execute(
-                """UPDATE job_items SET state = ?, error = ?, chunks = ?, content = NULL
+                """UPDATE job_items SET state = ?, error = ?, chunks = ?,
+                          content = CASE WHEN ? = 'failed' THEN content ELSE NULL END
                    WHERE job_id = ? AND ordinal = ? AND state = 'pending'""",
-                [state, error, chunks, job_id, ordinal],
+                [state, error, chunks, state, job_id, ordinal],
             )
             cur.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", [job_id])
 
         self.db.run_in_transaction(work)
 
-    def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+    def finish(self, job_id: str, state: str, error: str | None = None, summary: dict | None = None) -> None:
+        """End a running job; a job cancelled meanwhile stays cancelled."""
         self.db.run_in_transaction(
             lambda cur: cur.execute(
-                "UPDATE jobs SET state = ?, error = ?, finished_at = now(), lease_owner = NULL WHERE id = ?",
-                [state, error, job_id],
+                """UPDATE jobs SET state = ?, error = ?, summary = coalesce(?, summary), finished_at = now(),
+                          lease_owner = NULL
+                   WHERE id = ? AND state IN ('queued', 'running')""",
+                [state, error, json.dumps(summary) if summary is not None else None, job_id],
             )
         )
+
+    def set_summary(self, job_id: str, summary: dict) -> None:
+        self.db.execute("UPDATE jobs SET summary = ? WHERE id = ?", [json.dumps(summary), job_id])
+
+    def cancel(self, job_id: str) -> dict:
+        """Stop a queued or running job: its worker notices between groups of documents."""
+        job = self.get(job_id)
+        if job["state"] not in ACTIVE_STATES:
+            raise Conflict(f"job {job_id!r} is {job['state']}; only queued or running jobs can be cancelled")
+        self.db.execute(
+            """UPDATE jobs SET state = 'cancelled', error = 'cancelled', finished_at = now(), lease_owner = NULL
+               WHERE id = ? AND state IN ('queued', 'running')""",
+            [job_id],
+        )
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> dict:
+        """Queue an ended job again: its failed documents (their bytes were kept) and, for a
+        cancelled job, the ones it never reached."""
+        job = self.get(job_id)
+        if job["state"] not in TERMINAL_STATES:
+            raise Conflict(f"job {job_id!r} is {job['state']}; wait for it to end before retrying")
+
+        def work(cur: duckdb.DuckDBPyConnection) -> int:
+            retried = cur.execute(
+                """UPDATE job_items SET state = 'pending', error = NULL
+                   WHERE job_id = ? AND state = 'failed' AND (content IS NOT NULL OR action = 'delete')
+                   RETURNING ordinal""",
+                [job_id],
+            ).fetchall()
+            pending = cur.execute(
+                "SELECT count(*) FROM job_items WHERE job_id = ? AND state = 'pending'", [job_id]
+            ).fetchone()[0]
+            if pending == 0 and job["kind"] == "ingest":
+                return 0
+            cur.execute(
+                """UPDATE jobs SET state = 'queued', error = NULL, finished_at = NULL, lease_owner = NULL,
+                          failed = failed - ? WHERE id = ?""",
+                [len(retried), job_id],
+            )
+            return pending
+
+        if self.db.run_in_transaction(work) == 0 and job["kind"] == "ingest":
+            raise Conflict(f"job {job_id!r} has nothing to retry")
+        return self.get(job_id)
+
+    def state(self, job_id: str) -> str:
+        row = self.db.fetchone("SELECT state FROM jobs WHERE id = ?", [job_id])
+        if row is None:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return row[0]
 
     def get(self, job_id: str) -> dict:
         rows = self.db.fetch_dicts("SELECT * FROM jobs WHERE id = ?", [job_id])
@@ -124,7 +183,7 @@ class JobStore:
 
     def items(self, job_id: str) -> list[dict]:
         return self.db.fetch_dicts(
-            """SELECT ordinal, document_id, source_id, state, error, chunks FROM job_items
+            """SELECT ordinal, document_id, source_id, action, state, error, chunks FROM job_items
                WHERE job_id = ? ORDER BY ordinal""",
             [job_id],
         )
@@ -154,6 +213,7 @@ class JobStore:
             "id": row["id"],
             "kind": row["kind"],
             "collection": row["collection"],
+            "source": row.get("source"),
             "state": row["state"],
             "progress": {
                 "total": total,
@@ -164,6 +224,7 @@ class JobStore:
                 "fraction": (processed / total) if total else 1.0,
             },
             "error": row["error"],
+            "summary": json.loads(row["summary"]) if row.get("summary") else None,
             "attempts": row["attempts"],
             "created_at": row["created_at"].isoformat() if row["created_at"] else None,
             "started_at": row["started_at"].isoformat() if row["started_at"] else None,

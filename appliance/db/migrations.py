@@ -143,6 +143,64 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     ("0007_audit_log", AUDIT_MIGRATION_SQL),
+    (
+        "0008_sources",
+        """
+        ALTER TABLE jobs ADD COLUMN source VARCHAR;
+        ALTER TABLE jobs ADD COLUMN summary JSON;
+        ALTER TABLE job_items ADD COLUMN action VARCHAR NOT NULL DEFAULT 'upsert';
+        CREATE TABLE sources (
+            name VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            collection VARCHAR NOT NULL,
+            location VARCHAR NOT NULL,
+            config JSON,
+            schedule VARCHAR NOT NULL DEFAULT 'manual',
+            cursor VARCHAR,
+            last_sync_at TIMESTAMPTZ,
+            last_success_at TIMESTAMPTZ,
+            last_error VARCHAR,
+            lag_seconds DOUBLE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE source_files (
+            source VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            collection VARCHAR NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            content_hash VARCHAR,
+            document_id VARCHAR NOT NULL,
+            seen_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (source, path)
+        );
+        CREATE SEQUENCE quarantine_ids START 1;
+        CREATE TABLE quarantine (
+            id BIGINT PRIMARY KEY DEFAULT nextval('quarantine_ids'),
+            source VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            collection VARCHAR,
+            kind VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            size_bytes BIGINT,
+            content_hash VARCHAR,
+            first_seen TIMESTAMPTZ NOT NULL DEFAULT now(),
+            last_seen TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (source, path)
+        );
+        CREATE TABLE webhook_deliveries (
+            delivery_id VARCHAR PRIMARY KEY,
+            event VARCHAR NOT NULL,
+            repo VARCHAR,
+            received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE github_items (
+            source_id VARCHAR PRIMARY KEY,
+            collection VARCHAR NOT NULL,
+            state JSON NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,9 +13,12 @@ from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
 from appliance.db.jobs import JobItem
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.ingest.chunking import Chunker
-from appliance.ingest.document import Chunk
+from appliance.ingest.document import Chunk, ParsedDocument
 from appliance.ingest.parsers import parse
+from appliance.ingest.secrets import redact_document
 from appliance.models.embedder import Embedder
+
+Parser = Callable[[bytes, str | None], ParsedDocument]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ class ItemOutcome:
     state: str  # "done" | "unchanged" | "failed"
     error: str | None = None
     chunks: int = 0
+    redactions: dict[str, int] = field(default_factory=dict)
+    reused: bool = False  # stored from an identical document's chunks, without embedding
 
 
 @dataclass(slots=True)
@@ -33,6 +38,7 @@ class _Prepared:
     item: JobItem
     record: DocumentRecord
     chunks: list[Chunk]
+    redactions: dict[str, int]
 
 
 def content_hash(data: bytes) -> str:
@@ -47,10 +53,13 @@ def embedding_text(title: str, chunk: Chunk) -> str:
 
 
 class IngestPipeline:
-    def __init__(self, catalog: Catalog, embedder: Embedder, chunker: Chunker) -> None:
+    def __init__(self, catalog: Catalog, embedder: Embedder, chunker: Chunker, parser: Parser = parse,
+                 redact_secrets: bool = True) -> None:
         self.catalog = catalog
         self.embedder = embedder
         self.chunker = chunker
+        self.parser = parser
+        self.redact_secrets = redact_secrets
 
     def ingest(self, collection: str, items: Sequence[JobItem]) -> list[ItemOutcome]:
         """Ingest a group of items. Chunks of the whole group are embedded together so short
@@ -79,7 +88,7 @@ class IngestPipeline:
             embedded = [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)]
             offset += len(p.chunks)
             self.catalog.replace_document(p.record, embedded)
-            outcomes.append(ItemOutcome(p.item.ordinal, "done", chunks=len(embedded)))
+            outcomes.append(ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions))
         return sorted(outcomes, key=lambda o: o.ordinal)
 
     def _prepare(self, collection: str, item: JobItem) -> _Prepared | ItemOutcome:
@@ -87,15 +96,25 @@ class IngestPipeline:
         if self.catalog.document_hash(item.document_id) == digest:
             self.catalog.update_document_fields(item.document_id, item.title, item.uri, item.metadata)
             return ItemOutcome(item.ordinal, "unchanged")
-        parsed = parse(item.content, item.filename)
+        if (copy := self.catalog.embedded_copy(digest, item.document_id)) is not None:
+            twin, embedded = copy
+            record = self._record(collection, item, digest, title=twin["title"], mime_type=twin["mime_type"])
+            self.catalog.replace_document(record, embedded)
+            return ItemOutcome(item.ordinal, "done", chunks=len(embedded), reused=True)
+        parsed = self.parser(item.content, item.filename)
+        redactions: dict[str, int] = {}
+        if self.redact_secrets:
+            parsed, redactions = redact_document(parsed)
         chunks = self.chunker.chunk(parsed)
         if not chunks:
             raise InvalidInput(f"{item.filename or item.source_id}: no text could be extracted")
-        record = self._record(collection, item, digest, title=parsed.title, mime_type=parsed.mime_type)
-        return _Prepared(item, record, chunks)
+        record = self._record(collection, item, digest, title=parsed.title, mime_type=parsed.mime_type,
+                              redactions=redactions)
+        return _Prepared(item, record, chunks, redactions)
 
     @staticmethod
-    def _record(collection: str, item: JobItem, digest: str, title: str, mime_type: str) -> DocumentRecord:
+    def _record(collection: str, item: JobItem, digest: str, title: str, mime_type: str,
+                redactions: dict[str, int] | None = None) -> DocumentRecord:
         return DocumentRecord(
             id=item.document_id,
             collection=collection,
@@ -106,5 +125,6 @@ class IngestPipeline:
             content_hash=digest,
             mime_type=mime_type,
             size_bytes=len(item.content),
-            metadata=item.metadata,
+            # The count (never the values) tells the admin credentials were found and removed.
+            metadata={**item.metadata, "redacted_secrets": sum(redactions.values())} if redactions else item.metadata,
         )

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from huey import SqliteHuey
+from huey import SqliteHuey, crontab
 from huey.consumer import Consumer
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ class JobQueue:
     """Huey only carries "job X has work" signals. A task dequeued and then lost in a crash costs
     nothing: at start-up every queued or running job in DuckDB is signalled again."""
 
-    def __init__(self, path: Path, run_job: Callable[[str], None], workers: int) -> None:
+    def __init__(self, path: Path, run_job: Callable[[str], None], workers: int,
+                 on_tick: Callable[[], None] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.huey = SqliteHuey(name="appliance", filename=str(path), results=False)
         self._workers = workers
@@ -35,6 +36,15 @@ class JobQueue:
             run_job(job_id)
 
         self._task = run_job_task
+
+        if on_tick is not None:
+            # Scheduled source syncs: each minute, Huey's scheduler asks which syncs are due.
+            @self.huey.periodic_task(crontab(minute="*"), name="schedule_tick")
+            def schedule_tick_task() -> None:
+                try:
+                    on_tick()
+                except Exception:
+                    log.exception("scheduled work failed; will try again next minute")
 
     def signal(self, job_id: str) -> None:
         self._task(job_id)

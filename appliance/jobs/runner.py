@@ -1,44 +1,72 @@
-"""Runs one ingest job: claims its lease, ingests its pending items in groups, records outcomes."""
+"""Runs one ingest job: claims its lease, applies its pending items in groups, records outcomes."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from appliance.db.jobs import JobStore
+from appliance.db.catalog import Catalog
+from appliance.db.jobs import JobItem, JobStore
+from appliance.errors import NotFound
 from appliance.index.sync import IndexSync
-from appliance.ingest.pipeline import IngestPipeline
+from appliance.ingest.pipeline import IngestPipeline, ItemOutcome
 from appliance.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 JOB_GROUP = 32  # documents prepared and embedded together
 
+# Told about every item's outcome (sources keep their quarantine and file state with it).
+OutcomeHook = Callable[[dict, JobItem, ItemOutcome], None]
+
+
+def _delete(catalog: Catalog, item: JobItem) -> ItemOutcome:
+    try:
+        catalog.delete_document(item.document_id)
+    except NotFound:
+        return ItemOutcome(item.ordinal, "unchanged")  # already gone: deleting twice is a no-op
+    return ItemOutcome(item.ordinal, "done")
+
 
 def run_ingest_job(job_id: str, jobs: JobStore, pipeline: IngestPipeline, sync: IndexSync, owner: str,
-                   lease_seconds: float, stop: threading.Event, metrics: Metrics) -> None:
+                   lease_seconds: float, stop: threading.Event, metrics: Metrics,
+                   on_outcome: OutcomeHook | None = None,
+                   on_finished: Callable[[dict], None] | None = None) -> None:
     """Safe to call twice for one job: the lease decides who runs it. Items already finished are
-    skipped, so a job interrupted by a crash resumes where it stood."""
+    skipped, so a job interrupted by a crash resumes where it stood. Within a group, upserts go
+    before deletions, so a file moved in one scan reuses its embeddings instead of recomputing."""
     if not jobs.claim(job_id, owner, lease_seconds):
         return
     try:
         job = jobs.get(job_id)
         log.info("job started", extra={"job_id": job_id, "total": job["progress"]["total"]})
         while not stop.is_set():
+            if jobs.state(job_id) == "cancelled":
+                log.info("job cancelled", extra={"job_id": job_id})
+                return
             items = jobs.pending_items(job_id, JOB_GROUP)
             if not items:
                 break
-            for outcome in pipeline.ingest(job["collection"], items):
+            upserts = [it for it in items if it.action != "delete"]
+            outcomes = pipeline.ingest(job["collection"], upserts) if upserts else []
+            outcomes += [_delete(pipeline.catalog, it) for it in items if it.action == "delete"]
+            by_ordinal = {it.ordinal: it for it in items}
+            for outcome in outcomes:
                 jobs.finish_item(job_id, outcome.ordinal, outcome.state, outcome.error, outcome.chunks)
                 metrics.add_chunks_indexed(outcome.chunks)
+                if outcome.reused:
+                    metrics.add_chunks_reused(outcome.chunks)
                 if outcome.error:
                     log.warning("document failed", extra={"job_id": job_id, "error": outcome.error})
+                if on_outcome is not None:
+                    on_outcome(job, by_ordinal[outcome.ordinal], outcome)
             sync.apply_pending()
-            # Lag: from the moment a document was accepted to the moment it became searchable.
+            # Lag: from the moment a change was accepted to the moment it became searchable.
             created = datetime.fromisoformat(job["created_at"])
-            for kind in {item.source_kind for item in items}:
-                metrics.set_ingestion_lag(kind, (datetime.now(UTC) - created).total_seconds())
+            label = job.get("source") or next(iter({item.source_kind for item in items}))
+            metrics.set_ingestion_lag(label, (datetime.now(UTC) - created).total_seconds())
             jobs.renew(job_id, owner, lease_seconds)
         if stop.is_set():
             return  # shutting down: the job stays running and is resumed at next start
@@ -49,6 +77,8 @@ def run_ingest_job(job_id: str, jobs: JobStore, pipeline: IngestPipeline, sync: 
             error = f"{progress['failed']} of {progress['total']} documents failed" if progress["failed"] else None
             jobs.finish(job_id, "succeeded", error)
         log.info("job finished", extra={"job_id": job_id, **progress})
+        if on_finished is not None:
+            on_finished(job)
     except Exception as exc:
         log.exception("job crashed", extra={"job_id": job_id})
         jobs.finish(job_id, "failed", f"internal error: {type(exc).__name__}: {exc}")

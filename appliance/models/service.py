@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.config import Settings
-from appliance.errors import InvalidInput, NotFound, NotReady
+from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
 from appliance.models.embedder import Embedder, available_cpus
 from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime
 from appliance.observability.metrics import Metrics
@@ -32,15 +32,20 @@ class ModelService:
         self._error: str | None = None
         self._loaded = threading.Event()
         self._created = int(time.time())
+        # Run-time load/unload (admin console): one change at a time, and "unloaded" is a state.
+        self._switch_lock = threading.Lock()
+        self._switching = False
+        self._unloaded = False
 
     # -- loading ------------------------------------------------------------------------
-    def load(self) -> None:
-        """Load the chat model (blocking; the server calls it from a background thread)."""
+    def load(self, name: str | None = None) -> None:
+        """Load the chat model (blocking; the server calls it from a background thread).
+        `name` overrides the configured model (a run-time switch from the admin API)."""
         from appliance.models.manifest import load_runtime, resolve_model
 
         llm = self.settings.llm
         try:
-            spec, path = resolve_model(llm.model or default_model_name(self.models_dir), self.models_dir)
+            spec, path = resolve_model(name or llm.model or default_model_name(self.models_dir), self.models_dir)
             self._runtime = load_runtime(
                 spec, path, context_length=llm.context_length or None, threads=llm.threads or serving_threads(),
                 slots=llm.slots, max_queue=llm.max_queue,
@@ -65,16 +70,71 @@ class ModelService:
             return self._runtime
         if self._error:
             raise NotReady(f"the chat model is unavailable: {self._error}")
+        if self._unloaded:
+            raise NotReady("no chat model is loaded: an admin unloaded it (POST /api/v1/admin/models/load)")
         raise NotReady("the chat model is still loading; retry in a few seconds")
 
     def health(self) -> dict:
         if self._runtime is not None:
             return {"state": "loaded", **self._runtime.health()}
-        return {"state": "failed" if self._error else "loading", "error": self._error}
+        if self._unloaded and not self._switching:
+            return {"state": "unloaded", "error": None}
+        return {"state": "failed" if self._error and not self._switching else "loading", "error": self._error}
 
     def close(self) -> None:
         if self._runtime is not None:
             self._runtime.close()
+
+    # -- load / unload at run time ----------------------------------------------------------
+    def available(self) -> list[dict]:
+        """Chat models this server could load: built-ins and the models dir's manifest."""
+        from appliance.models.manifest import list_models
+
+        current = self._runtime.name.lower() if self._runtime is not None else None
+        return [{"name": m.name, "size_bytes": m.size, "context_length": m.context_length, "source": m.source,
+                 "description": m.description, "capabilities": list(m.capabilities),
+                 "loaded": m.name.lower() == current} for m in list_models(self.models_dir)]
+
+    def unload(self) -> dict:
+        """Free the chat model; requests already holding a slot finish first."""
+        with self._switch_lock:
+            if self._switching:
+                raise Conflict("a chat model is being loaded; wait until it is done")
+            runtime, self._runtime = self._runtime, None
+            self._unloaded, self._error = True, None
+        if runtime is not None:
+            runtime.close()
+            log.info("chat model unloaded", extra={"model": runtime.name})
+        return self.health()
+
+    def start_load(self, name: str | None) -> dict:
+        """Replace the chat model by `name` (the configured one when None), loading in the background;
+        `health()` says when it is ready or why it failed."""
+        from appliance.models.manifest import list_models
+
+        if name and not (name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
+                         or (name.lower().endswith(".gguf") and Path(name).expanduser().is_file())):
+            raise NotFound(f"unknown model {name!r}: see GET /api/v1/admin/models")
+        with self._switch_lock:
+            if self._switching:
+                raise Conflict("a chat model is already being loaded")
+            if not self._loaded.is_set():
+                raise Conflict("the chat model is still loading at start-up; wait until it is done")
+            self._switching = True
+            old, self._runtime = self._runtime, None
+            self._error = None
+        threading.Thread(target=self._switch_to, args=(old, name), name="chat-model-switch", daemon=True).start()
+        return self.health()
+
+    def _switch_to(self, old: LLMRuntime | None, name: str | None) -> None:
+        try:
+            if old is not None:
+                old.close()
+            self.load(name)
+        finally:
+            with self._switch_lock:
+                self._switching = False
+                self._unloaded = self._runtime is None and self._error is None
 
     # -- names --------------------------------------------------------------------------
     def list_models(self) -> list[dict]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 # 1 ms .. 60 s: a keyword lookup takes about a millisecond, a long CPU generation about a minute.
@@ -43,10 +44,21 @@ class Metrics:
         self.rag_chunks_indexed = Counter(
             "rag_chunks_indexed_total", "Chunks written to the search indexes.", registry=r,
         )
+        self.rag_chunks_reused = Counter(
+            "rag_chunks_reused_total",
+            "Chunks stored from an identical document's embeddings (moved or copied files) instead of embedding.",
+            registry=r,
+        )
         self.rag_ingestion_lag = Gauge(
             "rag_ingestion_lag_seconds",
             "Age of the oldest change of a source not yet searchable (0 when caught up).",
             ["source"], registry=r,
+        )
+        self.rag_secrets = Counter(
+            "rag_secrets_total",
+            "Credentials kept out of the index: sensitive files never read (where=file) and secrets "
+            "redacted from text (where=chunk).",
+            ["where", "kind"], registry=r,
         )
         self.llm_requests = Counter(
             "llm_requests_total", "Requests to a language model, by endpoint and outcome.",
@@ -82,6 +94,8 @@ class Metrics:
             "http_request_duration_seconds", "HTTP request duration until the last byte of the response.",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        # The network guard is process-wide (appliance/offline.py): its count is read at scrape time.
+        r.register(_OutboundBlocked())
 
     # --- RAG -------------------------------------------------------------------------------------
 
@@ -99,9 +113,18 @@ class Metrics:
         if n > 0:
             self.rag_chunks_indexed.inc(n)
 
+    def add_chunks_reused(self, n: int) -> None:
+        if n > 0:
+            self.rag_chunks_reused.inc(n)
+
     def set_ingestion_lag(self, source: str, seconds: float) -> None:
         """`source` is a source kind or a registered source name (bounded), never a file path."""
         self.rag_ingestion_lag.labels(source=source).set(max(0.0, seconds))
+
+    def count_secret(self, where: str, kind: str, n: int = 1) -> None:
+        """`kind` is a fixed pattern or detector name, never the secret or a file path."""
+        if n > 0:
+            self.rag_secrets.labels(where=where, kind=kind).inc(n)
 
     # --- LLM -------------------------------------------------------------------------------------
 
@@ -147,6 +170,16 @@ class Metrics:
             encoder, content_type = choose_encoder(accept)
             return encoder(self.registry), content_type
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _OutboundBlocked:
+    """network_outbound_blocked_total: outbound connection attempts the network guard refused."""
+
+    def collect(self):
+        from appliance.offline import outbound_attempts
+
+        yield CounterMetricFamily("network_outbound_blocked", "Outbound connection attempts refused by the "
+                                  "network guard (any is a finding: nothing should try).", value=outbound_attempts())
 
 
 def decode_rate(completion_tokens: int, ttft_s: float | None, total_s: float) -> float | None:

@@ -135,6 +135,18 @@ def sniff(data: bytes, filename: str | None = None) -> str:
     return TEXT
 
 
+def unsupported_reason(data: bytes, filename: str | None = None) -> str | None:
+    """Why `data` cannot be ingested, judged cheaply from its content (None: it may be parsed)."""
+    if not data.strip(b" \t\r\n\x0b\x0c\x00"):
+        return "empty file"
+    mime = sniff(data, filename)
+    if mime in SUPPORTED:
+        return None
+    ext = _ext(filename)
+    hint = f" (despite its .{ext} extension)" if ext else ""
+    return f"unsupported format: {_DESCRIBE.get(mime, mime)}{hint}"
+
+
 def parse(data: bytes, filename: str | None = None) -> ParsedDocument:
     """Parse `data` into a ParsedDocument; raises InvalidInput or UnsupportedFormat with a clear message."""
     name = _name(filename)

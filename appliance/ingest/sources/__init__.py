@@ -1,0 +1,1 @@
+"""Where documents come from: drop folders, git repositories and GitHub webhooks."""

@@ -1,0 +1,328 @@
+"""The drop folder: `<inbox>/<collection>/...` watched and scanned, settled files handed in as jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.db.catalog import COLLECTION_NAME, document_id_for
+from appliance.ingest.intake import NewDocument
+from appliance.ingest.parsers import unsupported_reason
+from appliance.ingest.pipeline import content_hash
+from appliance.ingest.secrets import sensitive_name
+from appliance.ingest.sources.files import ignored_name, path_key
+from appliance.ingest.sources.registry import KnownFile, SourceStore
+
+log = logging.getLogger(__name__)
+
+SOURCE = "inbox"
+MAX_DEPTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    path: str  # "<collection>/<relative path>"
+    collection: str
+    source_id: str
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one scan of one collection folder found ready."""
+
+    collection: str
+    upserts: list[NewDocument] = field(default_factory=list)
+    seen: list[KnownFile] = field(default_factory=list)
+    removals: list[Removal] = field(default_factory=list)
+
+
+# submit(changes) -> job id; called with the changes of one collection folder.
+Submit = Callable[[Changes], str | None]
+
+
+def source_id_for(relative: str) -> str:
+    return f"inbox:{relative}"
+
+
+class DropFolder:
+    """A file is taken once its size and mtime held still for `settle_seconds` across two looks,
+    so a half-copied file waits. Only regular files under the root are read: symlinks leaving it,
+    symlink loops, devices and FIFOs are refused and listed in the quarantine with their reason."""
+
+    def __init__(self, root: Path, store: SourceStore, submit: Submit, *, settle_seconds: float,
+                 max_file_bytes: int, sensitive_patterns: Sequence[str] = (),
+                 on_sensitive: Callable[[str], None] | None = None) -> None:
+        self.root = root
+        self.store = store
+        self.submit = submit
+        self.settle_seconds = settle_seconds
+        self.max_file_bytes = max_file_bytes
+        self.sensitive_patterns = tuple(sensitive_patterns)
+        self.on_sensitive = on_sensitive
+        self._pending: dict[str, tuple[str, float]] = {}  # path -> (fingerprint, first seen, monotonic)
+        self._lock = threading.Lock()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    # -- scanning -------------------------------------------------------------------------------
+    def scan(self, collections: Sequence[str] | None = None) -> list[str]:
+        """Scan the given collection folders (all when None); returns the ids of jobs created."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            known = self.store.known_files(SOURCE)
+            names = sorted(collections) if collections is not None else self._collection_folders(known)
+            jobs = []
+            for name in names:
+                changes = self._scan_collection(name, known)
+                if changes.upserts or changes.removals:
+                    job_id = self.submit(changes)
+                    if job_id:
+                        jobs.append(job_id)
+                if changes.seen or changes.removals:
+                    self.store.record_files(SOURCE, changes.seen, [r.path for r in changes.removals])
+            return jobs
+
+    def _collection_folders(self, known: dict[str, KnownFile]) -> list[str]:
+        names = {f.collection for f in known.values()}
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError as exc:
+            log.warning("drop folder cannot be listed", extra={"path": str(self.root), "error": str(exc)})
+            return []
+        for entry in entries:
+            if ignored_name(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False) and COLLECTION_NAME.match(entry.name):
+                names.add(entry.name)
+            elif entry.is_dir(follow_symlinks=False):
+                self._refuse(entry.name, None, "refused",
+                             "folder name is not a valid collection name (a-z, 0-9, '_', '-'; at most 64)")
+            else:
+                self._refuse(path_key(entry.name), None, "refused",
+                             "files must be placed in a collection folder: <inbox>/<collection>/...")
+        return sorted(names)
+
+    def _scan_collection(self, collection: str, known: dict[str, KnownFile]) -> Changes:
+        changes = Changes(collection)
+        folder = self.root / collection
+        present: set[str] = set()
+        if folder.is_dir() and not folder.is_symlink():
+            real_root = os.path.realpath(self.root)
+            for path, rel in self._walk(folder, "", 0):
+                key = f"{collection}/{path_key(rel)}"
+                present.add(key)
+                self._consider(collection, key, rel, path, real_root, known.get(key), changes)
+        prefix = collection + "/"
+        waiting = any(k.startswith(prefix) for k in self._pending)
+        for key, item in known.items():
+            if item.collection == collection and key not in present:
+                if waiting:
+                    continue  # maybe a move: delete the old path once the new one is taken
+                changes.removals.append(Removal(key, collection, source_id_for(key[len(prefix):])))
+        for key in [k for k in self._pending if k.startswith(prefix) and k not in present]:
+            del self._pending[key]
+        self.store.release_missing(SOURCE, collection, present)
+        return changes
+
+    def _walk(self, folder: Path, rel: str, depth: int):
+        """Regular files and symlinks under `folder`; symlinked folders are never entered (no loops)."""
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("folder cannot be listed", extra={"path": str(folder), "error": str(exc)})
+            return
+        for entry in entries:
+            if ignored_name(entry.name):
+                continue
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if depth < MAX_DEPTH:
+                    yield from self._walk(Path(entry.path), child, depth + 1)
+                continue
+            yield Path(entry.path), child
+
+    def _consider(self, collection: str, key: str, rel: str, path: Path, real_root: str,
+                  known: KnownFile | None, changes: Changes) -> None:
+        if (pattern := sensitive_name(rel, self.sensitive_patterns)) is not None:
+            if self._refuse(key, collection, "sensitive", f"sensitive file name ({pattern}): never indexed"):
+                if self.on_sensitive is not None:
+                    self.on_sensitive(pattern)
+            return
+        try:
+            real = os.path.realpath(path, strict=True)
+        except (OSError, RuntimeError) as exc:
+            reason = "symlink loop" if "loop" in str(exc).lower() or isinstance(exc, RuntimeError) else str(exc)
+            self._refuse(key, collection, "refused", f"cannot be resolved: {reason}")
+            return
+        if os.path.commonpath([real, real_root]) != real_root:
+            self._refuse(key, collection, "refused", "symlink points outside the drop folder")
+            return
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            self._refuse(key, collection, "refused", f"cannot be read: {exc.strerror or exc}")
+            return
+        if stat.S_ISDIR(st.st_mode):
+            return  # a symlink to a folder inside the root: that folder is scanned where it lives
+        if not stat.S_ISREG(st.st_mode):
+            self._refuse(key, collection, "refused", "not a regular file (device, FIFO or socket)")
+            return
+        fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
+        if known is not None and known.fingerprint == fingerprint:
+            return
+        now = time.monotonic()
+        first = self._pending.get(key)
+        if first is None or first[0] != fingerprint:
+            self._pending[key] = (fingerprint, now)
+            if self.settle_seconds > 0:
+                return
+        elif now - first[1] < self.settle_seconds:
+            return
+        self._pending.pop(key, None)
+        if st.st_size > self.max_file_bytes:
+            self._refuse(key, collection, "too_large",
+                         f"{st.st_size} bytes exceeds the limit of {self.max_file_bytes} bytes", st.st_size)
+            changes.seen.append(KnownFile(key, collection, fingerprint, None, self._doc_id(collection, rel)))
+            return
+        data = self._read(real, st)
+        if data is None:
+            return  # changed while we looked: the next scan sees it again
+        digest = content_hash(data)
+        doc_id = self._doc_id(collection, rel)
+        changes.seen.append(KnownFile(key, collection, fingerprint, digest, doc_id))
+        if known is not None and known.content_hash == digest:
+            return  # touched, not changed
+        if (reason := unsupported_reason(data, path_key(path.name))) is not None:
+            self._refuse(key, collection, "unsupported", reason, len(data), digest)
+            return
+        self.store.release(SOURCE, key)  # taken now; a failed parse quarantines it again
+        changes.upserts.append(NewDocument(
+            source_id=source_id_for(path_key(rel)),
+            content=data,
+            filename=path_key(path.name),
+            uri=path.absolute().as_uri() if path_key(rel) == rel else None,
+            source_kind="dropfolder",
+            metadata={"path": path_key(rel)},
+        ))
+
+    def _read(self, real: str, before: os.stat_result) -> bytes | None:
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the scanner.
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(self.max_file_bytes + 1)
+        finally:
+            os.close(fd)
+        return data if len(data) == before.st_size else None
+
+    @staticmethod
+    def _doc_id(collection: str, rel: str) -> str:
+        return document_id_for(collection, source_id_for(path_key(rel)))
+
+    def _refuse(self, key: str, collection: str | None, kind: str, reason: str, size: int | None = None,
+                digest: str | None = None) -> bool:
+        """Quarantine a file the scanner will not take. True the first time (for counting)."""
+        existing = {(q["kind"], q["reason"]) for q in self.store.quarantined(None, SOURCE, limit=1, path=key)}
+        self.store.quarantine(SOURCE, key, collection, kind, reason, size, digest)
+        if (kind, reason) not in existing:
+            log.warning("drop folder file not taken", extra={"path": key, "kind": kind, "reason": reason})
+            return True
+        return False
+
+
+class DropFolderWatcher:
+    """Runs scans on file-system events (watchfiles/inotify) and on a timer as the safety net."""
+
+    def __init__(self, folder: DropFolder, scan_interval: float, watch: bool = True) -> None:
+        self.folder = folder
+        self.scan_interval = scan_interval
+        self.watch = watch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._dirty: set[str] | None = None  # None: everything
+        self._threads: list[threading.Thread] = []
+        self.scans = 0
+
+    def start(self) -> None:
+        self.folder.root.mkdir(parents=True, exist_ok=True)
+        self._spawn(self._scan_loop, "dropfolder-scan")
+        if self.watch:
+            self._spawn(self._watch_loop, "dropfolder-watch")
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def poke(self, collections: Sequence[str] | None = None) -> None:
+        if collections is None or self._dirty is None:
+            self._dirty = None
+        else:
+            self._dirty.update(collections)
+        self._wake.set()
+
+    def _watch_loop(self) -> None:
+        try:
+            from watchfiles import watch
+        except ImportError:
+            log.warning("watchfiles is not installed: the drop folder is scanned on a timer only")
+            return
+        root = self.folder.root
+        try:
+            for changes in watch(root, stop_event=self._stop, debounce=200, step=50, recursive=True,
+                                 raise_interrupt=False, ignore_permission_denied=True):
+                collections = set()
+                for _, changed in changes:
+                    try:
+                        parts = Path(changed).relative_to(root).parts
+                    except ValueError:
+                        continue
+                    if len(parts) > 1:
+                        collections.add(parts[0])
+                    else:
+                        collections = None
+                        break
+                self.poke(collections)
+        except Exception:
+            log.exception("drop folder watcher stopped; scanning on a timer only")
+
+    def _scan_loop(self) -> None:
+        next_full = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            full = now >= next_full
+            targets, self._dirty = self._dirty, set()
+            if full:
+                next_full = now + self.scan_interval
+                targets = None
+            if targets is None or targets or self.folder.has_pending:
+                pending = sorted({k.split("/", 1)[0] for k in self.folder._pending})
+                try:
+                    self.folder.scan(None if targets is None else sorted(set(targets) | set(pending)))
+                except Exception:
+                    log.exception("drop folder scan failed; will retry")
+                self.scans += 1
+            # While files are settling, look again when they may have settled.
+            timeout = max(0.2, self.folder.settle_seconds / 2) if self.folder.has_pending else next_full - now
+            self._wake.wait(timeout=max(0.05, timeout))
+            self._wake.clear()

@@ -1,0 +1,276 @@
+"""Sources as a service: registry, sync jobs, the drop folder, GitHub deliveries and source bookkeeping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.config import Settings
+from appliance.db.catalog import Catalog, check_collection_name, document_id_for
+from appliance.db.connection import Database
+from appliance.db.jobs import JobItem, JobStore
+from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
+from appliance.ingest.intake import NewDocument, make_job_item
+from appliance.ingest.pipeline import ItemOutcome
+from appliance.ingest.sources import dropfolder
+from appliance.ingest.sources.dropfolder import Changes, DropFolder, DropFolderWatcher
+from appliance.ingest.sources.gitsync import GitSync
+from appliance.ingest.sources.registry import SourceStore, check_source_name
+from appliance.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+GITHUB_SOURCE = "github"
+
+
+def delete_item(ordinal: int, collection: str, source_id: str, source_kind: str) -> JobItem:
+    return JobItem(ordinal, document_id_for(collection, source_id), source_id, source_kind, None, None, None, b"",
+                   {}, action="delete")
+
+
+class SourceService:
+    def __init__(self, settings: Settings, db: Database, catalog: Catalog, jobs: JobStore,
+                 signal: Callable[[str], None], metrics: Metrics) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.jobs = jobs
+        self.signal = signal
+        self.metrics = metrics
+        self.store = SourceStore(db)
+        self.git = GitSync(self, settings)
+        self._webhook_lock = threading.Lock()
+        self.watcher: DropFolderWatcher | None = None
+        if settings.dropfolder.enabled:
+            self.store.ensure(dropfolder.SOURCE, "dropfolder", "*", str(settings.inbox_path))
+            folder = DropFolder(
+                settings.inbox_path, self.store, self._submit_folder_changes,
+                settle_seconds=settings.dropfolder.settle_seconds, max_file_bytes=settings.limits.max_file_bytes,
+                sensitive_patterns=settings.hygiene.sensitive_patterns,
+                on_sensitive=lambda pattern: metrics.count_secret("file", pattern),
+            )
+            self.watcher = DropFolderWatcher(folder, settings.dropfolder.scan_interval_seconds,
+                                             settings.dropfolder.watch)
+
+    def start(self) -> None:
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    # -- submitting changes as ingest jobs ----------------------------------------------------------
+    def submit(self, source: str, collection: str, upserts: list[NewDocument],
+               deletions: list[tuple[str, str]]) -> str | None:
+        """One ingest job: upserts first, then deletions ((source_id, source_kind) pairs)."""
+        if not upserts and not deletions:
+            return None
+        self.catalog.ensure_collection(collection)
+        limits = self.settings.limits
+        items = [make_job_item(i, collection, doc, False, limits) for i, doc in enumerate(upserts)]
+        items += [delete_item(len(items) + i, collection, sid, kind) for i, (sid, kind) in enumerate(deletions)]
+        job_id = self.jobs.create("ingest", collection, items, source=source)
+        self.signal(job_id)
+        log.info("source changes submitted", extra={"source": source, "job_id": job_id, "collection": collection,
+                                                     "upserts": len(upserts), "deletions": len(deletions)})
+        return job_id
+
+    def _submit_folder_changes(self, changes: Changes) -> str | None:
+        self.store.sync_started(dropfolder.SOURCE)
+        return self.submit(dropfolder.SOURCE, changes.collection, changes.upserts,
+                           [(r.source_id, "dropfolder") for r in changes.removals])
+
+    def on_outcome(self, job: dict, item: JobItem, outcome: ItemOutcome) -> None:
+        """Quarantine what a source handed in and could not be ingested; release it once it is."""
+        for kind, count in outcome.redactions.items():
+            self.metrics.count_secret("chunk", kind, count)
+        source = job.get("source")
+        path = item.metadata.get("path")
+        if not source or path is None or item.action == "delete":
+            return
+        key = f"{job['collection']}/{path}" if source == dropfolder.SOURCE else path
+        if outcome.state == "failed":
+            reason = outcome.error or "failed"
+            self.store.quarantine(source, key, job["collection"], "failed", reason, len(item.content))
+        else:
+            self.store.release(source, key)
+
+    def on_job_finished(self, job: dict) -> None:
+        source = job.get("source")
+        if not source:
+            return
+        created = datetime.fromisoformat(job["created_at"])
+        # The source list keeps the last change's lag; the gauge reads 0 once a source is caught up.
+        self.store.record_lag(source, (datetime.now(UTC) - created).total_seconds())
+        if not any(j.get("source") == source and j["kind"] == "ingest" and j["id"] != job["id"]
+                   for j in self.jobs.list(None, "running", 50) + self.jobs.list(None, "queued", 50)):
+            self.metrics.set_ingestion_lag(source, 0.0)
+        if source == dropfolder.SOURCE or source == GITHUB_SOURCE:
+            self.store.sync_succeeded(source)
+
+    # -- registry -------------------------------------------------------------------------------
+    def add(self, kind: str, name: str, collection: str, location: str, schedule: str = "manual",
+            options: Mapping | None = None) -> dict:
+        check_source_name(name)
+        check_collection_name(collection)
+        options = dict(options or {})
+        if kind != "git":
+            raise InvalidInput(f"unknown source kind {kind!r}: sources added by hand are git repositories "
+                               "(the drop folder is configured in settings)")
+        config = self.git.validate(location, options)
+        source = self.store.create(name, kind, collection, str(Path(location).expanduser().resolve()), config,
+                                   schedule)
+        self.catalog.ensure_collection(collection)
+        return source
+
+    def remove(self, name: str, delete_documents: bool = False) -> dict:
+        source = self.store.get(name)
+        if source["kind"] != "git":
+            raise InvalidInput(f"source {name!r} is built in ({source['kind']}); it is configured in settings")
+        job_id = None
+        if delete_documents:
+            known = self.store.known_files(name)
+            by_collection: dict[str, list[tuple[str, str]]] = {}
+            for f in known.values():
+                by_collection.setdefault(f.collection, []).append((GitSync.source_id(name, f.path), "git"))
+            for collection, deletions in by_collection.items():
+                job_id = self.submit(name, collection, [], deletions)
+        self.store.delete(name)
+        return {**source, "deleted_documents_job": job_id}
+
+    def request_sync(self, name: str) -> str:
+        source = self.store.get(name)
+        if source["kind"] == "dropfolder":
+            if self.watcher is None:
+                raise InvalidInput("the drop folder is disabled")
+            self.watcher.poke()
+            return ""
+        if source["kind"] != "git":
+            raise InvalidInput(f"source {name!r} ({source['kind']}) is synced by its deliveries")
+        active = [j for j in self.jobs.list(None, None, 20) if j["kind"] == "sync" and j.get("source") == name
+                  and j["state"] in ("queued", "running")]
+        if active:
+            return active[0]["id"]
+        job_id = self.jobs.create("sync", source["collection"], [], source=name)
+        self.signal(job_id)
+        return job_id
+
+    def run_sync(self, job: dict) -> None:
+        name = job["source"]
+        try:
+            source = self.store.get(name)
+        except NotFound:
+            self.jobs.finish(job["id"], "failed", f"source {name!r} was removed")
+            return
+        self.store.sync_started(name)
+        try:
+            summary = self.git.sync(source)
+        except Exception as exc:  # one broken repository must not stop the scheduler or the server
+            detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            log.warning("source sync failed", extra={"source": name, "error": detail})
+            self.store.sync_failed(name, detail)
+            self.jobs.finish(job["id"], "failed", detail)
+            return
+        self.store.sync_succeeded(name, summary.get("commit"))
+        self.jobs.finish(job["id"], "succeeded", None, summary)
+
+    def schedule_tick(self) -> list[str]:
+        """Called every minute by Huey's periodic task: queue the syncs that are due."""
+        started = []
+        for name in self.store.due(datetime.now(UTC)):
+            try:
+                started.append(self.request_sync(name))
+            except Exception:
+                log.exception("scheduled sync could not start", extra={"source": name})
+        return started
+
+    def list(self, collections: list[str] | None) -> list[dict]:
+        sources = self.store.list(None)
+        if collections is None:
+            return sources
+        return [s for s in sources if s["collection"] in collections]
+
+    def quarantined(self, collections: list[str] | None, source: str | None, limit: int) -> list[dict]:
+        return self.store.quarantined(collections, source, limit)
+
+    # -- GitHub deliveries -------------------------------------------------------------------------
+    def _github_secret(self) -> bytes:
+        hooks = self.settings.webhooks
+        if hooks.github_secret:
+            return hooks.github_secret.encode()
+        if hooks.github_secret_file:
+            try:
+                return Path(hooks.github_secret_file).read_text().strip().encode()
+            except OSError as exc:
+                log.error("webhook secret file unreadable", extra={"error": str(exc)})
+        raise Unauthorized("GitHub webhooks are not enabled on this appliance (set webhooks.github_secret)")
+
+    def github_delivery(self, headers: Mapping[str, str], body: bytes) -> dict:
+        from appliance.ingest.sources import github
+
+        if len(body) > self.settings.webhooks.max_body_bytes:
+            raise PayloadTooLarge(f"webhook body of {len(body)} bytes exceeds {self.settings.webhooks.max_body_bytes}")
+        github.verify_signature(self._github_secret(), body, headers.get("x-hub-signature-256"),
+                                headers.get("x-hub-signature"))
+        event = headers.get("x-github-event") or ""
+        delivery = headers.get("x-github-delivery") or ""
+        if not event or not delivery:
+            raise InvalidInput("X-GitHub-Event and X-GitHub-Delivery headers are required")
+        payload = github.parse_payload(body)
+        with self._webhook_lock:
+            if self.store.db.fetchone("SELECT 1 FROM webhook_deliveries WHERE delivery_id = ?", [delivery]):
+                return {"status": "duplicate", "delivery": delivery}
+            result = self._github_event(github, event, payload)
+            # Recorded after the work is durable: a crash in between means GitHub's redelivery is
+            # processed again, which is idempotent; the reverse order could lose the event.
+            self.store.db.execute(
+                "INSERT INTO webhook_deliveries (delivery_id, event, repo) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [delivery, event, (payload.get("repository") or {}).get("full_name")],
+            )
+        return {"delivery": delivery, "event": event, **result}
+
+    def _github_event(self, github, event: str, payload: dict) -> dict:
+        if event == "ping":
+            return {"status": "pong"}
+        if event == "push":
+            push = github.push_event(payload)
+            if push.deleted or push.branch is None:
+                return {"status": "ignored", "reason": f"{push.ref} was deleted or is not a branch"}
+            names = [s["name"] for s in self.store.list(None) if s["kind"] == "git"
+                     and self.git.matches_repo(s, push.repo, push.name, push.branch)]
+            if not names:
+                return {"status": "ignored", "reason": f"no git source is mapped to {push.repo} ({push.ref})"}
+            return {"status": "sync queued", "jobs": [self.request_sync(n) for n in names]}
+        key = github.item_key(event, payload)
+        if key is None:
+            return {"status": "ignored", "reason": f"event {event!r} is not indexed"}
+        repo, kind, number = key
+        collection = self._github_collection(repo)
+        source_id = github.source_id_for(repo, kind, number)
+        row = self.store.db.fetchone("SELECT state FROM github_items WHERE source_id = ?", [source_id])
+        state = github.merge_event(json.loads(row[0]) if row else None, event, payload)
+        self.store.db.execute(
+            """INSERT INTO github_items (source_id, collection, state) VALUES (?, ?, ?)
+               ON CONFLICT (source_id) DO UPDATE SET state = excluded.state, collection = excluded.collection,
+               updated_at = now()""",
+            [source_id, collection, json.dumps(state)],
+        )
+        self.store.ensure(GITHUB_SOURCE, "github", self.settings.webhooks.github_collection, "webhook")
+        if state.get("deleted"):
+            job_id = self.submit(GITHUB_SOURCE, collection, [], [(source_id, "github")])
+            return {"status": "deleted", "source_id": source_id, "job_id": job_id}
+        title, text, metadata = github.render_item(state)
+        doc = NewDocument(source_id=source_id, title=title, text=text, filename=f"{kind}-{number}.md",
+                          uri=state.get("url"), source_kind="github", metadata=metadata)
+        job_id = self.submit(GITHUB_SOURCE, collection, [doc], [])
+        return {"status": "indexed", "source_id": source_id, "job_id": job_id}
+
+    def _github_collection(self, repo: str) -> str:
+        for source in self.store.list(None):
+            if source["kind"] == "git" and source["config"].get("github_repo", "").lower() == repo.lower():
+                return source["collection"]
+        return self.settings.webhooks.github_collection

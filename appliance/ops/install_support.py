@@ -1,0 +1,108 @@
+"""Helpers install.sh and the systemd unit call: readiness wait, migrations, the unit's network drop-in."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import subprocess
+import sys
+import time
+
+import httpx
+
+from appliance.config import load_settings
+
+
+def wait_ready(config: str | None, timeout: float) -> int:
+    """Poll /readyz until the server answers ready; the unit's ExecStartPost and the installer use it."""
+    settings = load_settings(config)
+    host = settings.server.host if settings.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    url = f"http://{host}:{settings.server.port}/readyz"
+    deadline, last = time.monotonic() + timeout, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                print(f"ready: {url}")
+                return 0
+            last = f"{response.status_code} {response.json().get('status', '')}"
+        except (httpx.HTTPError, ValueError) as exc:
+            last = type(exc).__name__
+        time.sleep(1)
+    print(f"not ready after {timeout:.0f}s at {url} (last: {last})", file=sys.stderr)
+    return 1
+
+
+def migrate(config: str | None) -> int:
+    from appliance.db.connection import Database
+    from appliance.db.migrations import migrate as run_migrations
+    from appliance.ops.backup import DB_NAME
+
+    settings = load_settings(config)
+    path = settings.data_path / DB_NAME
+    if not path.exists():
+        print(f"no catalogue at {path} yet: it is created at first start")
+        return 0
+    db = Database(path)
+    try:
+        run_migrations(db)
+    finally:
+        db.close()
+    print(f"catalogue {path} migrated")
+    return 0
+
+
+def network_dropin(config: str | None) -> int:
+    """The unit's IPAddressAllow lines: the listen address's networks (clients must reach the API)
+    and the admin's allowed internal addresses; loopback is in the unit itself."""
+    settings = load_settings(config)
+    allow: list[str] = []
+    host = settings.server.host
+    try:
+        listen = ipaddress.ip_address(host)
+    except ValueError:
+        listen = None
+    if listen is None or not listen.is_loopback:
+        allow += _local_networks(None if listen is None or listen.is_unspecified else listen)
+    for entry in settings.network.allow:
+        try:
+            allow.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            print(f"# network.allow entry {entry!r} is a name: add its address to IPAddressAllow by hand")
+    print("# Written by install.sh from the config's server.host and network.allow; rerun install.sh to update.")
+    print("[Service]")
+    for net in dict.fromkeys(allow):
+        print(f"IPAddressAllow={net}")
+    return 0
+
+
+def _local_networks(only: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> list[str]:
+    try:
+        out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    nets = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[2] in ("inet", "inet6"):
+            iface = ipaddress.ip_interface(fields[3])
+            if not iface.ip.is_loopback and (only is None or iface.ip == only):
+                nets.append(str(iface.network))
+    return nets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m appliance.ops.install_support")
+    parser.add_argument("action", choices=["wait-ready", "migrate", "network-dropin"])
+    parser.add_argument("--config")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    if args.action == "wait-ready":
+        return wait_ready(args.config, args.timeout)
+    if args.action == "migrate":
+        return migrate(args.config)
+    return network_dropin(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

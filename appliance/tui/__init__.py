@@ -1,0 +1,1 @@
+"""The admin console: a Textual terminal UI over the REST API (`appliance console`)."""

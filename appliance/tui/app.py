@@ -1,0 +1,162 @@
+"""The console app: one tab per screen, key bindings, command palette, and connection reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from appliance.tui.client import ApiClient, ConsoleError
+from appliance.tui.help import HelpScreen
+from appliance.tui.screens.chat import ChatView
+from appliance.tui.screens.dashboard import DashboardView
+from appliance.tui.screens.jobs import JobsView
+from appliance.tui.screens.keys import KeysView
+from appliance.tui.screens.knowledge import KnowledgeView
+from appliance.tui.screens.logs import LogsView
+from appliance.tui.screens.models import ModelsView
+from appliance.tui.screens.search import SearchView
+from appliance.tui.widgets import Banner, View
+
+# (tab id, tab title, view class); the digit keys follow this order.
+SCREENS: tuple[tuple[str, str, type[View]], ...] = (
+    ("dashboard", "Dashboard", DashboardView),
+    ("knowledge", "Knowledge", KnowledgeView),
+    ("search", "Search", SearchView),
+    ("chat", "Chat", ChatView),
+    ("jobs", "Jobs", JobsView),
+    ("models", "Models", ModelsView),
+    ("keys", "Keys", KeysView),
+    ("logs", "Logs", LogsView),
+)
+
+
+class ConsoleApp(App[None]):
+    """`live=False` starts with no server traffic at all: snapshot tests fill views with fixed data."""
+
+    TITLE = "Appliance console"
+    CSS = """
+    TabbedContent, ContentSwitcher, TabPane { height: 1fr; }
+    TabPane { padding: 0; }
+    """
+    BINDINGS = [
+        *[Binding(str(i), f"show_tab('{ident}')", title, show=False) for i, (ident, title, _) in enumerate(SCREENS, 1)],
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+r", "refresh", "Refresh"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("escape", "leave_field", "Leave field", show=False),
+    ]
+
+    def __init__(self, url: str, key: str, live: bool = True, api: ApiClient | None = None) -> None:
+        super().__init__()
+        self.api = api or ApiClient(url, key)
+        self.live = live
+        self._failing: dict[str, ConsoleError] = {}
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial="tab-dashboard", id="tabs"):
+            for i, (ident, title, view) in enumerate(SCREENS, 1):
+                with TabPane(f"{i} {title}", id=f"tab-{ident}"):
+                    yield view(id=f"view-{ident}")
+        yield Banner(id="banner")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.api.url
+        self.active_view.focus_first()
+        if self.live:
+            self.run_worker(self._check_connection(), group="connection", exit_on_error=False)
+            self.set_interval(1.0, self._tick)
+
+    async def on_unmount(self) -> None:
+        await self.api.aclose()
+
+    # -- views --------------------------------------------------------------------------
+    @property
+    def active_view(self) -> View:
+        return self.view(self.active_tab)
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active.removeprefix("tab-")
+
+    def view(self, ident: str) -> View:
+        return self.query_one(f"#view-{ident}", View)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.tabbed_content.id == "tabs":
+            self.active_view.reload()
+            self.active_view.focus_first()
+            self._since_refresh = 0.0
+
+    _since_refresh = 0.0
+
+    def _tick(self) -> None:
+        view = self.active_view
+        self._since_refresh += 1.0
+        if view.refresh_seconds and self._since_refresh >= view.refresh_seconds:
+            self._since_refresh = 0.0
+            view.reload()
+
+    def action_show_tab(self, ident: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = f"tab-{ident}"
+
+    def action_leave_field(self) -> None:
+        """Escape from a text field gives the keys back to the screen (1-8, ?, the screen's own)."""
+        self.screen.set_focus(None)
+
+    def action_refresh(self) -> None:
+        self.active_view.reload()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(SCREENS))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for ident, title, _ in SCREENS:
+            yield SystemCommand(f"Go to {title}", f"Open the {title} screen", lambda i=ident: self.action_show_tab(i))
+        yield SystemCommand("Refresh", "Fetch the current screen again", self.action_refresh)
+        yield SystemCommand("Help", "Keys of every screen", self.action_help)
+
+    # -- connection and errors ------------------------------------------------------------
+    async def _check_connection(self) -> None:
+        """Tell an unreachable server from a rejected key at start, before any view complains."""
+        try:
+            await self.api.ready()
+            await self.api.stats()
+        except ConsoleError as exc:
+            self.report(exc, "connection")
+            return
+        self.report_ok("connection")
+
+    def report(self, exc: ConsoleError, source: str) -> None:
+        self._failing[source] = exc
+        self._show_banner()
+
+    def report_ok(self, source: str) -> None:
+        if self._failing.pop(source, None) is not None or (source != "connection" and "connection" in self._failing):
+            # A view that works again proves the connection is back, too.
+            self._failing.pop("connection", None)
+            self._show_banner()
+
+    def _show_banner(self) -> None:
+        banner = self.query_one(Banner)
+        if not self._failing:
+            banner.clear()
+            return
+        source, exc = next(reversed(self._failing.items()))
+        prefix = "" if source == "connection" else f"{source}: "
+        banner.show_error(f"{prefix}{exc.title} — {exc.detail}")
+
+    def notice(self, message: str) -> None:
+        self.notify(message, timeout=4)
+
+
+def run_console(url: str, key: str) -> int:
+    """`appliance console`: runs until the operator quits."""
+    ConsoleApp(url, key).run()
+    return 0
