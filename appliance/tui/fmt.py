@@ -57,15 +57,20 @@ def bar(fraction: float, width: int = 12) -> Text:
 
 
 def location(loc: dict | None) -> str:
-    """A chunk's place in its document: page, heading path, lines."""
+    """A chunk's place in its document, short: "p. 3 · Travel › Per diems · L2–5"."""
     if not loc:
         return "-"
     parts = []
-    for key, value in loc.items():
-        if value in (None, [], ""):
-            continue
-        parts.append(f"{key} {' › '.join(map(str, value)) if isinstance(value, list) else value}")
-    return "; ".join(parts) or "-"
+    if loc.get("page") is not None:
+        parts.append(f"p. {loc['page']}")
+    if loc.get("heading_path"):
+        parts.append(" › ".join(map(str, loc["heading_path"])))
+    start, end = loc.get("line_start"), loc.get("line_end")
+    if start is not None:
+        parts.append(f"L{start}" + (f"–{end}" if end not in (None, start) else ""))
+    known = {"page", "heading_path", "line_start", "line_end"}
+    parts += [f"{k} {v}" for k, v in loc.items() if k not in known and v not in (None, "", [])]
+    return " · ".join(parts) or "-"
 
 
 def clip(text: str | None, width: int) -> str:

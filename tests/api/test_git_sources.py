@@ -188,3 +188,32 @@ def test_webhook_push_triggers_a_sync(api, repo):
     assert "git:handbook:docs/parking.md" in docs(api, "eng")
     other = deliver(api, "push", {**push, "repository": {"full_name": "acme/other", "name": "other"}})
     assert other.json()["status"] == "ignored"
+
+
+def test_jobs_can_be_cancelled_and_retried(api):
+    api.post("/api/v1/collections", json={"name": "ctl"})
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    batch = [{"source_id": "bad", "content_base64": png, "filename": "x.png"},
+             {"source_id": "good", "text": "Quarterly planning starts in March."}]
+    job_id = api.post("/api/v1/documents/batch", json={"collection": "ctl", "documents": batch}).json()["job_id"]
+    job = wait_job(api, job_id)
+    assert job["state"] == "succeeded" and job["progress"]["failed"] == 1
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409  # already ended
+    retried = api.post(f"/api/v1/jobs/{job_id}/retry")
+    assert retried.status_code == 200 and retried.json()["state"] in ("queued", "running", "succeeded")
+    again = wait_job(api, job_id)
+    assert again["attempts"] == 2 and again["progress"]["failed"] == 1  # still a PNG: fails again, clearly
+    assert "PNG" in [i for i in api.get(f"/api/v1/jobs/{job_id}", params={"items": "true"}).json()["items"]
+                     if i["source_id"] == "bad"][0]["error"]
+
+    many = [{"source_id": f"doc-{i}", "text": f"Document number {i} about topic {i % 7}."} for i in range(400)]
+    big = api.post("/api/v1/documents/batch", json={"collection": "ctl", "documents": many}).json()["job_id"]
+    cancelled = api.post(f"/api/v1/jobs/{big}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    stopped = wait_job(api, big)
+    assert stopped["state"] == "cancelled"
+    assert stopped["progress"]["processed"] < 400
+    resumed = api.post(f"/api/v1/jobs/{big}/retry")
+    assert resumed.status_code == 200
+    done = wait_job(api, big, timeout=300)
+    assert done["state"] == "succeeded" and done["progress"]["processed"] == 400

@@ -172,10 +172,9 @@ async def test_chat_keeps_a_multi_turn_conversation(live):
         await until(pilot, lambda: "SmolLM2-135M-Instruct" in [o for o in app.view("chat")._models], what="models")
         app.query_one("#model", Select).value = "SmolLM2-135M-Instruct"
         view = app.view("chat")
-        for question in ("What is the per diem in Europe?", "And in Asia?"):
+        for turn, question in enumerate(("What is the per diem in Europe?", "And in Asia?"), 1):
             await pilot.press(*question, "enter")
-            await until(pilot, lambda: not any(w.is_running for w in app.workers if w.group == "chat-send"),
-                        timeout=120, what="the reply")
+            await until(pilot, lambda t=turn: view.replies == t, timeout=120, what=f"reply {turn}")
         assert view.conversation_id
         with live.client() as api:
             conv = api.get(f"/api/v1/conversations/{view.conversation_id}").json()

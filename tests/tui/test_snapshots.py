@@ -39,8 +39,10 @@ def fill(app: ConsoleApp, screen: str) -> None:
 async def test_screen_snapshot(screen, size, tmp_path):
     app = ConsoleApp("http://appliance.invalid:8080", "apk_snapshot", live=False)
     async with app.run_test(size=size) as pilot:
-        app.action_show_tab(screen)
         await pilot.pause()
+        app.action_show_tab(screen)
+        while app.active_tab != screen:
+            await pilot.pause(0.05)
         fill(app, screen)
         for field in app.query(Input):
             field.cursor_blink = False  # a blinking cursor would make two screenshots differ

@@ -72,6 +72,13 @@ class DropFolder:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    def seconds_until_settled(self) -> float | None:
+        """When the first waiting file may be taken (None: nothing waits)."""
+        if not self._pending:
+            return None
+        first = min(since for _, since in list(self._pending.values()))
+        return max(0.0, first + self.settle_seconds - time.monotonic())
+
     # -- scanning -------------------------------------------------------------------------------
     def scan(self, collections: Sequence[str] | None = None) -> list[str]:
         """Scan the given collection folders (all when None); returns the ids of jobs created."""
@@ -322,7 +329,8 @@ class DropFolderWatcher:
                 except Exception:
                     log.exception("drop folder scan failed; will retry")
                 self.scans += 1
-            # While files are settling, look again when they may have settled.
-            timeout = max(0.2, self.folder.settle_seconds / 2) if self.folder.has_pending else next_full - now
+            # While files are settling, look again the moment the first of them may have settled.
+            settled = self.folder.seconds_until_settled()
+            timeout = next_full - time.monotonic() if settled is None else settled + 0.05
             self._wake.wait(timeout=max(0.05, timeout))
             self._wake.clear()

@@ -44,6 +44,7 @@ class ChatView(View):
         super().__init__(id=id)
         self.conversation_id: str | None = None
         self._models: list[str] = []
+        self.replies = 0  # answers completed in this session
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="chat-head"):
@@ -129,6 +130,7 @@ class ChatView(View):
             elif kind == "answer":
                 reply.update(self._format_message("assistant", event.get("answer", ""), event.get("citations")))
                 box.scroll_end(animate=False)
+                self.replies += 1
 
     @staticmethod
     def _format_message(role: str, content: str, citations: list | None = None) -> str:

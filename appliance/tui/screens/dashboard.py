@@ -86,8 +86,8 @@ class DashboardView(View):
                                   hist["search_p95_ms"])
         cards["card-answer"].set(f"{fmt.number(answer['p50'], digits=0)}/{fmt.number(answer['p95'], 'ms', 0)}")
         cards["card-queue"].set(
-            f"llm {queue['llm_waiting']} waiting, {queue['llm_in_use']}/{queue['llm_slots']} busy · "
-            f"jobs {queue['jobs_active']}",
+            f"{queue['llm_waiting']} waiting · {queue['llm_in_use']}/{queue['llm_slots']} busy · "
+            f"{queue['jobs_active']} jobs",
             [a + b for a, b in zip(hist["llm_queue"], hist["jobs_active"], strict=False)],
         )
         gpu = f" · GPU {fmt.size(mem['gpu_used_bytes'])}" if mem.get("gpu_used_bytes") is not None else ""

@@ -98,7 +98,8 @@ class JobsView(View):
             self.reload()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "jobs" and event.row_key.value and event.row_key.value != self._detail_id:
+        if (event.data_table.id == "jobs" and self.console.live and event.row_key.value
+                and event.row_key.value != self._detail_id):
             self._detail_id = event.row_key.value
             self.run_worker(self._detail(event.row_key.value), group="job-detail", exclusive=True, exit_on_error=False)
 
