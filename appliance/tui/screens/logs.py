@@ -49,6 +49,7 @@ class LogsView(View):
         super().__init__(id=id)
         self._lines: list[dict] = []
         self._after = 0
+        self.fetches = 0  # completed reads of the ring
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="logs-head"):
@@ -65,6 +66,7 @@ class LogsView(View):
         data = await self.api.logs(self.level, limit=500, after=self._after)
         self.append(data["lines"])
         self._after = max(self._after, int(data.get("last_seq") or 0))
+        self.fetches += 1
 
     def append(self, lines: list[dict]) -> None:
         self._lines = (self._lines + lines)[-2000:]
