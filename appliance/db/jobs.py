@@ -200,6 +200,14 @@ class JobStore:
         rows = self.db.fetch_dicts(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
         return [self._present(r) for r in rows]
 
+    def active_for_source(self, source: str, kind: str) -> list[str]:
+        """Queued or running jobs of one kind that a source created, oldest first."""
+        return [r[0] for r in self.db.fetchall(
+            """SELECT id FROM jobs WHERE source = ? AND kind = ? AND state IN ('queued', 'running')
+               ORDER BY created_at""",
+            [source, kind],
+        )]
+
     def active_ids(self) -> list[str]:
         return [r[0] for r in self.db.fetchall(
             "SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"

@@ -65,12 +65,15 @@ class DropFolder:
         self.max_file_bytes = max_file_bytes
         self.sensitive_patterns = tuple(sensitive_patterns)
         self.on_sensitive = on_sensitive
-        self._pending: dict[str, tuple[str, float]] = {}  # path -> (fingerprint, first seen, monotonic)
+        self._pending: dict[str, tuple[str, float]] = {}  # path -> (fingerprint, first seen on the monotonic clock)
         self._lock = threading.Lock()
 
     @property
     def has_pending(self) -> bool:
         return bool(self._pending)
+
+    def pending_collections(self) -> set[str]:
+        return {key.split("/", 1)[0] for key in list(self._pending)}
 
     def seconds_until_settled(self) -> float | None:
         """When the first waiting file may be taken (None: nothing waits)."""
@@ -243,9 +246,7 @@ class DropFolder:
     def _refuse(self, key: str, collection: str | None, kind: str, reason: str, size: int | None = None,
                 digest: str | None = None) -> bool:
         """Quarantine a file the scanner will not take. True the first time (for counting)."""
-        existing = {(q["kind"], q["reason"]) for q in self.store.quarantined(None, SOURCE, limit=1, path=key)}
-        self.store.quarantine(SOURCE, key, collection, kind, reason, size, digest)
-        if (kind, reason) not in existing:
+        if self.store.quarantine(SOURCE, key, collection, kind, reason, size, digest):
             log.warning("drop folder file not taken", extra={"path": key, "kind": kind, "reason": reason})
             return True
         return False
@@ -323,9 +324,8 @@ class DropFolderWatcher:
                 next_full = now + self.scan_interval
                 targets = None
             if targets is None or targets or self.folder.has_pending:
-                pending = sorted({k.split("/", 1)[0] for k in self.folder._pending})
                 try:
-                    self.folder.scan(None if targets is None else sorted(set(targets) | set(pending)))
+                    self.folder.scan(None if targets is None else sorted(set(targets) | self.folder.pending_collections()))
                 except Exception:
                     log.exception("drop folder scan failed; will retry")
                 self.scans += 1

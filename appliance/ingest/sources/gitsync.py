@@ -101,8 +101,9 @@ class GitSync:
                     deletions.append(key)  # newly excluded by the globs
                 continue
             if (pattern := sensitive_name(key, self.settings.hygiene.sensitive_patterns)) is not None:
-                store.quarantine(name, key, collection, "sensitive", f"sensitive file name ({pattern}): never indexed")
-                self.service.metrics.count_secret("file", pattern)
+                if store.quarantine(name, key, collection, "sensitive",
+                                    f"sensitive file name ({pattern}): never indexed"):
+                    self.service.metrics.count_secret("file", pattern)
                 continue
             if (old := known.get(key)) is not None and old.fingerprint == change.blob:
                 continue
@@ -120,7 +121,7 @@ class GitSync:
             docs, seen = self._read(repo, name, collection, head, config, batch)
             gone = deletions if start == 0 else []
             if start == 0 and config.get("history"):
-                docs += self._merge_documents(repo, name, head, cursor)
+                docs += [self._merge_document(name, m) for m in repo.merges(head, cursor)]
             job_id = self.service.submit(name, collection, docs, [(self.source_id(name, k), "git") for k in gone])
             store.record_files(name, seen, gone)
             if job_id:
@@ -160,11 +161,9 @@ class GitSync:
                 ))
         return docs, seen
 
-    def _merge_documents(self, repo: GitRepository, name: str, head: str, since: str | None) -> list[NewDocument]:
+    @staticmethod
+    def _merge_document(name: str, merge: MergeCommit) -> NewDocument:
         """The history of merged changes: one small document per merge commit on the branch."""
-        return [self._merge_document(name, m) for m in repo.merges(head, since)]
-
-    def _merge_document(self, name: str, merge: MergeCommit) -> NewDocument:
         files = "\n".join(f"- {printable_path(f)}" for f in merge.files[:200])
         text = (f"# {merge.subject}\n\nMerged {merge.date.isoformat()} by {merge.author} ({merge.sha[:12]}).\n\n"
                 f"{merge.body}\n\n## Files changed\n\n{files}\n")

@@ -188,24 +188,31 @@ class SourceStore:
 
     # -- quarantine -----------------------------------------------------------------------------
     def quarantine(self, source: str, path: str, collection: str | None, kind: str, reason: str,
-                   size_bytes: int | None = None, content_hash: str | None = None) -> None:
-        self.db.execute(
-            """INSERT INTO quarantine (source, path, collection, kind, reason, size_bytes, content_hash)
-               VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, path) DO UPDATE SET
-               collection = excluded.collection, kind = excluded.kind, reason = excluded.reason,
-               size_bytes = excluded.size_bytes, content_hash = excluded.content_hash, last_seen = now()""",
-            [source, path, collection, kind, reason[:2000], size_bytes, content_hash],
-        )
+                   size_bytes: int | None = None, content_hash: str | None = None) -> bool:
+        """Record (or refresh) why a file was not taken. True when this is news: the file was not
+        quarantined before, or for another reason (so callers log and count it once)."""
+        reason = reason[:2000]
+
+        def work(cur: duckdb.DuckDBPyConnection) -> bool:
+            before = cur.execute(
+                "SELECT kind, reason FROM quarantine WHERE source = ? AND path = ?", [source, path]
+            ).fetchone()
+            cur.execute(
+                """INSERT INTO quarantine (source, path, collection, kind, reason, size_bytes, content_hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, path) DO UPDATE SET
+                   collection = excluded.collection, kind = excluded.kind, reason = excluded.reason,
+                   size_bytes = excluded.size_bytes, content_hash = excluded.content_hash, last_seen = now()""",
+                [source, path, collection, kind, reason, size_bytes, content_hash],
+            )
+            return before != (kind, reason)
+
+        return self.db.run_in_transaction(work)
 
     def release(self, source: str, path: str) -> None:
         self.db.execute("DELETE FROM quarantine WHERE source = ? AND path = ?", [source, path])
 
-    def quarantined(self, collections: Sequence[str] | None, source: str | None = None, limit: int = 200,
-                    path: str | None = None) -> list[dict]:
+    def quarantined(self, collections: Sequence[str] | None, source: str | None = None, limit: int = 200) -> list[dict]:
         where, params = [], []
-        if path is not None:
-            where.append("path = ?")
-            params.append(path)
         if collections is not None:
             where.append("collection IN (SELECT unnest(?))")
             params.append(list(collections))
@@ -227,6 +234,3 @@ class SourceStore:
             self.db.run_in_transaction(
                 lambda cur: cur.executemany("DELETE FROM quarantine WHERE source = ? AND path = ?", gone)
             )
-
-    def quarantine_counts(self) -> dict[str, int]:
-        return dict(self.db.fetchall("SELECT kind, count(*) FROM quarantine GROUP BY kind"))

@@ -106,8 +106,7 @@ class SourceService:
         created = datetime.fromisoformat(job["created_at"])
         # The source list keeps the last change's lag; the gauge reads 0 once a source is caught up.
         self.store.record_lag(source, (datetime.now(UTC) - created).total_seconds())
-        if not any(j.get("source") == source and j["kind"] == "ingest" and j["id"] != job["id"]
-                   for j in self.jobs.list(None, "running", 50) + self.jobs.list(None, "queued", 50)):
+        if not [j for j in self.jobs.active_for_source(source, "ingest") if j != job["id"]]:
             self.metrics.set_ingestion_lag(source, 0.0)
         if source == dropfolder.SOURCE or source == GITHUB_SOURCE:
             self.store.sync_succeeded(source)
@@ -151,10 +150,8 @@ class SourceService:
             return ""
         if source["kind"] != "git":
             raise InvalidInput(f"source {name!r} ({source['kind']}) is synced by its deliveries")
-        active = [j for j in self.jobs.list(None, None, 20) if j["kind"] == "sync" and j.get("source") == name
-                  and j["state"] in ("queued", "running")]
-        if active:
-            return active[0]["id"]
+        if active := self.jobs.active_for_source(name, "sync"):
+            return active[0]
         job_id = self.jobs.create("sync", source["collection"], [], source=name)
         self.signal(job_id)
         return job_id
@@ -189,10 +186,7 @@ class SourceService:
         return started
 
     def list(self, collections: list[str] | None) -> list[dict]:
-        sources = self.store.list(None)
-        if collections is None:
-            return sources
-        return [s for s in sources if s["collection"] in collections]
+        return self.store.list(collections)
 
     def quarantined(self, collections: list[str] | None, source: str | None, limit: int) -> list[dict]:
         return self.store.quarantined(collections, source, limit)
