@@ -103,13 +103,16 @@ class JobStore:
         column = {"done": "done", "unchanged": "unchanged", "failed": "failed"}[state]
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
-            cur.execute(
+            finished = cur.execute(
                 """UPDATE job_items SET state = ?, error = ?, chunks = ?,
                           content = CASE WHEN ? = 'failed' THEN content ELSE NULL END
-                   WHERE job_id = ? AND ordinal = ? AND state = 'pending'""",
+                   WHERE job_id = ? AND ordinal = ? AND state = 'pending' RETURNING ordinal""",
                 [state, error, chunks, state, job_id, ordinal],
-            )
-            cur.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", [job_id])
+            ).fetchall()
+            # Two workers may finish the same item (a job retried while its cancelled run ends its
+            # group): only the first one counts.
+            if finished:
+                cur.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", [job_id])
 
         self.db.run_in_transaction(work)
 

@@ -217,3 +217,23 @@ def test_jobs_can_be_cancelled_and_retried(api):
     assert resumed.status_code == 200
     done = wait_job(api, big, timeout=300)
     assert done["state"] == "succeeded" and done["progress"]["processed"] == 400
+
+
+def test_history_indexes_merge_commits_and_bad_requests_are_refused(api, repo):
+    git(repo, "checkout", "-q", "-b", "feature")
+    (repo / "docs" / "lunch.md").write_text("# Lunch\n\nThe canteen opens at noon.\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "lunch hours")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--no-ff", "feature", "-m", "Merge lunch hours into the handbook")
+    created = api.post("/api/v1/sources", json={"name": "handbook-history", "location": str(repo),
+                                                 "collection": "history", "history": True})
+    assert created.status_code == 201, created.text
+    sync(api, "handbook-history")
+    merges = [d for sid, d in docs(api, "history").items() if ":merge:" in sid]
+    assert [d["title"] for d in merges] == ["Merge lunch hours into the handbook"]
+    bad = {"name": "x", "location": str(repo), "collection": "history"}
+    assert api.post("/api/v1/sources", json={**bad, "schedule": "sometimes"}).status_code == 400
+    assert api.post("/api/v1/sources", json={**bad, "name": "Bad Name"}).status_code == 400
+    assert api.post("/api/v1/sources", json={**bad, "branch": "nope"}).status_code == 400
+    assert api.post("/api/v1/sources/unknown/sync").status_code == 404
