@@ -151,6 +151,9 @@ class ApplianceClient:
             params["source"] = source
         return self._call("GET", "/api/v1/quarantine", params=params)["files"]
 
+    def verify_chunks(self, collection: str | None = None, repair: bool = False) -> dict:
+        return self._call("POST", "/api/v1/admin/verify-chunks", json={"collection": collection, "repair": repair})
+
     def cancel_job(self, job_id: str) -> dict:
         return self._call("POST", f"/api/v1/jobs/{job_id}/cancel")
 

@@ -91,6 +91,9 @@ class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True):
 class JobSettings(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 2
     lease_seconds: float = 60.0
+    # On stop, workers finish the group of documents in hand for at most this long (the unit's
+    # TimeoutStopSec is 60 s); what is left stays pending and resumes at the next start.
+    shutdown_timeout_seconds: float = 30.0
 
 
 class ParsingSettings(msgspec.Struct, forbid_unknown_fields=True):

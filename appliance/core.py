@@ -26,8 +26,10 @@ from appliance.ingest.intake import NewDocument, make_job_item
 from appliance.ingest.pipeline import IngestPipeline
 from appliance.ingest.sandbox import make_parser
 from appliance.ingest.sources.service import SourceService
+from appliance.ingest.verify import ChunkVerifier
 from appliance.jobs.queue import JobQueue
 from appliance.jobs.runner import run_ingest_job
+from appliance.jobs.verify import run_verify_job
 from appliance.limits import RateLimiter
 from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, default_embedding_dir
 from appliance.models.embedder import SentenceTransformerEmbedder
@@ -96,10 +98,15 @@ class Appliance:
         self.parser = make_parser(settings.parsing, settings.parsing.processes or settings.jobs.workers)
         self.pipeline = IngestPipeline(self.catalog, self.embedder, self.chunker, self.parser,
                                        redact_secrets=settings.hygiene.redact_secrets)
+        self.verifier = ChunkVerifier(self.db, self.catalog, self.chunker, self.parser,
+                                      redact_secrets=settings.hygiene.redact_secrets,
+                                      git_binary=settings.sources.git_binary,
+                                      git_timeout=settings.sources.git_timeout_seconds,
+                                      max_file_bytes=settings.limits.max_file_bytes)
         self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
         self.answerer = Answerer(settings.answer)
         self.queue = JobQueue(self.data_dir / "queue" / "huey.db", self.run_job, settings.jobs.workers,
-                              on_tick=self._schedule_tick)
+                              on_tick=self._schedule_tick, shutdown_timeout=settings.jobs.shutdown_timeout_seconds)
         self.sources = SourceService(settings, self.db, self.catalog, self.jobs, self.queue.signal, self.metrics)
         self.admin_key_path = self.data_dir / "admin.key"
         self.admin_key_created = self.keys.ensure_admin_key(self.admin_key_path)
@@ -146,8 +153,11 @@ class Appliance:
                 log.exception("index sync failed; will retry")
 
     def close(self) -> None:
+        # Order matters: nothing may use a component after it is closed. Sources stop submitting,
+        # workers finish their group (they see _stop between groups), then the rest closes.
         self._stop.set()
         self._stop_console_stats()
+        self.sources.stop()
         self.queue.stop()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -279,9 +289,24 @@ class Appliance:
             if self.jobs.claim(job_id, self.instance_id, self.settings.jobs.lease_seconds):
                 self.sources.run_sync(self.jobs.get(job_id))
             return
+        if job["kind"] == "verify":
+            run_verify_job(job_id, self.jobs, self.catalog, self.verifier, self.instance_id,
+                           self.settings.jobs.lease_seconds, self.queue.signal)
+            return
         run_ingest_job(job_id, self.jobs, self.pipeline, self.sync, self.instance_id,
                        self.settings.jobs.lease_seconds, self._stop, self.metrics,
                        on_outcome=self.sources.on_outcome, on_finished=self.sources.on_job_finished)
+
+    def verify_chunks(self, principal: Principal, collection: str | None = None, repair: bool = False) -> dict:
+        """Queue a check of every stored document's chunks against its source (ingest/verify.py);
+        with `repair`, damaged documents whose source is at hand are re-ingested from it."""
+        self._require_admin(principal)
+        if collection is not None:
+            self._scope(principal, [collection])
+        job_id = self.jobs.create("verify", collection, [])
+        self.jobs.set_summary(job_id, {"options": {"repair": repair}})
+        self.queue.signal(job_id)
+        return self.jobs.get(job_id)
 
     def cancel_job(self, principal: Principal, job_id: str) -> dict:
         self.get_job(principal, job_id)
@@ -489,8 +514,8 @@ class Appliance:
         history = self.conversations.history(conv_id)
         if not stream:
             result = self.answer(principal, question, conv["collections"], top_k, model, history, cancel)
-            self.conversations.append(conv_id, "user", question)
-            self.conversations.append(conv_id, "assistant", result["answer"], result["citations"])
+            self.conversations.append(conv_id, ("user", question, None),
+                                      ("assistant", result["answer"], result["citations"]))
             return result
         events = self.open_answer_stream(principal, question, conv["collections"], top_k, model, history, cancel,
                                          on_position)
@@ -499,8 +524,8 @@ class Appliance:
     def _stored_turn(self, conv_id: str, question: str, events):
         for event in events:
             if event["type"] == "answer":
-                self.conversations.append(conv_id, "user", question)
-                self.conversations.append(conv_id, "assistant", event["answer"], event["citations"])
+                self.conversations.append(conv_id, ("user", question, None),
+                                          ("assistant", event["answer"], event["citations"]))
             yield event
 
     # -- keys -----------------------------------------------------------------------------------

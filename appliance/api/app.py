@@ -86,6 +86,7 @@ def create_app(appliance: Appliance) -> Litestar:
             admin.unload_model,
             ops.ops_status,
             ops.backup,
+            ops.verify_chunks,
         ],
         middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 import numpy as np
@@ -45,6 +46,7 @@ class DocumentRecord:
     mime_type: str
     size_bytes: int
     metadata: dict
+    submitted_at: datetime | None = None  # when the job carrying this version was created
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ class Catalog:
 
     def ensure_collection(self, name: str) -> None:
         check_collection_name(name)
-        self.db.execute("INSERT INTO collections (name) VALUES (?) ON CONFLICT DO NOTHING", [name])
+        self.db.write("INSERT INTO collections (name) VALUES (?) ON CONFLICT DO NOTHING", [name])
 
     def get_collection(self, name: str) -> dict:
         rows = self.list_collections(names=[name])
@@ -156,18 +158,21 @@ class Catalog:
     def embedded_copy(self, content_hash: str, exclude_id: str) -> tuple[dict, list[EmbeddedChunk]] | None:
         """Another document with the same bytes (in any collection: one embedding model serves
         all), with its chunks and embeddings: a moved or copied file is not embedded again."""
+        # One statement, one snapshot: read as two queries, the twin could be replaced with other
+        # content in between and its new text stored under this document's hash (another
+        # collection's text under this one, never corrected since the hash then matches).
         rows = self.db.fetchall(
-            "SELECT id, title, mime_type FROM documents WHERE content_hash = ? AND id <> ? LIMIT 1",
+            """WITH twin AS (SELECT id, title, mime_type FROM documents
+                             WHERE content_hash = ? AND id <> ? ORDER BY id LIMIT 1)
+               SELECT t.id, t.title, t.mime_type, k.ordinal, k.text, k.token_count, k.page, k.heading_path,
+                      k.line_start, k.line_end, k.embedding
+               FROM twin t JOIN chunks k ON k.document_id = t.id ORDER BY k.ordinal""",
             [content_hash, exclude_id],
         )
         if not rows:
             return None
-        doc_id, title, mime = rows[0]
-        chunks = self.db.fetchall(
-            """SELECT ordinal, text, token_count, page, heading_path, line_start, line_end, embedding
-               FROM chunks WHERE document_id = ? ORDER BY ordinal""",
-            [doc_id],
-        )
+        doc_id, title, mime = rows[0][:3]
+        chunks = [r[3:] for r in rows]
         if not chunks or any(r[7] is None for r in chunks):
             return None
         embedded = [
@@ -199,13 +204,18 @@ class Catalog:
     def update_document_fields(self, document_id: str, title: str | None, uri: str | None, metadata: dict) -> None:
         """Content unchanged: refresh what may have changed around it, without touching chunks.
         A title is only replaced when the caller gave one (otherwise it came from parsing)."""
-        self.db.execute(
+        # In a retried transaction: another worker replacing this row at the same moment is a
+        # DuckDB write conflict, which must not fail the document.
+        self.db.run_in_transaction(lambda cur: cur.execute(
             "UPDATE documents SET title = coalesce(?, title), uri = ?, metadata = ?, updated_at = now() WHERE id = ?",
             [title, uri, json.dumps(metadata), document_id],
-        )
+        ))
 
-    def replace_document(self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk]) -> list[int]:
-        """Write a document and its chunks in one transaction, replacing any previous version."""
+    def replace_document(self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk]) -> list[int] | None:
+        """Write a document and its chunks in one transaction, replacing any previous version.
+
+        Returns the new chunk ids, or None when the stored version was submitted after this one
+        (its job finished first): the newer version stays."""
         rows = [
             (
                 record.id,
@@ -221,16 +231,22 @@ class Catalog:
             for ec in chunks
         ]
 
-        def work(cur: duckdb.DuckDBPyConnection) -> list[int]:
+        def work(cur: duckdb.DuckDBPyConnection) -> list[int] | None:
+            if record.submitted_at is not None:
+                stored = cur.execute("SELECT submitted_at FROM documents WHERE id = ?", [record.id]).fetchone()
+                if stored and stored[0] is not None and stored[0] > record.submitted_at:
+                    return None
             self._delete_chunks(cur, record.id)
             cur.execute(
-                f"""INSERT INTO documents ({_DOC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                f"""INSERT INTO documents ({_DOC_COLUMNS}, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (id) DO UPDATE SET source_kind = excluded.source_kind, uri = excluded.uri,
                     title = excluded.title, content_hash = excluded.content_hash, mime_type = excluded.mime_type,
-                    size_bytes = excluded.size_bytes, metadata = excluded.metadata, updated_at = now()""",
+                    size_bytes = excluded.size_bytes, metadata = excluded.metadata, updated_at = now(),
+                    submitted_at = excluded.submitted_at""",
                 [
                     record.id, record.collection, record.source_id, record.source_kind, record.uri, record.title,
                     record.content_hash, record.mime_type, record.size_bytes, json.dumps(record.metadata),
+                    record.submitted_at,
                 ],
             )
             if rows:

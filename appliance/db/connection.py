@@ -57,6 +57,11 @@ class Database:
     def fetchall(self, sql: str, params: object = None) -> list[tuple]:
         return self.execute(sql, params).fetchall()
 
+    def write(self, sql: str, params: object = None) -> None:
+        """One write statement in a retried transaction: concurrent writers to the same row are
+        DuckDB write conflicts (optimistic concurrency), which a plain execute turns into errors."""
+        self.run_in_transaction(lambda cur: cur.execute(sql, params) if params is not None else cur.execute(sql))
+
     def fetchone(self, sql: str, params: object = None) -> tuple | None:
         return self.execute(sql, params).fetchone()
 

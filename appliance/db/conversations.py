@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import duckdb
+
 from appliance.db.connection import Database
 from appliance.db.keys import Principal
 from appliance.errors import NotFound
@@ -57,17 +59,28 @@ class ConversationStore:
     def history(self, conv_id: str) -> list[tuple[str, str]]:
         return [(m["role"], m["content"]) for m in self.messages(conv_id)]
 
-    def append(self, conv_id: str, role: str, content: str, citations: list | None = None) -> None:
+    def append(self, conv_id: str, *messages: tuple[str, str, list | None]) -> None:
+        """Append (role, content, citations) messages at the end, together: the two messages of a
+        turn stay adjacent even when two turns of one conversation finish at the same moment."""
+
         def work(cur) -> None:
             nxt = cur.execute(
                 "SELECT coalesce(max(ordinal), -1) + 1 FROM conversation_messages WHERE conversation_id = ?", [conv_id]
             ).fetchone()[0]
-            cur.execute(
+            cur.executemany(
                 "INSERT INTO conversation_messages (conversation_id, ordinal, role, content, citations) VALUES (?, ?, ?, ?, ?)",
-                [conv_id, nxt, role, content, json.dumps(citations or [])],
+                [[conv_id, nxt + i, role, content, json.dumps(citations or [])]
+                 for i, (role, content, citations) in enumerate(messages)],
             )
 
-        self.db.run_in_transaction(work)
+        for attempt in range(5):
+            try:
+                self.db.run_in_transaction(work)
+                return
+            except duckdb.ConstraintException:
+                # Another turn took the same ordinals first: read the end again.
+                if attempt == 4:
+                    raise
 
     def delete(self, principal: Principal, conv_id: str) -> None:
         self.get(principal, conv_id)

@@ -30,7 +30,9 @@ class JobItem:
     filename: str | None
     content: bytes
     metadata: dict
-    action: str = "upsert"  # or "delete": remove the document (sources that saw it disappear)
+    # "upsert"; "delete": remove the document (sources that saw it disappear); "reingest": chunk and
+    # embed again even if its content is unchanged (repairs chunks found damaged, see ingest/verify.py)
+    action: str = "upsert"
 
 
 def _now() -> datetime:
@@ -64,26 +66,36 @@ class JobStore:
         self.db.run_in_transaction(work)
         return job_id
 
-    def claim(self, job_id: str, owner: str, lease_seconds: float) -> bool:
-        """Take the job if it is queued, or running under an expired lease or a previous process."""
+    def claim(self, job_id: str, instance: str, lease_seconds: float) -> str | None:
+        """Take the job if it is queued, or running under an expired lease or a previous process.
+
+        Returns this run's lease token (`<instance>:<run>`), or None if the job is not to be run
+        here. The token, not the process, owns the lease: a run whose job was cancelled and
+        retried meanwhile finds its token replaced (renew() says so) and stops, so one job never
+        runs on two workers at once."""
         now = _now()
+        token = f"{instance}:{uuid.uuid4().hex[:12]}"
         row = self.db.run_in_transaction(
             lambda cur: cur.execute(
                 """UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1,
                           started_at = coalesce(started_at, ?)
                    WHERE id = ? AND (state = 'queued' OR (state = 'running'
-                         AND (lease_owner IS NULL OR lease_owner <> ? OR lease_expires_at < ?)))
+                         AND (lease_owner IS NULL OR NOT starts_with(lease_owner, ?) OR lease_expires_at < ?)))
                    RETURNING id""",
-                [owner, now + timedelta(seconds=lease_seconds), now, job_id, owner, now],
+                [token, now + timedelta(seconds=lease_seconds), now, job_id, f"{instance}:", now],
             ).fetchone()
         )
-        return row is not None
+        return token if row is not None else None
 
-    def renew(self, job_id: str, owner: str, lease_seconds: float) -> None:
-        self.db.execute(
-            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
-            [_now() + timedelta(seconds=lease_seconds), job_id, owner],
-        )
+    def renew(self, job_id: str, token: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when this run no longer holds it (cancelled, or taken over)."""
+        return bool(self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                """UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'
+                   RETURNING id""",
+                [_now() + timedelta(seconds=lease_seconds), job_id, token],
+            ).fetchall()
+        ))
 
     def pending_items(self, job_id: str, limit: int) -> list[JobItem]:
         rows = self.db.fetchall(
@@ -116,30 +128,36 @@ class JobStore:
 
         self.db.run_in_transaction(work)
 
-    def finish(self, job_id: str, state: str, error: str | None = None, summary: dict | None = None) -> None:
-        """End a running job; a job cancelled meanwhile stays cancelled."""
+    def finish(self, job_id: str, state: str, error: str | None = None, summary: dict | None = None,
+               token: str | None = None) -> None:
+        """End a running job; a job cancelled meanwhile stays cancelled. With `token`, only while
+        that run still holds the lease (a run that was taken over must not end its successor's)."""
         self.db.run_in_transaction(
             lambda cur: cur.execute(
                 """UPDATE jobs SET state = ?, error = ?, summary = coalesce(?, summary), finished_at = now(),
                           lease_owner = NULL
-                   WHERE id = ? AND state IN ('queued', 'running')""",
-                [state, error, json.dumps(summary) if summary is not None else None, job_id],
+                   WHERE id = ? AND state IN ('queued', 'running') AND (? IS NULL OR lease_owner = ?)""",
+                [state, error, json.dumps(summary) if summary is not None else None, job_id, token, token],
             )
         )
 
+    def set_progress(self, job_id: str, total: int, processed: int) -> None:
+        """Progress of a job without items (a chunk verification): `processed` of `total` done."""
+        self.db.write("UPDATE jobs SET total = ?, done = ? WHERE id = ?", [total, processed, job_id])
+
     def set_summary(self, job_id: str, summary: dict) -> None:
-        self.db.execute("UPDATE jobs SET summary = ? WHERE id = ?", [json.dumps(summary), job_id])
+        self.db.write("UPDATE jobs SET summary = ? WHERE id = ?", [json.dumps(summary), job_id])
 
     def cancel(self, job_id: str) -> dict:
         """Stop a queued or running job: its worker notices between groups of documents."""
         job = self.get(job_id)
         if job["state"] not in ACTIVE_STATES:
             raise Conflict(f"job {job_id!r} is {job['state']}; only queued or running jobs can be cancelled")
-        self.db.execute(
+        self.db.run_in_transaction(lambda cur: cur.execute(
             """UPDATE jobs SET state = 'cancelled', error = 'cancelled', finished_at = now(), lease_owner = NULL
                WHERE id = ? AND state IN ('queued', 'running')""",
             [job_id],
-        )
+        ))
         return self.get(job_id)
 
     def retry(self, job_id: str) -> dict:
@@ -150,6 +168,11 @@ class JobStore:
             raise Conflict(f"job {job_id!r} is {job['state']}; wait for it to end before retrying")
 
         def work(cur: duckdb.DuckDBPyConnection) -> int:
+            # The state is checked again inside the transaction: two retries at once must not
+            # both queue the job (the second would reset a job the first already started).
+            if cur.execute(f"SELECT state FROM jobs WHERE id = ? AND state IN {TERMINAL_STATES}",
+                           [job_id]).fetchone() is None:
+                raise Conflict(f"job {job_id!r} is no longer ended; it was retried already")
             retried = cur.execute(
                 """UPDATE job_items SET state = 'pending', error = NULL
                    WHERE job_id = ? AND state = 'failed' AND (content IS NOT NULL OR action = 'delete')
@@ -163,7 +186,7 @@ class JobStore:
                 return 0
             cur.execute(
                 """UPDATE jobs SET state = 'queued', error = NULL, finished_at = NULL, lease_owner = NULL,
-                          failed = failed - ? WHERE id = ?""",
+                          failed = failed - ? WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled')""",
                 [len(retried), job_id],
             )
             return pending

@@ -201,6 +201,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # When the version a document holds was submitted: a job that started earlier but
+        # finishes later must not overwrite a newer version (two workers, one edited file).
+        "0009_document_submitted_at",
+        "ALTER TABLE documents ADD COLUMN submitted_at TIMESTAMPTZ;",
+    ),
 ]
 
 

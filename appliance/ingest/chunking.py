@@ -78,9 +78,26 @@ class Chunker:
         self.overlap = overlap
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
+        # One Chunker serves every job worker thread at once, so the per-document working state
+        # lives in a _ChunkRun made for this call, never on self.
+        return _ChunkRun(self, doc).run()
+
+
+class _ChunkRun:
+    """One document being chunked: the working state of a single Chunker.chunk() call."""
+
+    __slots__ = ("count", "size", "overlap", "_doc", "_newlines", "_out")
+
+    def __init__(self, chunker: Chunker, doc: ParsedDocument) -> None:
+        self.count = chunker.count
+        self.size = chunker.size
+        self.overlap = chunker.overlap
         self._doc = doc
-        self._newlines: dict[int, list[int]] = {}
+        self._newlines: dict[int, list[int] | None] = {}
         self._out: list[Chunk] = []
+
+    def run(self) -> list[Chunk]:
+        doc = self._doc
         blocks = doc.blocks
         sections: list[list[int]] = []
         for i, b in enumerate(blocks):

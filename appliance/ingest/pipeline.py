@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -61,14 +62,15 @@ class IngestPipeline:
         self.parser = parser
         self.redact_secrets = redact_secrets
 
-    def ingest(self, collection: str, items: Sequence[JobItem]) -> list[ItemOutcome]:
+    def ingest(self, collection: str, items: Sequence[JobItem], submitted_at: datetime | None = None) -> list[ItemOutcome]:
         """Ingest a group of items. Chunks of the whole group are embedded together so short
-        documents still fill the model's batches."""
+        documents still fill the model's batches. `submitted_at` (the job's creation) keeps an
+        older version from overwriting a newer one whose job happened to finish first."""
         outcomes: list[ItemOutcome] = []
         prepared: list[_Prepared] = []
         for item in items:
             try:
-                outcome_or_prepared = self._prepare(collection, item)
+                outcome_or_prepared = self._prepare(collection, item, submitted_at)
             except ApplianceError as exc:
                 outcomes.append(ItemOutcome(item.ordinal, "failed", exc.detail))
                 continue
@@ -87,19 +89,25 @@ class IngestPipeline:
         for p in prepared:
             embedded = [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)]
             offset += len(p.chunks)
-            self.catalog.replace_document(p.record, embedded)
+            if self.catalog.replace_document(p.record, embedded) is None:
+                outcomes.append(ItemOutcome(p.item.ordinal, "unchanged"))  # superseded by a newer version
+                continue
             outcomes.append(ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions))
         return sorted(outcomes, key=lambda o: o.ordinal)
 
-    def _prepare(self, collection: str, item: JobItem) -> _Prepared | ItemOutcome:
+    def _prepare(self, collection: str, item: JobItem, submitted_at: datetime | None) -> _Prepared | ItemOutcome:
         digest = content_hash(item.content)
-        if self.catalog.document_hash(item.document_id) == digest:
+        # A repair ("reingest") distrusts the stored chunks: neither its own nor an identical twin's.
+        trust_stored = item.action != "reingest"
+        if trust_stored and self.catalog.document_hash(item.document_id) == digest:
             self.catalog.update_document_fields(item.document_id, item.title, item.uri, item.metadata)
             return ItemOutcome(item.ordinal, "unchanged")
-        if (copy := self.catalog.embedded_copy(digest, item.document_id)) is not None:
+        if trust_stored and (copy := self.catalog.embedded_copy(digest, item.document_id)) is not None:
             twin, embedded = copy
-            record = self._record(collection, item, digest, title=twin["title"], mime_type=twin["mime_type"])
-            self.catalog.replace_document(record, embedded)
+            record = self._record(collection, item, digest, submitted_at, title=twin["title"],
+                                  mime_type=twin["mime_type"])
+            if self.catalog.replace_document(record, embedded) is None:
+                return ItemOutcome(item.ordinal, "unchanged")  # superseded by a newer version
             return ItemOutcome(item.ordinal, "done", chunks=len(embedded), reused=True)
         parsed = self.parser(item.content, item.filename)
         redactions: dict[str, int] = {}
@@ -108,13 +116,13 @@ class IngestPipeline:
         chunks = self.chunker.chunk(parsed)
         if not chunks:
             raise InvalidInput(f"{item.filename or item.source_id}: no text could be extracted")
-        record = self._record(collection, item, digest, title=parsed.title, mime_type=parsed.mime_type,
-                              redactions=redactions)
+        record = self._record(collection, item, digest, submitted_at, title=parsed.title,
+                              mime_type=parsed.mime_type, redactions=redactions)
         return _Prepared(item, record, chunks, redactions)
 
     @staticmethod
-    def _record(collection: str, item: JobItem, digest: str, title: str, mime_type: str,
-                redactions: dict[str, int] | None = None) -> DocumentRecord:
+    def _record(collection: str, item: JobItem, digest: str, submitted_at: datetime | None, title: str,
+                mime_type: str, redactions: dict[str, int] | None = None) -> DocumentRecord:
         return DocumentRecord(
             id=item.document_id,
             collection=collection,
@@ -127,4 +135,5 @@ class IngestPipeline:
             size_bytes=len(item.content),
             # The count (never the values) tells the admin credentials were found and removed.
             metadata={**item.metadata, "redacted_secrets": sum(redactions.values())} if redactions else item.metadata,
+            submitted_at=submitted_at,
         )

@@ -25,10 +25,11 @@ class JobQueue:
     nothing: at start-up every queued or running job in DuckDB is signalled again."""
 
     def __init__(self, path: Path, run_job: Callable[[str], None], workers: int,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None, shutdown_timeout: float = 30.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.huey = SqliteHuey(name="appliance", filename=str(path), results=False)
         self._workers = workers
+        self._shutdown_timeout = shutdown_timeout
         self._consumer: Consumer | None = None
 
         @self.huey.task(name="run_job")
@@ -60,11 +61,14 @@ class JobQueue:
             # Workers poll SQLite; a short ceiling keeps an idle server quick to pick up new jobs.
             max_delay=0.25,
             check_worker_health=False,
+            shutdown_timeout=self._shutdown_timeout,
         )
         self._consumer.start()
 
     def stop(self) -> None:
+        """Wait (up to the shutdown timeout) for the jobs in hand to reach a group boundary, so
+        the parser, models and database they use are not closed under them."""
         if self._consumer is not None:
-            self._consumer.stop(graceful=False)
+            self._consumer.stop(graceful=True)
             self._consumer = None
         self.huey.storage.close()

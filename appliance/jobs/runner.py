@@ -37,22 +37,30 @@ def run_ingest_job(job_id: str, jobs: JobStore, pipeline: IngestPipeline, sync: 
     """Safe to call twice for one job: the lease decides who runs it. Items already finished are
     skipped, so a job interrupted by a crash resumes where it stood. Within a group, upserts go
     before deletions, so a file moved in one scan reuses its embeddings instead of recomputing."""
-    if not jobs.claim(job_id, owner, lease_seconds):
+    token = jobs.claim(job_id, owner, lease_seconds)
+    if token is None:
         return
     try:
         job = jobs.get(job_id)
         log.info("job started", extra={"job_id": job_id, "total": job["progress"]["total"]})
         while not stop.is_set():
-            if jobs.state(job_id) == "cancelled":
-                log.info("job cancelled", extra={"job_id": job_id})
+            # Each group renews the lease first: a job cancelled (and perhaps retried on another
+            # worker) since the last group is no longer this run's.
+            if not jobs.renew(job_id, token, lease_seconds):
+                log.info("job cancelled or taken over; this run stops", extra={"job_id": job_id})
                 return
             items = jobs.pending_items(job_id, JOB_GROUP)
             if not items:
                 break
             upserts = [it for it in items if it.action != "delete"]
-            outcomes = pipeline.ingest(job["collection"], upserts) if upserts else []
+            submitted = datetime.fromisoformat(job["created_at"])
+            outcomes = pipeline.ingest(job["collection"], upserts, submitted) if upserts else []
             outcomes += [_delete(pipeline.catalog, it) for it in items if it.action == "delete"]
             by_ordinal = {it.ordinal: it for it in items}
+            if stop.is_set():
+                # Shutting down mid-group: a failure now may be the parser sandbox closing under us,
+                # not the document. Leave failed items pending; they run again at the next start.
+                outcomes = [o for o in outcomes if o.state != "failed"]
             for outcome in outcomes:
                 jobs.finish_item(job_id, outcome.ordinal, outcome.state, outcome.error, outcome.chunks)
                 metrics.add_chunks_indexed(outcome.chunks)
@@ -67,18 +75,17 @@ def run_ingest_job(job_id: str, jobs: JobStore, pipeline: IngestPipeline, sync: 
             created = datetime.fromisoformat(job["created_at"])
             label = job.get("source") or next(iter({item.source_kind for item in items}))
             metrics.set_ingestion_lag(label, (datetime.now(UTC) - created).total_seconds())
-            jobs.renew(job_id, owner, lease_seconds)
         if stop.is_set():
             return  # shutting down: the job stays running and is resumed at next start
         progress = jobs.get(job_id)["progress"]
         if progress["total"] and progress["failed"] == progress["total"]:
-            jobs.finish(job_id, "failed", "every document failed; see the job's items for reasons")
+            jobs.finish(job_id, "failed", "every document failed; see the job's items for reasons", token=token)
         else:
             error = f"{progress['failed']} of {progress['total']} documents failed" if progress["failed"] else None
-            jobs.finish(job_id, "succeeded", error)
+            jobs.finish(job_id, "succeeded", error, token=token)
         log.info("job finished", extra={"job_id": job_id, **progress})
         if on_finished is not None:
             on_finished(job)
     except Exception as exc:
         log.exception("job crashed", extra={"job_id": job_id})
-        jobs.finish(job_id, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        jobs.finish(job_id, "failed", f"internal error: {type(exc).__name__}: {exc}", token=token)

@@ -159,11 +159,13 @@ class LlamaCppRuntime:
 
     def count_tokens(self, text: str) -> int:
         with self._vocab_lock:
+            self._check_open()
             return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def prompt_tokens(self, prompt: str) -> list[int]:
         """The tokens a prompt is evaluated as: the model's BOS if it wants one, special tokens parsed."""
         with self._vocab_lock:
+            self._check_open()
             ids = self._vocab.tokenize(prompt.encode("utf-8"), add_bos=self._add_bos, special=True)
         if self._add_bos and len(ids) > 1 and ids[0] == ids[1] == self._bos:
             ids = ids[1:]  # the chat template wrote a BOS of its own
@@ -179,12 +181,15 @@ class LlamaCppRuntime:
     def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
         return collect(self.stream(prompt, params, cancel))
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NotReady(f"{self.name} is closed")
+
     def stream(
         self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
         on_position: Callable[[int], None] | None = None,
     ) -> TokenStream:
-        if self._closed:
-            raise NotReady(f"{self.name} is closed")
+        self._check_open()
         start = time.monotonic()
         prompt_ids = self.prompt_tokens(prompt)
         if not prompt_ids:
@@ -193,7 +198,11 @@ class LlamaCppRuntime:
         # Entered now, not on first read: a full queue must surface as 429 before any response starts.
         lease = self.queue.acquire(cancel, on_position).__enter__()
         with self._free_lock:
-            llm = self._free.pop()
+            # close() may have run while this request waited for its slot: the instances are gone.
+            llm = self._free.pop() if not self._closed and self._free else None
+        if llm is None:
+            lease.release()
+            raise NotReady(f"{self.name} was unloaded while this request waited; retry")
 
         released = threading.Lock()
 
@@ -292,9 +301,12 @@ class LlamaCppRuntime:
                 leases.append(self.queue.acquire().__enter__())
             except QueueFull:
                 time.sleep(0.05)  # requests queued before close still run; wait for room behind them
+        with self._free_lock:
+            self._free.clear()  # a request that got a slot after these leases finds none, not a freed model
         for llm in self._instances:
             llm.close()
-        self._vocab.close()
+        with self._vocab_lock:  # never while a tokenize runs
+            self._vocab.close()
         self._instances.clear()
         for lease in leases:
             lease.release()

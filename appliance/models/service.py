@@ -46,15 +46,17 @@ class ModelService:
         llm = self.settings.llm
         try:
             spec, path = resolve_model(name or llm.model or default_model_name(self.models_dir), self.models_dir)
-            self._runtime = load_runtime(
+            runtime = load_runtime(
                 spec, path, context_length=llm.context_length or None, threads=llm.threads or serving_threads(),
                 slots=llm.slots, max_queue=llm.max_queue,
             )
-            queue = getattr(self._runtime, "queue", None)
+            queue = getattr(runtime, "queue", None)
             if queue is not None:  # read at scrape time, so the gauge is never stale
-                self.metrics.llm_queue_depth.labels(model=self._runtime.name).set_function(lambda: queue.depth)
-            log.info("chat model loaded", extra={"model": self._runtime.name, "backend": self._runtime.backend,
-                                                 "context_length": self._runtime.context_length})
+                self.metrics.llm_queue_depth.labels(model=runtime.name).set_function(lambda: queue.depth)
+            # Published only when complete, so no reader sees a half-set-up runtime.
+            self._runtime = runtime
+            log.info("chat model loaded", extra={"model": runtime.name, "backend": runtime.backend,
+                                                 "context_length": runtime.context_length})
         except Exception as exc:  # the server keeps serving search; chat says why it cannot
             self._error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
             log.error("chat model failed to load", extra={"error": self._error})
@@ -65,9 +67,11 @@ class ModelService:
     def loaded(self) -> bool:
         return self._loaded.is_set()
 
+    # Each reader takes self._runtime into a local once: an unload from another thread may set
+    # it to None between a check and a use.
     def runtime(self) -> LLMRuntime:
-        if self._runtime is not None:
-            return self._runtime
+        if (runtime := self._runtime) is not None:
+            return runtime
         if self._error:
             raise NotReady(f"the chat model is unavailable: {self._error}")
         if self._unloaded:
@@ -75,22 +79,22 @@ class ModelService:
         raise NotReady("the chat model is still loading; retry in a few seconds")
 
     def health(self) -> dict:
-        if self._runtime is not None:
-            return {"state": "loaded", **self._runtime.health()}
+        if (runtime := self._runtime) is not None:
+            return {"state": "loaded", **runtime.health()}
         if self._unloaded and not self._switching:
             return {"state": "unloaded", "error": None}
         return {"state": "failed" if self._error and not self._switching else "loading", "error": self._error}
 
     def close(self) -> None:
-        if self._runtime is not None:
-            self._runtime.close()
+        if (runtime := self._runtime) is not None:
+            runtime.close()
 
     # -- load / unload at run time ----------------------------------------------------------
     def available(self) -> list[dict]:
         """Chat models this server could load: built-ins and the models dir's manifest."""
         from appliance.models.manifest import list_models
 
-        current = self._runtime.name.lower() if self._runtime is not None else None
+        current = runtime.name.lower() if (runtime := self._runtime) is not None else None
         return [{"name": m.name, "size_bytes": m.size, "context_length": m.context_length, "source": m.source,
                  "description": m.description, "capabilities": list(m.capabilities),
                  "loaded": m.name.lower() == current} for m in list_models(self.models_dir)]
@@ -139,10 +143,10 @@ class ModelService:
     # -- names --------------------------------------------------------------------------
     def list_models(self) -> list[dict]:
         out = []
-        if self._runtime is not None:
-            for ident in (self._runtime.name, DEFAULT_ALIAS):
+        if (runtime := self._runtime) is not None:
+            for ident in (runtime.name, DEFAULT_ALIAS):
                 out.append({"id": ident, "object": "model", "created": self._created, "owned_by": "appliance",
-                            "backend": self._runtime.backend, "context_length": self._runtime.context_length,
+                            "backend": runtime.backend, "context_length": runtime.context_length,
                             "capabilities": ["chat", "completion"]})
         for ident in (self.embedder.name, EMBEDDING_ALIAS):
             out.append({"id": ident, "object": "model", "created": self._created, "owned_by": "appliance",

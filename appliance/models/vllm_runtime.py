@@ -17,6 +17,7 @@ from appliance.models.runtime import (
     ChatMessage,
     Completion,
     GenerationParams,
+    QueueFull,
     SlotQueue,
     StreamStats,
     TokenDelta,
@@ -140,6 +141,9 @@ class VLLMRuntime:
         prompt_ids = list(self._tokenizer.encode(prompt, add_special_tokens=True))
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
         lease = self.queue.acquire(cancel, on_position).__enter__()
+        if self._closed:  # closed while this request waited for its slot
+            lease.release()
+            raise NotReady(f"{self.name} was unloaded while this request waited; retry")
         try:
             sampling = self._sampling_params_cls(**sampling_kwargs(params, max_tokens))
             request_id = uuid.uuid4().hex
@@ -177,6 +181,9 @@ class VLLMRuntime:
                     try:
                         item = outputs.get(timeout=_POLL_S)
                     except queue.Empty:
+                        if self._closed or not self._thread.is_alive():
+                            # The engine's loop is gone: no output will ever come.
+                            raise NotReady(f"{self.name} was unloaded during this request") from None
                         continue
                     if item is _END:
                         break
@@ -219,6 +226,16 @@ class VLLMRuntime:
         if self._closed:
             return
         self._closed = True
+        # Requests holding a slot finish first, as on llama.cpp; new ones are refused above.
+        leases = []
+        deadline = time.monotonic() + 60
+        while len(leases) < self.queue.slots and time.monotonic() < deadline:
+            try:
+                leases.append(self.queue.acquire().__enter__())
+            except QueueFull:
+                time.sleep(0.05)
+        for lease in leases:
+            lease.release()
         shutdown = getattr(self._engine, "shutdown", None)
         if shutdown is not None:
             # On the loop, ahead of the stop below: the engine's background tasks live there.

@@ -215,3 +215,40 @@ def test_real_pdf_chunks_respect_size_and_pages():
     pages = [c.location.page for c in chunks]
     assert pages == sorted(pages) and pages[-1] <= doc.metadata["page_count"]
     assert sum(c.token_count for c in chunks) / len(chunks) > 100  # packed, not fragmented
+
+
+def _marked_markdown(marker: str, n: int) -> str:
+    """A multi-section Markdown document whose every paragraph and table row carries `marker`."""
+    parts = [f"# {marker} document {n}\n"]
+    for s in range(3):
+        parts.append(f"## {marker} section {s}\n")
+        parts.append(" ".join(f"{marker} paragraph {s}.{i} of document {n} says detail {i * n}." for i in range(25)))
+        parts.append(f"{marker} lead-in for the table of section {s}:\n")
+        parts.append("| key | value |\n|---|---|\n" + "\n".join(f"| {marker} row {r} | {r * n} |" for r in range(12)))
+    return "\n\n".join(parts)
+
+
+@pytest.fixture
+def fast_thread_switching():
+    """Switch threads as often as the interpreter can, so shared-state races show up every run."""
+    import sys
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_one_chunker_chunks_many_documents_at_once_exactly_as_one_at_a_time(fast_thread_switching):
+    """Issue 10: job workers share one Chunker; concurrent calls must not see each other's state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunker = Chunker(count_tokens(), size=64, overlap=16)
+    docs = [parse(_marked_markdown(marker, n).encode(), f"{marker}-{n}.md") for n in range(12) for marker in ("AAAMARK", "BBBMARK")]
+    expected = [[(c.ordinal, c.text, c.location, c.token_count) for c in chunker.chunk(d)] for d in docs]
+    assert all(len(e) > 5 for e in expected)
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(lambda d: [(c.ordinal, c.text, c.location, c.token_count) for c in chunker.chunk(d)], docs))
+        for doc, want, have in zip(docs, expected, got, strict=True):
+            assert have == want, f"{doc.title}: concurrent chunks differ from sequential ones"

@@ -26,3 +26,18 @@ def ops_status(request: Request, state: State) -> dict:
                   "it to DEST. Ingestion continues meanwhile; restore with `appliance restore` (service stopped).")
 def backup(request: Request, state: State, data: BackupIn) -> dict:
     return state.appliance.backup(request.user, data.name)
+
+
+class VerifyChunksIn(msgspec.Struct, forbid_unknown_fields=True):
+    collection: str | None = None  # every collection when absent
+    repair: bool = False
+
+
+@post("/api/v1/admin/verify-chunks", tags=["admin"], status_code=202, sync_to_thread=True,
+      summary="Check stored chunks against each document's source; optionally re-ingest damaged documents",
+      description="Admin key. Queues a `verify` job (follow it at `/api/v1/jobs/{id}`); its `summary` is the "
+                  "report: `counts` per verdict (damaged, mismatched, at_risk, unverifiable, ok) and the "
+                  "documents found, with the reason. With `repair`, damaged or mismatched documents whose source "
+                  "bytes are at hand are re-ingested from them (`repair_jobs`).")
+def verify_chunks(request: Request, state: State, data: VerifyChunksIn) -> dict:
+    return state.appliance.verify_chunks(request.user, data.collection, data.repair)

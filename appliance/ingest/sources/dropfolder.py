@@ -262,6 +262,9 @@ class DropFolderWatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._dirty: set[str] | None = None  # None: everything
+        # The watcher thread adds to _dirty while the scan thread swaps it out: without the lock an
+        # update can land in the set just taken, and that change waits for the next full scan.
+        self._dirty_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.scans = 0
 
@@ -283,10 +286,11 @@ class DropFolderWatcher:
             thread.join(timeout=5)
 
     def poke(self, collections: Sequence[str] | None = None) -> None:
-        if collections is None or self._dirty is None:
-            self._dirty = None
-        else:
-            self._dirty.update(collections)
+        with self._dirty_lock:
+            if collections is None or self._dirty is None:
+                self._dirty = None
+            else:
+                self._dirty.update(collections)
         self._wake.set()
 
     def _watch_loop(self) -> None:
@@ -319,7 +323,8 @@ class DropFolderWatcher:
         while not self._stop.is_set():
             now = time.monotonic()
             full = now >= next_full
-            targets, self._dirty = self._dirty, set()
+            with self._dirty_lock:
+                targets, self._dirty = self._dirty, set()
             if full:
                 next_full = now + self.scan_interval
                 targets = None

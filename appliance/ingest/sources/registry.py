@@ -78,7 +78,7 @@ class SourceStore:
 
     def ensure(self, name: str, kind: str, collection: str, location: str) -> None:
         """Register a built-in source (the drop folder) if it is not there yet."""
-        self.db.execute(
+        self.db.write(
             """INSERT INTO sources (name, kind, collection, location, config, schedule)
                VALUES (?, ?, ?, ?, '{}', 'manual') ON CONFLICT (name) DO UPDATE SET location = excluded.location""",
             [name, kind, collection, location],
@@ -126,19 +126,19 @@ class SourceStore:
         return due
 
     def sync_started(self, name: str) -> None:
-        self.db.execute("UPDATE sources SET last_sync_at = now() WHERE name = ?", [name])
+        self.db.write("UPDATE sources SET last_sync_at = now() WHERE name = ?", [name])
 
     def sync_succeeded(self, name: str, cursor: str | None = None) -> None:
-        self.db.execute(
+        self.db.write(
             "UPDATE sources SET cursor = coalesce(?, cursor), last_success_at = now(), last_error = NULL WHERE name = ?",
             [cursor, name],
         )
 
     def sync_failed(self, name: str, error: str) -> None:
-        self.db.execute("UPDATE sources SET last_error = ? WHERE name = ?", [error[:2000], name])
+        self.db.write("UPDATE sources SET last_error = ? WHERE name = ?", [error[:2000], name])
 
     def record_lag(self, name: str, seconds: float) -> None:
-        self.db.execute("UPDATE sources SET lag_seconds = ? WHERE name = ?", [seconds, name])
+        self.db.write("UPDATE sources SET lag_seconds = ? WHERE name = ?", [seconds, name])
 
     @staticmethod
     def _present(row: dict) -> dict:
@@ -209,7 +209,7 @@ class SourceStore:
         return self.db.run_in_transaction(work)
 
     def release(self, source: str, path: str) -> None:
-        self.db.execute("DELETE FROM quarantine WHERE source = ? AND path = ?", [source, path])
+        self.db.write("DELETE FROM quarantine WHERE source = ? AND path = ?", [source, path])
 
     def quarantined(self, collections: Sequence[str] | None, source: str | None = None, limit: int = 200) -> list[dict]:
         where, params = [], []

@@ -43,6 +43,7 @@ class SourceService:
         self.store = SourceStore(db)
         self.git = GitSync(self, settings)
         self._webhook_lock = threading.Lock()
+        self._sync_request_lock = threading.Lock()
         self.watcher: DropFolderWatcher | None = None
         if settings.dropfolder.enabled:
             self.store.ensure(dropfolder.SOURCE, "dropfolder", "*", str(settings.inbox_path))
@@ -150,9 +151,12 @@ class SourceService:
             return ""
         if source["kind"] != "git":
             raise InvalidInput(f"source {name!r} ({source['kind']}) is synced by its deliveries")
-        if active := self.jobs.active_for_source(name, "sync"):
-            return active[0]
-        job_id = self.jobs.create("sync", source["collection"], [], source=name)
+        # Check and create under one lock: a scheduler tick, the API and a webhook asking at the
+        # same moment must queue one sync, not two racing from the same cursor.
+        with self._sync_request_lock:
+            if active := self.jobs.active_for_source(name, "sync"):
+                return active[0]
+            job_id = self.jobs.create("sync", source["collection"], [], source=name)
         self.signal(job_id)
         return job_id
 

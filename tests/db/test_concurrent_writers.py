@@ -1,0 +1,100 @@
+"""Two job workers writing the same rows (issue 10's audit): leases per run, versions per document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
+from appliance.db.connection import Database
+from appliance.db.jobs import JobItem, JobStore
+from appliance.db.migrations import migrate
+from appliance.errors import Conflict
+from appliance.ingest.document import Chunk, Location
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(tmp_path / "c.duckdb")
+    migrate(database)
+    yield database
+    database.close()
+
+
+def _record(text_hash: str, submitted_at: datetime) -> DocumentRecord:
+    return DocumentRecord("doc-1", "c", "a.md", "api", None, "A", text_hash, "text/markdown", 10, {},
+                          submitted_at=submitted_at)
+
+
+def _chunks(text: str) -> list[EmbeddedChunk]:
+    return [EmbeddedChunk(Chunk(0, text, Location(), 3), np.ones(4, dtype=np.float32))]
+
+
+def test_an_older_version_finishing_last_does_not_overwrite_the_newer_one(db):
+    catalog = Catalog(db)
+    catalog.ensure_collection("c")
+    now = datetime.now(UTC)
+    assert catalog.replace_document(_record("sha256:v2", now), _chunks("version two")) is not None
+    # The job that carried version one was created earlier and ends later: it is superseded.
+    assert catalog.replace_document(_record("sha256:v1", now - timedelta(seconds=5)), _chunks("version one")) is None
+    assert [c["text"] for c in catalog.chunks_of("doc-1")] == ["version two"]
+    assert catalog.document_hash("doc-1") == "sha256:v2"
+    # A later submission still replaces it.
+    assert catalog.replace_document(_record("sha256:v3", now + timedelta(seconds=1)), _chunks("three")) is not None
+    assert [c["text"] for c in catalog.chunks_of("doc-1")] == ["three"]
+
+
+def test_a_twin_is_copied_with_the_text_of_the_hash_it_was_found_by(db):
+    catalog = Catalog(db)
+    catalog.ensure_collection("c")
+    catalog.replace_document(_record("sha256:same", datetime.now(UTC)), _chunks("the shared text"))
+    found = catalog.embedded_copy("sha256:same", "doc-other")
+    assert found is not None and [e.chunk.text for e in found[1]] == ["the shared text"]
+    assert catalog.embedded_copy("sha256:other", "doc-other") is None
+    assert catalog.embedded_copy("sha256:same", "doc-1") is None  # never itself
+
+
+def _item(n: int) -> JobItem:
+    return JobItem(n, f"doc-{n}", f"s{n}", "api", None, None, None, b"x", {})
+
+
+def test_a_run_whose_job_was_cancelled_and_retried_loses_its_lease(db):
+    jobs = JobStore(db)
+    job_id = jobs.create("ingest", "c", [_item(0), _item(1)])
+    first = jobs.claim(job_id, "instance", 60)
+    assert first and first.startswith("instance:")
+    assert jobs.claim(job_id, "instance", 60) is None  # running under this process: not claimed twice
+    assert jobs.renew(job_id, first, 60)
+    jobs.finish_item(job_id, 0, "failed", "boom")
+    jobs.cancel(job_id)
+    assert not jobs.renew(job_id, first, 60)  # cancelled: the first run stops at its next group
+    jobs.retry(job_id)
+    second = jobs.claim(job_id, "instance", 60)
+    assert second and second != first
+    assert not jobs.renew(job_id, first, 60) and jobs.renew(job_id, second, 60)
+    jobs.finish(job_id, "failed", "from the first run", token=first)  # ignored: not its lease any more
+    assert jobs.get(job_id)["state"] == "running"
+    jobs.finish(job_id, "succeeded", token=second)
+    assert jobs.get(job_id)["state"] == "succeeded"
+
+
+def test_a_previous_process_lease_is_taken_over_at_start(db):
+    jobs = JobStore(db)
+    job_id = jobs.create("ingest", "c", [_item(0)])
+    old = jobs.claim(job_id, "old-process", 60)
+    new = jobs.claim(job_id, "new-process", 60)  # a restart: another instance id
+    assert old and new and new.startswith("new-process:")
+    assert not jobs.renew(job_id, old, 60)
+
+
+def test_a_second_retry_of_the_same_job_is_refused(db):
+    jobs = JobStore(db)
+    job_id = jobs.create("ingest", "c", [_item(0)])
+    token = jobs.claim(job_id, "i", 60)
+    jobs.finish_item(job_id, 0, "failed", "boom")
+    jobs.finish(job_id, "failed", "every document failed", token=token)
+    assert jobs.retry(job_id)["state"] == "queued"
+    with pytest.raises(Conflict):
+        jobs.retry(job_id)
