@@ -146,7 +146,7 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     data_dir: str = "./var"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal, else JSON
     # Ingested into collection `sample` at start-up when set (make run points it at data/sample).
     sample_dir: str = ""
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
@@ -172,7 +172,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
     @property
     def inbox_path(self) -> Path:
-        return Path(self.dropfolder.path).expanduser().resolve() if self.dropfolder.path else self.data_path / "inbox"
+        return (
+            Path(self.dropfolder.path).expanduser().resolve()
+            if self.dropfolder.path
+            else self.data_path / "inbox"
+        )
 
     def validate(self) -> Settings:
         problems = []

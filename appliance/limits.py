@@ -66,7 +66,8 @@ class RateLimiter:
                     wait = -tokens.tokens * 60.0 / tpm
                     raise TooManyRequests(
                         f"token rate limit of {tpm} tokens per minute reached for this key; retry after {wait:.1f} s",
-                        retry_after=wait, code="rate_limit_exceeded",
+                        retry_after=wait,
+                        code="rate_limit_exceeded",
                     )
             if rpm:
                 requests = self._bucket(key_id, "rpm", rpm, now)
@@ -74,7 +75,8 @@ class RateLimiter:
                     wait = (1.0 - requests.tokens) * 60.0 / rpm
                     raise TooManyRequests(
                         f"rate limit of {rpm} requests per minute reached for this key; retry after {wait:.1f} s",
-                        retry_after=wait, code="rate_limit_exceeded",
+                        retry_after=wait,
+                        code="rate_limit_exceeded",
                     )
                 requests.tokens -= 1.0
 
@@ -105,6 +107,8 @@ class RateLimiter:
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_EVERY_SECONDS
-        full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * b.limit / 60.0 >= b.limit]
+        full = [
+            k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * b.limit / 60.0 >= b.limit
+        ]
         for k in full:
             del self._buckets[k]

@@ -76,8 +76,11 @@ class NetworkGuard:
             return
         sock_cls = socket.socket
         self._originals = {
-            "connect": sock_cls.connect, "connect_ex": sock_cls.connect_ex, "sendto": sock_cls.sendto,
-            "create_connection": socket.create_connection, "getaddrinfo": socket.getaddrinfo,
+            "connect": sock_cls.connect,
+            "connect_ex": sock_cls.connect_ex,
+            "sendto": sock_cls.sendto,
+            "create_connection": socket.create_connection,
+            "getaddrinfo": socket.getaddrinfo,
         }
         guard, orig = self, self._originals
 
@@ -112,7 +115,11 @@ class NetworkGuard:
         if not self._originals:
             return
         orig, sock_cls = self._originals, socket.socket
-        sock_cls.connect, sock_cls.connect_ex, sock_cls.sendto = orig["connect"], orig["connect_ex"], orig["sendto"]
+        sock_cls.connect, sock_cls.connect_ex, sock_cls.sendto = (
+            orig["connect"],
+            orig["connect_ex"],
+            orig["sendto"],
+        )
         socket.create_connection, socket.getaddrinfo = orig["create_connection"], orig["getaddrinfo"]
         self._originals = {}
         self.enabled = False
@@ -149,10 +156,13 @@ class NetworkGuard:
         caller = _caller()
         with self._lock:
             self.attempts += 1
-            self.recent.append({"time": time.time(), "host": str(host), "port": port, "call": where,
-                                "caller": caller})
-        log.warning("outbound connection refused by the network guard",
-                    extra={"host": str(host), "port": port, "call": where, "caller": caller})
+            self.recent.append(
+                {"time": time.time(), "host": str(host), "port": port, "call": where, "caller": caller}
+            )
+        log.warning(
+            "outbound connection refused by the network guard",
+            extra={"host": str(host), "port": port, "call": where, "caller": caller},
+        )
         raise OutboundBlocked(
             f"outbound connection to {host}:{port} refused: this appliance runs offline "
             "(allow internal addresses in settings network.allow)"
@@ -160,8 +170,12 @@ class NetworkGuard:
 
     def status(self) -> dict:
         with self._lock:
-            return {"guard": self.enabled, "outbound_attempts": self.attempts, "recent": list(self.recent),
-                    "allow": [str(n) for n in self._networks] + sorted(self._names)}
+            return {
+                "guard": self.enabled,
+                "outbound_attempts": self.attempts,
+                "recent": list(self.recent),
+                "allow": [str(n) for n in self._networks] + sorted(self._names),
+            }
 
 
 def _caller() -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real server process on a free port, and an in-process Appliance."""
+"""Shared fixtures: a real server process on a free port."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from appliance.offline import enforce_offline
 enforce_offline()
 
 REPO = Path(__file__).resolve().parent.parent
+
+# In CI, a skip for a missing model or package fails (tests/ci_strict.py).
+pytest_plugins = ["tests.ci_strict"]
 # Tests serve the small model: fast to load, and it needs no 1 GB assembly per data dir.
 TEST_MODEL_ENV = {"APPLIANCE_LLM__MODEL": "SmolLM2-135M-Instruct", "APPLIANCE_LLM__CONTEXT_LENGTH": "2048"}
 
@@ -31,7 +34,9 @@ def free_port() -> int:
 class ServerProcess:
     """`appliance serve` as a child process, as an admin would run it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, sample_dir: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, sample_dir: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,7 +46,16 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 120.0, require_llm: bool = False) -> ServerProcess:
-        cmd = [sys.executable, "-m", "appliance", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "appliance",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
         if self.sample_dir:
             cmd += ["--sample-dir", str(self.sample_dir)]
         self._log = open(self.log_path, "ab")
@@ -69,13 +83,15 @@ class ServerProcess:
         return (self.data_dir / "admin.key").read_text().strip()
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=120)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=120
+        )
 
     def log(self) -> str:
         """What the server logged since its latest start."""
         if not self.log_path.exists():
             return ""
-        return self.log_path.read_bytes()[getattr(self, "_log_offset", 0):].decode(errors="replace")
+        return self.log_path.read_bytes()[getattr(self, "_log_offset", 0) :].decode(errors="replace")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

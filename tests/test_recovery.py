@@ -14,8 +14,11 @@ N_DOCS = 240
 
 
 def _doc(i: int) -> dict:
-    return {"source_id": f"doc-{i}", "text": f"Record {i} mentions the marker word qz{i}marker. "
-            f"It describes shipment number {i} leaving warehouse {i % 7} on a weekday."}
+    return {
+        "source_id": f"doc-{i}",
+        "text": f"Record {i} mentions the marker word qz{i}marker. "
+        f"It describes shipment number {i} leaving warehouse {i % 7} on a weekday.",
+    }
 
 
 def _counts(srv: ServerProcess) -> tuple[int, dict]:
@@ -28,8 +31,10 @@ def _assert_consistent_and_searchable(srv: ServerProcess, client: httpx.Client, 
     assert chunks >= len(ids)
     assert index_counts == {"bm25": chunks, "vectors": chunks}, (chunks, index_counts)
     for i in ids:
-        hits = client.post("/api/v1/knowledge/search", json={"query": f"qz{i}marker", "collections": ["crash"],
-                                                             "mode": "keyword", "top_k": 1}).json()["hits"]
+        hits = client.post(
+            "/api/v1/knowledge/search",
+            json={"query": f"qz{i}marker", "collections": ["crash"], "mode": "keyword", "top_k": 1},
+        ).json()["hits"]
         assert hits and hits[0]["source_id"] == f"doc-{i}", (i, hits)
     # and the vector side holds every acknowledged document too
     listed = client.get("/api/v1/documents", params={"collection": "crash", "limit": 1000}).json()
@@ -43,8 +48,10 @@ def test_kill_during_batch_ingest_then_resume(tmp_path):
             client.post("/api/v1/collections", json={"name": "crash"})
             accepted = []
             for start in range(0, N_DOCS, 80):
-                r = client.post("/api/v1/documents/batch", json={"collection": "crash",
-                                                                 "documents": [_doc(i) for i in range(start, start + 80)]})
+                r = client.post(
+                    "/api/v1/documents/batch",
+                    json={"collection": "crash", "documents": [_doc(i) for i in range(start, start + 80)]},
+                )
                 assert r.status_code == 202
                 accepted.append(r.json()["job_id"])
             # Kill once the first job is visibly under way, so the crash lands mid-batch.
@@ -73,8 +80,11 @@ def test_missing_or_damaged_indexes_are_rebuilt_from_duckdb(tmp_path):
     try:
         with srv.client() as client:
             client.post("/api/v1/collections", json={"name": "crash"})
-            r = client.post("/api/v1/documents/batch", params={"wait": "true"},
-                            json={"collection": "crash", "documents": [_doc(i) for i in range(30)]})
+            r = client.post(
+                "/api/v1/documents/batch",
+                params={"wait": "true"},
+                json={"collection": "crash", "documents": [_doc(i) for i in range(30)]},
+            )
             assert r.json()["job"]["state"] == "succeeded"
         srv.stop()
         index_dir = srv.data_dir / "index"
@@ -86,8 +96,10 @@ def test_missing_or_damaged_indexes_are_rebuilt_from_duckdb(tmp_path):
         assert "rebuilt" in srv.log()
         with srv.client() as client:
             _assert_consistent_and_searchable(srv, client, range(30))
-            hits = client.post("/api/v1/knowledge/search", json={"query": "shipment leaving warehouse",
-                                                                 "collections": ["crash"], "mode": "semantic"}).json()["hits"]
+            hits = client.post(
+                "/api/v1/knowledge/search",
+                json={"query": "shipment leaving warehouse", "collections": ["crash"], "mode": "semantic"},
+            ).json()["hits"]
             assert hits and all(h["source_id"].startswith("doc-") for h in hits)
     finally:
         srv.stop()
@@ -98,8 +110,11 @@ def test_restart_keeps_everything_without_rebuilding(tmp_path):
     try:
         with srv.client() as client:
             client.post("/api/v1/collections", json={"name": "crash"})
-            client.post("/api/v1/documents/batch", params={"wait": "true"},
-                        json={"collection": "crash", "documents": [_doc(i) for i in range(20)]})
+            client.post(
+                "/api/v1/documents/batch",
+                params={"wait": "true"},
+                json={"collection": "crash", "documents": [_doc(i) for i in range(20)]},
+            )
         srv.stop()
         srv.start()
         assert "rebuilding index" not in srv.log()

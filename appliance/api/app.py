@@ -12,7 +12,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 from appliance import __version__
 from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
-from appliance.api.errors import EXCEPTION_HANDLERS
+from appliance.api.dependencies import DEPENDENCIES
+from appliance.api.errors import PROBLEM_HANDLERS
 from appliance.api.routes import (
     admin,
     answers,
@@ -24,7 +25,6 @@ from appliance.api.routes import (
     knowledge,
     observability,
     openai,
-    ops,
     sources,
 )
 from appliance.core import Appliance
@@ -32,6 +32,8 @@ from appliance.observability.metrics import instrument_app
 
 
 def create_app(appliance: Appliance) -> Litestar:
+    """One Router per area; guards, dependencies and exception handlers at the layer they govern
+    (problem details here, OpenAI's envelope on the /v1 router)."""
     openapi = OpenAPIConfig(
         title="Appliance API",
         version=__version__,
@@ -43,53 +45,22 @@ def create_app(appliance: Appliance) -> Litestar:
     )
     app = Litestar(
         route_handlers=[
-            health.healthz,
-            health.readyz,
-            collections.create_collection,
-            collections.list_collections,
-            documents.create_document,
-            documents.create_documents,
-            documents.list_documents,
-            documents.get_document,
-            documents.delete_document,
-            jobs.get_job,
-            jobs.list_jobs,
-            jobs.cancel_job,
-            jobs.retry_job,
-            sources.list_sources,
-            sources.add_source,
-            sources.get_source,
-            sources.remove_source,
-            sources.sync_source,
-            sources.list_quarantine,
-            sources.github_webhook,
-            knowledge.search,
-            answers.knowledge_query,
-            answers.create_conversation,
-            answers.list_conversations,
-            answers.get_conversation,
-            answers.delete_conversation,
-            answers.post_message,
-            keys.create_key,
-            keys.list_keys,
-            keys.revoke_key,
-            openai.list_models,
-            openai.chat_completions,
-            openai.completions,
-            openai.embeddings,
+            *health.route_handlers,
             observability.metrics,
-            observability.audit_entries,
-            admin.stats,
-            admin.logs,
-            admin.models,
-            admin.load_model,
-            admin.unload_model,
-            ops.ops_status,
-            ops.backup,
-            ops.verify_chunks,
+            collections.router,
+            documents.router,
+            jobs.router,
+            sources.router,
+            knowledge.router,
+            answers.conversations_router,
+            keys.router,
+            observability.audit_router,
+            admin.router,
+            openai.router,
         ],
+        dependencies=DEPENDENCIES,
         middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=PROBLEM_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=appliance.settings.limits.max_body_bytes,
         state=State({"appliance": appliance}),

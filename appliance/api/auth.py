@@ -14,9 +14,9 @@ class BearerKeyMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        appliance = connection.app.state.appliance
-        principal = appliance.authenticate(secret.strip())
+        access = connection.app.state.appliance.access
+        principal = access.authenticate(secret.strip())
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
-        appliance.limiter.check_request(principal.key_id, principal.rpm, principal.tpm)
+        access.admit(principal)
         return AuthenticationResult(user=principal, auth=secret)

@@ -50,7 +50,9 @@ class Opening:
 
 async def open_queued(call: Callable[[Callable[[int], None]], Any], cancel: threading.Event) -> Opening:
     """Run `call(on_position)` in a thread; return once it succeeded or is known to be queued.
-    A call that failed without queueing raises here (then `cancel` is set), before any response."""
+    A call that failed without queueing raises here (then `cancel` is set), before any response.
+    A position reported before the call returned counts as queued even when both are seen at once:
+    the client is told it waited."""
     loop = asyncio.get_running_loop()
     positions: asyncio.Queue = asyncio.Queue()
 
@@ -61,12 +63,17 @@ async def open_queued(call: Callable[[Callable[[int], None]], Any], cancel: thre
     while True:
         getter = asyncio.ensure_future(positions.get())
         done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            getter.cancel()
-            if task.exception() is not None:
-                cancel.set()
-                raise task.exception()
-            return Opening(task, positions, None)
-        if getter.result() > 0:
-            return Opening(task, positions, getter.result())
-        # 0: the slot was granted straight away; the call is about to return
+        if getter in done:
+            if getter.result() > 0:
+                return Opening(task, positions, getter.result())
+            continue  # 0: the slot was granted straight away; the call is about to return
+        getter.cancel()  # a cancelled get leaves its item in the queue
+        # The call finished, but the positions it reported first may not have been read yet: they
+        # were queued on the loop before its result was.
+        while not positions.empty():
+            if (position := positions.get_nowait()) > 0:
+                return Opening(task, positions, position)
+        if task.exception() is not None:
+            cancel.set()
+            raise task.exception()
+        return Opening(task, positions, None)

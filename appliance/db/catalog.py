@@ -14,8 +14,8 @@ import duckdb
 import numpy as np
 
 from appliance.db.connection import Database
+from appliance.document import Chunk, Location
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.ingest.document import Chunk, Location
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _DOC_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f59-9a51-2d0c7e4b8a10")
@@ -55,11 +55,26 @@ class EmbeddedChunk:
     embedding: np.ndarray
 
 
-_DOC_COLUMNS = "id, collection, source_id, source_kind, uri, title, content_hash, mime_type, size_bytes, metadata"
+_DOC_COLUMNS = (
+    "id, collection, source_id, source_kind, uri, title, content_hash, mime_type, size_bytes, metadata"
+)
 
 
 def _document_row(row: tuple) -> dict:
-    (id_, collection, source_id, source_kind, uri, title, content_hash, mime, size, metadata, created, updated) = row
+    (
+        id_,
+        collection,
+        source_id,
+        source_kind,
+        uri,
+        title,
+        content_hash,
+        mime,
+        size,
+        metadata,
+        created,
+        updated,
+    ) = row
     return {
         "id": id_,
         "collection": collection,
@@ -107,7 +122,9 @@ class Catalog:
         return rows[0]
 
     def list_collections(self, names: Sequence[str] | None = None) -> list[dict]:
-        where, params = ("WHERE c.name IN (SELECT unnest(?))", [list(names)]) if names is not None else ("", [])
+        where, params = (
+            ("WHERE c.name IN (SELECT unnest(?))", [list(names)]) if names is not None else ("", [])
+        )
         rows = self.db.fetchall(
             f"""
             SELECT c.name, c.description, c.created_at,
@@ -119,12 +136,20 @@ class Catalog:
             params,
         )
         return [
-            {"name": n, "description": desc, "created_at": created.isoformat(), "documents": docs, "chunks": chunks}
+            {
+                "name": n,
+                "description": desc,
+                "created_at": created.isoformat(),
+                "documents": docs,
+                "chunks": chunks,
+            }
             for n, desc, created, docs, chunks in rows
         ]
 
     def existing_collections(self, names: Sequence[str]) -> set[str]:
-        rows = self.db.fetchall("SELECT name FROM collections WHERE name IN (SELECT unnest(?))", [list(names)])
+        rows = self.db.fetchall(
+            "SELECT name FROM collections WHERE name IN (SELECT unnest(?))", [list(names)]
+        )
         return {r[0] for r in rows}
 
     def all_collection_names(self) -> list[str]:
@@ -132,7 +157,9 @@ class Catalog:
 
     # -- documents ---------------------------------------------------------------------
     def get_document(self, document_id: str) -> dict:
-        row = self.db.fetchone(f"SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents WHERE id = ?", [document_id])
+        row = self.db.fetchone(
+            f"SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents WHERE id = ?", [document_id]
+        )
         if row is None:
             raise NotFound(f"document {document_id!r} does not exist")
         return _document_row(row)
@@ -201,15 +228,19 @@ class Catalog:
             for r in rows
         ]
 
-    def update_document_fields(self, document_id: str, title: str | None, uri: str | None, metadata: dict) -> None:
+    def update_document_fields(
+        self, document_id: str, title: str | None, uri: str | None, metadata: dict
+    ) -> None:
         """Content unchanged: refresh what may have changed around it, without touching chunks.
         A title is only replaced when the caller gave one (otherwise it came from parsing)."""
         # In a retried transaction: another worker replacing this row at the same moment is a
         # DuckDB write conflict, which must not fail the document.
-        self.db.run_in_transaction(lambda cur: cur.execute(
-            "UPDATE documents SET title = coalesce(?, title), uri = ?, metadata = ?, updated_at = now() WHERE id = ?",
-            [title, uri, json.dumps(metadata), document_id],
-        ))
+        self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                "UPDATE documents SET title = coalesce(?, title), uri = ?, metadata = ?, updated_at = now() WHERE id = ?",
+                [title, uri, json.dumps(metadata), document_id],
+            )
+        )
 
     def replace_document(self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk]) -> list[int] | None:
         """Write a document and its chunks in one transaction, replacing any previous version.
@@ -233,7 +264,9 @@ class Catalog:
 
         def work(cur: duckdb.DuckDBPyConnection) -> list[int] | None:
             if record.submitted_at is not None:
-                stored = cur.execute("SELECT submitted_at FROM documents WHERE id = ?", [record.id]).fetchone()
+                stored = cur.execute(
+                    "SELECT submitted_at FROM documents WHERE id = ?", [record.id]
+                ).fetchone()
                 if stored and stored[0] is not None and stored[0] > record.submitted_at:
                     return None
             self._delete_chunks(cur, record.id)
@@ -244,8 +277,16 @@ class Catalog:
                     size_bytes = excluded.size_bytes, metadata = excluded.metadata, updated_at = now(),
                     submitted_at = excluded.submitted_at""",
                 [
-                    record.id, record.collection, record.source_id, record.source_kind, record.uri, record.title,
-                    record.content_hash, record.mime_type, record.size_bytes, json.dumps(record.metadata),
+                    record.id,
+                    record.collection,
+                    record.source_id,
+                    record.source_kind,
+                    record.uri,
+                    record.title,
+                    record.content_hash,
+                    record.mime_type,
+                    record.size_bytes,
+                    json.dumps(record.metadata),
                     record.submitted_at,
                 ],
             )
@@ -261,7 +302,12 @@ class Catalog:
                        (SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal)""",
                     [record.id],
                 )
-            return [r[0] for r in cur.execute("SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal", [record.id]).fetchall()]
+            return [
+                r[0]
+                for r in cur.execute(
+                    "SELECT id FROM chunks WHERE document_id = ? ORDER BY ordinal", [record.id]
+                ).fetchall()
+            ]
 
         with self.write_lock:
             return self.db.run_in_transaction(work)
@@ -287,7 +333,9 @@ class Catalog:
         cur.execute("DELETE FROM chunks WHERE document_id = ?", [document_id])
 
     # -- chunks for search -------------------------------------------------------------
-    def hydrate_chunks(self, chunk_ids: Sequence[int], collections: Sequence[str], filters: dict | None = None) -> dict[int, dict]:
+    def hydrate_chunks(
+        self, chunk_ids: Sequence[int], collections: Sequence[str], filters: dict | None = None
+    ) -> dict[int, dict]:
         """Chunk rows for search hits, restricted to `collections` and metadata `filters` (equality)."""
         if not chunk_ids:
             return {}
@@ -303,7 +351,7 @@ class Catalog:
         rows = self.db.fetchall(
             f"""SELECT k.id, k.document_id, d.source_id, d.title, k.text, k.page, k.heading_path, k.line_start,
                        k.line_end, d.metadata, d.collection, d.uri
-                FROM chunks k JOIN documents d ON k.document_id = d.id WHERE {' AND '.join(where)}""",
+                FROM chunks k JOIN documents d ON k.document_id = d.id WHERE {" AND ".join(where)}""",
             params,
         )
         return {
@@ -325,7 +373,9 @@ class Catalog:
         return int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
 
 
-def location_dict(page: int | None, heading_path: list | None, line_start: int | None, line_end: int | None) -> dict:
+def location_dict(
+    page: int | None, heading_path: list | None, line_start: int | None, line_end: int | None
+) -> dict:
     out: dict = {}
     if page is not None:
         out["page"] = page

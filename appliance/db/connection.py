@@ -38,7 +38,9 @@ class Database:
             # A kill during writes can leave a WAL that fails to replay; booting must not
             # crash-loop. Set it aside for forensics; the reconciler restores index agreement.
             aside = wal.with_name(f"{wal.name}.unreplayable-{int(time.time())}")
-            log.error("duckdb WAL failed to replay, moving it aside", extra={"wal": str(aside), "error": str(exc)})
+            log.error(
+                "duckdb WAL failed to replay, moving it aside", extra={"wal": str(aside), "error": str(exc)}
+            )
             wal.rename(aside)
             return duckdb.connect(str(path))
 
@@ -60,7 +62,9 @@ class Database:
     def write(self, sql: str, params: object = None) -> None:
         """One write statement in a retried transaction: concurrent writers to the same row are
         DuckDB write conflicts (optimistic concurrency), which a plain execute turns into errors."""
-        self.run_in_transaction(lambda cur: cur.execute(sql, params) if params is not None else cur.execute(sql))
+        self.run_in_transaction(
+            lambda cur: cur.execute(sql, params) if params is not None else cur.execute(sql)
+        )
 
     def fetchone(self, sql: str, params: object = None) -> tuple | None:
         return self.execute(sql, params).fetchone()

@@ -42,7 +42,9 @@ class ConversationStore:
                ORDER BY created_at DESC LIMIT ?""",
             [principal.key_id, limit],
         )
-        return [{"id": r[0], "collections": r[1], "title": r[2], "created_at": r[3].isoformat()} for r in rows]
+        return [
+            {"id": r[0], "collections": r[1], "title": r[2], "created_at": r[3].isoformat()} for r in rows
+        ]
 
     def messages(self, conv_id: str) -> list[dict]:
         rows = self.db.fetchall(
@@ -51,8 +53,13 @@ class ConversationStore:
             [conv_id],
         )
         return [
-            {"ordinal": r[0], "role": r[1], "content": r[2], "citations": json.loads(r[3]) if r[3] else [],
-             "created_at": r[4].isoformat()}
+            {
+                "ordinal": r[0],
+                "role": r[1],
+                "content": r[2],
+                "citations": json.loads(r[3]) if r[3] else [],
+                "created_at": r[4].isoformat(),
+            }
             for r in rows
         ]
 
@@ -65,12 +72,15 @@ class ConversationStore:
 
         def work(cur) -> None:
             nxt = cur.execute(
-                "SELECT coalesce(max(ordinal), -1) + 1 FROM conversation_messages WHERE conversation_id = ?", [conv_id]
+                "SELECT coalesce(max(ordinal), -1) + 1 FROM conversation_messages WHERE conversation_id = ?",
+                [conv_id],
             ).fetchone()[0]
             cur.executemany(
                 "INSERT INTO conversation_messages (conversation_id, ordinal, role, content, citations) VALUES (?, ?, ?, ?, ?)",
-                [[conv_id, nxt + i, role, content, json.dumps(citations or [])]
-                 for i, (role, content, citations) in enumerate(messages)],
+                [
+                    [conv_id, nxt + i, role, content, json.dumps(citations or [])]
+                    for i, (role, content, citations) in enumerate(messages)
+                ],
             )
 
         for attempt in range(5):

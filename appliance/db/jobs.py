@@ -43,11 +43,24 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, kind: str, collection: str | None, items: Sequence[JobItem], source: str | None = None) -> str:
+    def create(
+        self, kind: str, collection: str | None, items: Sequence[JobItem], source: str | None = None
+    ) -> str:
         job_id = "job_" + uuid.uuid4().hex[:20]
         rows = [
-            (job_id, it.ordinal, it.document_id, it.source_id, it.source_kind, it.uri, it.title, it.filename,
-             it.content, json.dumps(it.metadata), it.action)
+            (
+                job_id,
+                it.ordinal,
+                it.document_id,
+                it.source_id,
+                it.source_kind,
+                it.uri,
+                it.title,
+                it.filename,
+                it.content,
+                json.dumps(it.metadata),
+                it.action,
+            )
             for it in items
         ]
 
@@ -89,13 +102,15 @@ class JobStore:
 
     def renew(self, job_id: str, token: str, lease_seconds: float) -> bool:
         """Extend the lease; False when this run no longer holds it (cancelled, or taken over)."""
-        return bool(self.db.run_in_transaction(
-            lambda cur: cur.execute(
-                """UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'
+        return bool(
+            self.db.run_in_transaction(
+                lambda cur: cur.execute(
+                    """UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'
                    RETURNING id""",
-                [_now() + timedelta(seconds=lease_seconds), job_id, token],
-            ).fetchall()
-        ))
+                    [_now() + timedelta(seconds=lease_seconds), job_id, token],
+                ).fetchall()
+            )
+        )
 
     def pending_items(self, job_id: str, limit: int) -> list[JobItem]:
         rows = self.db.fetchall(
@@ -104,12 +119,24 @@ class JobStore:
             [job_id, limit],
         )
         return [
-            JobItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7] or b""), json.loads(r[8]) if r[8] else {},
-                    r[9])
+            JobItem(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                bytes(r[7] or b""),
+                json.loads(r[8]) if r[8] else {},
+                r[9],
+            )
             for r in rows
         ]
 
-    def finish_item(self, job_id: str, ordinal: int, state: str, error: str | None = None, chunks: int | None = None) -> None:
+    def finish_item(
+        self, job_id: str, ordinal: int, state: str, error: str | None = None, chunks: int | None = None
+    ) -> None:
         """Record an item's outcome. The bytes of a finished item are dropped (the document now lives
         in the catalogue); a failed item keeps them so the job can be retried."""
         column = {"done": "done", "unchanged": "unchanged", "failed": "failed"}[state]
@@ -128,8 +155,14 @@ class JobStore:
 
         self.db.run_in_transaction(work)
 
-    def finish(self, job_id: str, state: str, error: str | None = None, summary: dict | None = None,
-               token: str | None = None) -> None:
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        error: str | None = None,
+        summary: dict | None = None,
+        token: str | None = None,
+    ) -> None:
         """End a running job; a job cancelled meanwhile stays cancelled. With `token`, only while
         that run still holds the lease (a run that was taken over must not end its successor's)."""
         self.db.run_in_transaction(
@@ -153,11 +186,13 @@ class JobStore:
         job = self.get(job_id)
         if job["state"] not in ACTIVE_STATES:
             raise Conflict(f"job {job_id!r} is {job['state']}; only queued or running jobs can be cancelled")
-        self.db.run_in_transaction(lambda cur: cur.execute(
-            """UPDATE jobs SET state = 'cancelled', error = 'cancelled', finished_at = now(), lease_owner = NULL
+        self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                """UPDATE jobs SET state = 'cancelled', error = 'cancelled', finished_at = now(), lease_owner = NULL
                WHERE id = ? AND state IN ('queued', 'running')""",
-            [job_id],
-        ))
+                [job_id],
+            )
+        )
         return self.get(job_id)
 
     def retry(self, job_id: str) -> dict:
@@ -170,8 +205,12 @@ class JobStore:
         def work(cur: duckdb.DuckDBPyConnection) -> int:
             # The state is checked again inside the transaction: two retries at once must not
             # both queue the job (the second would reset a job the first already started).
-            if cur.execute(f"SELECT state FROM jobs WHERE id = ? AND state IN {TERMINAL_STATES}",
-                           [job_id]).fetchone() is None:
+            if (
+                cur.execute(
+                    f"SELECT state FROM jobs WHERE id = ? AND state IN {TERMINAL_STATES}", [job_id]
+                ).fetchone()
+                is None
+            ):
                 raise Conflict(f"job {job_id!r} is no longer ended; it was retried already")
             retried = cur.execute(
                 """UPDATE job_items SET state = 'pending', error = NULL
@@ -214,7 +253,9 @@ class JobStore:
             [job_id],
         )
 
-    def list(self, collections: Sequence[str] | None = None, state: str | None = None, limit: int = 50) -> list[dict]:
+    def list(
+        self, collections: Sequence[str] | None = None, state: str | None = None, limit: int = 50
+    ) -> list[dict]:
         where, params = [], []
         if collections is not None:
             where.append("collection IN (SELECT unnest(?))")
@@ -228,16 +269,22 @@ class JobStore:
 
     def active_for_source(self, source: str, kind: str) -> list[str]:
         """Queued or running jobs of one kind that a source created, oldest first."""
-        return [r[0] for r in self.db.fetchall(
-            """SELECT id FROM jobs WHERE source = ? AND kind = ? AND state IN ('queued', 'running')
+        return [
+            r[0]
+            for r in self.db.fetchall(
+                """SELECT id FROM jobs WHERE source = ? AND kind = ? AND state IN ('queued', 'running')
                ORDER BY created_at""",
-            [source, kind],
-        )]
+                [source, kind],
+            )
+        ]
 
     def active_ids(self) -> list[str]:
-        return [r[0] for r in self.db.fetchall(
-            "SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
-        )]
+        return [
+            r[0]
+            for r in self.db.fetchall(
+                "SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
+            )
+        ]
 
     @staticmethod
     def _present(row: dict) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from appliance.db.connection import Database
 from appliance.errors import InvalidInput, NotFound
+from appliance.files import write_atomically
 
 KEY_PREFIX = "apk_"
 ROLES = ("admin", "user")
@@ -43,7 +43,12 @@ class KeyStore:
         self.db = db
 
     def create(
-        self, name: str, role: str, collections: list[str] | None = None, rpm: int | None = None, tpm: int | None = None
+        self,
+        name: str,
+        role: str,
+        collections: list[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
     ) -> tuple[str, str]:
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
@@ -67,8 +72,16 @@ class KeyStore:
             "SELECT id, name, role, collections, rpm, tpm, created_at, revoked_at FROM api_keys ORDER BY created_at"
         )
         return [
-            {"id": r[0], "name": r[1], "role": r[2], "collections": r[3], "rpm": r[4], "tpm": r[5],
-             "created_at": r[6].isoformat(), "revoked_at": r[7].isoformat() if r[7] else None}
+            {
+                "id": r[0],
+                "name": r[1],
+                "role": r[2],
+                "collections": r[3],
+                "rpm": r[4],
+                "tpm": r[5],
+                "created_at": r[6].isoformat(),
+                "revoked_at": r[7].isoformat() if r[7] else None,
+            }
             for r in rows
         ]
 
@@ -91,7 +104,9 @@ class KeyStore:
         )
         if row is None or not hmac.compare_digest(row[4], digest):
             return None
-        return Principal(row[0], row[1], row[2], tuple(row[3]) if row[3] is not None else None, row[5], row[6])
+        return Principal(
+            row[0], row[1], row[2], tuple(row[3]) if row[3] is not None else None, row[5], row[6]
+        )
 
     def ensure_admin_key(self, path: Path) -> bool:
         """On first start create an admin key and write it (mode 0600). Returns True when created."""
@@ -100,11 +115,5 @@ class KeyStore:
             if self.authenticate(secret) is not None:
                 return False
         _, secret = self.create("admin", "admin")
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, (secret + "\n").encode(), mode=0o600)
         return True

@@ -5,9 +5,28 @@ from __future__ import annotations
 import logging
 
 from appliance.db.connection import Database
-from appliance.observability.audit import AUDIT_MIGRATION_SQL
 
 log = logging.getLogger(__name__)
+
+# The audit log (observability/audit.py): seq is assigned by AuditLog under its chain lock (see append).
+# No secondary indexes: DuckDB scans this table fast, and each index slows the append.
+AUDIT_MIGRATION_SQL = """
+CREATE TABLE audit_log (
+    seq BIGINT PRIMARY KEY,
+    ts TIMESTAMPTZ NOT NULL,
+    key_id VARCHAR,
+    key_name VARCHAR,
+    role VARCHAR,
+    action VARCHAR NOT NULL,
+    target VARCHAR,
+    outcome VARCHAR NOT NULL,
+    status INTEGER,
+    client VARCHAR,
+    detail JSON,
+    prev_hash VARCHAR NOT NULL,
+    hash VARCHAR NOT NULL
+);
+"""
 
 # Append only: never edit or reorder a step that has shipped.
 MIGRATIONS: list[tuple[str, str]] = [

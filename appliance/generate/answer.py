@@ -12,6 +12,7 @@ from appliance.generate.citations import check_citations
 from appliance.generate.context import Source, build_context
 from appliance.generate.prompts import NO_ANSWER, answer_messages, rewrite_messages
 from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime, TokenStream
+from appliance.models.served import ServedModel
 from appliance.retrieve.search import SearchResult
 
 SNIPPET_CHARS = 300
@@ -91,17 +92,30 @@ class Answerer:
         if plan.prompt is None:
             return Answer(NO_ANSWER, [], [], runtime.name, _usage(0, 0), {"generation_ms": 0.0})
         done = runtime.generate(plan.prompt, self._params(plan), cancel)
-        timings = {"first_token_ms": round(done.time_to_first_token_s * 1000, 2), "generation_ms": round(done.total_s * 1000, 2)}
-        return self.finish(plan, done.text, runtime, _usage(done.prompt_tokens, done.completion_tokens), timings)
+        timings = {
+            "first_token_ms": round(done.time_to_first_token_s * 1000, 2),
+            "generation_ms": round(done.total_s * 1000, 2),
+        }
+        return self.finish(
+            plan, done.text, runtime, _usage(done.prompt_tokens, done.completion_tokens), timings
+        )
 
-    def open_stream(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None,
-                    on_position: Callable[[int], None] | None = None) -> TokenStream | None:
-        """Take a model slot for the answer (this may wait in the queue). None: no model needed."""
+    def open_stream(
+        self,
+        runtime: ServedModel,
+        plan: AnswerPlan,
+        cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> TokenStream | None:
+        """Take a model slot for the answer (this may wait in the queue: admission is ServedModel's,
+        and `on_position` hears the place). None: no model needed."""
         if plan.prompt is None:
             return None
         return runtime.stream(plan.prompt, self._params(plan), cancel, on_position)
 
-    def stream_events(self, runtime: LLMRuntime, plan: AnswerPlan, stream: TokenStream | None) -> Iterator[dict]:
+    def stream_events(
+        self, runtime: LLMRuntime, plan: AnswerPlan, stream: TokenStream | None
+    ) -> Iterator[dict]:
         """Events: {"type": "token", "text"} ... then {"type": "answer", ...Answer}."""
         if stream is None:
             yield {"type": "token", "text": NO_ANSWER}
@@ -130,7 +144,9 @@ class Answerer:
             return question
         prompt = runtime.render_chat([ChatMessage(r, c) for r, c in rewrite_messages(history, question)])
         try:
-            out = runtime.generate(prompt, GenerationParams(max_tokens=64, temperature=0.0, stop=("\n",))).text.strip()
+            out = runtime.generate(
+                prompt, GenerationParams(max_tokens=64, temperature=0.0, stop=("\n",))
+            ).text.strip()
         except Exception:
             out = ""
         last_user = next((c for r, c in reversed(history) if r == "user"), "")

@@ -27,7 +27,9 @@ def format_source(source: Source) -> str:
     return f"[{source.n}] {_label(source.hit)}\n{source.text}"
 
 
-def build_context(hits: Sequence[dict], budget_tokens: int, count_tokens: Callable[[str], int]) -> list[Source]:
+def build_context(
+    hits: Sequence[dict], budget_tokens: int, count_tokens: Callable[[str], int]
+) -> list[Source]:
     """Number hits [1..n] in rank order and keep as many as fit in `budget_tokens`.
 
     A hit that does not fit whole is cut at a word boundary when at least a useful part of it

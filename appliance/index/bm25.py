@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import operator
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -15,11 +13,10 @@ from pathlib import Path
 import tantivy
 
 from appliance.errors import NotReady
-from appliance.index.protocols import IndexedChunk, IndexHit
+from appliance.index.protocols import COLLECTION_RE, IndexedChunk, IndexHit, check_chunk_id
 
 log = logging.getLogger(__name__)
 
-COLLECTION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TITLE_BOOST = 1.5
 MAX_QUERY_CHARS = 4096
 MAX_QUERY_TERMS = 64
@@ -28,7 +25,6 @@ MAX_QUERY_TERMS = 64
 # are positive, so id 0 can never collide, and it has no collection, so no filter can match it.
 META_ID = 0
 META_VERSION = "__meta__:v1"  # bump when tokenisation or field semantics change: forces a rebuild
-_INT64_MAX = 2**63 - 1
 
 
 def _schema() -> tantivy.Schema:
@@ -65,16 +61,6 @@ def _no_panics() -> Iterator[None]:
         if type(exc).__name__ == "PanicException":
             raise RuntimeError(f"BM25 index is damaged and needs a rebuild: {exc}") from exc
         raise
-
-
-def _check_id(chunk_id: int) -> int:
-    try:  # accepts NumPy integers, refuses floats and bools
-        value = operator.index(chunk_id) if not isinstance(chunk_id, bool) else -1
-    except TypeError:
-        value = -1
-    if not 0 < value <= _INT64_MAX:
-        raise ValueError(f"chunk id must be a positive int64, got {chunk_id!r}")
-    return value
 
 
 class TantivyKeywordIndex:
@@ -147,7 +133,7 @@ class TantivyKeywordIndex:
     def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
         docs = []
         for c in chunks:
-            chunk_id = _check_id(c.chunk_id)
+            chunk_id = check_chunk_id(c.chunk_id)
             if not COLLECTION_RE.match(c.collection):
                 raise ValueError(f"invalid collection name {c.collection!r}")
             doc = tantivy.Document()
@@ -167,7 +153,7 @@ class TantivyKeywordIndex:
             self._dirty = self._dirty or bool(docs)
 
     def delete(self, chunk_ids: Sequence[int]) -> None:
-        ids = [_check_id(i) for i in chunk_ids]
+        ids = [check_chunk_id(i) for i in chunk_ids]
         with self._write_lock, _no_panics():
             writer = self._live_writer()
             for chunk_id in ids:

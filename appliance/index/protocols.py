@@ -8,11 +8,30 @@ applied so far durable and records the last outbox sequence it covers.
 
 from __future__ import annotations
 
+import operator
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+# What every backend accepts, checked at its door: collection names as the catalogue makes them,
+# chunk ids as DuckDB's BIGINT sequence hands them out.
+COLLECTION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_INT64_MAX = 2**63 - 1
+
+
+def check_chunk_id(chunk_id: int) -> int:
+    """The id as a plain int; ValueError unless it is a positive int64 (NumPy integers pass,
+    floats and bools do not)."""
+    try:
+        value = operator.index(chunk_id) if not isinstance(chunk_id, bool) else -1
+    except TypeError:
+        value = -1
+    if not 0 < value <= _INT64_MAX:
+        raise ValueError(f"chunk id must be a positive int64, got {chunk_id!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -26,7 +27,9 @@ class IndexSync:
     starts from the lowest and the outbox keeps rows until every index has them durable.
     """
 
-    def __init__(self, db: Database, indexes: Sequence[SearchIndex], save_intervals: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, db: Database, indexes: Sequence[SearchIndex], save_intervals: dict[str, float] | None = None
+    ) -> None:
         self.db = db
         self.indexes = list(indexes)
         self._save_intervals = save_intervals or {}
@@ -105,11 +108,20 @@ class IndexSync:
         with self._lock:
             self._apply_locked(force_commit=True)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold every index still: while inside, nothing is applied, no index commits and the outbox
+        is not compacted, so a copy of the index files stays at a seq the outbox still holds
+        (backups). Ingestion keeps writing DuckDB meanwhile; its changes wait to be indexed."""
+        with self._lock:
+            yield
+
     def _apply_locked(self, force_commit: bool) -> int:
         start = min(self._applied.values(), default=0)
         while True:
             ops = self.db.fetchall(
-                f"SELECT seq, op, chunk_id FROM index_outbox WHERE seq > ? ORDER BY seq LIMIT {BATCH}", [start]
+                f"SELECT seq, op, chunk_id FROM index_outbox WHERE seq > ? ORDER BY seq LIMIT {BATCH}",
+                [start],
             )
             if not ops:
                 break
@@ -117,11 +129,15 @@ class IndexSync:
             for _, op, chunk_id in ops:
                 last_op[chunk_id] = op
             upsert_ids = [cid for cid, op in last_op.items() if op == "upsert"]
-            rows = self.db.fetchall(
-                """SELECT k.id, d.collection, k.document_id, d.title, k.text, k.embedding
+            rows = (
+                self.db.fetchall(
+                    """SELECT k.id, d.collection, k.document_id, d.title, k.text, k.embedding
                    FROM chunks k JOIN documents d ON k.document_id = d.id WHERE k.id IN (SELECT unnest(?))""",
-                [upsert_ids],
-            ) if upsert_ids else []
+                    [upsert_ids],
+                )
+                if upsert_ids
+                else []
+            )
             found = {r[0] for r in rows}
             # A chunk upserted then deleted later in the catalogue is gone: treat as a delete.
             delete_ids = [cid for cid, op in last_op.items() if op == "delete" or cid not in found]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import operator
 import os
 import re
 import threading
@@ -18,18 +17,16 @@ import numpy as np
 from usearch.index import Index
 
 from appliance.errors import NotReady
-from appliance.index.protocols import IndexedChunk, IndexHit
+from appliance.index.protocols import COLLECTION_RE, IndexedChunk, IndexHit, check_chunk_id
 
 log = logging.getLogger(__name__)
 
-COLLECTION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 FILE_RE = re.compile(r"^(?P<coll>[a-z0-9][a-z0-9_-]{0,63})\.g(?P<gen>\d{8,})\.usearch$")
 MANIFEST, PREVIOUS = "manifest.json", "manifest.prev.json"
 FORMAT = 1
 DTYPES = ("i8", "f16")
 # Adds hold the lock that searches need; sub-batches bound how long a search can wait.
 SUB_BATCH = 1024
-_INT64_MAX = 2**63 - 1
 
 
 class USearchVectorIndex:
@@ -143,7 +140,7 @@ class USearchVectorIndex:
     def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
         latest: dict[int, tuple[str, np.ndarray]] = {}
         for c in chunks:  # validate everything before touching the graphs
-            chunk_id = _check_id(c.chunk_id)
+            chunk_id = check_chunk_id(c.chunk_id)
             if not COLLECTION_RE.match(c.collection):
                 raise ValueError(f"invalid collection name {c.collection!r}")
             if c.embedding is None:
@@ -168,7 +165,7 @@ class USearchVectorIndex:
                         self._dirty.add(coll)
 
     def delete(self, chunk_ids: Sequence[int]) -> None:
-        ids = [_check_id(i) for i in chunk_ids]
+        ids = [check_chunk_id(i) for i in chunk_ids]
         with self._write_lock, self._lock:
             self._check_open()
             self._remove_locked(ids)
@@ -306,16 +303,6 @@ class USearchVectorIndex:
     def _check_open(self) -> None:
         if self._closed:
             raise NotReady("vector index is closed")
-
-
-def _check_id(chunk_id: int) -> int:
-    try:  # accepts NumPy integers, refuses floats and bools
-        value = operator.index(chunk_id) if not isinstance(chunk_id, bool) else -1
-    except TypeError:
-        value = -1
-    if not 0 < value <= _INT64_MAX:
-        raise ValueError(f"chunk id must be a positive int64, got {chunk_id!r}")
-    return value
 
 
 def _crc32(path: Path) -> int:

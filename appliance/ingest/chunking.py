@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.ingest.document import Block, Chunk, Location, ParsedDocument
+from appliance.document import Block, Chunk, Location, ParsedDocument
 
 # A sentence ends at terminal punctuation (plus closing quotes/brackets) followed by whitespace.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
@@ -69,10 +69,17 @@ class Chunker:
     def __init__(self, count_tokens: Callable[[str], int], size: int = 200, overlap: int = 32) -> None:
         if not callable(count_tokens):
             raise TypeError("count_tokens must be a callable taking a string and returning an int")
-        if isinstance(size, bool) or not isinstance(size, int) or isinstance(overlap, bool) or not isinstance(overlap, int):
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or isinstance(overlap, bool)
+            or not isinstance(overlap, int)
+        ):
             raise ValueError(f"chunk size and overlap must be integers, got {size!r} and {overlap!r}")
         if not size > overlap >= 0:
-            raise ValueError(f"chunk size must exceed overlap and overlap must be >= 0 (size={size}, overlap={overlap})")
+            raise ValueError(
+                f"chunk size must exceed overlap and overlap must be >= 0 (size={size}, overlap={overlap})"
+            )
         self.count = count_tokens
         self.size = size
         self.overlap = overlap
@@ -141,8 +148,10 @@ class _ChunkRun:
                 self._emit(current, path)
                 current, used = [], 0
                 stream = [indices[k]]
-                while k + 1 < len(indices) and blocks[indices[k + 1]].kind == "table" and (
-                    blocks[indices[k + 1]].header == block.header
+                while (
+                    k + 1 < len(indices)
+                    and blocks[indices[k + 1]].kind == "table"
+                    and (blocks[indices[k + 1]].header == block.header)
                 ):
                     k += 1
                     stream.append(indices[k])
@@ -166,7 +175,11 @@ class _ChunkRun:
         kept: list[_Unit] = []
         used = 0
         for u in reversed(previous):
-            if u.block != unit.block or used + u.tokens > self.overlap or used + u.tokens + unit.tokens > self.size:
+            if (
+                u.block != unit.block
+                or used + u.tokens > self.overlap
+                or used + u.tokens + unit.tokens > self.size
+            ):
                 break
             kept.insert(0, u)
             used += u.tokens
@@ -261,7 +274,9 @@ class _ChunkRun:
                 if n <= budget:
                     rows.append(_Unit(index, s, e, n, False))
                 else:
-                    rows.extend(_Unit(index, a, b, t, True) for a, b, t in self._split(text, s, e, [], budget))
+                    rows.extend(
+                        _Unit(index, a, b, t, True) for a, b, t in self._split(text, s, e, [], budget)
+                    )
         # Rows are records, not prose: repeating rows as overlap would only duplicate hits;
         # the repeated header is the context every table chunk needs.
         current: list[_Unit] = []
@@ -326,7 +341,9 @@ class _ChunkRun:
             loc = block.location
             offsets = [m.start() for m in re.finditer("\n", block.text)]
             aligned = loc.line_start is not None and loc.line_end is not None
-            self._newlines[index] = offsets if aligned and len(offsets) == loc.line_end - loc.line_start else None
+            self._newlines[index] = (
+                offsets if aligned and len(offsets) == loc.line_end - loc.line_start else None
+            )
         return self._newlines[index]
 
 

@@ -26,7 +26,9 @@ class NewDocument:
     metadata: dict = field(default_factory=dict)
 
 
-def make_job_item(ordinal: int, collection: str, doc: NewDocument, strict: bool, limits: LimitSettings) -> JobItem:
+def make_job_item(
+    ordinal: int, collection: str, doc: NewDocument, strict: bool, limits: LimitSettings
+) -> JobItem:
     label = doc.filename or doc.source_id or f"document {ordinal}"
     if (doc.text is None) == (doc.content is None):
         raise InvalidInput(f"{label}: give exactly one of text or content")

@@ -12,9 +12,9 @@ import numpy as np
 
 from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
 from appliance.db.jobs import JobItem
+from appliance.document import Chunk, ParsedDocument
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.ingest.chunking import Chunker
-from appliance.ingest.document import Chunk, ParsedDocument
 from appliance.ingest.parsers import parse
 from appliance.ingest.secrets import redact_document
 from appliance.models.embedder import Embedder
@@ -54,15 +54,23 @@ def embedding_text(title: str, chunk: Chunk) -> str:
 
 
 class IngestPipeline:
-    def __init__(self, catalog: Catalog, embedder: Embedder, chunker: Chunker, parser: Parser = parse,
-                 redact_secrets: bool = True) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        embedder: Embedder,
+        chunker: Chunker,
+        parser: Parser = parse,
+        redact_secrets: bool = True,
+    ) -> None:
         self.catalog = catalog
         self.embedder = embedder
         self.chunker = chunker
         self.parser = parser
         self.redact_secrets = redact_secrets
 
-    def ingest(self, collection: str, items: Sequence[JobItem], submitted_at: datetime | None = None) -> list[ItemOutcome]:
+    def ingest(
+        self, collection: str, items: Sequence[JobItem], submitted_at: datetime | None = None
+    ) -> list[ItemOutcome]:
         """Ingest a group of items. Chunks of the whole group are embedded together so short
         documents still fill the model's batches. `submitted_at` (the job's creation) keeps an
         older version from overwriting a newer one whose job happened to finish first."""
@@ -76,7 +84,9 @@ class IngestPipeline:
                 continue
             except Exception as exc:  # a parser bug must cost one document, not the job
                 log.exception("unexpected error preparing document", extra={"source_id": item.source_id})
-                outcomes.append(ItemOutcome(item.ordinal, "failed", f"internal error: {type(exc).__name__}: {exc}"))
+                outcomes.append(
+                    ItemOutcome(item.ordinal, "failed", f"internal error: {type(exc).__name__}: {exc}")
+                )
                 continue
             if isinstance(outcome_or_prepared, ItemOutcome):
                 outcomes.append(outcome_or_prepared)
@@ -92,10 +102,14 @@ class IngestPipeline:
             if self.catalog.replace_document(p.record, embedded) is None:
                 outcomes.append(ItemOutcome(p.item.ordinal, "unchanged"))  # superseded by a newer version
                 continue
-            outcomes.append(ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions))
+            outcomes.append(
+                ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions)
+            )
         return sorted(outcomes, key=lambda o: o.ordinal)
 
-    def _prepare(self, collection: str, item: JobItem, submitted_at: datetime | None) -> _Prepared | ItemOutcome:
+    def _prepare(
+        self, collection: str, item: JobItem, submitted_at: datetime | None
+    ) -> _Prepared | ItemOutcome:
         digest = content_hash(item.content)
         # A repair ("reingest") distrusts the stored chunks: neither its own nor an identical twin's.
         trust_stored = item.action != "reingest"
@@ -104,8 +118,9 @@ class IngestPipeline:
             return ItemOutcome(item.ordinal, "unchanged")
         if trust_stored and (copy := self.catalog.embedded_copy(digest, item.document_id)) is not None:
             twin, embedded = copy
-            record = self._record(collection, item, digest, submitted_at, title=twin["title"],
-                                  mime_type=twin["mime_type"])
+            record = self._record(
+                collection, item, digest, submitted_at, title=twin["title"], mime_type=twin["mime_type"]
+            )
             if self.catalog.replace_document(record, embedded) is None:
                 return ItemOutcome(item.ordinal, "unchanged")  # superseded by a newer version
             return ItemOutcome(item.ordinal, "done", chunks=len(embedded), reused=True)
@@ -116,13 +131,27 @@ class IngestPipeline:
         chunks = self.chunker.chunk(parsed)
         if not chunks:
             raise InvalidInput(f"{item.filename or item.source_id}: no text could be extracted")
-        record = self._record(collection, item, digest, submitted_at, title=parsed.title,
-                              mime_type=parsed.mime_type, redactions=redactions)
+        record = self._record(
+            collection,
+            item,
+            digest,
+            submitted_at,
+            title=parsed.title,
+            mime_type=parsed.mime_type,
+            redactions=redactions,
+        )
         return _Prepared(item, record, chunks, redactions)
 
     @staticmethod
-    def _record(collection: str, item: JobItem, digest: str, submitted_at: datetime | None, title: str,
-                mime_type: str, redactions: dict[str, int] | None = None) -> DocumentRecord:
+    def _record(
+        collection: str,
+        item: JobItem,
+        digest: str,
+        submitted_at: datetime | None,
+        title: str,
+        mime_type: str,
+        redactions: dict[str, int] | None = None,
+    ) -> DocumentRecord:
         return DocumentRecord(
             id=item.document_id,
             collection=collection,
@@ -134,6 +163,8 @@ class IngestPipeline:
             mime_type=mime_type,
             size_bytes=len(item.content),
             # The count (never the values) tells the admin credentials were found and removed.
-            metadata={**item.metadata, "redacted_secrets": sum(redactions.values())} if redactions else item.metadata,
+            metadata={**item.metadata, "redacted_secrets": sum(redactions.values())}
+            if redactions
+            else item.metadata,
             submitted_at=submitted_at,
         )

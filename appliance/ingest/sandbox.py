@@ -22,9 +22,9 @@ import msgspec
 
 from appliance import errors
 from appliance.config import ParsingSettings
+from appliance.document import ParsedDocument
 from appliance.errors import ApplianceError, NotReady, PayloadTooLarge
 from appliance.ingest import sandbox_child as wire
-from appliance.ingest.document import ParsedDocument
 
 # Start-up imports take ~0.3 s on an idle machine; this only catches a child that cannot start.
 _STARTUP_SECONDS = 60.0

@@ -19,8 +19,8 @@ import zipfile
 
 import msgspec
 
+from appliance.document import ParsedDocument
 from appliance.errors import ApplianceError
-from appliance.ingest.document import ParsedDocument
 
 FRAME_HEADER = struct.Struct(">Q")
 

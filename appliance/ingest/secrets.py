@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 
-from appliance.ingest.document import Block, ParsedDocument
+from appliance.document import Block, ParsedDocument
 
 # File names whose content is a credential store more often than not. Matched case-insensitively
 # on the base name. Content redaction would miss most of what these hold (binary key stores,

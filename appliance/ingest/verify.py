@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlparse
 
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
+from appliance.document import ParsedDocument
 from appliance.ingest.chunking import Chunker
-from appliance.ingest.document import ParsedDocument
 from appliance.ingest.pipeline import content_hash
 from appliance.ingest.secrets import redact_document
 
@@ -55,8 +55,14 @@ class Finding:
     repairable: bool = False  # its source bytes are at hand, so it can be re-ingested from them
 
     def as_dict(self) -> dict:
-        return {"document_id": self.document_id, "collection": self.collection, "source_id": self.source_id,
-                "verdict": self.verdict, "reason": self.reason, "repairable": self.repairable}
+        return {
+            "document_id": self.document_id,
+            "collection": self.collection,
+            "source_id": self.source_id,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "repairable": self.repairable,
+        }
 
 
 @dataclass(slots=True)
@@ -106,9 +112,17 @@ class ChunkVerifier:
     text is DAMAGED too; that test needs no source.
     """
 
-    def __init__(self, db: Database, catalog: Catalog, chunker: Chunker, parser: Parser,
-                 redact_secrets: bool = True, git_binary: str = "git", git_timeout: float = 600.0,
-                 max_file_bytes: int = 1 << 62) -> None:
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        chunker: Chunker,
+        parser: Parser,
+        redact_secrets: bool = True,
+        git_binary: str = "git",
+        git_timeout: float = 600.0,
+        max_file_bytes: int = 1 << 62,
+    ) -> None:
         self.db = db
         self.catalog = catalog
         self.chunker = chunker
@@ -120,14 +134,31 @@ class ChunkVerifier:
 
     # -- the documents ------------------------------------------------------------------------
     def documents(self, collection: str | None = None) -> list[dict]:
-        sql = ("SELECT id, collection, source_id, source_kind, uri, content_hash, metadata FROM documents"
-               + (" WHERE collection = ?" if collection else "") + " ORDER BY collection, source_id")
+        sql = (
+            "SELECT id, collection, source_id, source_kind, uri, content_hash, metadata FROM documents"
+            + (" WHERE collection = ?" if collection else "")
+            + " ORDER BY collection, source_id"
+        )
         rows = self.db.fetchall(sql, [collection] if collection else None)
-        return [{"id": r[0], "collection": r[1], "source_id": r[2], "source_kind": r[3], "uri": r[4],
-                 "content_hash": r[5], "metadata": json.loads(r[6]) if r[6] else {}} for r in rows]
+        return [
+            {
+                "id": r[0],
+                "collection": r[1],
+                "source_id": r[2],
+                "source_kind": r[3],
+                "uri": r[4],
+                "content_hash": r[5],
+                "metadata": json.loads(r[6]) if r[6] else {},
+            }
+            for r in rows
+        ]
 
-    def verify(self, documents: Iterable[dict], progress: Callable[[int], None] | None = None,
-               sources: dict[str, SourceCopy] | None = None) -> VerifyReport:
+    def verify(
+        self,
+        documents: Iterable[dict],
+        progress: Callable[[int], None] | None = None,
+        sources: dict[str, SourceCopy] | None = None,
+    ) -> VerifyReport:
         """Check `documents` (rows of documents()); `sources` receives the bytes of every
         document found damaged or mismatched, so a repair can re-ingest exactly those."""
         documents = list(documents)
@@ -137,7 +168,9 @@ class ChunkVerifier:
         for n, doc in enumerate(documents, 1):
             copy = copies.get(doc["id"]) or SourceCopy(None, None, "no copy of its source is kept")
             if copy.content is not None and content_hash(copy.content) != doc["content_hash"]:
-                copy = SourceCopy(None, None, "its source changed since it was ingested (a sync will re-ingest it)")
+                copy = SourceCopy(
+                    None, None, "its source changed since it was ingested (a sync will re-ingest it)"
+                )
             finding = self._check(doc, copy, doc["id"] in at_risk)
             if finding.repairable and sources is not None:
                 sources[doc["id"]] = copy
@@ -153,12 +186,19 @@ class ChunkVerifier:
         stored = self.catalog.chunks_of(doc["id"])
         for chunk in stored:
             if self.chunker.count(chunk["text"]) != chunk["token_count"]:
-                return finding(DAMAGED, f"chunk {chunk['ordinal']}: stored token count {chunk['token_count']} "
-                                        "does not match its text", copy.content is not None)
+                return finding(
+                    DAMAGED,
+                    f"chunk {chunk['ordinal']}: stored token count {chunk['token_count']} "
+                    "does not match its text",
+                    copy.content is not None,
+                )
         if copy.content is None:
             if at_risk:
-                return finding(AT_RISK, f"{copy.reason}, and it was ingested while another ingest job ran: "
-                                        "submit it again to be sure")
+                return finding(
+                    AT_RISK,
+                    f"{copy.reason}, and it was ingested while another ingest job ran: "
+                    "submit it again to be sure",
+                )
             return finding(UNVERIFIABLE, copy.reason)
         try:
             parsed = self.parser(copy.content, copy.filename)
@@ -170,12 +210,19 @@ class ChunkVerifier:
         for chunk in stored:
             foreign = [p for p in _pieces(chunk["text"]) if p not in own_text]
             if foreign:
-                return finding(DAMAGED, f"chunk {chunk['ordinal']} holds text that is not in this document: "
-                                        f"{foreign[0][:80]!r}", True)
+                return finding(
+                    DAMAGED,
+                    f"chunk {chunk['ordinal']} holds text that is not in this document: {foreign[0][:80]!r}",
+                    True,
+                )
         fresh = [c.text for c in self.chunker.chunk(parsed)]
         if fresh != [c["text"] for c in stored]:
-            return finding(MISMATCHED, f"{len(stored)} stored chunks differ from the {len(fresh)} a re-chunk makes "
-                                       "(text missing, or cut differently)", True)
+            return finding(
+                MISMATCHED,
+                f"{len(stored)} stored chunks differ from the {len(fresh)} a re-chunk makes "
+                "(text missing, or cut differently)",
+                True,
+            )
         return finding(OK, "")
 
     # -- where the bytes are --------------------------------------------------------------------
@@ -185,9 +232,17 @@ class ChunkVerifier:
         github = [d for d in documents if d["source_kind"] == "github"]
         for doc in documents:
             uri = doc["uri"] or ""
-            if doc["source_kind"] == "git" and uri.startswith("git+file://") and doc["metadata"].get("commit"):
-                git_groups[(doc["metadata"].get("repository") or uri[len("git+file://"):].partition("#")[0],
-                            doc["metadata"]["commit"])].append(doc)
+            if (
+                doc["source_kind"] == "git"
+                and uri.startswith("git+file://")
+                and doc["metadata"].get("commit")
+            ):
+                git_groups[
+                    (
+                        doc["metadata"].get("repository") or uri[len("git+file://") :].partition("#")[0],
+                        doc["metadata"]["commit"],
+                    )
+                ].append(doc)
             elif uri.startswith("file://"):
                 copies[doc["id"]] = self._file_copy(uri)
         for (repo, commit), docs in git_groups.items():
@@ -213,26 +268,32 @@ class ChunkVerifier:
             wanted = {d["id"]: blobs.get(d["metadata"].get("path", "")) for d in docs}
             data = dict(repo.read_blobs([b for b in set(wanted.values()) if b], self.max_file_bytes))
         except Exception as exc:  # repository moved, commit pruned, git missing
-            reason = f"its repository {repo_path} at {commit[:12]} cannot be read ({getattr(exc, 'detail', exc)})"
+            reason = (
+                f"its repository {repo_path} at {commit[:12]} cannot be read ({getattr(exc, 'detail', exc)})"
+            )
             return {d["id"]: SourceCopy(None, None, reason) for d in docs}
         out = {}
         for doc in docs:
             blob = wanted[doc["id"]]
             content = data.get(blob) if blob else None
-            out[doc["id"]] = (SourceCopy(content, doc["metadata"].get("path")) if content is not None
-                              else SourceCopy(None, None, f"{doc['metadata'].get('path')} is not in {commit[:12]}"))
+            out[doc["id"]] = (
+                SourceCopy(content, doc["metadata"].get("path"))
+                if content is not None
+                else SourceCopy(None, None, f"{doc['metadata'].get('path')} is not in {commit[:12]}")
+            )
         return out
 
     def _github_copies(self, docs: list[dict]) -> dict[str, SourceCopy]:
+        from appliance.db.webhooks import WebhookStore
         from appliance.ingest.sources import github
 
+        store = WebhookStore(self.db)
         out = {}
         for doc in docs:
-            row = self.db.fetchone("SELECT state FROM github_items WHERE source_id = ?", [doc["source_id"]])
-            if row is None:
+            state = store.item_state(doc["source_id"])
+            if state is None:
                 out[doc["id"]] = SourceCopy(None, None, "its GitHub item is no longer stored")
                 continue
-            state = json.loads(row[0])
             _, text, _ = github.render_item(state)
             out[doc["id"]] = SourceCopy(text.encode("utf-8"), f"{state['kind']}-{state['number']}.md")
         return out

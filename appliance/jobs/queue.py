@@ -24,8 +24,14 @@ class JobQueue:
     """Huey only carries "job X has work" signals. A task dequeued and then lost in a crash costs
     nothing: at start-up every queued or running job in DuckDB is signalled again."""
 
-    def __init__(self, path: Path, run_job: Callable[[str], None], workers: int,
-                 on_tick: Callable[[], None] | None = None, shutdown_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        run_job: Callable[[str], None],
+        workers: int,
+        on_tick: Callable[[], None] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.huey = SqliteHuey(name="appliance", filename=str(path), results=False)
         self._workers = workers

@@ -30,10 +30,18 @@ def _delete(catalog: Catalog, item: JobItem) -> ItemOutcome:
     return ItemOutcome(item.ordinal, "done")
 
 
-def run_ingest_job(job_id: str, jobs: JobStore, pipeline: IngestPipeline, sync: IndexSync, owner: str,
-                   lease_seconds: float, stop: threading.Event, metrics: Metrics,
-                   on_outcome: OutcomeHook | None = None,
-                   on_finished: Callable[[dict], None] | None = None) -> None:
+def run_ingest_job(
+    job_id: str,
+    jobs: JobStore,
+    pipeline: IngestPipeline,
+    sync: IndexSync,
+    owner: str,
+    lease_seconds: float,
+    stop: threading.Event,
+    metrics: Metrics,
+    on_outcome: OutcomeHook | None = None,
+    on_finished: Callable[[dict], None] | None = None,
+) -> None:
     """Safe to call twice for one job: the lease decides who runs it. Items already finished are
     skipped, so a job interrupted by a crash resumes where it stood. Within a group, upserts go
     before deletions, so a file moved in one scan reuses its embeddings instead of recomputing."""
@@ -79,9 +87,15 @@ def run_ingest_job(job_id: str, jobs: JobStore, pipeline: IngestPipeline, sync: 
             return  # shutting down: the job stays running and is resumed at next start
         progress = jobs.get(job_id)["progress"]
         if progress["total"] and progress["failed"] == progress["total"]:
-            jobs.finish(job_id, "failed", "every document failed; see the job's items for reasons", token=token)
+            jobs.finish(
+                job_id, "failed", "every document failed; see the job's items for reasons", token=token
+            )
         else:
-            error = f"{progress['failed']} of {progress['total']} documents failed" if progress["failed"] else None
+            error = (
+                f"{progress['failed']} of {progress['total']} documents failed"
+                if progress["failed"]
+                else None
+            )
             jobs.finish(job_id, "succeeded", error, token=token)
         log.info("job finished", extra={"job_id": job_id, **progress})
         if on_finished is not None:

@@ -13,8 +13,15 @@ from appliance.ingest.verify import ChunkVerifier, SourceCopy
 log = logging.getLogger(__name__)
 
 
-def run_verify_job(job_id: str, jobs: JobStore, catalog: Catalog, verifier: ChunkVerifier, owner: str,
-                   lease_seconds: float, signal: Callable[[str], None]) -> None:
+def run_verify_job(
+    job_id: str,
+    jobs: JobStore,
+    catalog: Catalog,
+    verifier: ChunkVerifier,
+    owner: str,
+    lease_seconds: float,
+    signal: Callable[[str], None],
+) -> None:
     """The job's summary holds its options ({"repair": bool}) when queued and the report when done.
     Interrupted, it simply runs again from the start: verification writes nothing until the end."""
     token = jobs.claim(job_id, owner, lease_seconds)
@@ -43,19 +50,29 @@ def run_verify_job(job_id: str, jobs: JobStore, catalog: Catalog, verifier: Chun
     jobs.finish(job_id, "succeeded", None, summary, token=token)
 
 
-def _queue_repairs(jobs: JobStore, catalog: Catalog, sources: dict[str, SourceCopy],
-                   signal: Callable[[str], None]) -> list[str]:
+def _queue_repairs(
+    jobs: JobStore, catalog: Catalog, sources: dict[str, SourceCopy], signal: Callable[[str], None]
+) -> list[str]:
     """One ingest job per collection that chunks and embeds each damaged document again from its
     source bytes (kept in the job, so the repair itself survives a crash)."""
     by_collection: dict[str, list[JobItem]] = defaultdict(list)
     for document_id, copy in sources.items():
         doc = catalog.get_document(document_id)
         items = by_collection[doc["collection"]]
-        items.append(JobItem(
-            ordinal=len(items), document_id=document_id, source_id=doc["source_id"],
-            source_kind=doc["source_kind"], uri=doc["uri"], title=doc["title"], filename=copy.filename,
-            content=copy.content or b"", metadata=doc.get("metadata") or {}, action="reingest",
-        ))
+        items.append(
+            JobItem(
+                ordinal=len(items),
+                document_id=document_id,
+                source_id=doc["source_id"],
+                source_kind=doc["source_kind"],
+                uri=doc["uri"],
+                title=doc["title"],
+                filename=copy.filename,
+                content=copy.content or b"",
+                metadata=doc.get("metadata") or {},
+                action="reingest",
+            )
+        )
     job_ids = []
     for collection, items in sorted(by_collection.items()):
         job_id = jobs.create("ingest", collection, items)

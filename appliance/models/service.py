@@ -13,7 +13,8 @@ import numpy as np
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
 from appliance.models.embedder import Embedder, available_cpus
-from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime
+from appliance.models.runtime import ChatMessage, Completion, GenerationParams, TokenStream
+from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,14 @@ EMBEDDING_ALIAS = "embedding"
 
 
 class ModelService:
+    """The chat model (loaded in the background, behind admission: a ServedModel) and the embedder."""
+
     def __init__(self, settings: Settings, embedder: Embedder, data_dir: Path, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.embedder = embedder
         self.models_dir = Path(settings.llm.models_dir) if settings.llm.models_dir else data_dir / "models"
-        self._runtime: LLMRuntime | None = None
+        self._runtime: ServedModel | None = None
         self._error: str | None = None
         self._loaded = threading.Event()
         self._created = int(time.time())
@@ -36,6 +39,11 @@ class ModelService:
         self._switch_lock = threading.Lock()
         self._switching = False
         self._unloaded = False
+        self._chat_name: str | None = None  # the chat model loaded, being loaded, or last tried
+        if not settings.llm.load_at_start:
+            # Nothing loads at start-up: the chat model is unloaded until an admin loads one.
+            self._unloaded = True
+            self._loaded.set()
 
     # -- loading ------------------------------------------------------------------------
     def load(self, name: str | None = None) -> None:
@@ -45,18 +53,32 @@ class ModelService:
 
         llm = self.settings.llm
         try:
-            spec, path = resolve_model(name or llm.model or default_model_name(self.models_dir), self.models_dir)
-            runtime = load_runtime(
-                spec, path, context_length=llm.context_length or None, threads=llm.threads or serving_threads(),
-                slots=llm.slots, max_queue=llm.max_queue,
+            wanted = name or llm.model or default_model_name(self.models_dir)
+            self._chat_name = self._display_name(wanted)
+            spec, path = resolve_model(wanted, self.models_dir)
+            self._chat_name = spec.name
+            runtime = ServedModel(
+                load_runtime(
+                    spec,
+                    path,
+                    context_length=llm.context_length or None,
+                    threads=llm.threads or serving_threads(),
+                    slots=llm.slots,
+                ),
+                max_queue=llm.max_queue,
             )
-            queue = getattr(runtime, "queue", None)
-            if queue is not None:  # read at scrape time, so the gauge is never stale
-                self.metrics.llm_queue_depth.labels(model=runtime.name).set_function(lambda: queue.depth)
+            queue = runtime.queue  # read at scrape time, so the gauge is never stale
+            self.metrics.llm_queue_depth.labels(model=runtime.name).set_function(lambda: queue.depth)
             # Published only when complete, so no reader sees a half-set-up runtime.
             self._runtime = runtime
-            log.info("chat model loaded", extra={"model": runtime.name, "backend": runtime.backend,
-                                                 "context_length": runtime.context_length})
+            log.info(
+                "chat model loaded",
+                extra={
+                    "model": runtime.name,
+                    "backend": runtime.backend,
+                    "context_length": runtime.context_length,
+                },
+            )
         except Exception as exc:  # the server keeps serving search; chat says why it cannot
             self._error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
             log.error("chat model failed to load", extra={"error": self._error})
@@ -69,21 +91,29 @@ class ModelService:
 
     # Each reader takes self._runtime into a local once: an unload from another thread may set
     # it to None between a check and a use.
-    def runtime(self) -> LLMRuntime:
+    def runtime(self) -> ServedModel:
         if (runtime := self._runtime) is not None:
             return runtime
         if self._error:
             raise NotReady(f"the chat model is unavailable: {self._error}")
         if self._unloaded:
-            raise NotReady("no chat model is loaded: an admin unloaded it (POST /api/v1/admin/models/load)")
+            raise NotReady("no chat model is loaded: an admin can load one (POST /api/v1/admin/models/load)")
         raise NotReady("the chat model is still loading; retry in a few seconds")
+
+    def _state(self) -> str:
+        if self._runtime is not None:
+            return "loaded"
+        if self._switching:
+            return "loading"
+        if self._unloaded:
+            return "unloaded"
+        return "failed" if self._error else "loading"
 
     def health(self) -> dict:
         if (runtime := self._runtime) is not None:
             return {"state": "loaded", **runtime.health()}
-        if self._unloaded and not self._switching:
-            return {"state": "unloaded", "error": None}
-        return {"state": "failed" if self._error and not self._switching else "loading", "error": self._error}
+        state = self._state()
+        return {"state": state, "error": self._error if state != "unloaded" else None}
 
     def close(self) -> None:
         if (runtime := self._runtime) is not None:
@@ -95,9 +125,18 @@ class ModelService:
         from appliance.models.manifest import list_models
 
         current = runtime.name.lower() if (runtime := self._runtime) is not None else None
-        return [{"name": m.name, "size_bytes": m.size, "context_length": m.context_length, "source": m.source,
-                 "description": m.description, "capabilities": list(m.capabilities),
-                 "loaded": m.name.lower() == current} for m in list_models(self.models_dir)]
+        return [
+            {
+                "name": m.name,
+                "size_bytes": m.size,
+                "context_length": m.context_length,
+                "source": m.source,
+                "description": m.description,
+                "capabilities": list(m.capabilities),
+                "loaded": m.name.lower() == current,
+            }
+            for m in list_models(self.models_dir)
+        ]
 
     def unload(self) -> dict:
         """Free the chat model; requests already holding a slot finish first."""
@@ -116,9 +155,12 @@ class ModelService:
         `health()` says when it is ready or why it failed."""
         from appliance.models.manifest import list_models
 
-        if name and not (name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
-                         or (name.lower().endswith(".gguf") and Path(name).expanduser().is_file())):
+        if name and not (
+            name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
+            or (name.lower().endswith(".gguf") and Path(name).expanduser().is_file())
+        ):
             raise NotFound(f"unknown model {name!r}: see GET /api/v1/admin/models")
+        listed = self._display_name(name or self.settings.llm.model or default_model_name(self.models_dir))
         with self._switch_lock:
             if self._switching:
                 raise Conflict("a chat model is already being loaded")
@@ -127,10 +169,13 @@ class ModelService:
             self._switching = True
             old, self._runtime = self._runtime, None
             self._error = None
-        threading.Thread(target=self._switch_to, args=(old, name), name="chat-model-switch", daemon=True).start()
+            self._chat_name = listed  # /v1/models lists the new model, loading, from now on
+        threading.Thread(
+            target=self._switch_to, args=(old, name), name="chat-model-switch", daemon=True
+        ).start()
         return self.health()
 
-    def _switch_to(self, old: LLMRuntime | None, name: str | None) -> None:
+    def _switch_to(self, old: ServedModel | None, name: str | None) -> None:
         try:
             if old is not None:
                 old.close()
@@ -142,58 +187,128 @@ class ModelService:
 
     # -- names --------------------------------------------------------------------------
     def list_models(self) -> list[dict]:
+        """OpenAI's model objects, with our extra fields. The chat model is listed whatever its `state`
+        (loading, loaded, failed, unloaded), so a client sees it as soon as the server is ready."""
         out = []
         if (runtime := self._runtime) is not None:
-            for ident in (runtime.name, DEFAULT_ALIAS):
-                out.append({"id": ident, "object": "model", "created": self._created, "owned_by": "appliance",
-                            "backend": runtime.backend, "context_length": runtime.context_length,
-                            "capabilities": ["chat", "completion"]})
+            name = runtime.name
+            chat = {"state": "loaded", "backend": runtime.backend, "context_length": runtime.context_length}
+        else:
+            name = self._chat_model_name()
+            chat = {"state": self._state(), "error": self._error}
+        for ident in (name, DEFAULT_ALIAS):
+            out.append(
+                {
+                    "id": ident,
+                    "object": "model",
+                    "created": self._created,
+                    "owned_by": "appliance",
+                    **chat,
+                    "capabilities": ["chat", "completion"],
+                }
+            )
         for ident in (self.embedder.name, EMBEDDING_ALIAS):
-            out.append({"id": ident, "object": "model", "created": self._created, "owned_by": "appliance",
-                        "dimensions": self.embedder.dimensions, "capabilities": ["embedding"]})
+            out.append(
+                {
+                    "id": ident,
+                    "object": "model",
+                    "created": self._created,
+                    "owned_by": "appliance",
+                    "dimensions": self.embedder.dimensions,
+                    "capabilities": ["embedding"],
+                }
+            )
         return out
 
-    def runtime_for(self, model: str) -> LLMRuntime:
+    def _chat_model_name(self) -> str:
+        """The chat model being loaded or last tried, else the one start-up loads (remembered: finding
+        the default imports its packages)."""
+        if self._chat_name is None:
+            self._chat_name = self._display_name(
+                self.settings.llm.model or default_model_name(self.models_dir)
+            )
+        return self._chat_name
+
+    def _display_name(self, wanted: str) -> str:
+        """The name a model will be listed under, known before it loads: the manifest's spelling, or a
+        GGUF file's stem (as resolve_model names it)."""
+        from appliance.models.manifest import list_models
+
+        try:
+            specs = list_models(self.models_dir)
+        except (InvalidInput, Conflict):  # a broken manifest.toml: the load will say so
+            specs = []
+        match = next((m.name for m in specs if m.name.lower() == wanted.strip().lower()), None)
+        if match is not None:
+            return match
+        path = Path(wanted).expanduser()
+        return path.stem if path.suffix.lower() == ".gguf" else wanted
+
+    def runtime_for(self, model: str) -> ServedModel:
         if model.lower() in (self.embedder.name.lower(), EMBEDDING_ALIAS):
             raise InvalidInput(f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
         runtime = self.runtime()
         if model.lower() not in (runtime.name.lower(), DEFAULT_ALIAS):
-            raise NotFound(f"the model {model!r} does not exist; see GET /v1/models", param="model", code="model_not_found")
+            raise NotFound(
+                f"the model {model!r} does not exist; see GET /v1/models",
+                param="model",
+                code="model_not_found",
+            )
         return runtime
 
     # -- work ---------------------------------------------------------------------------
-    def prepare_chat(self, model: str, messages: Sequence[ChatMessage]) -> tuple[LLMRuntime, str]:
+    def prepare_chat(self, model: str, messages: Sequence[ChatMessage]) -> tuple[ServedModel, str]:
         for i, m in enumerate(messages):
             if m.role not in ("system", "user", "assistant"):
-                raise InvalidInput(f"messages[{i}].role {m.role!r} is not supported (system, user, assistant)", param="messages")
+                raise InvalidInput(
+                    f"messages[{i}].role {m.role!r} is not supported (system, user, assistant)",
+                    param="messages",
+                )
         if not any(m.role == "user" for m in messages):
             raise InvalidInput("messages must contain at least one user message", param="messages")
         runtime = self.runtime_for(model)
         return runtime, runtime.render_chat(messages)
 
-    def generate(self, runtime: LLMRuntime, prompt: str, params: GenerationParams, cancel: threading.Event | None) -> Completion:
+    def generate(
+        self, runtime: ServedModel, prompt: str, params: GenerationParams, cancel: threading.Event | None
+    ) -> Completion:
         self._check_max_tokens(runtime, params)
         return runtime.generate(prompt, params, cancel)
 
-    def open_stream(self, runtime: LLMRuntime, prompt: str, params: GenerationParams, cancel: threading.Event | None,
-                    on_position: Callable[[int], None] | None = None):
+    def open_stream(
+        self,
+        runtime: ServedModel,
+        prompt: str,
+        params: GenerationParams,
+        cancel: threading.Event | None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> TokenStream:
+        """Take a slot (waiting in the queue, hearing the place through `on_position`), then the stream."""
         self._check_max_tokens(runtime, params)
         return runtime.stream(prompt, params, cancel, on_position)
 
     @staticmethod
-    def _check_max_tokens(runtime: LLMRuntime, params: GenerationParams) -> None:
+    def _check_max_tokens(runtime: ServedModel, params: GenerationParams) -> None:
         # Beyond the whole context no prompt could ever fit: that is a mistake, not a wish to clamp.
         if params.max_tokens is not None and params.max_tokens >= runtime.context_length:
             raise InvalidInput(
                 f"max_tokens={params.max_tokens} cannot fit: the model's context is {runtime.context_length} tokens "
-                "including the prompt", param="max_tokens", code="context_length_exceeded")
+                "including the prompt",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
 
     def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> tuple[str, np.ndarray, int]:
         if model.lower() not in (self.embedder.name.lower(), EMBEDDING_ALIAS):
-            raise NotFound(f"the embedding model {model!r} does not exist; see GET /v1/models", param="model",
-                           code="model_not_found")
+            raise NotFound(
+                f"the embedding model {model!r} does not exist; see GET /v1/models",
+                param="model",
+                code="model_not_found",
+            )
         if dimensions is not None and dimensions != self.embedder.dimensions:
-            raise InvalidInput(f"dimensions must be {self.embedder.dimensions} for {self.embedder.name}", param="dimensions")
+            raise InvalidInput(
+                f"dimensions must be {self.embedder.dimensions} for {self.embedder.name}", param="dimensions"
+            )
         if len(inputs) > 2048:
             raise InvalidInput("at most 2048 inputs per request", param="input")
         tokens = sum(self.embedder.count_tokens(t) for t in inputs)

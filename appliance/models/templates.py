@@ -86,7 +86,11 @@ def _build_environment() -> Any:
             self._check_time()
             if operator_name == "*":
                 for seq, n in ((left, right), (right, left)):
-                    if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > _MAX_BUILT_LENGTH:
+                    if (
+                        isinstance(seq, str | list | tuple)
+                        and isinstance(n, int)
+                        and len(seq) * n > _MAX_BUILT_LENGTH
+                    ):
                         raise UnsafeTemplate("the chat template builds an oversized string or list")
                 return operator.mul(left, right)
             if isinstance(left, int) and isinstance(right, int) and right > 0:
@@ -104,10 +108,17 @@ def _build_environment() -> Any:
     def strftime_now(fmt: str) -> str:
         return datetime.now().strftime(fmt)
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-               sort_keys: bool = False) -> str:
+    def tojson(
+        value: Any,
+        ensure_ascii: bool = False,
+        indent: int | None = None,
+        separators: Any = None,
+        sort_keys: bool = False,
+    ) -> str:
         # Jinja's own tojson HTML-escapes <, > and &, which would corrupt prompts; templates expect json.dumps.
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        return json.dumps(
+            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
     env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
     env.filters["tojson"] = tojson
@@ -139,12 +150,18 @@ def _static_check(env: Any, source: str) -> None:
             name = node.arg.value if isinstance(node.arg.value, str) else None
         elif isinstance(node, nodes.Name):
             if node.name in _REMOVED_GLOBALS:
-                raise UnsafeTemplate(f"the chat template uses {node.name!r}, which chat templates may not use")
+                raise UnsafeTemplate(
+                    f"the chat template uses {node.name!r}, which chat templates may not use"
+                )
         elif isinstance(node, nodes.Filter) and node.name == "attr":
             arg = node.args[0] if node.args else None
             if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
                 name = arg.value
-        elif isinstance(node, nodes.Const) and isinstance(node.value, str) and _FORMAT_DUNDER.search(node.value):
+        elif (
+            isinstance(node, nodes.Const)
+            and isinstance(node.value, str)
+            and _FORMAT_DUNDER.search(node.value)
+        ):
             # '{0.__class__}'.format(x) smuggles an attribute path in through a format string.
             raise UnsafeTemplate("the chat template holds a format string that reaches for internals")
         if name is not None and (name.startswith("_") or name in ("mro", "format_map")):
@@ -168,7 +185,9 @@ class ChatTemplate:
         if not isinstance(source, str) or not source.strip():
             raise InvalidInput("the chat template is empty")
         if len(source) > MAX_TEMPLATE_CHARS:
-            raise UnsafeTemplate(f"the chat template is {len(source)} characters, over the {MAX_TEMPLATE_CHARS} limit")
+            raise UnsafeTemplate(
+                f"the chat template is {len(source)} characters, over the {MAX_TEMPLATE_CHARS} limit"
+            )
         self.env, self._limits, self._security_error = _environment()
         from jinja2 import TemplateSyntaxError
 
@@ -176,7 +195,9 @@ class ChatTemplate:
             _static_check(self.env, source)
             self._template = self.env.from_string(source)
         except TemplateSyntaxError as exc:
-            raise InvalidInput(f"the chat template is not valid Jinja: {exc.message} (line {exc.lineno})") from None
+            raise InvalidInput(
+                f"the chat template is not valid Jinja: {exc.message} (line {exc.lineno})"
+            ) from None
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
@@ -218,7 +239,15 @@ class ChatTemplate:
             raise UnsafeTemplate(f"the chat template was refused by the sandbox: {exc}") from None
         except TemplateError as exc:
             raise InvalidInput(f"the chat template failed to render: {exc}") from None
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             raise InvalidInput(f"the chat template failed to render: {type(exc).__name__}: {exc}") from None
         finally:
             self._limits.deadline = float("inf")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,7 @@ from appliance.models.runtime import (
     ChatMessage,
     Completion,
     GenerationParams,
-    QueueFull,
-    SlotQueue,
+    InFlight,
     StreamStats,
     TokenDelta,
     TokenStream,
@@ -48,8 +48,8 @@ def sampling_kwargs(params: GenerationParams, max_tokens: int) -> dict[str, Any]
 class VLLMRuntime:
     """One model served by vLLM's AsyncLLMEngine on an event loop of its own, behind the sync protocol.
 
-    The engine batches concurrent requests itself, so the slot queue here only bounds how many we
-    accept (`max_concurrent` in flight, `max_queue` waiting) and answers 429 beyond that.
+    The engine batches concurrent requests itself: its capacity, `max_concurrent`, only bounds how
+    many requests admission (ServedModel) lets in together.
     """
 
     backend = "vllm"
@@ -61,7 +61,6 @@ class VLLMRuntime:
         context_length: int = 8192,
         *,
         max_concurrent: int = 64,
-        max_queue: int = 256,
         gpu_memory_utilization: float = 0.85,
         chat_template: str | None = None,
         tokenizer: str | None = None,
@@ -70,7 +69,8 @@ class VLLMRuntime:
         self.name = name
         self.context_length = context_length
         self.model_path = Path(model_path)
-        self.queue = SlotQueue(max_concurrent, max_queue)
+        self.capacity = max_concurrent
+        self._inflight = InFlight(name, max_concurrent)
         self._options = {
             "gpu_memory_utilization": gpu_memory_utilization,
             "tokenizer": tokenizer,
@@ -79,7 +79,7 @@ class VLLMRuntime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"vllm-{name}", daemon=True)
         self._thread.start()
-        self._closed = False
+        self._engine_gone = False  # set once the engine is shut down: nothing more is sent to it
         try:
             self._engine, self._tokenizer, self._sampling_params_cls = self._run(self._start_engine())
         except BaseException:
@@ -127,23 +127,21 @@ class VLLMRuntime:
             raise InvalidInput("a chat needs at least one message")
         return self._template.render([{"role": m.role, "content": m.content} for m in messages])
 
-    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Completion:
         return collect(self.stream(prompt, params, cancel))
 
     def stream(
-        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None,
-        on_position: Callable[[int], None] | None = None,
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
     ) -> TokenStream:
-        if self._closed:
+        if self._inflight.closed:
             raise NotReady(f"{self.name} is closed")
         start = time.monotonic()
         # Tokenised here so the length rule and the counts use exactly what the engine will see.
         prompt_ids = list(self._tokenizer.encode(prompt, add_special_tokens=True))
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
-        lease = self.queue.acquire(cancel, on_position).__enter__()
-        if self._closed:  # closed while this request waited for its slot
-            lease.release()
-            raise NotReady(f"{self.name} was unloaded while this request waited; retry")
+        leave = self._inflight.enter()  # refused once close() started
         try:
             sampling = self._sampling_params_cls(**sampling_kwargs(params, max_tokens))
             request_id = uuid.uuid4().hex
@@ -151,7 +149,9 @@ class VLLMRuntime:
 
             async def pump() -> None:
                 try:
-                    async for out in self._engine.generate({"prompt_token_ids": prompt_ids}, sampling, request_id):
+                    async for out in self._engine.generate(
+                        {"prompt_token_ids": prompt_ids}, sampling, request_id
+                    ):
                         outputs.put(out)
                     outputs.put(_END)
                 except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
@@ -159,12 +159,12 @@ class VLLMRuntime:
 
             task = asyncio.run_coroutine_threadsafe(pump(), self._loop)
         except BaseException:
-            lease.release()
+            leave()
             raise
 
         def abort() -> None:
             task.cancel()
-            if not self._closed:
+            if not self._engine_gone:
                 asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)
 
         def source(ts: TokenStream) -> Iterator[TokenDelta]:
@@ -181,7 +181,7 @@ class VLLMRuntime:
                     try:
                         item = outputs.get(timeout=_POLL_S)
                     except queue.Empty:
-                        if self._closed or not self._thread.is_alive():
+                        if self._engine_gone or not self._thread.is_alive():
                             # The engine's loop is gone: no output will ever come.
                             raise NotReady(f"{self.name} was unloaded during this request") from None
                         continue
@@ -193,7 +193,7 @@ class VLLMRuntime:
                     tokens = len(out.token_ids)
                     # vLLM reports cumulative text; it holds back a possible stop-string prefix, so the
                     # text only grows and the delta is what is new.
-                    delta = out.text[len(sent):] if out.text.startswith(sent) else ""
+                    delta = out.text[len(sent) :] if out.text.startswith(sent) else ""
                     if delta:
                         first = first or time.monotonic()
                         sent += delta
@@ -205,11 +205,11 @@ class VLLMRuntime:
                 abort()
                 raise
             now = time.monotonic()
-            ts.stats = StreamStats(len(prompt_ids), tokens, (first or now) - start, now - start, lease.waited_s)
+            ts.stats = StreamStats(len(prompt_ids), tokens, (first or now) - start, now - start)
             ts.release()
             yield TokenDelta("", finish)
 
-        return TokenStream(source, lease.release, cancel)
+        return TokenStream(source, leave, cancel)
 
     def health(self) -> dict:
         errored = bool(getattr(self._engine, "errored", False))
@@ -218,24 +218,20 @@ class VLLMRuntime:
             "backend": self.backend,
             "model_path": str(self.model_path),
             "context_length": self.context_length,
-            "ok": not self._closed and not errored and self._thread.is_alive(),
-            "queue": self.queue.snapshot(),
+            "capacity": self.capacity,
+            "busy": self._inflight.busy,
+            "ok": not self._inflight.closed and not errored and self._thread.is_alive(),
         }
 
     def close(self) -> None:
-        if self._closed:
+        # Running requests finish first (for at most a minute), as on llama.cpp; new ones are refused.
+        if not self._inflight.close(timeout=60):
             return
-        self._closed = True
-        # Requests holding a slot finish first, as on llama.cpp; new ones are refused above.
-        leases = []
-        deadline = time.monotonic() + 60
-        while len(leases) < self.queue.slots and time.monotonic() < deadline:
-            try:
-                leases.append(self.queue.acquire().__enter__())
-            except QueueFull:
-                time.sleep(0.05)
-        for lease in leases:
-            lease.release()
+        self._engine_gone = True
+        # Aborts sent by requests that just ended are tasks on the loop: one turn of it starts them.
+        if self._thread.is_alive():
+            with contextlib.suppress(TimeoutError):
+                self._run(asyncio.sleep(0), timeout=5)
         shutdown = getattr(self._engine, "shutdown", None)
         if shutdown is not None:
             # On the loop, ahead of the stop below: the engine's background tasks live there.

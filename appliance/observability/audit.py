@@ -14,26 +14,6 @@ from appliance.errors import ApplianceError, InvalidInput
 if TYPE_CHECKING:
     from appliance.db.keys import Principal
 
-# For appliance/db/migrations.py. seq is assigned by AuditLog under its chain lock (see append).
-# No secondary indexes: DuckDB scans this table fast, and each index slows the append.
-AUDIT_MIGRATION_SQL = """
-CREATE TABLE audit_log (
-    seq BIGINT PRIMARY KEY,
-    ts TIMESTAMPTZ NOT NULL,
-    key_id VARCHAR,
-    key_name VARCHAR,
-    role VARCHAR,
-    action VARCHAR NOT NULL,
-    target VARCHAR,
-    outcome VARCHAR NOT NULL,
-    status INTEGER,
-    client VARCHAR,
-    detail JSON,
-    prev_hash VARCHAR NOT NULL,
-    hash VARCHAR NOT NULL
-);
-"""
-
 GENESIS_HASH = "0" * 64
 OUTCOMES = frozenset({"ok", "denied", "error"})
 # Detail keys that carry what users typed or documents said; kept only when record_text is on.
@@ -135,8 +115,14 @@ class AuditLog:
         # Serialise once, outside the lock; the stored text is exactly what was hashed.
         detail_json = _canonical(detail) if detail else None
         entry: dict[str, Any] = {
-            "key_id": key_id, "key_name": key_name, "role": role, "action": action, "target": target,
-            "outcome": outcome, "status": status, "client": client,
+            "key_id": key_id,
+            "key_name": key_name,
+            "role": role,
+            "action": action,
+            "target": target,
+            "outcome": outcome,
+            "status": status,
+            "client": client,
             "detail": json.loads(detail_json) if detail_json else None,
         }
         with self._lock:
@@ -148,8 +134,23 @@ class AuditLog:
             ts = datetime.now(UTC)  # under the lock, so ts never goes backwards along the chain
             prev_hash = self._head[1]
             digest = entry_hash(prev_hash, {"seq": seq, "ts": ts, **entry})
-            self._pending.append([seq, ts, key_id, key_name, role, action, target, outcome, status, client,
-                                  detail_json, prev_hash, digest])
+            self._pending.append(
+                [
+                    seq,
+                    ts,
+                    key_id,
+                    key_name,
+                    role,
+                    action,
+                    target,
+                    outcome,
+                    status,
+                    client,
+                    detail_json,
+                    prev_hash,
+                    digest,
+                ]
+            )
             self._head = (seq, digest)
         self._commit_through(seq)
         return seq
@@ -179,9 +180,11 @@ class AuditLog:
     @staticmethod
     def _insert(cur: Any, batch: list[list[Any]]) -> None:
         for start in range(0, len(batch), _INSERT_ROWS):
-            part = batch[start:start + _INSERT_ROWS]
+            part = batch[start : start + _INSERT_ROWS]
             values = ", ".join([_ROW_PLACEHOLDERS] * len(part))
-            cur.execute(f"INSERT INTO audit_log ({_COLUMNS}) VALUES {values}", [v for row in part for v in row])
+            cur.execute(
+                f"INSERT INTO audit_log ({_COLUMNS}) VALUES {values}", [v for row in part for v in row]
+            )
 
     def recent(
         self, limit: int = 100, offset: int = 0, action: str | None = None, key_id: str | None = None
@@ -225,12 +228,33 @@ class AuditLog:
         prev_hash, passed_head = GENESIS_HASH, head_seq == 0
         while batch := cur.fetchmany(_VERIFY_BATCH):
             for row in batch:
-                (seq, ts, key_id, key_name, role, action, target, outcome, status, client, detail,
-                 stored_prev, stored_hash) = row
+                (
+                    seq,
+                    ts,
+                    key_id,
+                    key_name,
+                    role,
+                    action,
+                    target,
+                    outcome,
+                    status,
+                    client,
+                    detail,
+                    stored_prev,
+                    stored_hash,
+                ) = row
                 entry = {
-                    "seq": seq, "ts": ts, "key_id": key_id, "key_name": key_name, "role": role,
-                    "action": action, "target": target, "outcome": outcome, "status": status,
-                    "client": client, "detail": json.loads(detail) if detail is not None else None,
+                    "seq": seq,
+                    "ts": ts,
+                    "key_id": key_id,
+                    "key_name": key_name,
+                    "role": role,
+                    "action": action,
+                    "target": target,
+                    "outcome": outcome,
+                    "status": status,
+                    "client": client,
+                    "detail": json.loads(detail) if detail is not None else None,
                 }
                 if stored_prev != prev_hash or entry_hash(prev_hash, entry) != stored_hash:
                     return False, seq

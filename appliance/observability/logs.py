@@ -1,4 +1,4 @@
-"""Structured logging: one JSON object per line, with whatever `extra` fields the caller passed."""
+"""Structured logging: JSON lines for journals and collectors, readable lines on a terminal, plus an in-memory ring."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ import sys
 import threading
 from collections import deque
 from datetime import UTC, datetime
+from typing import TextIO
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+# Record attributes that are not the caller's `extra` fields; uvicorn's `color_message` is an ANSI
+# copy of the message.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def _record_fields(record: logging.LogRecord) -> dict:
@@ -61,7 +69,6 @@ class LogRing(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields = _record_fields(record)
-            fields.pop("color_message", None)  # uvicorn's ANSI copy of msg
             # Round-trip through JSON now: extras may be live objects that change or are not
             # serialisable later, when a client reads them.
             line = json.loads(json.dumps(fields, default=str))
@@ -104,9 +111,20 @@ def log_ring() -> LogRing:
         return _ring
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def choose_format(fmt: str, stream: TextIO) -> str:
+    """ "json" or "text": an explicit choice stands; "auto" is text for a person at a terminal
+    (`make run`) and JSON otherwise (systemd's journal, a pipe, a file)."""
+    if fmt != "auto":
+        return fmt
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # no fileno, or already closed: not a terminal
+        return "json"
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if choose_format(fmt, sys.stderr) == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     log_ring()

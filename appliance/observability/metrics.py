@@ -13,7 +13,22 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, ge
 
 # 1 ms .. 60 s: a keyword lookup takes about a millisecond, a long CPU generation about a minute.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
 )
 # Decode speed: a 135M model on a laptop CPU to a 7B model on an H100.
 TOKENS_PER_SECOND_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
@@ -34,15 +49,22 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.rag_queries = Counter(
-            "rag_queries_total", "Knowledge queries answered, by retrieval mode and outcome.",
-            ["mode", "outcome"], registry=r,
+            "rag_queries_total",
+            "Knowledge queries answered, by retrieval mode and outcome.",
+            ["mode", "outcome"],
+            registry=r,
         )
         self.rag_query_latency = Histogram(
-            "rag_query_latency_seconds", "Time spent per stage of a knowledge query.",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+            "rag_query_latency_seconds",
+            "Time spent per stage of a knowledge query.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.rag_chunks_indexed = Counter(
-            "rag_chunks_indexed_total", "Chunks written to the search indexes.", registry=r,
+            "rag_chunks_indexed_total",
+            "Chunks written to the search indexes.",
+            registry=r,
         )
         self.rag_chunks_reused = Counter(
             "rag_chunks_reused_total",
@@ -52,58 +74,85 @@ class Metrics:
         self.rag_ingestion_lag = Gauge(
             "rag_ingestion_lag_seconds",
             "Age of the oldest change of a source not yet searchable (0 when caught up).",
-            ["source"], registry=r,
+            ["source"],
+            registry=r,
         )
         self.rag_secrets = Counter(
             "rag_secrets_total",
             "Credentials kept out of the index: sensitive files never read (where=file) and secrets "
             "redacted from text (where=chunk).",
-            ["where", "kind"], registry=r,
+            ["where", "kind"],
+            registry=r,
         )
         self.llm_requests = Counter(
-            "llm_requests_total", "Requests to a language model, by endpoint and outcome.",
-            ["model", "endpoint", "outcome"], registry=r,
+            "llm_requests_total",
+            "Requests to a language model, by endpoint and outcome.",
+            ["model", "endpoint", "outcome"],
+            registry=r,
         )
         self.llm_tokens = Counter(
-            "llm_tokens_total", "Tokens processed by a language model, prompt or completion.",
-            ["model", "kind"], registry=r,
+            "llm_tokens_total",
+            "Tokens processed by a language model, prompt or completion.",
+            ["model", "kind"],
+            registry=r,
         )
         self.llm_ttft = Histogram(
-            "llm_time_to_first_token_seconds", "Time from request to the first generated token.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            "llm_time_to_first_token_seconds",
+            "Time from request to the first generated token.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         # A histogram, not a gauge: a gauge holds only the last request's speed, so a scrape every
         # 15 s samples one request out of many and cannot be averaged or aggregated; a histogram
         # gives the mean (sum/count) and percentiles over any window, across every request.
         self.llm_tokens_per_second = Histogram(
-            "llm_tokens_per_second", "Decode speed of a generation: completion tokens per second after the first.",
-            ["model"], buckets=TOKENS_PER_SECOND_BUCKETS, registry=r,
+            "llm_tokens_per_second",
+            "Decode speed of a generation: completion tokens per second after the first.",
+            ["model"],
+            buckets=TOKENS_PER_SECOND_BUCKETS,
+            registry=r,
         )
         self.llm_request_duration = Histogram(
-            "llm_request_duration_seconds", "Whole duration of a language model request.",
-            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+            "llm_request_duration_seconds",
+            "Whole duration of a language model request.",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.llm_queue_depth = Gauge(
-            "llm_queue_depth", "Requests waiting for a generation slot.", ["model"], registry=r,
+            "llm_queue_depth",
+            "Requests waiting for a generation slot.",
+            ["model"],
+            registry=r,
         )
         self.http_requests = Counter(
-            "http_requests_total", "HTTP requests, by method, route template and status.",
-            ["method", "route", "status"], registry=r,
+            "http_requests_total",
+            "HTTP requests, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.http_request_duration = Histogram(
-            "http_request_duration_seconds", "HTTP request duration until the last byte of the response.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
+            "http_request_duration_seconds",
+            "HTTP request duration until the last byte of the response.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         # The network guard is process-wide (appliance/offline.py): its count is read at scrape time.
         r.register(_OutboundBlocked())
 
     # --- RAG -------------------------------------------------------------------------------------
 
-    def observe_query(self, mode: str, stage_seconds: Mapping[str, float | None], outcome: str = "ok") -> None:
+    def observe_query(
+        self, mode: str, stage_seconds: Mapping[str, float | None], outcome: str = "ok"
+    ) -> None:
         """One knowledge query: its mode, the seconds each stage took (see QUERY_STAGES), its outcome."""
         unknown = set(stage_seconds) - QUERY_STAGES
         if unknown:
-            raise ValueError(f"unknown query stages {sorted(unknown)}; expected some of {sorted(QUERY_STAGES)}")
+            raise ValueError(
+                f"unknown query stages {sorted(unknown)}; expected some of {sorted(QUERY_STAGES)}"
+            )
         self.rag_queries.labels(mode=mode, outcome=outcome).inc()
         for stage, seconds in stage_seconds.items():
             if seconds is not None and seconds >= 0:
@@ -178,8 +227,12 @@ class _OutboundBlocked:
     def collect(self):
         from appliance.offline import outbound_attempts
 
-        yield CounterMetricFamily("network_outbound_blocked", "Outbound connection attempts refused by the "
-                                  "network guard (any is a finding: nothing should try).", value=outbound_attempts())
+        yield CounterMetricFamily(
+            "network_outbound_blocked",
+            "Outbound connection attempts refused by the "
+            "network guard (any is a finding: nothing should try).",
+            value=outbound_attempts(),
+        )
 
 
 def decode_rate(completion_tokens: int, ttft_s: float | None, total_s: float) -> float | None:
@@ -203,7 +256,9 @@ class HttpMetricsMiddleware:
     earlier middleware (the 401 of the key check) never pass through it.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.clock = clock
@@ -251,7 +306,9 @@ def http_metrics_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
     return factory
 
 
-def instrument_app(app: Litestar, metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> Litestar:
+def instrument_app(
+    app: Litestar, metrics: Metrics, clock: Callable[[], float] = time.perf_counter
+) -> Litestar:
     """Wrap the app's router-level ASGI handler so every request, routed or not, is measured."""
     # `asgi_handler` is the router wrapped in the app's exception handler; Litestar.__call__ sends
     # every HTTP request through it, so wrapping it sees the final status of every response.

@@ -56,8 +56,17 @@ def read_metrics(metrics: Metrics, gauges: Mapping[str, float]) -> Reading:
                 buckets = latency[by_stage[s.labels["stage"]]]
                 le = float(s.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + s.value
-    return Reading(time.monotonic(), time.time(), queries, requests, tokens, decode_sum, decode_count, latency,
-                   dict(gauges))
+    return Reading(
+        time.monotonic(),
+        time.time(),
+        queries,
+        requests,
+        tokens,
+        decode_sum,
+        decode_count,
+        latency,
+        dict(gauges),
+    )
 
 
 def quantile(q: float, earlier: Mapping[float, float], later: Mapping[float, float]) -> float | None:
@@ -88,7 +97,9 @@ def rates(earlier: Reading, later: Reading) -> dict:
         "queries_per_min": round((later.queries - earlier.queries) / span * 60, 2),
         "requests_per_min": round((later.requests - earlier.requests) / span * 60, 2),
         "tokens_per_second": round((later.completion_tokens - earlier.completion_tokens) / span, 2),
-        "decode_tokens_per_second": round((later.decode_sum - earlier.decode_sum) / decoded, 2) if decoded else None,
+        "decode_tokens_per_second": round((later.decode_sum - earlier.decode_sum) / decoded, 2)
+        if decoded
+        else None,
         "latency_ms": {},
     }
     for name in LATENCY_STAGES:
@@ -124,8 +135,13 @@ class StatsSampler:
     """Reads the metrics every `interval` seconds into a ring of `keep` readings (10 minutes by
     default), from which the dashboard gets its current rates and its sparklines."""
 
-    def __init__(self, metrics: Metrics, gauges: Callable[[], Mapping[str, float]], interval: float = 5.0,
-                 keep: int = 120) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        gauges: Callable[[], Mapping[str, float]],
+        interval: float = 5.0,
+        keep: int = 120,
+    ) -> None:
         self.metrics = metrics
         self.gauges = gauges
         self.interval = interval
@@ -188,5 +204,9 @@ class StatsSampler:
 
 def ingestion_lags(metrics: Metrics) -> dict[str, float]:
     """rag_ingestion_lag_seconds by source, as the ingestion side last set it."""
-    return {s.labels["source"]: s.value for family in metrics.registry.collect() for s in family.samples
-            if s.name == "rag_ingestion_lag_seconds"}
+    return {
+        s.labels["source"]: s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == "rag_ingestion_lag_seconds"
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,10 +16,12 @@ import duckdb
 
 from appliance import __version__
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.files import fsync_path, fsync_tree, replace_durably, sha256_file
 
 if TYPE_CHECKING:
     from appliance.config import Settings
-    from appliance.core import Appliance
+    from appliance.db.connection import Database
+    from appliance.index.sync import IndexSync
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ DATA_ITEMS = (DB_NAME, "index", "admin.key", "models/manifest.toml")
 RESTORE_ASIDE = (DB_NAME, DB_NAME + ".wal", "index", "admin.key", "queue")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 _LOCK_FILES = {".tantivy-writer.lock", ".tantivy-meta.lock"}
-_CHUNK = 1024 * 1024
 
 
 def backup_name(name: str | None) -> str:
@@ -44,22 +44,22 @@ def backup_name(name: str | None) -> str:
     return name
 
 
-def snapshot_running(appliance: Appliance, dest: Path, config_file: Path | None) -> dict:
+def snapshot_online(
+    db: Database, sync: IndexSync, data_dir: Path, dest: Path, config_file: Path | None
+) -> dict:
     """Snapshot while the server runs and writes. DuckDB is copied inside one transaction
     (COPY FROM DATABASE reads a consistent MVCC view, sequences included) while the index sync is
-    held, so the copied indexes are at a seq the copied outbox still holds: a restore replays
+    paused, so the copied indexes are at a seq the copied outbox still holds: a restore replays
     instead of rebuilding."""
     tmp = _start(dest)
     try:
-        appliance.sync.flush()  # less to replay after a restore
-        # IndexSync has no public pause; holding its lock stops index commits and outbox compaction
-        # for the copy (ingestion keeps writing DuckDB meanwhile, it only waits to be indexed).
-        with appliance.sync._lock:
-            _copy_tree(appliance.data_dir / "index", tmp / "index")
-            counts = _copy_database(appliance.db, tmp / DB_NAME)
+        sync.flush()  # less to replay after a restore
+        with sync.paused():
+            _copy_tree(data_dir / "index", tmp / "index")
+            counts = _copy_database(db, tmp / DB_NAME)
         for item in ("admin.key", "models/manifest.toml"):
-            _copy_if_exists(appliance.data_dir / item, tmp / item)
-        return _finish(tmp, dest, appliance.data_dir, config_file, counts, online=True)
+            _copy_if_exists(data_dir / item, tmp / item)
+        return _finish(tmp, dest, data_dir, config_file, counts, online=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -90,8 +90,10 @@ def ensure_not_in_use(data: Path) -> None:
         duckdb.connect(str(path), read_only=True).close()
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
-            raise Conflict(f"the data directory {data} is in use by a running appliance; stop it first "
-                           "(sudo systemctl stop appliance)") from None
+            raise Conflict(
+                f"the data directory {data} is in use by a running appliance; stop it first "
+                "(sudo systemctl stop appliance)"
+            ) from None
         raise
 
 
@@ -107,7 +109,7 @@ def verify(src: Path) -> dict:
         raise InvalidInput(f"backup format {manifest.get('format')!r} is not supported (expected {FORMAT})")
     for rel, meta in manifest["files"].items():
         path = src / rel
-        if not path.is_file() or path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+        if not path.is_file() or path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
             raise InvalidInput(f"backup file {rel} is missing or does not match its recorded sha256")
     return manifest
 
@@ -128,21 +130,36 @@ def restore(settings: Settings, src: Path) -> dict:
             os.replace(data / item, aside / item)
             moved.append(item)
     owner = data.stat()
+    restored = []
     for rel in manifest["files"]:
         if rel.startswith("config/"):
             continue  # the config is the admin's: restore reports where it is, never overwrites it
         target = data / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, target)
+        restored.append(target)
         if os.geteuid() == 0:  # keep the service user's ownership when root restores
             for path in (target, *target.relative_to(data).parents):
                 os.chown(data / path, owner.st_uid, owner.st_gid)
     if (data / "admin.key").exists():
         os.chmod(data / "admin.key", 0o600)
-    return {"restored": str(src), "data_dir": str(data), "moved_aside": str(aside) if moved else None,
-            "created": manifest["created"], "appliance_version": manifest["appliance_version"],
-            "counts": manifest.get("counts", {}),
-            "config": str(src / "config" / "appliance.toml") if (src / "config").exists() else None}
+    # On disk before the service starts on it: a power cut must not leave it empty files, the
+    # previous ones already moved aside.
+    folders = {data}
+    for target in restored:
+        fsync_path(target)
+        folders.update(p for p in target.parents if p.is_relative_to(data))
+    for folder in folders:
+        fsync_path(folder)
+    return {
+        "restored": str(src),
+        "data_dir": str(data),
+        "moved_aside": str(aside) if moved else None,
+        "created": manifest["created"],
+        "appliance_version": manifest["appliance_version"],
+        "counts": manifest.get("counts", {}),
+        "config": str(src / "config" / "appliance.toml") if (src / "config").exists() else None,
+    }
 
 
 # -- internals -----------------------------------------------------------------------------------
@@ -166,7 +183,9 @@ def _copy_database(db, target: Path) -> dict:
         counts = {
             "documents": cur.execute(f"SELECT count(*) FROM {alias}.documents").fetchone()[0],
             "chunks": cur.execute(f"SELECT count(*) FROM {alias}.chunks").fetchone()[0],
-            "outbox_seq": cur.execute(f"SELECT coalesce(max(seq), 0) FROM {alias}.index_outbox").fetchone()[0],
+            "outbox_seq": cur.execute(f"SELECT coalesce(max(seq), 0) FROM {alias}.index_outbox").fetchone()[
+                0
+            ],
         }
     finally:
         cur.execute(f"DETACH {alias}")
@@ -199,31 +218,23 @@ def _finish(tmp: Path, dest: Path, data: Path, config_file: Path | None, counts:
         _copy_if_exists(config_file, tmp / "config" / "appliance.toml")
     files = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        files[str(path.relative_to(tmp))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[str(path.relative_to(tmp))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
-        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "appliance_version": __version__,
-        "data_dir": str(data), "online": online, "counts": counts, "files": files,
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "appliance_version": __version__,
+        "data_dir": str(data),
+        "online": online,
+        "counts": counts,
+        "files": files,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    _fsync_tree(tmp)
-    os.replace(tmp, dest)  # the snapshot appears whole or not at all
+    fsync_tree(tmp)
+    replace_durably(tmp, dest)  # the snapshot appears whole or not at all
     log.info("backup written", extra={"path": str(dest), "files": len(files), **counts})
-    return {"path": str(dest), **manifest, "files": len(files),
-            "bytes": sum(f["size"] for f in files.values())}
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in [*root.rglob("*"), root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {
+        "path": str(dest),
+        **manifest,
+        "files": len(files),
+        "bytes": sum(f["size"] for f in files.values()),
+    }

@@ -9,19 +9,27 @@ import platform
 import shutil
 import stat
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from appliance import __version__
 from appliance.config import Settings
+from appliance.files import sha256_file
 from appliance.ops.backup import DB_NAME, ensure_not_in_use
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 MIN_FREE_BYTES = 5 * 1024**3
-KEY_PACKAGES = ("torch", "sentence-transformers", "llama-cpp-python", "duckdb", "tantivy", "usearch", "litestar",
-                "uvicorn", "vllm")
+KEY_PACKAGES = (
+    "torch",
+    "sentence-transformers",
+    "llama-cpp-python",
+    "duckdb",
+    "tantivy",
+    "usearch",
+    "litestar",
+    "uvicorn",
+    "vllm",
+)
 
 
 @dataclass
@@ -35,8 +43,13 @@ def run_checks(settings: Settings, url: str | None = None, key: str | None = Non
     checks = [_versions()]
     status = _server_status(settings, url, key)
     running = isinstance(status, dict)
-    checks.append(Check("server", OK if running else INFO,
-                        f"running, appliance {status.get('version')}" if running else f"not running ({status})"))
+    checks.append(
+        Check(
+            "server",
+            OK if running else INFO,
+            f"running, appliance {status.get('version')}" if running else f"not running ({status})",
+        )
+    )
     checks += _models(settings)
     checks.append(_disk(settings.data_path))
     checks += _permissions(settings.data_path)
@@ -48,19 +61,21 @@ def run_checks(settings: Settings, url: str | None = None, key: str | None = Non
 
 # -- the running server ----------------------------------------------------------------------------
 def _server_status(settings: Settings, url: str | None, key: str | None) -> dict | str:
-    from appliance.client import resolve_endpoint
+    from appliance.client import ApiError, ApplianceClient, resolve_endpoint
 
     try:
         url, key = resolve_endpoint(settings, url, key)
     except Exception as exc:  # no readable admin key: the server may run, but we cannot ask it
         return f"cannot ask it: {getattr(exc, 'detail', exc)}"
     try:
-        response = httpx.get(f"{url}/api/v1/admin/ops", headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    except httpx.HTTPError:
-        return f"nothing answers at {url}"
-    if response.status_code != 200:
-        return f"{url} answered {response.status_code}: {response.text[:200]}"
-    return response.json()
+        with ApplianceClient(url, key, timeout=10) as client:
+            return client.ops()
+    except ApiError as exc:
+        return (
+            f"nothing answers at {url}"
+            if exc.unreachable
+            else f"{url} answered {exc.status}: {exc.detail[:200]}"
+        )
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -73,25 +88,34 @@ def _versions() -> Check:
             if name != "vllm":  # optional: GPU servers only
                 found.append(f"{name} MISSING")
     missing = [f for f in found if f.endswith("MISSING")]
-    detail = f"appliance {__version__}, python {platform.python_version()} ({sys.prefix}); " + ", ".join(found)
+    detail = f"appliance {__version__}, python {platform.python_version()} ({sys.prefix}); " + ", ".join(
+        found
+    )
     return Check("versions", FAIL if missing else OK, detail)
 
 
 def _models(settings: Settings) -> list[Check]:
-    from appliance.models.catalog import MINILM_WEIGHTS_SHA256, default_embedding_dir, sha256_file
+    from appliance.models.catalog import MINILM_WEIGHTS_SHA256, default_embedding_dir
     from appliance.models.manifest import list_models
 
     checks = []
     if settings.embedding.model_dir:
         path = Path(settings.embedding.model_dir)
-        checks.append(Check("embedding model", OK if path.is_dir() else FAIL, f"{path} (configured; not pinned)"))
+        checks.append(
+            Check("embedding model", OK if path.is_dir() else FAIL, f"{path} (configured; not pinned)")
+        )
     else:
         try:
             path = default_embedding_dir(verify=False)
             weights = next(path.glob("*.safetensors"), None) or next(path.glob("pytorch_model.bin"), None)
             good = weights is not None and sha256_file(weights) == MINILM_WEIGHTS_SHA256
-            checks.append(Check("embedding model", OK if good else FAIL,
-                                f"{weights} sha256 {'matches its pin' if good else 'DOES NOT match its pin'}"))
+            checks.append(
+                Check(
+                    "embedding model",
+                    OK if good else FAIL,
+                    f"{weights} sha256 {'matches its pin' if good else 'DOES NOT match its pin'}",
+                )
+            )
         except Exception as exc:
             checks.append(Check("embedding model", FAIL, str(getattr(exc, "detail", exc))))
     models_dir = Path(settings.llm.models_dir) if settings.llm.models_dir else settings.data_path / "models"
@@ -105,8 +129,13 @@ def _models(settings: Settings) -> list[Check]:
         digest = sha256_file(path)
         good = spec.sha256 is None or digest == spec.sha256
         usable += [spec.name] if good else []
-        checks.append(Check(f"model {spec.name}", OK if good else FAIL,
-                            f"{path} sha256 {digest[:16]}… " + ("matches its pin" if good else f"expected {spec.sha256}")))
+        checks.append(
+            Check(
+                f"model {spec.name}",
+                OK if good else FAIL,
+                f"{path} sha256 {digest[:16]}… " + ("matches its pin" if good else f"expected {spec.sha256}"),
+            )
+        )
     if not usable:
         checks.append(Check("chat model", FAIL, "no chat model is installed and intact"))
     return checks
@@ -133,7 +162,11 @@ def _disk(data: Path) -> Check:
     usage = shutil.disk_usage(probe)
     detail = f"{usage.free / 1024**3:.1f} GiB free of {usage.total / 1024**3:.1f} GiB at {probe}"
     low = usage.free < MIN_FREE_BYTES or usage.free < 0.1 * usage.total
-    return Check("free disk", WARN if low else OK, detail + (" (low: backups and index rebuilds need room)" if low else ""))
+    return Check(
+        "free disk",
+        WARN if low else OK,
+        detail + (" (low: backups and index rebuilds need room)" if low else ""),
+    )
 
 
 def _permissions(data: Path) -> list[Check]:
@@ -156,8 +189,13 @@ def _permissions(data: Path) -> list[Check]:
     if not problems and os.geteuid() == st.st_uid and not os.access(data, os.W_OK):
         problems.append(f"{data} is not writable by its owner")
     owner = _user_name(st.st_uid)
-    return [Check("data directory", FAIL if problems else OK,
-                  "; ".join(problems) or f"{data} owned by {owner}, mode {stat.filemode(st.st_mode)}")]
+    return [
+        Check(
+            "data directory",
+            FAIL if problems else OK,
+            "; ".join(problems) or f"{data} owned by {owner}, mode {stat.filemode(st.st_mode)}",
+        )
+    ]
 
 
 def _indexes_running(status: dict) -> Check:
@@ -169,9 +207,16 @@ def _indexes_running(status: dict) -> Check:
     if agree:
         return Check("index consistency", OK, detail)
     # While ingestion runs, the indexes trail the catalogue by the outbox: that is not damage.
-    return Check("index consistency", INFO if behind else FAIL,
-                 detail + ("; indexes are catching up with the outbox" if behind
-                           else "; they disagree (restart the service: start-up rebuilds a disagreeing index)"))
+    return Check(
+        "index consistency",
+        INFO if behind else FAIL,
+        detail
+        + (
+            "; indexes are catching up with the outbox"
+            if behind
+            else "; they disagree (restart the service: start-up rebuilds a disagreeing index)"
+        ),
+    )
 
 
 def _indexes_stopped(settings: Settings) -> Check:
@@ -186,12 +231,18 @@ def _indexes_stopped(settings: Settings) -> Check:
             chunks = con.execute("SELECT count(*) FROM chunks").fetchone()[0]
     except Exception as exc:
         return Check("index consistency", FAIL, f"cannot read the catalogue: {getattr(exc, 'detail', exc)}")
-    counts = {"bm25": _bm25_count(data / "index" / "bm25"), "vectors": _vector_count(data / "index" / "vectors")}
+    counts = {
+        "bm25": _bm25_count(data / "index" / "bm25"),
+        "vectors": _vector_count(data / "index" / "vectors"),
+    }
     detail = f"DuckDB {chunks} chunks; " + ", ".join(f"{n} {c}" for n, c in counts.items())
     agree = all(c == chunks for c in counts.values())
     # Stopped, the outbox may still hold changes a start will replay: a mismatch is repaired then.
-    return Check("index consistency", OK if agree else WARN,
-                 detail + ("" if agree else "; the next start replays the outbox or rebuilds the index"))
+    return Check(
+        "index consistency",
+        OK if agree else WARN,
+        detail + ("" if agree else "; the next start replays the outbox or rebuilds the index"),
+    )
 
 
 def _bm25_count(path: Path) -> int | str:
@@ -229,8 +280,12 @@ def _gpu() -> Check:
     if cuda:
         return Check("gpu", OK, f"CUDA visible: {', '.join(names)}")
     if devices:
-        return Check("gpu", WARN, f"{', '.join(devices)} present but CUDA is not visible to torch "
-                                  f"(driver, or DeviceAllow in the unit?){'' if smi else '; no nvidia-smi'}")
+        return Check(
+            "gpu",
+            WARN,
+            f"{', '.join(devices)} present but CUDA is not visible to torch "
+            f"(driver, or DeviceAllow in the unit?){'' if smi else '; no nvidia-smi'}",
+        )
     return Check("gpu", INFO, "no GPU: models run on the CPU (llama.cpp)")
 
 
@@ -242,8 +297,12 @@ def _network(settings: Settings, status: dict | None) -> Check:
     net = status["network"]
     if net["outbound_attempts"]:
         last = net["recent"][-1] if net["recent"] else {}
-        return Check("outbound network", FAIL, f"{net['outbound_attempts']} outbound connection attempts refused "
-                     f"since start; last to {last.get('host')}:{last.get('port')} from {last.get('caller')}")
+        return Check(
+            "outbound network",
+            FAIL,
+            f"{net['outbound_attempts']} outbound connection attempts refused "
+            f"since start; last to {last.get('host')}:{last.get('port')} from {last.get('caller')}",
+        )
     return Check("outbound network", OK, "no outbound connection attempted since start (guard on)")
 
 
@@ -256,8 +315,7 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def render(checks: list[Check], as_json: bool) -> str:
-    if as_json:
-        return json.dumps([asdict(c) for c in checks], indent=2)
+def render(checks: list[Check]) -> str:
+    """The human view; `--json` prints the checks as records (cli/doctor.py)."""
     marks = {OK: "ok  ", WARN: "WARN", FAIL: "FAIL", INFO: "info"}
     return "\n".join(f"[{marks[c.status]}] {c.name}: {c.detail}" for c in checks)

@@ -69,7 +69,9 @@ def network_dropin(config: str | None) -> int:
             allow.append(str(ipaddress.ip_network(entry, strict=False)))
         except ValueError:
             print(f"# network.allow entry {entry!r} is a name: add its address to IPAddressAllow by hand")
-    print("# Written by install.sh from the config's server.host and network.allow; rerun install.sh to update.")
+    print(
+        "# Written by install.sh from the config's server.host and network.allow; rerun install.sh to update."
+    )
     print("[Service]")
     for net in dict.fromkeys(allow):
         print(f"IPAddressAllow={net}")

@@ -124,7 +124,11 @@ class HybridSearcher:
             hits.append(hit)
         timings["total_ms"] = _ms(started)
         return SearchResult(
-            hits=hits, timings=timings, mode=mode, reranked=bool(use_rerank and ranked), best_similarity=best_similarity
+            hits=hits,
+            timings=timings,
+            mode=mode,
+            reranked=bool(use_rerank and ranked),
+            best_similarity=best_similarity,
         )
 
 

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from appliance.tui.client import ApiClient, ConsoleError
+from appliance.client import ApiError, AsyncApplianceClient
 from appliance.tui.help import HelpScreen
 from appliance.tui.screens.chat import ChatView
 from appliance.tui.screens.dashboard import DashboardView
@@ -43,18 +43,23 @@ class ConsoleApp(App[None]):
     TabPane { padding: 0; }
     """
     BINDINGS = [
-        *[Binding(str(i), f"show_tab('{ident}')", title, show=False) for i, (ident, title, _) in enumerate(SCREENS, 1)],
+        *[
+            Binding(str(i), f"show_tab('{ident}')", title, show=False)
+            for i, (ident, title, _) in enumerate(SCREENS, 1)
+        ],
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+r", "refresh", "Refresh"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
-    def __init__(self, url: str, key: str, live: bool = True, api: ApiClient | None = None) -> None:
+    def __init__(
+        self, url: str, key: str, live: bool = True, api: AsyncApplianceClient | None = None
+    ) -> None:
         super().__init__()
-        self.api = api or ApiClient(url, key)
+        self.api = api or AsyncApplianceClient(url, key)
         self.live = live
-        self._failing: dict[str, ConsoleError] = {}
+        self._failing: dict[str, ApiError] = {}
 
     def compose(self) -> ComposeResult:
         with TabbedContent(initial="tab-dashboard", id="tabs"):
@@ -118,7 +123,9 @@ class ConsoleApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for ident, title, _ in SCREENS:
-            yield SystemCommand(f"Go to {title}", f"Open the {title} screen", lambda i=ident: self.action_show_tab(i))
+            yield SystemCommand(
+                f"Go to {title}", f"Open the {title} screen", lambda i=ident: self.action_show_tab(i)
+            )
         yield SystemCommand("Refresh", "Fetch the current screen again", self.action_refresh)
         yield SystemCommand("Help", "Keys of every screen", self.action_help)
 
@@ -128,17 +135,19 @@ class ConsoleApp(App[None]):
         try:
             await self.api.ready()
             await self.api.stats()
-        except ConsoleError as exc:
+        except ApiError as exc:
             self.report(exc, "connection")
             return
         self.report_ok("connection")
 
-    def report(self, exc: ConsoleError, source: str) -> None:
+    def report(self, exc: ApiError, source: str) -> None:
         self._failing[source] = exc
         self._show_banner()
 
     def report_ok(self, source: str) -> None:
-        if self._failing.pop(source, None) is not None or (source != "connection" and "connection" in self._failing):
+        if self._failing.pop(source, None) is not None or (
+            source != "connection" and "connection" in self._failing
+        ):
             # A view that works again proves the connection is back, too.
             self._failing.pop("connection", None)
             self._show_banner()
@@ -150,10 +159,23 @@ class ConsoleApp(App[None]):
             return
         source, exc = next(reversed(self._failing.items()))
         prefix = "" if source == "connection" else f"{source}: "
-        banner.show_error(f"{prefix}{exc.title} — {exc.detail}")
+        title, detail = explain(exc)
+        banner.show_error(f"{prefix}{title} — {detail}")
 
     def notice(self, message: str) -> None:
         self.notify(message, timeout=4)
+
+
+def explain(exc: ApiError) -> tuple[str, str]:
+    """Title and detail as the operator should read them: a refused key says how to pass another."""
+    if exc.status == 401:
+        return (
+            "Key rejected",
+            f"the server refused the API key ({exc.detail}); pass --key or set APPLIANCE_KEY",
+        )
+    if exc.status == 403:
+        return "Admin key needed", exc.detail
+    return exc.title, exc.detail
 
 
 def run_console(url: str, key: str) -> int:

@@ -50,9 +50,12 @@ class ConfirmDialog(ModalScreen[bool]):
 class TextDialog(ModalScreen[None]):
     """A title and a scrollable text (a chunk, a key shown once); `escape` closes."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="TextDialog") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="TextDialog")
+        + """
     TextDialog VerticalScroll { height: auto; max-height: 30; }
     """
+    )
     BINDINGS = [Binding("escape,q", "close", "Close")]
 
     def __init__(self, title: str, body: str, note: str = "") -> None:
@@ -82,9 +85,12 @@ class FormDialog(ModalScreen[dict | None]):
     """A few named fields (text inputs, or selects when given choices); `enter` on the last
     field or OK submits, `escape` cancels. Dismisses with {name: value} or None."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="FormDialog") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="FormDialog")
+        + """
     FormDialog Input, FormDialog Select { margin-bottom: 1; }
     """
+    )
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, fields: Sequence[tuple[str, str, str | Sequence[str]]]) -> None:
@@ -100,8 +106,13 @@ class FormDialog(ModalScreen[dict | None]):
                 if isinstance(spec, str):
                     yield Input(value=spec, placeholder=label, id=f"field-{name}")
                 else:
-                    yield Select([(c, c) for c in spec], value=spec[0], allow_blank=False, prompt=label,
-                                 id=f"field-{name}")
+                    yield Select(
+                        [(c, c) for c in spec],
+                        value=spec[0],
+                        allow_blank=False,
+                        prompt=label,
+                        id=f"field-{name}",
+                    )
             with Horizontal(classes="buttons"):
                 yield Button("OK", variant="primary", id="ok")
                 yield Button("Cancel (esc)", id="cancel")

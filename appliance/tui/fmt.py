@@ -6,11 +6,28 @@ from rich.text import Text
 
 # One colour per health/job state, so the same word reads the same on every screen.
 STATE_STYLES = {
-    "ok": "bold green", "loaded": "bold green", "succeeded": "green", "running": "bold cyan",
-    "queued": "yellow", "starting": "yellow", "loading": "yellow", "warn": "bold yellow", "cancelled": "dim",
-    "off": "dim", "unloaded": "dim", "failed": "bold red", "down": "bold red", "revoked": "dim red",
+    "ok": "bold green",
+    "loaded": "bold green",
+    "succeeded": "green",
+    "running": "bold cyan",
+    "queued": "yellow",
+    "starting": "yellow",
+    "loading": "yellow",
+    "warn": "bold yellow",
+    "cancelled": "dim",
+    "off": "dim",
+    "unloaded": "dim",
+    "failed": "bold red",
+    "down": "bold red",
+    "revoked": "dim red",
 }
-LEVEL_STYLES = {"debug": "dim", "info": "cyan", "warning": "yellow", "error": "bold red", "critical": "bold white on red"}
+LEVEL_STYLES = {
+    "debug": "dim",
+    "info": "cyan",
+    "warning": "yellow",
+    "error": "bold red",
+    "critical": "bold white on red",
+}
 
 
 def state(value: str | None) -> Text:
@@ -79,7 +96,7 @@ def clip(text: str | None, width: int) -> str:
 
 
 def short_ts(iso: str | None) -> str:
-    """"2025-01-02T03:04:05.678+00:00" -> "01-02 03:04:05": enough to order events on one screen."""
+    """ "2025-01-02T03:04:05.678+00:00" -> "01-02 03:04:05": enough to order events on one screen."""
     if not iso:
         return "-"
     return iso[5:10] + " " + iso[11:19] if len(iso) >= 19 else iso

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Label, Sparkline, Static
 
-from appliance.tui.client import ApiClient, ConsoleError
+from appliance.client import ApiError, AsyncApplianceClient
 
-if TYPE_CHECKING:
-    from appliance.tui.app import ConsoleApp
+
+class ConsoleHost(Protocol):
+    """What a view needs of the app that hosts it (the ConsoleApp), so views never import the app."""
+
+    api: AsyncApplianceClient
+    live: bool
+
+    def report(self, exc: ApiError, source: str) -> None: ...
+
+    def report_ok(self, source: str) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
 
 T = TypeVar("T")
 
@@ -51,11 +62,11 @@ def guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T | 
     async def wrapper(self: View, *args: Any, **kwargs: Any) -> T | None:
         try:
             result = await method(self, *args, **kwargs)
-        except ConsoleError as exc:
+        except ApiError as exc:
             self.console.report(exc, self.label)
             return None
         except Exception as exc:  # an unexpected answer: say so and keep the console alive
-            self.console.report(ConsoleError(-1, "Unexpected answer", f"{type(exc).__name__}: {exc}"), self.label)
+            self.console.report(ApiError(-1, "Unexpected answer", f"{type(exc).__name__}: {exc}"), self.label)
             return None
         self.console.report_ok(self.label)
         return result
@@ -79,11 +90,11 @@ class View(Vertical):
     """
 
     @property
-    def console(self) -> ConsoleApp:
+    def console(self) -> ConsoleHost:
         return self.app  # type: ignore[return-value]
 
     @property
-    def api(self) -> ApiClient:
+    def api(self) -> AsyncApplianceClient:
         return self.console.api
 
     def focus_first(self) -> None:

@@ -31,7 +31,10 @@ def bench_server(url: str | None = None, key: str | None = None, env: dict | Non
         log = open(Path(tmp) / "server.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "serve", "--data-dir", str(data), "--port", str(port)],
-            env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -46,7 +49,9 @@ def bench_server(url: str | None = None, key: str | None = None, env: dict | Non
                     pass
                 time.sleep(0.3)
             key = (data / "admin.key").read_text().strip()
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
+            with httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600
+            ) as client:
                 yield client
         finally:
             proc.terminate()

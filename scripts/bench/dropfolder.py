@@ -26,8 +26,10 @@ PYDOC = Path("/usr/share/doc/python3.11/html/library")
 
 
 def searchable(client, word: str, collection: str) -> bool:
-    response = client.post("/api/v1/knowledge/search",
-                           json={"query": word, "collections": [collection], "mode": "keyword", "top_k": 1})
+    response = client.post(
+        "/api/v1/knowledge/search",
+        json={"query": word, "collections": [collection], "mode": "keyword", "top_k": 1},
+    )
     return response.status_code == 200 and bool(response.json()["hits"])
 
 
@@ -71,24 +73,33 @@ def burst(client, inbox: Path, count: int) -> tuple[float, int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--burst", type=int, default=300)
     parser.add_argument("--settle", type=float, default=2.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dropfolder-bench-") as tmp:
         inbox = Path(tmp) / "inbox"
-        env = {"APPLIANCE_DROPFOLDER__PATH": str(inbox), "APPLIANCE_DROPFOLDER__SETTLE_SECONDS": str(args.settle),
-               "APPLIANCE_LLM__LOAD_AT_START": "false"}
+        env = {
+            "APPLIANCE_DROPFOLDER__PATH": str(inbox),
+            "APPLIANCE_DROPFOLDER__SETTLE_SECONDS": str(args.settle),
+            "APPLIANCE_LLM__LOAD_AT_START": "false",
+        }
         with bench_server(env=env) as client:
             times = latency(client, inbox, args.files)
             print(f"settle time            {args.settle:.2f} s")
-            print(f"landing -> searchable  p50 {percentile(times, 50):.2f} s  p95 {percentile(times, 95):.2f} s"
-                  f"  (n={len(times)}; minus settle: p50 {percentile(times, 50) - args.settle:.2f} s)")
+            print(
+                f"landing -> searchable  p50 {percentile(times, 50):.2f} s  p95 {percentile(times, 95):.2f} s"
+                f"  (n={len(times)}; minus settle: p50 {percentile(times, 50) - args.settle:.2f} s)"
+            )
             if args.burst:
                 elapsed, docs, chunks = burst(client, inbox, args.burst)
-                print(f"burst                  {docs} documents, {chunks} chunks in {elapsed:.1f} s: "
-                      f"{docs / elapsed:.1f} documents/s, {chunks / elapsed:.1f} chunks/s")
+                print(
+                    f"burst                  {docs} documents, {chunks} chunks in {elapsed:.1f} s: "
+                    f"{docs / elapsed:.1f} documents/s, {chunks / elapsed:.1f} chunks/s"
+                )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
 from appliance.models import catalog  # noqa: E402
 from appliance.models import embedder as embedder_module  # noqa: E402
 from appliance.models.embedder import SentenceTransformerEmbedder, available_cpus  # noqa: E402
 
-EVALSET = Path("/work/shared/evalsets/msmarco-subset")
+# The MS MARCO subset shipped with the checkout (see data/evalsets/README.md).
+EVALSET = REPO / "data" / "evalsets" / "msmarco-subset"
 # models.md, measured on 2 CPU cores: (passages/s, queries/s).
 REFERENCE = {catalog.MINILM_NAME: (23.0, 195.0), catalog.MPNET_NAME: (1.7, 29.0)}
 
@@ -118,6 +120,12 @@ def bench(embedder: SentenceTransformerEmbedder, corpus: list[str], queries: lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--evalset",
+        type=Path,
+        default=EVALSET,
+        help="folder holding corpus.jsonl and queries.jsonl (default: the checkout's data/evalsets/msmarco-subset)",
+    )
     parser.add_argument("--passages", type=int, default=128, help="passages per model (MiniLM)")
     parser.add_argument("--mpnet-passages", type=int, default=64, help="passages for mpnet (~10x slower)")
     parser.add_argument("--tokens", type=int, default=245, help="target tokens per passage")
@@ -139,8 +147,13 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    corpus = _jsonl_texts(EVALSET / "corpus.jsonl")
-    queries = _jsonl_texts(EVALSET / "queries.jsonl")
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (args.evalset / name).is_file():
+            parser.error(
+                f"{args.evalset / name} not found (--evalset names a folder with corpus.jsonl and queries.jsonl)"
+            )
+    corpus = _jsonl_texts(args.evalset / "corpus.jsonl")
+    queries = _jsonl_texts(args.evalset / "queries.jsonl")
     print(f"cpus usable: {available_cpus()}, device: {args.device}, load average: {os.getloadavg()[0]:.2f}")
 
     minilm = SentenceTransformerEmbedder(

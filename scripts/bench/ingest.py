@@ -20,23 +20,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from appliance.config import load_settings  # noqa: E402
 from appliance.core import Appliance  # noqa: E402
-from appliance.db.keys import Principal  # noqa: E402
-from appliance.ingest.document import Chunk, Location  # noqa: E402
+from appliance.document import Chunk, Location  # noqa: E402
 from appliance.ingest.intake import NewDocument  # noqa: E402
 from appliance.ingest.parsers import parse  # noqa: E402
 from appliance.ingest.pipeline import embedding_text  # noqa: E402
 
 HTML_ROOT = Path("/usr/share/doc/python3.11-doc/html")
 PDF_ROOT = Path("/usr/share/doc/r-doc-pdf")
-ADMIN = Principal("bench", "bench", "admin", None)
 
 
 def pick(args: argparse.Namespace) -> list[Path]:
     if args.paths:
-        return [p for raw in args.paths for p in ([Path(raw)] if Path(raw).is_file() else sorted(Path(raw).rglob("*"))) if p.is_file()]
-    html = sorted(p for p in (HTML_ROOT / "library").glob("*.html"))[: args.html] if HTML_ROOT.exists() else []
+        return [
+            p
+            for raw in args.paths
+            for p in ([Path(raw)] if Path(raw).is_file() else sorted(Path(raw).rglob("*")))
+            if p.is_file()
+        ]
+    html = (
+        sorted(p for p in (HTML_ROOT / "library").glob("*.html"))[: args.html] if HTML_ROOT.exists() else []
+    )
     # Debian keeps the manuals under manual/ (as symlinks).
-    pdfs = sorted(PDF_ROOT.rglob("*.pdf"), key=lambda p: p.stat().st_size)[: args.pdf] if PDF_ROOT.exists() else []
+    pdfs = (
+        sorted(PDF_ROOT.rglob("*.pdf"), key=lambda p: p.stat().st_size)[: args.pdf]
+        if PDF_ROOT.exists()
+        else []
+    )
     if not html and not pdfs:
         raise SystemExit("no documents: apt-get install python3.11-doc r-doc-pdf, or pass paths")
     return html + pdfs
@@ -67,10 +76,13 @@ def main() -> None:
         chunked = [app.chunker.chunk(doc) for doc in parsed]
         chunk_s = time.perf_counter() - t
 
-        docs = [NewDocument(source_id=str(p), content=p.read_bytes(), filename=p.name, source_kind="file") for p in files]
+        docs = [
+            NewDocument(source_id=str(p), content=p.read_bytes(), filename=p.name, source_kind="file")
+            for p in files
+        ]
         t = time.perf_counter()
-        job_id, _ = app.submit_documents(ADMIN, "bench", docs)
-        job = app.wait_for_job(job_id, timeout=7200)
+        job_id, _ = app.knowledge.submit(app.access.system_scope(), "bench", docs)
+        job = app.jobs.wait(job_id, timeout=7200)
         app.sync.flush()
         pipeline_s = time.perf_counter() - t
         n_chunks = app.catalog.chunk_count()
@@ -87,16 +99,26 @@ def main() -> None:
         embed_s = time.perf_counter() - t
         app.close()
 
-    print(f"documents: {len(files)} ({sum(p.suffix == '.pdf' for p in files)} PDF), {total_bytes / 1e6:.1f} MB, "
-          f"chunks: {n_chunks}, failed: {job['progress']['failed']}")
+    print(
+        f"documents: {len(files)} ({sum(p.suffix == '.pdf' for p in files)} PDF), {total_bytes / 1e6:.1f} MB, "
+        f"chunks: {n_chunks}, failed: {job['progress']['failed']}"
+    )
     print(f"model load: {load_s:.1f} s (not counted)")
-    print(f"parse alone: {parse_s:.2f} s  ({len(files) / parse_s:.1f} docs/s, {total_bytes / 1e6 / parse_s:.1f} MB/s)")
+    print(
+        f"parse alone: {parse_s:.2f} s  ({len(files) / parse_s:.1f} docs/s, {total_bytes / 1e6 / parse_s:.1f} MB/s)"
+    )
     print(f"chunk alone: {chunk_s:.2f} s  ({sum(map(len, chunked)) / chunk_s:.0f} chunks/s)")
-    print(f"pipeline (API-less job: parse+chunk+embed+DuckDB+indexes): {pipeline_s:.1f} s  "
-          f"{len(files) / pipeline_s:.2f} docs/s  {n_chunks / pipeline_s:.1f} chunks/s")
-    print(f"raw embedding of the same {len(texts)} chunk texts: {embed_s:.1f} s  {len(texts) / embed_s:.1f} chunks/s")
-    print(f"pipeline throughput / raw embedding throughput: {embed_s / pipeline_s:.3f}  "
-          f"(overhead {100 * (pipeline_s - embed_s) / embed_s:.1f}%)")
+    print(
+        f"pipeline (API-less job: parse+chunk+embed+DuckDB+indexes): {pipeline_s:.1f} s  "
+        f"{len(files) / pipeline_s:.2f} docs/s  {n_chunks / pipeline_s:.1f} chunks/s"
+    )
+    print(
+        f"raw embedding of the same {len(texts)} chunk texts: {embed_s:.1f} s  {len(texts) / embed_s:.1f} chunks/s"
+    )
+    print(
+        f"pipeline throughput / raw embedding throughput: {embed_s / pipeline_s:.3f}  "
+        f"(overhead {100 * (pipeline_s - embed_s) / embed_s:.1f}%)"
+    )
 
 
 def _chunk(row) -> Chunk:

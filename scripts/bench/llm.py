@@ -40,8 +40,11 @@ covers meals and local transport. Receipts are required for every expense above 
 def messages(nonce: int) -> list[ChatMessage]:
     return [
         ChatMessage("system", f"Run {nonce}. Answer only from the numbered context and cite it like [1]."),
-        ChatMessage("user", f"Context:\n{CONTEXT * 2}\nQuestion: what per diem applies in Europe, and what are "
-                            "the hotel limits? Explain in detail."),
+        ChatMessage(
+            "user",
+            f"Context:\n{CONTEXT * 2}\nQuestion: what per diem applies in Europe, and what are "
+            "the hotel limits? Explain in detail.",
+        ),
     ]
 
 
@@ -84,8 +87,12 @@ def bench_api(client, nonces: list[int], max_tokens: int) -> list[dict]:
         first = None
         usage = None
         for chunk in client.chat.completions.create(
-            model="default", messages=[{"role": m.role, "content": m.content} for m in messages(nonce)],
-            max_tokens=max_tokens, temperature=0.0, stream=True, stream_options={"include_usage": True},
+            model="default",
+            messages=[{"role": m.role, "content": m.content} for m in messages(nonce)],
+            max_tokens=max_tokens,
+            temperature=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
         ):
             if chunk.choices and chunk.choices[0].delta.content:
                 first = first or time.perf_counter()
@@ -140,25 +147,41 @@ def main() -> None:
     threads = rt.threads
     llama_cpp = _import_llama()
     t = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=args.ctx, n_batch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=args.ctx,
+        n_batch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
     direct_load = time.perf_counter() - t
 
     nonces = list(range(args.runs + 1))  # the first run of each path warms caches and is dropped
     prompts = [rt.render_chat(messages(n)) for n in nonces]  # separate Llama objects: no shared cache
-    print(f"model {spec.name} ({path.stat().st_size / 1e6:.0f} MB), threads {threads}, ctx {args.ctx}, "
-          f"max_tokens {args.max_tokens}, runs {args.runs} (+1 warm-up), greedy")
+    print(
+        f"model {spec.name} ({path.stat().st_size / 1e6:.0f} MB), threads {threads}, ctx {args.ctx}, "
+        f"max_tokens {args.max_tokens}, runs {args.runs} (+1 warm-up), greedy"
+    )
     print(f"load: direct {direct_load:.2f} s, runtime {rt_load:.2f} s (runtime also loads a vocab-only copy)")
-    env = {"APPLIANCE_LLM__MODEL": args.model, "APPLIANCE_LLM__MODELS_DIR": str(Path(args.models_dir).absolute()),
-           "APPLIANCE_LLM__CONTEXT_LENGTH": str(args.ctx), "APPLIANCE_LLM__THREADS": str(threads)}
+    env = {
+        "APPLIANCE_LLM__MODEL": args.model,
+        "APPLIANCE_LLM__MODELS_DIR": str(Path(args.models_dir).absolute()),
+        "APPLIANCE_LLM__CONTEXT_LENGTH": str(args.ctx),
+        "APPLIANCE_LLM__THREADS": str(threads),
+    }
     with bench_server(env=env) if args.api else _no_server() as http:
         client = None
         if http is not None:
             import openai
 
             wait_for_chat_model(http)
-            client = openai.OpenAI(base_url=str(http.base_url).rstrip("/") + "/v1", api_key=http.headers["authorization"][7:],
-                                   max_retries=0, timeout=600)
+            client = openai.OpenAI(
+                base_url=str(http.base_url).rstrip("/") + "/v1",
+                api_key=http.headers["authorization"][7:],
+                max_retries=0,
+                timeout=600,
+            )
         # Interleaved run by run, so that load from other processes hits every path alike.
         rows: dict[str, list[dict]] = {"direct": [], "LlamaCppRuntime": [], "HTTP API": []}
         for nonce, prompt in zip(nonces, prompts, strict=True):
@@ -173,13 +196,17 @@ def main() -> None:
 
     print(f"\n{'':16}{'prompt tok':>11}{'gen tok':>9}{'TTFT ms':>9}{'prompt tok/s':>14}{'gen tok/s':>11}")
     for label, s in results.items():
-        print(f"{label:<16}{s['prompt_tokens']:>11.0f}{s['completion_tokens']:>9.0f}{s['ttft_s'] * 1000:>9.0f}"
-              f"{s['pp_tps']:>14.1f}{s['gen_tps']:>11.1f}")
+        print(
+            f"{label:<16}{s['prompt_tokens']:>11.0f}{s['completion_tokens']:>9.0f}{s['ttft_s'] * 1000:>9.0f}"
+            f"{s['pp_tps']:>14.1f}{s['gen_tps']:>11.1f}"
+        )
     print("\nratios to direct (1.00 = no overhead; TTFT: lower is better)")
     for label, s in results.items():
         if label != "direct":
-            print(f"  {label:<16} prompt tok/s {s['pp_tps'] / direct['pp_tps']:.3f}   "
-                  f"gen tok/s {s['gen_tps'] / direct['gen_tps']:.3f}   TTFT {s['ttft_s'] / direct['ttft_s']:.3f}")
+            print(
+                f"  {label:<16} prompt tok/s {s['pp_tps'] / direct['pp_tps']:.3f}   "
+                f"gen tok/s {s['gen_tps'] / direct['gen_tps']:.3f}   TTFT {s['ttft_s'] / direct['ttft_s']:.3f}"
+            )
 
 
 @contextmanager

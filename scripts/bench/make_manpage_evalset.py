@@ -70,13 +70,13 @@ GROFF = ["groff", "-k", "-t", "-mandoc", "-Tutf8", "-P-cbou", "-rLL=200n", "-rHY
 
 # Raw troff escapes, only for reading the NAME section of every page cheaply.
 _ESCAPES = [
-    (re.compile(r"\\f(\[[^\]]*\]|\(..|.)"), ""),       # font changes
-    (re.compile(r"\\s[+-]?\d"), ""),                     # size changes
-    (re.compile(r"\\\*(\[[^\]]*\]|\(..|.)"), '"'),     # strings (mostly quotes)
+    (re.compile(r"\\f(\[[^\]]*\]|\(..|.)"), ""),  # font changes
+    (re.compile(r"\\s[+-]?\d"), ""),  # size changes
+    (re.compile(r"\\\*(\[[^\]]*\]|\(..|.)"), '"'),  # strings (mostly quotes)
     (re.compile(r"\\\((em|en)"), " - "),
     (re.compile(r"\\\(aq"), "'"),
     (re.compile(r"\\\((lq|rq|dq)"), '"'),
-    (re.compile(r"\\\[[^\]]*\]|\\\(.."), ""),            # other named glyphs
+    (re.compile(r"\\\[[^\]]*\]|\\\(.."), ""),  # other named glyphs
     (re.compile(r"\\-"), "-"),
     (re.compile(r"\\[&%c|^:]"), ""),
     (re.compile(r"\\e"), "\\\\"),
@@ -113,7 +113,7 @@ def parse_name(raw: str) -> tuple[list[str], str] | None:
         if head.group(1).strip().upper() != "NAME":
             continue
         end = heads[i + 1].start() if i + 1 < len(heads) else len(raw)
-        body = raw[head.end():end]
+        body = raw[head.end() : end]
         names, desc, words = [], [], []
         for line in body.splitlines():
             line = line.strip()
@@ -183,14 +183,15 @@ def scan(dirs: tuple[Path, ...]) -> tuple[list[Page], Counter]:
 def render(path: Path) -> str:
     """Plain text of a page: groff output without header/footer, one line per paragraph."""
     raw = gzip.decompress(path.read_bytes())
-    out = subprocess.run(GROFF, input=raw, capture_output=True, timeout=60,
-                         env={**os.environ, "LC_ALL": "C.UTF-8"}).stdout.decode("utf-8", "replace")
+    out = subprocess.run(
+        GROFF, input=raw, capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"}
+    ).stdout.decode("utf-8", "replace")
     lines = out.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    lines = lines[:-1]                        # footer
+    lines = lines[:-1]  # footer
     start = next((i for i, ln in enumerate(lines) if ln[:1].isalpha() and _HEADING.match(ln.strip())), 0)
-    lines = lines[start:]                     # header
+    lines = lines[start:]  # header
     paragraphs, current = [], []
     for line in lines:
         if not line.strip():
@@ -215,7 +216,7 @@ def split_name(text: str) -> tuple[str, str]:
     if not m:
         return "", text
     parts = _DASH_SPLIT.split(" ".join(m.group(1).split()), maxsplit=1)
-    return (parts[1].strip() if len(parts) == 2 else ""), text[m.end():].strip()
+    return (parts[1].strip() if len(parts) == 2 else ""), text[m.end() :].strip()
 
 
 def truncate(text: str, limit: int) -> str:
@@ -233,8 +234,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--max-chars", type=int, default=4000)
-    ap.add_argument("--max-family-share", type=float, default=0.2,
-                    help="at most this share of the docs from one command family (gcloud is ~90%% of man1)")
+    ap.add_argument(
+        "--max-family-share",
+        type=float,
+        default=0.2,
+        help="at most this share of the docs from one command family (gcloud is ~90%% of man1)",
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     if args.queries > args.docs:
@@ -242,12 +247,15 @@ def main() -> None:
     started = time.perf_counter()
 
     pages, counts = scan(MAN_DIRS)
-    eligible = [p for p in pages
-                if counts[norm(p.description)] == 1 and good_description(p.description, [*p.names, p.title])]
+    eligible = [
+        p
+        for p in pages
+        if counts[norm(p.description)] == 1 and good_description(p.description, [*p.names, p.title])
+    ]
     rng = random.Random(args.seed)
     rng.shuffle(eligible)
 
-    docs: list[tuple[Page, str, str]] = []          # page, query text, document text
+    docs: list[tuple[Page, str, str]] = []  # page, query text, document text
     seen_desc: set[str] = set()
     seen_title: set[str] = set()
     families: Counter = Counter()
@@ -266,9 +274,13 @@ def main() -> None:
                 desc, text = split_name(rendered)
                 desc = desc or page.description
                 key = norm(desc)
-                if (len(text) < MIN_TEXT_CHARS or key in seen_desc or page.title in seen_title
-                        or families[family(page.title)] >= family_cap
-                        or not good_description(desc, [*page.names, page.title])):
+                if (
+                    len(text) < MIN_TEXT_CHARS
+                    or key in seen_desc
+                    or page.title in seen_title
+                    or families[family(page.title)] >= family_cap
+                    or not good_description(desc, [*page.names, page.title])
+                ):
                     continue
                 families[family(page.title)] += 1
                 truncated += len(text) > args.max_chars
@@ -285,8 +297,12 @@ def main() -> None:
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     with (out / "corpus.jsonl").open("w") as f:
         for i, (page, _, text) in enumerate(docs):
-            f.write(json.dumps({"_id": f"d{i}", "title": page.title, "text": text,
-                                "metadata": {"path": str(page.path)}}) + "\n")
+            f.write(
+                json.dumps(
+                    {"_id": f"d{i}", "title": page.title, "text": text, "metadata": {"path": str(page.path)}}
+                )
+                + "\n"
+            )
     with (out / "queries.jsonl").open("w") as f, (out / "qrels" / "test.tsv").open("w") as q:
         q.write("query-id\tcorpus-id\tscore\n")
         for n, i in enumerate(queried):
@@ -295,11 +311,15 @@ def main() -> None:
 
     lengths = [len(t) for _, _, t in docs]
     qwords = [len(docs[i][1].split()) for i in queried]
-    print(f"scanned {len(pages)} pages with a NAME line, {len(eligible)} eligible; "
-          f"rendered {rendered_n}, kept {len(docs)}")
-    print(f"docs: {len(docs)}  queries: {len(queried)}  mean doc length: {sum(lengths) / len(lengths):.0f} chars "
-          f"(truncated at {args.max_chars}: {truncated})  "
-          f"mean query length: {sum(qwords) / len(qwords):.1f} words")
+    print(
+        f"scanned {len(pages)} pages with a NAME line, {len(eligible)} eligible; "
+        f"rendered {rendered_n}, kept {len(docs)}"
+    )
+    print(
+        f"docs: {len(docs)}  queries: {len(queried)}  mean doc length: {sum(lengths) / len(lengths):.0f} chars "
+        f"(truncated at {args.max_chars}: {truncated})  "
+        f"mean query length: {sum(qwords) / len(qwords):.1f} words"
+    )
     print("largest families:", ", ".join(f"{k} {v}" for k, v in families.most_common(6)))
     print(f"seed: {args.seed}  out: {out}  {time.perf_counter() - started:.1f} s")
 

@@ -46,7 +46,9 @@ LIBRARIES = {"pypdfium2": pdfium_extract, "pypdf": pypdf_extract}
 
 def main(argv: list[str]) -> int:
     patterns = argv or [DEFAULT_GLOB]
-    files = sorted({p for pattern in patterns for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)})
+    files = sorted(
+        {p for pattern in patterns for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)}
+    )
     if not files:
         print(f"no PDF matched {patterns}; install r-doc-pdf or pass paths/globs", file=sys.stderr)
         return 1
@@ -54,7 +56,10 @@ def main(argv: list[str]) -> int:
         extract(open(files[0], "rb").read())
     totals = {name: [0, 0.0, 0] for name in LIBRARIES}  # pages, seconds, chars
     total_mb = 0.0
-    print(f"{'file':<22}{'MB':>7}{'pages':>7}  " + "".join(f"{n + ' p/s':>15}{n + ' chars':>17}" for n in LIBRARIES))
+    print(
+        f"{'file':<22}{'MB':>7}{'pages':>7}  "
+        + "".join(f"{n + ' p/s':>15}{n + ' chars':>17}" for n in LIBRARIES)
+    )
     for path in files:
         data = open(path, "rb").read()
         mb = len(data) / 1e6

@@ -53,17 +53,35 @@ def main() -> None:
             raise SystemExit(f"chat model failed: {state['error']}")
         http.post("/api/v1/collections", json={"name": "bench"})
         files = [p for p in sorted(args.folder.rglob("*")) if p.is_file()]
-        job = http.post("/api/v1/documents/batch", json={"collection": "bench", "documents": [
-            {"content_base64": base64.b64encode(p.read_bytes()).decode(), "filename": p.name, "source_id": str(p)}
-            for p in files]}).json()["job_id"]
+        job = http.post(
+            "/api/v1/documents/batch",
+            json={
+                "collection": "bench",
+                "documents": [
+                    {
+                        "content_base64": base64.b64encode(p.read_bytes()).decode(),
+                        "filename": p.name,
+                        "source_id": str(p),
+                    }
+                    for p in files
+                ],
+            },
+        ).json()["job_id"]
         wait_job(http, job)
-        print(f"model {state['name']} ({state['backend']}), {len(files)} documents, {len(QUESTIONS)} questions x {args.rounds} rounds")
+        print(
+            f"model {state['name']} ({state['backend']}), {len(files)} documents, {len(QUESTIONS)} questions x {args.rounds} rounds"
+        )
 
-        samples: dict[str, dict[str, list[float]]] = {"plain": {s: [] for s in STAGES}, "stream": {s: [] for s in STAGES}}
+        samples: dict[str, dict[str, list[float]]] = {
+            "plain": {s: [] for s in STAGES},
+            "stream": {s: [] for s in STAGES},
+        }
         cited = no_answer = answers = 0
         for _ in range(args.rounds):
             for question in QUESTIONS:
-                body = http.post("/api/v1/knowledge/query", json={"query": question, "collections": ["bench"]}).json()
+                body = http.post(
+                    "/api/v1/knowledge/query", json={"query": question, "collections": ["bench"]}
+                ).json()
                 answers += 1
                 cited += bool(body["citations"])
                 no_answer += body["answer"].startswith("The documents do not say")
@@ -71,8 +89,11 @@ def main() -> None:
                     if body["timings"].get(stage) is not None:
                         samples["plain"][stage].append(body["timings"][stage])
                 final = None
-                with http.stream("POST", "/api/v1/knowledge/query",
-                                 json={"query": question, "collections": ["bench"], "stream": True}) as r:
+                with http.stream(
+                    "POST",
+                    "/api/v1/knowledge/query",
+                    json={"query": question, "collections": ["bench"], "stream": True},
+                ) as r:
                     for line in r.iter_lines():
                         if line.startswith("data: "):
                             event = json.loads(line[6:])
@@ -87,8 +108,10 @@ def main() -> None:
             p, s = samples["plain"][stage], samples["stream"][stage]
             if not p and not s:
                 continue
-            print(f"{stage:<16}{percentile(p, 50):>11.0f}{percentile(p, 95):>11.0f}"
-                  f"{percentile(s, 50):>12.0f}{percentile(s, 95):>12.0f}")
+            print(
+                f"{stage:<16}{percentile(p, 50):>11.0f}{percentile(p, 95):>11.0f}"
+                f"{percentile(s, 50):>12.0f}{percentile(s, 95):>12.0f}"
+            )
         print(f"\nanswers with citations: {cited}/{answers}; honest no-answers: {no_answer}/{answers}")
 
 

@@ -4,7 +4,7 @@ Each corpus entry becomes one document (source_id = its _id). Prints nDCG@10, re
 recall@100 for keyword, semantic and hybrid search, fusion variants computed from the same
 candidate lists, ingest throughput, and query latency p50/p95.
 
-    python scripts/bench/retrieval.py ../shared/evalsets/msmarco-subset [--url URL --key KEY] [--limit N]
+    python scripts/bench/retrieval.py data/evalsets/msmarco-subset [--url URL --key KEY] [--limit N]
 """
 
 from __future__ import annotations
@@ -79,8 +79,11 @@ def main() -> None:
     ap.add_argument("--key")
     ap.add_argument("--limit", type=int, default=0, help="ingest only the first N corpus entries")
     ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--rerank", action="store_true",
-                    help="also measure hybrid + the bi-encoder reranker (packaged all-mpnet-base-v2)")
+    ap.add_argument(
+        "--rerank",
+        action="store_true",
+        help="also measure hybrid + the bi-encoder reranker (packaged all-mpnet-base-v2)",
+    )
     args = ap.parse_args()
     corpus, queries, qrels = load(args.dataset)
     if args.limit:
@@ -93,17 +96,27 @@ def main() -> None:
         started = time.perf_counter()
         jobs = []
         for i in range(0, len(corpus), args.batch):
-            docs = [{"source_id": d["_id"], "title": d.get("title") or None, "text": d["text"]}
-                    for d in corpus[i : i + args.batch]]
-            response = client.post("/api/v1/documents/batch", json={"collection": COLLECTION, "documents": docs})
+            docs = [
+                {"source_id": d["_id"], "title": d.get("title") or None, "text": d["text"]}
+                for d in corpus[i : i + args.batch]
+            ]
+            response = client.post(
+                "/api/v1/documents/batch", json={"collection": COLLECTION, "documents": docs}
+            )
             response.raise_for_status()
             jobs.append(response.json()["job_id"])
         results = [wait_job(client, j) for j in jobs]
         ingest_s = time.perf_counter() - started
         failed = sum(j["progress"]["failed"] for j in results)
-        chunks = next(c["chunks"] for c in client.get("/api/v1/collections").json() if c["name"] == COLLECTION)
-        print(f"dataset: {args.dataset.name}  documents: {len(corpus)}  chunks: {chunks}  queries: {len(queries)}  failed: {failed}")
-        print(f"ingest: {ingest_s:.1f} s  {len(corpus) / ingest_s:.1f} documents/s  {chunks / ingest_s:.1f} chunks/s")
+        chunks = next(
+            c["chunks"] for c in client.get("/api/v1/collections").json() if c["name"] == COLLECTION
+        )
+        print(
+            f"dataset: {args.dataset.name}  documents: {len(corpus)}  chunks: {chunks}  queries: {len(queries)}  failed: {failed}"
+        )
+        print(
+            f"ingest: {ingest_s:.1f} s  {len(corpus) / ingest_s:.1f} documents/s  {chunks / ingest_s:.1f} chunks/s"
+        )
 
         per_mode: dict[str, dict[str, list]] = {}
         latencies: dict[str, list[float]] = {}
@@ -114,8 +127,13 @@ def main() -> None:
             for qid, text in queries.items():
                 # Reranking is measured on its default depth (30 candidates): recall@100 is not comparable there.
                 rerank = mode.endswith("+rerank")
-                body = {"query": text, "collections": [COLLECTION], "top_k": 30 if rerank else 100,
-                        "mode": mode.split("+")[0], "rerank": rerank}
+                body = {
+                    "query": text,
+                    "collections": [COLLECTION],
+                    "top_k": 30 if rerank else 100,
+                    "mode": mode.split("+")[0],
+                    "rerank": rerank,
+                }
                 t = time.perf_counter()
                 r = client.post("/api/v1/knowledge/search", json=body)
                 lat.append((time.perf_counter() - t) * 1000)
@@ -132,8 +150,10 @@ def main() -> None:
         scores = {}
         for mode, runs in per_mode.items():
             m = scores[mode] = evaluate(runs, qrels)
-            print(f"{mode:<28} {m['ndcg@10']:>8.4f} {m['recall@10']:>7.4f} {m['recall@100']:>7.4f} "
-                  f"{percentile(latencies[mode], 50):>8.1f} {percentile(latencies[mode], 95):>8.1f}")
+            print(
+                f"{mode:<28} {m['ndcg@10']:>8.4f} {m['recall@10']:>7.4f} {m['recall@100']:>7.4f} "
+                f"{percentile(latencies[mode], 50):>8.1f} {percentile(latencies[mode], 95):>8.1f}"
+            )
 
         print("\nfusion variants over the same top-100 candidate lists (offline, same code as the server):")
         variants = {"rrf k=60": lambda kw, sem: reciprocal_rank_fusion([kw, sem], k=60)}

@@ -13,11 +13,16 @@ from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("admin") / "data", env=TEST_MODEL_ENV).start(require_llm=True)
+    server = ServerProcess(tmp_path_factory.mktemp("admin") / "data", env=TEST_MODEL_ENV).start(
+        require_llm=True
+    )
     with server.client() as c:
         c.post("/api/v1/collections", json={"name": "kb"})
-        r = c.post("/api/v1/documents", params={"wait": "true"},
-                   json={"collection": "kb", "source_id": "a.md", "text": "Backups run nightly at 02:00."})
+        r = c.post(
+            "/api/v1/documents",
+            params={"wait": "true"},
+            json={"collection": "kb", "source_id": "a.md", "text": "Backups run nightly at 02:00."},
+        )
         assert r.status_code == 200, r.text
         for _ in range(3):
             c.post("/api/v1/knowledge/search", json={"query": "when do backups run", "collections": ["kb"]})
@@ -59,7 +64,9 @@ def test_stats_describe_health_counts_traffic_and_history(admin):
 def test_admin_routes_need_an_admin_key(srv, user_key):
     for path in ("/api/v1/admin/stats", "/api/v1/admin/logs", "/api/v1/admin/models"):
         assert httpx.get(f"{srv.url}{path}").status_code == 401
-        assert httpx.get(f"{srv.url}{path}", headers={"Authorization": f"Bearer {user_key}"}).status_code == 403
+        assert (
+            httpx.get(f"{srv.url}{path}", headers={"Authorization": f"Bearer {user_key}"}).status_code == 403
+        )
     r = httpx.post(f"{srv.url}/api/v1/admin/models/unload", headers={"Authorization": f"Bearer {user_key}"})
     assert r.status_code == 403
 
@@ -84,12 +91,16 @@ def test_unload_then_load_the_chat_model(admin):
     assert admin.post("/api/v1/admin/models/unload").json()["state"] == "unloaded"
     chat = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     assert admin.post("/v1/chat/completions", json=chat).status_code == 503
-    assert admin.post("/api/v1/knowledge/search", json={"query": "backups"}).status_code == 200  # search still works
+    assert (
+        admin.post("/api/v1/knowledge/search", json={"query": "backups"}).status_code == 200
+    )  # search still works
     assert admin.get("/readyz").json()["chat_model"]["state"] == "unloaded"
     assert admin.post("/api/v1/admin/models/load", json={"model": "no-such-model"}).status_code == 404
     assert admin.post("/api/v1/admin/models/load", json={"model": "SmolLM2-135M-Instruct"}).status_code == 202
     deadline = time.monotonic() + 120
-    while admin.get("/api/v1/admin/models").json()["chat"]["state"] == "loading" and time.monotonic() < deadline:
+    while (
+        admin.get("/api/v1/admin/models").json()["chat"]["state"] == "loading" and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     assert admin.get("/api/v1/admin/models").json()["chat"]["state"] == "loaded"
     assert admin.post("/v1/chat/completions", json=chat).status_code == 200
@@ -98,8 +109,13 @@ def test_unload_then_load_the_chat_model(admin):
 
 def test_admin_routes_are_in_the_openapi_document(admin):
     paths = admin.get("/schema/openapi.json").json()["paths"]
-    for path in ("/api/v1/admin/stats", "/api/v1/admin/logs", "/api/v1/admin/models", "/api/v1/admin/models/load",
-                 "/api/v1/admin/models/unload"):
+    for path in (
+        "/api/v1/admin/stats",
+        "/api/v1/admin/logs",
+        "/api/v1/admin/models",
+        "/api/v1/admin/models/load",
+        "/api/v1/admin/models/unload",
+    ):
         assert path in paths, path
     params = {p["name"] for p in paths["/api/v1/admin/logs"]["get"]["parameters"]}
     assert {"level", "limit", "after"} <= params

@@ -24,11 +24,16 @@ Flights over six hours may be booked in business class.
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("answers") / "data", env=TEST_MODEL_ENV).start(require_llm=True)
+    server = ServerProcess(tmp_path_factory.mktemp("answers") / "data", env=TEST_MODEL_ENV).start(
+        require_llm=True
+    )
     with server.client() as c:
         c.post("/api/v1/collections", json={"name": "docs"})
-        r = c.post("/api/v1/documents", params={"wait": "true"},
-                   json={"collection": "docs", "source_id": "travel.md", "text": POLICY})
+        r = c.post(
+            "/api/v1/documents",
+            params={"wait": "true"},
+            json={"collection": "docs", "source_id": "travel.md", "text": POLICY},
+        )
         assert r.status_code == 200, r.text
     yield server
     server.stop()
@@ -41,7 +46,9 @@ def api(srv):
 
 
 def test_answer_has_checked_citations_and_timings(api):
-    r = api.post("/api/v1/knowledge/query", json={"query": "What is the per diem in Europe?", "collections": ["docs"]})
+    r = api.post(
+        "/api/v1/knowledge/query", json={"query": "What is the per diem in Europe?", "collections": ["docs"]}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["answer"]
@@ -55,7 +62,10 @@ def test_answer_has_checked_citations_and_timings(api):
 
 
 def test_unrelated_question_gets_an_honest_no_answer_without_the_model(api):
-    r = api.post("/api/v1/knowledge/query", json={"query": "Which enzyme splits starch in saliva?", "collections": ["docs"]})
+    r = api.post(
+        "/api/v1/knowledge/query",
+        json={"query": "Which enzyme splits starch in saliva?", "collections": ["docs"]},
+    )
     body = r.json()
     assert body["answer"] == "The documents do not say." and body["citations"] == []
     assert body["usage"]["completion_tokens"] == 0
@@ -63,9 +73,13 @@ def test_unrelated_question_gets_an_honest_no_answer_without_the_model(api):
 
 def test_streamed_answer(srv):
     events = []
-    with httpx.stream("POST", f"{srv.url}/api/v1/knowledge/query", headers={"Authorization": f"Bearer {srv.key}"},
-                      json={"query": "What is the per diem in Asia?", "collections": ["docs"], "stream": True},
-                      timeout=120) as r:
+    with httpx.stream(
+        "POST",
+        f"{srv.url}/api/v1/knowledge/query",
+        headers={"Authorization": f"Bearer {srv.key}"},
+        json={"query": "What is the per diem in Asia?", "collections": ["docs"], "stream": True},
+        timeout=120,
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -80,7 +94,9 @@ def test_streamed_answer(srv):
 
 def test_conversation_keeps_history_and_rewrites_follow_ups(api):
     conv = api.post("/api/v1/conversations", json={"collections": ["docs"], "title": "travel"}).json()
-    first = api.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "What is the per diem in Europe?"})
+    first = api.post(
+        f"/api/v1/conversations/{conv['id']}/messages", json={"content": "What is the per diem in Europe?"}
+    )
     assert first.status_code == 200, first.text
     second = api.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "And in Asia?"}).json()
     assert second["query"] != "And in Asia?"  # rewritten with the history before retrieval
@@ -93,5 +109,7 @@ def test_conversation_keeps_history_and_rewrites_follow_ups(api):
 
 def test_query_errors(api):
     assert api.post("/api/v1/knowledge/query", json={"query": "  "}).status_code == 400
-    assert api.post("/api/v1/knowledge/query", json={"query": "x", "collections": ["nope"]}).status_code == 404
+    assert (
+        api.post("/api/v1/knowledge/query", json={"query": "x", "collections": ["nope"]}).status_code == 404
+    )
     assert api.post("/api/v1/knowledge/query", json={"query": "x", "model": "nope"}).status_code == 404

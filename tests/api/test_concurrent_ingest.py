@@ -30,10 +30,15 @@ def _document(marker: str, n: int) -> str:
     paragraphs = [f"# {marker} handbook {n}"]
     for s in range(PARTS):
         paragraphs.append(f"## {marker} part {s}")
-        paragraphs.append(" ".join(f"{marker} paragraph {s}.{i} of document {n} records fact {i * n + s}."
-                                   for i in range(12)))
+        paragraphs.append(
+            " ".join(
+                f"{marker} paragraph {s}.{i} of document {n} records fact {i * n + s}." for i in range(12)
+            )
+        )
         paragraphs.append(f"{marker} figures for part {s}:")
-        paragraphs.append("| item | amount |\n|---|---|\n" + "\n".join(f"| {marker} line {r} | {r * n} |" for r in range(6)))
+        paragraphs.append(
+            "| item | amount |\n|---|---|\n" + "\n".join(f"| {marker} line {r} | {r * n} |" for r in range(6))
+        )
     return "\n\n".join(paragraphs)
 
 
@@ -53,7 +58,9 @@ def _submit_together(srv: ServerProcess, batches: dict[str, tuple[str, list[dict
     def submit(collection: str, documents: list[dict]) -> None:
         with srv.client() as client:
             barrier.wait()
-            response = client.post("/api/v1/documents/batch", json={"collection": collection, "documents": documents})
+            response = client.post(
+                "/api/v1/documents/batch", json={"collection": collection, "documents": documents}
+            )
             if response.status_code != 202:
                 errors.append(response.text)
             else:
@@ -75,8 +82,13 @@ def test_two_batches_at_once_keep_every_document_to_its_own_text(server):
         for marker, prefix in (("AAAMARK", "ca"), ("BBBMARK", "cb")):
             collection = f"{prefix}{round_}"
             assert api.post("/api/v1/collections", json={"name": collection}).status_code == 201
-            batches[collection] = (marker, [{"source_id": f"{prefix}-doc-{n}.md", "text": _document(marker, n)}
-                                            for n in range(DOCS_PER_BATCH)])
+            batches[collection] = (
+                marker,
+                [
+                    {"source_id": f"{prefix}-doc-{n}.md", "text": _document(marker, n)}
+                    for n in range(DOCS_PER_BATCH)
+                ],
+            )
         job_ids = _submit_together(server, batches)
         jobs = {c: wait_job(api, j, timeout=600) for c, j in job_ids.items()}
         # Both jobs ran at the same time: the condition the race needs.
@@ -84,9 +96,11 @@ def test_two_batches_at_once_keep_every_document_to_its_own_text(server):
         assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], jobs
         for collection, (marker, _) in batches.items():
             job = jobs[collection]
-            assert job["state"] == "succeeded" and job["progress"]["failed"] == 0, \
-                [i for i in api.get(f"/api/v1/jobs/{job['id']}", params={"items": "true"}).json()["items"]
-                 if i["state"] == "failed"][:3]
+            assert job["state"] == "succeeded" and job["progress"]["failed"] == 0, [
+                i
+                for i in api.get(f"/api/v1/jobs/{job['id']}", params={"items": "true"}).json()["items"]
+                if i["state"] == "failed"
+            ][:3]
             other = "BBBMARK" if marker == "AAAMARK" else "AAAMARK"
             listed = api.get("/api/v1/documents", params={"collection": collection, "limit": 1000}).json()
             assert listed["total"] == DOCS_PER_BATCH
@@ -120,8 +134,23 @@ def _name(source_id: str) -> str:
 
 def _doctor(srv: ServerProcess, *flags: str) -> tuple[int, dict]:
     done = subprocess.run(
-        [sys.executable, "-m", "appliance", "doctor", "--verify-chunks", "--json", "--url", srv.url, "--key", srv.key,
-         *flags], capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "doctor",
+            "--verify-chunks",
+            "--json",
+            "--url",
+            srv.url,
+            "--key",
+            srv.key,
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -139,19 +168,31 @@ def test_verify_chunks_finds_damage_and_repair_restores_it_from_the_source(tmp_p
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 listed = api.get("/api/v1/documents", params={"collection": "handbook"})
-                if listed.status_code == 200 and listed.json()["total"] == 3 and not api.get(
-                        "/api/v1/jobs", params={"job_state": "running"}).json():
+                if (
+                    listed.status_code == 200
+                    and listed.json()["total"] == 3
+                    and not api.get("/api/v1/jobs", params={"job_state": "running"}).json()
+                ):
                     break
                 time.sleep(0.3)
             api.post("/api/v1/collections", json={"name": "notes"})
-            note = api.post("/api/v1/documents", params={"wait": "true"},
-                            json={"collection": "notes", "source_id": "note.md", "text": _document("NOTE", 7)})
+            note = api.post(
+                "/api/v1/documents",
+                params={"wait": "true"},
+                json={"collection": "notes", "source_id": "note.md", "text": _document("NOTE", 7)},
+            )
             assert note.status_code == 200, note.text
             docs = {_name(d["source_id"]): d["id"] for d in api.get("/api/v1/documents").json()["documents"]}
             rc, clean = _doctor(srv)
             assert rc == 0, clean
             # The API document keeps no source copy; it ran alone, so it is not at risk either.
-            assert clean["counts"] == {"damaged": 0, "mismatched": 0, "at_risk": 0, "unverifiable": 1, "ok": 3}
+            assert clean["counts"] == {
+                "damaged": 0,
+                "mismatched": 0,
+                "at_risk": 0,
+                "unverifiable": 1,
+                "ok": 3,
+            }
         srv.stop()
 
         # Damage as the race left it: policy-0's second chunk holds policy-1's text (with a token
@@ -160,11 +201,16 @@ def test_verify_chunks_finds_damage_and_repair_restores_it_from_the_source(tmp_p
         db = duckdb.connect(str(srv.data_dir / "appliance.duckdb"))
         foreign, foreign_count = db.execute(
             "SELECT text, token_count FROM chunks WHERE document_id = ? ORDER BY ordinal LIMIT 1",
-            [docs["policy-1.md"]]).fetchone()
-        db.execute("UPDATE chunks SET text = ?, token_count = ? WHERE document_id = ? AND ordinal = 1",
-                   [foreign, foreign_count, docs["policy-0.md"]])
-        db.execute("UPDATE chunks SET text = text || ' POLICY1 paragraph' WHERE document_id = ? AND ordinal = 0",
-                   [docs["note.md"]])
+            [docs["policy-1.md"]],
+        ).fetchone()
+        db.execute(
+            "UPDATE chunks SET text = ?, token_count = ? WHERE document_id = ? AND ordinal = 1",
+            [foreign, foreign_count, docs["policy-0.md"]],
+        )
+        db.execute(
+            "UPDATE chunks SET text = text || ' POLICY1 paragraph' WHERE document_id = ? AND ordinal = 0",
+            [docs["note.md"]],
+        )
         db.close()
         srv.start()
 
@@ -182,13 +228,23 @@ def test_verify_chunks_finds_damage_and_repair_restores_it_from_the_source(tmp_p
         with srv.client() as api:
             job = wait_job(api, repaired["repair_jobs"][0])
             assert job["state"] == "succeeded" and job["progress"]["indexed"] == 1, job
-            chunks = api.get(f"/api/v1/documents/{docs['policy-0.md']}", params={"chunks": "true"}).json()["chunks"]
+            chunks = api.get(f"/api/v1/documents/{docs['policy-0.md']}", params={"chunks": "true"}).json()[
+                "chunks"
+            ]
             assert "POLICY1" not in "\n".join(c["text"] for c in chunks)
-            hits = api.post("/api/v1/knowledge/search", json={"query": "POLICY1 paragraph 0.0 of document 1",
-                                                              "collections": ["handbook"], "mode": "keyword"}).json()
+            hits = api.post(
+                "/api/v1/knowledge/search",
+                json={
+                    "query": "POLICY1 paragraph 0.0 of document 1",
+                    "collections": ["handbook"],
+                    "mode": "keyword",
+                },
+            ).json()
             assert {_name(h["source_id"]) for h in hits["hits"][:3]} == {"policy-1.md"}
         rc, after = _doctor(srv)
-        assert after["counts"]["damaged"] == 1 and after["counts"]["ok"] == 3  # only the note, which has no source
+        assert (
+            after["counts"]["damaged"] == 1 and after["counts"]["ok"] == 3
+        )  # only the note, which has no source
         assert [_name(d["source_id"]) for d in after["documents"]] == ["note.md"]
     finally:
         srv.stop()

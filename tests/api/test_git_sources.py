@@ -18,10 +18,17 @@ SECRET = "s3cret-for-tests"
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.org", "GIT_COMMITTER_NAME": "Ada",
-           "GIT_COMMITTER_EMAIL": "ada@example.org", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env,
-                          text=True).stdout.strip()
+    env = {
+        "GIT_AUTHOR_NAME": "Ada",
+        "GIT_AUTHOR_EMAIL": "ada@example.org",
+        "GIT_COMMITTER_NAME": "Ada",
+        "GIT_COMMITTER_EMAIL": "ada@example.org",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,7 @@ def repo(tmp_path_factory) -> Path:
     (path / "docs" / "onboarding.md").write_text("# Onboarding\n\nNew hires get a laptop on day one.\n")
     (path / "docs" / "security.md").write_text("# Security\n\nRotate your SSH keys every year.\n")
     (path / "src").mkdir()
-    (path / "src" / "tool.py").write_text("def rotate_keys():\n    \"\"\"Rotate the signing keys.\"\"\"\n")
+    (path / "src" / "tool.py").write_text('def rotate_keys():\n    """Rotate the signing keys."""\n')
     (path / "assets").mkdir()
     (path / "assets" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     (path / "deploy.pem").write_text("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
@@ -44,8 +51,11 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    env = {"APPLIANCE_WEBHOOKS__GITHUB_SECRET": SECRET, "APPLIANCE_WEBHOOKS__MAX_BODY_BYTES": "200000",
-           "APPLIANCE_DROPFOLDER__ENABLED": "false"}
+    env = {
+        "APPLIANCE_WEBHOOKS__GITHUB_SECRET": SECRET,
+        "APPLIANCE_WEBHOOKS__MAX_BODY_BYTES": "200000",
+        "APPLIANCE_DROPFOLDER__ENABLED": "false",
+    }
     srv = ServerProcess(tmp_path_factory.mktemp("gitsrc") / "data", env=env).start()
     yield srv
     srv.stop()
@@ -73,34 +83,53 @@ def sync(api, name: str) -> dict:
 
 
 def test_add_and_first_sync(api, repo):
-    response = api.post("/api/v1/sources", json={
-        "name": "handbook", "location": str(repo), "collection": "eng", "branch": "main", "schedule": "daily",
-        "exclude": ["src/**"], "github_repo": "acme/handbook"})
+    response = api.post(
+        "/api/v1/sources",
+        json={
+            "name": "handbook",
+            "location": str(repo),
+            "collection": "eng",
+            "branch": "main",
+            "schedule": "daily",
+            "exclude": ["src/**"],
+            "github_repo": "acme/handbook",
+        },
+    )
     assert response.status_code == 201, response.text
     job = sync(api, "handbook")
     assert job["summary"]["full"] is True
     assert set(docs(api, "eng")) == {"git:handbook:docs/onboarding.md", "git:handbook:docs/security.md"}
-    quarantine = {q["path"]: q for q in api.get("/api/v1/quarantine", params={"source": "handbook"}).json()["files"]}
+    quarantine = {
+        q["path"]: q for q in api.get("/api/v1/quarantine", params={"source": "handbook"}).json()["files"]
+    }
     assert quarantine["deploy.pem"]["kind"] == "sensitive"
-    assert quarantine["assets/logo.png"]["kind"] == "unsupported" and "PNG" in quarantine["assets/logo.png"]["reason"]
+    assert (
+        quarantine["assets/logo.png"]["kind"] == "unsupported"
+        and "PNG" in quarantine["assets/logo.png"]["reason"]
+    )
     listed = {s["name"]: s for s in api.get("/api/v1/sources").json()["sources"]}["handbook"]
     assert listed["documents"] >= 2 and listed["schedule"] == "daily" and listed["state"] == "ok"
     assert listed["cursor"] == git(repo, "rev-parse", "HEAD")
 
 
 def test_incremental_sync_follows_changes_deletions_and_renames(api, repo):
-    (repo / "docs" / "onboarding.md").write_text("# Onboarding\n\nNew hires get a badge and a laptop on day one.\n")
+    (repo / "docs" / "onboarding.md").write_text(
+        "# Onboarding\n\nNew hires get a badge and a laptop on day one.\n"
+    )
     git(repo, "rm", "-q", "docs/security.md")
     git(repo, "mv", "docs/onboarding.md", "docs/welcome.md")
-    (repo / "docs" / "holidays.md").write_text("# Holidays\n\nThe office closes between Christmas and New Year.\n")
+    (repo / "docs" / "holidays.md").write_text(
+        "# Holidays\n\nThe office closes between Christmas and New Year.\n"
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "reorganise")
     job = sync(api, "handbook")
     assert job["summary"]["full"] is False
     current = docs(api, "eng")
     assert set(current) == {"git:handbook:docs/welcome.md", "git:handbook:docs/holidays.md"}
-    hits = api.post("/api/v1/knowledge/search", json={"query": "badge laptop", "collections": ["eng"],
-                                                        "mode": "keyword"}).json()["hits"]
+    hits = api.post(
+        "/api/v1/knowledge/search", json={"query": "badge laptop", "collections": ["eng"], "mode": "keyword"}
+    ).json()["hits"]
     assert hits and hits[0]["source_id"] == "git:handbook:docs/welcome.md"
     # Nothing new: a sync is a no-op.
     again = sync(api, "handbook")
@@ -124,8 +153,12 @@ def signed(body: bytes, secret: str = SECRET) -> str:
 
 def deliver(api, event: str, payload: dict, signature: str | None = "auto", delivery: str | None = None):
     body = json.dumps(payload).encode()
-    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-               "Content-Type": "application/json", "Authorization": ""}
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "Content-Type": "application/json",
+        "Authorization": "",
+    }
     if signature == "auto":
         headers["X-Hub-Signature-256"] = signed(body)
     elif signature is not None:
@@ -135,10 +168,17 @@ def deliver(api, event: str, payload: dict, signature: str | None = "auto", deli
 
 ISSUE = {
     "action": "opened",
-    "issue": {"number": 42, "title": "VPN drops every hour", "body": "The VPN disconnects at minute 59.",
-              "state": "open", "user": {"login": "bob"}, "labels": [{"name": "bug"}],
-              "html_url": "https://github.example/acme/handbook/issues/42",
-              "created_at": "2026-11-01T10:00:00Z", "updated_at": "2026-11-01T10:00:00Z"},
+    "issue": {
+        "number": 42,
+        "title": "VPN drops every hour",
+        "body": "The VPN disconnects at minute 59.",
+        "state": "open",
+        "user": {"login": "bob"},
+        "labels": [{"name": "bug"}],
+        "html_url": "https://github.example/acme/handbook/issues/42",
+        "created_at": "2026-11-01T10:00:00Z",
+        "updated_at": "2026-11-01T10:00:00Z",
+    },
     "repository": {"full_name": "acme/handbook", "name": "handbook"},
 }
 
@@ -146,11 +186,20 @@ ISSUE = {
 def test_webhook_signatures(api):
     assert deliver(api, "issues", ISSUE, signature=None).status_code == 401
     assert deliver(api, "issues", ISSUE, signature=signed(b"other body")).status_code == 401
-    assert deliver(api, "issues", ISSUE, signature=signed(json.dumps(ISSUE).encode(), "wrong")).status_code == 401
+    assert (
+        deliver(api, "issues", ISSUE, signature=signed(json.dumps(ISSUE).encode(), "wrong")).status_code
+        == 401
+    )
     body = json.dumps(ISSUE).encode()
-    sha1_only = api.post("/api/v1/webhooks/github", content=body, headers={
-        "X-GitHub-Event": "issues", "X-GitHub-Delivery": "d-sha1",
-        "X-Hub-Signature": "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()})
+    sha1_only = api.post(
+        "/api/v1/webhooks/github",
+        content=body,
+        headers={
+            "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": "d-sha1",
+            "X-Hub-Signature": "sha1=" + hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest(),
+        },
+    )
     assert sha1_only.status_code == 401
     big = {**ISSUE, "padding": "x" * 300_000}
     assert deliver(api, "issues", big).status_code == 413
@@ -162,14 +211,25 @@ def test_webhook_issue_events_are_indexed_idempotently(api):
     wait_job(api, first.json()["job_id"])
     replay = deliver(api, "issues", ISSUE, delivery="delivery-1")
     assert replay.json()["status"] == "duplicate"
-    comment = {"action": "created", "issue": ISSUE["issue"], "repository": ISSUE["repository"],
-               "comment": {"id": 7, "body": "Happens on the guest network too.", "user": {"login": "eve"},
-                           "created_at": "2026-11-01T11:00:00Z", "updated_at": "2026-11-01T11:00:00Z"}}
+    comment = {
+        "action": "created",
+        "issue": ISSUE["issue"],
+        "repository": ISSUE["repository"],
+        "comment": {
+            "id": 7,
+            "body": "Happens on the guest network too.",
+            "user": {"login": "eve"},
+            "created_at": "2026-11-01T11:00:00Z",
+            "updated_at": "2026-11-01T11:00:00Z",
+        },
+    }
     wait_job(api, deliver(api, "issue_comment", comment).json()["job_id"])
     # The repository is mapped to the git source "handbook", so its issues land in its collection.
     doc = docs(api, "eng")["github:acme/handbook:issue:42"]
-    text = " ".join(c["text"] for c in api.get(f"/api/v1/documents/{doc['id']}",
-                                                params={"chunks": "true"}).json()["chunks"])
+    text = " ".join(
+        c["text"]
+        for c in api.get(f"/api/v1/documents/{doc['id']}", params={"chunks": "true"}).json()["chunks"]
+    )
     assert "VPN disconnects" in text and "guest network" in text
     assert doc["metadata"]["state"] == "open"
 
@@ -178,8 +238,12 @@ def test_webhook_push_triggers_a_sync(api, repo):
     (repo / "docs" / "parking.md").write_text("# Parking\n\nVisitors park on level minus two.\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "parking")
-    push = {"ref": "refs/heads/main", "after": git(repo, "rev-parse", "HEAD"), "deleted": False,
-            "repository": {"full_name": "acme/handbook", "name": "handbook"}}
+    push = {
+        "ref": "refs/heads/main",
+        "after": git(repo, "rev-parse", "HEAD"),
+        "deleted": False,
+        "repository": {"full_name": "acme/handbook", "name": "handbook"},
+    }
     response = deliver(api, "push", push)
     assert response.json()["status"] == "sync queued", response.text
     job = wait_job(api, response.json()["jobs"][0])
@@ -193,9 +257,13 @@ def test_webhook_push_triggers_a_sync(api, repo):
 def test_jobs_can_be_cancelled_and_retried(api):
     api.post("/api/v1/collections", json={"name": "ctl"})
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-    batch = [{"source_id": "bad", "content_base64": png, "filename": "x.png"},
-             {"source_id": "good", "text": "Quarterly planning starts in March."}]
-    job_id = api.post("/api/v1/documents/batch", json={"collection": "ctl", "documents": batch}).json()["job_id"]
+    batch = [
+        {"source_id": "bad", "content_base64": png, "filename": "x.png"},
+        {"source_id": "good", "text": "Quarterly planning starts in March."},
+    ]
+    job_id = api.post("/api/v1/documents/batch", json={"collection": "ctl", "documents": batch}).json()[
+        "job_id"
+    ]
     job = wait_job(api, job_id)
     assert job["state"] == "succeeded" and job["progress"]["failed"] == 1
     assert api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409  # already ended
@@ -203,10 +271,18 @@ def test_jobs_can_be_cancelled_and_retried(api):
     assert retried.status_code == 200 and retried.json()["state"] in ("queued", "running", "succeeded")
     again = wait_job(api, job_id)
     assert again["attempts"] == 2 and again["progress"]["failed"] == 1  # still a PNG: fails again, clearly
-    assert "PNG" in [i for i in api.get(f"/api/v1/jobs/{job_id}", params={"items": "true"}).json()["items"]
-                     if i["source_id"] == "bad"][0]["error"]
+    assert (
+        "PNG"
+        in [
+            i
+            for i in api.get(f"/api/v1/jobs/{job_id}", params={"items": "true"}).json()["items"]
+            if i["source_id"] == "bad"
+        ][0]["error"]
+    )
 
-    many = [{"source_id": f"doc-{i}", "text": f"Document number {i} about topic {i % 7}."} for i in range(400)]
+    many = [
+        {"source_id": f"doc-{i}", "text": f"Document number {i} about topic {i % 7}."} for i in range(400)
+    ]
     big = api.post("/api/v1/documents/batch", json={"collection": "ctl", "documents": many}).json()["job_id"]
     cancelled = api.post(f"/api/v1/jobs/{big}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
@@ -226,8 +302,10 @@ def test_history_indexes_merge_commits_and_bad_requests_are_refused(api, repo):
     git(repo, "commit", "-q", "-m", "lunch hours")
     git(repo, "checkout", "-q", "main")
     git(repo, "merge", "-q", "--no-ff", "feature", "-m", "Merge lunch hours into the handbook")
-    created = api.post("/api/v1/sources", json={"name": "handbook-history", "location": str(repo),
-                                                 "collection": "history", "history": True})
+    created = api.post(
+        "/api/v1/sources",
+        json={"name": "handbook-history", "location": str(repo), "collection": "history", "history": True},
+    )
     assert created.status_code == 201, created.text
     sync(api, "handbook-history")
     merges = [d for sid, d in docs(api, "history").items() if ":merge:" in sid]

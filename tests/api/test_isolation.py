@@ -18,12 +18,17 @@ def world(tmp_path_factory):
         ids = {}
         for coll, text in (("alpha", SECRET_A), ("bravo", SECRET_B)):
             admin.post("/api/v1/collections", json={"name": coll})
-            r = admin.post("/api/v1/documents", params={"wait": "true"},
-                           json={"collection": coll, "source_id": f"{coll}.md", "text": text})
+            r = admin.post(
+                "/api/v1/documents",
+                params={"wait": "true"},
+                json={"collection": coll, "source_id": f"{coll}.md", "text": text},
+            )
             ids[coll] = {"doc": r.json()["document_ids"][0], "job": r.json()["job_id"]}
         keys = {}
         for coll in ("alpha", "bravo"):
-            k = admin.post("/api/v1/keys", json={"name": f"user-{coll}", "role": "user", "collections": [coll]})
+            k = admin.post(
+                "/api/v1/keys", json={"name": f"user-{coll}", "role": "user", "collections": [coll]}
+            )
             assert k.status_code == 201, k.text
             keys[coll] = k.json()["key"]
     yield srv, ids, keys
@@ -45,8 +50,18 @@ def test_user_key_reaches_only_its_collection(world):
         assert a.delete(f"/api/v1/documents/{ids['bravo']['doc']}").status_code == 404
         assert a.get(f"/api/v1/jobs/{ids['bravo']['job']}").status_code == 404
         assert a.get("/api/v1/documents", params={"collection": "bravo"}).status_code == 404
-        assert a.post("/api/v1/knowledge/search", json={"query": "launch code", "collections": ["bravo"]}).status_code == 404
-        assert a.post("/api/v1/knowledge/query", json={"query": "launch code", "collections": ["bravo"]}).status_code == 404
+        assert (
+            a.post(
+                "/api/v1/knowledge/search", json={"query": "launch code", "collections": ["bravo"]}
+            ).status_code
+            == 404
+        )
+        assert (
+            a.post(
+                "/api/v1/knowledge/query", json={"query": "launch code", "collections": ["bravo"]}
+            ).status_code
+            == 404
+        )
         assert a.post("/api/v1/documents", json={"collection": "bravo", "text": "x"}).status_code == 404
         assert a.post("/api/v1/conversations", json={"collections": ["bravo"]}).status_code == 404
         assert [c["name"] for c in a.get("/api/v1/collections").json()] == ["alpha"]
@@ -73,7 +88,9 @@ def test_conversations_belong_to_their_key(world):
     with _client(srv, keys["alpha"]) as a, _client(srv, keys["bravo"]) as b:
         conv = a.post("/api/v1/conversations", json={}).json()
         assert b.get(f"/api/v1/conversations/{conv['id']}").status_code == 404
-        assert b.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "hi"}).status_code == 404
+        assert (
+            b.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "hi"}).status_code == 404
+        )
         assert b.delete(f"/api/v1/conversations/{conv['id']}").status_code == 404
         assert conv["id"] not in {c["id"] for c in b.get("/api/v1/conversations").json()}
         assert a.get(f"/api/v1/conversations/{conv['id']}").status_code == 200

@@ -8,23 +8,49 @@ import pytest
 
 from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
-REQUIRED = ["rag_queries_total", "rag_query_latency_seconds", "rag_chunks_indexed_total", "rag_ingestion_lag_seconds",
-            "llm_requests_total", "llm_tokens_total", "llm_time_to_first_token_seconds", "llm_tokens_per_second",
-            "llm_queue_depth", "http_requests_total", "http_request_duration_seconds"]
+REQUIRED = [
+    "rag_queries_total",
+    "rag_query_latency_seconds",
+    "rag_chunks_indexed_total",
+    "rag_ingestion_lag_seconds",
+    "llm_requests_total",
+    "llm_tokens_total",
+    "llm_time_to_first_token_seconds",
+    "llm_tokens_per_second",
+    "llm_queue_depth",
+    "http_requests_total",
+    "http_request_duration_seconds",
+]
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("obs") / "data", env=TEST_MODEL_ENV).start(require_llm=True)
+    server = ServerProcess(tmp_path_factory.mktemp("obs") / "data", env=TEST_MODEL_ENV).start(
+        require_llm=True
+    )
     with server.client() as c:
         c.post("/api/v1/collections", json={"name": "kb"})
-        c.post("/api/v1/documents", params={"wait": "true"},
-               json={"collection": "kb", "source_id": "a.md", "text": "Backups run nightly at 02:00 and are kept for 30 days."})
+        c.post(
+            "/api/v1/documents",
+            params={"wait": "true"},
+            json={
+                "collection": "kb",
+                "source_id": "a.md",
+                "text": "Backups run nightly at 02:00 and are kept for 30 days.",
+            },
+        )
         c.post("/api/v1/knowledge/search", json={"query": "when do backups run", "collections": ["kb"]})
-        c.post("/api/v1/knowledge/query", json={"query": "SECRET-QUESTION when do backups run?", "collections": ["kb"]})
+        c.post(
+            "/api/v1/knowledge/query",
+            json={"query": "SECRET-QUESTION when do backups run?", "collections": ["kb"]},
+        )
         c.get("/api/v1/documents/does-not-exist")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.key, max_retries=0)
-    list(client.chat.completions.create(model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True))
+    list(
+        client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        )
+    )
     yield server
     server.stop()
 
@@ -32,7 +58,9 @@ def srv(tmp_path_factory):
 def test_metrics_need_the_admin_key_and_carry_every_series(srv):
     assert httpx.get(f"{srv.url}/metrics").status_code == 401
     with srv.client() as admin:
-        user = admin.post("/api/v1/keys", json={"name": "u", "role": "user", "collections": ["kb"]}).json()["key"]
+        user = admin.post("/api/v1/keys", json={"name": "u", "role": "user", "collections": ["kb"]}).json()[
+            "key"
+        ]
         text = admin.get("/metrics").text
     assert httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {user}"}).status_code == 403
     for name in REQUIRED:

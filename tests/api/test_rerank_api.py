@@ -16,15 +16,20 @@ DOCS = [
 
 
 def _serve(tmp_path, kind: str, model_dir) -> ServerProcess:
-    return ServerProcess(tmp_path / "data", env={
-        "APPLIANCE_RETRIEVAL__RERANKER": kind,
-        "APPLIANCE_RETRIEVAL__RERANKER_MODEL_DIR": str(model_dir),
-    }).start()
+    return ServerProcess(
+        tmp_path / "data",
+        env={
+            "APPLIANCE_RETRIEVAL__RERANKER": kind,
+            "APPLIANCE_RETRIEVAL__RERANKER_MODEL_DIR": str(model_dir),
+        },
+    ).start()
 
 
 def _load(client) -> None:
     client.post("/api/v1/collections", json={"name": "kb"})
-    r = client.post("/api/v1/documents/batch", params={"wait": "true"}, json={"collection": "kb", "documents": DOCS})
+    r = client.post(
+        "/api/v1/documents/batch", params={"wait": "true"}, json={"collection": "kb", "documents": DOCS}
+    )
     assert r.json()["job"]["state"] == "succeeded"
 
 
@@ -54,10 +59,13 @@ def test_search_reranks_when_configured(tmp_path, kind):
 
 
 def test_a_bad_reranker_directory_stops_start_up_with_a_clear_message(tmp_path):
-    srv = ServerProcess(tmp_path / "data", env={
-        "APPLIANCE_RETRIEVAL__RERANKER": "cross-encoder",
-        "APPLIANCE_RETRIEVAL__RERANKER_MODEL_DIR": str(tmp_path / "missing"),
-    })
+    srv = ServerProcess(
+        tmp_path / "data",
+        env={
+            "APPLIANCE_RETRIEVAL__RERANKER": "cross-encoder",
+            "APPLIANCE_RETRIEVAL__RERANKER_MODEL_DIR": str(tmp_path / "missing"),
+        },
+    )
     with pytest.raises(RuntimeError, match="server exited"):
         srv.start(timeout=60)
     assert "missing" in srv.log() and "Traceback" not in srv.log()

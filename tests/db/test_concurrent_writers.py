@@ -11,8 +11,8 @@ from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
 from appliance.db.connection import Database
 from appliance.db.jobs import JobItem, JobStore
 from appliance.db.migrations import migrate
+from appliance.document import Chunk, Location
 from appliance.errors import Conflict
-from appliance.ingest.document import Chunk, Location
 
 
 @pytest.fixture
@@ -24,8 +24,9 @@ def db(tmp_path):
 
 
 def _record(text_hash: str, submitted_at: datetime) -> DocumentRecord:
-    return DocumentRecord("doc-1", "c", "a.md", "api", None, "A", text_hash, "text/markdown", 10, {},
-                          submitted_at=submitted_at)
+    return DocumentRecord(
+        "doc-1", "c", "a.md", "api", None, "A", text_hash, "text/markdown", 10, {}, submitted_at=submitted_at
+    )
 
 
 def _chunks(text: str) -> list[EmbeddedChunk]:
@@ -38,11 +39,17 @@ def test_an_older_version_finishing_last_does_not_overwrite_the_newer_one(db):
     now = datetime.now(UTC)
     assert catalog.replace_document(_record("sha256:v2", now), _chunks("version two")) is not None
     # The job that carried version one was created earlier and ends later: it is superseded.
-    assert catalog.replace_document(_record("sha256:v1", now - timedelta(seconds=5)), _chunks("version one")) is None
+    assert (
+        catalog.replace_document(_record("sha256:v1", now - timedelta(seconds=5)), _chunks("version one"))
+        is None
+    )
     assert [c["text"] for c in catalog.chunks_of("doc-1")] == ["version two"]
     assert catalog.document_hash("doc-1") == "sha256:v2"
     # A later submission still replaces it.
-    assert catalog.replace_document(_record("sha256:v3", now + timedelta(seconds=1)), _chunks("three")) is not None
+    assert (
+        catalog.replace_document(_record("sha256:v3", now + timedelta(seconds=1)), _chunks("three"))
+        is not None
+    )
     assert [c["text"] for c in catalog.chunks_of("doc-1")] == ["three"]
 
 

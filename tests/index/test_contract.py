@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from appliance.index.bm25 import TantivyKeywordIndex
+from appliance.index.memory import MemoryKeywordIndex, MemoryVectorIndex
 from appliance.index.protocols import IndexedChunk, KeywordIndex, VectorIndex
 from appliance.index.vectors import USearchVectorIndex
 
@@ -44,20 +45,53 @@ def chunk(
 
 @dataclass
 class Backend:
-    name: str
+    id: str  # unique among BACKENDS
+    name: str  # what the index calls itself
     open: Callable[[Path], Any]
     query: Callable[[IndexedChunk], Any]  # what finds this chunk: its text, or its embedding
     protocol: type
+    durable: bool = True  # whether a commit survives reopening the same path
+
+
+def text(c: IndexedChunk) -> str:
+    return c.text
+
+
+def embedding(c: IndexedChunk) -> np.ndarray:
+    return c.embedding
 
 
 BACKENDS = [
-    Backend("bm25", lambda p: TantivyKeywordIndex(p / "bm25"), lambda c: c.text, KeywordIndex),
-    Backend("vectors", lambda p: USearchVectorIndex(p / "vectors", DIM), lambda c: c.embedding, VectorIndex),
+    Backend("bm25", "bm25", lambda p: TantivyKeywordIndex(p / "bm25"), text, KeywordIndex),
+    Backend("vectors", "vectors", lambda p: USearchVectorIndex(p / "vectors", DIM), embedding, VectorIndex),
+    Backend("memory-bm25", "memory-bm25", lambda p: MemoryKeywordIndex(p / "kw"), text, KeywordIndex),
+    Backend(
+        "memory-vectors",
+        "memory-vectors",
+        lambda p: MemoryVectorIndex(DIM, p / "vec"),
+        embedding,
+        VectorIndex,
+    ),
+    Backend("memory-bm25-volatile", "memory-bm25", lambda p: MemoryKeywordIndex(), text, KeywordIndex, False),
+    Backend(
+        "memory-vectors-volatile",
+        "memory-vectors",
+        lambda p: MemoryVectorIndex(DIM),
+        embedding,
+        VectorIndex,
+        False,
+    ),
 ]
+DURABLE = [b for b in BACKENDS if b.durable]
 
 
-@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+@pytest.fixture(params=BACKENDS, ids=[b.id for b in BACKENDS])
 def backend(request) -> Backend:
+    return request.param
+
+
+@pytest.fixture(params=DURABLE, ids=[b.id for b in DURABLE])
+def durable_backend(request) -> Backend:
     return request.param
 
 
@@ -75,7 +109,7 @@ def ids(hits) -> list[int]:
 def finds(backend: Backend, ix, c: IndexedChunk, collections=("docs",)) -> bool:
     """Whether searching for `c`'s content still finds `c` as a convincing match."""
     hits = ix.search(backend.query(c), list(collections), 5)
-    if backend.name == "vectors":
+    if backend.protocol is VectorIndex:
         hits = [h for h in hits if h.score > 0.9]  # random vectors are near-orthogonal
     return c.chunk_id in ids(hits)
 
@@ -144,7 +178,8 @@ def test_collection_filter_never_leaks(backend, index):
     assert index.count() == 3
 
 
-def test_commit_close_reopen(backend, tmp_path):
+def test_commit_close_reopen(durable_backend, tmp_path):
+    backend = durable_backend
     ix = backend.open(tmp_path)
     ix.upsert([chunk(i) for i in (1, 2, 3)])
     ix.commit(7)
@@ -162,7 +197,8 @@ def test_commit_close_reopen(backend, tmp_path):
         ix.close()
 
 
-def test_uncommitted_changes_are_not_durable(backend, tmp_path):
+def test_uncommitted_changes_are_not_durable(durable_backend, tmp_path):
+    backend = durable_backend
     ix = backend.open(tmp_path)
     ix.upsert([chunk(1)])
     ix.commit(1)
@@ -180,7 +216,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_contract import BACKENDS, chunk
-backend = next(b for b in BACKENDS if b.name == {name!r})
+backend = next(b for b in BACKENDS if b.id == {id!r})
 ix = backend.open(Path({path!r}))
 ix.upsert([chunk(1), chunk(2)])
 ix.commit(3)
@@ -190,8 +226,9 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_kill_9_keeps_what_was_committed(backend, tmp_path):
-    script = KILLED_WRITER.format(tests=str(Path(__file__).parent), name=backend.name, path=str(tmp_path))
+def test_kill_9_keeps_what_was_committed(durable_backend, tmp_path):
+    backend = durable_backend
+    script = KILLED_WRITER.format(tests=str(Path(__file__).parent), id=backend.id, path=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()
     ix = backend.open(tmp_path)  # no stale writer lock, no half-written state
@@ -202,14 +239,25 @@ def test_kill_9_keeps_what_was_committed(backend, tmp_path):
         ix.close()
 
 
-def test_reset(backend, tmp_path):
+def test_reset(backend, index):
+    index.upsert([chunk(i) for i in (1, 2)])
+    index.commit(5)
+    index.upsert([chunk(3)])  # pending at the reset: must not come back
+    index.reset()
+    assert index.applied_seq() == 0
+    assert index.count() == 0
+    assert index.search(backend.query(chunk(1)), ["docs"], 5) == []
+    index.commit(6)
+    assert (index.applied_seq(), index.count()) == (6, 0)
+    assert index.search(backend.query(chunk(3)), ["docs"], 5) == []
+
+
+def test_crash_after_reset_means_rebuild(durable_backend, tmp_path):
+    backend = durable_backend
     ix = backend.open(tmp_path)
     ix.upsert([chunk(i) for i in (1, 2)])
     ix.commit(5)
     ix.reset()
-    assert ix.applied_seq() == 0
-    assert ix.count() == 0
-    assert ix.search(backend.query(chunk(1)), ["docs"], 5) == []
     ix.close()
     ix = backend.open(tmp_path)  # a crash between reset and the rebuild's commit
     assert ix.applied_seq() is None
@@ -230,7 +278,7 @@ def test_empty_searches(backend, index):
     index.commit(1)
     assert index.search(backend.query(chunk(1)), ["docs"], 0) == []
     assert index.search(backend.query(chunk(1)), [], 5) == []
-    if backend.name == "bm25":
+    if backend.protocol is KeywordIndex:
         assert index.search("", ["docs"], 5) == []
         assert index.search("   ", ["docs"], 5) == []
         assert index.search("the and of a", ["docs"], 5) == []

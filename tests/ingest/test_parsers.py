@@ -15,7 +15,9 @@ from appliance.errors import ApplianceError, InvalidInput, UnsupportedFormat
 from appliance.ingest.parsers import CSV, DOCX, HTML, JSON, MARKDOWN, PDF, SOURCE, TEXT, parse, sniff
 from tests.ingest.pdf_fixture import build_pdf
 
-R_PDFS = sorted(glob.glob("/usr/share/doc/r-doc-pdf/*.pdf") + glob.glob("/usr/share/doc/r-doc-pdf/manual/*.pdf"))
+R_PDFS = sorted(
+    glob.glob("/usr/share/doc/r-doc-pdf/*.pdf") + glob.glob("/usr/share/doc/r-doc-pdf/manual/*.pdf")
+)
 PY_DOCS = "/usr/share/doc/python3.11-doc/html/library"
 
 
@@ -34,7 +36,9 @@ def _docx_bytes() -> bytes:
     d.add_heading("Regional Results", level=2)
     d.add_paragraph("The north region led growth.")
     table = d.add_table(rows=3, cols=3)
-    for r, row in enumerate([["Region", "Revenue", "Growth"], ["North", "120", "12%"], ["South", "95", "4%"]]):
+    for r, row in enumerate(
+        [["Region", "Revenue", "Growth"], ["North", "120", "12%"], ["South", "95", "4%"]]
+    ):
         for c, value in enumerate(row):
             table.cell(r, c).text = value
     d.add_paragraph("First action item", style="List Bullet")
@@ -113,7 +117,9 @@ def test_zip_renamed_docx_and_broken_docx_are_unsupported():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("data.csv", "a,b\n1,2\n")
-    with pytest.raises(UnsupportedFormat, match=r"'report\.docx' cannot be ingested: it is a zip archive that is not a Word"):
+    with pytest.raises(
+        UnsupportedFormat, match=r"'report\.docx' cannot be ingested: it is a zip archive that is not a Word"
+    ):
         parse(buf.getvalue(), "report.docx")
     # A zip that claims to be a DOCX but whose XML is broken: a library error, wrapped.
     buf = io.BytesIO()
@@ -181,8 +187,13 @@ def test_docx_headings_tables_and_lists():
     doc = parse(_docx_bytes(), "report.docx")
     assert doc.mime_type == DOCX and doc.title == "Quarterly Report"
     by_text = {b.text: b for b in doc.blocks}
-    assert by_text["Revenue grew in every region this quarter."].location.heading_path == ("Quarterly Report",)
-    assert by_text["The north region led growth."].location.heading_path == ("Quarterly Report", "Regional Results")
+    assert by_text["Revenue grew in every region this quarter."].location.heading_path == (
+        "Quarterly Report",
+    )
+    assert by_text["The north region led growth."].location.heading_path == (
+        "Quarterly Report",
+        "Regional Results",
+    )
     assert by_text["We expect steady demand."].location.heading_path == ("Quarterly Report", "Outlook")
     table = next(b for b in doc.blocks if b.kind == "table")
     assert table.header == "Region | Revenue | Growth"
@@ -338,7 +349,13 @@ def test_json_flattened_with_line_numbers_and_deep_nesting():
     assert doc.mime_type == JSON
     lines = data.split("\n")
     texts = [line for b in doc.blocks for line in b.text.split("\n")]
-    assert texts == ["service.name: api", "service.ports[0]: 80", "service.ports[1]: 443", "tags: []", "on: true"]
+    assert texts == [
+        "service.name: api",
+        "service.ports[0]: 80",
+        "service.ports[1]: 443",
+        "tags: []",
+        "on: true",
+    ]
     first = doc.blocks[0]
     assert '"name": "api"' in lines[first.location.line_start - 1]
     assert "443" in lines[first.location.line_end - 1]
@@ -432,7 +449,9 @@ def test_real_pdfs_parse_with_valid_pages():
         assert [b.location.page for b in doc.blocks] == sorted(b.location.page for b in doc.blocks)
 
 
-@pytest.mark.skipif(not os.path.isdir(PY_DOCS), reason="python3.11-doc not installed (apt-get install python3.11-doc)")
+@pytest.mark.skipif(
+    not os.path.isdir(PY_DOCS), reason="python3.11-doc not installed (apt-get install python3.11-doc)"
+)
 def test_real_html_docs_have_heading_paths():
     path = os.path.join(PY_DOCS, "json.html")
     doc = parse(open(path, "rb").read(), "json.html")

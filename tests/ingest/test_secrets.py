@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.document import Block, Location, ParsedDocument
 from appliance.ingest.secrets import (
     SENSITIVE_NAME_PATTERNS,
     redact_document,

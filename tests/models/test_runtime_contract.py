@@ -1,4 +1,5 @@
-"""One contract for every LLMRuntime: the real llama.cpp runtime on SmolLM2, and the vLLM adapter on a double.
+"""One contract for every LLMRuntime (the real llama.cpp runtime on SmolLM2, the vLLM adapter on a double, the
+in-memory EchoRuntime), and for ServedModel, the admission in front of each of them.
 
 The vLLM case is a TEST DOUBLE, allowed only because vLLM cannot run without a GPU: `VLLMDouble` is
 the real `VLLMRuntime` (its stream/generate/params mapping/delta/finish/abort/count code all run)
@@ -20,14 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.errors import InvalidInput
-from appliance.models.runtime import (
-    Cancelled,
-    ChatMessage,
-    GenerationParams,
-    LLMRuntime,
-    TokenStream,
-)
+from appliance.errors import InvalidInput, NotReady, TooManyRequests
+from appliance.models.echo import EchoRuntime
+from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime, TokenStream
+from appliance.models.served import ServedModel
+from appliance.models.slots import Cancelled
 from appliance.models.vllm_runtime import VLLMRuntime
 
 CONTEXT = 512
@@ -109,7 +107,9 @@ class FakeEngine:
             tokens = [*tokens, i]
             hits = [text.find(s) for s in sp.stop or [] if s in text]
             if hits:  # vLLM cuts a stop string (and what follows) out of the text and finishes
-                yield FakeRequestOutput(request_id, ids, [FakeCompletionOutput(text[: min(hits)], tokens, "stop")], True)
+                yield FakeRequestOutput(
+                    request_id, ids, [FakeCompletionOutput(text[: min(hits)], tokens, "stop")], True
+                )
                 return
             last = i == sp.max_tokens - 1
             # While streaming, vLLM holds back as many characters as could start a stop string.
@@ -135,19 +135,36 @@ class VLLMDouble(VLLMRuntime):
 
 # -- fixtures ---------------------------------------------------------------------------------------
 
+BACKENDS = ["llama.cpp", "vllm-double", "echo"]
 
-@pytest.fixture(scope="module", params=["llama.cpp", "vllm-double"])
-def runtime(request) -> LLMRuntime:
-    if request.param == "llama.cpp":
-        pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (scripts/build-llama-wheel.sh)")
+
+def make_runtime(kind: str) -> LLMRuntime:
+    """A fresh backend with capacity 1."""
+    if kind == "llama.cpp":
+        pytest.importorskip(
+            "llama_cpp", reason="llama-cpp-python not installed (scripts/build-llama-wheel.sh)"
+        )
         from appliance.models.llamacpp import LlamaCppRuntime
         from appliance.models.manifest import SMOLLM2, smollm2_path
 
-        rt = LlamaCppRuntime(smollm2_path(), SMOLLM2.name, context_length=CONTEXT, threads=2, slots=1, max_queue=4)
-    else:
-        rt = VLLMDouble(Path("/models/fake"), "fake-vllm", context_length=CONTEXT, max_concurrent=1, max_queue=4)
+        return LlamaCppRuntime(smollm2_path(), SMOLLM2.name, context_length=CONTEXT, threads=2, slots=1)
+    if kind == "vllm-double":
+        return VLLMDouble(Path("/models/fake"), "fake-vllm", context_length=CONTEXT, max_concurrent=1)
+    # A token takes as long as the double's, so streams can be closed or cancelled midway.
+    return EchoRuntime("echo", context_length=CONTEXT, capacity=1, token_delay_s=0.002)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def runtime(request) -> LLMRuntime:
+    rt = make_runtime(request.param)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def served(runtime) -> ServedModel:
+    """Admission over the module's backend (not closed here: that would close the backend)."""
+    return ServedModel(runtime, max_queue=4)
 
 
 def greedy(max_tokens: int | None = 24, **kw) -> GenerationParams:
@@ -175,14 +192,20 @@ def in_thread(fn, *args, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, result
 
 
-# -- the contract -----------------------------------------------------------------------------------
+def busy(runtime: LLMRuntime) -> int:
+    return runtime.health()["busy"]
+
+
+# -- the backend contract ---------------------------------------------------------------------------
 
 
 def test_protocol_and_health(runtime):
     assert isinstance(runtime, LLMRuntime)
-    assert runtime.backend in ("llama.cpp", "vllm") and runtime.context_length == CONTEXT
+    assert runtime.backend in ("llama.cpp", "vllm", "echo") and runtime.context_length == CONTEXT
+    assert runtime.capacity == 1
     health = runtime.health()
-    assert health["ok"] is True and health["name"] == runtime.name and health["queue"]["in_use"] == 0
+    assert health["ok"] is True and health["name"] == runtime.name and health["busy"] == 0
+    assert health["capacity"] == 1 and health["context_length"] == CONTEXT
 
 
 def test_render_chat_and_count_tokens(runtime):
@@ -219,7 +242,7 @@ def test_stream_deltas_add_up_to_the_final_text(runtime):
     assert stream.stats.completion_tokens == done.completion_tokens
     assert stream.stats.prompt_tokens == done.prompt_tokens
     assert 0 < stream.stats.time_to_first_token_s <= stream.stats.total_s
-    assert runtime.health()["queue"]["in_use"] == 0
+    assert busy(runtime) == 0
 
 
 def test_max_tokens_is_respected(runtime):
@@ -244,7 +267,10 @@ def test_seed_makes_sampling_repeatable(runtime):
     params = GenerationParams(max_tokens=12, temperature=1.0, top_p=0.95, seed=1234)
     first = runtime.generate(prompt, params).text
     assert runtime.generate(prompt, params).text == first
-    others = {runtime.generate(prompt, GenerationParams(max_tokens=12, temperature=1.0, seed=s)).text for s in (1, 2)}
+    others = {
+        runtime.generate(prompt, GenerationParams(max_tokens=12, temperature=1.0, seed=s)).text
+        for s in (1, 2)
+    }
     assert len(others | {first}) > 1  # the seed is used at all
 
 
@@ -254,7 +280,7 @@ def test_prompt_too_long_is_invalid_input(runtime):
         runtime.generate(too_long, greedy(4))
     with pytest.raises(InvalidInput, match="context holds 512"):
         runtime.stream(too_long, greedy(4))
-    assert runtime.health()["queue"]["in_use"] == 0
+    assert busy(runtime) == 0
 
 
 def test_max_tokens_is_clamped_to_the_context_left(runtime):
@@ -267,20 +293,17 @@ def test_max_tokens_is_clamped_to_the_context_left(runtime):
     assert huge.prompt_tokens + huge.completion_tokens <= CONTEXT
 
 
-def test_closing_a_stream_frees_the_slot_for_the_next_request(runtime):
+def test_beyond_capacity_it_refuses_and_closing_a_stream_frees_it(runtime):
     prompt = runtime.render_chat(STORY)
     stream = runtime.stream(prompt, greedy(400))
-    first = next(stream)
-    assert first.finish_reason is None
-    assert runtime.health()["queue"]["in_use"] == 1
-    thread, result = in_thread(runtime.generate, prompt, greedy(4))
-    wait_until(lambda: runtime.health()["queue"]["waiting"] == 1)  # queued behind the open stream
+    assert next(stream).finish_reason is None
+    assert busy(runtime) == 1
+    with pytest.raises(TooManyRequests):  # no admission in front: a backend never queues
+        runtime.stream(prompt, greedy(4))
     stream.close()
-    thread.join(30)
-    assert not thread.is_alive() and "error" not in result
-    assert result["value"].completion_tokens <= 4
     assert list(stream) == []  # nothing more after close
-    assert runtime.health()["queue"]["in_use"] == 0
+    assert busy(runtime) == 0
+    assert runtime.generate(prompt, greedy(4)).completion_tokens <= 4
 
 
 def test_close_from_another_thread_stops_a_stream_being_read(runtime):
@@ -293,7 +316,7 @@ def test_close_from_another_thread_stops_a_stream_being_read(runtime):
     reader.join(10)
     assert not reader.is_alive()
     assert received[-1].finish_reason in ("cancelled", None) and len(received) < 400
-    wait_until(lambda: runtime.health()["queue"]["in_use"] == 0)
+    wait_until(lambda: busy(runtime) == 0)
 
 
 def test_cancel_event_stops_generation(runtime):
@@ -305,7 +328,7 @@ def test_cancel_event_stops_generation(runtime):
     rest = list(stream)
     assert rest[-1].finish_reason == "cancelled"
     assert stream.stats is not None and stream.stats.completion_tokens < 400
-    assert runtime.health()["queue"]["in_use"] == 0
+    assert busy(runtime) == 0
 
     cancel = threading.Event()
     threading.Timer(0.2, cancel.set).start()
@@ -313,29 +336,134 @@ def test_cancel_event_stops_generation(runtime):
     assert done.finish_reason == "cancelled" and done.completion_tokens < 400
 
 
-def test_cancel_while_queued_raises_cancelled(runtime):
-    prompt = runtime.render_chat(STORY)
-    with runtime.stream(prompt, greedy(400)) as holder:
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_close_lets_running_requests_finish_and_refuses_new_ones(kind):
+    rt = make_runtime(kind)
+    prompt = rt.render_chat(STORY)
+    stream = rt.stream(prompt, greedy(400))
+    next(stream)
+    closer, _ = in_thread(rt.close)
+    wait_until(lambda: not rt.health()["ok"])  # closing has begun
+    with pytest.raises(NotReady):
+        rt.stream(prompt, greedy(4))
+    assert closer.is_alive()  # it waits for the running stream, which still reads
+    assert next(stream).finish_reason is None
+    stream.close()
+    closer.join(30)
+    assert not closer.is_alive() and busy(rt) == 0
+
+
+def test_invalid_generation_parameters_name_the_parameter():
+    for bad in (
+        {"max_tokens": 0},
+        {"temperature": -1},
+        {"top_p": 0},
+        {"stop": ("",)},
+        {"seed": -1},
+        {"stop": ("a", "b", "c", "d", "e")},
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            GenerationParams(**bad)
+        assert refused.value.extra["param"] == next(iter(bad))
+
+
+# -- ServedModel over each backend ------------------------------------------------------------------
+
+
+def test_served_model_is_a_runtime_and_serves_what_the_backend_would(served, runtime):
+    assert isinstance(served, LLMRuntime) and served.name == runtime.name and served.capacity == 1
+    prompt = served.render_chat(STORY)
+    direct = runtime.generate(prompt, greedy(16))
+    stream = served.stream(prompt, greedy(16))
+    deltas = list(stream)
+    assert "".join(d.text for d in deltas) == direct.text and deltas[-1].finish_reason == direct.finish_reason
+    stats = stream.stats
+    assert stats.completion_tokens == direct.completion_tokens and stats.prompt_tokens == direct.prompt_tokens
+    assert 0 <= stats.queued_s <= stats.time_to_first_token_s <= stats.total_s
+    queue = served.health()["queue"]
+    assert queue["in_use"] == 0 and queue["served"] == 1 and busy(runtime) == 0
+
+
+def test_closing_a_stream_frees_the_slot_for_the_next_request(served, runtime):
+    prompt = served.render_chat(STORY)
+    stream = served.stream(prompt, greedy(400))
+    first = next(stream)
+    assert first.finish_reason is None
+    assert served.health()["queue"]["in_use"] == 1
+    thread, result = in_thread(served.generate, prompt, greedy(4))
+    wait_until(lambda: served.health()["queue"]["waiting"] == 1)  # queued behind the open stream
+    stream.close()
+    thread.join(30)
+    assert not thread.is_alive() and "error" not in result
+    assert result["value"].completion_tokens <= 4
+    assert result["value"].queued_s > 0 and result["value"].time_to_first_token_s >= result["value"].queued_s
+    assert list(stream) == []  # nothing more after close
+    assert served.health()["queue"]["in_use"] == 0 and busy(runtime) == 0
+
+
+def test_close_from_another_thread_stops_a_served_stream_being_read(served, runtime):
+    stream = served.stream(served.render_chat(STORY), greedy(400))
+    received: list = []
+    reader = threading.Thread(target=lambda: received.extend(stream), daemon=True)
+    reader.start()
+    wait_until(lambda: len(received) >= 2)
+    stream.close()
+    reader.join(10)
+    assert not reader.is_alive()
+    # The backend heard the close too: it ended its request instead of running to 400 tokens.
+    assert received[-1].finish_reason in ("cancelled", None) and len(received) < 400
+    wait_until(lambda: served.health()["queue"]["in_use"] == 0 and busy(runtime) == 0)
+
+
+def test_cancel_while_queued_raises_cancelled(served):
+    prompt = served.render_chat(STORY)
+    with served.stream(prompt, greedy(400)) as holder:
         next(holder)
         cancel = threading.Event()
-        thread, result = in_thread(runtime.generate, prompt, greedy(4), cancel)
-        wait_until(lambda: runtime.health()["queue"]["waiting"] == 1)
+        thread, result = in_thread(served.generate, prompt, greedy(4), cancel)
+        wait_until(lambda: served.health()["queue"]["waiting"] == 1)
         cancel.set()
         thread.join(5)
         assert isinstance(result.get("error"), Cancelled)
-        assert runtime.health()["queue"]["waiting"] == 0
-    assert runtime.health()["queue"]["in_use"] == 0
+        assert served.health()["queue"]["waiting"] == 0
+    assert served.health()["queue"]["in_use"] == 0
 
 
-def test_invalid_generation_parameters():
-    for bad in ({"max_tokens": 0}, {"temperature": -1}, {"top_p": 0}, {"stop": ("",)}, {"seed": -1}):
-        with pytest.raises(InvalidInput, match="invalid generation parameters"):
-            GenerationParams(**bad)
+def test_a_prompt_that_cannot_fit_is_refused_without_queueing(served):
+    with served.stream(served.render_chat(STORY), greedy(400)) as holder:
+        next(holder)  # the only slot is taken: a request that queued would wait here
+        with pytest.raises(InvalidInput, match="context holds 512"):
+            served.stream("lamp " * (CONTEXT + 10), greedy(4))
+        assert served.health()["queue"]["waiting"] == 0
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_closing_a_served_model_turns_the_queue_away_and_closes_the_backend(kind):
+    rt = make_runtime(kind)
+    served = ServedModel(rt, max_queue=2)
+    prompt = served.render_chat(STORY)
+    stream = served.stream(prompt, greedy(400))
+    next(stream)
+    waiter, result = in_thread(served.generate, prompt, greedy(4))
+    wait_until(lambda: served.health()["queue"]["waiting"] == 1)
+    closer, _ = in_thread(served.close)
+    waiter.join(10)
+    assert isinstance(result.get("error"), NotReady) and "unloaded while this request waited" in str(
+        result["error"]
+    )
+    with pytest.raises(NotReady):
+        served.stream(prompt, greedy(4))
+    assert not served.health()["ok"]
+    assert next(stream).finish_reason is None  # the running request goes on until it ends
+    stream.close()
+    closer.join(30)
+    assert not closer.is_alive() and not rt.health()["ok"]  # then the backend was closed
+    assert served.health()["queue"]["in_use"] == 0
 
 
 def test_vllm_adapter_maps_parameters_and_aborts():
     """Double-only checks: what the adapter hands the engine, and that a close aborts the engine request."""
-    rt = VLLMDouble(Path("/models/fake"), "fake-vllm", context_length=CONTEXT, max_concurrent=2, max_queue=2)
+    rt = VLLMDouble(Path("/models/fake"), "fake-vllm", context_length=CONTEXT, max_concurrent=2)
     try:
         prompt = rt.render_chat(STORY)
         rt.generate(prompt, GenerationParams(max_tokens=7, temperature=0.3, top_p=0.9, stop=("x",), seed=5))
@@ -343,7 +471,9 @@ def test_vllm_adapter_maps_parameters_and_aborts():
         assert ids == FakeTokenizer().encode(prompt) and ids[0] == 1
         assert sp == FakeSamplingParams(n=1, max_tokens=7, temperature=0.3, top_p=0.9, stop=["x"], seed=5)
         rt.generate(prompt, GenerationParams(temperature=0.0))
-        assert rt.fake_engine.requests[-1][1].max_tokens == CONTEXT - len(ids)  # None: clamped to the room left
+        assert rt.fake_engine.requests[-1][1].max_tokens == CONTEXT - len(
+            ids
+        )  # None: clamped to the room left
         assert rt.fake_engine.requests[-1][1].stop is None
         stream = rt.stream(prompt, greedy(400))
         next(stream)

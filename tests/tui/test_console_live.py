@@ -34,10 +34,14 @@ def text_of(widget: Static | Label) -> str:
 async def test_every_screen_opens_and_shows_server_data(live):
     app = ConsoleApp(live.url, live.key)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: any(r[0] == "duckdb" and r[1] == "ok" for r in rows(app, "#components")),
-                    what="component health")
+        await until(
+            pilot,
+            lambda: any(r[0] == "duckdb" and r[1] == "ok" for r in rows(app, "#components")),
+            what="component health",
+        )
         assert {"api", "duckdb", "bm25", "vectors", "jobs", "embedder", "model", "disk"} <= {
-            r[0] for r in rows(app, "#components")}
+            r[0] for r in rows(app, "#components")
+        }
         docs = rows(app, "#collections")[0]
         assert docs[:2] == ["docs", "2"] and int(docs[2]) >= 2  # two documents, a chunk or more each
         for digit, (ident, _, _) in enumerate(SCREENS, 1):
@@ -48,8 +52,11 @@ async def test_every_screen_opens_and_shows_server_data(live):
         await until(pilot, lambda: len(rows(app, "#documents")) == 2, what="documents")
         assert {r[2] for r in rows(app, "#documents")} == {"travel.md", "keys.md"}
         await pilot.press("escape", "6")
-        await until(pilot, lambda: any(r[0] == "SmolLM2-135M-Instruct" and r[4] == "●" for r in rows(app, "#available")),
-                    what="models")
+        await until(
+            pilot,
+            lambda: any(r[0] == "SmolLM2-135M-Instruct" and r[4] == "●" for r in rows(app, "#available")),
+            what="models",
+        )
         assert "llama.cpp" in text_of(app.query_one("#loaded", Static))
         await pilot.press("escape", "8")
         await until(pilot, lambda: app.view("logs")._lines, what="log lines")
@@ -92,8 +99,12 @@ async def test_search_then_ask_streams_a_cited_answer(live):
         assert top[3] == "travel.md" and 0 < float(top[1]) <= 1
         view = app.view("search")
         await pilot.press("ctrl+o")
-        await until(pilot, lambda: "answered by" in text_of(app.query_one("#search-status", Label)),
-                    timeout=120, what="the answer")
+        await until(
+            pilot,
+            lambda: "answered by" in text_of(app.query_one("#search-status", Label)),
+            timeout=120,
+            what="the answer",
+        )
         assert view.streamed_tokens > 1  # it arrived token by token before the final event
         answer = text_of(app.query_one("#answer", Static))
         assert answer.strip()
@@ -139,31 +150,45 @@ async def test_create_a_key_shown_once_then_revoke_it(live):
         await pilot.press("x")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="confirm")
         await pilot.press("y")
-        await until(pilot, lambda: any(r[1] == "console-test" and r[7] == "revoked" for r in rows(app, "#keys")),
-                    what="key revoked")
+        await until(
+            pilot,
+            lambda: any(r[1] == "console-test" and r[7] == "revoked" for r in rows(app, "#keys")),
+            what="key revoked",
+        )
         with httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {secret}"}) as user:
             assert user.get("/api/v1/collections").status_code == 401
-        await until(pilot, lambda: any(r[2] == "DELETE /api/v1/keys/{key_id}" for r in rows(app, "#audit")),
-                    what="the revocation in the audit log")
+        await until(
+            pilot,
+            lambda: any(r[2] == "DELETE /api/v1/keys/{key_id}" for r in rows(app, "#audit")),
+            what="the revocation in the audit log",
+        )
 
 
 @pytest.mark.anyio
 async def test_jobs_show_progress_of_a_batch(live):
-    docs = [{"source_id": f"note-{i}.md", "text": f"Note {i}: the cafeteria serves soup number {i} on day {i}."}
-            for i in range(12)]
+    docs = [
+        {"source_id": f"note-{i}.md", "text": f"Note {i}: the cafeteria serves soup number {i} on day {i}."}
+        for i in range(12)
+    ]
     with live.client() as api:
-        job_id = api.post("/api/v1/documents/batch", json={"collection": "docs", "documents": docs}).json()["job_id"]
+        job_id = api.post("/api/v1/documents/batch", json={"collection": "docs", "documents": docs}).json()[
+            "job_id"
+        ]
     app = ConsoleApp(live.url, live.key)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("5")
         await until(pilot, lambda: rows(app, "#jobs") and rows(app, "#jobs")[0][0] == job_id, what="the job")
-        await until(pilot, lambda: rows(app, "#jobs")[0][3] == "succeeded", timeout=120, what="the job to finish")
+        await until(
+            pilot, lambda: rows(app, "#jobs")[0][3] == "succeeded", timeout=120, what="the job to finish"
+        )
         await until(pilot, lambda: app.query_one("#job-progress", ProgressBar).progress == 12, what="detail")
         assert rows(app, "#jobs")[0][5] == "12/12" and "100%" in rows(app, "#jobs")[0][4]
         assert app.query_one("#job-progress", ProgressBar).total == 12
         assert len(rows(app, "#job-items")) == 12
         app.query_one("#job-state", Select).value = "failed"
-        await until(pilot, lambda: not any(r[0] == job_id for r in rows(app, "#jobs")), what="the state filter")
+        await until(
+            pilot, lambda: not any(r[0] == job_id for r in rows(app, "#jobs")), what="the state filter"
+        )
 
 
 @pytest.mark.anyio
@@ -172,7 +197,9 @@ async def test_chat_keeps_a_multi_turn_conversation(live):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         await until(pilot, lambda: app.query_one("#message", Input).has_focus, what="message field")
-        await until(pilot, lambda: "SmolLM2-135M-Instruct" in [o for o in app.view("chat")._models], what="models")
+        await until(
+            pilot, lambda: "SmolLM2-135M-Instruct" in [o for o in app.view("chat")._models], what="models"
+        )
         app.query_one("#model", Select).value = "SmolLM2-135M-Instruct"
         view = app.view("chat")
         for turn, question in enumerate(("What is the per diem in Europe?", "And in Asia?"), 1):
@@ -183,7 +210,9 @@ async def test_chat_keeps_a_multi_turn_conversation(live):
             conv = api.get(f"/api/v1/conversations/{view.conversation_id}").json()
         assert [m["role"] for m in conv["messages"]] == ["user", "assistant", "user", "assistant"]
         assert conv["messages"][2]["content"] == "And in Asia?"
-        await until(pilot, lambda: len(app.query_one("#conversations").children) >= 1, what="conversation list")
+        await until(
+            pilot, lambda: len(app.query_one("#conversations").children) >= 1, what="conversation list"
+        )
         assert banner(app) == ""
 
 
@@ -198,15 +227,24 @@ async def test_models_unload_and_load_again(live):
         await pilot.press("y")
         await until(pilot, lambda: "unloaded" in text_of(app.query_one("#loaded", Static)), what="unloaded")
         with live.client() as api:
-            r = api.post("/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": "hi"}]})
+            r = api.post(
+                "/v1/chat/completions",
+                json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+            )
         assert r.status_code == 503
         table = app.query_one("#available", DataTable)
-        table.move_cursor(row=next(i for i, r in enumerate(rows(app, "#available")) if r[0] == "SmolLM2-135M-Instruct"))
+        table.move_cursor(
+            row=next(i for i, r in enumerate(rows(app, "#available")) if r[0] == "SmolLM2-135M-Instruct")
+        )
         await pilot.press("l")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="confirm")
         await pilot.press("y")
-        await until(pilot, lambda: "llama.cpp" in text_of(app.query_one("#loaded", Static)), timeout=120,
-                    what="loaded again")
+        await until(
+            pilot,
+            lambda: "llama.cpp" in text_of(app.query_one("#loaded", Static)),
+            timeout=120,
+            what="loaded again",
+        )
 
 
 @pytest.mark.anyio
@@ -236,7 +274,9 @@ async def test_a_wrong_key_is_reported_not_raised(live):
 @pytest.mark.anyio
 async def test_a_user_key_is_told_it_needs_an_admin_key(live):
     with live.client() as api:
-        secret = api.post("/api/v1/keys", json={"name": "u", "role": "user", "collections": ["docs"]}).json()["key"]
+        secret = api.post("/api/v1/keys", json={"name": "u", "role": "user", "collections": ["docs"]}).json()[
+            "key"
+        ]
     app = ConsoleApp(live.url, secret)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "Admin key needed" in banner(app), what="the admin message")

@@ -1,10 +1,15 @@
-"""Admin routes for operators and the console: live statistics, recent logs, chat model load/unload."""
+"""Admin routes (admin key only): live statistics, logs, chat model load/unload, installation status,
+backups and chunk verification."""
 
 from __future__ import annotations
 
 import msgspec
-from litestar import Request, get, post
-from litestar.datastructures import State
+from litestar import Router, get, post
+
+from appliance.api.dependencies import admin_only
+from appliance.core.access import Scope
+from appliance.core.admin import Admin
+from appliance.core.jobs import Jobs
 
 
 class ModelLoadIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -12,35 +17,116 @@ class ModelLoadIn(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None
 
 
-@get("/api/v1/admin/stats", tags=["admin"], sync_to_thread=True,
-     summary="Live statistics: component health, counts, traffic over the last minute, queues, memory, disk",
-     description="Admin key. `traffic` holds rates and latency percentiles over the last minute; `history` holds "
-                 "the sampled series (every `history.interval_seconds`, oldest first) for sparklines.")
-def stats(request: Request, state: State) -> dict:
-    return state.appliance.admin_stats(request.user)
+class BackupIn(msgspec.Struct, forbid_unknown_fields=True):
+    # Folder name under <data dir>/backups/; empty: backup-<time>.
+    name: str | None = None
 
 
-@get("/api/v1/admin/logs", tags=["admin"], sync_to_thread=True,
-     summary="Recent structured log lines of the server, oldest first",
-     description="Admin key. `level` keeps that level and above (debug, info, warning, error, critical); "
-                 "`after` returns only lines whose `seq` is greater, for tailing.")
-def logs(request: Request, state: State, level: str | None = None, limit: int = 200, after: int = 0) -> dict:
-    return state.appliance.admin_logs(request.user, level, limit, after)
+class VerifyChunksIn(msgspec.Struct, forbid_unknown_fields=True):
+    collection: str | None = None  # every collection when absent
+    repair: bool = False
 
 
-@get("/api/v1/admin/models", tags=["admin"], sync_to_thread=True,
-     summary="The chat model's state and health, the models that could be loaded, and the embedding model")
-def models(request: Request, state: State) -> dict:
-    return state.appliance.admin_models(request.user)
+@get(
+    "/stats",
+    sync_to_thread=True,
+    summary="Live statistics: component health, counts, traffic over the last minute, queues, memory, disk",
+    description="`traffic` holds rates and latency percentiles over the last minute; `history` holds "
+    "the sampled series (every `history.interval_seconds`, oldest first) for sparklines.",
+)
+def stats(caller: Scope, admin: Admin) -> dict:
+    return admin.stats(caller)
 
 
-@post("/api/v1/admin/models/load", tags=["admin"], status_code=202, sync_to_thread=True,
-      summary="Replace the chat model (loads in the background; poll GET /api/v1/admin/models)")
-def load_model(request: Request, state: State, data: ModelLoadIn) -> dict:
-    return state.appliance.admin_load_model(request.user, data.model)
+@get(
+    "/logs",
+    sync_to_thread=True,
+    summary="Recent structured log lines of the server, oldest first",
+    description="`level` keeps that level and above (debug, info, warning, error, critical); "
+    "`after` returns only lines whose `seq` is greater, for tailing.",
+)
+def logs(caller: Scope, admin: Admin, level: str | None = None, limit: int = 200, after: int = 0) -> dict:
+    return admin.logs(caller, level, limit, after)
 
 
-@post("/api/v1/admin/models/unload", tags=["admin"], status_code=200, sync_to_thread=True,
-      summary="Free the chat model; requests already generating finish first")
-def unload_model(request: Request, state: State) -> dict:
-    return state.appliance.admin_unload_model(request.user)
+@get(
+    "/models",
+    sync_to_thread=True,
+    summary="The chat model's state and health, the models that could be loaded, and the embedding model",
+)
+def models(caller: Scope, admin: Admin) -> dict:
+    return admin.models_state(caller)
+
+
+@post(
+    "/models/load",
+    status_code=202,
+    sync_to_thread=True,
+    summary="Replace the chat model (loads in the background; poll GET /api/v1/admin/models)",
+)
+def load_model(caller: Scope, admin: Admin, data: ModelLoadIn) -> dict:
+    return admin.load_model(caller, data.model)
+
+
+@post(
+    "/models/unload",
+    status_code=200,
+    sync_to_thread=True,
+    summary="Free the chat model; requests already generating finish first",
+)
+def unload_model(caller: Scope, admin: Admin) -> dict:
+    return admin.unload_model(caller)
+
+
+@get(
+    "/ops",
+    sync_to_thread=True,
+    summary="Installation status: version, the network guard's refused outbound attempts, index counts",
+    description="`network.outbound_attempts` counts outbound connections the process tried and the "
+    "guard refused since start (any is a finding); `indexes` compares each index with the catalogue.",
+)
+def ops_status(caller: Scope, admin: Admin) -> dict:
+    return admin.ops_status(caller)
+
+
+@post(
+    "/backup",
+    status_code=201,
+    sync_to_thread=True,
+    summary="Take a consistent snapshot (catalogue, indexes, admin key, config) while serving",
+    description="Written to <data dir>/backups/<name>; `appliance backup DEST` asks for it and moves "
+    "it to DEST. Ingestion continues meanwhile; restore with `appliance restore` (service stopped).",
+)
+def backup(caller: Scope, admin: Admin, data: BackupIn) -> dict:
+    return admin.backup(caller, data.name)
+
+
+@post(
+    "/verify-chunks",
+    status_code=202,
+    sync_to_thread=True,
+    summary="Check stored chunks against each document's source; optionally re-ingest damaged documents",
+    description="Queues a `verify` job (follow it at `/api/v1/jobs/{id}`); its `summary` is the "
+    "report: `counts` per verdict (damaged, mismatched, at_risk, unverifiable, ok) and the "
+    "documents found, with the reason. With `repair`, damaged or mismatched documents whose source "
+    "bytes are at hand are re-ingested from them (`repair_jobs`).",
+)
+def verify_chunks(caller: Scope, jobs: Jobs, data: VerifyChunksIn) -> dict:
+    return jobs.verify_chunks(caller, data.collection, data.repair)
+
+
+router = Router(
+    "/api/v1/admin",
+    tags=["admin"],
+    guards=[admin_only],
+    route_handlers=[
+        stats,
+        logs,
+        models,
+        load_model,
+        unload_model,
+        ops_status,
+        backup,
+        verify_chunks,
+    ],
+)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
-from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
+from litestar import Response, Router, delete, get, post
 from litestar.response import Stream
 
+from appliance.api import sse
 from appliance.api.queueing import open_queued
-from appliance.core import Appliance
+from appliance.core.access import Scope
+from appliance.core.answers import Answers
 from appliance.errors import ApplianceError
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class QueryIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,31 +37,8 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = False
 
 
-async def _sse(events: Iterator[dict], cancel: threading.Event) -> AsyncIterator[bytes]:
-    """Server-sent events from a blocking event iterator; a client that leaves cancels generation."""
-    sentinel = object()
-    try:
-        while True:
-            event = await asyncio.to_thread(next, events, sentinel)
-            if event is sentinel:
-                break
-            yield _event(event)
-    finally:
-        # No await here (a closing async generator may not await). The cancel event stops the
-        # generation within a token; if a worker thread is inside the generator right now it
-        # cannot be closed from here, and it ends by itself once that token is out.
-        cancel.set()
-        try:
-            events.close()
-        except ValueError:
-            pass
-
-
-def _event(event: dict) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
-
-
-async def _answer(request: Request, make_events, make_result, stream: bool) -> Response | Stream:
+async def answer_response(make_events: Callable, make_result: Callable, stream: bool) -> Response | Stream:
+    """A cited answer as JSON, or as server-sent events: sources, token..., answer."""
     cancel = threading.Event()
     if not stream:
         try:
@@ -78,64 +53,93 @@ async def _answer(request: Request, make_events, make_result, stream: bool) -> R
         taken = False
         try:
             async for position in opening.waiting():
-                yield _event({"type": "queue", "position": position})
+                yield sse.event({"type": "queue", "position": position})
             try:
                 events = opening.result()
             except ApplianceError as exc:
-                yield _event({"type": "error", "status": exc.status, "detail": exc.detail})
+                yield sse.error_event(exc)
                 return
             taken = True
-            async for chunk in _sse(events, cancel):
-                yield chunk
+            async for item in sse.relay(events, cancel):
+                yield sse.event(item)
         finally:
             cancel.set()
             if not taken:
                 opening.abandon(lambda opened: opened.close())
 
-    return Stream(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(body(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/api/v1/knowledge/query", tags=["knowledge"], status_code=200)
-async def knowledge_query(request: Request, state: State, data: QueryIn) -> Response | Stream:
-    appliance: Appliance = state.appliance
-    return await _answer(
-        request,
-        lambda cancel, on_position: appliance.open_answer_stream(request.user, data.query, data.collections, data.top_k,
-                                                                 data.model, cancel=cancel, on_position=on_position),
-        lambda cancel: appliance.answer(request.user, data.query, data.collections, data.top_k, data.model, cancel=cancel),
+@post("/query", status_code=200, tags=["knowledge"])
+async def knowledge_query(caller: Scope, answers: Answers, data: QueryIn) -> Response | Stream:
+    return await answer_response(
+        lambda cancel, on_position: answers.open_stream(
+            caller,
+            data.query,
+            data.collections,
+            data.top_k,
+            data.model,
+            cancel=cancel,
+            on_position=on_position,
+        ),
+        lambda cancel: answers.answer(
+            caller, data.query, data.collections, data.top_k, data.model, cancel=cancel
+        ),
         data.stream,
     )
 
 
-@post("/api/v1/conversations", tags=["conversations"], status_code=201, sync_to_thread=True)
-def create_conversation(request: Request, state: State, data: ConversationIn) -> dict:
-    return state.appliance.create_conversation(request.user, data.collections, data.title)
+@post("/", status_code=201, sync_to_thread=True)
+def create_conversation(caller: Scope, answers: Answers, data: ConversationIn) -> dict:
+    return answers.create_conversation(caller, data.collections, data.title)
 
 
-@get("/api/v1/conversations", tags=["conversations"], sync_to_thread=True)
-def list_conversations(request: Request, state: State) -> list[dict]:
-    return state.appliance.list_conversations(request.user)
+@get("/", sync_to_thread=True)
+def list_conversations(caller: Scope, answers: Answers) -> list[dict]:
+    return answers.list_conversations(caller)
 
 
-@get("/api/v1/conversations/{conversation_id:str}", tags=["conversations"], sync_to_thread=True)
-def get_conversation(request: Request, state: State, conversation_id: str) -> dict:
-    return state.appliance.get_conversation(request.user, conversation_id)
+@get("/{conversation_id:str}", sync_to_thread=True)
+def get_conversation(caller: Scope, answers: Answers, conversation_id: str) -> dict:
+    return answers.get_conversation(caller, conversation_id)
 
 
-@delete("/api/v1/conversations/{conversation_id:str}", tags=["conversations"], status_code=200, sync_to_thread=True)
-def delete_conversation(request: Request, state: State, conversation_id: str) -> dict:
-    state.appliance.delete_conversation(request.user, conversation_id)
+@delete("/{conversation_id:str}", status_code=200, sync_to_thread=True)
+def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -> dict:
+    answers.delete_conversation(caller, conversation_id)
     return {"deleted": True, "id": conversation_id}
 
 
-@post("/api/v1/conversations/{conversation_id:str}/messages", tags=["conversations"], status_code=200)
-async def post_message(request: Request, state: State, conversation_id: str, data: MessageIn) -> Response | Stream:
-    appliance: Appliance = state.appliance
-    return await _answer(
-        request,
-        lambda cancel, on_position: appliance.converse(request.user, conversation_id, data.content, data.top_k,
-                                                       data.model, stream=True, cancel=cancel, on_position=on_position),
-        lambda cancel: appliance.converse(request.user, conversation_id, data.content, data.top_k, data.model,
-                                          cancel=cancel),
+@post("/{conversation_id:str}/messages", status_code=200)
+async def post_message(
+    caller: Scope, answers: Answers, conversation_id: str, data: MessageIn
+) -> Response | Stream:
+    return await answer_response(
+        lambda cancel, on_position: answers.converse(
+            caller,
+            conversation_id,
+            data.content,
+            data.top_k,
+            data.model,
+            stream=True,
+            cancel=cancel,
+            on_position=on_position,
+        ),
+        lambda cancel: answers.converse(
+            caller, conversation_id, data.content, data.top_k, data.model, cancel=cancel
+        ),
         data.stream,
     )
+
+
+conversations_router = Router(
+    "/api/v1/conversations",
+    tags=["conversations"],
+    route_handlers=[
+        create_conversation,
+        list_conversations,
+        get_conversation,
+        delete_conversation,
+        post_message,
+    ],
+)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from litestar import Request, get, post
-from litestar.datastructures import State
+from litestar import Router, get, post
 
 from appliance.api.schemas import Collection, CollectionIn
+from appliance.core.access import Scope
+from appliance.core.knowledge import Knowledge
 
 
-@post("/api/v1/collections", tags=["collections"], status_code=201, sync_to_thread=True)
-def create_collection(request: Request, state: State, data: CollectionIn) -> Collection:
-    return Collection(**state.appliance.create_collection(request.user, data.name, data.description))
+@post("/", status_code=201, sync_to_thread=True)
+def create_collection(caller: Scope, knowledge: Knowledge, data: CollectionIn) -> Collection:
+    return Collection(**knowledge.create_collection(caller, data.name, data.description))
 
 
-@get("/api/v1/collections", tags=["collections"], sync_to_thread=True)
-def list_collections(request: Request, state: State) -> list[Collection]:
-    return [Collection(**c) for c in state.appliance.list_collections(request.user)]
+@get("/", sync_to_thread=True)
+def list_collections(caller: Scope, knowledge: Knowledge) -> list[Collection]:
+    return [Collection(**c) for c in knowledge.list_collections(caller)]
+
+
+router = Router(
+    "/api/v1/collections", route_handlers=[create_collection, list_collections], tags=["collections"]
+)

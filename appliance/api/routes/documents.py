@@ -7,14 +7,19 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import msgspec
-from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State, UploadFile
+from litestar import Request, Response, Router, delete, get, post
+from litestar.datastructures import UploadFile
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.params import Parameter
 
+from appliance.api.errors import PROBLEM_JSON, problem_body
 from appliance.api.schemas import Accepted, BatchIn, DocumentIn, SingleDocumentIn
-from appliance.core import Appliance
+from appliance.core.access import Scope
+from appliance.core.jobs import Jobs
+from appliance.core.knowledge import Knowledge
 from appliance.errors import InvalidInput
 from appliance.ingest.intake import NewDocument
 
@@ -28,31 +33,34 @@ def _to_new(doc: DocumentIn, index: int | None = None) -> NewDocument:
             content = base64.b64decode(doc.content_base64, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(f"{where}content_base64 is not valid base64") from None
-        return NewDocument(doc.source_id, doc.title, None, content, doc.filename, doc.uri, "upload", doc.metadata)
+        return NewDocument(
+            doc.source_id, doc.title, None, content, doc.filename, doc.uri, "upload", doc.metadata
+        )
     if doc.text is None:
         raise InvalidInput(f"{where}text (or content_base64) is required")
     return NewDocument(doc.source_id, doc.title, doc.text, None, doc.filename, doc.uri, "api", doc.metadata)
 
 
-async def _accepted(appliance: Appliance, job_id: str, document_ids: list[str], wait: bool) -> Response:
+async def _accepted(caller: Scope, jobs: Jobs, job_id: str, document_ids: list[str], wait: bool) -> Response:
     if not wait:
         return Response(Accepted(job_id, document_ids), status_code=202)
-    deadline = asyncio.get_running_loop().time() + appliance.settings.limits.wait_timeout_seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if await asyncio.to_thread(appliance.job_finished, job_id):
-            break
+    # Polled from the event loop, not waited for in a thread: the thread pool is small, and a
+    # few waiting uploads must not hold it.
+    deadline = asyncio.get_running_loop().time() + jobs.wait_timeout
+    while asyncio.get_running_loop().time() < deadline and not await asyncio.to_thread(jobs.finished, job_id):
         await asyncio.sleep(0.25)
-    job = await asyncio.to_thread(appliance.jobs.get, job_id)
+    job = await asyncio.to_thread(jobs.get, caller, job_id)
     finished = job["state"] in ("succeeded", "failed")
     if job["state"] == "failed" and job["progress"]["total"] == 1:
         # A single document that could not be ingested: say why, as an error.
-        items = await asyncio.to_thread(appliance.jobs.items, job_id)
+        items = (await asyncio.to_thread(jobs.get, caller, job_id, True))["items"]
         reason = items[0]["error"] if items else job["error"]
-        return Response(
-            {"type": "about:blank", "title": "Document rejected", "status": 422, "detail": reason,
-             "job_id": job_id, "document_ids": document_ids},
-            status_code=422, media_type="application/problem+json",
-        )
+        body = {
+            **problem_body(422, "Document rejected", reason),
+            "job_id": job_id,
+            "document_ids": document_ids,
+        }
+        return Response(body, status_code=422, media_type=PROBLEM_JSON)
     return Response(Accepted(job_id, document_ids, job), status_code=200 if finished else 202)
 
 
@@ -102,9 +110,10 @@ class _UploadOperation(Operation):
         self.request_body = _UploadOperation.__dataclass_fields__["request_body"].default_factory()
 
 
-@post("/api/v1/documents", tags=["documents"], status_code=202, operation_class=_UploadOperation)
-async def create_document(request: Request, state: State, wait: bool = False) -> Response:
-    appliance: Appliance = state.appliance
+@post("/", status_code=202, operation_class=_UploadOperation)
+async def create_document(
+    request: Request, caller: Scope, knowledge: Knowledge, jobs: Jobs, wait: bool = False
+) -> Response:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
@@ -120,8 +129,12 @@ async def create_document(request: Request, state: State, wait: bool = False) ->
             raise InvalidInput("metadata must be a JSON object")
         content = await upload.read()
         doc = NewDocument(
-            source_id=form.get("source_id") or upload.filename, title=form.get("title") or None,
-            content=content, filename=upload.filename, source_kind="upload", metadata=metadata,
+            source_id=form.get("source_id") or upload.filename,
+            title=form.get("title") or None,
+            content=content,
+            filename=upload.filename,
+            source_kind="upload",
+            metadata=metadata,
         )
     else:
         try:
@@ -133,29 +146,48 @@ async def create_document(request: Request, state: State, wait: bool = False) ->
         collection, doc = data.collection, _to_new(data)
     if not collection:
         raise InvalidInput("collection is required")
-    job_id, ids = await asyncio.to_thread(appliance.submit_documents, request.user, collection, [doc], True)
-    return await _accepted(appliance, job_id, ids, wait)
+    job_id, ids = await asyncio.to_thread(knowledge.submit, caller, collection, [doc], True)
+    return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@post("/api/v1/documents/batch", tags=["documents"], status_code=202)
-async def create_documents(request: Request, state: State, data: BatchIn, wait: bool = False) -> Response:
-    appliance: Appliance = state.appliance
+@post("/batch", status_code=202)
+async def create_documents(
+    caller: Scope, knowledge: Knowledge, jobs: Jobs, data: BatchIn, wait: bool = False
+) -> Response:
     docs = [_to_new(d, i) for i, d in enumerate(data.documents)]
-    job_id, ids = await asyncio.to_thread(appliance.submit_documents, request.user, data.collection, docs)
-    return await _accepted(appliance, job_id, ids, wait)
+    job_id, ids = await asyncio.to_thread(knowledge.submit, caller, data.collection, docs)
+    return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@get("/api/v1/documents", tags=["documents"], sync_to_thread=True)
-def list_documents(request: Request, state: State, collection: str | None = None, limit: int = 100, offset: int = 0) -> dict:
-    return state.appliance.list_documents(request.user, collection, limit=min(max(limit, 1), 1000), offset=max(offset, 0))
+@get("/", sync_to_thread=True)
+def list_documents(
+    caller: Scope,
+    knowledge: Knowledge,
+    collection: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Parameter(ge=0)] = 0,
+) -> dict:
+    return knowledge.list_documents(caller, collection, limit=limit, offset=offset)
 
 
-@get("/api/v1/documents/{document_id:str}", tags=["documents"], sync_to_thread=True)
-def get_document(request: Request, state: State, document_id: str, chunks: bool = False) -> dict:
-    return state.appliance.get_document(request.user, document_id, with_chunks=chunks)
+@get("/{document_id:str}", sync_to_thread=True)
+def get_document(caller: Scope, knowledge: Knowledge, document_id: str, chunks: bool = False) -> dict:
+    return knowledge.get_document(caller, document_id, with_chunks=chunks)
 
 
-@delete("/api/v1/documents/{document_id:str}", tags=["documents"], status_code=200, sync_to_thread=True)
-def delete_document(request: Request, state: State, document_id: str) -> dict:
-    doc = state.appliance.delete_document(request.user, document_id)
-    return {"deleted": True, "document": doc}
+@delete("/{document_id:str}", status_code=200, sync_to_thread=True)
+def delete_document(caller: Scope, knowledge: Knowledge, document_id: str) -> dict:
+    return {"deleted": True, "document": knowledge.delete_document(caller, document_id)}
+
+
+router = Router(
+    "/api/v1/documents",
+    tags=["documents"],
+    route_handlers=[
+        create_document,
+        create_documents,
+        list_documents,
+        get_document,
+        delete_document,
+    ],
+)

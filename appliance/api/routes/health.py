@@ -18,3 +18,6 @@ def readyz(state: State) -> Response:
         content={"status": "ready" if health["ready"] else "starting", **health},
         status_code=200 if health["ready"] else 503,
     )
+
+
+route_handlers = [healthz, readyz]

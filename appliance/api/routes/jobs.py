@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
-from litestar import Request, get, post
-from litestar.datastructures import State
+from typing import Annotated
+
+from litestar import Router, get, post
+from litestar.params import Parameter
+
+from appliance.core.access import Scope
+from appliance.core.jobs import Jobs
 
 
-@get("/api/v1/jobs/{job_id:str}", tags=["jobs"], sync_to_thread=True)
-def get_job(request: Request, state: State, job_id: str, items: bool = False) -> dict:
-    return state.appliance.get_job(request.user, job_id, with_items=items)
+@get("/{job_id:str}", sync_to_thread=True)
+def get_job(caller: Scope, jobs: Jobs, job_id: str, items: bool = False) -> dict:
+    return jobs.get(caller, job_id, with_items=items)
 
 
-@get("/api/v1/jobs", tags=["jobs"], sync_to_thread=True)
-def list_jobs(request: Request, state: State, job_state: str | None = None, limit: int = 50) -> list[dict]:
-    return state.appliance.list_jobs(request.user, state=job_state, limit=min(max(limit, 1), 500))
+@get("/", sync_to_thread=True)
+def list_jobs(
+    caller: Scope,
+    jobs: Jobs,
+    job_state: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+) -> list[dict]:
+    return jobs.list(caller, state=job_state, limit=limit)
 
 
-@post("/api/v1/jobs/{job_id:str}/cancel", tags=["jobs"], status_code=200, sync_to_thread=True)
-def cancel_job(request: Request, state: State, job_id: str) -> dict:
+@post("/{job_id:str}/cancel", status_code=200, sync_to_thread=True)
+def cancel_job(caller: Scope, jobs: Jobs, job_id: str) -> dict:
     """Stop a queued or running job; documents already ingested stay."""
-    return state.appliance.cancel_job(request.user, job_id)
+    return jobs.cancel(caller, job_id)
 
 
-@post("/api/v1/jobs/{job_id:str}/retry", tags=["jobs"], status_code=200, sync_to_thread=True)
-def retry_job(request: Request, state: State, job_id: str) -> dict:
+@post("/{job_id:str}/retry", status_code=200, sync_to_thread=True)
+def retry_job(caller: Scope, jobs: Jobs, job_id: str) -> dict:
     """Queue an ended job again: its failed documents, and those a cancellation left."""
-    return state.appliance.retry_job(request.user, job_id)
+    return jobs.retry(caller, job_id)
+
+
+router = Router("/api/v1/jobs", route_handlers=[get_job, list_jobs, cancel_job, retry_job], tags=["jobs"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Request, delete, get, post
-from litestar.datastructures import State
+from litestar import Router, delete, get, post
+
+from appliance.api.dependencies import admin_only
+from appliance.core.access import Access, Scope
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -15,16 +17,21 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     tpm: int | None = None
 
 
-@post("/api/v1/keys", tags=["keys"], status_code=201, sync_to_thread=True)
-def create_key(request: Request, state: State, data: KeyIn) -> dict:
-    return state.appliance.create_key(request.user, data.name, data.role, data.collections, data.rpm, data.tpm)
+@post("/", status_code=201, sync_to_thread=True)
+def create_key(caller: Scope, access: Access, data: KeyIn) -> dict:
+    return access.create_key(caller, data.name, data.role, data.collections, data.rpm, data.tpm)
 
 
-@get("/api/v1/keys", tags=["keys"], sync_to_thread=True)
-def list_keys(request: Request, state: State) -> list[dict]:
-    return state.appliance.list_keys(request.user)
+@get("/", sync_to_thread=True)
+def list_keys(caller: Scope, access: Access) -> list[dict]:
+    return access.list_keys(caller)
 
 
-@delete("/api/v1/keys/{key_id:str}", tags=["keys"], status_code=200, sync_to_thread=True)
-def revoke_key(request: Request, state: State, key_id: str) -> dict:
-    return state.appliance.revoke_key(request.user, key_id)
+@delete("/{key_id:str}", status_code=200, sync_to_thread=True)
+def revoke_key(caller: Scope, access: Access, key_id: str) -> dict:
+    return access.revoke_key(caller, key_id)
+
+
+router = Router(
+    "/api/v1/keys", route_handlers=[create_key, list_keys, revoke_key], tags=["keys"], guards=[admin_only]
+)

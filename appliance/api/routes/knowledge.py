@@ -1,17 +1,19 @@
-"""Knowledge search over the hybrid index."""
+"""Knowledge: hybrid search, and cited answers (see answers.py)."""
 
 from __future__ import annotations
 
-from litestar import Request, post
-from litestar.datastructures import State
+from litestar import Router, post
 
+from appliance.api.routes.answers import knowledge_query
 from appliance.api.schemas import SearchHit, SearchIn, SearchOut
+from appliance.core.access import Scope
+from appliance.core.knowledge import Knowledge
 
 
-@post("/api/v1/knowledge/search", tags=["knowledge"], status_code=200, sync_to_thread=True)
-def search(request: Request, state: State, data: SearchIn) -> SearchOut:
-    result = state.appliance.search(
-        request.user,
+@post("/search", status_code=200, sync_to_thread=True)
+def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchOut:
+    result = knowledge.search(
+        caller,
         data.query,
         collections=data.collections,
         top_k=data.top_k,
@@ -25,3 +27,6 @@ def search(request: Request, state: State, data: SearchIn) -> SearchOut:
         mode=result.mode,
         reranked=result.reranked,
     )
+
+
+router = Router("/api/v1/knowledge", route_handlers=[search, knowledge_query], tags=["knowledge"])

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from litestar import Request, Response, get
+from litestar import Request, Response, Router, get
 from litestar.datastructures import State
 
-from appliance.errors import Forbidden, Unauthorized
+from appliance.api.dependencies import admin_only
+from appliance.core.access import Scope
+from appliance.core.admin import Admin
+from appliance.errors import Unauthorized
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -23,20 +26,35 @@ def _is_loopback(host: str | None) -> bool:
 def metrics(request: Request, state: State) -> Response:
     appliance = state.appliance
     local_ok = appliance.settings.observability.metrics_on_localhost_without_key and _is_loopback(
-        request.client.host if request.client else None)
+        request.client.host if request.client else None
+    )
     if not local_ok:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        principal = appliance.authenticate(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+        principal = (
+            appliance.access.authenticate(secret.strip())
+            if scheme.lower() == "bearer" and secret.strip()
+            else None
+        )
         if principal is None:
             raise Unauthorized("metrics need the admin key: send 'Authorization: Bearer <key>'")
-        if not principal.is_admin:
-            raise Forbidden("metrics need the admin key")
+        appliance.access.scope(principal).require_admin()
     payload, content_type = appliance.metrics.render(request.headers.get("accept", ""))
     # headers=, not media_type=: Litestar would append a second "; charset=utf-8" to text/ types.
     return Response(payload, headers={"content-type": content_type})
 
 
-@get("/api/v1/audit", tags=["observability"], sync_to_thread=True)
-def audit_entries(request: Request, state: State, limit: int = 100, offset: int = 0, action: str | None = None,
-                  key_id: str | None = None) -> list[dict]:
-    return state.appliance.audit_entries(request.user, limit, offset, action, key_id)
+@get("/", sync_to_thread=True, summary="The append-only, hash-chained audit log, newest first")
+def audit_entries(
+    caller: Scope,
+    admin: Admin,
+    limit: int = 100,
+    offset: int = 0,
+    action: str | None = None,
+    key_id: str | None = None,
+) -> list[dict]:
+    return admin.audit_entries(caller, limit, offset, action, key_id)
+
+
+audit_router = Router(
+    "/api/v1/audit", route_handlers=[audit_entries], tags=["observability"], guards=[admin_only]
+)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import msgspec
-from litestar import Request, delete, get, post
-from litestar.datastructures import State
+from litestar import Request, Router, delete, get, post
+from litestar.params import Parameter
+
+from appliance.core.access import Scope
+from appliance.core.sources import Sources
 
 
 class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,46 +27,66 @@ class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
     github_repo: str = ""  # owner/name, so pushes and issues of that repository map to this source
 
 
-@get("/api/v1/sources", tags=["sources"], sync_to_thread=True)
-def list_sources(request: Request, state: State) -> dict:
-    return {"sources": state.appliance.list_sources(request.user)}
+@get("/sources", sync_to_thread=True)
+def list_sources(caller: Scope, sources: Sources) -> dict:
+    return {"sources": sources.list(caller)}
 
 
-@post("/api/v1/sources", tags=["sources"], status_code=201, sync_to_thread=True)
-def add_source(request: Request, state: State, data: SourceIn) -> dict:
-    options = {k: getattr(data, k) for k in ("branch", "include", "exclude", "history", "fetch", "github_repo")}
-    return state.appliance.add_source(request.user, data.kind, data.name, data.collection, data.location,
-                                      data.schedule, options)
+@post("/sources", status_code=201, sync_to_thread=True)
+def add_source(caller: Scope, sources: Sources, data: SourceIn) -> dict:
+    options = {
+        k: getattr(data, k) for k in ("branch", "include", "exclude", "history", "fetch", "github_repo")
+    }
+    return sources.add(caller, data.kind, data.name, data.collection, data.location, data.schedule, options)
 
 
-@get("/api/v1/sources/{name:str}", tags=["sources"], sync_to_thread=True)
-def get_source(request: Request, state: State, name: str) -> dict:
-    return state.appliance.get_source(request.user, name)
+@get("/sources/{name:str}", sync_to_thread=True)
+def get_source(caller: Scope, sources: Sources, name: str) -> dict:
+    return sources.get(caller, name)
 
 
-@delete("/api/v1/sources/{name:str}", tags=["sources"], status_code=200, sync_to_thread=True)
-def remove_source(request: Request, state: State, name: str, delete_documents: bool = False) -> dict:
-    return state.appliance.remove_source(request.user, name, delete_documents)
+@delete("/sources/{name:str}", status_code=200, sync_to_thread=True)
+def remove_source(caller: Scope, sources: Sources, name: str, delete_documents: bool = False) -> dict:
+    return sources.remove(caller, name, delete_documents)
 
 
-@post("/api/v1/sources/{name:str}/sync", tags=["sources"], status_code=202, sync_to_thread=True)
-def sync_source(request: Request, state: State, name: str) -> dict:
-    return state.appliance.sync_source(request.user, name)
+@post("/sources/{name:str}/sync", status_code=202, sync_to_thread=True)
+def sync_source(caller: Scope, sources: Sources, name: str) -> dict:
+    return sources.sync(caller, name)
 
 
-@get("/api/v1/quarantine", tags=["sources"], sync_to_thread=True)
-def list_quarantine(request: Request, state: State, collection: str | None = None, source: str | None = None,
-                    limit: int = 200) -> dict:
+@get("/quarantine", sync_to_thread=True)
+def list_quarantine(
+    caller: Scope,
+    sources: Sources,
+    collection: str | None = None,
+    source: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
+) -> dict:
     """Files a source would not or could not ingest, with the reason (sensitive, refused, too large,
     unsupported, failed). A quarantined file is tried again once it changes."""
-    files = state.appliance.quarantined(request.user, collection, source, min(max(limit, 1), 1000))
-    return {"files": files}
+    return {"files": sources.quarantined(caller, collection, source, limit)}
 
 
-@post("/api/v1/webhooks/github", exclude_from_auth=True, tags=["sources"], status_code=200)
-async def github_webhook(request: Request, state: State) -> dict:
+@post("/webhooks/github", exclude_from_auth=True, status_code=200)
+async def github_webhook(request: Request, sources: Sources) -> dict:
     """GitHub (or GitHub Enterprise) deliveries, authenticated by `X-Hub-Signature-256` (HMAC-SHA256
     of the raw body with the configured secret), checked before the body is parsed."""
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return await asyncio.to_thread(state.appliance.github_delivery, headers, body)
+    return await asyncio.to_thread(sources.github_delivery, headers, body)
+
+
+router = Router(
+    "/api/v1",
+    tags=["sources"],
+    route_handlers=[
+        list_sources,
+        add_source,
+        get_source,
+        remove_source,
+        sync_source,
+        list_quarantine,
+        github_webhook,
+    ],
+)

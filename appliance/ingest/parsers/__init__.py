@@ -8,8 +8,8 @@ import re
 import zipfile
 from pathlib import PurePath
 
+from appliance.document import ParsedDocument
 from appliance.errors import ApplianceError, InvalidInput, UnsupportedFormat
-from appliance.ingest.document import ParsedDocument
 from appliance.ingest.parsers import code, structured, text
 from appliance.ingest.parsers.text import bom_encoding, decode_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.document import Block, Location, ParsedDocument
 
 MIME = "text/x-source"
 
@@ -97,7 +97,9 @@ def parse(text: str, name: str, filename: str | None = None) -> ParsedDocument:
     lines = [x.rstrip() for x in text.split("\n")]
     language = language_for(filename, text)
     blocks = [
-        Block("code", "\n".join(lines[a : b + 1]), Location(line_start=a + 1, line_end=b + 1), language=language)
+        Block(
+            "code", "\n".join(lines[a : b + 1]), Location(line_start=a + 1, line_end=b + 1), language=language
+        )
         for a, b in groups(lines)
     ]
     return ParsedDocument(MIME, "", blocks, metadata={"language": language} if language else {})

@@ -6,8 +6,8 @@ import io
 import re
 import zipfile
 
+from appliance.document import Block, Location, ParsedDocument
 from appliance.errors import UnsupportedFormat
-from appliance.ingest.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers.structured import row_text
 
 MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -27,7 +27,9 @@ def _check_zip(data: bytes, name: str) -> None:
     total = sum(i.file_size for i in infos)
     packed = sum(i.compress_size for i in infos) or 1
     if total > _MAX_UNCOMPRESSED or (total > 50 << 20 and total / packed > _MAX_RATIO):
-        raise UnsupportedFormat(f"{name} expands to {total >> 20} MiB when unzipped; refusing it as a zip bomb")
+        raise UnsupportedFormat(
+            f"{name} expands to {total >> 20} MiB when unzipped; refusing it as a zip bomb"
+        )
 
 
 def _heading_level(paragraph) -> int | None:

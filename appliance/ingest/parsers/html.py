@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import re
 
-from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers.code import normalise_language
 from appliance.ingest.parsers.structured import row_text
 
 MIME = "text/html"
 
 # Boilerplate and non-visible content: it would only add noise to search results.
-_DROP = {"script", "style", "noscript", "template", "nav", "footer", "head", "iframe", "object", "svg", "button"}
+_DROP = {
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "footer",
+    "head",
+    "iframe",
+    "object",
+    "svg",
+    "button",
+}
 _BLOCK = {
     "p", "div", "section", "article", "main", "header", "aside", "blockquote", "ul", "ol", "dl", "dt",
     "dd", "figure", "figcaption", "address", "hr", "form", "fieldset", "details", "summary", "center",
@@ -134,7 +146,9 @@ class _Builder:
             around = [el, *el.iter("code"), *list(el.iterancestors())[:3]]
             classes = " ".join(x.get("class", "") for x in around)
             m = re.search(r"(?:language|lang|highlight)-([\w+#]+)", classes)
-            self.blocks.append(Block("code", text, self.loc(), language=normalise_language(m.group(1) if m else None)))
+            self.blocks.append(
+                Block("code", text, self.loc(), language=normalise_language(m.group(1) if m else None))
+            )
 
 
 def parse(text: str, name: str) -> ParsedDocument:

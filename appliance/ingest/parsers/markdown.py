@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers.code import normalise_language
 from appliance.ingest.parsers.structured import row_text
 
@@ -110,7 +110,9 @@ class _Parser:
             j += 1
         body = self.lines[i + 1 : j]
         # The block spans the content lines only, so its text maps 1:1 onto source lines.
-        self.add("code", i + 1, j - 1, "\n".join(x.rstrip() for x in body), language=normalise_language(m.group(3)))
+        self.add(
+            "code", i + 1, j - 1, "\n".join(x.rstrip() for x in body), language=normalise_language(m.group(3))
+        )
         return j + 1
 
     def table(self, i: int) -> int:
@@ -149,12 +151,19 @@ class _Parser:
 
     def table_starts(self, i: int) -> bool:
         lines = self.lines
-        return "|" in lines[i] and i + 1 < len(lines) and "-" in lines[i + 1] and bool(_TABLE_DELIM.match(lines[i + 1]))
+        return (
+            "|" in lines[i]
+            and i + 1 < len(lines)
+            and "-" in lines[i + 1]
+            and bool(_TABLE_DELIM.match(lines[i + 1]))
+        )
 
     def quote(self, i: int) -> int:
         j = i
-        while j < len(self.lines) and self.lines[j].strip() and (
-            _QUOTE.match(self.lines[j]) or not _interrupts(self.lines[j])
+        while (
+            j < len(self.lines)
+            and self.lines[j].strip()
+            and (_QUOTE.match(self.lines[j]) or not _interrupts(self.lines[j]))
         ):
             j += 1
         text = "\n".join(_QUOTE.sub("", x, count=1).rstrip() for x in self.lines[i:j])
@@ -181,7 +190,10 @@ class _Parser:
         lines, j = self.lines, i
         while j < len(lines) and lines[j].strip():
             if j > i and (
-                _interrupts(lines[j]) or _SETEXT.match(lines[j]) or _LIST.match(lines[j]) or self.table_starts(j)
+                _interrupts(lines[j])
+                or _SETEXT.match(lines[j])
+                or _LIST.match(lines[j])
+                or self.table_starts(j)
             ):
                 break
             j += 1

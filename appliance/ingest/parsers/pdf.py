@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import threading
 
+from appliance.document import Block, Location, ParsedDocument
 from appliance.errors import UnsupportedFormat
-from appliance.ingest.document import Block, Location, ParsedDocument
 from appliance.ingest.parsers.text import first_line_title, paragraphs
 
 MIME = "application/pdf"
@@ -59,8 +59,12 @@ def _drop_running_lines(pages: list[str]) -> list[str]:
     for index, (page, lines) in enumerate(zip(pages, split, strict=True)):
         # Short pages are left alone: there, a repeated edge line is as likely to be content.
         drop = {
-            i for i in {0, len(lines) - 1} if len(lines) >= 4 and (
-                texts[key(lines[i])] >= 3 or (page_offset is not None and offset(index, lines[i]) == page_offset)
+            i
+            for i in {0, len(lines) - 1}
+            if len(lines) >= 4
+            and (
+                texts[key(lines[i])] >= 3
+                or (page_offset is not None and offset(index, lines[i]) == page_offset)
             )
         }
         out.append("\n".join(x for i, x in enumerate(lines) if i not in drop) if drop else page)
@@ -77,7 +81,9 @@ def parse(data: bytes, name: str) -> ParsedDocument:
             reason = str(e)
             if "password" in reason.lower():
                 raise UnsupportedFormat(f"{name} is an encrypted PDF that needs a password") from e
-            raise UnsupportedFormat(f"{name} is not a readable PDF: it is damaged or truncated ({reason})") from e
+            raise UnsupportedFormat(
+                f"{name} is not a readable PDF: it is damaged or truncated ({reason})"
+            ) from e
         try:
             page_count = len(pdf)
             if page_count == 0:

@@ -8,8 +8,8 @@ import io
 import json
 import re
 
+from appliance.document import Block, Location, ParsedDocument
 from appliance.errors import UnsupportedFormat
-from appliance.ingest.document import Block, Location, ParsedDocument
 
 JSON_MIME = "application/json"
 CSV_MIME = "text/csv"
@@ -189,7 +189,9 @@ def parse_csv(text: str, name: str, delimiter: str | None = None) -> ParsedDocum
     def emit() -> None:
         if run:
             loc = Location(line_start=run[0][1], line_end=run[-1][2])
-            blocks.append(Block("table", "\n".join(r for r, _, _ in run), loc, header=" | ".join(header or [])))
+            blocks.append(
+                Block("table", "\n".join(r for r, _, _ in run), loc, header=" | ".join(header or []))
+            )
             run.clear()
 
     try:

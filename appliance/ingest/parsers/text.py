@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 
-from appliance.ingest.document import Block, Location, ParsedDocument
+from appliance.document import Block, Location, ParsedDocument
 
 MIME = "text/plain"
 
@@ -60,7 +60,9 @@ def paragraphs(lines: list[str], first_line: int = 1) -> list[tuple[int, int, st
             if start is None:
                 start = i
         elif start is not None:
-            out.append((first_line + start, first_line + i - 1, "\n".join(x.rstrip() for x in lines[start:i])))
+            out.append(
+                (first_line + start, first_line + i - 1, "\n".join(x.rstrip() for x in lines[start:i]))
+            )
             start = None
     return out
 

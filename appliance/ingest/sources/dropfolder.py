@@ -7,21 +7,24 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.config import Settings
 from appliance.db.catalog import COLLECTION_NAME, document_id_for
+from appliance.db.sources import KnownFile, SourceRecord
+from appliance.errors import InvalidInput
 from appliance.ingest.intake import NewDocument
 from appliance.ingest.parsers import unsupported_reason
 from appliance.ingest.pipeline import content_hash
 from appliance.ingest.secrets import sensitive_name
 from appliance.ingest.sources.files import ignored_name, path_key
-from appliance.ingest.sources.registry import KnownFile, SourceStore
+from appliance.ingest.sources.protocols import Sink, SourceConfig, SyncResult
 
 log = logging.getLogger(__name__)
 
-SOURCE = "inbox"
+SOURCE = "inbox"  # the drop folder's name among the sources: there is one, configured in settings
 MAX_DEPTH = 32
 
 
@@ -42,10 +45,6 @@ class Changes:
     removals: list[Removal] = field(default_factory=list)
 
 
-# submit(changes) -> job id; called with the changes of one collection folder.
-Submit = Callable[[Changes], str | None]
-
-
 def source_id_for(relative: str) -> str:
     return f"inbox:{relative}"
 
@@ -53,20 +52,51 @@ def source_id_for(relative: str) -> str:
 class DropFolder:
     """A file is taken once its size and mtime held still for `settle_seconds` across two looks,
     so a half-copied file waits. Only regular files under the root are read: symlinks leaving it,
-    symlink loops, devices and FIFOs are refused and listed in the quarantine with their reason."""
+    symlink loops, devices and FIFOs are refused and listed in the quarantine with their reason.
 
-    def __init__(self, root: Path, store: SourceStore, submit: Submit, *, settle_seconds: float,
-                 max_file_bytes: int, sensitive_patterns: Sequence[str] = (),
-                 on_sensitive: Callable[[str], None] | None = None) -> None:
+    Unlike other kinds it keeps state between syncs (the files still settling), so the one
+    instance a source service holds is the one its watcher scans with."""
+
+    kind = "dropfolder"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        settle_seconds: float,
+        max_file_bytes: int,
+        sensitive_patterns: Sequence[str] = (),
+    ) -> None:
         self.root = root
-        self.store = store
-        self.submit = submit
         self.settle_seconds = settle_seconds
         self.max_file_bytes = max_file_bytes
         self.sensitive_patterns = tuple(sensitive_patterns)
-        self.on_sensitive = on_sensitive
-        self._pending: dict[str, tuple[str, float]] = {}  # path -> (fingerprint, first seen on the monotonic clock)
+        self._pending: dict[
+            str, tuple[str, float]
+        ] = {}  # path -> (fingerprint, first seen on the monotonic clock)
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DropFolder:
+        return cls(
+            settings.inbox_path,
+            settle_seconds=settings.dropfolder.settle_seconds,
+            max_file_bytes=settings.limits.max_file_bytes,
+            sensitive_patterns=settings.hygiene.sensitive_patterns,
+        )
+
+    # -- the Source protocol ----------------------------------------------------------------------
+    def validate(self, config: SourceConfig) -> SourceConfig:
+        raise InvalidInput(
+            "the drop folder is not added by hand: it is configured in settings ([dropfolder] path)"
+        )
+
+    def sync(self, record: SourceRecord, sink: Sink) -> SyncResult:
+        """A full scan; the cursor stays unset, since what the folder holds is compared file by file."""
+        return SyncResult(None, {"jobs": self.scan(sink)})
+
+    def source_id(self, name: str, path: str) -> str:
+        return source_id_for(path.split("/", 1)[1])
 
     @property
     def has_pending(self) -> bool:
@@ -83,24 +113,29 @@ class DropFolder:
         return max(0.0, first + self.settle_seconds - time.monotonic())
 
     # -- scanning -------------------------------------------------------------------------------
-    def scan(self, collections: Sequence[str] | None = None) -> list[str]:
+    def scan(self, sink: Sink, collections: Sequence[str] | None = None) -> list[str]:
         """Scan the given collection folders (all when None); returns the ids of jobs created."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            known = self.store.known_files(SOURCE)
-            names = sorted(collections) if collections is not None else self._collection_folders(known)
+            known = sink.known_files(SOURCE)
+            names = sorted(collections) if collections is not None else self._collection_folders(sink, known)
             jobs = []
             for name in names:
-                changes = self._scan_collection(name, known)
+                changes = self._scan_collection(sink, name, known)
                 if changes.upserts or changes.removals:
-                    job_id = self.submit(changes)
+                    job_id = sink.submit(
+                        SOURCE,
+                        changes.collection,
+                        changes.upserts,
+                        [(r.source_id, self.kind) for r in changes.removals],
+                    )
                     if job_id:
                         jobs.append(job_id)
                 if changes.seen or changes.removals:
-                    self.store.record_files(SOURCE, changes.seen, [r.path for r in changes.removals])
+                    sink.record_files(SOURCE, changes.seen, [r.path for r in changes.removals])
             return jobs
 
-    def _collection_folders(self, known: dict[str, KnownFile]) -> list[str]:
+    def _collection_folders(self, sink: Sink, known: dict[str, KnownFile]) -> list[str]:
         names = {f.collection for f in known.values()}
         try:
             entries = list(os.scandir(self.root))
@@ -113,14 +148,24 @@ class DropFolder:
             if entry.is_dir(follow_symlinks=False) and COLLECTION_NAME.match(entry.name):
                 names.add(entry.name)
             elif entry.is_dir(follow_symlinks=False):
-                self._refuse(entry.name, None, "refused",
-                             "folder name is not a valid collection name (a-z, 0-9, '_', '-'; at most 64)")
+                self._refuse(
+                    sink,
+                    entry.name,
+                    None,
+                    "refused",
+                    "folder name is not a valid collection name (a-z, 0-9, '_', '-'; at most 64)",
+                )
             else:
-                self._refuse(path_key(entry.name), None, "refused",
-                             "files must be placed in a collection folder: <inbox>/<collection>/...")
+                self._refuse(
+                    sink,
+                    path_key(entry.name),
+                    None,
+                    "refused",
+                    "files must be placed in a collection folder: <inbox>/<collection>/...",
+                )
         return sorted(names)
 
-    def _scan_collection(self, collection: str, known: dict[str, KnownFile]) -> Changes:
+    def _scan_collection(self, sink: Sink, collection: str, known: dict[str, KnownFile]) -> Changes:
         changes = Changes(collection)
         folder = self.root / collection
         present: set[str] = set()
@@ -129,17 +174,17 @@ class DropFolder:
             for path, rel in self._walk(folder, "", 0):
                 key = f"{collection}/{path_key(rel)}"
                 present.add(key)
-                self._consider(collection, key, rel, path, real_root, known.get(key), changes)
+                self._consider(sink, collection, key, rel, path, real_root, known.get(key), changes)
         prefix = collection + "/"
         waiting = any(k.startswith(prefix) for k in self._pending)
         for key, item in known.items():
             if item.collection == collection and key not in present:
                 if waiting:
                     continue  # maybe a move: delete the old path once the new one is taken
-                changes.removals.append(Removal(key, collection, source_id_for(key[len(prefix):])))
+                changes.removals.append(Removal(key, collection, source_id_for(key[len(prefix) :])))
         for key in [k for k in self._pending if k.startswith(prefix) and k not in present]:
             del self._pending[key]
-        self.store.release_missing(SOURCE, collection, present)
+        sink.release_missing(SOURCE, collection, present)
         return changes
 
     def _walk(self, folder: Path, rel: str, depth: int):
@@ -159,31 +204,43 @@ class DropFolder:
                 continue
             yield Path(entry.path), child
 
-    def _consider(self, collection: str, key: str, rel: str, path: Path, real_root: str,
-                  known: KnownFile | None, changes: Changes) -> None:
+    def _consider(
+        self,
+        sink: Sink,
+        collection: str,
+        key: str,
+        rel: str,
+        path: Path,
+        real_root: str,
+        known: KnownFile | None,
+        changes: Changes,
+    ) -> None:
         if (pattern := sensitive_name(rel, self.sensitive_patterns)) is not None:
-            if self._refuse(key, collection, "sensitive", f"sensitive file name ({pattern}): never indexed"):
-                if self.on_sensitive is not None:
-                    self.on_sensitive(pattern)
+            if self._refuse(
+                sink, key, collection, "sensitive", f"sensitive file name ({pattern}): never indexed"
+            ):
+                sink.count_secret(pattern)
             return
         try:
             real = os.path.realpath(path, strict=True)
         except (OSError, RuntimeError) as exc:
-            reason = "symlink loop" if "loop" in str(exc).lower() or isinstance(exc, RuntimeError) else str(exc)
-            self._refuse(key, collection, "refused", f"cannot be resolved: {reason}")
+            reason = (
+                "symlink loop" if "loop" in str(exc).lower() or isinstance(exc, RuntimeError) else str(exc)
+            )
+            self._refuse(sink, key, collection, "refused", f"cannot be resolved: {reason}")
             return
         if os.path.commonpath([real, real_root]) != real_root:
-            self._refuse(key, collection, "refused", "symlink points outside the drop folder")
+            self._refuse(sink, key, collection, "refused", "symlink points outside the drop folder")
             return
         try:
             st = os.stat(real)
         except OSError as exc:
-            self._refuse(key, collection, "refused", f"cannot be read: {exc.strerror or exc}")
+            self._refuse(sink, key, collection, "refused", f"cannot be read: {exc.strerror or exc}")
             return
         if stat.S_ISDIR(st.st_mode):
             return  # a symlink to a folder inside the root: that folder is scanned where it lives
         if not stat.S_ISREG(st.st_mode):
-            self._refuse(key, collection, "refused", "not a regular file (device, FIFO or socket)")
+            self._refuse(sink, key, collection, "refused", "not a regular file (device, FIFO or socket)")
             return
         fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
         if known is not None and known.fingerprint == fingerprint:
@@ -198,8 +255,14 @@ class DropFolder:
             return
         self._pending.pop(key, None)
         if st.st_size > self.max_file_bytes:
-            self._refuse(key, collection, "too_large",
-                         f"{st.st_size} bytes exceeds the limit of {self.max_file_bytes} bytes", st.st_size)
+            self._refuse(
+                sink,
+                key,
+                collection,
+                "too_large",
+                f"{st.st_size} bytes exceeds the limit of {self.max_file_bytes} bytes",
+                st.st_size,
+            )
             changes.seen.append(KnownFile(key, collection, fingerprint, None, self._doc_id(collection, rel)))
             return
         data = self._read(real, st)
@@ -211,17 +274,19 @@ class DropFolder:
         if known is not None and known.content_hash == digest:
             return  # touched, not changed
         if (reason := unsupported_reason(data, path_key(path.name))) is not None:
-            self._refuse(key, collection, "unsupported", reason, len(data), digest)
+            self._refuse(sink, key, collection, "unsupported", reason, len(data), digest)
             return
-        self.store.release(SOURCE, key)  # taken now; a failed parse quarantines it again
-        changes.upserts.append(NewDocument(
-            source_id=source_id_for(path_key(rel)),
-            content=data,
-            filename=path_key(path.name),
-            uri=path.absolute().as_uri() if path_key(rel) == rel else None,
-            source_kind="dropfolder",
-            metadata={"path": path_key(rel)},
-        ))
+        sink.release(SOURCE, key)  # taken now; a failed parse quarantines it again
+        changes.upserts.append(
+            NewDocument(
+                source_id=source_id_for(path_key(rel)),
+                content=data,
+                filename=path_key(path.name),
+                uri=path.absolute().as_uri() if path_key(rel) == rel else None,
+                source_kind=self.kind,
+                metadata={"path": path_key(rel)},
+            )
+        )
 
     def _read(self, real: str, before: os.stat_result) -> bytes | None:
         # O_NONBLOCK: a FIFO swapped in after the stat must not block the scanner.
@@ -231,7 +296,10 @@ class DropFolder:
             return None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (
+                before.st_size,
+                before.st_mtime_ns,
+            ):
                 return None
             with os.fdopen(fd, "rb", closefd=False) as fh:
                 data = fh.read(self.max_file_bytes + 1)
@@ -243,10 +311,18 @@ class DropFolder:
     def _doc_id(collection: str, rel: str) -> str:
         return document_id_for(collection, source_id_for(path_key(rel)))
 
-    def _refuse(self, key: str, collection: str | None, kind: str, reason: str, size: int | None = None,
-                digest: str | None = None) -> bool:
+    def _refuse(
+        self,
+        sink: Sink,
+        key: str,
+        collection: str | None,
+        kind: str,
+        reason: str,
+        size: int | None = None,
+        digest: str | None = None,
+    ) -> bool:
         """Quarantine a file the scanner will not take. True the first time (for counting)."""
-        if self.store.quarantine(SOURCE, key, collection, kind, reason, size, digest):
+        if sink.quarantine(SOURCE, key, collection, kind, reason, size, digest):
             log.warning("drop folder file not taken", extra={"path": key, "kind": kind, "reason": reason})
             return True
         return False
@@ -255,8 +331,9 @@ class DropFolder:
 class DropFolderWatcher:
     """Runs scans on file-system events (watchfiles/inotify) and on a timer as the safety net."""
 
-    def __init__(self, folder: DropFolder, scan_interval: float, watch: bool = True) -> None:
+    def __init__(self, folder: DropFolder, sink: Sink, scan_interval: float, watch: bool = True) -> None:
         self.folder = folder
+        self.sink = sink
         self.scan_interval = scan_interval
         self.watch = watch
         self._wake = threading.Event()
@@ -301,8 +378,15 @@ class DropFolderWatcher:
             return
         root = self.folder.root
         try:
-            for changes in watch(root, stop_event=self._stop, debounce=200, step=50, recursive=True,
-                                 raise_interrupt=False, ignore_permission_denied=True):
+            for changes in watch(
+                root,
+                stop_event=self._stop,
+                debounce=200,
+                step=50,
+                recursive=True,
+                raise_interrupt=False,
+                ignore_permission_denied=True,
+            ):
                 collections = set()
                 for _, changed in changes:
                     try:
@@ -330,7 +414,10 @@ class DropFolderWatcher:
                 targets = None
             if targets is None or targets or self.folder.has_pending:
                 try:
-                    self.folder.scan(None if targets is None else sorted(set(targets) | self.folder.pending_collections()))
+                    self.folder.scan(
+                        self.sink,
+                        None if targets is None else sorted(set(targets) | self.folder.pending_collections()),
+                    )
                 except Exception:
                     log.exception("drop folder scan failed; will retry")
                 self.scans += 1

@@ -1,11 +1,10 @@
-"""Sources as a service: registry, sync jobs, the drop folder, GitHub deliveries and source bookkeeping."""
+"""Sources as a service: every kind through the registry, sync jobs, the drop folder, GitHub deliveries and bookkeeping."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,48 +12,74 @@ from appliance.config import Settings
 from appliance.db.catalog import Catalog, check_collection_name, document_id_for
 from appliance.db.connection import Database
 from appliance.db.jobs import JobItem, JobStore
+from appliance.db.sources import KnownFile, SourceStore, check_source_name, schedule_interval
+from appliance.db.webhooks import WebhookStore
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
 from appliance.ingest.intake import NewDocument, make_job_item
 from appliance.ingest.pipeline import ItemOutcome
 from appliance.ingest.sources import dropfolder
-from appliance.ingest.sources.dropfolder import Changes, DropFolder, DropFolderWatcher
-from appliance.ingest.sources.gitsync import GitSync
-from appliance.ingest.sources.registry import SourceStore, check_source_name
+from appliance.ingest.sources.builtin import register_builtin_sources
+from appliance.ingest.sources.dropfolder import DropFolder, DropFolderWatcher
+from appliance.ingest.sources.gitsource import GitSource
+from appliance.ingest.sources.protocols import Source, SourceConfig
+from appliance.ingest.sources.registry import KINDS, SourceKinds
 from appliance.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 GITHUB_SOURCE = "github"
+# Sources the service keeps itself, from settings: never added or removed by hand.
+_SETTINGS_KINDS = (DropFolder.kind, GITHUB_SOURCE)
 
 
 def delete_item(ordinal: int, collection: str, source_id: str, source_kind: str) -> JobItem:
-    return JobItem(ordinal, document_id_for(collection, source_id), source_id, source_kind, None, None, None, b"",
-                   {}, action="delete")
+    return JobItem(
+        ordinal,
+        document_id_for(collection, source_id),
+        source_id,
+        source_kind,
+        None,
+        None,
+        None,
+        b"",
+        {},
+        action="delete",
+    )
 
 
 class SourceService:
-    def __init__(self, settings: Settings, db: Database, catalog: Catalog, jobs: JobStore,
-                 signal: Callable[[str], None], metrics: Metrics) -> None:
+    """Owns every source: dispatches by kind through the registry, and is the `Sink` the sources
+    hand their findings to (ingest jobs, known files, quarantine, secret counts)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        catalog: Catalog,
+        jobs: JobStore,
+        signal: Callable[[str], None],
+        metrics: Metrics,
+        *,
+        kinds: SourceKinds = KINDS,
+    ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.jobs = jobs
         self.signal = signal
         self.metrics = metrics
         self.store = SourceStore(db)
-        self.git = GitSync(self, settings)
+        self.webhooks = WebhookStore(db)
+        register_builtin_sources(kinds)
+        self._sources: dict[str, Source] = {kind: kinds.create(kind, settings) for kind in kinds.kinds()}
         self._webhook_lock = threading.Lock()
         self._sync_request_lock = threading.Lock()
         self.watcher: DropFolderWatcher | None = None
-        if settings.dropfolder.enabled:
-            self.store.ensure(dropfolder.SOURCE, "dropfolder", "*", str(settings.inbox_path))
-            folder = DropFolder(
-                settings.inbox_path, self.store, self._submit_folder_changes,
-                settle_seconds=settings.dropfolder.settle_seconds, max_file_bytes=settings.limits.max_file_bytes,
-                sensitive_patterns=settings.hygiene.sensitive_patterns,
-                on_sensitive=lambda pattern: metrics.count_secret("file", pattern),
+        folder = self._sources.get(DropFolder.kind)
+        if settings.dropfolder.enabled and isinstance(folder, DropFolder):
+            self.store.ensure(dropfolder.SOURCE, DropFolder.kind, "*", str(folder.root))
+            self.watcher = DropFolderWatcher(
+                folder, self, settings.dropfolder.scan_interval_seconds, settings.dropfolder.watch
             )
-            self.watcher = DropFolderWatcher(folder, settings.dropfolder.scan_interval_seconds,
-                                             settings.dropfolder.watch)
 
     def start(self) -> None:
         if self.watcher is not None:
@@ -64,27 +89,71 @@ class SourceService:
         if self.watcher is not None:
             self.watcher.stop()
 
-    # -- submitting changes as ingest jobs ----------------------------------------------------------
-    def submit(self, source: str, collection: str, upserts: list[NewDocument],
-               deletions: list[tuple[str, str]]) -> str | None:
+    def _source(self, kind: str) -> Source:
+        source = self._sources.get(kind)
+        if source is None:
+            raise InvalidInput(
+                f"unknown source kind {kind!r}: known kinds are {', '.join(sorted(self._sources))}"
+            )
+        return source
+
+    # -- the Sink the sources hand their findings to -----------------------------------------------
+    def submit(
+        self, source: str, collection: str, upserts: list[NewDocument], deletions: list[tuple[str, str]]
+    ) -> str | None:
         """One ingest job: upserts first, then deletions ((source_id, source_kind) pairs)."""
         if not upserts and not deletions:
             return None
         self.catalog.ensure_collection(collection)
         limits = self.settings.limits
         items = [make_job_item(i, collection, doc, False, limits) for i, doc in enumerate(upserts)]
-        items += [delete_item(len(items) + i, collection, sid, kind) for i, (sid, kind) in enumerate(deletions)]
+        items += [
+            delete_item(len(items) + i, collection, sid, kind) for i, (sid, kind) in enumerate(deletions)
+        ]
         job_id = self.jobs.create("ingest", collection, items, source=source)
+        # A source handing in changes is syncing (the drop folder and GitHub have no sync jobs).
+        self.store.sync_started(source)
         self.signal(job_id)
-        log.info("source changes submitted", extra={"source": source, "job_id": job_id, "collection": collection,
-                                                     "upserts": len(upserts), "deletions": len(deletions)})
+        log.info(
+            "source changes submitted",
+            extra={
+                "source": source,
+                "job_id": job_id,
+                "collection": collection,
+                "upserts": len(upserts),
+                "deletions": len(deletions),
+            },
+        )
         return job_id
 
-    def _submit_folder_changes(self, changes: Changes) -> str | None:
-        self.store.sync_started(dropfolder.SOURCE)
-        return self.submit(dropfolder.SOURCE, changes.collection, changes.upserts,
-                           [(r.source_id, "dropfolder") for r in changes.removals])
+    def known_files(self, source: str) -> dict[str, KnownFile]:
+        return self.store.known_files(source)
 
+    def record_files(self, source: str, seen: Sequence[KnownFile], gone: Sequence[str]) -> None:
+        self.store.record_files(source, seen, gone)
+
+    def quarantine(
+        self,
+        source: str,
+        path: str,
+        collection: str | None,
+        kind: str,
+        reason: str,
+        size_bytes: int | None = None,
+        content_hash: str | None = None,
+    ) -> bool:
+        return self.store.quarantine(source, path, collection, kind, reason, size_bytes, content_hash)
+
+    def release(self, source: str, path: str) -> None:
+        self.store.release(source, path)
+
+    def release_missing(self, source: str, collection: str, present: set[str]) -> None:
+        self.store.release_missing(source, collection, present)
+
+    def count_secret(self, pattern: str) -> None:
+        self.metrics.count_secret("file", pattern)
+
+    # -- what the ingest jobs report back ---------------------------------------------------------
     def on_outcome(self, job: dict, item: JobItem, outcome: ItemOutcome) -> None:
         """Quarantine what a source handed in and could not be ingested; release it once it is."""
         for kind, count in outcome.redactions.items():
@@ -93,6 +162,7 @@ class SourceService:
         path = item.metadata.get("path")
         if not source or path is None or item.action == "delete":
             return
+        # The drop folder knows its files by "<collection>/<path>": one folder feeds every collection.
         key = f"{job['collection']}/{path}" if source == dropfolder.SOURCE else path
         if outcome.state == "failed":
             reason = outcome.error or "failed"
@@ -113,71 +183,77 @@ class SourceService:
             self.store.sync_succeeded(source)
 
     # -- registry -------------------------------------------------------------------------------
-    def add(self, kind: str, name: str, collection: str, location: str, schedule: str = "manual",
-            options: Mapping | None = None) -> dict:
+    def add(
+        self,
+        kind: str,
+        name: str,
+        collection: str,
+        location: str,
+        schedule: str = "manual",
+        options: Mapping | None = None,
+    ) -> dict:
         check_source_name(name)
         check_collection_name(collection)
-        options = dict(options or {})
-        if kind != "git":
-            raise InvalidInput(f"unknown source kind {kind!r}: sources added by hand are git repositories "
-                               "(the drop folder is configured in settings)")
-        config = self.git.validate(location, options)
-        source = self.store.create(name, kind, collection, str(Path(location).expanduser().resolve()), config,
-                                   schedule)
+        schedule_interval(schedule)
+        config = self._source(kind).validate(SourceConfig(location, dict(options or {})))
+        source = self.store.create(name, kind, collection, config.location, dict(config.options), schedule)
         self.catalog.ensure_collection(collection)
         return source
 
     def remove(self, name: str, delete_documents: bool = False) -> dict:
         source = self.store.get(name)
-        if source["kind"] != "git":
-            raise InvalidInput(f"source {name!r} is built in ({source['kind']}); it is configured in settings")
+        if source["kind"] in _SETTINGS_KINDS:
+            raise InvalidInput(
+                f"source {name!r} is built in ({source['kind']}); it is configured in settings"
+            )
         job_id = None
         if delete_documents:
-            known = self.store.known_files(name)
+            kind = self._source(source["kind"])
             by_collection: dict[str, list[tuple[str, str]]] = {}
-            for f in known.values():
-                by_collection.setdefault(f.collection, []).append((GitSync.source_id(name, f.path), "git"))
+            for f in self.store.known_files(name).values():
+                by_collection.setdefault(f.collection, []).append((kind.source_id(name, f.path), kind.kind))
             for collection, deletions in by_collection.items():
                 job_id = self.submit(name, collection, [], deletions)
         self.store.delete(name)
         return {**source, "deleted_documents_job": job_id}
 
     def request_sync(self, name: str) -> str:
-        source = self.store.get(name)
-        if source["kind"] == "dropfolder":
+        record = self.store.record(name)
+        if record.kind == DropFolder.kind:
+            # Watched and scanned all along: asking only makes the next scan come at once.
             if self.watcher is None:
                 raise InvalidInput("the drop folder is disabled")
             self.watcher.poke()
             return ""
-        if source["kind"] != "git":
-            raise InvalidInput(f"source {name!r} ({source['kind']}) is synced by its deliveries")
+        if record.kind not in self._sources:
+            raise InvalidInput(f"source {name!r} ({record.kind}) is synced by its deliveries")
         # Check and create under one lock: a scheduler tick, the API and a webhook asking at the
         # same moment must queue one sync, not two racing from the same cursor.
         with self._sync_request_lock:
             if active := self.jobs.active_for_source(name, "sync"):
                 return active[0]
-            job_id = self.jobs.create("sync", source["collection"], [], source=name)
+            job_id = self.jobs.create("sync", record.collection, [], source=name)
         self.signal(job_id)
         return job_id
 
     def run_sync(self, job: dict) -> None:
         name = job["source"]
         try:
-            source = self.store.get(name)
+            record = self.store.record(name)
         except NotFound:
             self.jobs.finish(job["id"], "failed", f"source {name!r} was removed")
             return
         self.store.sync_started(name)
         try:
-            summary = self.git.sync(source)
+            result = self._source(record.kind).sync(record, self)
         except Exception as exc:  # one broken repository must not stop the scheduler or the server
             detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
             log.warning("source sync failed", extra={"source": name, "error": detail})
             self.store.sync_failed(name, detail)
             self.jobs.finish(job["id"], "failed", detail)
             return
-        self.store.sync_succeeded(name, summary.get("commit"))
-        self.jobs.finish(job["id"], "succeeded", None, summary)
+        self.store.sync_succeeded(name, result.cursor)
+        self.jobs.finish(job["id"], "succeeded", None, result.report)
 
     def schedule_tick(self) -> list[str]:
         """Called every minute by Huey's periodic task: queue the syncs that are due."""
@@ -211,24 +287,24 @@ class SourceService:
         from appliance.ingest.sources import github
 
         if len(body) > self.settings.webhooks.max_body_bytes:
-            raise PayloadTooLarge(f"webhook body of {len(body)} bytes exceeds {self.settings.webhooks.max_body_bytes}")
-        github.verify_signature(self._github_secret(), body, headers.get("x-hub-signature-256"),
-                                headers.get("x-hub-signature"))
+            raise PayloadTooLarge(
+                f"webhook body of {len(body)} bytes exceeds {self.settings.webhooks.max_body_bytes}"
+            )
+        github.verify_signature(
+            self._github_secret(), body, headers.get("x-hub-signature-256"), headers.get("x-hub-signature")
+        )
         event = headers.get("x-github-event") or ""
         delivery = headers.get("x-github-delivery") or ""
         if not event or not delivery:
             raise InvalidInput("X-GitHub-Event and X-GitHub-Delivery headers are required")
         payload = github.parse_payload(body)
         with self._webhook_lock:
-            if self.store.db.fetchone("SELECT 1 FROM webhook_deliveries WHERE delivery_id = ?", [delivery]):
+            if self.webhooks.delivered(delivery):
                 return {"status": "duplicate", "delivery": delivery}
             result = self._github_event(github, event, payload)
             # Recorded after the work is durable: a crash in between means GitHub's redelivery is
             # processed again, which is idempotent; the reverse order could lose the event.
-            self.store.db.execute(
-                "INSERT INTO webhook_deliveries (delivery_id, event, repo) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [delivery, event, (payload.get("repository") or {}).get("full_name")],
-            )
+            self.webhooks.record_delivery(delivery, event, (payload.get("repository") or {}).get("full_name"))
         return {"delivery": delivery, "event": event, **result}
 
     def _github_event(self, github, event: str, payload: dict) -> dict:
@@ -238,8 +314,11 @@ class SourceService:
             push = github.push_event(payload)
             if push.deleted or push.branch is None:
                 return {"status": "ignored", "reason": f"{push.ref} was deleted or is not a branch"}
-            names = [s["name"] for s in self.store.list(None) if s["kind"] == "git"
-                     and self.git.matches_repo(s, push.repo, push.name, push.branch)]
+            names = [
+                r.name
+                for r in self.store.records(GitSource.kind)
+                if GitSource.matches_repo(r, push.repo, push.name, push.branch)
+            ]
             if not names:
                 return {"status": "ignored", "reason": f"no git source is mapped to {push.repo} ({push.ref})"}
             return {"status": "sync queued", "jobs": [self.request_sync(n) for n in names]}
@@ -249,26 +328,27 @@ class SourceService:
         repo, kind, number = key
         collection = self._github_collection(repo)
         source_id = github.source_id_for(repo, kind, number)
-        row = self.store.db.fetchone("SELECT state FROM github_items WHERE source_id = ?", [source_id])
-        state = github.merge_event(json.loads(row[0]) if row else None, event, payload)
-        self.store.db.execute(
-            """INSERT INTO github_items (source_id, collection, state) VALUES (?, ?, ?)
-               ON CONFLICT (source_id) DO UPDATE SET state = excluded.state, collection = excluded.collection,
-               updated_at = now()""",
-            [source_id, collection, json.dumps(state)],
-        )
-        self.store.ensure(GITHUB_SOURCE, "github", self.settings.webhooks.github_collection, "webhook")
+        state = github.merge_event(self.webhooks.item_state(source_id), event, payload)
+        self.webhooks.save_item(source_id, collection, state)
+        self.store.ensure(GITHUB_SOURCE, GITHUB_SOURCE, self.settings.webhooks.github_collection, "webhook")
         if state.get("deleted"):
             job_id = self.submit(GITHUB_SOURCE, collection, [], [(source_id, "github")])
             return {"status": "deleted", "source_id": source_id, "job_id": job_id}
         title, text, metadata = github.render_item(state)
-        doc = NewDocument(source_id=source_id, title=title, text=text, filename=f"{kind}-{number}.md",
-                          uri=state.get("url"), source_kind="github", metadata=metadata)
+        doc = NewDocument(
+            source_id=source_id,
+            title=title,
+            text=text,
+            filename=f"{kind}-{number}.md",
+            uri=state.get("url"),
+            source_kind="github",
+            metadata=metadata,
+        )
         job_id = self.submit(GITHUB_SOURCE, collection, [doc], [])
         return {"status": "indexed", "source_id": source_id, "job_id": job_id}
 
     def _github_collection(self, repo: str) -> str:
-        for source in self.store.list(None):
-            if source["kind"] == "git" and source["config"].get("github_repo", "").lower() == repo.lower():
-                return source["collection"]
+        for record in self.store.records(GitSource.kind):
+            if record.config.get("github_repo", "").lower() == repo.lower():
+                return record.collection
         return self.settings.webhooks.github_collection

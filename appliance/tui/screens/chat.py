@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, ListItem, ListView, Select, Static
 
+from appliance.client import ApiError
 from appliance.tui import fmt
-from appliance.tui.client import ConsoleError
 from appliance.tui.widgets import View, guarded
 
 DEFAULT_MODEL = "default"
@@ -54,7 +54,9 @@ class ChatView(View):
             yield ListView(id="conversations")
             with Vertical(id="transcript"):
                 yield VerticalScroll(id="messages")
-                yield Input(placeholder="message (enter sends; ctrl+n starts a new conversation)", id="message")
+                yield Input(
+                    placeholder="message (enter sends; ctrl+n starts a new conversation)", id="message"
+                )
 
     async def load(self) -> None:
         models = [m["id"] for m in await self.api.chat_models()]
@@ -77,7 +79,9 @@ class ChatView(View):
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         if event.item.name:
-            self.run_worker(self._open(event.item.name), group="chat-open", exclusive=True, exit_on_error=False)
+            self.run_worker(
+                self._open(event.item.name), group="chat-open", exclusive=True, exit_on_error=False
+            )
 
     @guarded
     async def _open(self, conversation_id: str) -> None:
@@ -87,7 +91,9 @@ class ChatView(View):
         box = self.query_one("#messages", VerticalScroll)
         await box.remove_children()
         for m in conv.get("messages", []):
-            await box.mount(Message(self._format_message(m["role"], m["content"], m.get("citations")), classes=m["role"]))
+            await box.mount(
+                Message(self._format_message(m["role"], m["content"], m.get("citations")), classes=m["role"])
+            )
         box.scroll_end(animate=False)
         self.query_one("#message", Input).focus()
 
@@ -126,9 +132,11 @@ class ChatView(View):
                 reply.update(self._format_message("assistant", answer))
                 box.scroll_end(animate=False)
             elif kind == "error":
-                raise ConsoleError(int(event.get("status") or 500), "Chat failed", str(event.get("detail")))
+                raise ApiError.from_event(event, "Chat failed")
             elif kind == "answer":
-                reply.update(self._format_message("assistant", event.get("answer", ""), event.get("citations")))
+                reply.update(
+                    self._format_message("assistant", event.get("answer", ""), event.get("citations"))
+                )
                 box.scroll_end(animate=False)
                 self.replies += 1
 
@@ -136,6 +144,8 @@ class ChatView(View):
     def _format_message(role: str, content: str, citations: list | None = None) -> str:
         who = "[b]you[/b]" if role == "user" else "[b $accent]assistant[/]"
         body = escape(content)  # model text is not markup
-        cites = "".join(f"\n  [dim]\\[{c['n']}] {fmt.clip(c.get('title') or c.get('source_id'), 60)}[/]"
-                        for c in citations or [])
+        cites = "".join(
+            f"\n  [dim]\\[{c['n']}] {fmt.clip(c.get('title') or c.get('source_id'), 60)}[/]"
+            for c in citations or []
+        )
         return f"{who}\n{body}{cites}"

@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import DataTable, Label
 
+from appliance.client import ApiError
 from appliance.tui import fmt
-from appliance.tui.client import ConsoleError
 from appliance.tui.widgets import MetricCard, View, fill_table
 
 CARDS = (
@@ -63,7 +63,7 @@ class DashboardView(View):
         stats = await self.api.stats()
         try:
             sources = await self.api.sources()
-        except ConsoleError as exc:
+        except ApiError as exc:
             if not exc.missing:
                 raise
             sources = None  # an older server without registered sources: metric lags only
@@ -79,32 +79,49 @@ class DashboardView(View):
         cards = {c.id: c for c in self.query(MetricCard)}
         cards["card-queries"].set(fmt.number(traffic["queries_per_min"]), hist["queries_per_min"])
         decode = traffic.get("decode_tokens_per_second")
-        cards["card-tokens"].set(fmt.number(traffic["tokens_per_second"])
-                                 + (f" (decode {decode:.0f})" if decode else ""), hist["tokens_per_second"])
+        cards["card-tokens"].set(
+            fmt.number(traffic["tokens_per_second"]) + (f" (decode {decode:.0f})" if decode else ""),
+            hist["tokens_per_second"],
+        )
         search, answer = traffic["latency_ms"]["search"], traffic["latency_ms"]["answer"]
-        cards["card-latency"].set(f"{fmt.number(search['p50'], digits=0)}/{fmt.number(search['p95'], 'ms', 0)}",
-                                  hist["search_p95_ms"])
-        cards["card-answer"].set(f"{fmt.number(answer['p50'], digits=0)}/{fmt.number(answer['p95'], 'ms', 0)}")
+        cards["card-latency"].set(
+            f"{fmt.number(search['p50'], digits=0)}/{fmt.number(search['p95'], 'ms', 0)}",
+            hist["search_p95_ms"],
+        )
+        cards["card-answer"].set(
+            f"{fmt.number(answer['p50'], digits=0)}/{fmt.number(answer['p95'], 'ms', 0)}"
+        )
         cards["card-queue"].set(
             f"{queue['llm_waiting']} waiting · {queue['llm_in_use']}/{queue['llm_slots']} busy · "
             f"{queue['jobs_active']} jobs",
             [a + b for a, b in zip(hist["llm_queue"], hist["jobs_active"], strict=False)],
         )
         gpu = f" · GPU {fmt.size(mem['gpu_used_bytes'])}" if mem.get("gpu_used_bytes") is not None else ""
-        cards["card-memory"].set(f"RSS {fmt.size(mem['rss_bytes'])}{gpu}",
-                                 hist.get("gpu_used_bytes") if gpu else hist["rss_bytes"])
+        cards["card-memory"].set(
+            f"RSS {fmt.size(mem['rss_bytes'])}{gpu}", hist.get("gpu_used_bytes") if gpu else hist["rss_bytes"]
+        )
         components = stats["components"]
-        fill_table(self.query_one("#components", DataTable),
-                   [(c["name"], fmt.state(c["status"]), c["detail"]) for c in components],
-                   [c["name"] for c in components])
+        fill_table(
+            self.query_one("#components", DataTable),
+            [(c["name"], fmt.state(c["status"]), c["detail"]) for c in components],
+            [c["name"] for c in components],
+        )
         collections = stats["collections"]
-        fill_table(self.query_one("#collections", DataTable),
-                   [(c["name"], str(c["documents"]), str(c["chunks"])) for c in collections],
-                   [c["name"] for c in collections])
+        fill_table(
+            self.query_one("#collections", DataTable),
+            [(c["name"], str(c["documents"]), str(c["chunks"])) for c in collections],
+            [c["name"] for c in collections],
+        )
         lags: dict[str, tuple[float | None, str]] = {
-            name: (seconds, "") for name, seconds in stats.get("ingestion_lag_seconds", {}).items()}
+            name: (seconds, "") for name, seconds in stats.get("ingestion_lag_seconds", {}).items()
+        }
         for s in sources or []:
             lags[s["name"]] = (s.get("lag_seconds"), s.get("state") or "")
-        fill_table(self.query_one("#lag", DataTable),
-                   [(name, fmt.duration(sec), fmt.state(st) if st else "") for name, (sec, st) in sorted(lags.items())],
-                   sorted(lags))
+        fill_table(
+            self.query_one("#lag", DataTable),
+            [
+                (name, fmt.duration(sec), fmt.state(st) if st else "")
+                for name, (sec, st) in sorted(lags.items())
+            ],
+            sorted(lags),
+        )

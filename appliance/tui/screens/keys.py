@@ -35,8 +35,9 @@ class KeysView(View):
         yield DataTable(id="audit", cursor_type="row")
 
     def on_mount(self) -> None:
-        self.query_one("#keys", DataTable).add_columns("id", "name", "role", "collections", "rpm", "tpm", "created",
-                                                       "state")
+        self.query_one("#keys", DataTable).add_columns(
+            "id", "name", "role", "collections", "rpm", "tpm", "created", "state"
+        )
         self.query_one("#audit", DataTable).add_columns("time", "key", "action", "target", "status")
 
     async def load(self) -> None:
@@ -44,14 +45,36 @@ class KeysView(View):
 
     def show(self, keys: list[dict], audit: list[dict]) -> None:
         self._keys = keys
-        fill_table(self.query_one("#keys", DataTable),
-                   [(k["id"], k["name"], k["role"], ",".join(k.get("collections") or ["*"]), str(k.get("rpm") or "-"),
-                     str(k.get("tpm") or "-"), fmt.short_ts(k.get("created_at")),
-                     fmt.state("revoked" if k.get("revoked_at") else "ok")) for k in keys], [k["id"] for k in keys])
-        fill_table(self.query_one("#audit", DataTable),
-                   [(fmt.short_ts(a.get("ts")), a.get("key_name") or "-", a.get("action", ""),
-                     fmt.clip(str(a.get("target") or ""), 24), str(a.get("status") or a.get("outcome") or ""))
-                    for a in audit])
+        fill_table(
+            self.query_one("#keys", DataTable),
+            [
+                (
+                    k["id"],
+                    k["name"],
+                    k["role"],
+                    ",".join(k.get("collections") or ["*"]),
+                    str(k.get("rpm") or "-"),
+                    str(k.get("tpm") or "-"),
+                    fmt.short_ts(k.get("created_at")),
+                    fmt.state("revoked" if k.get("revoked_at") else "ok"),
+                )
+                for k in keys
+            ],
+            [k["id"] for k in keys],
+        )
+        fill_table(
+            self.query_one("#audit", DataTable),
+            [
+                (
+                    fmt.short_ts(a.get("ts")),
+                    a.get("key_name") or "-",
+                    a.get("action", ""),
+                    fmt.clip(str(a.get("target") or ""), 24),
+                    str(a.get("status") or a.get("outcome") or ""),
+                )
+                for a in audit
+            ],
+        )
 
     def action_create(self) -> None:
         async def create(values: dict | None) -> None:
@@ -59,16 +82,27 @@ class KeysView(View):
                 collections = [c.strip() for c in values["collections"].split(",") if c.strip()] or None
                 self.run_action(self._create(values["name"], values["role"], collections), "create-key")
 
-        self.app.push_screen(FormDialog("New API key", [
-            ("name", "name (who or what uses it)", ""),
-            ("role", "role", ["user", "admin"]),
-            ("collections", "collections, comma-separated (user keys)", ""),
-        ]), create)
+        self.app.push_screen(
+            FormDialog(
+                "New API key",
+                [
+                    ("name", "name (who or what uses it)", ""),
+                    ("role", "role", ["user", "admin"]),
+                    ("collections", "collections, comma-separated (user keys)", ""),
+                ],
+            ),
+            create,
+        )
 
     async def _create(self, name: str, role: str, collections: list[str] | None) -> None:
         key = await self.api.create_key(name, role, collections)
-        self.app.push_screen(TextDialog(f"Key {key['id']} ({key['role']}) created", key["key"],
-                                        "Copy it now: it is shown once and stored only as a hash."))
+        self.app.push_screen(
+            TextDialog(
+                f"Key {key['id']} ({key['role']}) created",
+                key["key"],
+                "Copy it now: it is shown once and stored only as a hash.",
+            )
+        )
         self.reload()
 
     def action_revoke(self) -> None:
@@ -81,8 +115,9 @@ class KeysView(View):
             if yes:
                 self.run_action(self._revoke(key), "revoke-key")
 
-        self.app.push_screen(ConfirmDialog(f"Revoke key {key['id']} ({key['name']})? Clients using it get 401."),
-                             revoke)
+        self.app.push_screen(
+            ConfirmDialog(f"Revoke key {key['id']} ({key['name']})? Clients using it get 401."), revoke
+        )
 
     async def _revoke(self, key: dict) -> None:
         await self.api.revoke_key(key["id"])

@@ -10,8 +10,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Select, TabbedContent, TabPane
 
+from appliance.client import ApiError
 from appliance.tui import fmt
-from appliance.tui.client import ConsoleError
 from appliance.tui.dialogs import ConfirmDialog, FormDialog, TextDialog
 from appliance.tui.widgets import View, fill_table, guarded, selected_key
 
@@ -67,9 +67,15 @@ class KnowledgeView(View):
                 yield DataTable(id="quarantine", cursor_type="row")
 
     def on_mount(self) -> None:
-        self.query_one("#documents", DataTable).add_columns("title", "collection", "source", "type", "size", "updated")
-        self.query_one("#sources", DataTable).add_columns("source", "kind", "collection", "state", "lag", "docs", "error")
-        self.query_one("#quarantine", DataTable).add_columns("file", "collection", "reason", "size", "last seen")
+        self.query_one("#documents", DataTable).add_columns(
+            "title", "collection", "source", "type", "size", "updated"
+        )
+        self.query_one("#sources", DataTable).add_columns(
+            "source", "kind", "collection", "state", "lag", "docs", "error"
+        )
+        self.query_one("#quarantine", DataTable).add_columns(
+            "file", "collection", "reason", "size", "last seen"
+        )
 
     @property
     def collection(self) -> str | None:
@@ -83,13 +89,18 @@ class KnowledgeView(View):
         try:
             sources = await self.api.sources()
             quarantine = await self.api.quarantine(self.collection)
-        except ConsoleError as exc:
+        except ApiError as exc:
             if not exc.missing:
                 raise
         self.show(collections, documents, sources, quarantine)
 
-    def show(self, collections: list[dict], documents: list[dict], sources: list[dict] | None,
-             quarantine: list[dict] | None) -> None:
+    def show(
+        self,
+        collections: list[dict],
+        documents: list[dict],
+        sources: list[dict] | None,
+        quarantine: list[dict] | None,
+    ) -> None:
         self._collections, self._documents, self._sources = collections, documents, sources
         select = self.query_one("#collection", Select)
         options = [(ALL, ALL)] + [(f"{c['name']} ({c['documents']} docs)", c["name"]) for c in collections]
@@ -103,27 +114,66 @@ class KnowledgeView(View):
         if sources is None:
             fill_table(src, [("not available on this server", "", "", "", "", "", "")])
         else:
-            fill_table(src, [(s["name"], s.get("kind") or "", s.get("collection") or "", fmt.state(s.get("state")),
-                              fmt.duration(s.get("lag_seconds")), str(s.get("documents") or 0),
-                              fmt.clip(s.get("last_error"), 40)) for s in sources], [s["name"] for s in sources])
+            fill_table(
+                src,
+                [
+                    (
+                        s["name"],
+                        s.get("kind") or "",
+                        s.get("collection") or "",
+                        fmt.state(s.get("state")),
+                        fmt.duration(s.get("lag_seconds")),
+                        str(s.get("documents") or 0),
+                        fmt.clip(s.get("last_error"), 40),
+                    )
+                    for s in sources
+                ],
+                [s["name"] for s in sources],
+            )
         quar = self.query_one("#quarantine", DataTable)
         if quarantine is None:
             fill_table(quar, [("not available on this server", "", "", "", "")])
         else:
-            fill_table(quar, [(fmt.clip(q["path"], 40), q.get("collection") or "", fmt.clip(q.get("reason"), 50),
-                               fmt.size(q.get("size_bytes")), fmt.short_ts(q.get("last_seen"))) for q in quarantine],
-                       [str(q["id"]) for q in quarantine])
+            fill_table(
+                quar,
+                [
+                    (
+                        fmt.clip(q["path"], 40),
+                        q.get("collection") or "",
+                        fmt.clip(q.get("reason"), 50),
+                        fmt.size(q.get("size_bytes")),
+                        fmt.short_ts(q.get("last_seen")),
+                    )
+                    for q in quarantine
+                ],
+                [str(q["id"]) for q in quarantine],
+            )
 
     def _show_documents(self) -> None:
         needle = self.query_one("#filter", Input).value.strip().lower()
-        docs = [d for d in self._documents
-                if not needle or needle in (d.get("title") or "").lower() or needle in d["source_id"].lower()]
+        docs = [
+            d
+            for d in self._documents
+            if not needle or needle in (d.get("title") or "").lower() or needle in d["source_id"].lower()
+        ]
         self.query_one("#doc-count", Label).update(
-            f"{len(docs)} of {len(self._documents)} documents" + (f" matching {needle!r}" if needle else ""))
-        fill_table(self.query_one("#documents", DataTable),
-                   [(fmt.clip(d.get("title") or d["source_id"], 36), d["collection"], fmt.clip(d["source_id"], 30),
-                     d.get("mime_type") or "", fmt.size(d.get("size_bytes")), fmt.short_ts(d.get("updated_at")))
-                    for d in docs], [d["id"] for d in docs])
+            f"{len(docs)} of {len(self._documents)} documents" + (f" matching {needle!r}" if needle else "")
+        )
+        fill_table(
+            self.query_one("#documents", DataTable),
+            [
+                (
+                    fmt.clip(d.get("title") or d["source_id"], 36),
+                    d["collection"],
+                    fmt.clip(d["source_id"], 30),
+                    d.get("mime_type") or "",
+                    fmt.size(d.get("size_bytes")),
+                    fmt.short_ts(d.get("updated_at")),
+                )
+                for d in docs
+            ],
+            [d["id"] for d in docs],
+        )
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
@@ -135,16 +185,23 @@ class KnowledgeView(View):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "documents" and event.row_key.value:
-            self.run_worker(self._open(event.row_key.value), group="open-doc", exclusive=True, exit_on_error=False)
+            self.run_worker(
+                self._open(event.row_key.value), group="open-doc", exclusive=True, exit_on_error=False
+            )
 
     @guarded
     async def _open(self, document_id: str) -> None:
         doc = await self.api.document(document_id, chunks=True)
-        body = [f"{doc['collection']} · {doc['source_id']} · {doc.get('mime_type') or ''} · "
-                f"{len(doc.get('chunks', []))} chunks", ""]
+        body = [
+            f"{doc['collection']} · {doc['source_id']} · {doc.get('mime_type') or ''} · "
+            f"{len(doc.get('chunks', []))} chunks",
+            "",
+        ]
         for chunk in doc.get("chunks", []):
-            body.append(f"── chunk {chunk['ordinal']} · {fmt.location(chunk.get('location'))} · "
-                        f"{chunk.get('token_count', '?')} tokens")
+            body.append(
+                f"── chunk {chunk['ordinal']} · {fmt.location(chunk.get('location'))} · "
+                f"{chunk.get('token_count', '?')} tokens"
+            )
             body.append(chunk["text"].strip())
             body.append("")
         self.app.push_screen(TextDialog(doc.get("title") or doc["source_id"], "\n".join(body)))
@@ -185,8 +242,11 @@ class KnowledgeView(View):
             job = await self.api.sync_source(source["name"])
             self.console.notice(f"syncing source {source['name']}: job {job.get('job_id')}")
             return
-        raise ConsoleError(-1, "Cannot re-ingest",
-                           f"{doc['source_id']} came through the API and its original is not readable here")
+        raise ApiError(
+            -1,
+            "Cannot re-ingest",
+            f"{doc['source_id']} came through the API and its original is not readable here",
+        )
 
     def action_upload(self) -> None:
         names = [c["name"] for c in self._collections] or ["default"]
@@ -196,10 +256,17 @@ class KnowledgeView(View):
 
         async def upload(values: dict | None) -> None:
             if values and values["path"]:
-                self.run_action(self._upload(values["collection"], Path(values["path"]).expanduser()), "upload")
+                self.run_action(
+                    self._upload(values["collection"], Path(values["path"]).expanduser()), "upload"
+                )
 
-        self.app.push_screen(FormDialog("Upload a file", [("path", "file path on this machine", ""),
-                                                          ("collection", "collection", names)]), upload)
+        self.app.push_screen(
+            FormDialog(
+                "Upload a file",
+                [("path", "file path on this machine", ""), ("collection", "collection", names)],
+            ),
+            upload,
+        )
 
     async def _upload(self, collection: str, path: Path) -> None:
         accepted = await self.api.upload(collection, path)

@@ -32,7 +32,9 @@ class ModelsView(View):
         yield DataTable(id="available", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self.query_one("#available", DataTable).add_columns("model", "size", "context", "source", "loaded", "about")
+        self.query_one("#available", DataTable).add_columns(
+            "model", "size", "context", "source", "loaded", "about"
+        )
 
     async def load(self) -> None:
         self.show(await self.api.models())
@@ -42,23 +44,42 @@ class ModelsView(View):
         lines = []
         if chat["state"] == "loaded":
             queue = chat.get("queue") or {}
-            lines.append(f"[b]{chat.get('name')}[/b]  {fmt.state('ok' if chat.get('ok', True) else 'down').markup}"
-                         f"  backend {chat.get('backend')} · context {chat.get('context_length')} tokens"
-                         + (f" · {chat['threads']} threads" if chat.get("threads") else ""))
-            lines.append(f"  slots {queue.get('in_use', 0)}/{queue.get('slots', '?')} busy · "
-                         f"{queue.get('waiting', 0)} waiting (max {queue.get('max_queue', '?')}) · "
-                         f"served {queue.get('served', 0)} · rejected {queue.get('rejected', 0)}")
+            lines.append(
+                f"[b]{chat.get('name')}[/b]  {fmt.state('ok' if chat.get('ok', True) else 'down').markup}"
+                f"  backend {chat.get('backend')} · context {chat.get('context_length')} tokens"
+                + (f" · {chat['threads']} threads" if chat.get("threads") else "")
+            )
+            lines.append(
+                f"  slots {queue.get('in_use', 0)}/{queue.get('slots', '?')} busy · "
+                f"{queue.get('waiting', 0)} waiting (max {queue.get('max_queue', '?')}) · "
+                f"served {queue.get('served', 0)} · rejected {queue.get('rejected', 0)}"
+            )
             lines.append(f"  [dim]{chat.get('model_path', '')}[/dim]")
         else:
-            lines.append(f"[b]chat model[/b]  {fmt.state(chat['state']).markup}"
-                         + (f"  {chat['error']}" if chat.get("error") else ""))
-        lines.append(f"[b]{emb['name']}[/b]  {fmt.state(emb['state']).markup}  embedding · {emb['dimensions']} dimensions")
+            lines.append(
+                f"[b]chat model[/b]  {fmt.state(chat['state']).markup}"
+                + (f"  {chat['error']}" if chat.get("error") else "")
+            )
+        lines.append(
+            f"[b]{emb['name']}[/b]  {fmt.state(emb['state']).markup}  embedding · {emb['dimensions']} dimensions"
+        )
         self.query_one("#loaded", Static).update("\n".join(lines))
         models = data["available"]
-        fill_table(self.query_one("#available", DataTable),
-                   [(m["name"], fmt.size(m.get("size_bytes")), str(m.get("context_length") or "-"),
-                     fmt.clip(m.get("source"), 28), "●" if m.get("loaded") else "", fmt.clip(m.get("description"), 40))
-                    for m in models], [m["name"] for m in models])
+        fill_table(
+            self.query_one("#available", DataTable),
+            [
+                (
+                    m["name"],
+                    fmt.size(m.get("size_bytes")),
+                    str(m.get("context_length") or "-"),
+                    fmt.clip(m.get("source"), 28),
+                    "●" if m.get("loaded") else "",
+                    fmt.clip(m.get("description"), 40),
+                )
+                for m in models
+            ],
+            [m["name"] for m in models],
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_load()
@@ -84,8 +105,9 @@ class ModelsView(View):
             if yes:
                 self.run_action(self._unload(), "unload")
 
-        self.app.push_screen(ConfirmDialog("Unload the chat model? Chat and answers stop until a model is loaded."),
-                             unload)
+        self.app.push_screen(
+            ConfirmDialog("Unload the chat model? Chat and answers stop until a model is loaded."), unload
+        )
 
     async def _unload(self) -> None:
         await self.api.unload_model()

@@ -7,8 +7,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from appliance.client import ApiError
 from appliance.tui import fmt
-from appliance.tui.client import ConsoleError
 from appliance.tui.dialogs import TextDialog
 from appliance.tui.widgets import View, fill_table, guarded
 
@@ -68,7 +68,9 @@ class SearchView(View):
 
     def action_search(self) -> None:
         if self.query_text:
-            self.run_worker(self._search(self.query_text), group="search", exclusive=True, exit_on_error=False)
+            self.run_worker(
+                self._search(self.query_text), group="search", exclusive=True, exit_on_error=False
+            )
 
     def action_ask(self) -> None:
         if self.query_text:
@@ -78,16 +80,29 @@ class SearchView(View):
     async def _search(self, query: str) -> None:
         self.query_one("#search-status", Label).update("searching…")
         result = await self.api.search(query, top_k=20)
-        self.show_hits(result["hits"], f"{len(result['hits'])} hits · {result.get('mode', '')} · "
-                                       f"{result['timings'].get('total_ms', 0):.0f} ms")
+        self.show_hits(
+            result["hits"],
+            f"{len(result['hits'])} hits · {result.get('mode', '')} · "
+            f"{result['timings'].get('total_ms', 0):.0f} ms",
+        )
 
     def show_hits(self, hits: list[dict], status: str) -> None:
         self._hits = hits
         self.query_one("#search-status", Label).update(status)
-        fill_table(self.query_one("#hits", DataTable),
-                   [(str(i), f"{h['score']:.3f}", fmt.clip(h.get("title") or h["source_id"], 30),
-                     fmt.clip(h["source_id"], 28), fmt.clip(fmt.location(h.get("location")), 30))
-                    for i, h in enumerate(hits, 1)], [str(h["chunk_id"]) for h in hits])
+        fill_table(
+            self.query_one("#hits", DataTable),
+            [
+                (
+                    str(i),
+                    f"{h['score']:.3f}",
+                    fmt.clip(h.get("title") or h["source_id"], 30),
+                    fmt.clip(h["source_id"], 28),
+                    fmt.clip(fmt.location(h.get("location")), 30),
+                )
+                for i, h in enumerate(hits, 1)
+            ],
+            [str(h["chunk_id"]) for h in hits],
+        )
 
     @guarded
     async def _ask(self, question: str) -> None:
@@ -111,7 +126,7 @@ class SearchView(View):
                 answer.update(text)
                 self.query_one("#answer-scroll", VerticalScroll).scroll_end(animate=False)
             elif kind == "error":
-                raise ConsoleError(int(event.get("status") or 500), "Answer failed", str(event.get("detail")))
+                raise ApiError.from_event(event, "Answer failed")
             elif kind == "answer":
                 self.show_answer(event)
 
@@ -121,24 +136,40 @@ class SearchView(View):
         timings = event.get("timings", {})
         self.query_one("#search-status", Label).update(
             f"answered by {event.get('model', '?')} · {len(self._citations)} citations · "
-            f"first token {timings.get('first_token_ms') or 0:.0f} ms · total {timings.get('total_ms', 0):.0f} ms")
-        fill_table(self.query_one("#citations", DataTable),
-                   [(f"[{c['n']}]", fmt.clip(c.get("title") or c["source_id"], 30), fmt.clip(c["source_id"], 28),
-                     fmt.clip(fmt.location(c.get("location")), 30)) for c in self._citations],
-                   [str(c["n"]) for c in self._citations])
+            f"first token {timings.get('first_token_ms') or 0:.0f} ms · total {timings.get('total_ms', 0):.0f} ms"
+        )
+        fill_table(
+            self.query_one("#citations", DataTable),
+            [
+                (
+                    f"[{c['n']}]",
+                    fmt.clip(c.get("title") or c["source_id"], 30),
+                    fmt.clip(c["source_id"], 28),
+                    fmt.clip(fmt.location(c.get("location")), 30),
+                )
+                for c in self._citations
+            ],
+            [str(c["n"]) for c in self._citations],
+        )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         key = event.row_key.value
         if event.data_table.id == "hits":
             hit = next((h for h in self._hits if str(h["chunk_id"]) == key), None)
             if hit is not None:
-                self.app.push_screen(TextDialog(
-                    hit.get("title") or hit["source_id"], hit["text"],
-                    f"{hit['source_id']} · {fmt.location(hit.get('location'))} · score {hit['score']:.3f}"))
+                self.app.push_screen(
+                    TextDialog(
+                        hit.get("title") or hit["source_id"],
+                        hit["text"],
+                        f"{hit['source_id']} · {fmt.location(hit.get('location'))} · score {hit['score']:.3f}",
+                    )
+                )
         elif event.data_table.id == "citations":
             cite = next((c for c in self._citations if str(c["n"]) == key), None)
             if cite is not None:
-                self.run_worker(self._open_citation(cite), group="citation", exclusive=True, exit_on_error=False)
+                self.run_worker(
+                    self._open_citation(cite), group="citation", exclusive=True, exit_on_error=False
+                )
 
     @guarded
     async def _open_citation(self, cite: dict) -> None:
@@ -146,5 +177,10 @@ class SearchView(View):
         doc = await self.api.document(cite["document_id"], chunks=True)
         chunk = next((c for c in doc.get("chunks", []) if c["chunk_id"] == cite["chunk_id"]), None)
         text = chunk["text"] if chunk else cite.get("snippet", "")
-        self.app.push_screen(TextDialog(f"[{cite['n']}] {cite.get('title') or cite['source_id']}", text,
-                                        f"{cite['source_id']} · {fmt.location(cite.get('location'))}"))
+        self.app.push_screen(
+            TextDialog(
+                f"[{cite['n']}] {cite.get('title') or cite['source_id']}",
+                text,
+                f"{cite['source_id']} · {fmt.location(cite.get('location'))}",
+            )
+        )

@@ -1,0 +1,122 @@
+"""BaseClient: every API call as a method, with the answer handling both clients share (no I/O here)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec
+
+import httpx
+
+from appliance.client import calls
+from appliance.client.calls import Call
+from appliance.client.errors import ApiError
+
+P = ParamSpec("P")
+
+
+def _api(build: Callable[P, Call]) -> Callable[Concatenate[BaseClient, P], Any]:
+    """A client method from a builder: it sends the call (or streams it) through the subclass."""
+
+    @functools.wraps(build)
+    def method(self: BaseClient, *args: P.args, **kwargs: P.kwargs) -> Any:
+        call = build(*args, **kwargs)
+        return self._stream(call) if call.stream else self._send(call)
+
+    return method
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def read_answer(call: Call, response: httpx.Response) -> Any:
+    """The result of a call from its (fully read) answer; an error answer raises ApiError."""
+    if response.status_code >= 400 and not call.any_status:
+        raise ApiError.from_response(response)
+    try:
+        body = response.json()
+    except ValueError:
+        raise ApiError(
+            -1,
+            "Unexpected answer",
+            f"{call.method} {call.path} answered "
+            f"{response.status_code} with {response.headers.get('content-type') or 'no'} content, "
+            "not JSON",
+        ) from None
+    return call.result(body)
+
+
+def sse_event(line: str) -> dict | None:
+    """The JSON payload of a server-sent `data:` line; None for `event:` lines, comments and blanks."""
+    if not line.startswith("data:"):
+        return None
+    return json.loads(line[5:].strip())
+
+
+class BaseClient:
+    """The API, one method per call (its request built in `calls`), for the sync and the async
+    client alike. A method hands its Call to `_send` (an answer) or `_stream` (server-sent events),
+    the only I/O, which each subclass implements; so a sync method returns the result, an async one
+    an awaitable of it, and a stream an iterator or async iterator of events. Every failure is an
+    ApiError."""
+
+    url: str
+
+    def _send(self, call: Call) -> Any:
+        raise NotImplementedError
+
+    def _stream(self, call: Call) -> Any:
+        raise NotImplementedError
+
+    # -- health and operations
+    ready = _api(calls.ready)
+    ops = _api(calls.ops)
+    backup = _api(calls.backup)
+    verify_chunks = _api(calls.verify_chunks)
+    stats = _api(calls.stats)
+    logs = _api(calls.logs)
+    models = _api(calls.models)
+    load_model = _api(calls.load_model)
+    unload_model = _api(calls.unload_model)
+    chat_models = _api(calls.chat_models)
+    # -- collections and documents
+    collections = _api(calls.collections)
+    create_collection = _api(calls.create_collection)
+    documents = _api(calls.documents)
+    document = _api(calls.document)
+    delete_document = _api(calls.delete_document)
+    submit_batch = _api(calls.submit_batch)
+    # -- jobs
+    jobs = _api(calls.jobs)
+    job = _api(calls.job)
+    cancel_job = _api(calls.cancel_job)
+    retry_job = _api(calls.retry_job)
+    # -- sources
+    sources = _api(calls.sources)
+    add_source = _api(calls.add_source)
+    sync_source = _api(calls.sync_source)
+    remove_source = _api(calls.remove_source)
+    quarantine = _api(calls.quarantine)
+    # -- knowledge and conversations
+    search = _api(calls.search)
+    ask = _api(calls.ask)
+    create_conversation = _api(calls.create_conversation)
+    conversations = _api(calls.conversations)
+    conversation = _api(calls.conversation)
+    send_message = _api(calls.send_message)
+    # -- keys and audit
+    keys = _api(calls.keys)
+    create_key = _api(calls.create_key)
+    revoke_key = _api(calls.revoke_key)
+    audit = _api(calls.audit)
+
+    def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
+        """A local file (read here, parsed by the server); `source_id` defaults to its path."""
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ApiError(-1, "Cannot read file", f"{path}: {exc.strerror or exc}") from None
+        return self._send(calls.upload(collection, path.name, content, source_id or str(path)))

@@ -1,0 +1,287 @@
+"""The API's requests, one builder per call: method, route, query, body; no I/O (both clients send them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request of the API, as data. `route` is the OpenAPI path template and `path_params`
+    fill it; `stream` marks server-sent events; `unwrap` picks the result out of the answer's JSON;
+    `any_status` takes the body whatever the status (/readyz answers 503 while starting);
+    `timeout` is seconds, None (answers that last as long as their work: a model's answer, a
+    snapshot) or the client's default."""
+
+    method: str
+    route: str
+    path_params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] | None = None
+    json: Any = None
+    data: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None
+    stream: bool = False
+    unwrap: Callable[[Any], Any] | None = None
+    any_status: bool = False
+    timeout: Any = httpx.USE_CLIENT_DEFAULT
+
+    @property
+    def path(self) -> str:
+        # Names and ids go in one path segment each, whatever characters they hold.
+        return self.route.format(**{k: quote(str(v), safe="") for k, v in self.path_params.items()})
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of httpx's `request` and `stream` for this call."""
+        return {
+            "params": self.params,
+            "json": self.json,
+            "data": self.data,
+            "files": self.files,
+            "timeout": self.timeout,
+        }
+
+    def result(self, body: Any) -> Any:
+        return self.unwrap(body) if self.unwrap else body
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _query(**params: Any) -> dict[str, Any]:
+    """Query parameters without the unset ones (the server's defaults apply)."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _field(name: str) -> Callable[[dict], Any]:
+    return lambda body: body[name]
+
+
+# -- health and operations -----------------------------------------------------------------------
+def ready() -> Call:
+    """/readyz needs no key: an answer here with 401 elsewhere means the key is wrong."""
+    return Call("GET", "/readyz", any_status=True)
+
+
+def ops() -> Call:
+    return Call("GET", "/api/v1/admin/ops")
+
+
+def backup(name: str = "") -> Call:
+    """The server writes the snapshot into its data directory (it alone has DuckDB open)."""
+    return Call("POST", "/api/v1/admin/backup", json={"name": name} if name else {}, timeout=None)
+
+
+def verify_chunks(collection: str | None = None, repair: bool = False) -> Call:
+    return Call("POST", "/api/v1/admin/verify-chunks", json={"collection": collection, "repair": repair})
+
+
+def stats() -> Call:
+    return Call("GET", "/api/v1/admin/stats")
+
+
+def logs(level: str | None = None, limit: int = 200, after: int = 0) -> Call:
+    return Call("GET", "/api/v1/admin/logs", params=_query(limit=limit, after=after, level=level or None))
+
+
+def models() -> Call:
+    return Call("GET", "/api/v1/admin/models")
+
+
+def load_model(name: str | None = None) -> Call:
+    return Call("POST", "/api/v1/admin/models/load", json={"model": name})
+
+
+def unload_model() -> Call:
+    return Call("POST", "/api/v1/admin/models/unload")
+
+
+def chat_models() -> Call:
+    """The OpenAI model list, only the models that chat."""
+    return Call(
+        "GET",
+        "/v1/models",
+        unwrap=lambda body: [m for m in body["data"] if "chat" in m.get("capabilities", [])],
+    )
+
+
+# -- collections and documents -------------------------------------------------------------------
+def collections() -> Call:
+    return Call("GET", "/api/v1/collections")
+
+
+def create_collection(name: str, description: str = "") -> Call:
+    return Call("POST", "/api/v1/collections", json={"name": name, "description": description})
+
+
+def documents(collection: str | None = None, limit: int = 100, offset: int = 0) -> Call:
+    return Call(
+        "GET", "/api/v1/documents", params=_query(limit=limit, offset=offset, collection=collection or None)
+    )
+
+
+def document(document_id: str, chunks: bool = False) -> Call:
+    return Call(
+        "GET",
+        "/api/v1/documents/{document_id}",
+        {"document_id": document_id},
+        params={"chunks": _flag(chunks)},
+    )
+
+
+def delete_document(document_id: str) -> Call:
+    return Call("DELETE", "/api/v1/documents/{document_id}", {"document_id": document_id})
+
+
+def upload(collection: str, filename: str, content: bytes, source_id: str | None = None) -> Call:
+    """A file as multipart, parsed by the server; the same `source_id` again replaces the document."""
+    return Call(
+        "POST",
+        "/api/v1/documents",
+        data={"collection": collection, "source_id": source_id or filename},
+        files={"file": (filename, content)},
+    )
+
+
+def submit_batch(collection: str, documents: list[dict], wait: bool = False) -> Call:
+    return Call(
+        "POST",
+        "/api/v1/documents/batch",
+        params={"wait": _flag(wait)},
+        json={"collection": collection, "documents": documents},
+    )
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+def jobs(state: str | None = None, limit: int = 50) -> Call:
+    return Call("GET", "/api/v1/jobs", params=_query(limit=limit, job_state=state or None))
+
+
+def job(job_id: str, items: bool = False) -> Call:
+    return Call("GET", "/api/v1/jobs/{job_id}", {"job_id": job_id}, params={"items": _flag(items)})
+
+
+def cancel_job(job_id: str) -> Call:
+    return Call("POST", "/api/v1/jobs/{job_id}/cancel", {"job_id": job_id})
+
+
+def retry_job(job_id: str) -> Call:
+    return Call("POST", "/api/v1/jobs/{job_id}/retry", {"job_id": job_id})
+
+
+# -- sources -------------------------------------------------------------------------------------
+def sources() -> Call:
+    return Call("GET", "/api/v1/sources", unwrap=_field("sources"))
+
+
+def add_source(body: dict) -> Call:
+    """`body`: name, kind, location, collection and the optional fields of `POST /api/v1/sources`."""
+    return Call("POST", "/api/v1/sources", json=body)
+
+
+def sync_source(name: str) -> Call:
+    return Call("POST", "/api/v1/sources/{name}/sync", {"name": name})
+
+
+def remove_source(name: str, delete_documents: bool = False) -> Call:
+    return Call(
+        "DELETE",
+        "/api/v1/sources/{name}",
+        {"name": name},
+        params={"delete_documents": _flag(delete_documents)},
+    )
+
+
+def quarantine(collection: str | None = None, source: str | None = None, limit: int = 200) -> Call:
+    return Call(
+        "GET",
+        "/api/v1/quarantine",
+        params=_query(limit=limit, collection=collection or None, source=source or None),
+        unwrap=_field("files"),
+    )
+
+
+# -- knowledge -----------------------------------------------------------------------------------
+def search(
+    query: str, collections: list[str] | None = None, top_k: int = 10, mode: str | None = None
+) -> Call:
+    body: dict[str, Any] = {"query": query, "top_k": top_k}
+    if collections:
+        body["collections"] = collections
+    if mode:
+        body["mode"] = mode
+    return Call("POST", "/api/v1/knowledge/search", json=body)
+
+
+def ask(
+    question: str, collections: list[str] | None = None, top_k: int | None = None, model: str | None = None
+) -> Call:
+    """A streamed cited answer: events `queue`?, `sources`, `token`..., then `answer` (or `error`)."""
+    body: dict[str, Any] = {"query": question, "stream": True}
+    if collections:
+        body["collections"] = collections
+    if top_k:
+        body["top_k"] = top_k
+    if model:
+        body["model"] = model
+    return Call("POST", "/api/v1/knowledge/query", json=body, stream=True, timeout=None)
+
+
+# -- conversations -------------------------------------------------------------------------------
+def create_conversation(collections: list[str] | None = None, title: str = "") -> Call:
+    return Call("POST", "/api/v1/conversations", json={"collections": collections, "title": title})
+
+
+def conversations() -> Call:
+    return Call("GET", "/api/v1/conversations")
+
+
+def conversation(conversation_id: str) -> Call:
+    return Call("GET", "/api/v1/conversations/{conversation_id}", {"conversation_id": conversation_id})
+
+
+def send_message(conversation_id: str, content: str, model: str | None = None) -> Call:
+    """The next turn, streamed like `ask`."""
+    body: dict[str, Any] = {"content": content, "stream": True}
+    if model:
+        body["model"] = model
+    return Call(
+        "POST",
+        "/api/v1/conversations/{conversation_id}/messages",
+        {"conversation_id": conversation_id},
+        json=body,
+        stream=True,
+        timeout=None,
+    )
+
+
+# -- keys and audit ------------------------------------------------------------------------------
+def keys() -> Call:
+    return Call("GET", "/api/v1/keys")
+
+
+def create_key(
+    name: str,
+    role: str = "user",
+    collections: list[str] | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+) -> Call:
+    return Call(
+        "POST",
+        "/api/v1/keys",
+        json={"name": name, "role": role, "collections": collections, "rpm": rpm, "tpm": tpm},
+    )
+
+
+def revoke_key(key_id: str) -> Call:
+    return Call("DELETE", "/api/v1/keys/{key_id}", {"key_id": key_id})
+
+
+def audit(limit: int = 100) -> Call:
+    return Call("GET", "/api/v1/audit", params={"limit": limit})

@@ -1,0 +1,309 @@
+"""The composition root: builds stores, indexes, models, jobs and the capability services, and runs them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+
+from appliance.config import Settings
+from appliance.core.access import Access
+from appliance.core.admin import Admin
+from appliance.core.answers import Answers
+from appliance.core.gateway import Gateway
+from appliance.core.jobs import Jobs
+from appliance.core.knowledge import Knowledge
+from appliance.core.sources import Sources
+from appliance.db.catalog import Catalog
+from appliance.db.connection import Database
+from appliance.db.conversations import ConversationStore
+from appliance.db.jobs import JobStore
+from appliance.db.keys import KeyStore
+from appliance.db.migrations import migrate
+from appliance.index.bm25 import TantivyKeywordIndex
+from appliance.index.sync import IndexSync
+from appliance.index.vectors import USearchVectorIndex
+from appliance.ingest.chunking import Chunker
+from appliance.ingest.pipeline import IngestPipeline
+from appliance.ingest.sandbox import make_parser
+from appliance.ingest.sources.service import SourceService
+from appliance.ingest.verify import ChunkVerifier
+from appliance.jobs.queue import JobQueue
+from appliance.jobs.runner import run_ingest_job
+from appliance.jobs.verify import run_verify_job
+from appliance.limits import RateLimiter
+from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, default_embedding_dir
+from appliance.models.embedder import SentenceTransformerEmbedder
+from appliance.models.service import ModelService
+from appliance.observability.audit import AuditLog
+from appliance.observability.metrics import Metrics
+from appliance.offline import enforce_offline
+from appliance.retrieve.rerank import Reranker, load_reranker
+from appliance.retrieve.search import HybridSearcher
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    """The whole appliance in one process: opens everything in dependency order, owns start,
+    close and health, and exposes one service per capability. Callers (routes, the CLI's
+    in-process commands, tests) go through the services, each taking the caller's `Scope`:
+
+    - `access`: keys, scopes (the only place authorization is decided), rate admission;
+    - `knowledge`: collections, documents (as ingest jobs) and hybrid search;
+    - `answers`: cited answers and conversations;
+    - `gateway`: the OpenAI-compatible model calls and their token accounting;
+    - `jobs`: job state, cancel, retry, and the runner of each job kind;
+    - `sources`: the drop folder, git sources, GitHub deliveries, quarantine;
+    - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log.
+    """
+
+    def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
+        enforce_offline(settings.network)  # env for model libraries, and the outbound guard
+        self.settings = settings
+        self.config_file = config_file
+        self.data_dir = settings.data_path
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.instance_id = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ready = threading.Event()
+
+        # Stores.
+        self.db = Database(self.data_dir / "appliance.duckdb")
+        migrate(self.db)
+        self.catalog = Catalog(self.db)
+        self.job_store = JobStore(self.db)
+        self.keys = KeyStore(self.db)
+        self.conversations = ConversationStore(self.db)
+        self.metrics = Metrics()
+        self.audit = AuditLog(self.db, record_text=settings.observability.audit_record_text)
+
+        # Models and indexes.
+        emb = settings.embedding
+        model_dir = Path(emb.model_dir) if emb.model_dir else default_embedding_dir()
+        self.embedder = SentenceTransformerEmbedder(
+            model_dir,
+            device=emb.device,
+            batch_size=emb.batch_size,
+            threads=emb.threads or None,
+            name=None if emb.model_dir else MINILM_NAME,
+        )
+        self.chunker = Chunker(
+            self.embedder.count_tokens,
+            size=settings.chunking.size_tokens,
+            overlap=settings.chunking.overlap_tokens,
+        )
+        index_dir = self.data_dir / "index"
+        self.keyword_index = TantivyKeywordIndex(index_dir / "bm25")
+        self.vector_index = USearchVectorIndex(
+            index_dir / "vectors", self.embedder.dimensions, dtype=settings.index.vector_dtype
+        )
+        self.sync = IndexSync(
+            self.db,
+            [self.keyword_index, self.vector_index],
+            save_intervals={self.vector_index.name: settings.index.vector_save_interval_seconds},
+        )
+        self.reconcile_report = self.sync.reconcile()
+        log.info("indexes reconciled", extra={"report": self.reconcile_report})
+        self.searcher = HybridSearcher(
+            self.catalog,
+            self.keyword_index,
+            self.vector_index,
+            self.embedder,
+            settings.retrieval,
+            self._reranker(),
+        )
+        self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
+
+        # Ingestion and background work.
+        self.parser = make_parser(settings.parsing, settings.parsing.processes or settings.jobs.workers)
+        self.pipeline = IngestPipeline(
+            self.catalog,
+            self.embedder,
+            self.chunker,
+            self.parser,
+            redact_secrets=settings.hygiene.redact_secrets,
+        )
+        self.verifier = ChunkVerifier(
+            self.db,
+            self.catalog,
+            self.chunker,
+            self.parser,
+            redact_secrets=settings.hygiene.redact_secrets,
+            git_binary=settings.sources.git_binary,
+            git_timeout=settings.sources.git_timeout_seconds,
+            max_file_bytes=settings.limits.max_file_bytes,
+        )
+        self.queue = JobQueue(
+            self.data_dir / "queue" / "huey.db",
+            self._run_job,
+            settings.jobs.workers,
+            on_tick=self._schedule_tick,
+            shutdown_timeout=settings.jobs.shutdown_timeout_seconds,
+        )
+        self.source_service = SourceService(
+            settings, self.db, self.catalog, self.job_store, self.queue.signal, self.metrics
+        )
+
+        # Capability services.
+        self.access = Access(self.keys, self.catalog, RateLimiter())
+        self.jobs = Jobs(self.job_store, self.queue.signal, settings.limits.wait_timeout_seconds)
+        self.knowledge = Knowledge(
+            settings.limits,
+            settings.retrieval,
+            self.catalog,
+            self.job_store,
+            self.queue.signal,
+            self.sync,
+            self.searcher,
+            self.metrics,
+        )
+        self.gateway = Gateway(self.models, self.access, self.metrics)
+        self.answers = Answers(
+            settings.answer, self.knowledge, self.gateway, self.conversations, self.metrics
+        )
+        self.sources = Sources(self.source_service)
+        self.admin = Admin(
+            self.data_dir,
+            self.catalog,
+            self.job_store,
+            self.sync,
+            self.models,
+            self.embedder,
+            self._ready,
+            self.metrics,
+            self.audit,
+            self._snapshot,
+        )
+        self._register_job_kinds()
+
+        self.admin_key_path = self.data_dir / "admin.key"
+        self.admin_key_created = self.keys.ensure_admin_key(self.admin_key_path)
+
+    def _reranker(self) -> Reranker | None:
+        ret = self.settings.retrieval
+        if ret.reranker == "none":
+            return None
+        rerank_dir = Path(ret.reranker_model_dir) if ret.reranker_model_dir else None
+        if rerank_dir is None and ret.reranker == "bi-encoder":
+            # The stronger packaged bi-encoder, assembled once from its part packages.
+            rerank_dir = assemble_mpnet(self.data_dir / "models" / MPNET_NAME)
+        return load_reranker(ret.reranker, rerank_dir, self.settings.embedding.device)
+
+    def _register_job_kinds(self) -> None:
+        lease = self.settings.jobs.lease_seconds
+
+        def ingest(job_id: str) -> None:
+            run_ingest_job(
+                job_id,
+                self.job_store,
+                self.pipeline,
+                self.sync,
+                self.instance_id,
+                lease,
+                self._stop,
+                self.metrics,
+                on_outcome=self.source_service.on_outcome,
+                on_finished=self.source_service.on_job_finished,
+            )
+
+        def sync(job_id: str) -> None:
+            if self.job_store.claim(job_id, self.instance_id, lease):
+                self.source_service.run_sync(self.job_store.get(job_id))
+
+        def verify(job_id: str) -> None:
+            run_verify_job(
+                job_id,
+                self.job_store,
+                self.catalog,
+                self.verifier,
+                self.instance_id,
+                lease,
+                self.queue.signal,
+            )
+
+        self.jobs.register("ingest", ingest)
+        self.jobs.register("sync", sync)
+        self.jobs.register("verify", verify)
+
+    def _run_job(self, job_id: str) -> None:
+        self.jobs.run(job_id)
+
+    def _schedule_tick(self) -> None:
+        self.source_service.schedule_tick()
+
+    def _snapshot(self, dest: Path) -> dict:
+        from appliance.ops.backup import snapshot_online
+
+        return snapshot_online(self.db, self.sync, self.data_dir, dest, self.config_file)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.queue.start()
+        resumed = self.job_store.active_ids()
+        for job_id in resumed:
+            self.queue.signal(job_id)
+        if resumed:
+            log.info("resuming interrupted jobs", extra={"jobs": resumed})
+        self._spawn(self._index_ticker, "index-ticker")
+        self._spawn(self._warm, "embedder-warmup")
+        self.admin.start_sampling()
+        if self.settings.llm.load_at_start:
+            self._spawn(self.models.load, "chat-model-load")
+        if self.settings.sample_dir:
+            self.knowledge.ingest_folder(self.access.system_scope(), Path(self.settings.sample_dir), "sample")
+        self.source_service.start()
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _warm(self) -> None:
+        try:
+            self.embedder.warm()
+        except Exception:
+            log.exception("embedding model failed to load")
+            return
+        self._ready.set()
+
+    def _index_ticker(self) -> None:
+        # Saves the vector index when its interval is due even if no new job arrives.
+        while not self._stop.wait(1.0):
+            try:
+                self.sync.apply_pending()
+            except Exception:
+                log.exception("index sync failed; will retry")
+
+    def close(self) -> None:
+        # Order matters: nothing may use a component after it is closed. Sources stop submitting,
+        # workers finish their group (they see _stop between groups), then the rest closes.
+        self._stop.set()
+        self.admin.stop_sampling()
+        self.source_service.stop()
+        self.queue.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.models.close()
+        self.parser.close()
+        try:
+            self.sync.flush()
+        finally:
+            self.keyword_index.close()
+            self.vector_index.close()
+            self.db.close()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def health(self) -> dict:
+        return {
+            "ready": self._ready.is_set(),
+            "embedder": "loaded" if self._ready.is_set() else "loading",
+            "chat_model": self.models.health(),
+            "indexes": self.sync.status(),
+            "chunks": self.catalog.chunk_count(),
+        }

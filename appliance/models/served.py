@@ -1,0 +1,137 @@
+"""ServedModel: admission in front of any LLMRuntime (slots, a bounded FIFO queue, positions, 429)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from appliance.errors import NotReady
+from appliance.models.runtime import (
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    LLMRuntime,
+    StreamStats,
+    TokenStream,
+    check_prompt_length,
+    collect,
+)
+from appliance.models.slots import SlotLease, SlotQueue
+
+
+class ServedModel:
+    """A backend as the API serves it: at most `runtime.capacity` requests run, `max_queue` more wait.
+
+    Waiting is strict FIFO through a SlotQueue: a waiter hears its place through `on_position`, a
+    newcomer beyond `max_queue` gets QueueFull (429 with Retry-After), and the queue's counters are in
+    `health()["queue"]`. The backend is only ever called with a slot held, so it never sees more than
+    its capacity. Streams' stats count the wait: time to first token from the call, `queued_s` in it.
+    """
+
+    def __init__(self, runtime: LLMRuntime, max_queue: int) -> None:
+        self.runtime = runtime
+        self.queue = SlotQueue(runtime.capacity, max_queue)
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def backend(self) -> str:
+        return self.runtime.backend
+
+    @property
+    def context_length(self) -> int:
+        return self.runtime.context_length
+
+    @property
+    def capacity(self) -> int:
+        return self.runtime.capacity
+
+    def count_tokens(self, text: str) -> int:
+        return self.runtime.count_tokens(text)
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        return self.runtime.render_chat(messages)
+
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Completion:
+        return collect(self.stream(prompt, params, cancel))
+
+    def stream(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> TokenStream:
+        """Waits for a slot before returning (QueueFull when the queue is full, Cancelled when `cancel`
+        is set meanwhile, NotReady when the model closes meanwhile); `on_position(n)` hears the 1-based
+        place while waiting and 0 once the slot is granted."""
+        if self._closed:
+            raise NotReady(f"{self.name} is closed")
+        start = time.monotonic()
+        # Checked before queueing: a prompt that can never fit must not wait its turn to hear so.
+        # The backend checks again exactly (with its BOS), once admitted.
+        check_prompt_length(self.runtime.count_tokens(prompt), self.context_length, params.max_tokens)
+        # Entered now, not on first read: a full queue must surface as 429 before any response starts.
+        lease = self.queue.acquire(cancel, on_position).__enter__()
+        try:
+            inner = self.runtime.stream(prompt, params, cancel)
+        except BaseException:
+            lease.release()
+            raise
+        return _AdmittedStream(inner, lease, time.monotonic() - start, cancel)
+
+    def health(self) -> dict:
+        health = self.runtime.health()
+        return {**health, "ok": bool(health.get("ok")) and not self._closed, "queue": self.queue.snapshot()}
+
+    def close(self) -> None:
+        """Refuse newcomers and turn the waiting away (NotReady), let running requests finish, then
+        close the backend."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.queue.close(f"{self.name} was unloaded while this request waited; retry")
+        self.runtime.close()
+
+
+class _AdmittedStream(TokenStream):
+    """The backend's stream, holding the admission slot until it ends; its stats count the wait."""
+
+    def __init__(
+        self, inner: TokenStream, lease: SlotLease, admitted_after_s: float, cancel: threading.Event | None
+    ) -> None:
+        self._inner = inner
+
+        def release() -> None:
+            inner.close()  # the backend frees its part first, so whoever gets the slot next finds it free
+            lease.release()
+
+        def source(ts: TokenStream):
+            for delta in inner:
+                if delta.finish_reason is not None:
+                    if (stats := inner.stats) is not None:
+                        ts.stats = StreamStats(
+                            stats.prompt_tokens,
+                            stats.completion_tokens,
+                            stats.time_to_first_token_s + admitted_after_s,
+                            stats.total_s + admitted_after_s,
+                            lease.waited_s,
+                        )
+                    ts.release()
+                yield delta
+
+        super().__init__(source, release, cancel)
+
+    def close(self) -> None:
+        # While another thread is inside next(), TokenStream.close only flags this stream: the
+        # backend must hear it too, or it would go on generating until its next delta reaches us.
+        self._inner.close()
+        super().close()

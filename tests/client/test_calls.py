@@ -1,0 +1,135 @@
+"""Contract of the request builders: every call names a route, method, parameters and body fields
+that the live server's OpenAPI document declares, with the body's required fields present."""
+
+from __future__ import annotations
+
+import inspect
+
+import httpx
+import pytest
+
+from appliance.client import calls
+from appliance.client.calls import Call
+
+# One example per builder, with every optional argument given (so every field it can send is checked).
+EXAMPLES: dict[str, Call] = {
+    "ready": calls.ready(),
+    "ops": calls.ops(),
+    "backup": calls.backup("nightly"),
+    "verify_chunks": calls.verify_chunks("docs", repair=True),
+    "stats": calls.stats(),
+    "logs": calls.logs("warning", limit=10, after=3),
+    "models": calls.models(),
+    "load_model": calls.load_model("SmolLM2-135M-Instruct"),
+    "unload_model": calls.unload_model(),
+    "chat_models": calls.chat_models(),
+    "collections": calls.collections(),
+    "create_collection": calls.create_collection("docs", "the handbook"),
+    "documents": calls.documents("docs", limit=5, offset=10),
+    "document": calls.document("d/1", chunks=True),
+    "delete_document": calls.delete_document("d1"),
+    "upload": calls.upload("docs", "a.md", b"# A", source_id="handbook/a.md"),
+    "submit_batch": calls.submit_batch("docs", [{"text": "x"}], wait=True),
+    "jobs": calls.jobs("failed", limit=5),
+    "job": calls.job("j1", items=True),
+    "cancel_job": calls.cancel_job("j1"),
+    "retry_job": calls.retry_job("j1"),
+    "sources": calls.sources(),
+    "add_source": calls.add_source(
+        {
+            "kind": "git",
+            "location": "/srv/git/handbook",
+            "collection": "docs",
+            "name": "handbook",
+            "branch": "main",
+            "schedule": "daily",
+            "include": ["docs/**"],
+            "exclude": [],
+            "history": False,
+            "fetch": False,
+            "github_repo": "acme/handbook",
+        }
+    ),
+    "sync_source": calls.sync_source("handbook"),
+    "remove_source": calls.remove_source("handbook", delete_documents=True),
+    "quarantine": calls.quarantine("docs", "inbox", limit=5),
+    "search": calls.search("per diem", ["docs"], top_k=3, mode="hybrid"),
+    "ask": calls.ask("per diem?", ["docs"], top_k=3, model="default"),
+    "create_conversation": calls.create_conversation(["docs"], "travel"),
+    "conversations": calls.conversations(),
+    "conversation": calls.conversation("c1"),
+    "send_message": calls.send_message("c1", "and in Asia?", model="default"),
+    "keys": calls.keys(),
+    "create_key": calls.create_key("ci", "user", ["docs"], rpm=60, tpm=1000),
+    "revoke_key": calls.revoke_key("k1"),
+    "audit": calls.audit(limit=5),
+}
+
+
+def test_every_builder_has_an_example():
+    builders = {
+        name
+        for name, f in vars(calls).items()
+        if inspect.isfunction(f) and f.__module__ == calls.__name__ and not name.startswith("_")
+    }
+    assert builders == set(EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def openapi(server) -> dict:
+    with server.client() as c:
+        r = c.get("/schema/openapi.json")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _schema(doc: dict, schema: dict) -> dict:
+    if "$ref" in schema:
+        return doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_builder_matches_the_servers_openapi_document(openapi, name):
+    call = EXAMPLES[name]
+    assert call.route in openapi["paths"], f"{call.route} is not a route of the server"
+    operation = openapi["paths"][call.route].get(call.method.lower())
+    assert operation is not None, f"{call.method} {call.route} is not an operation of the server"
+    declared = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+    assert {("path", n) for n in call.path_params} == {d for d in declared if d[0] == "path"}
+    assert {("query", n) for n in call.params or {}} <= declared
+    body = operation.get("requestBody")
+    if call.json is not None or call.data is not None:
+        assert body is not None, f"{name} sends a body the route does not take"
+        media = "multipart/form-data" if call.files else "application/json"
+        schema = _schema(openapi, body["content"][media]["schema"])
+        sent = set(call.json or {}) | set(call.data or {}) | set(call.files or {})
+        assert sent <= set(schema.get("properties", {})), f"{name} sends fields the route does not declare"
+        assert set(schema.get("required", [])) <= sent, f"{name} leaves out required fields"
+    else:
+        assert body is None or not body.get("required"), f"{name} sends no body to a route that needs one"
+
+
+def test_path_parameters_are_one_segment_each():
+    assert calls.document("a/b c").path == "/api/v1/documents/a%2Fb%20c"
+    assert calls.sync_source("hand book").path == "/api/v1/sources/hand%20book/sync"
+
+
+def test_unset_options_are_left_to_the_server():
+    assert calls.search("q").json == {"query": "q", "top_k": 10}
+    assert calls.documents().params == {"limit": 100, "offset": 0}
+    assert calls.jobs().params == {"limit": 50}
+    assert calls.ask("q").json == {"query": "q", "stream": True} and calls.ask("q").stream
+    assert calls.ask("q").timeout is None and calls.collections().timeout is httpx.USE_CLIENT_DEFAULT
+
+
+def test_results_are_picked_out_of_their_envelopes():
+    assert calls.sources().result({"sources": [{"name": "a"}]}) == [{"name": "a"}]
+    assert calls.quarantine().result({"files": []}) == []
+    models = {
+        "data": [
+            {"id": "chat", "capabilities": ["chat"]},
+            {"id": "embedding", "capabilities": ["embeddings"]},
+        ]
+    }
+    assert calls.chat_models().result(models) == [{"id": "chat", "capabilities": ["chat"]}]
