@@ -146,12 +146,15 @@ def test_upgrade_keeps_config_and_rolls_back_a_release_that_never_gets_ready(roo
             else shutil.copy2(src, broken / item)
         )
     server_py = broken / "appliance/server.py"
-    server_py.write_text(
-        server_py.read_text().replace(
-            "def serve(settings: Settings) -> int:\n",
-            "def serve(settings: Settings) -> int:\n    raise SystemExit('this release is broken on purpose')\n",
-        )
+    source, patched = re.subn(
+        r"(def serve\(.*?\) -> int:\n)",
+        r"\1    raise SystemExit('this release is broken on purpose')\n",
+        server_py.read_text(),
+        count=1,
+        flags=re.S,
     )
+    assert patched == 1, "appliance/server.py has no serve() to break"
+    server_py.write_text(source)
     proc = install(root, "--dev", source=broken, check=False)
     assert proc.returncode != 0
     assert "ROLLING BACK" in proc.stdout and "rolled back to" in proc.stderr
