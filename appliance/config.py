@@ -144,6 +144,8 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    """Every setting of the appliance, one section per area; built once by load_settings()."""
+
     data_dir: str = "./var"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal, else JSON

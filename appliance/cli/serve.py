@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from appliance.cli.common import Parents
 
@@ -27,4 +28,5 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["server"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
     if args.sample_dir:
         overrides["sample_dir"] = args.sample_dir
-    return serve(load_settings(args.config, overrides))
+    # The config file travels with backups; the server finds APPLIANCE_CONFIG itself.
+    return serve(load_settings(args.config, overrides), Path(args.config) if args.config else None)

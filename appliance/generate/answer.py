@@ -55,6 +55,8 @@ def citation(source: Source) -> dict:
 
 
 class Answerer:
+    """Builds the cited-answer prompt from retrieved chunks, runs it, and checks the citations."""
+
     def __init__(self, settings: AnswerSettings) -> None:
         self.settings = settings
 

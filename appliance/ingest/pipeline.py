@@ -54,6 +54,9 @@ def embedding_text(title: str, chunk: Chunk) -> str:
 
 
 class IngestPipeline:
+    """Turns job items into stored documents: skip unchanged content, reuse an identical twin's
+    embeddings, else parse (sandboxed), redact, chunk and embed, then one transaction per document."""
+
     def __init__(
         self,
         catalog: Catalog,

@@ -34,6 +34,8 @@ MAX_STOP_SEQUENCES = 4  # OpenAI's limit, kept for every caller
 
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
+    """How to sample one generation; validated on construction for every caller."""
+
     max_tokens: int | None = None  # None: up to the context left after the prompt
     temperature: float = 0.7
     top_p: float = 1.0
