@@ -1,4 +1,5 @@
-"""Wire schemas of the REST API (msgspec structs, so Litestar validates and documents them)."""
+"""Wire schemas of the REST API (msgspec structs, so Litestar validates and documents them): the
+request bodies, and the envelopes some answers wrap records in (the records are appliance.records)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,12 @@ from typing import Any, Literal
 
 import msgspec
 
+from appliance.records import Document, Hit, Job, QuarantinedFile, Source
+
 
 class CollectionIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     description: str = ""
-
-
-class Collection(msgspec.Struct):
-    name: str
-    description: str
-    created_at: str
-    documents: int
-    chunks: int
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,7 +39,7 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
 class Accepted(msgspec.Struct):
     job_id: str
     document_ids: list[str]
-    job: dict[str, Any] | None = None
+    job: Job | None = None  # with `?wait=true`: the job as it ended (or stood when the wait ran out)
 
 
 class SearchIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,24 +51,34 @@ class SearchIn(msgspec.Struct, forbid_unknown_fields=True):
     filters: dict[str, Any] | None = None
 
 
-class SearchHit(msgspec.Struct):
-    chunk_id: int
-    document_id: str
-    source_id: str
-    title: str
-    text: str
-    score: float
-    location: dict[str, Any]
-    metadata: dict[str, Any]
-    collection: str
-    uri: str | None = None
-
-
 class SearchOut(msgspec.Struct):
-    hits: list[SearchHit]
+    hits: list[Hit]
     timings: dict[str, float]
     mode: str
     reranked: bool
+
+
+class DeletedDocument(msgspec.Struct):
+    deleted: bool
+    document: Document  # as it was
+
+
+class Deleted(msgspec.Struct):
+    deleted: bool
+    id: str
+
+
+class SourceList(msgspec.Struct):
+    sources: list[Source]
+
+
+class SyncRequested(msgspec.Struct):
+    source: str
+    job_id: str | None  # None: nothing to queue (the drop folder scans at once instead)
+
+
+class QuarantineList(msgspec.Struct):
+    files: list[QuarantinedFile]
 
 
 class Problem(msgspec.Struct, omit_defaults=True):

@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from appliance.db.catalog import Catalog, check_collection_name
 from appliance.db.keys import KeyStore, Principal
 from appliance.errors import Forbidden, NotFound
 from appliance.limits import RateLimiter
+from appliance.records import KeyInfo, NewKey
 
 SYSTEM = Principal("system", "system", "admin", None)  # the server itself (sample corpus, repairs)
 
@@ -98,19 +101,18 @@ class Access:
         collections: list[str] | None,
         rpm: int | None,
         tpm: int | None,
-    ) -> dict:
+    ) -> NewKey:
         """A new key; the secret is in this answer only (stored hashed)."""
         scope.require_admin()
         if collections:
             scope.collections(collections)
         key_id, secret = self.keys.create(name, role, collections, rpm, tpm)
-        info = next(k for k in self.keys.list() if k["id"] == key_id)
-        return {"id": key_id, "key": secret, **{k: v for k, v in info.items() if k != "id"}}
+        return NewKey(**msgspec.structs.asdict(self.keys.info(key_id)), key=secret)
 
-    def list_keys(self, scope: Scope) -> list[dict]:
+    def list_keys(self, scope: Scope) -> list[KeyInfo]:
         scope.require_admin()
         return self.keys.list()
 
-    def revoke_key(self, scope: Scope, key_id: str) -> dict:
+    def revoke_key(self, scope: Scope, key_id: str) -> KeyInfo:
         scope.require_admin()
         return self.keys.revoke(key_id)

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import msgspec
+
 from appliance.config import AnswerSettings
 from appliance.core.access import Scope
 from appliance.core.gateway import Gateway
@@ -16,6 +18,7 @@ from appliance.errors import InvalidInput
 from appliance.generate.answer import Answerer, AnswerEvents, AnswerPlan
 from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
+from appliance.records import Answer, Conversation, Usage
 
 _STAGES = {"generation_ms": "generation", "first_token_ms": "first_token", "total_ms": "total"}
 
@@ -89,20 +92,12 @@ class Answers:
         model: str | None = None,
         history=None,
         cancel: threading.Event | None = None,
-    ) -> dict:
+    ) -> Answer:
         trace = self._trace(scope, question, collections, top_k, model, history)
         result = self.answerer.answer(trace.runtime, trace.plan, cancel)
         timings = {**trace.timings, **result.timings, "total_ms": _ms_since(trace.started)}
         self._observe(scope, trace.runtime, result.usage, timings)
-        return {
-            "answer": result.answer,
-            "citations": result.citations,
-            "invalid_citations": result.invalid_citations,
-            "model": result.model,
-            "usage": result.usage,
-            "query": trace.query,
-            "timings": timings,
-        }
+        return msgspec.structs.replace(result, query=trace.query, timings=timings)
 
     def open_stream(
         self,
@@ -132,35 +127,37 @@ class Answers:
             if event["type"] == "answer":
                 event["timings"] = {**trace.timings, **event["timings"], "total_ms": _ms_since(trace.started)}
                 event["query"] = trace.query
-                self._observe(scope, trace.runtime, event["usage"], event["timings"])
+                self._observe(scope, trace.runtime, msgspec.convert(event["usage"], Usage), event["timings"])
             yield event
 
-    def _observe(self, scope: Scope, runtime: ServedModel, usage: dict, timings: dict) -> None:
+    def _observe(self, scope: Scope, runtime: ServedModel, usage: Usage, timings: dict) -> None:
         self.metrics.observe_query(
             "answer", {_STAGES[k]: v / 1000 for k, v in timings.items() if k in _STAGES and v is not None}
         )
-        if usage["completion_tokens"]:
+        if usage.completion_tokens:
             ttft = timings.get("first_token_ms")
             self.gateway.account(
                 scope,
                 runtime,
                 "answer",
-                usage["prompt_tokens"],
-                usage["completion_tokens"],
+                usage.prompt_tokens,
+                usage.completion_tokens,
                 ttft / 1000 if ttft is not None else None,
                 timings.get("generation_ms", 0) / 1000,
             )
 
     # -- conversations ---------------------------------------------------------------------------
-    def create_conversation(self, scope: Scope, collections: list[str] | None, title: str = "") -> dict:
+    def create_conversation(
+        self, scope: Scope, collections: list[str] | None, title: str = ""
+    ) -> Conversation:
         if collections is not None:
             scope.collections(collections)
         return self.conversations.create(scope.principal, collections, title)
 
-    def get_conversation(self, scope: Scope, conv_id: str) -> dict:
+    def get_conversation(self, scope: Scope, conv_id: str) -> Conversation:
         return self.conversations.get(scope.principal, conv_id, with_messages=True)
 
-    def list_conversations(self, scope: Scope) -> list[dict]:
+    def list_conversations(self, scope: Scope) -> list[Conversation]:
         return self.conversations.list(scope.principal)
 
     def delete_conversation(self, scope: Scope, conv_id: str) -> None:
@@ -177,18 +174,18 @@ class Answers:
         cancel: threading.Event | None = None,
         on_position=None,
     ):
-        """The next turn of a conversation: a result dict, or (stream=True) the events of
+        """The next turn of a conversation: its Answer, or (stream=True) the events of
         `open_stream`. The turn is stored once its answer is complete."""
         conv = self.conversations.get(scope.principal, conv_id)
         history = self.conversations.history(conv_id)
         if not stream:
-            result = self.answer(scope, question, conv["collections"], top_k, model, history, cancel)
+            result = self.answer(scope, question, conv.collections, top_k, model, history, cancel)
             self.conversations.append(
-                conv_id, ("user", question, None), ("assistant", result["answer"], result["citations"])
+                conv_id, ("user", question, None), ("assistant", result.answer, result.citations)
             )
             return result
         events = self.open_stream(
-            scope, question, conv["collections"], top_k, model, history, cancel, on_position
+            scope, question, conv.collections, top_k, model, history, cancel, on_position
         )
         return AnswerEvents(self._stored_turn(conv_id, question, events), events.close)
 

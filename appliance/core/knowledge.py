@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import msgspec
+
 from appliance.config import LimitSettings, RetrievalSettings
 from appliance.core.access import Scope
 from appliance.db.catalog import Catalog
@@ -14,6 +16,7 @@ from appliance.errors import InvalidInput, PayloadTooLarge
 from appliance.index.sync import IndexSync
 from appliance.ingest.intake import NewDocument, make_job_item
 from appliance.observability.metrics import Metrics
+from appliance.records import Collection, Document, DocumentPage
 from appliance.retrieve.search import HybridSearcher, SearchResult
 
 log = logging.getLogger(__name__)
@@ -53,11 +56,11 @@ class Knowledge:
         self.metrics = metrics
 
     # -- collections ---------------------------------------------------------------------------
-    def create_collection(self, scope: Scope, name: str, description: str = "") -> dict:
+    def create_collection(self, scope: Scope, name: str, description: str = "") -> Collection:
         scope.require_admin()
         return self.catalog.create_collection(name, description)
 
-    def list_collections(self, scope: Scope) -> list[dict]:
+    def list_collections(self, scope: Scope) -> list[Collection]:
         return self.catalog.list_collections(scope.collections(None))
 
     # -- documents -----------------------------------------------------------------------------
@@ -87,23 +90,25 @@ class Knowledge:
         self.signal(job_id)
         return job_id, [it.document_id for it in items]
 
-    def get_document(self, scope: Scope, document_id: str, with_chunks: bool = False) -> dict:
+    def get_document(self, scope: Scope, document_id: str, with_chunks: bool = False) -> Document:
         doc = self.catalog.get_document(document_id)
-        scope.check(doc["collection"], f"document {document_id!r} does not exist")
+        scope.check(doc.collection, f"document {document_id!r} does not exist")
         if with_chunks:
-            doc["chunks"] = self.catalog.chunks_of(document_id)
+            doc = msgspec.structs.replace(doc, chunks=self.catalog.chunks_of(document_id))
         return doc
 
-    def list_documents(self, scope: Scope, collection: str | None, limit: int = 100, offset: int = 0) -> dict:
+    def list_documents(
+        self, scope: Scope, collection: str | None, limit: int = 100, offset: int = 0
+    ) -> DocumentPage:
         names = scope.collections([collection] if collection else None)
-        return {
-            "documents": self.catalog.list_documents(names, limit=limit, offset=offset),
-            "total": self.catalog.count_documents(names),
-            "limit": limit,
-            "offset": offset,
-        }
+        return DocumentPage(
+            documents=self.catalog.list_documents(names, limit=limit, offset=offset),
+            total=self.catalog.count_documents(names),
+            limit=limit,
+            offset=offset,
+        )
 
-    def delete_document(self, scope: Scope, document_id: str) -> dict:
+    def delete_document(self, scope: Scope, document_id: str) -> Document:
         self.get_document(scope, document_id)
         doc = self.catalog.delete_document(document_id)
         self.sync.apply_pending()  # gone from search before we answer

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from appliance.core.access import Scope
 from appliance.errors import NotFound
 from appliance.ingest.sources.service import SourceService
+from appliance.records import QuarantinedFile, RemovedSource, Source
 
 
 class Sources:
@@ -15,12 +16,12 @@ class Sources:
     def __init__(self, service: SourceService) -> None:
         self.service = service
 
-    def list(self, scope: Scope) -> list[dict]:
+    def list(self, scope: Scope) -> list[Source]:
         return self.service.list(scope.visible())
 
-    def get(self, scope: Scope, name: str) -> dict:
+    def get(self, scope: Scope, name: str) -> Source:
         for source in self.list(scope):
-            if source["name"] == name:
+            if source.name == name:
                 return source
         raise NotFound(f"source {name!r} does not exist")
 
@@ -33,22 +34,22 @@ class Sources:
         location: str,
         schedule: str = "manual",
         options: dict | None = None,
-    ) -> dict:
+    ) -> Source:
         scope.require_admin()
         return self.service.add(kind, name, collection, location, schedule, options)
 
-    def remove(self, scope: Scope, name: str, delete_documents: bool = False) -> dict:
+    def remove(self, scope: Scope, name: str, delete_documents: bool = False) -> RemovedSource:
         scope.require_admin()
         return self.service.remove(name, delete_documents)
 
-    def sync(self, scope: Scope, name: str) -> dict:
+    def sync(self, scope: Scope, name: str) -> str | None:
+        """The sync job queued (or already queued); None when there is nothing to queue."""
         scope.require_admin()
-        job_id = self.service.request_sync(name)
-        return {"source": name, "job_id": job_id or None}
+        return self.service.request_sync(name) or None
 
     def quarantined(
         self, scope: Scope, collection: str | None = None, source: str | None = None, limit: int = 200
-    ) -> list[dict]:
+    ) -> list[QuarantinedFile]:
         names = scope.collections([collection]) if collection is not None else scope.visible()
         return self.service.quarantined(names, source, limit)
 

@@ -16,6 +16,8 @@ import numpy as np
 from appliance.db.connection import Database
 from appliance.document import Chunk, Location
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.records import Chunk as StoredChunk
+from appliance.records import ChunkLocation, Collection, Document, Hit
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _DOC_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f59-9a51-2d0c7e4b8a10")
@@ -60,7 +62,7 @@ _DOC_COLUMNS = (
 )
 
 
-def _document_row(row: tuple) -> dict:
+def _document_row(row: tuple) -> Document:
     (
         id_,
         collection,
@@ -75,20 +77,20 @@ def _document_row(row: tuple) -> dict:
         created,
         updated,
     ) = row
-    return {
-        "id": id_,
-        "collection": collection,
-        "source_id": source_id,
-        "source_kind": source_kind,
-        "uri": uri,
-        "title": title,
-        "content_hash": content_hash,
-        "mime_type": mime,
-        "size_bytes": size,
-        "metadata": json.loads(metadata) if metadata else {},
-        "created_at": created.isoformat() if created else None,
-        "updated_at": updated.isoformat() if updated else None,
-    }
+    return Document(
+        id=id_,
+        collection=collection,
+        source_id=source_id,
+        source_kind=source_kind,
+        uri=uri,
+        title=title,
+        content_hash=content_hash,
+        mime_type=mime,
+        size_bytes=size,
+        metadata=json.loads(metadata) if metadata else {},
+        created_at=created.isoformat() if created else None,
+        updated_at=updated.isoformat() if updated else None,
+    )
 
 
 class Catalog:
@@ -103,7 +105,7 @@ class Catalog:
         self.write_lock = threading.Lock()
 
     # -- collections -------------------------------------------------------------------
-    def create_collection(self, name: str, description: str = "") -> dict:
+    def create_collection(self, name: str, description: str = "") -> Collection:
         check_collection_name(name)
         try:
             self.db.execute("INSERT INTO collections (name, description) VALUES (?, ?)", [name, description])
@@ -115,13 +117,13 @@ class Catalog:
         check_collection_name(name)
         self.db.write("INSERT INTO collections (name) VALUES (?) ON CONFLICT DO NOTHING", [name])
 
-    def get_collection(self, name: str) -> dict:
+    def get_collection(self, name: str) -> Collection:
         rows = self.list_collections(names=[name])
         if not rows:
             raise NotFound(f"collection {name!r} does not exist")
         return rows[0]
 
-    def list_collections(self, names: Sequence[str] | None = None) -> list[dict]:
+    def list_collections(self, names: Sequence[str] | None = None) -> list[Collection]:
         where, params = (
             ("WHERE c.name IN (SELECT unnest(?))", [list(names)]) if names is not None else ("", [])
         )
@@ -136,13 +138,9 @@ class Catalog:
             params,
         )
         return [
-            {
-                "name": n,
-                "description": desc,
-                "created_at": created.isoformat(),
-                "documents": docs,
-                "chunks": chunks,
-            }
+            Collection(
+                name=n, description=desc, created_at=created.isoformat(), documents=docs, chunks=chunks
+            )
             for n, desc, created, docs, chunks in rows
         ]
 
@@ -156,7 +154,7 @@ class Catalog:
         return [r[0] for r in self.db.fetchall("SELECT name FROM collections ORDER BY name")]
 
     # -- documents ---------------------------------------------------------------------
-    def get_document(self, document_id: str) -> dict:
+    def get_document(self, document_id: str) -> Document:
         row = self.db.fetchone(
             f"SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents WHERE id = ?", [document_id]
         )
@@ -164,7 +162,7 @@ class Catalog:
             raise NotFound(f"document {document_id!r} does not exist")
         return _document_row(row)
 
-    def list_documents(self, collections: Sequence[str], limit: int = 100, offset: int = 0) -> list[dict]:
+    def list_documents(self, collections: Sequence[str], limit: int = 100, offset: int = 0) -> list[Document]:
         rows = self.db.fetchall(
             f"""SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents
                 WHERE collection IN (SELECT unnest(?)) ORDER BY collection, source_id LIMIT ? OFFSET ?""",
@@ -211,20 +209,20 @@ class Catalog:
         ]
         return {"id": doc_id, "title": title, "mime_type": mime}, embedded
 
-    def chunks_of(self, document_id: str) -> list[dict]:
+    def chunks_of(self, document_id: str) -> list[StoredChunk]:
         rows = self.db.fetchall(
             """SELECT id, ordinal, text, token_count, page, heading_path, line_start, line_end
                FROM chunks WHERE document_id = ? ORDER BY ordinal""",
             [document_id],
         )
         return [
-            {
-                "chunk_id": r[0],
-                "ordinal": r[1],
-                "text": r[2],
-                "token_count": r[3],
-                "location": location_dict(r[4], r[5], r[6], r[7]),
-            }
+            StoredChunk(
+                chunk_id=r[0],
+                ordinal=r[1],
+                text=r[2],
+                token_count=r[3],
+                location=chunk_location(r[4], r[5], r[6], r[7]),
+            )
             for r in rows
         ]
 
@@ -312,7 +310,7 @@ class Catalog:
         with self.write_lock:
             return self.db.run_in_transaction(work)
 
-    def delete_document(self, document_id: str) -> dict:
+    def delete_document(self, document_id: str) -> Document:
         doc = self.get_document(document_id)
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
@@ -335,8 +333,8 @@ class Catalog:
     # -- chunks for search -------------------------------------------------------------
     def hydrate_chunks(
         self, chunk_ids: Sequence[int], collections: Sequence[str], filters: dict | None = None
-    ) -> dict[int, dict]:
-        """Chunk rows for search hits, restricted to `collections` and metadata `filters` (equality)."""
+    ) -> dict[int, Hit]:
+        """Chunk rows for search hits (not yet scored), restricted to `collections` and metadata `filters` (equality)."""
         if not chunk_ids:
             return {}
         where = ["k.id IN (SELECT unnest(?))", "d.collection IN (SELECT unnest(?))"]
@@ -355,17 +353,17 @@ class Catalog:
             params,
         )
         return {
-            r[0]: {
-                "chunk_id": r[0],
-                "document_id": r[1],
-                "source_id": r[2],
-                "title": r[3],
-                "text": r[4],
-                "location": location_dict(r[5], r[6], r[7], r[8]),
-                "metadata": json.loads(r[9]) if r[9] else {},
-                "collection": r[10],
-                "uri": r[11],
-            }
+            r[0]: Hit(
+                chunk_id=r[0],
+                document_id=r[1],
+                source_id=r[2],
+                title=r[3],
+                text=r[4],
+                location=chunk_location(r[5], r[6], r[7], r[8]),
+                metadata=json.loads(r[9]) if r[9] else {},
+                collection=r[10],
+                uri=r[11],
+            )
             for r in rows
         }
 
@@ -373,15 +371,12 @@ class Catalog:
         return int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
 
 
-def location_dict(
+def chunk_location(
     page: int | None, heading_path: list | None, line_start: int | None, line_end: int | None
-) -> dict:
-    out: dict = {}
-    if page is not None:
-        out["page"] = page
-    if heading_path:
-        out["heading_path"] = list(heading_path)
-    if line_start is not None:
-        out["line_start"] = line_start
-        out["line_end"] = line_end
-    return out
+) -> ChunkLocation:
+    return ChunkLocation(
+        page=page,
+        heading_path=list(heading_path) if heading_path else None,
+        line_start=line_start,
+        line_end=line_end if line_start is not None else None,
+    )

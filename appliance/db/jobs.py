@@ -12,13 +12,14 @@ import duckdb
 
 from appliance.db.connection import Database
 from appliance.errors import Conflict, NotFound
+from appliance.records import Job, JobItem, Progress
 
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
-class JobItem:
+class WorkItem:
     """One document to ingest (with its raw bytes, so a crash cannot lose it), or to delete."""
 
     ordinal: int
@@ -44,7 +45,7 @@ class JobStore:
         self.db = db
 
     def create(
-        self, kind: str, collection: str | None, items: Sequence[JobItem], source: str | None = None
+        self, kind: str, collection: str | None, items: Sequence[WorkItem], source: str | None = None
     ) -> str:
         job_id = "job_" + uuid.uuid4().hex[:20]
         rows = [
@@ -112,14 +113,14 @@ class JobStore:
             )
         )
 
-    def pending_items(self, job_id: str, limit: int) -> list[JobItem]:
+    def pending_items(self, job_id: str, limit: int) -> list[WorkItem]:
         rows = self.db.fetchall(
             """SELECT ordinal, document_id, source_id, source_kind, uri, title, filename, content, metadata, action
                FROM job_items WHERE job_id = ? AND state = 'pending' ORDER BY ordinal LIMIT ?""",
             [job_id, limit],
         )
         return [
-            JobItem(
+            WorkItem(
                 r[0],
                 r[1],
                 r[2],
@@ -181,11 +182,11 @@ class JobStore:
     def set_summary(self, job_id: str, summary: dict) -> None:
         self.db.write("UPDATE jobs SET summary = ? WHERE id = ?", [json.dumps(summary), job_id])
 
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str) -> Job:
         """Stop a queued or running job: its worker notices between groups of documents."""
         job = self.get(job_id)
-        if job["state"] not in ACTIVE_STATES:
-            raise Conflict(f"job {job_id!r} is {job['state']}; only queued or running jobs can be cancelled")
+        if job.state not in ACTIVE_STATES:
+            raise Conflict(f"job {job_id!r} is {job.state}; only queued or running jobs can be cancelled")
         self.db.run_in_transaction(
             lambda cur: cur.execute(
                 """UPDATE jobs SET state = 'cancelled', error = 'cancelled', finished_at = now(), lease_owner = NULL
@@ -195,12 +196,12 @@ class JobStore:
         )
         return self.get(job_id)
 
-    def retry(self, job_id: str) -> dict:
+    def retry(self, job_id: str) -> Job:
         """Queue an ended job again: its failed documents (their bytes were kept) and, for a
         cancelled job, the ones it never reached."""
         job = self.get(job_id)
-        if job["state"] not in TERMINAL_STATES:
-            raise Conflict(f"job {job_id!r} is {job['state']}; wait for it to end before retrying")
+        if job.state not in TERMINAL_STATES:
+            raise Conflict(f"job {job_id!r} is {job.state}; wait for it to end before retrying")
 
         def work(cur: duckdb.DuckDBPyConnection) -> int:
             # The state is checked again inside the transaction: two retries at once must not
@@ -221,7 +222,7 @@ class JobStore:
             pending = cur.execute(
                 "SELECT count(*) FROM job_items WHERE job_id = ? AND state = 'pending'", [job_id]
             ).fetchone()[0]
-            if pending == 0 and job["kind"] == "ingest":
+            if pending == 0 and job.kind == "ingest":
                 return 0
             cur.execute(
                 """UPDATE jobs SET state = 'queued', error = NULL, finished_at = NULL, lease_owner = NULL,
@@ -230,7 +231,7 @@ class JobStore:
             )
             return pending
 
-        if self.db.run_in_transaction(work) == 0 and job["kind"] == "ingest":
+        if self.db.run_in_transaction(work) == 0 and job.kind == "ingest":
             raise Conflict(f"job {job_id!r} has nothing to retry")
         return self.get(job_id)
 
@@ -240,22 +241,23 @@ class JobStore:
             raise NotFound(f"job {job_id!r} does not exist")
         return row[0]
 
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> Job:
         rows = self.db.fetch_dicts("SELECT * FROM jobs WHERE id = ?", [job_id])
         if not rows:
             raise NotFound(f"job {job_id!r} does not exist")
         return self._present(rows[0])
 
-    def items(self, job_id: str) -> list[dict]:
-        return self.db.fetch_dicts(
+    def items(self, job_id: str) -> list[JobItem]:
+        rows = self.db.fetch_dicts(
             """SELECT ordinal, document_id, source_id, action, state, error, chunks FROM job_items
                WHERE job_id = ? ORDER BY ordinal""",
             [job_id],
         )
+        return [JobItem(**r) for r in rows]
 
     def list(
         self, collections: Sequence[str] | None = None, state: str | None = None, limit: int = 50
-    ) -> list[dict]:
+    ) -> list[Job]:
         where, params = [], []
         if collections is not None:
             where.append("collection IN (SELECT unnest(?))")
@@ -287,27 +289,27 @@ class JobStore:
         ]
 
     @staticmethod
-    def _present(row: dict) -> dict:
+    def _present(row: dict) -> Job:
         total = row["total"] or 0
         processed = row["done"] + row["unchanged"] + row["failed"]
-        return {
-            "id": row["id"],
-            "kind": row["kind"],
-            "collection": row["collection"],
-            "source": row.get("source"),
-            "state": row["state"],
-            "progress": {
-                "total": total,
-                "processed": processed,
-                "indexed": row["done"],
-                "unchanged": row["unchanged"],
-                "failed": row["failed"],
-                "fraction": (processed / total) if total else 1.0,
-            },
-            "error": row["error"],
-            "summary": json.loads(row["summary"]) if row.get("summary") else None,
-            "attempts": row["attempts"],
-            "created_at": row["created_at"].isoformat() if row["created_at"] else None,
-            "started_at": row["started_at"].isoformat() if row["started_at"] else None,
-            "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
-        }
+        return Job(
+            id=row["id"],
+            kind=row["kind"],
+            collection=row["collection"],
+            source=row.get("source"),
+            state=row["state"],
+            progress=Progress(
+                total=total,
+                processed=processed,
+                indexed=row["done"],
+                unchanged=row["unchanged"],
+                failed=row["failed"],
+                fraction=(processed / total) if total else 1.0,
+            ),
+            error=row["error"],
+            summary=json.loads(row["summary"]) if row.get("summary") else None,
+            attempts=row["attempts"],
+            created_at=row["created_at"].isoformat() if row["created_at"] else None,
+            started_at=row["started_at"].isoformat() if row["started_at"] else None,
+            finished_at=row["finished_at"].isoformat() if row["finished_at"] else None,
+        )

@@ -12,6 +12,7 @@ from pathlib import Path
 from appliance.db.connection import Database
 from appliance.errors import InvalidInput, NotFound
 from appliance.files import write_atomically
+from appliance.records import KeyInfo
 
 KEY_PREFIX = "apk_"
 ROLES = ("admin", "user")
@@ -67,31 +68,37 @@ class KeyStore:
         )
         return key_id, secret
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[KeyInfo]:
         rows = self.db.fetchall(
             "SELECT id, name, role, collections, rpm, tpm, created_at, revoked_at FROM api_keys ORDER BY created_at"
         )
         return [
-            {
-                "id": r[0],
-                "name": r[1],
-                "role": r[2],
-                "collections": r[3],
-                "rpm": r[4],
-                "tpm": r[5],
-                "created_at": r[6].isoformat(),
-                "revoked_at": r[7].isoformat() if r[7] else None,
-            }
+            KeyInfo(
+                id=r[0],
+                name=r[1],
+                role=r[2],
+                collections=r[3],
+                rpm=r[4],
+                tpm=r[5],
+                created_at=r[6].isoformat(),
+                revoked_at=r[7].isoformat() if r[7] else None,
+            )
             for r in rows
         ]
 
-    def revoke(self, key_id: str) -> dict:
+    def info(self, key_id: str) -> KeyInfo:
+        found = [k for k in self.list() if k.id == key_id]
+        if not found:
+            raise NotFound(f"key {key_id!r} does not exist")
+        return found[0]
+
+    def revoke(self, key_id: str) -> KeyInfo:
         row = self.db.fetchone("SELECT revoked_at FROM api_keys WHERE id = ?", [key_id])
         if row is None:
             raise NotFound(f"key {key_id!r} does not exist")
         if row[0] is None:
             self.db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = ?", [key_id])
-        return next(k for k in self.list() if k["id"] == key_id)
+        return self.info(key_id)
 
     def authenticate(self, secret: str) -> Principal | None:
         if not secret.startswith(KEY_PREFIX):

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
+import msgspec
 
 from appliance.db.connection import Database
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.records import QuarantinedFile, Source
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SCHEDULES = {"manual": None, "hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
@@ -78,7 +80,7 @@ class SourceStore:
     # -- sources ------------------------------------------------------------------------------
     def create(
         self, name: str, kind: str, collection: str, location: str, config: dict, schedule: str
-    ) -> dict:
+    ) -> Source:
         check_source_name(name)
         schedule_interval(schedule)
 
@@ -101,7 +103,7 @@ class SourceStore:
             [name, kind, collection, location],
         )
 
-    def get(self, name: str) -> dict:
+    def get(self, name: str) -> Source:
         return self._present(self._row(name))
 
     def _row(self, name: str) -> dict:
@@ -120,7 +122,7 @@ class SourceStore:
             rows = self.db.fetch_dicts("SELECT * FROM sources WHERE kind = ? ORDER BY name", [kind])
         return [self._record(r) for r in rows]
 
-    def list(self, collections: Sequence[str] | None = None) -> list[dict]:
+    def list(self, collections: Sequence[str] | None = None) -> list[Source]:
         rows = self.db.fetch_dicts("SELECT * FROM sources ORDER BY name")
         counts = dict(self.db.fetchall("SELECT source, count(*) FROM source_files GROUP BY source"))
         counts.update(
@@ -134,9 +136,13 @@ class SourceStore:
             if collections is not None and row["collection"] not in collections:
                 continue
             source = self._present(row)
-            source["documents"] = counts.get(row["name"], 0)
-            source["quarantined"] = quarantined.get(row["name"], 0)
-            out.append(source)
+            out.append(
+                msgspec.structs.replace(
+                    source,
+                    documents=counts.get(row["name"], 0),
+                    quarantined=quarantined.get(row["name"], 0),
+                )
+            )
         return out
 
     def delete(self, name: str) -> None:
@@ -185,21 +191,21 @@ class SourceStore:
         )
 
     @staticmethod
-    def _present(row: dict) -> dict:
-        return {
-            "name": row["name"],
-            "kind": row["kind"],
-            "collection": row["collection"],
-            "location": row["location"],
-            "schedule": row["schedule"],
-            "config": json.loads(row["config"]) if row["config"] else {},
-            "cursor": row["cursor"],
-            "state": "error" if row["last_error"] else ("never synced" if not row["last_sync_at"] else "ok"),
-            "last_sync_at": _iso(row["last_sync_at"]),
-            "last_success_at": _iso(row["last_success_at"]),
-            "lag_seconds": row["lag_seconds"],
-            "last_error": row["last_error"],
-        }
+    def _present(row: dict) -> Source:
+        return Source(
+            name=row["name"],
+            kind=row["kind"],
+            collection=row["collection"],
+            location=row["location"],
+            schedule=row["schedule"],
+            config=json.loads(row["config"]) if row["config"] else {},
+            cursor=row["cursor"],
+            state="error" if row["last_error"] else ("never synced" if not row["last_sync_at"] else "ok"),
+            last_sync_at=_iso(row["last_sync_at"]),
+            last_success_at=_iso(row["last_success_at"]),
+            lag_seconds=row["lag_seconds"],
+            last_error=row["last_error"],
+        )
 
     # -- files a source has handed in -----------------------------------------------------------
     def known_files(self, source: str) -> dict[str, KnownFile]:
@@ -272,7 +278,7 @@ class SourceStore:
 
     def quarantined(
         self, collections: Sequence[str] | None, source: str | None = None, limit: int = 200
-    ) -> list[dict]:
+    ) -> list[QuarantinedFile]:
         where, params = [], []
         if collections is not None:
             where.append("collection IN (SELECT unnest(?))")
@@ -282,7 +288,10 @@ class SourceStore:
             params.append(source)
         sql = "SELECT * FROM quarantine" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.db.fetch_dicts(sql + " ORDER BY last_seen DESC LIMIT ?", [*params, limit])
-        return [{**r, "first_seen": _iso(r["first_seen"]), "last_seen": _iso(r["last_seen"])} for r in rows]
+        return [
+            QuarantinedFile(**{**r, "first_seen": _iso(r["first_seen"]), "last_seen": _iso(r["last_seen"])})
+            for r in rows
+        ]
 
     def release_missing(self, source: str, collection: str, present: set[str]) -> None:
         """Forget refusals of files that are no longer there."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import msgspec
 
 from appliance.config import AnswerSettings
 from appliance.generate.citations import check_citations
@@ -13,6 +15,7 @@ from appliance.generate.context import Source, build_context
 from appliance.generate.prompts import NO_ANSWER, answer_messages, rewrite_messages
 from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
+from appliance.records import Answer, Citation, Usage
 from appliance.retrieve.search import SearchResult
 
 SNIPPET_CHARS = 300
@@ -30,28 +33,18 @@ class AnswerPlan:
     max_tokens: int
 
 
-@dataclass(slots=True)
-class Answer:
-    answer: str
-    citations: list[dict]
-    invalid_citations: list[int]
-    model: str
-    usage: dict
-    timings: dict = field(default_factory=dict)
-
-
-def citation(source: Source) -> dict:
+def citation(source: Source) -> Citation:
     hit = source.hit
-    snippet = " ".join(hit["text"].split())
-    return {
-        "n": source.n,
-        "document_id": hit["document_id"],
-        "source_id": hit["source_id"],
-        "title": hit["title"],
-        "chunk_id": hit["chunk_id"],
-        "location": hit["location"],
-        "snippet": snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),
-    }
+    snippet = " ".join(hit.text.split())
+    return Citation(
+        n=source.n,
+        document_id=hit.document_id,
+        source_id=hit.source_id,
+        title=hit.title,
+        chunk_id=hit.chunk_id,
+        location=hit.location,
+        snippet=snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""),
+    )
 
 
 class Answerer:
@@ -77,7 +70,7 @@ class Answerer:
     def _params(self, plan: AnswerPlan) -> GenerationParams:
         return GenerationParams(max_tokens=plan.max_tokens, temperature=self.settings.temperature, top_p=0.95)
 
-    def finish(self, plan: AnswerPlan, text: str, runtime: LLMRuntime, usage: dict, timings: dict) -> Answer:
+    def finish(self, plan: AnswerPlan, text: str, runtime: LLMRuntime, usage: Usage, timings: dict) -> Answer:
         checked = check_citations(text, len(plan.sources))
         by_n = {s.n: s for s in plan.sources}
         answer = checked.text or NO_ANSWER
@@ -92,7 +85,14 @@ class Answerer:
 
     def answer(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None) -> Answer:
         if plan.prompt is None:
-            return Answer(NO_ANSWER, [], [], runtime.name, _usage(0, 0), {"generation_ms": 0.0})
+            return Answer(
+                answer=NO_ANSWER,
+                citations=[],
+                invalid_citations=[],
+                model=runtime.name,
+                usage=_usage(0, 0),
+                timings={"generation_ms": 0.0},
+            )
         done = runtime.generate(plan.prompt, self._params(plan), cancel)
         timings = {
             "first_token_ms": round(done.time_to_first_token_s * 1000, 2),
@@ -121,7 +121,7 @@ class Answerer:
         """Events: {"type": "token", "text"} ... then {"type": "answer", ...Answer}."""
         if stream is None:
             yield {"type": "token", "text": NO_ANSWER}
-            yield {"type": "answer", **_as_dict(self.answer(runtime, plan))}
+            yield answer_event(self.answer(runtime, plan))
             return
         started = time.perf_counter()
         parts: list[str] = []
@@ -138,7 +138,7 @@ class Answerer:
             "generation_ms": round((time.perf_counter() - started) * 1000, 2),
         }
         usage = _usage(stats.prompt_tokens, stats.completion_tokens) if stats else _usage(0, 0)
-        yield {"type": "answer", **_as_dict(self.finish(plan, "".join(parts), runtime, usage, timings))}
+        yield answer_event(self.finish(plan, "".join(parts), runtime, usage, timings))
 
     def rewrite(self, runtime: LLMRuntime, history: Sequence[tuple[str, str]], question: str) -> str:
         """A follow-up like "and in Asia?" becomes a standalone question for retrieval."""
@@ -179,16 +179,10 @@ class AnswerEvents(Iterator[dict]):
             pass  # running on another thread right now: it ends by itself at the next token
 
 
-def _usage(prompt: int, completion: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(prompt: int, completion: int) -> Usage:
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _as_dict(answer: Answer) -> dict:
-    return {
-        "answer": answer.answer,
-        "citations": answer.citations,
-        "invalid_citations": answer.invalid_citations,
-        "model": answer.model,
-        "usage": answer.usage,
-        "timings": answer.timings,
-    }
+def answer_event(answer: Answer) -> dict:
+    """The stream's last event: the answer's JSON fields under {"type": "answer"}."""
+    return {"type": "answer", **msgspec.to_builtins(answer)}

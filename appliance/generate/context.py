@@ -5,21 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from appliance.records import Hit
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
     n: int
-    hit: dict  # a search hit (chunk_id, document_id, source_id, title, text, location, ...)
+    hit: Hit
     text: str  # possibly truncated to fit
 
 
-def _label(hit: dict) -> str:
-    loc = hit.get("location") or {}
-    parts = [hit.get("title") or hit.get("source_id") or ""]
-    if loc.get("heading_path"):
-        parts.append(" > ".join(loc["heading_path"]))
-    if loc.get("page"):
-        parts.append(f"page {loc['page']}")
+def _label(hit: Hit) -> str:
+    loc = hit.location
+    parts = [hit.title or hit.source_id or ""]
+    if loc.heading_path:
+        parts.append(" > ".join(loc.heading_path))
+    if loc.page:
+        parts.append(f"page {loc.page}")
     return " | ".join(p for p in parts if p)
 
 
@@ -28,7 +30,7 @@ def format_source(source: Source) -> str:
 
 
 def build_context(
-    hits: Sequence[dict], budget_tokens: int, count_tokens: Callable[[str], int]
+    hits: Sequence[Hit], budget_tokens: int, count_tokens: Callable[[str], int]
 ) -> list[Source]:
     """Number hits [1..n] in rank order and keep as many as fit in `budget_tokens`.
 
@@ -38,7 +40,7 @@ def build_context(
     used = 0
     for hit in hits:
         n = len(sources) + 1
-        candidate = Source(n, hit, hit["text"])
+        candidate = Source(n, hit, hit.text)
         cost = count_tokens(format_source(candidate)) + 2
         if used + cost <= budget_tokens:
             sources.append(candidate)
@@ -46,7 +48,7 @@ def build_context(
             continue
         room = budget_tokens - used - count_tokens(format_source(Source(n, hit, ""))) - 2
         if room >= 48:
-            words = hit["text"].split()
+            words = hit.text.split()
             lo, hi = 0, len(words)
             while lo < hi:  # the longest prefix that fits
                 mid = (lo + hi + 1) // 2

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from appliance.config import LimitSettings
 from appliance.db.catalog import document_id_for
-from appliance.db.jobs import JobItem
+from appliance.db.jobs import WorkItem
 from appliance.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
 from appliance.ingest.parsers import SUPPORTED, sniff
 from appliance.ingest.pipeline import content_hash
@@ -28,7 +28,7 @@ class NewDocument:
 
 def make_job_item(
     ordinal: int, collection: str, doc: NewDocument, strict: bool, limits: LimitSettings
-) -> JobItem:
+) -> WorkItem:
     label = doc.filename or doc.source_id or f"document {ordinal}"
     if (doc.text is None) == (doc.content is None):
         raise InvalidInput(f"{label}: give exactly one of text or content")
@@ -42,7 +42,7 @@ def make_job_item(
     if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED:
         raise UnsupportedFormat(f"{label}: unsupported or unrecognised content ({mime})")
     source_id = doc.source_id or doc.filename or content_hash(content)
-    return JobItem(
+    return WorkItem(
         ordinal=ordinal,
         document_id=document_id_for(collection, source_id),
         source_id=source_id,

@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 
 from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
-from appliance.db.jobs import JobItem
+from appliance.db.jobs import WorkItem
 from appliance.document import Chunk, ParsedDocument
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.ingest.chunking import Chunker
@@ -36,7 +36,7 @@ class ItemOutcome:
 
 @dataclass(slots=True)
 class _Prepared:
-    item: JobItem
+    item: WorkItem
     record: DocumentRecord
     chunks: list[Chunk]
     redactions: dict[str, int]
@@ -72,7 +72,7 @@ class IngestPipeline:
         self.redact_secrets = redact_secrets
 
     def ingest(
-        self, collection: str, items: Sequence[JobItem], submitted_at: datetime | None = None
+        self, collection: str, items: Sequence[WorkItem], submitted_at: datetime | None = None
     ) -> list[ItemOutcome]:
         """Ingest a group of items. Chunks of the whole group are embedded together so short
         documents still fill the model's batches. `submitted_at` (the job's creation) keeps an
@@ -111,7 +111,7 @@ class IngestPipeline:
         return sorted(outcomes, key=lambda o: o.ordinal)
 
     def _prepare(
-        self, collection: str, item: JobItem, submitted_at: datetime | None
+        self, collection: str, item: WorkItem, submitted_at: datetime | None
     ) -> _Prepared | ItemOutcome:
         digest = content_hash(item.content)
         # A repair ("reingest") distrusts the stored chunks: neither its own nor an identical twin's.
@@ -148,7 +148,7 @@ class IngestPipeline:
     @staticmethod
     def _record(
         collection: str,
-        item: JobItem,
+        item: WorkItem,
         digest: str,
         submitted_at: datetime | None,
         title: str,

@@ -185,11 +185,10 @@ class ChunkVerifier:
 
         stored = self.catalog.chunks_of(doc["id"])
         for chunk in stored:
-            if self.chunker.count(chunk["text"]) != chunk["token_count"]:
+            if self.chunker.count(chunk.text) != chunk.token_count:
                 return finding(
                     DAMAGED,
-                    f"chunk {chunk['ordinal']}: stored token count {chunk['token_count']} "
-                    "does not match its text",
+                    f"chunk {chunk.ordinal}: stored token count {chunk.token_count} does not match its text",
                     copy.content is not None,
                 )
         if copy.content is None:
@@ -208,15 +207,15 @@ class ChunkVerifier:
             return finding(UNVERIFIABLE, f"its source does not parse now: {getattr(exc, 'detail', exc)}")
         own_text = "\n".join(part for b in parsed.blocks for part in (b.header or "", b.text) if part)
         for chunk in stored:
-            foreign = [p for p in _pieces(chunk["text"]) if p not in own_text]
+            foreign = [p for p in _pieces(chunk.text) if p not in own_text]
             if foreign:
                 return finding(
                     DAMAGED,
-                    f"chunk {chunk['ordinal']} holds text that is not in this document: {foreign[0][:80]!r}",
+                    f"chunk {chunk.ordinal} holds text that is not in this document: {foreign[0][:80]!r}",
                     True,
                 )
         fresh = [c.text for c in self.chunker.chunk(parsed)]
-        if fresh != [c["text"] for c in stored]:
+        if fresh != [c.text for c in stored]:
             return finding(
                 MISMATCHED,
                 f"{len(stored)} stored chunks differ from the {len(fresh)} a re-chunk makes "

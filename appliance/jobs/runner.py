@@ -7,22 +7,25 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import msgspec
+
 from appliance.db.catalog import Catalog
-from appliance.db.jobs import JobItem, JobStore
+from appliance.db.jobs import JobStore, WorkItem
 from appliance.errors import NotFound
 from appliance.index.sync import IndexSync
 from appliance.ingest.pipeline import IngestPipeline, ItemOutcome
 from appliance.observability.metrics import Metrics
+from appliance.records import Job
 
 log = logging.getLogger(__name__)
 
 JOB_GROUP = 32  # documents prepared and embedded together
 
 # Told about every item's outcome (sources keep their quarantine and file state with it).
-OutcomeHook = Callable[[dict, JobItem, ItemOutcome], None]
+OutcomeHook = Callable[[Job, WorkItem, ItemOutcome], None]
 
 
-def _delete(catalog: Catalog, item: JobItem) -> ItemOutcome:
+def _delete(catalog: Catalog, item: WorkItem) -> ItemOutcome:
     try:
         catalog.delete_document(item.document_id)
     except NotFound:
@@ -40,7 +43,7 @@ def run_ingest_job(
     stop: threading.Event,
     metrics: Metrics,
     on_outcome: OutcomeHook | None = None,
-    on_finished: Callable[[dict], None] | None = None,
+    on_finished: Callable[[Job], None] | None = None,
 ) -> None:
     """Safe to call twice for one job: the lease decides who runs it. Items already finished are
     skipped, so a job interrupted by a crash resumes where it stood. Within a group, upserts go
@@ -50,7 +53,7 @@ def run_ingest_job(
         return
     try:
         job = jobs.get(job_id)
-        log.info("job started", extra={"job_id": job_id, "total": job["progress"]["total"]})
+        log.info("job started", extra={"job_id": job_id, "total": job.progress.total})
         while not stop.is_set():
             # Each group renews the lease first: a job cancelled (and perhaps retried on another
             # worker) since the last group is no longer this run's.
@@ -61,8 +64,8 @@ def run_ingest_job(
             if not items:
                 break
             upserts = [it for it in items if it.action != "delete"]
-            submitted = datetime.fromisoformat(job["created_at"])
-            outcomes = pipeline.ingest(job["collection"], upserts, submitted) if upserts else []
+            submitted = datetime.fromisoformat(job.created_at)
+            outcomes = pipeline.ingest(job.collection, upserts, submitted) if upserts else []
             outcomes += [_delete(pipeline.catalog, it) for it in items if it.action == "delete"]
             by_ordinal = {it.ordinal: it for it in items}
             if stop.is_set():
@@ -80,24 +83,20 @@ def run_ingest_job(
                     on_outcome(job, by_ordinal[outcome.ordinal], outcome)
             sync.apply_pending()
             # Lag: from the moment a change was accepted to the moment it became searchable.
-            created = datetime.fromisoformat(job["created_at"])
-            label = job.get("source") or next(iter({item.source_kind for item in items}))
+            created = datetime.fromisoformat(job.created_at)
+            label = job.source or next(iter({item.source_kind for item in items}))
             metrics.set_ingestion_lag(label, (datetime.now(UTC) - created).total_seconds())
         if stop.is_set():
             return  # shutting down: the job stays running and is resumed at next start
-        progress = jobs.get(job_id)["progress"]
-        if progress["total"] and progress["failed"] == progress["total"]:
+        progress = jobs.get(job_id).progress
+        if progress.total and progress.failed == progress.total:
             jobs.finish(
                 job_id, "failed", "every document failed; see the job's items for reasons", token=token
             )
         else:
-            error = (
-                f"{progress['failed']} of {progress['total']} documents failed"
-                if progress["failed"]
-                else None
-            )
+            error = f"{progress.failed} of {progress.total} documents failed" if progress.failed else None
             jobs.finish(job_id, "succeeded", error, token=token)
-        log.info("job finished", extra={"job_id": job_id, **progress})
+        log.info("job finished", extra={"job_id": job_id, **msgspec.structs.asdict(progress)})
         if on_finished is not None:
             on_finished(job)
     except Exception as exc:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from appliance.db.catalog import Catalog
-from appliance.db.jobs import JobItem, JobStore
+from appliance.db.jobs import JobStore, WorkItem
 from appliance.ingest.verify import ChunkVerifier, SourceCopy
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ def run_verify_job(
     if token is None:
         return
     job = jobs.get(job_id)
-    options = (job.get("summary") or {}).get("options", {})
+    options = (job.summary or {}).get("options", {})
     try:
-        documents = verifier.documents(job["collection"])
+        documents = verifier.documents(job.collection)
         jobs.set_progress(job_id, len(documents), 0)
 
         def progress(n: int) -> None:
@@ -55,21 +55,21 @@ def _queue_repairs(
 ) -> list[str]:
     """One ingest job per collection that chunks and embeds each damaged document again from its
     source bytes (kept in the job, so the repair itself survives a crash)."""
-    by_collection: dict[str, list[JobItem]] = defaultdict(list)
+    by_collection: dict[str, list[WorkItem]] = defaultdict(list)
     for document_id, copy in sources.items():
         doc = catalog.get_document(document_id)
-        items = by_collection[doc["collection"]]
+        items = by_collection[doc.collection]
         items.append(
-            JobItem(
+            WorkItem(
                 ordinal=len(items),
                 document_id=document_id,
-                source_id=doc["source_id"],
-                source_kind=doc["source_kind"],
-                uri=doc["uri"],
-                title=doc["title"],
+                source_id=doc.source_id,
+                source_kind=doc.source_kind,
+                uri=doc.uri,
+                title=doc.title,
                 filename=copy.filename,
                 content=copy.content or b"",
-                metadata=doc.get("metadata") or {},
+                metadata=doc.metadata or {},
                 action="reingest",
             )
         )

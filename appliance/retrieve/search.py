@@ -7,11 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from appliance.config import RetrievalSettings
 from appliance.db.catalog import Catalog
 from appliance.errors import InvalidInput
 from appliance.index.protocols import IndexHit, KeywordIndex, VectorIndex
 from appliance.models.embedder import Embedder
+from appliance.records import Hit
 from appliance.retrieve.fusion import reciprocal_rank_fusion, weighted_fusion
 from appliance.retrieve.rerank import RerankCandidate, Reranker
 
@@ -25,7 +28,7 @@ FILTER_OVERFETCH = 5
 
 @dataclass(slots=True)
 class SearchResult:
-    hits: list[dict]
+    hits: list[Hit]
     timings: dict[str, float] = field(default_factory=dict)
     mode: str = "hybrid"
     reranked: bool = False
@@ -112,16 +115,12 @@ class HybridSearcher:
 
         if use_rerank and ranked:
             t = time.perf_counter()
-            candidates = [RerankCandidate(row["chunk_id"], row["text"], row["title"]) for row, _ in ranked]
+            candidates = [RerankCandidate(row.chunk_id, row.text, row.title) for row, _ in ranked]
             scores = self.reranker.rerank(query, candidates)
             ranked = sorted(zip([r for r, _ in ranked], scores, strict=True), key=lambda rs: -rs[1])
             timings["rerank_ms"] = _ms(t)
 
-        hits = []
-        for row, score in ranked[:top_k]:
-            hit = dict(row)
-            hit["score"] = round(float(score), 6)
-            hits.append(hit)
+        hits = [msgspec.structs.replace(row, score=round(float(score), 6)) for row, score in ranked[:top_k]]
         timings["total_ms"] = _ms(started)
         return SearchResult(
             hits=hits,

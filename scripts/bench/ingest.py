@@ -101,7 +101,7 @@ def main() -> None:
 
     print(
         f"documents: {len(files)} ({sum(p.suffix == '.pdf' for p in files)} PDF), {total_bytes / 1e6:.1f} MB, "
-        f"chunks: {n_chunks}, failed: {job['progress']['failed']}"
+        f"chunks: {n_chunks}, failed: {job.progress.failed}"
     )
     print(f"model load: {load_s:.1f} s (not counted)")
     print(

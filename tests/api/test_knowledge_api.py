@@ -325,6 +325,45 @@ def test_openapi_schema_documents_the_routes(api):
     assert {"application/json", "multipart/form-data"} <= set(body)
 
 
+def _answer_schema(spec: dict, path: str, method: str) -> dict:
+    """The schema of an operation's success answer, with a component reference resolved."""
+    operation = spec["paths"][path][method]
+    status = next(s for s in operation["responses"] if s.startswith("2"))
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    if "items" in schema:
+        schema = schema["items"]
+    return spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+
+
+@pytest.mark.parametrize(
+    "path, method, fields",
+    [
+        ("/api/v1/jobs/{job_id}", "get", {"id", "state", "progress", "items"}),
+        ("/api/v1/jobs", "get", {"id", "kind", "collection", "source"}),
+        ("/api/v1/documents/{document_id}", "get", {"id", "content_hash", "chunks"}),
+        ("/api/v1/documents", "get", {"documents", "total", "limit", "offset"}),
+        ("/api/v1/collections", "get", {"name", "documents", "chunks"}),
+        ("/api/v1/knowledge/search", "post", {"hits", "timings", "mode"}),
+        ("/api/v1/knowledge/query", "post", {"answer", "citations", "invalid_citations", "usage"}),
+        ("/api/v1/conversations/{conversation_id}", "get", {"id", "title", "messages"}),
+        ("/api/v1/sources", "get", {"sources"}),
+        ("/api/v1/sources/{name}", "get", {"name", "kind", "state", "last_error"}),
+        ("/api/v1/quarantine", "get", {"files"}),
+        ("/api/v1/keys", "get", {"id", "role", "collections", "revoked_at"}),
+        ("/api/v1/keys", "post", {"id", "key", "role"}),
+    ],
+)
+def test_openapi_schema_documents_each_answer(api, path, method, fields):
+    """Every answer is a record (appliance/records.py), so the document names its fields."""
+    properties = _answer_schema(api.get("/schema/openapi.json").json(), path, method)["properties"]
+    assert fields <= set(properties), sorted(set(fields) - set(properties))
+
+
+def test_openapi_key_listing_never_shows_a_secret(api):
+    spec = api.get("/schema/openapi.json").json()
+    assert "key" not in _answer_schema(spec, "/api/v1/keys", "get")["properties"]
+
+
 def test_submit_returns_202_and_job_progress(api):
     r = api.post(
         "/api/v1/documents/batch",

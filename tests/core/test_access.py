@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from appliance.core.access import Access
@@ -62,13 +63,14 @@ def test_object_checks_and_admin_requirement(access):
 def test_keys_are_created_only_by_admins_within_existing_collections(access):
     admin, user = access.scope(ADMIN), access.scope(ALPHA)
     created = access.create_key(admin, "reader", "user", ["bravo"], rpm=5, tpm=None)
-    assert created["key"].startswith("apk_") and created["collections"] == ["bravo"]
-    principal = access.authenticate(created["key"])
+    assert created.key.startswith("apk_") and created.collections == ["bravo"]
+    principal = access.authenticate(created.key)
     assert principal is not None and access.scope(principal).collections(None) == ["bravo"]
-    assert "key" not in access.list_keys(admin)[0]  # the secret is shown once
+    # The secret is shown once: no listed key carries it, on the wire or as a field.
+    assert all("key" not in msgspec.to_builtins(k) for k in access.list_keys(admin))
     with pytest.raises(Forbidden):
         access.create_key(user, "x", "user", None, None, None)
     with pytest.raises(NotFound):
         access.create_key(admin, "x", "user", ["missing"], None, None)
-    access.revoke_key(admin, created["id"])
-    assert access.authenticate(created["key"]) is None
+    access.revoke_key(admin, created.id)
+    assert access.authenticate(created.key) is None

@@ -35,21 +35,21 @@ def test_documents_flow_through_a_job_into_search_within_the_callers_scope(appli
     bravo_job, _ = appliance.knowledge.submit(
         admin, "bravo", [_doc("b", "The bravo launch code is OKAPI-9902.")]
     )
-    assert appliance.jobs.wait(job_id)["state"] == "succeeded"
-    assert appliance.jobs.wait(bravo_job)["state"] == "succeeded"
+    assert appliance.jobs.wait(job_id).state == "succeeded"
+    assert appliance.jobs.wait(bravo_job).state == "succeeded"
 
     user = appliance.access.scope(Principal("k1", "alpha-reader", "user", ("alpha",)))
     hits = appliance.knowledge.search(user, "launch code", mode="keyword").hits
-    assert [h["source_id"] for h in hits] == ["a"]
-    assert appliance.knowledge.get_document(user, ids[0])["collection"] == "alpha"
-    bravo_doc = appliance.knowledge.list_documents(admin, "bravo")["documents"][0]["id"]
+    assert [h.source_id for h in hits] == ["a"]
+    assert appliance.knowledge.get_document(user, ids[0]).collection == "alpha"
+    bravo_doc = appliance.knowledge.list_documents(admin, "bravo").documents[0].id
     with pytest.raises(NotFound):
         appliance.knowledge.get_document(user, bravo_doc)
     with pytest.raises(NotFound):
         appliance.jobs.get(user, bravo_job)
     with pytest.raises(NotFound):
         appliance.knowledge.search(user, "launch code", collections=["bravo"])
-    assert [j["collection"] for j in appliance.jobs.list(user)] == ["alpha"]
+    assert [j.collection for j in appliance.jobs.list(user)] == ["alpha"]
     with pytest.raises(Forbidden):
         appliance.knowledge.create_collection(user, "charlie")
     with pytest.raises(Forbidden):
@@ -63,10 +63,10 @@ def test_job_kinds_register_through_one_door(appliance):
     admin = appliance.access.system_scope()
     job = appliance.jobs.submit("no-such-kind", None)
     with pytest.raises(InvalidInput, match="no runner for job kind 'no-such-kind'"):
-        appliance.jobs.run(job["id"])
-    appliance.job_store.cancel(job["id"])
-    report = appliance.jobs.wait(appliance.jobs.verify_chunks(admin)["id"])
-    assert report["state"] == "succeeded" and report["summary"]["counts"]["damaged"] == 0
+        appliance.jobs.run(job.id)
+    appliance.job_store.cancel(job.id)
+    report = appliance.jobs.wait(appliance.jobs.verify_chunks(admin).id)
+    assert report.state == "succeeded" and report.summary["counts"]["damaged"] == 0
 
 
 def test_admin_service_reports_components_and_needs_the_chat_model_for_answers(appliance):

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
 from appliance.db.connection import Database
-from appliance.db.jobs import JobItem, JobStore
+from appliance.db.jobs import JobStore, WorkItem
 from appliance.db.migrations import migrate
 from appliance.document import Chunk, Location
 from appliance.errors import Conflict
@@ -43,14 +43,14 @@ def test_an_older_version_finishing_last_does_not_overwrite_the_newer_one(db):
         catalog.replace_document(_record("sha256:v1", now - timedelta(seconds=5)), _chunks("version one"))
         is None
     )
-    assert [c["text"] for c in catalog.chunks_of("doc-1")] == ["version two"]
+    assert [c.text for c in catalog.chunks_of("doc-1")] == ["version two"]
     assert catalog.document_hash("doc-1") == "sha256:v2"
     # A later submission still replaces it.
     assert (
         catalog.replace_document(_record("sha256:v3", now + timedelta(seconds=1)), _chunks("three"))
         is not None
     )
-    assert [c["text"] for c in catalog.chunks_of("doc-1")] == ["three"]
+    assert [c.text for c in catalog.chunks_of("doc-1")] == ["three"]
 
 
 def test_a_twin_is_copied_with_the_text_of_the_hash_it_was_found_by(db):
@@ -63,8 +63,8 @@ def test_a_twin_is_copied_with_the_text_of_the_hash_it_was_found_by(db):
     assert catalog.embedded_copy("sha256:same", "doc-1") is None  # never itself
 
 
-def _item(n: int) -> JobItem:
-    return JobItem(n, f"doc-{n}", f"s{n}", "api", None, None, None, b"x", {})
+def _item(n: int) -> WorkItem:
+    return WorkItem(n, f"doc-{n}", f"s{n}", "api", None, None, None, b"x", {})
 
 
 def test_a_run_whose_job_was_cancelled_and_retried_loses_its_lease(db):
@@ -82,9 +82,9 @@ def test_a_run_whose_job_was_cancelled_and_retried_loses_its_lease(db):
     assert second and second != first
     assert not jobs.renew(job_id, first, 60) and jobs.renew(job_id, second, 60)
     jobs.finish(job_id, "failed", "from the first run", token=first)  # ignored: not its lease any more
-    assert jobs.get(job_id)["state"] == "running"
+    assert jobs.get(job_id).state == "running"
     jobs.finish(job_id, "succeeded", token=second)
-    assert jobs.get(job_id)["state"] == "succeeded"
+    assert jobs.get(job_id).state == "succeeded"
 
 
 def test_a_previous_process_lease_is_taken_over_at_start(db):
@@ -102,6 +102,6 @@ def test_a_second_retry_of_the_same_job_is_refused(db):
     token = jobs.claim(job_id, "i", 60)
     jobs.finish_item(job_id, 0, "failed", "boom")
     jobs.finish(job_id, "failed", "every document failed", token=token)
-    assert jobs.retry(job_id)["state"] == "queued"
+    assert jobs.retry(job_id).state == "queued"
     with pytest.raises(Conflict):
         jobs.retry(job_id)

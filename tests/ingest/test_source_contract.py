@@ -21,6 +21,7 @@ from appliance.ingest.sources.protocols import Source, SourceConfig
 from appliance.ingest.sources.registry import KINDS
 from appliance.ingest.sources.service import SourceService
 from appliance.observability.metrics import Metrics
+from appliance.records import JobItem
 
 MAX_FILE_BYTES = 4096
 _GIT_ENV = {
@@ -58,10 +59,10 @@ class World:
         job_id = self.jobs.create("sync", self.record().collection, [], source=self.name)
         self.service.run_sync(self.jobs.get(job_id))
         job = self.jobs.get(job_id)
-        assert job["state"] == "succeeded", job
-        return job["summary"]
+        assert job.state == "succeeded", job
+        return job.summary
 
-    def ingest_items(self, summary: dict) -> list[dict]:
+    def ingest_items(self, summary: dict) -> list[JobItem]:
         return [item for job_id in summary["jobs"] for item in self.jobs.items(job_id)]
 
 
@@ -128,11 +129,11 @@ class SourceContract:
         known = world.service.known_files(world.name)
         expected = {self.key(world, p) for p in ("README.md", "docs/a.md", "b.txt")}
         assert set(known) == expected
-        assert sorted(i["source_id"] for i in items) == sorted(
+        assert sorted(i.source_id for i in items) == sorted(
             world.source.source_id(world.name, k) for k in expected
         )
-        assert {i["action"] for i in items} == {"upsert"}
-        assert {i["document_id"] for i in items} == {f.document_id for f in known.values()}
+        assert {i.action for i in items} == {"upsert"}
+        assert {i.document_id for i in items} == {f.document_id for f in known.values()}
         assert world.sync()["jobs"] == []
 
     def test_changed_and_removed_files(self, world):
@@ -144,7 +145,7 @@ class SourceContract:
         (world.root / "b.md").unlink()
         self.publish(world)
         items = world.ingest_items(world.sync())
-        assert sorted((i["source_id"], i["action"]) for i in items) == [
+        assert sorted((i.source_id, i.action) for i in items) == [
             (world.source.source_id(world.name, self.key(world, "a.md")), "upsert"),
             (world.source.source_id(world.name, self.key(world, "b.md")), "delete"),
         ]
@@ -157,13 +158,13 @@ class SourceContract:
         self.publish(world)
         items = world.ingest_items(world.sync())
         assert world.source.source_id(world.name, self.key(world, "README.md")) in {
-            i["source_id"] for i in items
+            i.source_id for i in items
         }
         assert len(items) == 1
         self.put(world, "README.md", b"# Readme\n\nChanged, so the next sync has work.\n")
         self.publish(world)
         world.sync()
-        kinds = {q["path"]: q["kind"] for q in world.service.quarantined(None, world.name, 50)}
+        kinds = {q.path: q.kind for q in world.service.quarantined(None, world.name, 50)}
         assert kinds == {
             self.key(world, "deploy.pem"): "sensitive",
             self.key(world, "empty.md"): "unsupported",
@@ -174,11 +175,11 @@ class SourceContract:
         self.put(world, "empty.md", b"# Now it has words\n")
         self.publish(world)
         items = world.ingest_items(world.sync())
-        assert [i["source_id"] for i in items] == [
+        assert [i.source_id for i in items] == [
             world.source.source_id(world.name, self.key(world, "empty.md"))
         ]
         assert self.key(world, "empty.md") not in {
-            q["path"] for q in world.service.quarantined(None, world.name, 50)
+            q.path for q in world.service.quarantined(None, world.name, 50)
         }
 
     @staticmethod
@@ -230,8 +231,8 @@ class TestGitSource(SourceContract):
     def test_remove_deletes_the_documents_it_handed_in(self, world):
         world.sync()
         removed = world.service.remove("handbook", delete_documents=True)
-        items = world.jobs.items(removed["deleted_documents_job"])
-        assert [(i["source_id"], i["action"]) for i in items] == [("git:handbook:README.md", "delete")]
+        items = world.jobs.items(removed.deleted_documents_job)
+        assert [(i.source_id, i.action) for i in items] == [("git:handbook:README.md", "delete")]
         assert world.service.list(None) == []
 
 

@@ -78,10 +78,10 @@ def test_files_and_quarantine(store):
     store.quarantine("inbox", "eng/b.pdf", "eng", "failed", "broken")
     store.quarantine("inbox", "eng/b.pdf", "eng", "failed", "still broken")
     rows = store.quarantined(["eng"])
-    assert [(r["path"], r["reason"]) for r in rows] == [("eng/b.pdf", "still broken")]
+    assert [(r.path, r.reason) for r in rows] == [("eng/b.pdf", "still broken")]
     assert store.quarantined(["other"]) == []
-    listed = {s["name"]: s for s in store.list()}["inbox"]
-    assert listed["documents"] == 1 and listed["quarantined"] == 1
+    listed = {s.name: s for s in store.list()}["inbox"]
+    assert listed.documents == 1 and listed.quarantined == 1
     store.release_missing("inbox", "eng", {"eng/a.md"})
     assert store.quarantined(None) == []
     store.record_files("inbox", [], ["eng/a.md"])
@@ -178,18 +178,18 @@ def test_an_extension_kind_goes_through_the_same_door(tmp_path):
         (notes / "a.txt").write_text("Remember the milk.")
         with pytest.raises(InvalidInput):
             service.add("notes", "mine", "personal", str(tmp_path / "missing"))
-        assert service.add("notes", "mine", "personal", str(notes))["kind"] == "notes"
+        assert service.add("notes", "mine", "personal", str(notes)).kind == "notes"
 
         sync_job = service.request_sync("mine")
         assert service.request_sync("mine") == sync_job  # one sync at a time
         service.run_sync(jobs.get(sync_job))
         done = jobs.get(sync_job)
-        assert done["state"] == "succeeded" and signalled == [sync_job, *done["summary"]["jobs"]]
-        [ingest] = done["summary"]["jobs"]
-        assert [i["source_id"] for i in jobs.items(ingest)] == ["notes:mine:a.txt"]
+        assert done.state == "succeeded" and signalled == [sync_job, *done.summary["jobs"]]
+        [ingest] = done.summary["jobs"]
+        assert [i.source_id for i in jobs.items(ingest)] == ["notes:mine:a.txt"]
 
         removed = service.remove("mine", delete_documents=True)
-        assert [(i["source_id"], i["action"]) for i in jobs.items(removed["deleted_documents_job"])] == [
+        assert [(i.source_id, i.action) for i in jobs.items(removed.deleted_documents_job)] == [
             ("notes:mine:a.txt", "delete")
         ]
         with pytest.raises(InvalidInput, match="unknown source kind"):

@@ -1,8 +1,48 @@
-"""Fixed API answers for the snapshot tests: the shapes the server returns, with no clocks or random ids."""
+"""Fixed API answers for the snapshot tests: the server's records, with no clocks or random ids.
+
+Every answer the server builds from a record (appliance/records.py) is built here from the same
+record and encoded as the console receives it over HTTP, so a renamed, added or retyped field
+breaks these fixtures instead of letting the screens drift from the server. The rest (statistics,
+models, logs, audit) are dicts, as the server sends them.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+
+from appliance.records import (
+    Answer,
+    ChunkLocation,
+    Citation,
+    Collection,
+    Document,
+    Hit,
+    Job,
+    JobItem,
+    KeyInfo,
+    Progress,
+    QuarantinedFile,
+    Source,
+    Usage,
+)
+
 TS = "2025-03-04T09:15:00.000+00:00"
+
+
+def wire(record: msgspec.Struct) -> Any:
+    """`record` as JSON-decoded data, after checking each value against the record's field types
+    (constructing a Struct does not check them; decoding does)."""
+    encoded = msgspec.json.encode(record)
+    msgspec.json.decode(encoded, type=type(record))
+    return msgspec.json.decode(encoded)
+
+
+COLLECTIONS = [
+    wire(Collection(name="docs", description="", created_at=TS, documents=212, chunks=1180)),
+    wire(Collection(name="runbooks", description="", created_at=TS, documents=14, chunks=104)),
+]
 
 STATS = {
     "version": "0.1.0",
@@ -17,10 +57,7 @@ STATS = {
         {"name": "model", "status": "ok", "detail": "SmolLM2-135M-Instruct on llama.cpp"},
         {"name": "disk", "status": "ok", "detail": "61.2 GiB free of 250.0"},
     ],
-    "collections": [
-        {"name": "docs", "description": "", "created_at": TS, "documents": 212, "chunks": 1180},
-        {"name": "runbooks", "description": "", "created_at": TS, "documents": 14, "chunks": 104},
-    ],
+    "collections": COLLECTIONS,
     "ingestion_lag_seconds": {"upload": 0.0},
     "traffic": {
         "window_seconds": 60.0,
@@ -60,51 +97,62 @@ STATS = {
 }
 
 SOURCES = [
-    {
-        "name": "handbook",
-        "kind": "git",
-        "collection": "docs",
-        "location": "/srv/git/handbook",
-        "schedule": "15m",
-        "state": "idle",
-        "last_sync_at": TS,
-        "last_success_at": TS,
-        "lag_seconds": 42.0,
-        "documents": 180,
-        "last_error": None,
-    },
-    {
-        "name": "inbox",
-        "kind": "dropfolder",
-        "collection": "runbooks",
-        "location": "/var/lib/appliance/inbox",
-        "schedule": None,
-        "state": "running",
-        "last_sync_at": TS,
-        "last_success_at": TS,
-        "lag_seconds": 3.0,
-        "documents": 14,
-        "last_error": None,
-    },
+    wire(
+        Source(
+            name="handbook",
+            kind="git",
+            collection="docs",
+            location="/srv/git/handbook",
+            schedule="every 15 minutes",
+            config={"branch": "main"},
+            cursor="4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+            state="idle",
+            last_sync_at=TS,
+            last_success_at=TS,
+            lag_seconds=42.0,
+            last_error=None,
+            documents=180,
+            quarantined=0,
+        )
+    ),
+    wire(
+        Source(
+            name="inbox",
+            kind="dropfolder",
+            collection="runbooks",
+            location="/var/lib/appliance/inbox",
+            schedule="manual",
+            config={},
+            cursor=None,
+            state="running",
+            last_sync_at=TS,
+            last_success_at=TS,
+            lag_seconds=3.0,
+            last_error=None,
+            documents=14,
+            quarantined=1,
+        )
+    ),
 ]
 
-COLLECTIONS = STATS["collections"]
 
 DOCUMENTS = [
-    {
-        "id": f"doc{i}",
-        "collection": c,
-        "source_id": s,
-        "source_kind": "file",
-        "uri": None,
-        "title": t,
-        "content_hash": "h",
-        "mime_type": m,
-        "size_bytes": n,
-        "metadata": {},
-        "created_at": TS,
-        "updated_at": TS,
-    }
+    wire(
+        Document(
+            id=f"doc{i}",
+            collection=c,
+            source_id=s,
+            source_kind="file",
+            uri=None,
+            title=t,
+            content_hash="h",
+            mime_type=m,
+            size_bytes=n,
+            metadata={},
+            created_at=TS,
+            updated_at=TS,
+        )
+    )
     for i, (c, s, t, m, n) in enumerate(
         [
             ("docs", "travel-policy.md", "Travel and expenses policy", "text/markdown", 831),
@@ -117,147 +165,159 @@ DOCUMENTS = [
 ]
 
 QUARANTINE = [
-    {
-        "id": 1,
-        "source": "inbox",
-        "collection": "runbooks",
-        "path": "inbox/runbooks/scan.pdf",
-        "kind": "pdf",
-        "reason": "parser exceeded its memory limit",
-        "size_bytes": 48_000_000,
-        "first_seen": TS,
-        "last_seen": TS,
-    },
+    wire(
+        QuarantinedFile(
+            id=1,
+            source="inbox",
+            path="inbox/runbooks/scan.pdf",
+            collection="runbooks",
+            kind="pdf",
+            reason="parser exceeded its memory limit",
+            size_bytes=48_000_000,
+            content_hash=None,
+            first_seen=TS,
+            last_seen=TS,
+        )
+    ),
 ]
 
+
+def _hit(chunk_id: int, doc: int, text: str, score: float, location: ChunkLocation) -> Any:
+    source_id, title = {
+        0: ("travel-policy.md", "Travel and expenses policy"),
+        2: ("office-locations.csv",) * 2,
+    }[doc]
+    return wire(
+        Hit(
+            chunk_id=chunk_id,
+            document_id=f"doc{doc}",
+            source_id=source_id,
+            title=title,
+            text=text,
+            location=location,
+            metadata={},
+            collection="docs",
+            uri=None,
+            score=score,
+        )
+    )
+
+
+PER_DIEMS = ChunkLocation(heading_path=["Travel policy", "Per diems"])
 HITS = [
-    {
-        "chunk_id": 11,
-        "document_id": "doc0",
-        "source_id": "travel-policy.md",
-        "title": "Travel and expenses policy",
-        "text": "Employees travelling in Europe receive a per diem of 75 EUR a day for meals.",
-        "score": 0.931,
-        "location": {"heading_path": ["Travel policy", "Per diems"]},
-        "metadata": {},
-    },
-    {
-        "chunk_id": 12,
-        "document_id": "doc0",
-        "source_id": "travel-policy.md",
-        "title": "Travel and expenses policy",
-        "text": "Flights over six hours may be booked in business class.",
-        "score": 0.544,
-        "location": {"heading_path": ["Travel policy", "Booking"]},
-        "metadata": {},
-    },
-    {
-        "chunk_id": 40,
-        "document_id": "doc2",
-        "source_id": "office-locations.csv",
-        "title": "office-locations.csv",
-        "text": "city,country\nLyon,France",
-        "score": 0.201,
-        "location": {"line_start": 2, "line_end": 5},
-        "metadata": {},
-    },
+    _hit(
+        11,
+        0,
+        "Employees travelling in Europe receive a per diem of 75 EUR a day for meals.",
+        0.931,
+        PER_DIEMS,
+    ),
+    _hit(
+        12,
+        0,
+        "Flights over six hours may be booked in business class.",
+        0.544,
+        ChunkLocation(heading_path=["Travel policy", "Booking"]),
+    ),
+    _hit(40, 2, "city,country\nLyon,France", 0.201, ChunkLocation(line_start=2, line_end=5)),
 ]
 
+# The stream's last event: the Answer record under {"type": "answer"} (generate/answer.py).
 ANSWER = {
     "type": "answer",
-    "answer": "In Europe the per diem is 75 EUR a day for meals [1].",
-    "model": "SmolLM2-135M-Instruct",
-    "citations": [
-        {
-            "n": 1,
-            "document_id": "doc0",
-            "source_id": "travel-policy.md",
-            "title": "Travel and expenses policy",
-            "chunk_id": 11,
-            "location": {"heading_path": ["Travel policy", "Per diems"]},
-            "snippet": "Employees travelling in Europe receive a per diem of 75 EUR",
-        }
-    ],
-    "invalid_citations": [],
-    "usage": {"prompt_tokens": 210, "completion_tokens": 16},
-    "timings": {"retrieval_ms": 31.0, "first_token_ms": 640.0, "total_ms": 1420.0},
+    **wire(
+        Answer(
+            answer="In Europe the per diem is 75 EUR a day for meals [1].",
+            citations=[
+                Citation(
+                    n=1,
+                    document_id="doc0",
+                    source_id="travel-policy.md",
+                    title="Travel and expenses policy",
+                    chunk_id=11,
+                    location=PER_DIEMS,
+                    snippet="Employees travelling in Europe receive a per diem of 75 EUR",
+                )
+            ],
+            invalid_citations=[],
+            model="SmolLM2-135M-Instruct",
+            usage=Usage(prompt_tokens=210, completion_tokens=16, total_tokens=226),
+            query="per diem in Europe",
+            timings={"retrieval_ms": 31.0, "first_token_ms": 640.0, "total_ms": 1420.0},
+        )
+    ),
 }
 
 
-def _job(ident: str, state: str, total: int, done: int, failed: int = 0, error: str | None = None) -> dict:
-    return {
-        "id": ident,
-        "kind": "ingest",
-        "collection": "docs",
-        "state": state,
-        "progress": {
-            "total": total,
-            "processed": done + failed,
-            "indexed": done,
-            "unchanged": 0,
-            "failed": failed,
-            "fraction": (done + failed) / total,
-        },
-        "error": error,
-        "attempts": 1,
-        "created_at": TS,
-        "started_at": TS,
-        "finished_at": None,
-    }
+def _job(ident: str, state: str, total: int, done: int, failed: int = 0, error: str | None = None) -> Job:
+    return Job(
+        id=ident,
+        kind="ingest",
+        collection="docs",
+        source=None,
+        state=state,
+        progress=Progress(
+            total=total,
+            processed=done + failed,
+            indexed=done,
+            unchanged=0,
+            failed=failed,
+            fraction=(done + failed) / total,
+        ),
+        error=error,
+        summary=None,
+        attempts=1,
+        created_at=TS,
+        started_at=TS,
+        finished_at=None,
+    )
 
 
+_RUNNING = _job("job_000000000000000000a1", "running", 40, 14)
 JOBS = [
-    _job("job_000000000000000000a1", "running", 40, 14),
-    _job("job_000000000000000000a2", "queued", 8, 0),
-    _job("job_000000000000000000a3", "failed", 3, 2, 1, "1 of 3 documents could not be parsed"),
-    _job("job_000000000000000000a4", "succeeded", 120, 120),
+    wire(_RUNNING),
+    wire(_job("job_000000000000000000a2", "queued", 8, 0)),
+    wire(_job("job_000000000000000000a3", "failed", 3, 2, 1, "1 of 3 documents could not be parsed")),
+    wire(_job("job_000000000000000000a4", "succeeded", 120, 120)),
 ]
-JOB_DETAIL = {
-    **JOBS[0],
-    "items": [
-        {
-            "ordinal": i,
-            "document_id": f"d{i}",
-            "source_id": f"handbook/page-{i:02d}.md",
-            "state": "done" if i < 14 else "pending",
-            "error": None,
-            "chunks": 6 if i < 14 else None,
-        }
-        for i in range(16)
-    ],
-}
+JOB_DETAIL = wire(
+    msgspec.structs.replace(
+        _RUNNING,
+        items=[
+            JobItem(
+                ordinal=i,
+                document_id=f"d{i}",
+                source_id=f"handbook/page-{i:02d}.md",
+                action="upsert",
+                state="done" if i < 14 else "pending",
+                error=None,
+                chunks=6 if i < 14 else None,
+            )
+            for i in range(16)
+        ],
+    )
+)
+
+
+def _key(ident: str, name: str, role: str, collections, rpm=None, tpm=None, revoked: bool = False) -> Any:
+    return wire(
+        KeyInfo(
+            id=ident,
+            name=name,
+            role=role,
+            collections=collections,
+            rpm=rpm,
+            tpm=tpm,
+            created_at=TS,
+            revoked_at=TS if revoked else None,
+        )
+    )
+
 
 KEYS = [
-    {
-        "id": "key_000000000000admin",
-        "name": "admin",
-        "role": "admin",
-        "collections": None,
-        "rpm": None,
-        "tpm": None,
-        "created_at": TS,
-        "revoked_at": None,
-    },
-    {
-        "id": "key_0000000000000ci01",
-        "name": "ci",
-        "role": "user",
-        "collections": ["docs"],
-        "rpm": 60,
-        "tpm": 20000,
-        "created_at": TS,
-        "revoked_at": None,
-    },
-    {
-        "id": "key_0000000000000old1",
-        "name": "old-laptop",
-        "role": "user",
-        "collections": ["docs", "runbooks"],
-        "rpm": None,
-        "tpm": None,
-        "created_at": TS,
-        "revoked_at": TS,
-    },
+    _key("key_000000000000admin", "admin", "admin", None),
+    _key("key_0000000000000ci01", "ci", "user", ["docs"], rpm=60, tpm=20000),
+    _key("key_0000000000000old1", "old-laptop", "user", ["docs", "runbooks"], revoked=True),
 ]
 AUDIT = [
     {

@@ -10,6 +10,7 @@ from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
 from appliance.core.admin import Admin
 from appliance.core.jobs import Jobs
+from appliance.records import Job
 
 
 class ModelLoadIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -111,7 +112,7 @@ def backup(caller: Scope, admin: Admin, data: BackupIn) -> dict:
     "documents found, with the reason. With `repair`, damaged or mismatched documents whose source "
     "bytes are at hand are re-ingested from them (`repair_jobs`).",
 )
-def verify_chunks(caller: Scope, jobs: Jobs, data: VerifyChunksIn) -> dict:
+def verify_chunks(caller: Scope, jobs: Jobs, data: VerifyChunksIn) -> Job:
     return jobs.verify_chunks(caller, data.collection, data.repair)
 
 

@@ -8,13 +8,26 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from litestar import Response, Router, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
 from appliance.api import sse
 from appliance.api.queueing import open_queued
+from appliance.api.schemas import Deleted
 from appliance.core.access import Scope
 from appliance.core.answers import Answers
 from appliance.errors import ApplianceError
+from appliance.records import Answer, Conversation
+
+# The routes answer JSON or a stream (Response | Stream), which Litestar cannot describe by
+# itself: name the JSON answer's record so the OpenAPI document has it.
+_ANSWERED = {
+    200: ResponseSpec(
+        Answer,
+        description="A cited answer; with `stream: true`, server-sent events `sources`, `token`..., "
+        "`answer` (whose data is this record with `type`)",
+    )
+}
 
 
 class QueryIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,7 +83,7 @@ async def answer_response(make_events: Callable, make_result: Callable, stream: 
     return Stream(body(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/query", status_code=200, tags=["knowledge"])
+@post("/query", status_code=200, tags=["knowledge"], responses=_ANSWERED)
 async def knowledge_query(caller: Scope, answers: Answers, data: QueryIn) -> Response | Stream:
     return await answer_response(
         lambda cancel, on_position: answers.open_stream(
@@ -90,27 +103,27 @@ async def knowledge_query(caller: Scope, answers: Answers, data: QueryIn) -> Res
 
 
 @post("/", status_code=201, sync_to_thread=True)
-def create_conversation(caller: Scope, answers: Answers, data: ConversationIn) -> dict:
+def create_conversation(caller: Scope, answers: Answers, data: ConversationIn) -> Conversation:
     return answers.create_conversation(caller, data.collections, data.title)
 
 
 @get("/", sync_to_thread=True)
-def list_conversations(caller: Scope, answers: Answers) -> list[dict]:
+def list_conversations(caller: Scope, answers: Answers) -> list[Conversation]:
     return answers.list_conversations(caller)
 
 
 @get("/{conversation_id:str}", sync_to_thread=True)
-def get_conversation(caller: Scope, answers: Answers, conversation_id: str) -> dict:
+def get_conversation(caller: Scope, answers: Answers, conversation_id: str) -> Conversation:
     return answers.get_conversation(caller, conversation_id)
 
 
 @delete("/{conversation_id:str}", status_code=200, sync_to_thread=True)
-def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -> dict:
+def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -> Deleted:
     answers.delete_conversation(caller, conversation_id)
-    return {"deleted": True, "id": conversation_id}
+    return Deleted(deleted=True, id=conversation_id)
 
 
-@post("/{conversation_id:str}/messages", status_code=200)
+@post("/{conversation_id:str}/messages", status_code=200, responses=_ANSWERED)
 async def post_message(
     caller: Scope, answers: Answers, conversation_id: str, data: MessageIn
 ) -> Response | Stream:

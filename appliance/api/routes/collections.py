@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from litestar import Router, get, post
 
-from appliance.api.schemas import Collection, CollectionIn
+from appliance.api.schemas import CollectionIn
 from appliance.core.access import Scope
 from appliance.core.knowledge import Knowledge
+from appliance.records import Collection
 
 
 @post("/", status_code=201, sync_to_thread=True)
 def create_collection(caller: Scope, knowledge: Knowledge, data: CollectionIn) -> Collection:
-    return Collection(**knowledge.create_collection(caller, data.name, data.description))
+    return knowledge.create_collection(caller, data.name, data.description)
 
 
 @get("/", sync_to_thread=True)
 def list_collections(caller: Scope, knowledge: Knowledge) -> list[Collection]:
-    return [Collection(**c) for c in knowledge.list_collections(caller)]
+    return knowledge.list_collections(caller)
 
 
 router = Router(

@@ -16,12 +16,13 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.params import Parameter
 
 from appliance.api.errors import PROBLEM_JSON, problem_body
-from appliance.api.schemas import Accepted, BatchIn, DocumentIn, SingleDocumentIn
+from appliance.api.schemas import Accepted, BatchIn, DeletedDocument, DocumentIn, SingleDocumentIn
 from appliance.core.access import Scope
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
 from appliance.errors import InvalidInput
 from appliance.ingest.intake import NewDocument
+from appliance.records import Document, DocumentPage
 
 
 def _to_new(doc: DocumentIn, index: int | None = None) -> NewDocument:
@@ -50,11 +51,11 @@ async def _accepted(caller: Scope, jobs: Jobs, job_id: str, document_ids: list[s
     while asyncio.get_running_loop().time() < deadline and not await asyncio.to_thread(jobs.finished, job_id):
         await asyncio.sleep(0.25)
     job = await asyncio.to_thread(jobs.get, caller, job_id)
-    finished = job["state"] in ("succeeded", "failed")
-    if job["state"] == "failed" and job["progress"]["total"] == 1:
+    finished = job.state in ("succeeded", "failed")
+    if job.state == "failed" and job.progress.total == 1:
         # A single document that could not be ingested: say why, as an error.
-        items = (await asyncio.to_thread(jobs.get, caller, job_id, True))["items"]
-        reason = items[0]["error"] if items else job["error"]
+        items = (await asyncio.to_thread(jobs.get, caller, job_id, True)).items
+        reason = items[0].error if items else job.error
         body = {
             **problem_body(422, "Document rejected", reason),
             "job_id": job_id,
@@ -166,18 +167,18 @@ def list_documents(
     collection: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, Parameter(ge=0)] = 0,
-) -> dict:
+) -> DocumentPage:
     return knowledge.list_documents(caller, collection, limit=limit, offset=offset)
 
 
 @get("/{document_id:str}", sync_to_thread=True)
-def get_document(caller: Scope, knowledge: Knowledge, document_id: str, chunks: bool = False) -> dict:
+def get_document(caller: Scope, knowledge: Knowledge, document_id: str, chunks: bool = False) -> Document:
     return knowledge.get_document(caller, document_id, with_chunks=chunks)
 
 
 @delete("/{document_id:str}", status_code=200, sync_to_thread=True)
-def delete_document(caller: Scope, knowledge: Knowledge, document_id: str) -> dict:
-    return {"deleted": True, "document": knowledge.delete_document(caller, document_id)}
+def delete_document(caller: Scope, knowledge: Knowledge, document_id: str) -> DeletedDocument:
+    return DeletedDocument(deleted=True, document=knowledge.delete_document(caller, document_id))
 
 
 router = Router(

@@ -9,10 +9,11 @@ from litestar.params import Parameter
 
 from appliance.core.access import Scope
 from appliance.core.jobs import Jobs
+from appliance.records import Job
 
 
 @get("/{job_id:str}", sync_to_thread=True)
-def get_job(caller: Scope, jobs: Jobs, job_id: str, items: bool = False) -> dict:
+def get_job(caller: Scope, jobs: Jobs, job_id: str, items: bool = False) -> Job:
     return jobs.get(caller, job_id, with_items=items)
 
 
@@ -22,18 +23,18 @@ def list_jobs(
     jobs: Jobs,
     job_state: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-) -> list[dict]:
+) -> list[Job]:
     return jobs.list(caller, state=job_state, limit=limit)
 
 
 @post("/{job_id:str}/cancel", status_code=200, sync_to_thread=True)
-def cancel_job(caller: Scope, jobs: Jobs, job_id: str) -> dict:
+def cancel_job(caller: Scope, jobs: Jobs, job_id: str) -> Job:
     """Stop a queued or running job; documents already ingested stay."""
     return jobs.cancel(caller, job_id)
 
 
 @post("/{job_id:str}/retry", status_code=200, sync_to_thread=True)
-def retry_job(caller: Scope, jobs: Jobs, job_id: str) -> dict:
+def retry_job(caller: Scope, jobs: Jobs, job_id: str) -> Job:
     """Queue an ended job again: its failed documents, and those a cancellation left."""
     return jobs.retry(caller, job_id)
 

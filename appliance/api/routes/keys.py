@@ -7,6 +7,7 @@ from litestar import Router, delete, get, post
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Access, Scope
+from appliance.records import KeyInfo, NewKey
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -18,17 +19,17 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/", status_code=201, sync_to_thread=True)
-def create_key(caller: Scope, access: Access, data: KeyIn) -> dict:
+def create_key(caller: Scope, access: Access, data: KeyIn) -> NewKey:
     return access.create_key(caller, data.name, data.role, data.collections, data.rpm, data.tpm)
 
 
 @get("/", sync_to_thread=True)
-def list_keys(caller: Scope, access: Access) -> list[dict]:
+def list_keys(caller: Scope, access: Access) -> list[KeyInfo]:
     return access.list_keys(caller)
 
 
 @delete("/{key_id:str}", status_code=200, sync_to_thread=True)
-def revoke_key(caller: Scope, access: Access, key_id: str) -> dict:
+def revoke_key(caller: Scope, access: Access, key_id: str) -> KeyInfo:
     return access.revoke_key(caller, key_id)
 
 

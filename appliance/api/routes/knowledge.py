@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Router, post
 
 from appliance.api.routes.answers import knowledge_query
-from appliance.api.schemas import SearchHit, SearchIn, SearchOut
+from appliance.api.schemas import SearchIn, SearchOut
 from appliance.core.access import Scope
 from appliance.core.knowledge import Knowledge
 
@@ -22,7 +22,7 @@ def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchOut:
         filters=data.filters,
     )
     return SearchOut(
-        hits=[SearchHit(**h) for h in result.hits],
+        hits=result.hits,
         timings=result.timings,
         mode=result.mode,
         reranked=result.reranked,

@@ -9,8 +9,10 @@ import msgspec
 from litestar import Request, Router, delete, get, post
 from litestar.params import Parameter
 
+from appliance.api.schemas import QuarantineList, SourceList, SyncRequested
 from appliance.core.access import Scope
 from appliance.core.sources import Sources
+from appliance.records import RemovedSource, Source
 
 
 class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,12 +30,12 @@ class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @get("/sources", sync_to_thread=True)
-def list_sources(caller: Scope, sources: Sources) -> dict:
-    return {"sources": sources.list(caller)}
+def list_sources(caller: Scope, sources: Sources) -> SourceList:
+    return SourceList(sources.list(caller))
 
 
 @post("/sources", status_code=201, sync_to_thread=True)
-def add_source(caller: Scope, sources: Sources, data: SourceIn) -> dict:
+def add_source(caller: Scope, sources: Sources, data: SourceIn) -> Source:
     options = {
         k: getattr(data, k) for k in ("branch", "include", "exclude", "history", "fetch", "github_repo")
     }
@@ -41,18 +43,20 @@ def add_source(caller: Scope, sources: Sources, data: SourceIn) -> dict:
 
 
 @get("/sources/{name:str}", sync_to_thread=True)
-def get_source(caller: Scope, sources: Sources, name: str) -> dict:
+def get_source(caller: Scope, sources: Sources, name: str) -> Source:
     return sources.get(caller, name)
 
 
 @delete("/sources/{name:str}", status_code=200, sync_to_thread=True)
-def remove_source(caller: Scope, sources: Sources, name: str, delete_documents: bool = False) -> dict:
+def remove_source(
+    caller: Scope, sources: Sources, name: str, delete_documents: bool = False
+) -> RemovedSource:
     return sources.remove(caller, name, delete_documents)
 
 
 @post("/sources/{name:str}/sync", status_code=202, sync_to_thread=True)
-def sync_source(caller: Scope, sources: Sources, name: str) -> dict:
-    return sources.sync(caller, name)
+def sync_source(caller: Scope, sources: Sources, name: str) -> SyncRequested:
+    return SyncRequested(name, sources.sync(caller, name))
 
 
 @get("/quarantine", sync_to_thread=True)
@@ -62,10 +66,10 @@ def list_quarantine(
     collection: str | None = None,
     source: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
-) -> dict:
+) -> QuarantineList:
     """Files a source would not or could not ingest, with the reason (sensitive, refused, too large,
     unsupported, failed). A quarantined file is tried again once it changes."""
-    return {"files": sources.quarantined(caller, collection, source, limit)}
+    return QuarantineList(sources.quarantined(caller, collection, source, limit))
 
 
 @post("/webhooks/github", exclude_from_auth=True, status_code=200)

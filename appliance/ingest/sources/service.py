@@ -8,10 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
+from appliance import records
 from appliance.config import Settings
 from appliance.db.catalog import Catalog, check_collection_name, document_id_for
 from appliance.db.connection import Database
-from appliance.db.jobs import JobItem, JobStore
+from appliance.db.jobs import JobStore, WorkItem
 from appliance.db.sources import KnownFile, SourceStore, check_source_name, schedule_interval
 from appliance.db.webhooks import WebhookStore
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
@@ -24,6 +27,7 @@ from appliance.ingest.sources.gitsource import GitSource
 from appliance.ingest.sources.protocols import Source, SourceConfig
 from appliance.ingest.sources.registry import KINDS, SourceKinds
 from appliance.observability.metrics import Metrics
+from appliance.records import Job, QuarantinedFile, RemovedSource
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,8 @@ GITHUB_SOURCE = "github"
 _SETTINGS_KINDS = (DropFolder.kind, GITHUB_SOURCE)
 
 
-def delete_item(ordinal: int, collection: str, source_id: str, source_kind: str) -> JobItem:
-    return JobItem(
+def delete_item(ordinal: int, collection: str, source_id: str, source_kind: str) -> WorkItem:
+    return WorkItem(
         ordinal,
         document_id_for(collection, source_id),
         source_id,
@@ -154,30 +158,30 @@ class SourceService:
         self.metrics.count_secret("file", pattern)
 
     # -- what the ingest jobs report back ---------------------------------------------------------
-    def on_outcome(self, job: dict, item: JobItem, outcome: ItemOutcome) -> None:
+    def on_outcome(self, job: Job, item: WorkItem, outcome: ItemOutcome) -> None:
         """Quarantine what a source handed in and could not be ingested; release it once it is."""
         for kind, count in outcome.redactions.items():
             self.metrics.count_secret("chunk", kind, count)
-        source = job.get("source")
+        source = job.source
         path = item.metadata.get("path")
         if not source or path is None or item.action == "delete":
             return
         # The drop folder knows its files by "<collection>/<path>": one folder feeds every collection.
-        key = f"{job['collection']}/{path}" if source == dropfolder.SOURCE else path
+        key = f"{job.collection}/{path}" if source == dropfolder.SOURCE else path
         if outcome.state == "failed":
             reason = outcome.error or "failed"
-            self.store.quarantine(source, key, job["collection"], "failed", reason, len(item.content))
+            self.store.quarantine(source, key, job.collection, "failed", reason, len(item.content))
         else:
             self.store.release(source, key)
 
-    def on_job_finished(self, job: dict) -> None:
-        source = job.get("source")
+    def on_job_finished(self, job: Job) -> None:
+        source = job.source
         if not source:
             return
-        created = datetime.fromisoformat(job["created_at"])
+        created = datetime.fromisoformat(job.created_at)
         # The source list keeps the last change's lag; the gauge reads 0 once a source is caught up.
         self.store.record_lag(source, (datetime.now(UTC) - created).total_seconds())
-        if not [j for j in self.jobs.active_for_source(source, "ingest") if j != job["id"]]:
+        if not [j for j in self.jobs.active_for_source(source, "ingest") if j != job.id]:
             self.metrics.set_ingestion_lag(source, 0.0)
         if source == dropfolder.SOURCE or source == GITHUB_SOURCE:
             self.store.sync_succeeded(source)
@@ -191,7 +195,7 @@ class SourceService:
         location: str,
         schedule: str = "manual",
         options: Mapping | None = None,
-    ) -> dict:
+    ) -> records.Source:
         check_source_name(name)
         check_collection_name(collection)
         schedule_interval(schedule)
@@ -200,22 +204,20 @@ class SourceService:
         self.catalog.ensure_collection(collection)
         return source
 
-    def remove(self, name: str, delete_documents: bool = False) -> dict:
+    def remove(self, name: str, delete_documents: bool = False) -> RemovedSource:
         source = self.store.get(name)
-        if source["kind"] in _SETTINGS_KINDS:
-            raise InvalidInput(
-                f"source {name!r} is built in ({source['kind']}); it is configured in settings"
-            )
+        if source.kind in _SETTINGS_KINDS:
+            raise InvalidInput(f"source {name!r} is built in ({source.kind}); it is configured in settings")
         job_id = None
         if delete_documents:
-            kind = self._source(source["kind"])
+            kind = self._source(source.kind)
             by_collection: dict[str, list[tuple[str, str]]] = {}
             for f in self.store.known_files(name).values():
                 by_collection.setdefault(f.collection, []).append((kind.source_id(name, f.path), kind.kind))
             for collection, deletions in by_collection.items():
                 job_id = self.submit(name, collection, [], deletions)
         self.store.delete(name)
-        return {**source, "deleted_documents_job": job_id}
+        return RemovedSource(**msgspec.structs.asdict(source), deleted_documents_job=job_id)
 
     def request_sync(self, name: str) -> str:
         record = self.store.record(name)
@@ -236,12 +238,12 @@ class SourceService:
         self.signal(job_id)
         return job_id
 
-    def run_sync(self, job: dict) -> None:
-        name = job["source"]
+    def run_sync(self, job: Job) -> None:
+        name = job.source
         try:
             record = self.store.record(name)
         except NotFound:
-            self.jobs.finish(job["id"], "failed", f"source {name!r} was removed")
+            self.jobs.finish(job.id, "failed", f"source {name!r} was removed")
             return
         self.store.sync_started(name)
         try:
@@ -250,10 +252,10 @@ class SourceService:
             detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
             log.warning("source sync failed", extra={"source": name, "error": detail})
             self.store.sync_failed(name, detail)
-            self.jobs.finish(job["id"], "failed", detail)
+            self.jobs.finish(job.id, "failed", detail)
             return
         self.store.sync_succeeded(name, result.cursor)
-        self.jobs.finish(job["id"], "succeeded", None, result.report)
+        self.jobs.finish(job.id, "succeeded", None, result.report)
 
     def schedule_tick(self) -> list[str]:
         """Called every minute by Huey's periodic task: queue the syncs that are due."""
@@ -265,10 +267,12 @@ class SourceService:
                 log.exception("scheduled sync could not start", extra={"source": name})
         return started
 
-    def list(self, collections: list[str] | None) -> list[dict]:
+    def list(self, collections: list[str] | None) -> list[records.Source]:
         return self.store.list(collections)
 
-    def quarantined(self, collections: list[str] | None, source: str | None, limit: int) -> list[dict]:
+    def quarantined(
+        self, collections: list[str] | None, source: str | None, limit: int
+    ) -> list[QuarantinedFile]:
         return self.store.quarantined(collections, source, limit)
 
     # -- GitHub deliveries -------------------------------------------------------------------------

@@ -1,0 +1,230 @@
+"""The domain's records (msgspec Structs): what a Job, a Document, a Source or a Hit is, on every seam.
+
+Repositories return them, services pass them through, routes declare them (so the OpenAPI
+document describes every answer) and the console's test fixtures are built from them. Field
+names and order are the JSON the API has always answered; timestamps are ISO 8601 strings, as
+on the wire. Records are frozen: a service that adds to one (a job's items, a document's chunks)
+makes a new one with `msgspec.structs.replace`.
+
+`omit_defaults` is used only where the wire leaves keys out: the optional parts a route adds on
+request (`?items=true`, `?chunks=true`, a conversation's messages, a source's counts) and a
+chunk location's keys, which are present only when known.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Record(msgspec.Struct, frozen=True):
+    """Base of every record: immutable. Each record also says `kw_only=True` (msgspec applies it
+    only to the fields a class defines itself), so fields cannot be given in a wrong order."""
+
+
+# -- catalogue ----------------------------------------------------------------------------------
+class Collection(Record, kw_only=True):
+    name: str
+    description: str
+    created_at: str
+    documents: int  # how many documents it holds
+    chunks: int
+
+
+class ChunkLocation(Record, kw_only=True, omit_defaults=True):
+    """Where a chunk sits in its document; each key is present only when the format knows it."""
+
+    page: int | None = None
+    heading_path: list[str] | None = None
+    line_start: int | None = None
+    line_end: int | None = None
+
+
+class Chunk(Record, kw_only=True):
+    """A stored chunk, as a document read with `?chunks=true` lists it."""
+
+    chunk_id: int
+    ordinal: int
+    text: str
+    token_count: int
+    location: ChunkLocation
+
+
+class Document(Record, kw_only=True, omit_defaults=True):
+    id: str
+    collection: str
+    source_id: str
+    source_kind: str
+    uri: str | None
+    title: str
+    content_hash: str
+    mime_type: str
+    size_bytes: int
+    metadata: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+    chunks: list[Chunk] | None = None  # only when asked for (`?chunks=true`)
+
+
+class DocumentPage(Record, kw_only=True):
+    """One page of a document listing, with the total over every page."""
+
+    documents: list[Document]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- search and answers -------------------------------------------------------------------------
+class Hit(Record, kw_only=True):
+    """A chunk found by a search, with its document's fields and its score."""
+
+    chunk_id: int
+    document_id: str
+    source_id: str
+    title: str
+    text: str
+    location: ChunkLocation
+    metadata: dict[str, Any]
+    collection: str
+    uri: str | None = None
+    score: float = 0.0  # the last stage's score (fused, or reranked); 0 until ranked
+
+
+class Citation(Record, kw_only=True):
+    """A source an answer cites as [n]."""
+
+    n: int
+    document_id: str
+    source_id: str
+    title: str
+    chunk_id: int
+    location: ChunkLocation
+    snippet: str
+
+
+class Usage(Record, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Answer(Record, kw_only=True):
+    answer: str
+    citations: list[Citation]
+    invalid_citations: list[int]  # numbers the model cited that no source has (removed from the text)
+    model: str
+    usage: Usage
+    query: str = ""  # what retrieval ran with: the question, or its rewrite with the history
+    timings: dict[str, float | None] = {}
+
+
+class Message(Record, kw_only=True):
+    ordinal: int
+    role: str  # user | assistant
+    content: str
+    citations: list[Citation]
+    created_at: str
+
+
+class Conversation(Record, kw_only=True, omit_defaults=True):
+    id: str
+    collections: list[str] | None  # None: every collection the key may see
+    title: str
+    created_at: str
+    messages: list[Message] | None = None  # when one conversation is read
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+class Progress(Record, kw_only=True):
+    total: int
+    processed: int  # indexed + unchanged + failed
+    indexed: int
+    unchanged: int
+    failed: int
+    fraction: float
+
+
+class JobItem(Record, kw_only=True):
+    """One document of a job, as `?items=true` lists it."""
+
+    ordinal: int
+    document_id: str
+    source_id: str
+    action: str  # upsert | delete | reingest
+    state: str  # pending | done | unchanged | failed
+    error: str | None
+    chunks: int | None
+
+
+class Job(Record, kw_only=True, omit_defaults=True):
+    id: str
+    kind: str  # ingest | sync | verify
+    collection: str | None
+    source: str | None  # the source that queued it, if one did
+    state: str  # queued | running | succeeded | failed | cancelled
+    progress: Progress
+    error: str | None
+    summary: dict[str, Any] | None  # a kind's report (a sync's changes, a verification's findings)
+    attempts: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    items: list[JobItem] | None = None  # only when asked for (`?items=true`)
+
+
+# -- sources ------------------------------------------------------------------------------------
+class Source(Record, kw_only=True, omit_defaults=True):
+    name: str
+    kind: str
+    collection: str
+    location: str
+    schedule: str
+    config: dict[str, Any]
+    cursor: str | None
+    state: str  # ok | error | never synced
+    last_sync_at: str | None
+    last_success_at: str | None
+    lag_seconds: float | None
+    last_error: str | None
+    # In listings (and a single source read through them): files it handed in, files it refused.
+    documents: int | None = None
+    quarantined: int | None = None
+
+
+class RemovedSource(Source, kw_only=True):
+    deleted_documents_job: str | None  # the job deleting its documents, when that was asked for
+
+
+class QuarantinedFile(Record, kw_only=True):
+    id: int
+    source: str
+    path: str
+    collection: str | None
+    kind: str  # why: sensitive | refused | too_large | unsupported | failed
+    reason: str
+    size_bytes: int | None
+    content_hash: str | None
+    first_seen: str | None
+    last_seen: str | None
+
+
+# -- keys ---------------------------------------------------------------------------------------
+class KeyInfo(Record, kw_only=True):
+    """An API key as listed: never its secret (only its hash is stored)."""
+
+    id: str
+    name: str
+    role: str  # admin | user
+    collections: list[str] | None  # None: every collection (admin keys)
+    rpm: int | None
+    tpm: int | None
+    created_at: str
+    revoked_at: str | None
+
+
+class NewKey(KeyInfo, kw_only=True):
+    """A key just created: the only answer that carries its secret."""
+
+    key: str
