@@ -77,7 +77,9 @@ def _instance(schema: dict):
         return {k: _instance(schema["properties"][k]) for k in schema.get("required", [])}
     if kind == "array":
         return [_instance(schema.get("items", {"type": "null"}))] * schema.get("minItems", 0)
-    return {"string": "a" * schema.get("minLength", 1), "integer": 1, "number": 1.5, "boolean": True}.get(kind)
+    return {"string": "a" * schema.get("minLength", 1), "integer": 1, "number": 1.5, "boolean": True}.get(
+        kind
+    )
 
 
 @dataclass
