@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 
 from litestar import Request, Response
@@ -62,6 +63,24 @@ def error_of(exc: ApplianceError, openai: bool) -> dict:
     if openai:
         return openai_body(exc.status, exc.detail, exc.extra.get("param"), exc.extra.get("code"))
     return problem_body(exc.status, exc.title, exc.detail, exc.extra.get("errors"))
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+def _param_of(errors: list | None) -> str | None:
+    """The request field a validation error is about, as OpenAI's `param` names it (`messages[0].foo`)."""
+    for e in errors or ():
+        if not isinstance(e, dict):
+            continue
+        key = e.get("key")
+        path = "" if key in (None, "data", "body") else str(key)
+        unknown = _UNKNOWN_FIELD.search(str(e.get("message", "")))
+        if unknown:
+            return f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        if path:
+            return path
+    return None
 
 
 class _Format:
@@ -120,7 +139,7 @@ class _Format:
                 "; ".join(f"{e.get('key', 'body')}: {e.get('message')}" for e in extra if isinstance(e, dict))
                 or detail
             )
-        return self.respond(400, "Malformed request", detail, errors=extra)
+        return self.respond(400, "Malformed request", detail, errors=extra, param=_param_of(extra))
 
     def http_error(self, request: Request, exc: HTTPException) -> Response:
         status = exc.status_code

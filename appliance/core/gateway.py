@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 
 from appliance.core.access import Access, Scope
+from appliance.errors import InvalidInput
+from appliance.generate.tools import ChatPlan, OutputFormat, ToolRequest, plan_chat
 from appliance.models.runtime import ChatMessage, Completion, GenerationParams, TokenStream
 from appliance.models.served import ServedModel
 from appliance.models.service import ModelService
@@ -25,8 +27,31 @@ class Gateway:
     def runtime_for(self, model: str) -> ServedModel:
         return self.models.runtime_for(model)
 
-    def prepare_chat(self, model: str, messages: list[ChatMessage]) -> tuple[ServedModel, str]:
-        return self.models.prepare_chat(model, messages)
+    def prepare_chat(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        tools: ToolRequest | None = None,
+        output: OutputFormat | None = None,
+    ) -> tuple[ServedModel, str, ChatPlan]:
+        """The runtime, the prompt and the plan (grammar, tools to parse) of a chat request.
+
+        Tools and JSON output need constrained decoding: on a runtime without it they are a 400,
+        never text that ignores them."""
+        self.models.check_messages(messages)
+        runtime = self.models.runtime_for(model)
+        offering = tools is not None and tools.choice.mode != "none"
+        wants_json = output is not None and output.kind != "text"
+        if (offering or wants_json) and not runtime.constrained_decoding:
+            raise InvalidInput(
+                f"{runtime.name} on {runtime.backend} cannot constrain its output, so it offers no "
+                + ("tool calls" if offering else "JSON output"),
+                param="tools" if offering else "response_format",
+            )
+        plan = plan_chat(
+            messages, tools, output, native=runtime.native_tools, constrained=runtime.constrained_decoding
+        )
+        return runtime, runtime.render_chat(plan.messages, plan.tools), plan
 
     def generate(
         self,

@@ -20,11 +20,13 @@ from appliance.models.runtime import (
     check_prompt_length,
     collect,
     held_back,
+    refuse_grammar,
+    refuse_tools,
 )
 
 # The chat template: each message as "<|role|>\n{content}\n", then the assistant's mark.
 _MARK = "<|{}|>\n"
-_ANY_MARK = re.compile(r"<\|(?:system|user|assistant)\|>\n")
+_ANY_MARK = re.compile(r"<\|(?:system|user|assistant|tool)\|>\n")
 _USER_MARK = _MARK.format("user")
 
 
@@ -33,7 +35,9 @@ class EchoRuntime:
 
     - Tokens are whitespace-separated words: `count_tokens` is `len(text.split())`, and a prompt is
       evaluated as exactly that many tokens (no BOS).
-    - `render_chat` writes each message as `<|role|>\\n{content}\\n` and ends with `<|assistant|>\\n`.
+    - `render_chat` writes each message as `<|role|>\\n{content}\\n` and ends with `<|assistant|>\\n`
+      (tool calls in the history are not written: they reach it as text, in the generic format).
+    - A grammar is refused (InvalidInput): it has no sampler to constrain.
     - Generation echoes the words of the last user message (the text after the last `<|user|>` mark,
       up to the next mark; the whole prompt when it has none), one word a token, separated by spaces:
       in order and over again with temperature 0, drawn by `random.Random(seed)` otherwise (top_p is
@@ -44,6 +48,10 @@ class EchoRuntime:
     """
 
     backend = "echo"
+    # No model, no sampler: a grammar is refused, and tools are written into plain messages by the
+    # caller (so the generic tool format and its parser are testable here, over echoed text).
+    constrained_decoding = False
+    native_tools = False
 
     def __init__(
         self, name: str = "echo", context_length: int = 2048, capacity: int = 1, token_delay_s: float = 0.0
@@ -59,7 +67,8 @@ class EchoRuntime:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
+        refuse_tools(self.name, tools)
         if not messages:
             raise InvalidInput("a chat needs at least one message")
         return "".join(f"{_MARK.format(m.role)}{m.content}\n" for m in messages) + _MARK.format("assistant")
@@ -74,6 +83,7 @@ class EchoRuntime:
     ) -> TokenStream:
         if self._inflight.closed:
             raise NotReady(f"{self.name} is closed")
+        refuse_grammar(self.name, params)
         start = time.monotonic()
         prompt_tokens = self.count_tokens(prompt)
         if not prompt_tokens:

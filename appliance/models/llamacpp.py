@@ -23,6 +23,7 @@ from appliance.models.runtime import (
     check_prompt_length,
     collect,
     held_back,
+    refuse_tools,
 )
 from appliance.models.templates import ChatTemplate
 
@@ -65,6 +66,7 @@ class LlamaCppRuntime:
     """
 
     backend = "llama.cpp"
+    constrained_decoding = True  # GBNF grammars, applied by llama.cpp's grammar sampler
 
     def __init__(
         self,
@@ -114,6 +116,8 @@ class LlamaCppRuntime:
         self._vocab_handle = self._vocab._model.vocab
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
         self._template = self._load_template(chat_template or metadata.get("tokenizer.chat_template"))
+        self.native_tools = self._template is not None and self._template.renders_tools
+        self._grammars_checked: dict[str, bool] = {}  # GBNF text -> parses (bounded, see _grammar)
         self._instances = []
         try:
             for _ in range(slots):
@@ -162,12 +166,39 @@ class LlamaCppRuntime:
             ids = ids[1:]  # the chat template wrote a BOS of its own
         return ids
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         if self._template is None:
             raise NotReady(f"{self.name} has no chat template in its file: give one in the models manifest")
         if not messages:
             raise InvalidInput("a chat needs at least one message")
-        return self._template.render([{"role": m.role, "content": m.content} for m in messages])
+        if not self.native_tools:
+            refuse_tools(self.name, tools)
+        extra = {"tools": list(tools)} if tools else {}
+        return self._template.render([m.template_dict() for m in messages], **extra)
+
+    def _grammar(self, params: GenerationParams) -> Any:
+        """The request's grammar for llama.cpp, checked to parse first: llama-cpp-python adds the
+        sampler llama.cpp returns without looking, and a grammar that fails to parse returns none."""
+        if params.grammar is None:
+            return None
+        llama_cpp = _import_llama()
+        text = params.grammar.gbnf
+        ok = self._grammars_checked.get(text)
+        if ok is None:
+            with self._vocab_lock:
+                self._check_open()
+                sampler = llama_cpp.llama_sampler_init_grammar(
+                    self._vocab_handle, text.encode("utf-8"), b"root"
+                )
+            ok = bool(sampler)
+            if ok:
+                llama_cpp.llama_sampler_free(sampler)
+            if len(self._grammars_checked) >= 256:
+                self._grammars_checked.clear()
+            self._grammars_checked[text] = ok
+        if not ok:
+            raise InvalidInput("the grammar does not parse (llama.cpp refused it)", param="response_format")
+        return llama_cpp.LlamaGrammar.from_string(text, verbose=False)
 
     def generate(
         self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
@@ -187,6 +218,7 @@ class LlamaCppRuntime:
         if not prompt_ids:
             raise InvalidInput("the prompt is empty")
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
+        grammar = self._grammar(params)
         leave = self._inflight.enter()  # refused once close() started: its instances are about to go
         with self._free_lock:
             # Never empty: fewer requests are in than there are instances, and each returns its own
@@ -201,7 +233,7 @@ class LlamaCppRuntime:
                 leave()
 
         def source(ts: TokenStream) -> Iterator[TokenDelta]:
-            yield from self._run(ts, llm, prompt_ids, params, max_tokens, start)
+            yield from self._run(ts, llm, prompt_ids, params, max_tokens, start, grammar)
 
         return TokenStream(source, release, cancel)
 
@@ -213,6 +245,7 @@ class LlamaCppRuntime:
         params: GenerationParams,
         max_tokens: int,
         start: float,
+        grammar: Any = None,
     ) -> Iterator[TokenDelta]:
         # An explicit seed every time: llama-cpp-python otherwise derives one from the last request's.
         llm.set_seed(params.seed if params.seed is not None else secrets.randbits(32))
@@ -226,7 +259,14 @@ class LlamaCppRuntime:
         # without it, a small model at low temperature loops on one sentence (seen with Qwen 1.5B
         # answering from a table of per diems).
         tokens = llm.generate(
-            prompt_ids, temp=params.temperature, top_p=params.top_p, repeat_penalty=REPEAT_PENALTY, reset=True
+            prompt_ids,
+            temp=params.temperature,
+            top_p=params.top_p,
+            # Under a grammar the penalty would push the model off the structure's repeated tokens
+            # (quotes, commas, keys): the grammar already keeps it from looping.
+            repeat_penalty=REPEAT_PENALTY if grammar is None else 1.0,
+            reset=True,
+            grammar=grammar,
         )
         try:
             for token in tokens:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from appliance.errors import InvalidInput, NotReady, TooManyRequests
+from appliance.models.grammar import Grammar
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 # "cancelled" is ours, not OpenAI's: only a caller that cancelled (and so no longer listens) sees it.
 FINISH_REASONS = ("stop", "length", "cancelled")
 # The context a runtime allocates when nobody says: a KV cache for a model's full trained context
@@ -18,15 +20,55 @@ DEFAULT_CONTEXT_LENGTH = 8192
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the assistant made: `arguments` is a JSON object as text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def arguments_dict(self) -> dict:
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            raise InvalidInput(f"tool call {self.id}: arguments are not JSON", param="messages") from None
+        if not isinstance(value, dict):
+            raise InvalidInput(f"tool call {self.id}: arguments must be a JSON object", param="messages")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str  # system | user | assistant
+    role: str  # system | user | assistant | tool
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it made
+    tool_call_id: str | None = None  # tool: the call this is the result of
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise InvalidInput(f"unknown message role {self.role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(self.content, str):
             raise InvalidInput(f"message content must be text, not {type(self.content).__name__}")
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidInput("only assistant messages carry tool_calls", param="messages")
+        if self.role == "tool" and not self.tool_call_id:
+            raise InvalidInput("a tool message needs the tool_call_id it answers", param="messages")
+
+    def template_dict(self) -> dict:
+        """The message as chat templates read it (HF convention: tool calls' arguments as objects)."""
+        out: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments_dict()},
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit, kept for every caller
@@ -41,6 +83,9 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Constrained decoding: every token must keep the output inside this grammar (JSON output, tool
+    # calls). Only runtimes with `constrained_decoding` accept one; the others refuse it.
+    grammar: Grammar | None = None
 
     def __post_init__(self) -> None:
         # The one place generation parameters are checked, for every caller (the OpenAI routes,
@@ -58,6 +103,8 @@ class GenerationParams:
             problems.append(("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences"))
         if self.seed is not None and not 0 <= self.seed < 2**32:
             problems.append(("seed", "seed must be within [0, 2**32)"))
+        if self.grammar is not None and not isinstance(self.grammar, Grammar):
+            problems.append(("response_format", "grammar must be an appliance.models.grammar.Grammar"))
         if problems:
             raise InvalidInput("; ".join(text for _, text in problems), param=problems[0][0])
 
@@ -258,13 +305,19 @@ class LLMRuntime(Protocol):
     backend: str  # "llama.cpp" | "vllm" | "echo"
     context_length: int
     capacity: int  # requests it can run at the same time
+    # Honours GenerationParams.grammar; without it, a request with a grammar is refused (InvalidInput).
+    constrained_decoding: bool
+    # Its chat template renders `tools` and tool messages itself; without it, render_chat refuses
+    # tools and the caller writes them into plain messages (appliance.generate.tools).
+    native_tools: bool
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` with the model's tokenizer (special tokens parsed, no BOS added)."""
         ...
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text for a conversation, through the model's chat template in the sandbox."""
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
+        """The prompt text for a conversation, through the model's chat template in the sandbox;
+        `tools` (OpenAI's tool objects) only where `native_tools`."""
         ...
 
     def generate(
@@ -284,6 +337,21 @@ class LLMRuntime(Protocol):
     def close(self) -> None:
         """Refuse new requests (NotReady), let the running ones finish, then free the model."""
         ...
+
+
+def refuse_grammar(name: str, params: GenerationParams) -> None:
+    """What a runtime without constrained decoding does with a grammar: refuse, never ignore it."""
+    if params.grammar is not None:
+        raise InvalidInput(
+            f"{name} cannot constrain its output (structured output and tool calls need llama.cpp or vLLM)",
+            param="response_format",
+        )
+
+
+def refuse_tools(name: str, tools: Sequence[dict] | None) -> None:
+    """What a runtime whose template cannot render tools does when given some."""
+    if tools:
+        raise InvalidInput(f"the chat template of {name} does not render tools", param="tools")
 
 
 def collect(stream: TokenStream) -> Completion:

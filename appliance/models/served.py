@@ -51,11 +51,19 @@ class ServedModel:
     def capacity(self) -> int:
         return self.runtime.capacity
 
+    @property
+    def constrained_decoding(self) -> bool:
+        return self.runtime.constrained_decoding
+
+    @property
+    def native_tools(self) -> bool:
+        return self.runtime.native_tools
+
     def count_tokens(self, text: str) -> int:
         return self.runtime.count_tokens(text)
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        return self.runtime.render_chat(messages)
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
+        return self.runtime.render_chat(messages, tools)
 
     def generate(
         self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None

@@ -190,9 +190,15 @@ class ModelService:
         """OpenAI's model objects, with our extra fields. The chat model is listed whatever its `state`
         (loading, loaded, failed, unloaded), so a client sees it as soon as the server is ready."""
         out = []
+        capabilities = ["chat", "completion"]
         if (runtime := self._runtime) is not None:
             name = runtime.name
             chat = {"state": "loaded", "backend": runtime.backend, "context_length": runtime.context_length}
+            if runtime.constrained_decoding:
+                capabilities += ["tools", "json_output"]
+                # "native": tools go through the model's own chat template; "generic": through the
+                # appliance's prompt format (README, "Tools and JSON output").
+                chat["tool_format"] = "native" if runtime.native_tools else "generic"
         else:
             name = self._chat_model_name()
             chat = {"state": self._state(), "error": self._error}
@@ -204,7 +210,7 @@ class ModelService:
                     "created": self._created,
                     "owned_by": "appliance",
                     **chat,
-                    "capabilities": ["chat", "completion"],
+                    "capabilities": capabilities,
                 }
             )
         for ident in (self.embedder.name, EMBEDDING_ALIAS):
@@ -258,16 +264,21 @@ class ModelService:
 
     # -- work ---------------------------------------------------------------------------
     def prepare_chat(self, model: str, messages: Sequence[ChatMessage]) -> tuple[ServedModel, str]:
-        for i, m in enumerate(messages):
-            if m.role not in ("system", "user", "assistant"):
-                raise InvalidInput(
-                    f"messages[{i}].role {m.role!r} is not supported (system, user, assistant)",
-                    param="messages",
-                )
-        if not any(m.role == "user" for m in messages):
-            raise InvalidInput("messages must contain at least one user message", param="messages")
+        self.check_messages(messages)
         runtime = self.runtime_for(model)
         return runtime, runtime.render_chat(messages)
+
+    @staticmethod
+    def check_messages(messages: Sequence[ChatMessage]) -> None:
+        if not any(m.role == "user" for m in messages):
+            raise InvalidInput("messages must contain at least one user message", param="messages")
+        calls = {c.id for m in messages for c in m.tool_calls}
+        for i, m in enumerate(messages):
+            if m.role == "tool" and m.tool_call_id not in calls:
+                raise InvalidInput(
+                    f"messages[{i}] answers tool call {m.tool_call_id!r}, which no assistant message made",
+                    param=f"messages[{i}].tool_call_id",
+                )
 
     def generate(
         self, runtime: ServedModel, prompt: str, params: GenerationParams, cancel: threading.Event | None

@@ -199,6 +199,9 @@ class ChatTemplate:
                 f"the chat template is not valid Jinja: {exc.message} (line {exc.lineno})"
             ) from None
         self.source = source
+        # The template reads a `tools` variable and writes tool calls (Qwen2.5, Llama 3.1, Hermes):
+        # tools go through it; otherwise the caller writes them into plain messages.
+        self.renders_tools = bool(re.search(r"\btools\b", source)) and "tool_call" in source
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.time_limit_s = time_limit_s
@@ -214,7 +217,10 @@ class ChatTemplate:
 
         # Plain dicts and lists: the immutable sandbox then refuses any attempt to modify them.
         plain = [dict(m) for m in messages]
-        budget = OUTPUT_BASE_CHARS + OUTPUT_FACTOR * sum(len(str(m.get("content") or "")) for m in plain)
+        budget = OUTPUT_BASE_CHARS + OUTPUT_FACTOR * (
+            sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or "")) for m in plain)
+            + len(str(extra.get("tools") or ""))
+        )
         context = {
             "messages": plain,
             "bos_token": self.bos_token,

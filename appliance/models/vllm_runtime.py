@@ -24,6 +24,7 @@ from appliance.models.runtime import (
     TokenStream,
     check_prompt_length,
     collect,
+    refuse_tools,
 )
 from appliance.models.templates import ChatTemplate
 
@@ -33,9 +34,17 @@ _END = object()
 _POLL_S = 0.05  # how often a waiting reader looks at its cancel flags
 
 
-def sampling_kwargs(params: GenerationParams, max_tokens: int) -> dict[str, Any]:
-    """GenerationParams in vllm.SamplingParams' terms (temperature 0 is greedy in both)."""
-    return {
+def sampling_kwargs(
+    params: GenerationParams, max_tokens: int, structured: tuple[str, Any] | None = None
+) -> dict[str, Any]:
+    """GenerationParams in vllm.SamplingParams' terms (temperature 0 is greedy in both).
+
+    `structured` is (SamplingParams keyword, its params class): ("structured_outputs",
+    StructuredOutputsParams) since vLLM 0.10.2, ("guided_decoding", GuidedDecodingParams) before. A
+    grammar goes there as its JSON schema when it has one (vLLM's JSON mode), else as GBNF, which
+    vLLM's default xgrammar backend reads.
+    """
+    out: dict[str, Any] = {
         "n": 1,
         "max_tokens": max_tokens,
         "temperature": params.temperature,
@@ -43,6 +52,32 @@ def sampling_kwargs(params: GenerationParams, max_tokens: int) -> dict[str, Any]
         "stop": list(params.stop) or None,
         "seed": params.seed,
     }
+    grammar = params.grammar
+    if grammar is not None:
+        if structured is None:
+            raise InvalidInput("this vLLM has no structured-output decoding", param="response_format")
+        keyword, cls = structured
+        if grammar.json_schema is not None:
+            out[keyword] = cls(json=grammar.json_schema)
+        else:
+            out[keyword] = cls(grammar=grammar.gbnf)
+    return out
+
+
+def structured_outputs_params() -> tuple[str, Any] | None:
+    """vLLM's structured-output parameters, under whichever name this vLLM version has them."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return "structured_outputs", StructuredOutputsParams
+    except ImportError:
+        pass
+    try:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return "guided_decoding", GuidedDecodingParams
+    except ImportError:
+        return None
 
 
 class VLLMRuntime:
@@ -53,6 +88,7 @@ class VLLMRuntime:
     """
 
     backend = "vllm"
+    constrained_decoding = True  # through vLLM's structured outputs (see sampling_kwargs)
 
     def __init__(
         self,
@@ -81,7 +117,9 @@ class VLLMRuntime:
         self._thread.start()
         self._engine_gone = False  # set once the engine is shut down: nothing more is sent to it
         try:
-            self._engine, self._tokenizer, self._sampling_params_cls = self._run(self._start_engine())
+            self._engine, self._tokenizer, self._sampling_params_cls, self._structured = self._run(
+                self._start_engine()
+            )
         except BaseException:
             self._stop_loop()
             raise
@@ -93,9 +131,11 @@ class VLLMRuntime:
             bos_token=getattr(self._tokenizer, "bos_token", None) or "",
             eos_token=getattr(self._tokenizer, "eos_token", None) or "",
         )
+        self.native_tools = self._template.renders_tools
 
-    async def _start_engine(self) -> tuple[Any, Any, type]:
-        """(engine, tokenizer, SamplingParams class); runs on the engine's loop. Replaced by the test double."""
+    async def _start_engine(self) -> tuple[Any, Any, type, tuple[str, Any] | None]:
+        """(engine, tokenizer, SamplingParams class, structured-output params (structured_outputs_params));
+        runs on the engine's loop. Replaced by the test double."""
         # Imported here: vllm is the optional GPU extra, and importing it on a CPU host fails.
         from vllm import SamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -112,7 +152,7 @@ class VLLMRuntime:
         tokenizer = engine.get_tokenizer()
         if inspect.isawaitable(tokenizer):  # async in some vLLM versions, sync in others
             tokenizer = await tokenizer
-        return engine, tokenizer, SamplingParams
+        return engine, tokenizer, SamplingParams, structured_outputs_params()
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -122,10 +162,13 @@ class VLLMRuntime:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         if not messages:
             raise InvalidInput("a chat needs at least one message")
-        return self._template.render([{"role": m.role, "content": m.content} for m in messages])
+        if not self.native_tools:
+            refuse_tools(self.name, tools)
+        extra = {"tools": list(tools)} if tools else {}
+        return self._template.render([m.template_dict() for m in messages], **extra)
 
     def generate(
         self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
@@ -143,7 +186,7 @@ class VLLMRuntime:
         max_tokens = check_prompt_length(len(prompt_ids), self.context_length, params.max_tokens)
         leave = self._inflight.enter()  # refused once close() started
         try:
-            sampling = self._sampling_params_cls(**sampling_kwargs(params, max_tokens))
+            sampling = self._sampling_params_cls(**sampling_kwargs(params, max_tokens, self._structured))
             request_id = uuid.uuid4().hex
             outputs: queue.Queue = queue.Queue()
 

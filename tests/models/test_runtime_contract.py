@@ -13,6 +13,7 @@ The real vLLM path is exercised only on a machine with a GPU.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -23,6 +24,7 @@ import pytest
 
 from appliance.errors import InvalidInput, NotReady, TooManyRequests
 from appliance.models.echo import EchoRuntime
+from appliance.models.grammar import json_grammar
 from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
 from appliance.models.slots import Cancelled
@@ -49,6 +51,35 @@ class FakeSamplingParams:
     top_p: float
     stop: list[str] | None
     seed: int | None
+    structured_outputs: FakeStructuredOutputsParams | None = None
+
+
+@dataclass
+class FakeStructuredOutputsParams:
+    """vllm.sampling_params.StructuredOutputsParams' two fields the adapter uses."""
+
+    json: dict | None = None
+    grammar: str | None = None
+
+
+def _instance(schema: dict):
+    """The smallest value of a checked schema (appliance.models.grammar's subset): what the double's
+    'structured decoding' produces, so the contract's check that output obeys the schema runs on it."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "anyOf" in schema:
+        return _instance(schema["anyOf"][0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {k: _instance(schema["properties"][k]) for k in schema.get("required", [])}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "null"}))] * schema.get("minItems", 0)
+    return {"string": "a" * schema.get("minLength", 1), "integer": 1, "number": 1.5, "boolean": True}.get(
+        kind
+    )
 
 
 @dataclass
@@ -98,6 +129,13 @@ class FakeEngine:
             rng = random.Random(sp.seed) if sp.seed is not None else random.Random()
         text, tokens = "", []
         hold = max((len(s) - 1 for s in sp.stop or []), default=0)
+        structured = sp.structured_outputs
+        if structured is not None:
+            if structured.json is None:
+                raise ValueError("the double decodes JSON schemas only")
+            text = json.dumps(_instance(structured.json))
+            yield FakeRequestOutput(request_id, ids, [FakeCompletionOutput(text, [0], "stop")], True)
+            return
         for i in range(sp.max_tokens):
             await asyncio.sleep(0.002)
             if request_id in self.aborted:
@@ -130,7 +168,12 @@ class VLLMDouble(VLLMRuntime):
 
     async def _start_engine(self):
         self.fake_engine = FakeEngine()
-        return self.fake_engine, FakeTokenizer(), FakeSamplingParams
+        return (
+            self.fake_engine,
+            FakeTokenizer(),
+            FakeSamplingParams,
+            ("structured_outputs", FakeStructuredOutputsParams),
+        )
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -213,7 +256,7 @@ def test_render_chat_and_count_tokens(runtime):
     assert "lighthouse keeper" in prompt and "storyteller" in prompt
     assert 10 < runtime.count_tokens(prompt) < 100
     with pytest.raises(InvalidInput, match="role"):
-        ChatMessage("tool", "x")
+        ChatMessage("robot", "x")
     with pytest.raises(InvalidInput, match="at least one message"):
         runtime.render_chat([])
 
@@ -353,6 +396,46 @@ def test_close_lets_running_requests_finish_and_refuses_new_ones(kind):
     assert not closer.is_alive() and busy(rt) == 0
 
 
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer"},
+        "role": {"enum": ["keeper", "sailor"]},
+    },
+    "required": ["name", "age", "role"],
+}
+
+
+def test_a_grammar_is_honoured_or_refused(runtime):
+    """Constrained decoding: a runtime that claims it keeps the output inside the grammar; one that
+    does not refuses the request (never generates as if there were no grammar)."""
+    prompt = runtime.render_chat([ChatMessage("user", "Describe the keeper as JSON.")])
+    params = GenerationParams(max_tokens=60, temperature=1.0, seed=3, grammar=json_grammar(PERSON))
+    if not runtime.constrained_decoding:
+        with pytest.raises(InvalidInput) as refused:
+            runtime.generate(prompt, params)
+        assert refused.value.extra["param"] == "response_format" and busy(runtime) == 0
+        return
+    done = runtime.generate(prompt, params)
+    value = json.loads(done.text)
+    assert set(value) == {"name", "age", "role"} and isinstance(value["age"], int)
+    assert value["role"] in ("keeper", "sailor") and len(value["name"]) <= 12
+    streamed = "".join(d.text for d in runtime.stream(prompt, params))
+    assert streamed == done.text  # the same seed under the same grammar: the same output
+    assert busy(runtime) == 0
+
+
+def test_tools_render_natively_or_are_refused(runtime):
+    tool = {"type": "function", "function": {"name": "lamp", "parameters": {"type": "object"}}}
+    if runtime.native_tools:
+        assert "lamp" in runtime.render_chat(STORY, [tool])
+    else:
+        with pytest.raises(InvalidInput) as refused:
+            runtime.render_chat(STORY, [tool])
+        assert refused.value.extra["param"] == "tools"
+
+
 def test_invalid_generation_parameters_name_the_parameter():
     for bad in (
         {"max_tokens": 0},
@@ -470,6 +553,12 @@ def test_vllm_adapter_maps_parameters_and_aborts():
         ids, sp = rt.fake_engine.requests[-1]
         assert ids == FakeTokenizer().encode(prompt) and ids[0] == 1
         assert sp == FakeSamplingParams(n=1, max_tokens=7, temperature=0.3, top_p=0.9, stop=["x"], seed=5)
+        grammar = json_grammar(PERSON)
+        rt.generate(prompt, GenerationParams(max_tokens=7, grammar=grammar))
+        # A JSON-schema grammar goes to vLLM as the schema (its JSON mode), not as GBNF.
+        assert rt.fake_engine.requests[-1][1].structured_outputs == FakeStructuredOutputsParams(
+            json=grammar.json_schema
+        )
         rt.generate(prompt, GenerationParams(temperature=0.0))
         assert rt.fake_engine.requests[-1][1].max_tokens == CONTEXT - len(
             ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import threading
 import time
@@ -16,30 +17,126 @@ from litestar.response import Stream
 
 from appliance.api import sse
 from appliance.api.errors import OPENAI_HANDLERS
-from appliance.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingIn
+from appliance.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingIn, refusal_of
 from appliance.api.queueing import Opening, open_queued
 from appliance.core.access import Scope
 from appliance.core.gateway import Gateway
 from appliance.errors import ApplianceError, InvalidInput
-from appliance.models.runtime import ChatMessage, GenerationParams
+from appliance.generate.toolcalls import ToolCallParser, parse_output
+from appliance.generate.tools import OutputFormat, Tool, ToolChoice, ToolRequest
+from appliance.models.runtime import ROLES, ChatMessage, GenerationParams, ToolCall
 
 log = logging.getLogger(__name__)
 
 
-def _text(content) -> str:
+def _text(content, i: int) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     parts = []
-    for part in content:
-        if part.get("type") != "text":
+    for j, part in enumerate(content):
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
             raise InvalidInput(
                 f"message content part of type {part.get('type')!r} is not supported; only text",
-                param="messages",
+                param=f"messages[{i}].content[{j}]",
             )
-        parts.append(str(part.get("text", "")))
+        parts.append(part["text"])
     return "".join(parts)
+
+
+def _messages(data: ChatCompletionIn) -> list[ChatMessage]:
+    out = []
+    for i, m in enumerate(data.messages):
+        role = "system" if m.role == "developer" else m.role  # newer SDKs' name for the system role
+        if role not in ROLES:
+            raise InvalidInput(
+                f"messages[{i}].role {m.role!r} is not supported ({', '.join(ROLES)}, developer)",
+                param=f"messages[{i}].role",
+            )
+        for field in ("refusal", "audio", "function_call"):
+            if getattr(m, field) is not None:
+                raise InvalidInput(f"messages[{i}].{field} is not supported", param=f"messages[{i}].{field}")
+        if m.annotations:
+            raise InvalidInput(
+                f"messages[{i}].annotations is not supported", param=f"messages[{i}].annotations"
+            )
+        if m.tool_calls and role != "assistant":
+            raise InvalidInput("only assistant messages carry tool_calls", param=f"messages[{i}].tool_calls")
+        if (m.tool_call_id is not None) != (role == "tool"):
+            raise InvalidInput(
+                "tool messages, and only they, carry tool_call_id", param=f"messages[{i}].tool_call_id"
+            )
+        calls = []
+        for j, c in enumerate(m.tool_calls or ()):
+            if c.type != "function":
+                raise InvalidInput(
+                    "tool call type must be function", param=f"messages[{i}].tool_calls[{j}].type"
+                )
+            calls.append(ToolCall(c.id, c.function.name, c.function.arguments))
+        message = ChatMessage(role, _text(m.content, i), tuple(calls), m.tool_call_id)
+        for call in calls:
+            call.arguments_dict()  # refused here if not a JSON object, before anything queues
+        out.append(message)
+    return out
+
+
+def _tools(data: ChatCompletionIn) -> ToolRequest | None:
+    if not data.tools:
+        if data.tool_choice not in (None, "none", "auto"):
+            raise InvalidInput("tool_choice needs tools", param="tool_choice")
+        return None
+    tools = []
+    for i, t in enumerate(data.tools):
+        if t.type != "function":
+            raise InvalidInput(f"tool type {t.type!r} is not supported (function)", param=f"tools[{i}].type")
+        f = t.function
+        parameters = {"type": "object", "properties": {}} if f.parameters is None else f.parameters
+        tools.append(Tool(f.name, f.description or "", parameters))
+    choice = data.tool_choice
+    if choice is None:
+        parsed = ToolChoice("auto")
+    elif isinstance(choice, str):
+        parsed = ToolChoice(choice if choice != "function" else "?")
+    else:
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if (
+            choice.get("type") != "function"
+            or not isinstance(name, str)
+            or set(choice) - {"type", "function"}
+        ):
+            raise InvalidInput(
+                'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+                param="tool_choice",
+            )
+        parsed = ToolChoice("function", name)
+    return ToolRequest(tuple(tools), parsed, data.parallel_tool_calls is not False)
+
+
+def _output(data: ChatCompletionIn) -> OutputFormat | None:
+    rf = data.response_format
+    if rf is None:
+        return None
+    if rf.type == "json_schema":
+        if rf.json_schema is None or rf.json_schema.schema is None:
+            raise InvalidInput(
+                "response_format json_schema needs json_schema.schema", param="response_format"
+            )
+        return OutputFormat("json_schema", rf.json_schema.schema, rf.json_schema.name)
+    if rf.json_schema is not None:
+        raise InvalidInput("json_schema goes with type json_schema", param="response_format.json_schema")
+    return OutputFormat(rf.type)
+
+
+def _refuse_unsupported(data) -> None:
+    refused = refusal_of(data)
+    if refused is not None:
+        raise InvalidInput(refused[1], param=refused[0])
+
+
+def _call_json(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def _params(max_tokens: int | None, temperature, top_p, stop, seed, n) -> GenerationParams:
@@ -62,9 +159,11 @@ def list_models(gateway: Gateway) -> dict:
 
 @post("/chat/completions", status_code=200)
 async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletionIn) -> Response | Stream:
+    _refuse_unsupported(data)
     if not data.messages:
         raise InvalidInput("messages must not be empty", param="messages")
-    messages = [ChatMessage(m.role, _text(m.content)) for m in data.messages]
+    messages = _messages(data)
+    tools, output = _tools(data), _output(data)
     params = _params(
         data.max_completion_tokens or data.max_tokens,
         data.temperature,
@@ -73,24 +172,28 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
         data.seed,
         data.n,
     )
-    runtime, prompt = await asyncio.to_thread(gateway.prepare_chat, data.model, messages)
+    runtime, prompt, plan = await asyncio.to_thread(gateway.prepare_chat, data.model, messages, tools, output)
+    if plan.grammar is not None:
+        params = dataclasses.replace(params, grammar=plan.grammar)
+    names = plan.tool_names
     created, ident = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24]
     if not data.stream:
         done = await _generate(caller, gateway, runtime, prompt, params, "chat")
+        message: dict = {"role": "assistant", "content": done.text, "refusal": None}
+        finish = done.finish_reason
+        if names:
+            content, calls, _ = parse_output(done.text, names)
+            message["content"] = content
+            if calls:
+                message["tool_calls"] = [_call_json(c) for c in calls]
+                finish = "tool_calls"
         return Response(
             {
                 "id": ident,
                 "object": "chat.completion",
                 "created": created,
                 "model": runtime.name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": done.text},
-                        "finish_reason": done.finish_reason,
-                        "logprobs": None,
-                    }
-                ],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": _usage(done.prompt_tokens, done.completion_tokens),
             }
         )
@@ -106,8 +209,33 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
 
+    def tool_chunks(parser: ToolCallParser, events) -> list[bytes]:
+        """OpenAI's tool-call deltas: the call's index, id, type and name first, then its arguments."""
+        out = []
+        for kind, value in events:
+            if kind == "content":
+                out.append(sse.data(chunk({"content": value}, None)))
+                continue
+            index = parser.calls.index(value)
+            head = {
+                "index": index,
+                "id": value.id,
+                "type": "function",
+                "function": {"name": value.name, "arguments": ""},
+            }
+            out.append(sse.data(chunk({"tool_calls": [head]}, None)))
+            out.append(
+                sse.data(
+                    chunk(
+                        {"tool_calls": [{"index": index, "function": {"arguments": value.arguments}}]}, None
+                    )
+                )
+            )
+        return out
+
     async def events() -> AsyncIterator[bytes]:
         started = False
+        parser = ToolCallParser(names) if names else None
         async for kind, value in _relay(caller, gateway, runtime, opening, cancel, "chat"):
             if kind == "queue":
                 yield sse.comment(f"queue position {value}")
@@ -118,7 +246,14 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
             if not started:
                 started = True
                 yield sse.data(chunk({"role": "assistant", "content": ""}, None))
-            if kind == "delta":
+            if kind == "delta" and parser is not None:
+                for frame in tool_chunks(parser, parser.feed(value.text)):
+                    yield frame
+                if value.finish_reason is not None:
+                    for frame in tool_chunks(parser, parser.finish()):
+                        yield frame
+                    yield sse.data(chunk({}, "tool_calls" if parser.calls else value.finish_reason))
+            elif kind == "delta":
                 yield sse.data(chunk({"content": value.text} if value.text else {}, value.finish_reason))
             elif include_usage:
                 yield sse.data(
@@ -138,6 +273,7 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
 
 @post("/completions", status_code=200)
 async def completions(caller: Scope, gateway: Gateway, data: CompletionIn) -> Response | Stream:
+    _refuse_unsupported(data)
     prompts = [data.prompt] if isinstance(data.prompt, str) else data.prompt
     if len(prompts) != 1:
         raise InvalidInput("exactly one prompt is supported per request", param="prompt")
