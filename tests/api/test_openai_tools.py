@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import openai
 import pytest
 
@@ -162,56 +163,20 @@ def test_streamed_tool_calls_are_assembled_by_the_sdk(client):
         _valid_weather(call)
 
 
-def _errors(value, schema: dict, path: str = "$") -> list[str]:
-    """A minimal JSON Schema validator for the keywords PERSON uses: `jsonschema` is not in the
-    environment, and this test must not skip."""
-    if "anyOf" in schema:
-        return (
-            [] if any(not _errors(value, s, path) for s in schema["anyOf"]) else [f"{path}: no anyOf matches"]
-        )
-    if "enum" in schema:
-        return [] if value in schema["enum"] else [f"{path}: {value!r} not in enum"]
-    kinds = {
-        "object": dict,
-        "array": list,
-        "string": str,
-        "null": type(None),
-        "boolean": bool,
-        "integer": int,
-        "number": (int, float),
-    }
-    kind = schema.get("type")
-    if kind and (
-        not isinstance(value, kinds[kind]) or (kind in ("integer", "number") and isinstance(value, bool))
-    ):
-        return [f"{path}: not {kind}"]
-    out: list[str] = []
-    if kind == "object":
-        props = schema.get("properties", {})
-        out += [f"{path}: missing {k}" for k in schema.get("required", []) if k not in value]
-        if schema.get("additionalProperties") is False:
-            out += [f"{path}: extra {k}" for k in value if k not in props]
-        for k, v in value.items():
-            if k in props:
-                out += _errors(v, props[k], f"{path}.{k}")
-    if kind == "array":
-        if len(value) > schema.get("maxItems", len(value)):
-            out.append(f"{path}: too many items")
-        for i, v in enumerate(value):
-            out += _errors(v, schema.get("items", {}), f"{path}[{i}]")
-    if kind == "string":
-        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-            out.append(f"{path}: length {len(value)}")
-        # "format" is an annotation in JSON Schema (jsonschema checks it only when asked); the grammar
-        # enforces a date's shape, not the calendar (2001-02-30 passes), and so does this check.
-        if schema.get("format") == "date" and not re.fullmatch(
-            r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])", value
-        ):
-            out.append(f"{path}: not a date")
-    return out
+DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
 
 
-def test_the_minimal_validator_can_fail():
+def _errors(value, schema: dict) -> list[str]:
+    """What `jsonschema` finds wrong. "format" is an annotation in JSON Schema; the grammar enforces
+    a date's shape (not the calendar: 2001-02-30 passes), so the shape is checked here too."""
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(value)]
+    born = value.get("born") if isinstance(value, dict) else None
+    if isinstance(born, str) and not DATE.fullmatch(born):
+        errors.append(f"born: {born!r} is not a date")
+    return errors
+
+
+def test_the_validation_can_fail():
     good = {"name": "Ann", "age": 3, "email": None, "tags": ["a"], "born": "2001-02-03"}
     assert _errors(good, PERSON) == []
     for bad in (
@@ -236,6 +201,7 @@ def test_json_schema_output_is_valid_in_every_sample(client):
 
 
 def test_json_object_output_always_parses(client):
+    finished = 0
     for seed in range(10):
         r = client.chat.completions.create(
             model="default",
@@ -247,6 +213,8 @@ def test_json_object_output_always_parses(client):
         )
         if r.choices[0].finish_reason == "stop":  # a cut-off object (length) is not yet an object
             assert isinstance(json.loads(r.choices[0].message.content), dict)
+            finished += 1
+    assert finished >= 5, f"only {finished} of 10 objects were complete within max_tokens"
 
 
 @pytest.mark.parametrize(
