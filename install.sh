@@ -295,8 +295,9 @@ stop_service() {
 }
 check_ready() {
     if [ "$START" = 0 ] || { [ "$REAL" = 1 ] && [ "$SYSTEMD" = 0 ]; }; then return 0; fi
+    # The server started here (under --root) is watched too: if it exits, waiting is over.
     "$OPT/current/bin/python" -m appliance.ops.install_support wait-ready --config "$CONF" \
-        --timeout "$READY_TIMEOUT"
+        --timeout "$READY_TIMEOUT" ${SERVER_PID:+--pid "$SERVER_PID"}
 }
 switch_to() {
     ln -sfn "releases/$1" "$OPT/current.tmp"

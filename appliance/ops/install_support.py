@@ -4,22 +4,44 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from appliance.config import load_settings
 
 
-def wait_ready(config: str | None, timeout: float) -> int:
-    """Poll /readyz until the server answers ready; the unit's ExecStartPost and the installer use it."""
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs; an exited child its parent has not reaped yet is a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # /proc/PID/stat: "pid (comm) state ..."; comm may hold spaces and parentheses.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def wait_ready(config: str | None, timeout: float, pid: int | None = None) -> int:
+    """Poll /readyz until the server answers ready; the unit's ExecStartPost and the installer use it.
+    With `pid` (the server the installer started), a server that exits fails the wait at once
+    instead of at the timeout: a broken release is rolled back in seconds."""
     settings = load_settings(config)
     host = settings.server.host if settings.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     url = f"http://{host}:{settings.server.port}/readyz"
     deadline, last = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
+        if pid is not None and not _alive(pid):
+            print(f"the server (pid {pid}) exited before {url} answered ready", file=sys.stderr)
+            return 1
         try:
             response = httpx.get(url, timeout=5)
             if response.status_code == 200:
@@ -98,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["wait-ready", "migrate", "network-dropin"])
     parser.add_argument("--config")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--pid", type=int, help="wait-ready: the server process; its exit ends the wait")
     args = parser.parse_args(argv)
     if args.action == "wait-ready":
-        return wait_ready(args.config, args.timeout)
+        return wait_ready(args.config, args.timeout, args.pid)
     if args.action == "migrate":
         return migrate(args.config)
     return network_dropin(args.config)
