@@ -17,7 +17,7 @@ import numpy as np
 
 from appliance.errors import NotReady
 from appliance.files import fsync_path, write_atomically
-from appliance.index.protocols import COLLECTION_RE, IndexedChunk, IndexHit, check_chunk_id
+from appliance.index.protocols import COLLECTION_RE, IndexedChunk, IndexHit, check_chunk_id, check_vector
 
 log = logging.getLogger(__name__)
 
@@ -458,11 +458,7 @@ class MemoryVectorIndex:
         return cached
 
     def _as_unit(self, vector: np.ndarray) -> np.ndarray:
-        v = np.asarray(vector, dtype=np.float32)
-        if v.shape != (self.dimensions,):
-            raise ValueError(f"expected a vector of shape ({self.dimensions},), got {v.shape}")
-        if not np.isfinite(v).all() or not v.any():
-            raise ValueError("vector must be finite and non-zero")
+        v = check_vector(vector, self.dimensions)
         return v / np.linalg.norm(v)
 
     def _check_open(self) -> None:

@@ -22,6 +22,16 @@ COLLECTION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _INT64_MAX = 2**63 - 1
 
 
+def check_vector(vector: np.ndarray, dimensions: int) -> np.ndarray:
+    """The vector as float32; ValueError unless it has `dimensions` finite values, not all zero."""
+    v = np.asarray(vector, dtype=np.float32)
+    if v.shape != (dimensions,):
+        raise ValueError(f"expected a vector of shape ({dimensions},), got {v.shape}")
+    if not np.isfinite(v).all() or not v.any():
+        raise ValueError("vector must be finite and non-zero")
+    return v
+
+
 def check_chunk_id(chunk_id: int) -> int:
     """The id as a plain int; ValueError unless it is a positive int64 (NumPy integers pass,
     floats and bools do not)."""

@@ -17,7 +17,8 @@ import numpy as np
 from usearch.index import Index
 
 from appliance.errors import NotReady
-from appliance.index.protocols import COLLECTION_RE, IndexedChunk, IndexHit, check_chunk_id
+from appliance.files import fsync_path
+from appliance.index.protocols import COLLECTION_RE, IndexedChunk, IndexHit, check_chunk_id, check_vector
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class USearchVectorIndex:
                 raise ValueError(f"invalid collection name {c.collection!r}")
             if c.embedding is None:
                 raise ValueError(f"chunk {chunk_id} has no embedding")
-            latest[chunk_id] = (c.collection, self._as_vector(c.embedding))
+            latest[chunk_id] = (c.collection, check_vector(c.embedding, self.dimensions))
         groups: dict[str, list[int]] = {}
         for chunk_id, (coll, _) in latest.items():
             groups.setdefault(coll, []).append(chunk_id)
@@ -196,7 +197,7 @@ class USearchVectorIndex:
                     files.pop(coll, None)
                 else:
                     files[coll] = self._save_file(index, f"{coll}.g{gen:08d}.usearch")
-            _fsync_dir(self.path)
+            fsync_path(self.path)
             manifest = {
                 "format": FORMAT,
                 "seq": seq,
@@ -239,7 +240,7 @@ class USearchVectorIndex:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
-        _fsync_dir(self.path)
+        fsync_path(self.path)
 
     def _sweep(self, manifest: dict, previous: dict | None) -> None:
         # Keep the current and the previous generation: the fallback if the newest is damaged.
@@ -260,7 +261,7 @@ class USearchVectorIndex:
             self._check_open()
             for name in (MANIFEST, PREVIOUS):
                 (self.path / name).unlink(missing_ok=True)
-            _fsync_dir(self.path)
+            fsync_path(self.path)
             self._indexes.clear()
             self._where.clear()
             self._dirty.clear()
@@ -274,7 +275,7 @@ class USearchVectorIndex:
 
     # -- VectorIndex -------------------------------------------------------------------------
     def search(self, vector: np.ndarray, collections: Sequence[str], k: int) -> list[IndexHit]:
-        query = self._as_vector(vector)
+        query = check_vector(vector, self.dimensions)
         colls = list(dict.fromkeys(collections))
         if k <= 0 or not colls:
             return []
@@ -292,14 +293,6 @@ class USearchVectorIndex:
         return [IndexHit(int(key), min(1.0, max(-1.0, 1.0 - dist))) for dist, key in found[:k]]
 
     # -- helpers -----------------------------------------------------------------------------
-    def _as_vector(self, vector: np.ndarray) -> np.ndarray:
-        v = np.asarray(vector, dtype=np.float32)
-        if v.shape != (self.dimensions,):
-            raise ValueError(f"expected a vector of shape ({self.dimensions},), got {v.shape}")
-        if not np.isfinite(v).all() or not v.any():
-            raise ValueError("vector must be finite and non-zero")
-        return v
-
     def _check_open(self) -> None:
         if self._closed:
             raise NotReady("vector index is closed")
@@ -311,11 +304,3 @@ def _crc32(path: Path) -> int:
         while block := f.read(1 << 20):
             crc = zlib.crc32(block, crc)
     return crc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
