@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from appliance.generate.context import Source, format_source
@@ -21,6 +22,15 @@ ANSWER_SYSTEM = (
 REWRITE_SYSTEM = (
     "Rewrite the user's last question as one standalone question that can be understood without "
     "the conversation. Keep names and details from the conversation. Reply with the question only."
+)
+
+
+# The answer prompt's version: a name a person bumps on purpose, and a hash of the text that
+# catches an edit nobody named. Recorded with every answer trace and evaluation run, so a change
+# of prompt is a change evaluation can compare.
+ANSWER_PROMPT_NAME = "cited-answer-v1"
+ANSWER_PROMPT_VERSION = (
+    f"{ANSWER_PROMPT_NAME}+{hashlib.sha256((ANSWER_SYSTEM + REWRITE_SYSTEM).encode()).hexdigest()[:12]}"
 )
 
 
