@@ -66,6 +66,7 @@ class LLMSettings(msgspec.Struct, forbid_unknown_fields=True):
     models_dir: str = ""  # default <data dir>/models
     context_length: int = 0  # 0: the model's own (capped at 8192 to bound memory)
     threads: int = 0  # 0: all cores but one (the server needs one; see models/service.py)
+    batch_threads: int = 0  # prompt processing; 0: all cores (compute-bound, it scales with them)
     slots: int = 1  # concurrent generations (llama.cpp)
     max_queue: int = 8  # requests waiting for a slot before 429
     load_at_start: bool = True
@@ -78,6 +79,11 @@ class AnswerSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Below this cosine similarity of the best chunk, the documents are taken not to cover the
     # question: the answer says so without asking the model to improvise.
     min_relevance: float = 0.2
+    # Each sentence of an answer is checked against the sources (appliance/generate/support.py):
+    # a wrong citation is re-attributed, an uncited claim gets the source that supports it, and a
+    # claim no source supports is flagged ("flag") or dropped from the text ("remove").
+    verify_citations: Literal["none", "lexical", "embedding", "combined"] = "lexical"
+    unsupported_sentences: Literal["flag", "remove"] = "flag"
 
 
 class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -104,6 +104,17 @@ class Citation(Record, kw_only=True):
     snippet: str
 
 
+class SentenceAttribution(Record, kw_only=True, omit_defaults=True):
+    """One sentence of an answer and the sources that, checked, support it."""
+
+    text: str  # without its markers
+    citations: list[int]  # source numbers after verification
+    claim: bool  # states something a source could support (not "Here is what I found:")
+    supported: bool
+    score: float  # the verifier's support score of its best citation, in [0, 1]
+    original_citations: list[int] | None = None  # what the model cited, when verification changed it
+
+
 class Usage(Record, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
@@ -118,6 +129,10 @@ class Answer(Record, kw_only=True):
     usage: Usage
     query: str = ""  # what retrieval ran with: the question, or its rewrite with the history
     timings: dict[str, float | None] = {}
+    # Verified attribution, sentence by sentence; the indexes of the claims no source supports.
+    sentences: list[SentenceAttribution] = []
+    unsupported_sentences: list[int] = []
+    verifier: str = ""  # which CitationVerifier checked it ("" when there was nothing to check)
 
 
 class Message(Record, kw_only=True):

@@ -16,6 +16,7 @@ from appliance.core.knowledge import Knowledge
 from appliance.db.conversations import ConversationStore
 from appliance.errors import InvalidInput
 from appliance.generate.answer import Answerer, AnswerEvents, AnswerPlan
+from appliance.generate.support import CitationVerifier
 from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
 from appliance.records import Answer, Conversation, Usage
@@ -49,13 +50,14 @@ class Answers:
         gateway: Gateway,
         conversations: ConversationStore,
         metrics: Metrics,
+        verifier: CitationVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.knowledge = knowledge
         self.gateway = gateway
         self.conversations = conversations
         self.metrics = metrics
-        self.answerer = Answerer(settings)
+        self.answerer = Answerer(settings, verifier)
 
     # -- one answer ------------------------------------------------------------------------------
     def _trace(

@@ -21,6 +21,7 @@ from appliance.db.conversations import ConversationStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
+from appliance.generate.support import citation_verifier
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
 from appliance.index.vectors import USearchVectorIndex
@@ -162,7 +163,12 @@ class Appliance:
         )
         self.gateway = Gateway(self.models, self.access, self.metrics)
         self.answers = Answers(
-            settings.answer, self.knowledge, self.gateway, self.conversations, self.metrics
+            settings.answer,
+            self.knowledge,
+            self.gateway,
+            self.conversations,
+            self.metrics,
+            citation_verifier(settings.answer.verify_citations, self.embedder),
         )
         self.sources = Sources(self.source_service)
         self.admin = Admin(

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import msgspec
 
 from appliance.config import AnswerSettings
+from appliance.generate.attribution import attribute
 from appliance.generate.citations import check_citations
 from appliance.generate.context import Source, build_context
 from appliance.generate.prompts import NO_ANSWER, answer_messages, rewrite_messages
+from appliance.generate.support import CitationVerifier
 from appliance.models.runtime import ChatMessage, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
 from appliance.records import Answer, Citation, Usage
@@ -50,8 +52,9 @@ def citation(source: Source) -> Citation:
 class Answerer:
     """Builds the cited-answer prompt from retrieved chunks, runs it, and checks the citations."""
 
-    def __init__(self, settings: AnswerSettings) -> None:
+    def __init__(self, settings: AnswerSettings, verifier: CitationVerifier | None = None) -> None:
         self.settings = settings
+        self.verifier = verifier
 
     def plan(self, runtime: LLMRuntime, question: str, retrieval: SearchResult) -> AnswerPlan:
         relevant = retrieval.hits and (
@@ -73,14 +76,30 @@ class Answerer:
     def finish(self, plan: AnswerPlan, text: str, runtime: LLMRuntime, usage: Usage, timings: dict) -> Answer:
         checked = check_citations(text, len(plan.sources))
         by_n = {s.n: s for s in plan.sources}
-        answer = checked.text or NO_ANSWER
+        answer, cited = checked.text or NO_ANSWER, checked.cited
+        sentences, unsupported, verifier = [], [], ""
+        if self.verifier is not None and checked.text and checked.text != NO_ANSWER:
+            t = time.perf_counter()
+            verified = attribute(
+                checked.text,
+                {n: s.hit.text for n, s in by_n.items()},
+                self.verifier,
+                self.settings.unsupported_sentences,
+            )
+            timings = {**timings, "verify_ms": round((time.perf_counter() - t) * 1000, 2)}
+            answer, cited, sentences = verified.text or NO_ANSWER, verified.cited, verified.sentences
+            unsupported = [i for i, s in enumerate(sentences) if not s.supported]
+            verifier = self.verifier.name
         return Answer(
             answer=answer,
-            citations=[citation(by_n[n]) for n in checked.cited],
+            citations=[citation(by_n[n]) for n in cited],
             invalid_citations=checked.invalid,
             model=runtime.name,
             usage=usage,
             timings=timings,
+            sentences=sentences,
+            unsupported_sentences=unsupported,
+            verifier=verifier,
         )
 
     def answer(self, runtime: LLMRuntime, plan: AnswerPlan, cancel: threading.Event | None = None) -> Answer:

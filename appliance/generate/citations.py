@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 # [1], [2, 3], [1][2]; not [a] or [10.5]
-_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 
 
 @dataclass(slots=True)
@@ -31,14 +31,14 @@ def check_citations(answer: str, n_sources: int) -> CheckedAnswer:
                 target.append(n)
         return "[" + ", ".join(map(str, good)) + "]" if good else ""
 
-    text = _MARKER.sub(repl, answer)
+    text = MARKER.sub(repl, answer)
     text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)  # "claim [9]." minus the marker leaves "claim ."
     return CheckedAnswer(text=text.strip(), cited=cited, invalid=invalid)
 
 
 def markers_in(text: str) -> list[int]:
     found: list[int] = []
-    for match in _MARKER.finditer(text):
+    for match in MARKER.finditer(text):
         for n in re.split(r"\s*,\s*", match.group(1)):
             if int(n) not in found:
                 found.append(int(n))

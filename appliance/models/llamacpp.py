@@ -76,6 +76,7 @@ class LlamaCppRuntime:
         threads: int | None = None,
         slots: int = 1,
         chat_template: str | None = None,
+        batch_threads: int | None = None,
     ) -> None:
         llama_cpp = _import_llama()
         self.model_path = Path(model_path)
@@ -86,6 +87,10 @@ class LlamaCppRuntime:
         self._inflight = InFlight(name, slots)
         self.threads = threads or _cpus()
         per_slot = max(1, self.threads // slots)
+        # Prompt processing is one large parallel matrix product per batch, so it uses every core
+        # even where generation leaves one free (its threads wait for each other at every token).
+        self.batch_threads = batch_threads or _cpus()
+        batch_per_slot = max(1, self.batch_threads // slots)
         load_start = time.monotonic()
         try:
             # A vocabulary-only instance (no weights) counts tokens and renders chats without a slot. Its
@@ -127,7 +132,7 @@ class LlamaCppRuntime:
                         n_ctx=context_length,
                         n_batch=min(_BATCH, context_length),
                         n_threads=per_slot,
-                        n_threads_batch=per_slot,
+                        n_threads_batch=batch_per_slot,
                         verbose=False,
                     )
                 )
@@ -316,6 +321,7 @@ class LlamaCppRuntime:
             "architecture": self.architecture,
             "context_length": self.context_length,
             "threads": self.threads,
+            "batch_threads": self.batch_threads,
             "capacity": self.capacity,
             "busy": self._inflight.busy,
             "ok": not self._inflight.closed,

@@ -358,6 +358,7 @@ def load_runtime(
     threads: int | None = None,
     slots: int = 1,
     backend: str = "auto",
+    batch_threads: int | None = None,
 ) -> LLMRuntime:
     """Load `path` with vLLM when a CUDA GPU and vllm are present (backend="auto"), else llama.cpp.
 
@@ -387,4 +388,5 @@ def load_runtime(
         threads=threads,
         slots=slots,
         chat_template=spec.inline_template,
+        batch_threads=batch_threads,
     )

@@ -64,6 +64,7 @@ class ModelService:
                     context_length=llm.context_length or None,
                     threads=llm.threads or serving_threads(),
                     slots=llm.slots,
+                    batch_threads=llm.batch_threads or None,
                 ),
                 max_queue=llm.max_queue,
             )

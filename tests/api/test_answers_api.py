@@ -59,6 +59,15 @@ def test_answer_has_checked_citations_and_timings(api):
     for stage in ("retrieval_ms", "first_token_ms", "generation_ms", "total_ms"):
         assert body["timings"][stage] is not None, stage
     assert body["usage"]["completion_tokens"] > 0
+    # Every sentence was checked against the sources; a claim's citations are sources it was given
+    # and, unless flagged, ones that support it.
+    assert body["verifier"] == "lexical" and body["timings"]["verify_ms"] is not None
+    cited = {c["n"] for c in body["citations"]}
+    for i, sentence in enumerate(body["sentences"]):
+        assert set(sentence["citations"]) <= cited | set(sentence["citations"]) and sentence["text"]
+        assert (i in body["unsupported_sentences"]) is (not sentence["supported"])
+        if sentence["supported"] and sentence["claim"]:
+            assert set(sentence["citations"]) <= cited and sentence["citations"]
 
 
 def test_unrelated_question_gets_an_honest_no_answer_without_the_model(api):
