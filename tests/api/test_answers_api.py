@@ -64,7 +64,7 @@ def test_answer_has_checked_citations_and_timings(api):
     assert body["verifier"] == "lexical" and body["timings"]["verify_ms"] is not None
     cited = {c["n"] for c in body["citations"]}
     for i, sentence in enumerate(body["sentences"]):
-        assert set(sentence["citations"]) <= cited | set(sentence["citations"]) and sentence["text"]
+        assert sentence["text"]
         assert (i in body["unsupported_sentences"]) is (not sentence["supported"])
         if sentence["supported"] and sentence["claim"]:
             assert set(sentence["citations"]) <= cited and sentence["citations"]
