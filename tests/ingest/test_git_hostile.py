@@ -226,6 +226,9 @@ def test_repository_config_never_runs_or_redirects(vector, world, server, tmp_pa
         (repo / ".git" / "hooks" / hook).chmod(0o755)
     config, expected = VECTORS[vector]
     with open(repo / ".git" / "config", "a") as handle:
+        # The CA in the repository's own config too: the code before this fix honoured it, so its
+        # https vectors got as far as they could (the fetch now ignores it: GIT_SSL_CAINFO counts).
+        handle.write(f"[http]\n\tsslCAInfo = {server.root / 'cert.pem'}\n")
         handle.write(
             config.format(
                 marker=marker,
