@@ -351,3 +351,24 @@ def test_fetch_updates_bare_mirror_and_clone(server, tmp_path):
         fetch(mirror, policy, "upstream")
     with pytest.raises(GitError, match="invalid remote name"):
         fetch(mirror, policy, "--upload-pack=touch /tmp/pwned")
+
+
+def test_remote_is_checked_again_at_every_sync(world, server, tmp_path):
+    marker = tmp_path / "PWNED"
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    git(upstream, "init", "-q", "-b", "main")
+    commit(upstream, "a.md", "# A\n")
+    repo = tmp_path / "repo"
+    git(tmp_path, "clone", "-q", server.publish(upstream, "later.git"), str(repo))
+    git(repo, "config", "http.sslCAInfo", str(server.root / "cert.pem"))  # as above: for the pre-fix code
+    assert world.attempt(repo, "changed-later") == "succeeded: "
+    # After the source was added, someone points origin at a program.
+    git(repo, "config", "protocol.ext.allow", "always")
+    git(repo, "remote", "set-url", "origin", f"ext::sh -c touch% {marker}")
+    job_id = world.jobs.create("sync", "hostile", [], source="changed-later")
+    world.service.run_sync(world.jobs.get(job_id))
+    job = world.jobs.get(job_id)
+    assert not marker.exists()
+    assert job.state == "failed" and "transport helper" in (job.error or "")
+    assert world.service.store.get("changed-later").last_error == job.error
