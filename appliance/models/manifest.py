@@ -297,6 +297,16 @@ def list_models(models_dir: Path | None) -> list[ModelSpec]:
     return list(BUILTIN_MODELS) + (load_manifest(models_dir) if models_dir is not None else [])
 
 
+def model_path(name_or_path: str) -> Path:
+    """A model given by path, `~` and `~user` expanded; InvalidInput (400) for a user this machine lacks."""
+    try:
+        return Path(name_or_path).expanduser()
+    except (RuntimeError, KeyError):  # pathlib raises these for `~nosuchuser/...`
+        raise InvalidInput(
+            f"model {name_or_path!r} names the home directory of an unknown user", param="model"
+        ) from None
+
+
 def resolve_model(name_or_path: str, models_dir: Path | None) -> tuple[ModelSpec, Path]:
     """The spec and verified local file of a model given by name (built-in or manifest) or by GGUF path.
 
@@ -322,7 +332,7 @@ def resolve_model(name_or_path: str, models_dir: Path | None) -> tuple[ModelSpec
         assert spec.sha256 is not None
         verify_file(path, spec.sha256, spec.size, models_dir)
         return spec, path
-    candidate = Path(name_or_path).expanduser()
+    candidate = model_path(name_or_path)
     if candidate.suffix.lower() == ".gguf" and candidate.is_file():
         spec = ModelSpec(
             name=candidate.stem,

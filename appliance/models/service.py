@@ -154,11 +154,11 @@ class ModelService:
     def start_load(self, name: str | None) -> dict:
         """Replace the chat model by `name` (the configured one when None), loading in the background;
         `health()` says when it is ready or why it failed."""
-        from appliance.models.manifest import list_models
+        from appliance.models.manifest import list_models, model_path
 
         if name and not (
             name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
-            or (name.lower().endswith(".gguf") and Path(name).expanduser().is_file())
+            or (name.lower().endswith(".gguf") and model_path(name).is_file())
         ):
             raise NotFound(f"unknown model {name!r}: see GET /api/v1/admin/models")
         listed = self._display_name(name or self.settings.llm.model or default_model_name(self.models_dir))
@@ -248,7 +248,10 @@ class ModelService:
         match = next((m.name for m in specs if m.name.lower() == wanted.strip().lower()), None)
         if match is not None:
             return match
-        path = Path(wanted).expanduser()
+        try:
+            path = Path(wanted).expanduser()
+        except (RuntimeError, KeyError):  # `~nosuchuser/...`: not a path, so the name as given
+            return wanted
         return path.stem if path.suffix.lower() == ".gguf" else wanted
 
     def runtime_for(self, model: str) -> ServedModel:

@@ -96,6 +96,9 @@ def test_unload_then_load_the_chat_model(admin):
     )  # search still works
     assert admin.get("/readyz").json()["chat_model"]["state"] == "unloaded"
     assert admin.post("/api/v1/admin/models/load", json={"model": "no-such-model"}).status_code == 404
+    unknown_home = admin.post("/api/v1/admin/models/load", json={"model": "~nosuchuser/x.gguf"})
+    assert unknown_home.status_code == 400, unknown_home.text  # was a 500: pathlib raises for `~nosuchuser`
+    assert "unknown user" in unknown_home.json()["detail"]
     assert admin.post("/api/v1/admin/models/load", json={"model": "SmolLM2-135M-Instruct"}).status_code == 202
     deadline = time.monotonic() + 120
     while (

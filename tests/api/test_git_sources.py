@@ -141,6 +141,36 @@ def test_add_refuses_bad_repositories(api, tmp_path):
     assert bad.status_code == 400 and "not a git repository" in bad.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        ("", "location is required"),  # was the server's working directory (its own checkout)
+        ("   ", "location is required"),
+        ("docs", "is not an absolute path"),
+        ("./appliance", "is not an absolute path"),
+        ("~nosuchuser/repo", "home directory of an unknown user"),  # was a 500 (RuntimeError)
+    ],
+)
+def test_add_refuses_empty_relative_and_unknown_user_locations(api, location, reason):
+    response = api.post("/api/v1/sources", json={"name": "cwd", "location": location, "collection": "eng"})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert reason in body["detail"] and body["errors"][0]["key"] == "location"
+    assert api.get("/api/v1/sources/cwd").status_code == 404
+
+
+def test_add_with_fetch_refuses_a_remote_git_would_not_be_safe_with(api, repo, tmp_path):
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))  # origin is a local path
+    body = {"name": "local-origin", "location": str(clone), "collection": "eng", "fetch": True}
+    response = api.post("/api/v1/sources", json=body)
+    assert response.status_code == 400, response.text
+    assert "is a local path: only https:// and ssh:// remotes are fetched" in response.json()["detail"]
+    git(clone, "remote", "set-url", "origin", "https://git.example.org/handbook.git")
+    response = api.post("/api/v1/sources", json=body)
+    assert response.status_code == 400 and "not in settings network.allow" in response.json()["detail"]
+
+
 def test_cli_lists_sources(server, capsys):
     assert cli_main(["sources", "--url", server.url, "--key", server.key]) == 0
     out = capsys.readouterr().out

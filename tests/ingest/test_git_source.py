@@ -339,25 +339,6 @@ def test_merges_lists_no_ff_merges_with_their_files(work: Path) -> None:
     assert repo.commit_time(head) == datetime.fromisoformat("2024-03-01T10:00:00+02:00")
 
 
-def test_fetch_updates_bare_mirror_and_clone(work: Path, tmp_path: Path) -> None:
-    write(work, "a.md", "one\n")
-    commit(work, "one")
-    git(tmp_path, "clone", "-q", "--bare", str(work), str(tmp_path / "mirror.git"))
-    git(tmp_path, "clone", "-q", str(work), str(tmp_path / "clone"))
-    mirror, clone = GitRepository(tmp_path / "mirror.git"), GitRepository(tmp_path / "clone")
-    write(work, "b.md", "two\n")
-    head = commit(work, "two")
-    assert mirror.resolve("main") != head  # nothing moves without an explicit fetch
-    mirror.fetch()
-    clone.fetch("origin")
-    assert mirror.resolve("main") == head
-    assert clone.resolve("origin/main") == head
-    with pytest.raises(GitError, match="remote 'upstream' not configured"):
-        mirror.fetch("upstream")
-    with pytest.raises(GitError, match="invalid remote name"):
-        mirror.fetch("--upload-pack=touch /tmp/pwned")
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a repository's owner needs root")
 def test_repository_owned_by_another_user(work: Path, tmp_path: Path) -> None:
     head = commit(work, "one")

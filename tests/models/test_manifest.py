@@ -181,6 +181,8 @@ def test_missing_file_unknown_name_and_bare_paths(smollm2_copy, tmp_path):
         resolve_model("gpt-5", tmp_path)
     spec, path = resolve_model(str(smollm2_copy / "smol.gguf"), tmp_path)
     assert spec.name == "smol" and spec.sha256 is None and path == smollm2_copy / "smol.gguf"
+    with pytest.raises(InvalidInput, match="home directory of an unknown user"):
+        resolve_model("~nosuchuser/x.gguf", tmp_path)  # pathlib raises RuntimeError: was a 500
 
 
 def test_missing_packages_name_the_install_command(tmp_path):

@@ -18,19 +18,48 @@ from typing import IO, Literal
 from appliance.errors import InvalidInput
 
 _OBJECT_ID = re.compile(r"[0-9a-fA-F]{4,64}")
-_REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _STDERR_LIMIT = 1500
 _NULL_ID = re.compile(rb"0+")
-# Environment variables a fetch may need to reach an internal git server; nothing else is inherited.
+# Environment variables a fetch may need to reach an internal git server (the service's own setup, never
+# the repository's); nothing else is inherited.
 _FETCH_ENVIRONMENT = (
     "HOME",
     "SSH_AUTH_SOCK",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
     "http_proxy",
     "https_proxy",
     "no_proxy",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
+)
+
+
+# A repository is data, never code: on every invocation these override whatever the repository's config
+# (and anything it includes) says about programs to run or ways to connect. Command-line settings win
+# over every config file; keys scoped to a URL or a driver name (filters, url.*.insteadOf) cannot be
+# overridden this way, so none of the commands run here reads a working tree, and fetches run in a
+# scratch repository of our own (gitfetch.py) that never reads this one's config at all.
+_HARDENING = (
+    "core.fsmonitor=false",
+    f"core.hooksPath={os.devnull}",
+    "core.sshCommand=ssh",
+    "core.askPass=",
+    "core.pager=cat",
+    "core.editor=false",
+    "credential.helper=",
+    "log.showSignature=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "fetch.recurseSubmodules=false",
+    "submodule.recurse=false",
+    "protocol.ext.allow=never",
+    "protocol.fd.allow=never",
+    "protocol.file.allow=never",
+    "http.followRedirects=false",
 )
 
 
@@ -111,10 +140,13 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 class GitRepository:
-    """Reads commits, trees and blobs of one local repository; only fetch() may touch the network."""
+    """Reads commits, trees and blobs of one local repository; only gitfetch.fetch() may touch the network."""
 
     def __init__(self, path: str | Path, git_binary: str = "git", timeout: float = 600.0) -> None:
-        self.path = Path(path).expanduser().absolute()
+        try:
+            self.path = Path(path).expanduser().absolute()
+        except (RuntimeError, KeyError):  # `~name/...` of a user this machine does not know
+            raise GitError(f"not a git repository: {path} (no such user's home directory)") from None
         self._git = git_binary
         self._timeout = timeout
         if not self.path.is_dir():
@@ -124,7 +156,7 @@ class GitRepository:
 
     # --- invocation ---------------------------------------------------------------------------------
 
-    def _environment(self, network: bool) -> dict[str, str]:
+    def _environment(self, network: bool, extra: dict[str, str] | None) -> dict[str, str]:
         environment = {
             "PATH": os.environ.get("PATH", os.defpath),
             "LC_ALL": "C",
@@ -138,32 +170,35 @@ class GitRepository:
         }
         if network:
             environment.update({k: os.environ[k] for k in _FETCH_ENVIRONMENT if k in os.environ})
-        return environment
+        return environment | (extra or {})
 
-    def _argv(self, args: Sequence[str], network: bool, discover: bool) -> list[str]:
-        argv = [self._git, "--no-optional-locks"]
-        argv += ["-C", str(self.path)] if discover else [f"--git-dir={self.git_dir}"]
+    def _argv(
+        self, args: Sequence[str], network: bool, discover: bool, git_dir: str | None = None
+    ) -> list[str]:
+        argv = [self._git, "--no-pager", "--no-optional-locks"]
+        if discover:
+            argv += ["-C", str(self.path)]
+        else:
+            argv.append(f"--git-dir={git_dir or self.git_dir}")
         # The service user may not own the repository; its own config must not run programs on our reads.
         for directory in self._safe:
             argv += ["-c", f"safe.directory={directory}"]
-        argv += [
-            "-c",
-            "core.quotepath=off",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            f"core.hooksPath={os.devnull}",
-            "-c",
-            "log.showSignature=false",
-            "-c",
-            "fetch.recurseSubmodules=false",
-        ]
-        if not network:
-            argv += ["-c", "protocol.allow=never"]
+        argv += ["-c", "core.quotepath=off"]
+        for setting in _HARDENING:
+            argv += ["-c", setting]
+        # Only a fetch connects, and only over the protocols its URL was checked for (gitfetch.py).
+        argv += ["-c", "protocol.allow=never"]
+        if network:
+            argv += ["-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always"]
         return argv + list(args)
 
     def _spawn(
-        self, argv: list[str], network: bool, stdin: int | IO[bytes], stderr: int | IO[bytes]
+        self,
+        argv: list[str],
+        network: bool,
+        stdin: int | IO[bytes],
+        stderr: int | IO[bytes],
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         try:
             return subprocess.Popen(
@@ -171,7 +206,7 @@ class GitRepository:
                 stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                env=self._environment(network),
+                env=self._environment(network, env),
                 cwd=str(self.path),
                 start_new_session=True,
             )
@@ -180,19 +215,24 @@ class GitRepository:
         except PermissionError:
             raise GitError(f"git could not be started ({self._git!r} is not executable)") from None
 
-    def _run(
+    def run(
         self,
         *args: str,
         network: bool = False,
         discover: bool = False,
         stdin: bytes | None = None,
         ok: tuple[int, ...] = (0,),
+        git_dir: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
+        """(exit status, stdout) of one git command on this repository (or on `git_dir`, with this
+        repository's hardening); a status outside `ok` raises GitError with git's message."""
         process = self._spawn(
-            self._argv(args, network, discover),
+            self._argv(args, network, discover, git_dir),
             network,
             subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             subprocess.PIPE,
+            env,
         )
         try:
             out, err = process.communicate(stdin, timeout=self._timeout)
@@ -211,7 +251,7 @@ class GitRepository:
         return process.returncode, out
 
     def _discover(self) -> str:
-        _, out = self._run("rev-parse", "--absolute-git-dir", discover=True)
+        _, out = self.run("rev-parse", "--absolute-git-dir", discover=True)
         git_dir = out.decode("utf-8", "surrogateescape").strip()
         self._safe.append(git_dir)
         return git_dir
@@ -220,7 +260,7 @@ class GitRepository:
 
     def _commits_by_ref(self) -> dict[str, str]:
         # One listing, matched in Python: the branch name never reaches the command line.
-        _, out = self._run(
+        _, out = self.run(
             "for-each-ref",
             "--format=%(objectname)%00%(objecttype)%00%(*objectname)%00%(*objecttype)%00%(refname)",
         )
@@ -253,7 +293,7 @@ class GitRepository:
     def _existing_commit(self, commit: str) -> str | None:
         """The full id of `commit` if the repository has it as a commit, else None."""
         sha = _object_id(commit, "commit")
-        code, out = self._run("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}", ok=(0, 1, 128))
+        code, out = self.run("rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}", ok=(0, 1, 128))
         return out.decode("ascii").strip() if code == 0 else None
 
     def _commit(self, commit: str) -> str:
@@ -264,7 +304,7 @@ class GitRepository:
 
     def commit_time(self, commit: str) -> datetime:
         """When `commit` was committed, with the committer's UTC offset."""
-        _, out = self._run("log", "--max-count=1", "--format=%cI", self._commit(commit))
+        _, out = self.run("log", "--max-count=1", "--format=%cI", self._commit(commit))
         return datetime.fromisoformat(out.decode("ascii").strip())
 
     # --- trees and diffs ----------------------------------------------------------------------------
@@ -272,7 +312,7 @@ class GitRepository:
     def list_files(self, commit: str) -> list[GitFile]:
         """Every regular file at `commit`; symlinks (mode 120000) and submodules (160000) are skipped."""
         sha = _object_id(commit, "commit")
-        _, out = self._run("ls-tree", "-r", "-l", "-z", "--full-tree", f"{sha}^{{commit}}")
+        _, out = self.run("ls-tree", "-r", "-l", "-z", "--full-tree", f"{sha}^{{commit}}")
         files = []
         for record in out.split(b"\0"):
             if not record:
@@ -294,7 +334,7 @@ class GitRepository:
         if old is None:
             changes = [GitChange(f.path, "upsert", f.blob, f.size) for f in self.list_files(new)]
             return GitDiff(new, True, changes)
-        _, out = self._run(
+        _, out = self.run(
             "diff-tree",
             "-r",
             "-z",
@@ -321,7 +361,7 @@ class GitRepository:
         unique = list(dict.fromkeys(blobs))
         if not unique:
             return {}
-        _, out = self._run(
+        _, out = self.run(
             "cat-file", "--batch-check", stdin="".join(f"{b}\n" for b in unique).encode("ascii")
         )
         sizes = {}
@@ -372,6 +412,8 @@ class GitRepository:
             "--no-abbrev",
             "--no-renames",
             "--diff-merges=first-parent",
+            "--no-ext-diff",
+            "--no-textconv",
             "--encoding=UTF-8",
             f"--max-count={max(0, int(limit))}",
             "--format=%H%x00%an%x00%cI%x00%s%x00%b",
@@ -379,29 +421,8 @@ class GitRepository:
         ]
         if since is not None and (since_sha := self._existing_commit(since)) is not None:
             args.append(f"^{since_sha}")
-        _, out = self._run(*args)
+        _, out = self.run(*args)
         return _parse_merge_log(out)
-
-    # --- network ------------------------------------------------------------------------------------
-
-    def fetch(self, remote: str = "origin") -> None:
-        """Updates the repository from `remote`; the only call that may use the network. A remote without
-        a fetch refspec (a `clone --bare`) gets its branches mirrored into refs/heads."""
-        if not _REMOTE_NAME.fullmatch(remote or ""):
-            raise GitError(f"invalid remote name: {remote!r}")
-        _, out = self._run("remote")
-        remotes = out.decode("utf-8", "replace").split()
-        if remote not in remotes:
-            raise GitError(
-                f"remote '{remote}' not configured in {self.path} (remotes: {', '.join(remotes) or 'none'})"
-            )
-        code, out = self._run("config", "--get-all", f"remote.{remote}.fetch", ok=(0, 1))
-        args = ["fetch", "--prune", "--no-recurse-submodules", "--quiet", remote]
-        if code == 1 or not out.strip():
-            _, bare = self._run("rev-parse", "--is-bare-repository")
-            target = "refs/heads" if bare.strip() == b"true" else f"refs/remotes/{remote}"
-            args.append(f"+refs/heads/*:{target}/*")
-        self._run(*args, network=True)
 
 
 class _BatchReader:

@@ -15,11 +15,34 @@ from appliance.ingest.pipeline import content_hash
 from appliance.ingest.secrets import sensitive_name
 from appliance.ingest.sources.files import PathFilter, ignored_name
 from appliance.ingest.sources.git import GitChange, GitRepository, MergeCommit, printable_path
+from appliance.ingest.sources.gitfetch import check_remote, fetch
 from appliance.ingest.sources.protocols import Sink, SourceConfig, SyncResult
+from appliance.ingest.sources.remotes import RemotePolicy
 
 log = logging.getLogger(__name__)
 
 JOB_FILES = 200  # files read into one ingest job, so a large first sync never sits in memory whole
+
+
+def _bad_location(message: str) -> InvalidInput:
+    return InvalidInput(message, errors=[{"key": "location", "source": "body", "message": message}])
+
+
+def repository_path(location: str) -> Path:
+    """The absolute path a source's `location` names; empty, relative and unknown-user (`~name/`)
+    locations are refused, since they would be read relative to wherever the server was started."""
+    if not isinstance(location, str) or not location.strip():
+        raise _bad_location("location is required: the absolute path of a git repository on this machine")
+    try:
+        path = Path(location).expanduser()
+    except (RuntimeError, KeyError):  # `~name/...` where this machine has no user `name`
+        raise _bad_location(f"location {location!r} names the home directory of an unknown user") from None
+    if not path.is_absolute():
+        raise _bad_location(
+            f"location {location!r} is not an absolute path (a relative one would be read from the "
+            "server's working directory)"
+        )
+    return path
 
 
 class GitSource:
@@ -31,6 +54,7 @@ class GitSource:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.remotes = RemotePolicy(settings.network)
 
     def source_id(self, name: str, path: str) -> str:
         return f"git:{name}:{path}"
@@ -47,9 +71,13 @@ class GitSource:
             if isinstance(value, str) or not all(isinstance(p, str) and p for p in value):
                 raise InvalidInput(f"{key} must be a list of glob patterns")
         branch = options.get("branch") or "main"
-        self._repo(config.location).resolve(branch)
+        path = repository_path(config.location)
+        repo = self._repo(str(path))
+        repo.resolve(branch)
+        if options.get("fetch"):
+            check_remote(repo, self.remotes)  # refused now, not at the first sync
         return SourceConfig(
-            str(Path(config.location).expanduser().resolve()),
+            str(path.resolve()),
             {
                 "branch": branch,
                 "include": list(options.get("include") or []),
@@ -74,7 +102,7 @@ class GitSource:
         branch = config.get("branch") or "main"
         if not config.get("fetch"):
             return repo.resolve(branch)
-        repo.fetch()
+        fetch(repo, self.remotes)
         # In a non-bare clone a fetch moves origin/<branch>, not the local branch.
         try:
             return repo.resolve(f"origin/{branch}")
