@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.cli.common import Parents, connect, emit
@@ -80,11 +81,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(given: str) -> str:
+    """The server refuses relative paths (they would mean its own working directory): a relative
+    path typed here names a folder on this machine, so send it absolute."""
+    path = Path(given).expanduser()
+    if given and not path.is_absolute() and path.exists():
+        return str(path.resolve())
+    return given
+
+
 def _add(args: argparse.Namespace) -> int:
     client = connect(args)
     body = {
         "kind": args.kind,
-        "location": args.location,
+        "location": _location(args.location),
         "collection": args.collection,
         "name": args.name or args.location.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git").lower(),
         "branch": args.branch,
