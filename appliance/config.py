@@ -74,6 +74,7 @@ class LLMSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 class AnswerSettings(msgspec.Struct, forbid_unknown_fields=True):
     top_k: int = 6  # chunks given to the model
+    context_tokens: int = 0  # the sources' share of the prompt; 0: whatever the window leaves
     max_answer_tokens: int = 512
     temperature: float = 0.1
     # Below this cosine similarity of the best chunk, the documents are taken not to cover the

@@ -64,7 +64,13 @@ class Answerer:
             return AnswerPlan(question, [], None, 0)
         max_tokens = min(self.settings.max_answer_tokens, runtime.context_length // 4)
         budget = runtime.context_length - max_tokens - PROMPT_OVERHEAD_TOKENS - runtime.count_tokens(question)
-        sources = build_context(retrieval.hits[: self.settings.top_k], max(budget, 0), runtime.count_tokens)
+        if self.settings.context_tokens:
+            # Prompt processing dominates the time to first token on a CPU: a smaller context
+            # answers sooner (answer.context_tokens, chosen by measurement with scripts/bench/rag.py).
+            budget = min(budget, self.settings.context_tokens)
+        sources = build_context(
+            retrieval.hits[: self.settings.top_k], max(budget, 0), runtime.count_tokens, question
+        )
         if not sources:
             return AnswerPlan(question, [], None, 0)
         prompt = runtime.render_chat([ChatMessage(r, c) for r, c in answer_messages(question, sources)])

@@ -86,7 +86,7 @@ class LexicalVerifier:
         return scores
 
 
-def _sentences(passage: str) -> list[str]:
+def sentences_of(passage: str) -> list[str]:
     # Table rows and list items are lines; prose splits at sentence ends. Linear-time: one pass.
     out: list[str] = []
     for line in passage.splitlines():
@@ -118,7 +118,7 @@ class EmbeddingVerifier:
         pieces: list[str] = []
         owner: list[int] = []
         for i, passage in enumerate(passages):
-            for sentence in _sentences(passage)[: self.max_sentences]:
+            for sentence in sentences_of(passage)[: self.max_sentences]:
                 pieces.append(sentence)
                 owner.append(i)
         vectors = self.embedder.embed_documents([claim, *pieces])
