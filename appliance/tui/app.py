@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
@@ -128,6 +129,13 @@ class ConsoleApp(App[None]):
             )
         yield SystemCommand("Refresh", "Fetch the current screen again", self.action_refresh)
         yield SystemCommand("Help", "Keys of every screen", self.action_help)
+        try:  # the screen's own commands (the palette asks about the screen it was opened on)
+            tabs = screen.query_one("#tabs", TabbedContent)
+            view = screen.query_one(f"#view-{tabs.active.removeprefix('tab-')}", View)
+        except NoMatches:
+            return
+        for title, help_text, callback in view.commands():
+            yield SystemCommand(title, help_text, callback)
 
     # -- connection and errors ------------------------------------------------------------
     async def _check_connection(self) -> None:
