@@ -12,6 +12,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 
 from appliance.client import ApiError, AsyncApplianceClient
 from appliance.tui.help import HelpScreen
+from appliance.tui.rating import RatesAnswers
 from appliance.tui.screens.chat import ChatView
 from appliance.tui.screens.dashboard import DashboardView
 from appliance.tui.screens.jobs import JobsView
@@ -52,6 +53,10 @@ class ConsoleApp(App[None]):
         Binding("ctrl+r", "refresh", "Refresh"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("escape", "leave_field", "Leave field", show=False),
+        # Also here, not only on the views that show answers: after escape nothing is focused, and
+        # a view's own bindings hear keys only while something inside it has the focus.
+        Binding("plus", "rate('up')", "Rate answer up", show=False),
+        Binding("minus", "rate('down')", "Rate answer down", show=False),
     ]
 
     def __init__(
@@ -113,6 +118,11 @@ class ConsoleApp(App[None]):
     def action_leave_field(self) -> None:
         """Escape from a text field gives the keys back to the screen (1-8, ?, the screen's own)."""
         self.screen.set_focus(None)
+
+    def action_rate(self, rating: str) -> None:
+        view = self.active_view
+        if isinstance(view, RatesAnswers):
+            view.action_rate(rating)
 
     def action_refresh(self) -> None:
         self.active_view.reload()

@@ -8,9 +8,11 @@ from textual.binding import Binding
 
 from appliance.tui.widgets import View, guarded
 
+# Listed in the help (?) and the command palette; kept out of the footer, which stays for the
+# keys of the screen's main work.
 RATE_BINDINGS = [
-    Binding("plus", "rate('up')", "Rate answer up", key_display="+"),
-    Binding("minus", "rate('down')", "Rate answer down", key_display="-"),
+    Binding("plus", "rate('up')", "Rate answer up", key_display="+", show=False),
+    Binding("minus", "rate('down')", "Rate answer down", key_display="-", show=False),
 ]
 
 

@@ -7,16 +7,19 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import msgspec
 import pytest
 
 from appliance.cli import main
+from appliance.core.drift import Drift
 from appliance.records import Trace, Usage
 from tests.inprocess import InProcessServer, echo_appliance, ingest
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    app = echo_appliance(tmp_path_factory.mktemp("feedback-api") / "data")
+    # The minute scheduler checks no drift here: the test drives a schedule of its own.
+    app = echo_appliance(tmp_path_factory.mktemp("feedback-api") / "data", drift={"check_interval_hours": 0})
     ingest(app, "alpha", {"launch": "The alpha launch code is ZEBRA-4471. Launches happen on Tuesdays."})
     ingest(app, "bravo", {"okapi": "The bravo launch code is OKAPI-9902. The bravo team meets on Fridays."})
     server = InProcessServer(app).start()
@@ -211,10 +214,14 @@ def test_drift_check_over_http_and_cli_then_the_schedule(srv, admin, users, caps
     assert main(["drift", "--collection", "alpha", *flags[:4]]) == 2
     assert "! embedding" in capsys.readouterr().out
 
-    # The schedule: due at the first tick, then not again within the interval.
-    scheduled = app.drift.tick(now + timedelta(minutes=1))
+    # The schedule (off in this appliance: it would run at the real minute): due at the first
+    # tick, then not again within the interval, also after a restart (from the stored check).
+    assert app.drift.tick(now) == []
+    daily = msgspec.structs.replace(app.settings.drift, check_interval_hours=24)
+    scheduled = Drift(daily, app.traces, app.metrics).tick(now + timedelta(minutes=1))
     assert "alpha" in [r.collection for r in scheduled] and {r.trigger for r in scheduled} == {"schedule"}
-    assert app.drift.tick(now + timedelta(minutes=2)) == []
+    restarted = Drift(daily, app.traces, app.metrics)
+    assert restarted.tick(now + timedelta(minutes=2)) == []
 
 
 def test_feedback_commands_of_the_cli(srv, users, capsys):
