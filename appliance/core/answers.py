@@ -52,7 +52,7 @@ class AnswerTrace:
 
 
 # Keeps an answer's trace (the feedback service's `record`): called once the answer is complete.
-RecordTrace = Callable[[Trace, "np.ndarray | None"], None]
+RecordTrace = Callable[[Trace, np.ndarray | None], None]
 
 
 class Answers:

@@ -67,7 +67,8 @@ class TraceWriter:
             self._done.notify_all()
 
     def _run(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             item = self._queue.get()
             if item is None:
                 return
@@ -78,7 +79,7 @@ class TraceWriter:
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._queue.put(None)  # stop after this batch
+                    stopping = True  # after this batch
                     break
                 batch.append(nxt)
             self._write(batch)
