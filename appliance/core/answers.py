@@ -57,7 +57,8 @@ RecordTrace = Callable[[Trace, np.ndarray | None], None]
 
 class Answers:
     """Plans an answer (rewrite with the history, retrieve, build the prompt), runs it on the
-    gateway's model and records the turn in its conversation."""
+    gateway's model, records the turn in its conversation, and hands the answer's trace (with its
+    id, which the answer carries) to `record` once the answer is complete."""
 
     def __init__(
         self,

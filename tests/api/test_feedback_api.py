@@ -19,7 +19,11 @@ from tests.inprocess import InProcessServer, echo_appliance, ingest
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     # The minute scheduler checks no drift here: the test drives a schedule of its own.
-    app = echo_appliance(tmp_path_factory.mktemp("feedback-api") / "data", drift={"check_interval_hours": 0})
+    app = echo_appliance(
+        tmp_path_factory.mktemp("feedback-api") / "data",
+        drift={"check_interval_hours": 0},
+        answer={"max_answer_tokens": 48},
+    )
     ingest(app, "alpha", {"launch": "The alpha launch code is ZEBRA-4471. Launches happen on Tuesdays."})
     ingest(app, "bravo", {"okapi": "The bravo launch code is OKAPI-9902. The bravo team meets on Fridays."})
     server = InProcessServer(app).start()

@@ -25,7 +25,7 @@ BRAVO = {"okapi": "The bravo launch code is OKAPI-9902. The bravo team meets on 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    appliance = echo_appliance(tmp_path_factory.mktemp("feedback") / "data")
+    appliance = echo_appliance(tmp_path_factory.mktemp("feedback") / "data", answer={"max_answer_tokens": 48})
     ingest(appliance, "alpha", ALPHA)
     ingest(appliance, "bravo", BRAVO)
     yield appliance

@@ -18,7 +18,9 @@ SIZE = (120, 40)
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    app = echo_appliance(tmp_path_factory.mktemp("console-feedback") / "data")
+    app = echo_appliance(
+        tmp_path_factory.mktemp("console-feedback") / "data", answer={"max_answer_tokens": 48}
+    )
     ingest(app, "docs", {"travel": "Employees travelling in Europe receive a per diem of 75 EUR a day."})
     server = InProcessServer(app).start()
     yield server
