@@ -150,6 +150,36 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
     allow: list[str] = msgspec.field(default_factory=list)
 
 
+class FeedbackSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Every answer's trace (question, retrieval, answer, timings, query embedding) is kept this
+    # long, then pruned with its ratings; 0 keeps no traces at all (answers still get an id).
+    trace_retention_days: int = 30
+    # Traces wait here to be written after their answer; past it they are dropped (and counted),
+    # never the answer slowed down.
+    queue_size: int = 1000
+    max_comment_chars: int = 4000
+
+
+class DriftSettings(msgspec.Struct, forbid_unknown_fields=True):
+    check_interval_hours: float = 24.0  # the scheduled check per collection; 0 turns it off
+    current_days: float = 1.0  # the current window: the last this many days
+    reference_days: float = 7.0  # the reference window: this many days before the current one
+    # Or the reference is the first N answers after `reference_after` (e.g. a model promotion).
+    reference_first_n: int = 0
+    reference_after: str = ""  # ISO 8601; empty: from the oldest trace kept
+    p_value: float = 0.05  # a signal drifts when its two-sample test is below this ...
+    # ... and large: a continuous signal's population stability index above psi_threshold, the
+    # embeddings' MMD^2 at least min_mmd2 (about a tenth of a window's queries on a new topic).
+    psi_threshold: float = 0.2
+    min_mmd2: float = 0.005
+    max_samples: int = 500  # per window (sampled, seeded), so a check runs in seconds
+    min_samples: int = 30  # fewer answers in a window: no verdict
+    permutations: int = 200  # of the MMD test on query embeddings
+    classifier: bool = False  # also a domain classifier's AUC on the embeddings (needs scikit-learn)
+    auc_threshold: float = 0.55
+    seed: int = 0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -174,6 +204,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sources: SourceSettings = msgspec.field(default_factory=SourceSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
+    feedback: FeedbackSettings = msgspec.field(default_factory=FeedbackSettings)
+    drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
 
     @property
     def data_path(self) -> Path:
@@ -212,6 +244,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("parsing.memory_mb must be >= 64, cpu_seconds and wall_seconds > 0")
         if self.dropfolder.settle_seconds < 0 or self.dropfolder.scan_interval_seconds <= 0:
             problems.append("dropfolder.settle_seconds must be >= 0 and scan_interval_seconds > 0")
+        if self.feedback.trace_retention_days < 0 or self.feedback.queue_size < 1:
+            problems.append("feedback.trace_retention_days must be >= 0 and feedback.queue_size >= 1")
+        drift = self.drift
+        if drift.check_interval_hours < 0 or drift.current_days <= 0 or drift.reference_days <= 0:
+            problems.append("drift.check_interval_hours must be >= 0, current_days and reference_days > 0")
+        if not 0 < drift.p_value < 1 or drift.min_samples < 2 or drift.max_samples < drift.min_samples:
+            problems.append("drift.p_value must be within (0, 1) and 2 <= min_samples <= max_samples")
+        if drift.permutations < 10 or drift.reference_first_n < 0:
+            problems.append("drift.permutations must be >= 10 and drift.reference_first_n >= 0")
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self

@@ -129,6 +129,7 @@ class Answer(Record, kw_only=True):
     usage: Usage
     query: str = ""  # what retrieval ran with: the question, or its rewrite with the history
     timings: dict[str, float | None] = {}
+    id: str = ""  # the answer's trace (GET /api/v1/answers/{id}), to rate it
     # Verified attribution, sentence by sentence; the indexes of the claims no source supports.
     sentences: list[SentenceAttribution] = []
     unsupported_sentences: list[int] = []
@@ -243,3 +244,120 @@ class NewKey(KeyInfo, kw_only=True):
     """A key just created: the only answer that carries its secret."""
 
     key: str
+
+
+# -- answer traces, feedback and drift ----------------------------------------------------------
+class RetrievedChunk(Record, kw_only=True):
+    """A chunk retrieval returned for an answer, with the score it ranked by."""
+
+    chunk_id: int
+    document_id: str
+    source_id: str
+    score: float
+
+
+class GivenSource(Record, kw_only=True):
+    """A chunk given to the model as source [n]."""
+
+    n: int
+    chunk_id: int
+    document_id: str
+    source_id: str
+
+
+class Rating(Record, kw_only=True):
+    """A key's rating of an answer: one per key and answer, the latest kept."""
+
+    answer_id: str
+    key_id: str
+    rating: str  # up | down
+    comment: str | None
+    correct_answer: str | None
+    confirmed_sources: list[str]  # source ids of the answer's sources the rater confirms hold the answer
+    created_at: str
+
+
+class Trace(Record, kw_only=True, omit_defaults=True):
+    """An answer as it was made: what was asked and retrieved, what the model was given and said."""
+
+    id: str
+    created_at: str
+    key_id: str
+    conversation_id: str | None
+    collections: list[str]  # the collections searched
+    question: str
+    query: str  # what retrieval ran with
+    model: str
+    prompt_version: str
+    answer: str
+    refused: bool  # the answer is the "documents do not say" reply
+    citations: list[Citation]
+    retrieved: list[RetrievedChunk]
+    sources: list[GivenSource]
+    usage: Usage
+    timings: dict[str, float | None]
+    top_similarity: float | None  # cosine of the closest chunk; None when no vector search ran
+    answer_chars: int
+    latency_ms: float
+    ratings: list[Rating] | None = None  # when one trace is read
+
+
+class FeedbackItem(Record, kw_only=True):
+    """A rating with the answer it rates, as `GET /api/v1/feedback` lists it."""
+
+    answer_id: str
+    rating: str
+    comment: str | None
+    correct_answer: str | None
+    rated_at: str
+    key_id: str
+    question: str
+    answer: str
+    model: str
+    collections: list[str]
+    answered_at: str
+
+
+class FeedbackPage(Record, kw_only=True):
+    items: list[FeedbackItem]
+    total: int
+    limit: int
+    offset: int
+
+
+class Window(Record, kw_only=True):
+    """A window of answers: a time range, or the first `first_n` answers after `start`."""
+
+    start: str | None
+    end: str | None
+    first_n: int | None = None
+
+
+class DriftSignal(Record, kw_only=True):
+    """One signal's two-sample comparison between the reference and the current window."""
+
+    signal: str  # embedding | top_similarity | refusal_rate | answer_length | latency | thumbs_down_rate
+    test: str  # mmd | ks | fisher
+    statistic: float | None
+    p_value: float | None
+    psi: float | None  # population stability index (10 quantile bins of the reference); scalars only
+    auc: float | None  # domain classifier AUC (embeddings, when enabled)
+    reference_n: int
+    current_n: int
+    reference_mean: float | None
+    current_mean: float | None
+    drifted: bool
+    note: str  # why there is no verdict, or what decided it
+
+
+class DriftReport(Record, kw_only=True):
+    """A drift check of one collection: every signal, and whether any drifted."""
+
+    id: str
+    collection: str
+    checked_at: str
+    trigger: str  # schedule | manual
+    reference: Window
+    current: Window
+    drifted: bool
+    signals: list[DriftSignal]

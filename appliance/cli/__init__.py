@@ -7,7 +7,20 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from appliance.cli import backup, collections, console, doctor, ingest, jobs, keys, query, serve, sources
+from appliance.cli import (
+    backup,
+    collections,
+    console,
+    doctor,
+    drift,
+    feedback,
+    ingest,
+    jobs,
+    keys,
+    query,
+    serve,
+    sources,
+)
 from appliance.cli.common import make_parents
 from appliance.errors import ApplianceError
 
@@ -24,6 +37,8 @@ COMMANDS: tuple[ModuleType, ...] = (
     sources,
     doctor,
     backup,
+    feedback,
+    drift,
 )
 
 

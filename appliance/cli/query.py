@@ -78,6 +78,8 @@ def _ask(args: argparse.Namespace) -> int:
             f"({answer.get('model')}; retrieval {t.get('retrieval_ms', 0):.0f} ms, first token "
             f"{t.get('first_token_ms') or 0:.0f} ms, total {t.get('total_ms', 0):.0f} ms)"
         )
+        if answer.get("id"):
+            print(f"(answer {answer['id']}: `appliance feedback rate {answer['id']} up|down` rates it)")
 
     emit(args, final, human)
     return 0

@@ -112,6 +112,12 @@ class BaseClient:
     create_key = _api(calls.create_key)
     revoke_key = _api(calls.revoke_key)
     audit = _api(calls.audit)
+    # -- answer traces, feedback and drift
+    answer_trace = _api(calls.answer_trace)
+    rate_answer = _api(calls.rate_answer)
+    feedback = _api(calls.feedback)
+    drift = _api(calls.drift)
+    check_drift = _api(calls.check_drift)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

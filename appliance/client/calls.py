@@ -285,3 +285,53 @@ def revoke_key(key_id: str) -> Call:
 
 def audit(limit: int = 100) -> Call:
     return Call("GET", "/api/v1/audit", params={"limit": limit})
+
+
+# -- answer traces, feedback and drift -----------------------------------------------------------
+def answer_trace(answer_id: str) -> Call:
+    return Call("GET", "/api/v1/answers/{answer_id}", {"answer_id": answer_id})
+
+
+def rate_answer(
+    answer_id: str,
+    rating: str,
+    comment: str | None = None,
+    correct_answer: str | None = None,
+    confirmed_sources: list[str] | None = None,
+) -> Call:
+    body: dict[str, Any] = {"rating": rating}
+    for name, value in (
+        ("comment", comment),
+        ("correct_answer", correct_answer),
+        ("confirmed_sources", confirmed_sources),
+    ):
+        if value:
+            body[name] = value
+    return Call("POST", "/api/v1/answers/{answer_id}/feedback", {"answer_id": answer_id}, json=body)
+
+
+def feedback(
+    collection: str | None = None, rating: str | None = None, limit: int = 50, offset: int = 0
+) -> Call:
+    return Call(
+        "GET",
+        "/api/v1/feedback",
+        params=_query(limit=limit, offset=offset, collection=collection or None, rating=rating or None),
+    )
+
+
+def drift(collection: str | None = None) -> Call:
+    """The latest drift check of each collection (of `collection`)."""
+    return Call("GET", "/api/v1/drift", params=_query(collection=collection or None))
+
+
+def check_drift(
+    collection: str, reference: dict[str, Any] | None = None, current: dict[str, Any] | None = None
+) -> Call:
+    """A drift check now; windows are {start, end} or (reference) {first_n, after}; None: the settings'."""
+    body: dict[str, Any] = {"collection": collection}
+    if reference:
+        body["reference"] = reference
+    if current:
+        body["current"] = current
+    return Call("POST", "/api/v1/drift/check", json=body, timeout=None)

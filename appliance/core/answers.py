@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import msgspec
+import numpy as np
 
 from appliance.config import AnswerSettings
 from appliance.core.access import Scope
@@ -16,10 +20,14 @@ from appliance.core.knowledge import Knowledge
 from appliance.db.conversations import ConversationStore
 from appliance.errors import InvalidInput
 from appliance.generate.answer import Answerer, AnswerEvents, AnswerPlan
+from appliance.generate.prompts import ANSWER_PROMPT_VERSION, NO_ANSWER
 from appliance.generate.support import CitationVerifier
 from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
-from appliance.records import Answer, Conversation, Usage
+from appliance.records import Answer, Conversation, GivenSource, RetrievedChunk, Trace, Usage
+from appliance.retrieve.search import SearchResult
+
+log = logging.getLogger(__name__)
 
 _STAGES = {"generation_ms": "generation", "first_token_ms": "first_token", "total_ms": "total"}
 
@@ -30,18 +38,28 @@ def _ms_since(start: float) -> float:
 
 @dataclass(slots=True)
 class AnswerTrace:
-    """One answer on its way: the model, the plan, the query retrieval ran with, stage timings."""
+    """One answer on its way: its id, the model, the plan, the query retrieval ran with and what it
+    found, the collections searched, stage timings."""
 
+    id: str
     runtime: ServedModel
     plan: AnswerPlan
     query: str
+    retrieval: SearchResult
+    collections: list[str]
+    conversation_id: str | None
     started: float
     timings: dict[str, float] = field(default_factory=dict)
 
 
+# Keeps an answer's trace (the feedback service's `record`): called once the answer is complete.
+RecordTrace = Callable[[Trace, np.ndarray | None], None]
+
+
 class Answers:
     """Plans an answer (rewrite with the history, retrieve, build the prompt), runs it on the
-    gateway's model and records the turn in its conversation."""
+    gateway's model, records the turn in its conversation, and hands the answer's trace (with its
+    id, which the answer carries) to `record` once the answer is complete."""
 
     def __init__(
         self,
@@ -51,6 +69,7 @@ class Answers:
         conversations: ConversationStore,
         metrics: Metrics,
         verifier: CitationVerifier | None = None,
+        record: RecordTrace | None = None,
     ) -> None:
         self.settings = settings
         self.knowledge = knowledge
@@ -58,6 +77,7 @@ class Answers:
         self.conversations = conversations
         self.metrics = metrics
         self.answerer = Answerer(settings, verifier)
+        self.record = record
 
     # -- one answer ------------------------------------------------------------------------------
     def _trace(
@@ -68,10 +88,12 @@ class Answers:
         top_k: int | None,
         model: str | None,
         history: list[tuple[str, str]] | None,
+        conversation_id: str | None = None,
     ) -> AnswerTrace:
         if not question.strip():
             raise InvalidInput("question is empty")
         started = time.perf_counter()
+        names = scope.collections(collections)
         runtime = self.gateway.runtime_for(model or "default")
         timings: dict[str, float] = {}
         query = question
@@ -79,11 +101,15 @@ class Answers:
             t = time.perf_counter()
             query = self.answerer.rewrite(runtime, history, question)
             timings["rewrite_ms"] = _ms_since(t)
-        retrieval = self.knowledge.search(scope, query, collections, top_k=top_k or self.settings.top_k)
+        retrieval = self.knowledge.search(scope, query, names, top_k=top_k or self.settings.top_k)
         timings["retrieval_ms"] = retrieval.timings.get("total_ms", 0.0)
         if "rerank_ms" in retrieval.timings:
             timings["rerank_ms"] = retrieval.timings["rerank_ms"]
-        return AnswerTrace(runtime, self.answerer.plan(runtime, question, retrieval), query, started, timings)
+        plan = self.answerer.plan(runtime, question, retrieval)
+        answer_id = "ans_" + uuid.uuid4().hex[:20]
+        return AnswerTrace(
+            answer_id, runtime, plan, query, retrieval, names, conversation_id, started, timings
+        )
 
     def answer(
         self,
@@ -94,12 +120,15 @@ class Answers:
         model: str | None = None,
         history=None,
         cancel: threading.Event | None = None,
+        conversation_id: str | None = None,
     ) -> Answer:
-        trace = self._trace(scope, question, collections, top_k, model, history)
+        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id)
         result = self.answerer.answer(trace.runtime, trace.plan, cancel)
         timings = {**trace.timings, **result.timings, "total_ms": _ms_since(trace.started)}
         self._observe(scope, trace.runtime, result.usage, timings)
-        return msgspec.structs.replace(result, query=trace.query, timings=timings)
+        answer = msgspec.structs.replace(result, query=trace.query, timings=timings, id=trace.id)
+        self._keep(scope, trace, answer)
+        return answer
 
     def open_stream(
         self,
@@ -111,10 +140,11 @@ class Answers:
         history=None,
         cancel: threading.Event | None = None,
         on_position=None,
+        conversation_id: str | None = None,
     ) -> AnswerEvents:
         """Retrieve, plan and take a model slot (waiting in the queue if need be; `on_position`
         hears the place), then return the events for SSE: "sources", "token"..., "answer"."""
-        trace = self._trace(scope, question, collections, top_k, model, history)
+        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id)
         stream = self.answerer.open_stream(trace.runtime, trace.plan, cancel, on_position)
         return AnswerEvents(self._events(scope, trace, stream), stream.close if stream is not None else None)
 
@@ -129,7 +159,11 @@ class Answers:
             if event["type"] == "answer":
                 event["timings"] = {**trace.timings, **event["timings"], "total_ms": _ms_since(trace.started)}
                 event["query"] = trace.query
+                event["id"] = trace.id
                 self._observe(scope, trace.runtime, msgspec.convert(event["usage"], Usage), event["timings"])
+                self._keep(
+                    scope, trace, msgspec.convert({k: v for k, v in event.items() if k != "type"}, Answer)
+                )
             yield event
 
     def _observe(self, scope: Scope, runtime: ServedModel, usage: Usage, timings: dict) -> None:
@@ -147,6 +181,56 @@ class Answers:
                 ttft / 1000 if ttft is not None else None,
                 timings.get("generation_ms", 0) / 1000,
             )
+
+    def _keep(self, scope: Scope, trace: AnswerTrace, answer: Answer) -> None:
+        """Hand the answer's trace to be written after it; a failure here never fails the answer."""
+        if self.record is None:
+            return
+        try:
+            retrieval = trace.retrieval
+            self.record(
+                Trace(
+                    id=trace.id,
+                    created_at=datetime.now(UTC).isoformat(),
+                    key_id=scope.key_id,
+                    conversation_id=trace.conversation_id,
+                    collections=trace.collections,
+                    question=trace.plan.question,
+                    query=trace.query,
+                    model=answer.model,
+                    prompt_version=ANSWER_PROMPT_VERSION,
+                    answer=answer.answer,
+                    refused=answer.answer.strip().strip('"') == NO_ANSWER,
+                    citations=answer.citations,
+                    retrieved=[
+                        RetrievedChunk(
+                            chunk_id=h.chunk_id,
+                            document_id=h.document_id,
+                            source_id=h.source_id,
+                            score=h.score,
+                        )
+                        for h in retrieval.hits
+                    ],
+                    sources=[
+                        GivenSource(
+                            n=s.n,
+                            chunk_id=s.hit.chunk_id,
+                            document_id=s.hit.document_id,
+                            source_id=s.hit.source_id,
+                        )
+                        for s in trace.plan.sources
+                    ],
+                    usage=answer.usage,
+                    timings=answer.timings,
+                    top_similarity=retrieval.best_similarity,
+                    answer_chars=len(answer.answer),
+                    latency_ms=float(answer.timings.get("total_ms") or 0.0),
+                ),
+                retrieval.query_vector,
+            )
+        except Exception:
+            self.metrics.count_trace("failed")
+            log.exception("answer trace not recorded", extra={"answer_id": trace.id})
 
     # -- conversations ---------------------------------------------------------------------------
     def create_conversation(
@@ -181,13 +265,13 @@ class Answers:
         conv = self.conversations.get(scope.principal, conv_id)
         history = self.conversations.history(conv_id)
         if not stream:
-            result = self.answer(scope, question, conv.collections, top_k, model, history, cancel)
+            result = self.answer(scope, question, conv.collections, top_k, model, history, cancel, conv_id)
             self.conversations.append(
                 conv_id, ("user", question, None), ("assistant", result.answer, result.citations)
             )
             return result
         events = self.open_stream(
-            scope, question, conv.collections, top_k, model, history, cancel, on_position
+            scope, question, conv.collections, top_k, model, history, cancel, on_position, conv_id
         )
         return AnswerEvents(self._stored_turn(conv_id, question, events), events.close)
 

@@ -11,6 +11,8 @@ from appliance.config import Settings
 from appliance.core.access import Access
 from appliance.core.admin import Admin
 from appliance.core.answers import Answers
+from appliance.core.drift import Drift
+from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
@@ -21,6 +23,7 @@ from appliance.db.conversations import ConversationStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
+from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
@@ -58,6 +61,8 @@ class Appliance:
     - `jobs`: job state, cancel, retry, and the runner of each job kind;
     - `sources`: the drop folder, git sources, GitHub deliveries, quarantine;
     - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log.
+    - `feedback`: every answer's trace (written after the answer), ratings of answers;
+    - `drift`: checks of each collection's recent answers against a reference window.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -162,6 +167,9 @@ class Appliance:
             self.metrics,
         )
         self.gateway = Gateway(self.models, self.access, self.metrics)
+        self.traces = TraceStore(self.db)
+        self.feedback = Feedback(settings.feedback, self.traces, self.embedder.embed_query, self.metrics)
+        self.drift = Drift(settings.drift, self.traces, self.metrics)
         self.answers = Answers(
             settings.answer,
             self.knowledge,
@@ -169,6 +177,7 @@ class Appliance:
             self.conversations,
             self.metrics,
             citation_verifier(settings.answer.verify_citations, self.embedder),
+            record=self.feedback.record,
         )
         self.sources = Sources(self.source_service)
         self.admin = Admin(
@@ -238,7 +247,19 @@ class Appliance:
         self.jobs.run(job_id)
 
     def _schedule_tick(self) -> None:
-        self.source_service.schedule_tick()
+        try:
+            self.source_service.schedule_tick()
+        finally:
+            self._evaluation_tick()
+
+    def _evaluation_tick(self) -> None:
+        # Traces past their retention go, and the drift check runs when it is due; each failure is
+        # logged on its own, so neither stops the other (nor the source syncs).
+        for name, work in (("trace pruning", self.feedback.tick), ("drift check", self.drift.tick)):
+            try:
+                work()
+            except Exception:
+                log.exception(f"scheduled {name} failed; will try again next minute")
 
     def _snapshot(self, dest: Path) -> dict:
         from appliance.ops.backup import snapshot_online
@@ -247,6 +268,8 @@ class Appliance:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self.feedback.start()
+        self.drift.start()
         self.queue.start()
         resumed = self.job_store.active_ids()
         for job_id in resumed:
@@ -293,6 +316,7 @@ class Appliance:
         for thread in self._threads:
             thread.join(timeout=5)
         self.models.close()
+        self.feedback.close()  # writes the traces still queued
         self.parser.close()
         try:
             self.sync.flush()

@@ -226,6 +226,58 @@ MIGRATIONS: list[tuple[str, str]] = [
         "0009_document_submitted_at",
         "ALTER TABLE documents ADD COLUMN submitted_at TIMESTAMPTZ;",
     ),
+    (
+        # Every answer's trace (db/traces.py), its ratings, and the drift checks over them. The
+        # query embedding is a FLOAT[] (4 bytes a dimension) for the drift tests.
+        "0011_answer_traces",
+        """
+        CREATE TABLE answer_traces (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            key_id VARCHAR NOT NULL,
+            conversation_id VARCHAR,
+            collections VARCHAR[] NOT NULL,
+            question VARCHAR NOT NULL,
+            query VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            prompt_version VARCHAR NOT NULL,
+            answer VARCHAR NOT NULL,
+            refused BOOLEAN NOT NULL,
+            citations JSON NOT NULL,
+            retrieved JSON NOT NULL,
+            sources JSON NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            timings JSON NOT NULL,
+            top_similarity DOUBLE,
+            answer_chars INTEGER NOT NULL,
+            latency_ms DOUBLE NOT NULL,
+            embedding FLOAT[]
+        );
+        CREATE INDEX answer_traces_created ON answer_traces (created_at);
+        CREATE TABLE answer_ratings (
+            answer_id VARCHAR NOT NULL,
+            key_id VARCHAR NOT NULL,
+            rating VARCHAR NOT NULL,
+            comment VARCHAR,
+            correct_answer VARCHAR,
+            confirmed_sources VARCHAR[] NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (answer_id, key_id)
+        );
+        CREATE TABLE drift_checks (
+            id VARCHAR PRIMARY KEY,
+            collection VARCHAR NOT NULL,
+            checked_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            trigger VARCHAR NOT NULL,
+            reference JSON NOT NULL,
+            current JSON NOT NULL,
+            drifted BOOLEAN NOT NULL,
+            signals JSON NOT NULL
+        );
+        CREATE INDEX drift_checks_collection ON drift_checks (collection, checked_at);
+        """,
+    ),
 ]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
 from appliance.models.embedder import Embedder, available_cpus
-from appliance.models.runtime import ChatMessage, Completion, GenerationParams, TokenStream
+from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
 
@@ -85,6 +85,17 @@ class ModelService:
             log.error("chat model failed to load", extra={"error": self._error})
         finally:
             self._loaded.set()
+
+    def serve(self, runtime: LLMRuntime) -> None:
+        """Serve a runtime built elsewhere as the chat model, behind the same admission (the echo
+        runtime of fast in-process tests; an embedding application's own runtime)."""
+        served = ServedModel(runtime, max_queue=self.settings.llm.max_queue)
+        queue = served.queue
+        self.metrics.llm_queue_depth.labels(model=served.name).set_function(lambda: queue.depth)
+        with self._switch_lock:
+            self._runtime, self._error, self._unloaded = served, None, False
+            self._chat_name = served.name
+        self._loaded.set()
 
     @property
     def loaded(self) -> bool:

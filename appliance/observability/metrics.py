@@ -139,6 +139,36 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.feedback = Counter(
+            "appliance_feedback_total",
+            "Ratings of answers, by collection searched, model and rating (up or down).",
+            ["collection", "model", "rating"],
+            registry=r,
+        )
+        self.answer_traces = Counter(
+            "appliance_answer_traces_total",
+            "Answer traces: written, failed (the write raised) or dropped (the write queue was full).",
+            ["outcome"],
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "appliance_drift_detected",
+            "1 when the latest drift check of a collection found the signal drifted, else 0.",
+            ["collection", "signal"],
+            registry=r,
+        )
+        self.drift_pvalue = Gauge(
+            "appliance_drift_pvalue",
+            "p-value of the latest drift check's two-sample test of a signal.",
+            ["collection", "signal"],
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "appliance_drift_psi",
+            "Population stability index of a scalar signal in the latest drift check.",
+            ["collection", "signal"],
+            registry=r,
+        )
         # The network guard is process-wide (appliance/offline.py): its count is read at scrape time.
         r.register(_OutboundBlocked())
 
@@ -203,6 +233,25 @@ class Metrics:
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         self.llm_queue_depth.labels(model=model).set(depth)
+
+    # --- feedback and drift ----------------------------------------------------------------------
+
+    def count_feedback(self, collections: list[str], model: str, rating: str, n: int = 1) -> None:
+        """One rating, counted under each collection its answer searched ("none" when it searched none)."""
+        for collection in collections or ["none"]:
+            self.feedback.labels(collection=collection, model=model, rating=rating).inc(n)
+
+    def count_trace(self, outcome: str, n: int = 1) -> None:
+        self.answer_traces.labels(outcome=outcome).inc(n)
+
+    def set_drift(
+        self, collection: str, signal: str, drifted: bool, p_value: float | None, psi: float | None
+    ) -> None:
+        self.drift_detected.labels(collection=collection, signal=signal).set(1.0 if drifted else 0.0)
+        if p_value is not None:
+            self.drift_pvalue.labels(collection=collection, signal=signal).set(p_value)
+        if psi is not None:
+            self.drift_psi.labels(collection=collection, signal=signal).set(psi)
 
     # --- HTTP ------------------------------------------------------------------------------------
 

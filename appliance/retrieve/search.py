@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from appliance.config import RetrievalSettings
 from appliance.db.catalog import Catalog
@@ -35,6 +36,8 @@ class SearchResult:
     # Cosine similarity of the closest chunk, before fusion: an absolute relevance signal that
     # fused or reranked scores are not. None when the semantic retriever did not run.
     best_similarity: float | None = None
+    # The query's embedding when the semantic retriever ran (answer traces keep it, for drift).
+    query_vector: np.ndarray | None = None
 
 
 class HybridSearcher:
@@ -80,6 +83,7 @@ class HybridSearcher:
         lists: list[list[IndexHit]] = []
         weights: list[float] = []
         best_similarity: float | None = None
+        vector = None
         if mode in ("keyword", "hybrid"):
             t = time.perf_counter()
             lists.append(self.keyword.search(query, collections, depth))
@@ -128,6 +132,7 @@ class HybridSearcher:
             mode=mode,
             reranked=bool(use_rerank and ranked),
             best_similarity=best_similarity,
+            query_vector=vector,
         )
 
 

@@ -6,11 +6,13 @@ from collections.abc import Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from appliance.client import ApiError, AsyncApplianceClient
 from appliance.tui.help import HelpScreen
+from appliance.tui.rating import RatesAnswers
 from appliance.tui.screens.chat import ChatView
 from appliance.tui.screens.dashboard import DashboardView
 from appliance.tui.screens.jobs import JobsView
@@ -51,6 +53,10 @@ class ConsoleApp(App[None]):
         Binding("ctrl+r", "refresh", "Refresh"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("escape", "leave_field", "Leave field", show=False),
+        # Also here, not only on the views that show answers: after escape nothing is focused, and
+        # a view's own bindings hear keys only while something inside it has the focus.
+        Binding("plus", "rate('up')", "Rate answer up", show=False),
+        Binding("minus", "rate('down')", "Rate answer down", show=False),
     ]
 
     def __init__(
@@ -113,6 +119,11 @@ class ConsoleApp(App[None]):
         """Escape from a text field gives the keys back to the screen (1-8, ?, the screen's own)."""
         self.screen.set_focus(None)
 
+    def action_rate(self, rating: str) -> None:
+        view = self.active_view
+        if isinstance(view, RatesAnswers):
+            view.action_rate(rating)
+
     def action_refresh(self) -> None:
         self.active_view.reload()
 
@@ -128,6 +139,13 @@ class ConsoleApp(App[None]):
             )
         yield SystemCommand("Refresh", "Fetch the current screen again", self.action_refresh)
         yield SystemCommand("Help", "Keys of every screen", self.action_help)
+        try:  # the screen's own commands (the palette asks about the screen it was opened on)
+            tabs = screen.query_one("#tabs", TabbedContent)
+            view = screen.query_one(f"#view-{tabs.active.removeprefix('tab-')}", View)
+        except NoMatches:
+            return
+        for title, help_text, callback in view.commands():
+            yield SystemCommand(title, help_text, callback)
 
     # -- connection and errors ------------------------------------------------------------
     async def _check_connection(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from textual.app import ComposeResult
@@ -118,6 +118,10 @@ class View(Vertical):
 
     async def load(self) -> None:
         """Override: fetch from the API and call `show`."""
+
+    def commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
+        """Override: this screen's entries in the command palette, as (title, help, callback)."""
+        return iter(())
 
     def run_action(self, work: Awaitable[Any], name: str) -> None:
         """A user action (delete, revoke, ...) in a worker; its failure lands in the banner."""

@@ -63,6 +63,15 @@ EXAMPLES: dict[str, Call] = {
     "create_key": calls.create_key("ci", "user", ["docs"], rpm=60, tpm=1000),
     "revoke_key": calls.revoke_key("k1"),
     "audit": calls.audit(limit=5),
+    "answer_trace": calls.answer_trace("ans_1"),
+    "rate_answer": calls.rate_answer("ans_1", "down", "wrong", "75 EUR", ["travel.md"]),
+    "feedback": calls.feedback("docs", "down", limit=5, offset=10),
+    "drift": calls.drift("docs"),
+    "check_drift": calls.check_drift(
+        "docs",
+        {"first_n": 200, "after": "2025-03-01T00:00:00Z"},
+        {"start": "2025-03-04", "end": "2025-03-05"},
+    ),
 }
 
 

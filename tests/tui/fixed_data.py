@@ -244,6 +244,7 @@ ANSWER = {
             usage=Usage(prompt_tokens=210, completion_tokens=16, total_tokens=226),
             query="per diem in Europe",
             timings={"retrieval_ms": 31.0, "first_token_ms": 640.0, "total_ms": 1420.0},
+            id="ans_0f3c2a9b7d4e5f6a7b8c",
         )
     ),
 }

@@ -10,7 +10,8 @@ from textual.widgets import Input, Label, ListItem, ListView, Select, Static
 
 from appliance.client import ApiError
 from appliance.tui import fmt
-from appliance.tui.widgets import View, guarded
+from appliance.tui.rating import RATE_BINDINGS, RatesAnswers
+from appliance.tui.widgets import guarded
 
 DEFAULT_MODEL = "default"
 
@@ -23,13 +24,14 @@ class Message(Static):
     """
 
 
-class ChatView(View):
+class ChatView(RatesAnswers):
     """Conversations on the left (enter reopens one), the transcript on the right; type and press
-    enter to send. Answers stream in, grounded in the knowledge base, with their citations."""
+    enter to send. Answers stream in, grounded in the knowledge base, with their citations;
+    + or - (after escape) rates the latest answer."""
 
     label = "chat"
     initial_focus = "#message"
-    BINDINGS = [Binding("ctrl+n", "new", "New conversation")]
+    BINDINGS = [Binding("ctrl+n", "new", "New conversation"), *RATE_BINDINGS]
     DEFAULT_CSS = """
     ChatView #chat-body { height: 1fr; }
     ChatView #conversations { width: 26; border-right: solid $primary 40%; }
@@ -45,6 +47,7 @@ class ChatView(View):
         self.conversation_id: str | None = None
         self._models: list[str] = []
         self.replies = 0  # answers completed in this session
+        self._reply: tuple[Message, str] | None = None  # the latest answer's widget and its text
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="chat-head"):
@@ -87,6 +90,7 @@ class ChatView(View):
     async def _open(self, conversation_id: str) -> None:
         conv = await self.api.conversation(conversation_id)
         self.conversation_id = conv["id"]
+        self.answered({})  # the answers of a reopened conversation are rated where they were given
         self.query_one("#chat-title", Label).update(conv.get("title") or conv["id"])
         box = self.query_one("#messages", VerticalScroll)
         await box.remove_children()
@@ -99,6 +103,7 @@ class ChatView(View):
 
     def action_new(self) -> None:
         self.conversation_id = None
+        self.answered({})
         self.query_one("#chat-title", Label).update("new conversation")
         self.run_worker(self.query_one("#messages", VerticalScroll).remove_children(), exit_on_error=False)
         self.query_one("#message", Input).focus()
@@ -134,11 +139,17 @@ class ChatView(View):
             elif kind == "error":
                 raise ApiError.from_event(event, "Chat failed")
             elif kind == "answer":
-                reply.update(
-                    self._format_message("assistant", event.get("answer", ""), event.get("citations"))
-                )
+                text = self._format_message("assistant", event.get("answer", ""), event.get("citations"))
+                reply.update(text)
                 box.scroll_end(animate=False)
+                self._reply = (reply, text)
+                self.answered(event)
                 self.replies += 1
+
+    def show_rating(self, rating: str) -> None:
+        if self._reply is not None:
+            reply, text = self._reply
+            reply.update(f"{text}\n  [dim]rated {rating}[/]")
 
     @staticmethod
     def _format_message(role: str, content: str, citations: list | None = None) -> str:

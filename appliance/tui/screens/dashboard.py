@@ -35,10 +35,12 @@ class DashboardView(View):
     DashboardView #bottom { height: 1fr; min-height: 5; }
     DashboardView #bottom > Vertical, DashboardView #top > Vertical { width: 1fr; }
     DashboardView #summary { height: 1; padding: 0 1; color: $text-muted; }
+    DashboardView #drift { height: 1; padding: 0 1; color: $warning; text-style: bold; display: none; }
     """
 
     def compose(self) -> ComposeResult:
         yield Label("connecting…", id="summary")
+        yield Label("", id="drift")
         with Grid(id="cards"):
             for ident, title in CARDS:
                 yield MetricCard(title, id=f"card-{ident}")
@@ -68,6 +70,23 @@ class DashboardView(View):
                 raise
             sources = None  # an older server without registered sources: metric lags only
         self.show(stats, sources)
+        try:
+            self.show_drift(await self.api.drift())
+        except ApiError as exc:
+            if not exc.missing:
+                raise
+            self.show_drift([])  # an older server without drift checks
+
+    def show_drift(self, reports: list[dict]) -> None:
+        """One warning line naming what drifted, per collection; hidden while nothing did."""
+        drifted = [
+            f"{r['collection']}: {', '.join(s['signal'] for s in r['signals'] if s['drifted'])}"
+            for r in reports
+            if r.get("drifted")
+        ]
+        line = self.query_one("#drift", Label)
+        line.update(f"⚠ drift detected · {' · '.join(drifted)} (appliance drift)" if drifted else "")
+        line.display = bool(drifted)
 
     def show(self, stats: dict, sources: list[dict] | None = None) -> None:
         traffic, hist, queue, mem = stats["traffic"], stats["history"], stats["queue"], stats["memory"]

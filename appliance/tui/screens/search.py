@@ -10,16 +10,18 @@ from textual.widgets import Button, DataTable, Input, Label, Static
 from appliance.client import ApiError
 from appliance.tui import fmt
 from appliance.tui.dialogs import TextDialog
-from appliance.tui.widgets import View, fill_table, guarded
+from appliance.tui.rating import RATE_BINDINGS, RatesAnswers
+from appliance.tui.widgets import fill_table, guarded
 
 
-class SearchView(View):
+class SearchView(RatesAnswers):
     """Type a query: enter searches (ranked hits with score, source and location), ctrl+o asks
-    (the answer streams, with numbered citations). Enter on a hit or a citation shows its chunk."""
+    (the answer streams, with numbered citations). Enter on a hit or a citation shows its chunk;
+    + or - (after escape) rates the answer."""
 
     label = "search"
     initial_focus = "#query"
-    BINDINGS = [Binding("ctrl+o", "ask", "Ask")]
+    BINDINGS = [Binding("ctrl+o", "ask", "Ask"), *RATE_BINDINGS]
     DEFAULT_CSS = """
     SearchView #query-row { height: 3; }
     SearchView #query { width: 1fr; }
@@ -35,6 +37,7 @@ class SearchView(View):
         self._hits: list[dict] = []
         self._citations: list[dict] = []
         self.streamed_tokens = 0  # of the latest answer, shown as it streams
+        self._answer_status = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="query-row"):
@@ -133,11 +136,13 @@ class SearchView(View):
     def show_answer(self, event: dict) -> None:
         self.query_one("#answer", Static).update(event.get("answer", ""))
         self._citations = event.get("citations", [])
+        self.answered(event)
         timings = event.get("timings", {})
-        self.query_one("#search-status", Label).update(
+        self._answer_status = (
             f"answered by {event.get('model', '?')} · {len(self._citations)} citations · "
             f"first token {timings.get('first_token_ms') or 0:.0f} ms · total {timings.get('total_ms', 0):.0f} ms"
         )
+        self.query_one("#search-status", Label).update(self._answer_status)
         fill_table(
             self.query_one("#citations", DataTable),
             [
@@ -151,6 +156,9 @@ class SearchView(View):
             ],
             [str(c["n"]) for c in self._citations],
         )
+
+    def show_rating(self, rating: str) -> None:
+        self.query_one("#search-status", Label).update(f"{self._answer_status} · rated {rating}")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         key = event.row_key.value

@@ -1,0 +1,1 @@
+"""Evaluation in the box: measuring the appliance itself (drift of its traffic, ...)."""
