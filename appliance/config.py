@@ -85,6 +85,9 @@ class AnswerSettings(msgspec.Struct, forbid_unknown_fields=True):
     # claim no source supports is flagged ("flag") or dropped from the text ("remove").
     verify_citations: Literal["none", "lexical", "embedding", "combined"] = "lexical"
     unsupported_sentences: Literal["flag", "remove"] = "flag"
+    # An answer none of whose claims any source supports becomes the honest "The documents do not
+    # say." (the checked sentences stay in the answer's `sentences` for the reader and the trace).
+    refuse_unsupported: bool = False
 
 
 class ObservabilitySettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -96,6 +96,9 @@ class Answerer:
             answer, cited, sentences = verified.text or NO_ANSWER, verified.cited, verified.sentences
             unsupported = [i for i, s in enumerate(sentences) if not s.supported]
             verifier = self.verifier.name
+            claims = [s for s in sentences if s.claim]
+            if self.settings.refuse_unsupported and claims and not any(s.supported for s in claims):
+                answer, cited = NO_ANSWER, []
         return Answer(
             answer=answer,
             citations=[citation(by_n[n]) for n in cited],
