@@ -29,7 +29,7 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     # its previous response), else it is closed: slow clients (slowloris) cannot hold sockets.
     header_timeout_seconds: float = 10.0
     max_headers: int = 100  # request header fields; more is answered 431
-    max_header_bytes: int = 64 * 1024  # request line and headers together; more is refused
+    max_header_bytes: int = 16 * 1024  # request line and headers together; more is refused
     timeout_keep_alive_seconds: int = 5  # an idle kept-alive connection is closed after this
     # On stop, in-flight requests get this long to finish before connections are closed.
     graceful_shutdown_seconds: float = 10.0
