@@ -25,6 +25,7 @@ import pytest
 from appliance.config import load_settings
 from appliance.errors import InvalidInput
 from appliance.observability.audit import REFUSALS_ACTION
+from appliance.ops.install_support import wait_ready
 from tests.conftest import REPO, ServerProcess, free_port, wait_job
 
 PROXY = "127.0.0.2"
@@ -35,7 +36,10 @@ HEADER_TIMEOUT = 1.0
 PATIENCE = 30.0
 
 CONFIG = f"""
+data_dir = "{{data}}"
+
 [server]
+port = {{port}}
 tls_cert = "{{cert}}"
 tls_key = "{{key}}"
 trusted_proxies = ["{PROXY}"]
@@ -74,8 +78,9 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     cert, key = _self_signed(root)
-    (root / "appliance.toml").write_text(CONFIG.format(cert=cert, key=key))
-    srv = ServerProcess(root / "data", env={"APPLIANCE_CONFIG": str(root / "appliance.toml")}, tls_cert=cert)
+    config = root / "appliance.toml"
+    srv = ServerProcess(root / "data", env={"APPLIANCE_CONFIG": str(config)}, tls_cert=cert)
+    config.write_text(CONFIG.format(data=srv.data_dir, port=srv.port, cert=cert, key=key))
     yield srv.start()
     srv.stop()
 
@@ -114,6 +119,18 @@ def test_tls_is_served_and_its_certificate_checked(server):
         httpx.get(server.url + "/healthz", timeout=PATIENCE)
     with server.client() as api:  # https, verified against the test's certificate
         assert api.get("/api/v1/collections").status_code == 200
+    # The unit's readiness probe and the CLI on the box find https and the certificate in the config.
+    config = server.env["APPLIANCE_CONFIG"]
+    assert wait_ready(config, timeout=PATIENCE) == 0
+    cli = subprocess.run(
+        [sys.executable, "-m", "appliance", "collections", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={k: v for k, v in server.env.items() if k not in ("APPLIANCE_URL", "APPLIANCE_KEY")},
+    )
+    assert cli.returncode == 0, cli.stderr
 
 
 def _connect(srv: ServerProcess, source: str) -> socket.socket:
