@@ -165,6 +165,9 @@ for d in "$DATA" "$DATA/inbox" "$DATA/models" "$DATA/backups"; do
 done
 chmod 0750 "$ETC"
 [ "$REAL" = 1 ] && chown "root:$SERVICE_USER" "$ETC"
+# Where server.tls_cert and server.tls_key go (TLS is required to listen beyond loopback).
+mkdir -p "$ETC/tls"; chmod 0750 "$ETC/tls"
+[ "$REAL" = 1 ] && chown "root:$SERVICE_USER" "$ETC/tls"
 
 # -- the new release (beside the running one: the service keeps serving meanwhile) ---------------
 NEW="$VERSION-$(date -u +%Y%m%dT%H%M%SZ)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -17,6 +18,35 @@ ENV_PREFIX = "APPLIANCE_"
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
+    # TLS is served whenever both are set (PEM files); beyond loopback it is required.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Listen beyond loopback without TLS: only on purpose, e.g. behind a TLS-terminating proxy.
+    allow_plaintext: bool = False
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs); empty: nobody's.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    # A connection must deliver a request's line and headers within this long of opening (or of
+    # its previous response), else it is closed: slow clients (slowloris) cannot hold sockets.
+    header_timeout_seconds: float = 10.0
+    max_headers: int = 100  # request header fields; more is answered 431
+    max_header_bytes: int = 16 * 1024  # request line and headers together; more is refused
+    timeout_keep_alive_seconds: int = 5  # an idle kept-alive connection is closed after this
+    # On stop, in-flight requests get this long to finish before connections are closed.
+    graceful_shutdown_seconds: float = 10.0
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the listen address is reachable from this machine only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name: may resolve to anything
 
 
 class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -26,6 +56,10 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_query_chars: int = 2000
     max_top_k: int = 100
     wait_timeout_seconds: float = 300.0
+    # Requests with a missing or bad API key, per client address and minute: past this the client
+    # is answered 429 (Retry-After) whatever key it sends, and its refusals are counted into one
+    # audit row per minute instead of one row each.
+    failed_auth_per_minute: int = 30
 
 
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -144,6 +178,8 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Issues and pull requests of a repository no git source maps go to this collection.
     github_collection: str = "github"
     max_body_bytes: int = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+    # Deliveries whose bodies are read at once (each up to max_body_bytes); more get 503.
+    max_concurrent_bodies: int = 4
 
 
 class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -256,9 +292,32 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("drift.p_value must be within (0, 1) and 2 <= min_samples <= max_samples")
         if drift.permutations < 10 or drift.reference_first_n < 0:
             problems.append("drift.permutations must be >= 10 and drift.reference_first_n >= 0")
+        problems += self._server_problems()
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self
+
+    def _server_problems(self) -> list[str]:
+        server, problems = self.server, []
+        if bool(server.tls_cert) != bool(server.tls_key):
+            problems.append("server.tls_cert and server.tls_key go together: set both or neither")
+        elif not server.loopback and not server.tls and not server.allow_plaintext:
+            problems.append(
+                f"server.host {server.host!r} is reachable from other machines: serve TLS "
+                "(set server.tls_cert and server.tls_key) or set server.allow_plaintext = true on purpose"
+            )
+        for proxy in server.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                problems.append(f"server.trusted_proxies: {proxy!r} is not an IP address or CIDR")
+        if server.header_timeout_seconds <= 0 or server.timeout_keep_alive_seconds < 1:
+            problems.append("server.header_timeout_seconds must be > 0 and timeout_keep_alive_seconds >= 1")
+        if server.max_headers < 1 or server.max_header_bytes < 1024:
+            problems.append("server.max_headers must be >= 1 and server.max_header_bytes >= 1024")
+        if self.limits.failed_auth_per_minute < 1 or self.webhooks.max_concurrent_bodies < 1:
+            problems.append("limits.failed_auth_per_minute and webhooks.max_concurrent_bodies must be >= 1")
+        return problems
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

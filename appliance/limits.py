@@ -1,4 +1,4 @@
-"""Per-key rate limits: token buckets for requests per minute and model tokens per minute."""
+"""Rate limits: per-key token buckets (requests and model tokens per minute), and per-client failed authentications."""
 
 from __future__ import annotations
 
@@ -112,3 +112,102 @@ class RateLimiter:
         ]
         for k in full:
             del self._buckets[k]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalSummary:
+    """One client's window of refused unauthenticated requests, of which only the first were audited."""
+
+    client: str
+    audited: int  # refusals audited one by one (answered 401)
+    counted: int  # refusals past the allowance, counted only (answered 429)
+    window_seconds: float
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    audited: int = 0
+    counted: int = 0
+
+
+class FailedAuthLimiter:
+    """Requests refused for a missing or bad key, per client address, in fixed windows that open at
+    a client's first refusal. The first `per_window` refusals of a window are answered 401 and
+    audited one by one; past them the client is refused 429 until the window ends, whatever key it
+    sends (were a right key still let through, the change from 401 to 200 would tell a guesser when
+    it found one), and its refusals are only counted, into one summary per window. So a flood of
+    bad keys costs a bounded number of audit rows: at most `per_window` + 1 per client and window.
+
+    Memory holds the clients with an open window, at most `max_clients`; past that, new clients are
+    counted together under "*" (their refusals stay bounded in the audit, none is blocked for it).
+    """
+
+    OVERFLOW = "*"
+
+    def __init__(
+        self,
+        per_window: int,
+        window_seconds: float = 60.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_window = per_window
+        self.window_seconds = window_seconds
+        self.max_clients = max_clients
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}  # in order of opening: the oldest ends first
+        self._ended: list[RefusalSummary] = []
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until `client` may try again, or None when it is not over its allowance."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            window = self._windows.get(client)
+            if window is None or window.audited < self.per_window:
+                return None
+            return window.start + self.window_seconds - now
+
+    def refused(self, client: str) -> bool:
+        """Count one refused unauthenticated request of `client`; True while it is to be audited by itself."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            window = self._windows.get(client)
+            if window is None:
+                if len(self._windows) >= self.max_clients:
+                    client = self.OVERFLOW
+                window = self._windows.setdefault(client, _Window(now))
+            if window.audited < self.per_window:
+                window.audited += 1
+                return True
+            window.counted += 1
+            return False
+
+    def summaries(self, final: bool = False) -> list[RefusalSummary]:
+        """The windows that ended (every open one too when `final`, at shutdown) with refusals that
+        were only counted; each is handed out once."""
+        now = self._clock()
+        with self._lock:
+            self._expire(float("inf") if final else now)
+            ended, self._ended = self._ended, []
+            return ended
+
+    def _expire(self, now: float) -> None:
+        """Called under the lock: close the windows that ended by `now`."""
+        while self._windows:
+            client, window = next(iter(self._windows.items()))
+            if window.start + self.window_seconds > now:
+                return
+            del self._windows[client]
+            if window.counted:
+                self._ended.append(
+                    RefusalSummary(client, window.audited, window.counted, self.window_seconds)
+                )
+
+    def __len__(self) -> int:
+        """Clients with an open window (memory bound check)."""
+        with self._lock:
+            return len(self._windows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -35,11 +36,17 @@ class ServerProcess:
     """`appliance serve` as a child process, as an admin would run it."""
 
     def __init__(
-        self, data_dir: Path, env: dict[str, str] | None = None, sample_dir: Path | None = None
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        sample_dir: Path | None = None,
+        tls_cert: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With tls_cert (the server's settings must name it), clients speak https and trust it.
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=tls_cert) if tls_cert else True
+        self.url = f"{'https' if tls_cert else 'http'}://127.0.0.1:{self.port}"
         self.env = {**os.environ, "APPLIANCE_LOG_FORMAT": "text", **TEST_MODEL_ENV, **(env or {})}
         self.sample_dir = sample_dir
         self.proc: subprocess.Popen | None = None
@@ -66,7 +73,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                ready = httpx.get(f"{self.url}/readyz", timeout=1)
+                ready = httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify)
                 if ready.status_code == 200:
                     chat = ready.json()["chat_model"]
                     if require_llm and chat["state"] == "failed":
@@ -84,7 +91,10 @@ class ServerProcess:
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=120
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+            timeout=120,
+            verify=self.verify,
         )
 
     def log(self) -> str:

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from appliance.errors import TooManyRequests
-from appliance.limits import SWEEP_EVERY_SECONDS, RateLimiter
+from appliance.limits import SWEEP_EVERY_SECONDS, FailedAuthLimiter, RateLimiter, RefusalSummary
 
 
 class FakeClock:
@@ -152,3 +152,42 @@ def test_concurrent_requests_never_exceed_the_limit(clock: FakeClock) -> None:
     for t in threads:
         t.join()
     assert len(admitted) == 100  # the clock stood still: exactly one minute's burst
+
+
+def test_failed_auth_allowance_then_429_until_the_window_ends(clock: FakeClock) -> None:
+    limiter = FailedAuthLimiter(per_window=3, clock=clock)
+    assert [limiter.refused("10.0.0.1") for _ in range(3)] == [True, True, True]
+    assert limiter.retry_after("10.0.0.1") == 60.0
+    assert limiter.retry_after("10.0.0.2") is None  # another client is untouched
+    clock.advance(15)
+    assert limiter.retry_after("10.0.0.1") == 45.0
+    assert [limiter.refused("10.0.0.1") for _ in range(5)] == [False] * 5  # counted, not audited
+    assert limiter.summaries() == []  # the window is still open
+    clock.advance(45)
+    assert limiter.retry_after("10.0.0.1") is None
+    assert limiter.summaries() == [RefusalSummary("10.0.0.1", 3, 5, 60.0)]
+    assert limiter.summaries() == []  # handed out once
+    assert len(limiter) == 0
+
+
+def test_failed_auth_windows_without_excess_leave_no_summary_and_shutdown_flushes(clock: FakeClock) -> None:
+    limiter = FailedAuthLimiter(per_window=2, clock=clock)
+    limiter.refused("a")
+    for _ in range(4):
+        limiter.refused("b")
+    clock.advance(61)
+    assert limiter.summaries() == [RefusalSummary("b", 2, 2, 60.0)]
+    for _ in range(3):
+        limiter.refused("c")
+    assert limiter.summaries(final=True) == [RefusalSummary("c", 2, 1, 60.0)]
+
+
+def test_failed_auth_memory_is_bounded_by_max_clients(clock: FakeClock) -> None:
+    limiter = FailedAuthLimiter(per_window=1, max_clients=100, clock=clock)
+    for i in range(10_000):
+        limiter.refused(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter) == 101  # a hundred clients and the one entry the rest share
+    # The many are counted together, and none of them is blocked for the others' failures.
+    assert limiter.retry_after("10.0.39.15") is None
+    overflow = [s for s in limiter.summaries(final=True) if s.client == FailedAuthLimiter.OVERFLOW]
+    assert overflow == [RefusalSummary("*", 1, 10_000 - 100 - 1, 60.0)]

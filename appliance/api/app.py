@@ -73,4 +73,4 @@ def create_app(appliance: Appliance) -> Litestar:
         logging_config=None,  # our structured logging is configured once, at start-up
     )
     # Outermost wrappers see every request, routed or not, with its final status.
-    return instrument_app(audit_app(app, appliance.audit), appliance.metrics)
+    return instrument_app(audit_app(app, appliance.audit, appliance.access.failed_auth), appliance.metrics)

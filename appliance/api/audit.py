@@ -8,7 +8,9 @@ import logging
 from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance.api.auth import AUTH_REFUSED
 from appliance.db.keys import Principal
+from appliance.limits import FailedAuthLimiter
 from appliance.observability.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,10 @@ class AuditMiddleware:
     entry is written after the response went out: auditing never delays the answer. Request
     bodies (queries, prompts) are never recorded here."""
 
-    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+    def __init__(self, app: ASGIApp, audit: AuditLog, failed_auth: FailedAuthLimiter) -> None:
         self.app = app
         self.audit = audit
+        self.failed_auth = failed_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUDITED:
@@ -50,20 +53,28 @@ class AuditMiddleware:
             route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
             params = scope.get("path_params") or {}
             client = scope.get("client")
+            address = client[0] if client else None
+            # Refusals for want of a valid credential cost one row each only up to the client's
+            # allowance (api/auth.py counts them); the rest go into one summary row per window.
+            individually = scope.get(AUTH_REFUSED, True)
             try:
-                await asyncio.to_thread(
-                    self.audit.append,
-                    f"{scope['method']} {route}",
-                    outcome=_outcome(status),
-                    principal=user if isinstance(user, Principal) else None,
-                    target=",".join(str(v) for v in params.values()) or None,
-                    status=status,
-                    client=client[0] if client else None,
-                )
+                if individually:
+                    await asyncio.to_thread(
+                        self.audit.append,
+                        f"{scope['method']} {route}",
+                        outcome=_outcome(status),
+                        principal=user if isinstance(user, Principal) else None,
+                        target=",".join(str(v) for v in params.values()) or None,
+                        status=status,
+                        client=address,
+                    )
+                ended = self.failed_auth.summaries()
+                if ended:
+                    await asyncio.to_thread(self.audit.summarise_refusals, ended)
             except Exception:
                 log.exception("audit entry could not be written", extra={"route": route, "status": status})
 
 
-def audit_app(app: Litestar, audit: AuditLog) -> Litestar:
-    app.asgi_handler = AuditMiddleware(app.asgi_handler, audit)
+def audit_app(app: Litestar, audit: AuditLog, failed_auth: FailedAuthLimiter) -> Litestar:
+    app.asgi_handler = AuditMiddleware(app.asgi_handler, audit, failed_auth)
     return app

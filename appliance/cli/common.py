@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,10 +51,20 @@ def endpoint(args: argparse.Namespace) -> tuple[str, str]:
     return resolve_endpoint(None if (args.url and args.key) else settings(args), args.url, args.key)
 
 
+def trust(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    """The server's certificate is checked against the config's server.tls_cert when the address
+    came from that config too (self-signed on this machine); else against the usual CAs."""
+    from appliance.client import server_trust
+
+    if args.url or os.environ.get("APPLIANCE_URL"):
+        return True
+    return server_trust(settings(args))
+
+
 def connect(args: argparse.Namespace) -> ApplianceClient:
     from appliance.client import ApplianceClient
 
-    return ApplianceClient(*endpoint(args))
+    return ApplianceClient(*endpoint(args), verify=trust(args))
 
 
 def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], object]) -> None:

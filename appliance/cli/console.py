@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from appliance.cli.common import Parents, add_endpoint_flags, endpoint
+from appliance.cli.common import Parents, add_endpoint_flags, endpoint, trust
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -18,4 +18,4 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 def _console(args: argparse.Namespace) -> int:
     from appliance.tui.app import run_console  # Textual loads only for this command
 
-    return run_console(*endpoint(args))
+    return run_console(*endpoint(args), verify=trust(args))

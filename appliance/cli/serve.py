@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 from pathlib import Path
 
 from appliance.cli.common import Parents
@@ -29,4 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.sample_dir:
         overrides["sample_dir"] = args.sample_dir
     # The config file travels with backups; the server finds APPLIANCE_CONFIG itself.
-    return serve(load_settings(args.config, overrides), Path(args.config) if args.config else None)
+    code = serve(load_settings(args.config, overrides), Path(args.config) if args.config else None)
+    # Everything durable was closed by serve(). Leave without the interpreter's teardown, where
+    # native libraries (torch, llama.cpp, their thread pools) spend ~7 s freeing memory the
+    # process gives back anyway: a stop stays well inside systemd's TimeoutStopSec.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,11 +17,16 @@ class AsyncApplianceClient(BaseClient):
     """Methods return awaitables of the answer's JSON; streams are async iterators of events."""
 
     def __init__(
-        self, url: str, key: str, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        url: str,
+        key: str,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=auth_headers(key), timeout=timeout, transport=transport
+            base_url=self.url, headers=auth_headers(key), timeout=timeout, transport=transport, verify=verify
         )
 
     async def aclose(self) -> None:

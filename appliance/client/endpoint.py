@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from typing import TYPE_CHECKING
 
 from appliance.client.errors import ApiError
@@ -25,7 +26,7 @@ def resolve_endpoint(
             settings = load_settings()
         # A server listening on every address is reached on loopback from its own machine.
         host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        url = url or f"http://{host}:{settings.server.port}"
+        url = url or f"{'https' if settings.server.tls else 'http'}://{host}:{settings.server.port}"
         if not key:
             key_file = settings.data_path / "admin.key"
             try:
@@ -33,3 +34,17 @@ def resolve_endpoint(
             except OSError:
                 raise ApiError(0, "No API key", f"set APPLIANCE_KEY or make {key_file} readable") from None
     return url.rstrip("/"), key
+
+
+def server_trust(settings: Settings | None) -> ssl.SSLContext | bool:
+    """What a client checks the server's certificate against: the usual CAs (True), or, when this
+    machine's config serves TLS and its certificate is readable (`sudo appliance ...` on the
+    server), that certificate itself, self-signed or not (a partial chain is accepted)."""
+    if settings is None or not settings.server.tls:
+        return True
+    try:
+        context = ssl.create_default_context(cafile=settings.server.tls_cert)
+    except (OSError, ssl.SSLError):
+        return True
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +17,16 @@ class ApplianceClient(BaseClient):
     """Methods return the answer's JSON; streams are iterators of events."""
 
     def __init__(
-        self, url: str, key: str, timeout: float = 60.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str,
+        key: str,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(
-            base_url=self.url, headers=auth_headers(key), timeout=timeout, transport=transport
+            base_url=self.url, headers=auth_headers(key), timeout=timeout, transport=transport, verify=verify
         )
 
     def close(self) -> None:

@@ -13,8 +13,8 @@ import msgspec
 
 from appliance.db.catalog import Catalog, check_collection_name
 from appliance.db.keys import KeyStore, Principal
-from appliance.errors import Forbidden, NotFound
-from appliance.limits import RateLimiter
+from appliance.errors import Forbidden, NotFound, TooManyRequests
+from appliance.limits import FailedAuthLimiter, RateLimiter
 from appliance.records import KeyInfo, NewKey
 
 SYSTEM = Principal("system", "system", "admin", None)  # the server itself (sample corpus, repairs)
@@ -71,10 +71,17 @@ class Scope:
 class Access:
     """Keys, scopes and rate admission."""
 
-    def __init__(self, keys: KeyStore, catalog: Catalog, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        catalog: Catalog,
+        limiter: RateLimiter,
+        failed_auth: FailedAuthLimiter | None = None,
+    ) -> None:
         self.keys = keys
         self.catalog = catalog
         self.limiter = limiter
+        self.failed_auth = failed_auth if failed_auth is not None else FailedAuthLimiter(30)
 
     def authenticate(self, secret: str) -> Principal | None:
         return self.keys.authenticate(secret)
@@ -82,6 +89,16 @@ class Access:
     def admit(self, principal: Principal) -> None:
         """Count one request against the key's rate (429 with Retry-After when over it)."""
         self.limiter.check_request(principal.key_id, principal.rpm, principal.tpm)
+
+    def admit_client(self, client: str | None) -> None:
+        """Refuse (429 with Retry-After) a client over its allowance of failed authentications,
+        before its key is even looked at."""
+        wait = self.failed_auth.retry_after(client or "unknown")
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many requests with a missing or bad API key from {client}; retry after {wait:.0f} s",
+                retry_after=wait,
+            )
 
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
         self.limiter.charge_tokens(principal.key_id, principal.tpm, tokens)

@@ -36,7 +36,7 @@ from appliance.ingest.verify import ChunkVerifier
 from appliance.jobs.queue import JobQueue
 from appliance.jobs.runner import run_ingest_job
 from appliance.jobs.verify import run_verify_job
-from appliance.limits import RateLimiter
+from appliance.limits import FailedAuthLimiter, RateLimiter
 from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, default_embedding_dir
 from appliance.models.embedder import SentenceTransformerEmbedder
 from appliance.models.service import ModelService
@@ -154,7 +154,12 @@ class Appliance:
         )
 
         # Capability services.
-        self.access = Access(self.keys, self.catalog, RateLimiter())
+        self.access = Access(
+            self.keys,
+            self.catalog,
+            RateLimiter(),
+            FailedAuthLimiter(settings.limits.failed_auth_per_minute),
+        )
         self.jobs = Jobs(self.job_store, self.queue.signal, settings.limits.wait_timeout_seconds)
         self.knowledge = Knowledge(
             settings.limits,
@@ -318,6 +323,10 @@ class Appliance:
         self.models.close()
         self.feedback.close()  # writes the traces still queued
         self.parser.close()
+        try:
+            self.audit.summarise_refusals(self.access.failed_auth.summaries(final=True))
+        except Exception:
+            log.exception("the summary of refused requests could not be audited")
         try:
             self.sync.flush()
         finally:

@@ -62,7 +62,10 @@ class IndexSync:
                     outcome[index.name] = f"rebuilt: {reason}"
                 else:
                     self._applied[index.name] = self._durable[index.name] = seq
-                    outcome[index.name] = f"replay from seq {seq}"
+                    # After a clean stop every index is durable at the outbox's head: nothing to replay.
+                    outcome[index.name] = (
+                        f"up to date at seq {seq}" if seq >= high else f"replay from seq {seq}"
+                    )
             self._apply_locked(force_commit=True)
             expected = int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
             for index in self.indexes:

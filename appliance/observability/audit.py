@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from appliance.db.connection import Database
 from appliance.errors import ApplianceError, InvalidInput
+from appliance.limits import RefusalSummary
 
 if TYPE_CHECKING:
     from appliance.db.keys import Principal
@@ -19,6 +21,8 @@ OUTCOMES = frozenset({"ok", "denied", "error"})
 # Detail keys that carry what users typed or documents said; kept only when record_text is on.
 TEXT_KEYS = frozenset({"text", "query", "prompt", "messages", "input", "content", "answer"})
 MAX_RECENT = 1000
+# The action of an entry that stands for many refused unauthenticated requests of one client.
+REFUSALS_ACTION = "refused without a valid key (summary)"
 _COLUMNS = "seq, ts, key_id, key_name, role, action, target, outcome, status, client, detail, prev_hash, hash"
 _VERIFY_BATCH = 5000
 _INSERT_ROWS = 200  # rows per INSERT statement of a group commit
@@ -154,6 +158,22 @@ class AuditLog:
             self._head = (seq, digest)
         self._commit_through(seq)
         return seq
+
+    def summarise_refusals(self, summaries: Iterable[RefusalSummary]) -> None:
+        """One entry per client and window for the unauthenticated requests that were refused
+        beyond the ones audited individually (see limits.FailedAuthLimiter)."""
+        for summary in summaries:
+            self.append(
+                REFUSALS_ACTION,
+                outcome="denied",
+                status=429,
+                client=summary.client,
+                detail={
+                    "refused_and_counted": summary.counted,
+                    "audited_individually": summary.audited,
+                    "window_seconds": summary.window_seconds,
+                },
+            )
 
     def _commit_through(self, seq: int) -> None:
         with self._flush_lock:

@@ -61,14 +61,14 @@ def run_checks(settings: Settings, url: str | None = None, key: str | None = Non
 
 # -- the running server ----------------------------------------------------------------------------
 def _server_status(settings: Settings, url: str | None, key: str | None) -> dict | str:
-    from appliance.client import ApiError, ApplianceClient, resolve_endpoint
+    from appliance.client import ApiError, ApplianceClient, resolve_endpoint, server_trust
 
     try:
         url, key = resolve_endpoint(settings, url, key)
     except Exception as exc:  # no readable admin key: the server may run, but we cannot ask it
         return f"cannot ask it: {getattr(exc, 'detail', exc)}"
     try:
-        with ApplianceClient(url, key, timeout=10) as client:
+        with ApplianceClient(url, key, timeout=10, verify=server_trust(settings)) as client:
             return client.ops()
     except ApiError as exc:
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
@@ -196,7 +197,7 @@ def explain(exc: ApiError) -> tuple[str, str]:
     return exc.title, exc.detail
 
 
-def run_console(url: str, key: str) -> int:
+def run_console(url: str, key: str, verify: ssl.SSLContext | bool = True) -> int:
     """`appliance console`: runs until the operator quits."""
-    ConsoleApp(url, key).run()
+    ConsoleApp(url, key, api=AsyncApplianceClient(url, key, verify=verify)).run()
     return 0

@@ -11,7 +11,8 @@ from appliance.db.connection import Database
 from appliance.db.keys import Principal
 from appliance.db.migrations import AUDIT_MIGRATION_SQL
 from appliance.errors import InvalidInput
-from appliance.observability.audit import AuditLog, AuditUnavailable
+from appliance.limits import RefusalSummary
+from appliance.observability.audit import REFUSALS_ACTION, AuditLog, AuditUnavailable
 
 
 def open_db(path: Path) -> Database:
@@ -170,3 +171,19 @@ def test_text_is_dropped_unless_record_text(db: Database) -> None:
     loud.append("knowledge.search", principal=ADMIN, target="sample", text="per diem in Europe")
     assert loud.recent()[0]["detail"] == {"text": "per diem in Europe"}
     assert loud.verify() == (True, None)
+
+
+def test_refusal_summaries_are_one_entry_each_in_the_chain(db: Database) -> None:
+    log = AuditLog(db)
+    log.summarise_refusals([RefusalSummary("10.0.0.9", 30, 270, 60.0), RefusalSummary("*", 30, 5, 60.0)])
+    rows = log.recent(action=REFUSALS_ACTION)
+    assert [(r["client"], r["outcome"], r["status"]) for r in rows] == [
+        ("*", "denied", 429),
+        ("10.0.0.9", "denied", 429),
+    ]
+    assert rows[1]["detail"] == {
+        "refused_and_counted": 270,
+        "audited_individually": 30,
+        "window_seconds": 60.0,
+    }
+    assert log.verify() == (True, None)

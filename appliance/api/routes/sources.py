@@ -9,9 +9,11 @@ import msgspec
 from litestar import Request, Router, delete, get, post
 from litestar.params import Parameter
 
+from appliance.api.auth import count_refusal
 from appliance.api.schemas import QuarantineList, SourceList, SyncRequested
 from appliance.core.access import Scope
 from appliance.core.sources import Sources
+from appliance.errors import InvalidInput, PayloadTooLarge, TooManyRequests, Unauthorized
 from appliance.records import RemovedSource, Source
 
 
@@ -72,13 +74,51 @@ def list_quarantine(
     return QuarantineList(sources.quarantined(caller, collection, source, limit))
 
 
+async def _webhook_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) on a declared length over `limit` before a byte of it is read, and
+    read in pieces up to `limit` otherwise: a body longer than declared or chunked past the limit
+    is cut off there, not buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput("Content-Length must be a non-negative integer")
+        if int(declared) > limit:
+            raise PayloadTooLarge(
+                f"webhook body of {int(declared)} bytes exceeds webhooks.max_body_bytes ({limit})"
+            )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"webhook body exceeds webhooks.max_body_bytes ({limit})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @post("/webhooks/github", exclude_from_auth=True, status_code=200)
 async def github_webhook(request: Request, sources: Sources) -> dict:
     """GitHub (or GitHub Enterprise) deliveries, authenticated by `X-Hub-Signature-256` (HMAC-SHA256
-    of the raw body with the configured secret), checked before the body is parsed."""
-    body = await request.body()
+    of the raw body with the configured secret), checked before the body is parsed. The signature
+    covers the whole body, so bodies are bounded instead: each by its length, and how many are
+    read at once (beyond `webhooks.max_concurrent_bodies`, 429 with Retry-After)."""
+    settings = request.app.state.appliance.settings.webhooks
+    state = request.app.state
+    if "webhook_bodies" not in state:
+        state["webhook_bodies"] = asyncio.Semaphore(settings.max_concurrent_bodies)
+    bodies: asyncio.Semaphore = state["webhook_bodies"]
+    if bodies.locked():
+        raise TooManyRequests(
+            f"{settings.max_concurrent_bodies} webhook deliveries are being received; retry shortly",
+            retry_after=1,
+        )
+    async with bodies:
+        body = await _webhook_body(request, settings.max_body_bytes)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return await asyncio.to_thread(sources.github_delivery, headers, body)
+    try:
+        return await asyncio.to_thread(sources.github_delivery, headers, body)
+    except Unauthorized:
+        count_refusal(request)
+        raise
 
 
 router = Router(
