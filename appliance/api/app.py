@@ -14,6 +14,7 @@ from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
 from appliance.api.dependencies import DEPENDENCIES
 from appliance.api.errors import PROBLEM_HANDLERS
+from appliance.api.requests import ApiRequest
 from appliance.api.routes import (
     admin,
     answers,
@@ -63,6 +64,7 @@ def create_app(appliance: Appliance) -> Litestar:
         exception_handlers=PROBLEM_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=appliance.settings.limits.max_body_bytes,
+        request_class=ApiRequest,
         state=State({"appliance": appliance}),
         debug=False,
         logging_config=None,  # our structured logging is configured once, at start-up

@@ -3,8 +3,11 @@ backups and chunk verification."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Router, get, post
+from litestar.params import Parameter
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -46,7 +49,13 @@ def stats(caller: Scope, admin: Admin) -> dict:
     description="`level` keeps that level and above (debug, info, warning, error, critical); "
     "`after` returns only lines whose `seq` is greater, for tailing.",
 )
-def logs(caller: Scope, admin: Admin, level: str | None = None, limit: int = 200, after: int = 0) -> dict:
+def logs(
+    caller: Scope,
+    admin: Admin,
+    level: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=2000)] = 200,
+    after: Annotated[int, Parameter(ge=0)] = 0,
+) -> dict:
     return admin.logs(caller, level, limit, after)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 
 from litestar import Request, Response, Router, get
 from litestar.datastructures import State
+from litestar.params import Parameter
 
 from appliance.api.dependencies import admin_only
+from appliance.api.schemas import Offset
 from appliance.core.access import Scope
 from appliance.core.admin import Admin
 from appliance.errors import Unauthorized
@@ -47,8 +50,8 @@ def metrics(request: Request, state: State) -> Response:
 def audit_entries(
     caller: Scope,
     admin: Admin,
-    limit: int = 100,
-    offset: int = 0,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
     action: str | None = None,
     key_id: str | None = None,
 ) -> list[dict]:
