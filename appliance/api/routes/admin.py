@@ -71,6 +71,7 @@ def models(caller: Scope, admin: Admin) -> dict:
 @post(
     "/models/load",
     status_code=202,
+    errors=(404, 409),
     sync_to_thread=True,
     summary="Replace the chat model (loads in the background; poll GET /api/v1/admin/models)",
 )
@@ -102,6 +103,7 @@ def ops_status(caller: Scope, admin: Admin) -> dict:
 @post(
     "/backup",
     status_code=201,
+    errors=(409,),
     sync_to_thread=True,
     summary="Take a consistent snapshot (catalogue, indexes, admin key, config) while serving",
     description="Written to <data dir>/backups/<name>; `appliance backup DEST` asks for it and moves "
@@ -114,6 +116,7 @@ def backup(caller: Scope, admin: Admin, data: BackupIn) -> dict:
 @post(
     "/verify-chunks",
     status_code=202,
+    errors=(404,),
     sync_to_thread=True,
     summary="Check stored chunks against each document's source; optionally re-ingest damaged documents",
     description="Queues a `verify` job (follow it at `/api/v1/jobs/{id}`); its `summary` is the "

@@ -112,7 +112,7 @@ class _UploadOperation(Operation):
         self.request_body = _UploadOperation.__dataclass_fields__["request_body"].default_factory()
 
 
-@post("/", status_code=202, operation_class=_UploadOperation)
+@post("/", status_code=202, operation_class=_UploadOperation, errors=(404, 415, 422))
 async def create_document(
     request: ApiRequest, caller: Scope, knowledge: Knowledge, jobs: Jobs, wait: bool = False
 ) -> Response:
@@ -151,7 +151,7 @@ async def create_document(
     return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@post("/batch", status_code=202)
+@post("/batch", status_code=202, errors=(404, 415))
 async def create_documents(
     caller: Scope, knowledge: Knowledge, jobs: Jobs, data: BatchIn, wait: bool = False
 ) -> Response:
@@ -160,7 +160,7 @@ async def create_documents(
     return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@get("/", sync_to_thread=True)
+@get("/", sync_to_thread=True, errors=(404,))
 def list_documents(
     caller: Scope,
     knowledge: Knowledge,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from litestar import Request, Response, Router, get
+from litestar import MediaType, Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 
@@ -25,7 +25,15 @@ def _is_loopback(host: str | None) -> bool:
 
 
 # Excluded from the key middleware because it does its own check (loopback may skip the key).
-@get("/metrics", exclude_from_auth=True, tags=["observability"], sync_to_thread=True)
+@get(
+    "/metrics",
+    exclude_from_auth=True,
+    checks_key=True,
+    errors=(403,),
+    media_type=MediaType.TEXT,
+    tags=["observability"],
+    sync_to_thread=True,
+)
 def metrics(request: Request, state: State) -> Response:
     appliance = state.appliance
     local_ok = appliance.settings.observability.metrics_on_localhost_without_key and _is_loopback(
