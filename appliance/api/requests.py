@@ -1,5 +1,6 @@
-"""The request class of every route: JSON bodies go through one door, valid UTF-8 and nested within
-`limits.max_json_depth`, so hostile nesting is a 400 before any handler, store or index sees it."""
+"""The request class of every route: JSON bodies and forms go through one door, valid UTF-8 and
+nested within `limits.max_json_depth`, so hostile input is a 400 before any handler, store or index
+sees it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ class ApiRequest(Request):
         except UnicodeDecodeError:
             raise json_input.not_utf8("the request body") from None
         return json_input.check_depth(value, limit, "the request body")
+
+    async def form(self) -> Any:
+        try:
+            return await super().form()
+        except UnicodeDecodeError:
+            # Litestar decodes each field as UTF-8 and lets the error through as a 500.
+            raise json_input.not_utf8("a multipart form field") from None
 
     def json_field(self, text: str, name: str) -> Any:
         """A form field that carries JSON (a multipart upload's `metadata`), under the same rules."""
