@@ -7,8 +7,6 @@ test client, so routing, the request door, the error handlers and the stores are
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 from litestar.testing import TestClient
 
@@ -32,17 +30,6 @@ def client(tmp_path_factory):
         with TestClient(create_app(appliance)) as test_client:
             test_client.headers["Authorization"] = f"Bearer {appliance.admin_key_path.read_text().strip()}"
             assert test_client.post("/api/v1/collections", json={"name": "docs"}).status_code == 201
-            stored = test_client.post(
-                "/api/v1/documents",
-                params={"wait": "true"},
-                json={
-                    "collection": "docs",
-                    "source_id": "filters.md",
-                    "text": "The heron nests by the river.",
-                    "metadata": {"équipe": "nord", "*": "star", "a.b": "dotted"},
-                },
-            )
-            assert stored.status_code == 200, stored.text
             yield test_client
     finally:
         appliance.close()
@@ -113,19 +100,13 @@ def test_deeply_nested_json_is_a_400_wherever_it_comes_in(client, depth):
     _openai_error(_json(client, "/v1/chat/completions", chat), "nested")
 
 
-def test_nesting_within_the_bound_is_accepted(client):
-    metadata = {"a": [[[["deep", {"b": [1, 2]}]]]]}
-    accepted = client.post(
-        "/api/v1/documents",
-        json={"collection": "docs", "source_id": "deep.md", "text": "x", "metadata": metadata},
+def test_nesting_within_the_bound_passes_the_door(client):
+    # (The bound itself, as a unit: tests/test_json_input.py.)
+    found = client.post(
+        "/api/v1/knowledge/search",
+        json={"query": "heron", "mode": "keyword", "filters": {"a": [[[["deep", {"b": [1, 2]}]]]]}},
     )
-    assert accepted.status_code == 202, accepted.text
-    upload = client.post(
-        "/api/v1/documents",
-        data={"collection": "docs", "metadata": '{"a": [[{"b": 1}]]}'},
-        files={"file": ("deep.txt", b"deep notes", "text/plain")},
-    )
-    assert upload.status_code == 202, upload.text
+    assert found.status_code == 200, found.text
 
 
 def test_invalid_utf8_in_a_json_body_is_a_400(client):
@@ -141,23 +122,11 @@ def test_invalid_utf8_in_a_json_body_is_a_400(client):
     _problem(upload, "UTF-8")
 
 
-def test_search_filters_an_empty_key_is_a_400_and_any_other_key_means_itself(client):
+def test_a_search_filter_with_an_empty_key_is_a_400(client):
+    # (What every other key means: tests/db/test_catalog_filters.py.)
     _problem(
         client.post("/api/v1/knowledge/search", json={"query": "heron", "filters": {"": "x"}}), "filters"
     )
-
-    def sources(filters: dict) -> list[str]:
-        found = client.post(
-            "/api/v1/knowledge/search", json={"query": "heron", "mode": "keyword", "filters": filters}
-        )
-        assert found.status_code == 200, found.text
-        return [hit["source_id"] for hit in found.json()["hits"]]
-
-    # Keys are names, never JSONPath syntax: "*" was a wildcard (a 500), non-ASCII never matched.
-    assert sources({"équipe": "nord"}) == ["filters.md"]
-    assert sources({"*": "star"}) == ["filters.md"]
-    assert sources({"a.b": "dotted"}) == ["filters.md"]
-    assert sources({"*": "other"}) == []
 
 
 @pytest.mark.parametrize("name", ["abc\n", "abc\r\n", "a" * 65, "Abc", ""])
@@ -178,13 +147,7 @@ def test_key_limits_beyond_their_column_are_a_400(client):
     _problem(created, "rpm")
 
 
-def test_a_document_as_base64_still_decodes_through_the_door(client):
-    # create_document decodes its JSON body through the request door now: the ordinary path works.
-    content = base64.b64encode(b"# Title\n\nBase64 content about herons.").decode()
-    accepted = client.post(
-        "/api/v1/documents",
-        json={"collection": "docs", "content_base64": content, "filename": "b64.md"},
-    )
-    assert accepted.status_code == 202, accepted.text
+def test_a_document_body_is_still_checked_after_the_door(client):
+    # create_document decodes its JSON body through the request door, then checks its shape.
     _problem(_json(client, "/api/v1/documents", b'{"collection": '), "not valid JSON")
     _problem(client.post("/api/v1/documents", json={"collection": "docs", "text": 5}), "malformed document")

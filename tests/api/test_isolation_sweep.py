@@ -1,7 +1,7 @@
 """The isolation sweep: every operation of /schema/openapi.json, tried across collections and keys.
 
 Two user keys, each on its own collection with a document, a job, a conversation and a git
-source. Every operation that names an object in its path (an id or a name) is called by each
+source (the world of tests/api/conftest.py, shared with test_isolation.py). Every operation that names an object in its path (an id or a name) is called by each
 key with the other key's object, and every operation that takes a collection (query or body) is
 called with the other key's collection: the answer is the answer for a missing object (404, or
 403 where the operation is admin-only, the same for a name that exists nowhere), and never holds
@@ -15,15 +15,12 @@ tests/api/test_isolation.py checks the same rule through search hits, answers an
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import httpx
 import pytest
 
+from tests.api.conftest import SECRETS
 from tests.conftest import ServerProcess
 
-SECRETS = {"alpha": "The alpha vault code is ZEBRA-4471.", "bravo": "The bravo vault code is OKAPI-9902."}
 OTHER = {"alpha": "bravo", "bravo": "alpha"}
 # Answered without a key: the probes, and the webhook, which is authenticated by its HMAC signature.
 OPEN = {"GET /healthz", "GET /readyz", "POST /api/v1/webhooks/github"}
@@ -40,9 +37,9 @@ FILLERS = {
 BODIES = {
     "POST /api/v1/documents": {"text": "a new document"},
     "POST /api/v1/documents/batch": {"documents": [{"text": "a new document"}]},
-    "POST /api/v1/knowledge/search": {"query": "vault code"},
-    "POST /api/v1/knowledge/query": {"query": "What is the vault code?"},
-    "POST /api/v1/conversations/{conversation_id}/messages": {"content": "What is the vault code?"},
+    "POST /api/v1/knowledge/search": {"query": "launch code"},
+    "POST /api/v1/knowledge/query": {"query": "What is the launch code?"},
+    "POST /api/v1/conversations/{conversation_id}/messages": {"content": "What is the launch code?"},
     "POST /api/v1/sources": {"name": "another", "location": "/nonexistent"},
 }
 MISSING = {
@@ -54,61 +51,12 @@ MISSING = {
 }
 
 
-def git(repo: Path, *args: str) -> None:
-    env = {
-        "GIT_AUTHOR_NAME": "Ada",
-        "GIT_AUTHOR_EMAIL": "ada@example.org",
-        "GIT_COMMITTER_NAME": "Ada",
-        "GIT_COMMITTER_EMAIL": "ada@example.org",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "PATH": "/usr/bin:/bin",
-    }
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sweep")
-    env = {"APPLIANCE_LLM__LOAD_AT_START": "false", "APPLIANCE_DROPFOLDER__ENABLED": "false"}
-    srv = ServerProcess(tmp / "data", env=env).start()
-    objects: dict[str, dict[str, str]] = {}
-    keys: dict[str, str] = {}
-    with srv.client() as admin:
-        for coll, secret in SECRETS.items():
-            assert admin.post("/api/v1/collections", json={"name": coll}).status_code == 201
-            doc = admin.post(
-                "/api/v1/documents",
-                params={"wait": "true"},
-                json={"collection": coll, "source_id": f"{coll}.md", "text": secret},
-            ).json()
-            repo = tmp / f"repo-{coll}"
-            repo.mkdir()
-            git(repo, "init", "-q", "-b", "main")
-            (repo / "vault.md").write_text(f"# Vault\n\n{secret}\n")
-            git(repo, "add", "-A")
-            git(repo, "commit", "-q", "-m", "first")
-            source = admin.post(
-                "/api/v1/sources", json={"name": f"src-{coll}", "location": str(repo), "collection": coll}
-            )
-            assert source.status_code == 201, source.text
-            key = admin.post(
-                "/api/v1/keys", json={"name": f"user-{coll}", "role": "user", "collections": [coll]}
-            ).json()
-            keys[coll] = key["key"]
-            objects[coll] = {
-                "collection": coll,
-                "document": doc["document_ids"][0],
-                "job": doc["job_id"],
-                "source": f"src-{coll}",
-                "key": key["id"],
-            }
-    for coll, key in keys.items():
-        with _client(srv, key) as owner:
-            objects[coll]["conversation"] = owner.post("/api/v1/conversations", json={}).json()["id"]
+def world(isolation_world):
+    srv = isolation_world.srv
     with srv.client() as admin:
         schema = admin.get("/schema/openapi.json").json()
-    yield srv, schema, objects, keys
-    srv.stop()
+    return srv, schema, isolation_world.objects, isolation_world.keys
 
 
 def _client(srv: ServerProcess, key: str | None) -> httpx.Client:
