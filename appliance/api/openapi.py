@@ -59,7 +59,14 @@ class StreamingOperation(Operation):
     def __post_init__(self) -> None:
         ok = (self.responses or {}).get("200")
         if isinstance(ok, OpenAPIResponse):
-            events = OpenAPIMediaType(schema=Schema(type="string", description="server-sent events"))
+            # In OpenAPI 3.1 an event stream's schema describes one event.
+            event = Schema(
+                type="object",
+                description="one server-sent event; `data` is JSON, or `[DONE]` closing a /v1 stream",
+                properties={"event": Schema(type="string"), "data": Schema(type="string")},
+                required=["data"],
+            )
+            events = OpenAPIMediaType(schema=event)
             ok.content = {**(ok.content or {}), "text/event-stream": events}
 
 

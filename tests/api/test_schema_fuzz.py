@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import TEST_MODEL_ENV, ServerProcess
 
 # Per operation, key and mode; SCHEMA_FUZZ_EXAMPLES=200 for a deep run by hand.
-EXAMPLES = int(os.environ.get("SCHEMA_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("SCHEMA_FUZZ_EXAMPLES", "5"))
 GENERATION_CAP = 4
 CHECKS = [
     not_a_server_error,
@@ -137,12 +137,8 @@ def test_every_operation_answers_within_its_schema(fuzzed):
             def call(case, key=key):
                 return case.call(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
 
-            import time
-
-            t = time.monotonic()
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 sent += _fuzz(operation, mode, call, failures)
-            print(f"TIMING {operation.label} {role} {time.monotonic() - t:.2f}")
             if failures:
                 report[f"{operation.label} ({role} key)"] = sorted(set(failures))
     assert sent > len(operations) * 2 * EXAMPLES, sent

@@ -82,6 +82,7 @@ def load_model(caller: Scope, admin: Admin, data: ModelLoadIn) -> dict:
 @post(
     "/models/unload",
     status_code=200,
+    errors=(409,),
     sync_to_thread=True,
     summary="Free the chat model; requests already generating finish first",
 )
