@@ -60,6 +60,8 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     # is answered 429 (Retry-After) whatever key it sends, and its refusals are counted into one
     # audit row per minute instead of one row each.
     failed_auth_per_minute: int = 30
+    # Nesting of JSON in request bodies and JSON fields (metadata, filters, content parts, schemas).
+    max_json_depth: int = 64
 
 
 class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -277,6 +279,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         for name in ("max_body_bytes", "max_file_bytes", "max_batch_documents", "max_top_k"):
             if getattr(self.limits, name) < 1:
                 problems.append(f"limits.{name} must be >= 1")
+        if not 2 <= self.limits.max_json_depth <= 256:
+            problems.append("limits.max_json_depth must be within 2..256")
         if self.retrieval.reranker == "cross-encoder" and not self.retrieval.reranker_model_dir:
             problems.append("retrieval.reranker_model_dir is required for the cross-encoder reranker")
         if self.parsing.memory_mb < 64 or self.parsing.cpu_seconds <= 0 or self.parsing.wall_seconds <= 0:

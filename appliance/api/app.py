@@ -14,6 +14,8 @@ from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
 from appliance.api.dependencies import DEPENDENCIES
 from appliance.api.errors import PROBLEM_HANDLERS
+from appliance.api.openapi import document_operations
+from appliance.api.requests import ApiRequest
 from appliance.api.routes import (
     admin,
     answers,
@@ -42,8 +44,8 @@ def create_app(appliance: Appliance) -> Litestar:
         # Only the JSON document: the HTML viewers load scripts from public CDNs, useless offline.
         render_plugins=[JsonRenderPlugin()],
         path="/schema",
+        # Security is declared per operation (api/openapi.py): the probes and the webhook need no key.
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-        security=[{"bearer": []}],
     )
     app = Litestar(
         route_handlers=[
@@ -68,9 +70,11 @@ def create_app(appliance: Appliance) -> Litestar:
         exception_handlers=PROBLEM_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=appliance.settings.limits.max_body_bytes,
+        request_class=ApiRequest,
         state=State({"appliance": appliance}),
         debug=False,
         logging_config=None,  # our structured logging is configured once, at start-up
     )
+    document_operations(app)
     # Outermost wrappers see every request, routed or not, with its final status.
     return instrument_app(audit_app(app, appliance.audit, appliance.access.failed_auth), appliance.metrics)

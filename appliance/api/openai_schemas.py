@@ -173,7 +173,9 @@ class CompletionIn(_Strict):
 
 class EmbeddingIn(_Strict):
     model: str
-    input: Any  # a string or a list of strings (checked by the route; token arrays are refused)
+    # OpenAI's shapes: text, texts, tokens, token lists. Typed, so anything else is a 400 naming
+    # `input`; token arrays pass the type and are refused by the route.
+    input: str | list[str | int | list[int]]
     encoding_format: str | None = None
     dimensions: int | None = None
     user: str | None = None

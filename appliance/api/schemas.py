@@ -3,11 +3,16 @@ request bodies, and the envelopes some answers wrap records in (the records are 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from litestar.params import Parameter
 
 from appliance.records import Document, Hit, Job, QuarantinedFile, Source
+
+# Paging: declared bounds, so a huge number is a 400 and never reaches a BIGINT column in DuckDB.
+MAX_OFFSET = 1_000_000_000
+Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET, description=f"rows to skip, 0..{MAX_OFFSET}")]
 
 
 class CollectionIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from appliance.db.catalog import Catalog, check_collection_name
+from appliance.db.catalog import Catalog
 from appliance.db.keys import KeyStore, Principal
 from appliance.errors import Forbidden, NotFound, TooManyRequests
 from appliance.limits import FailedAuthLimiter, RateLimiter
+from appliance.names import check_collection_name
 from appliance.records import KeyInfo, NewKey
 
 SYSTEM = Principal("system", "system", "admin", None)  # the server itself (sample corpus, repairs)

@@ -92,6 +92,8 @@ class Answers:
     ) -> AnswerTrace:
         if not question.strip():
             raise InvalidInput("question is empty")
+        # The key's scope first: a collection it cannot see is a 404 whatever state the model is in.
+        scope.collections(collections)
         started = time.perf_counter()
         names = scope.collections(collections)
         runtime = self.gateway.runtime_for(model or "default")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -15,25 +14,17 @@ import numpy as np
 
 from appliance.db.connection import Database
 from appliance.document import Chunk, Location
-from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.errors import Conflict, NotFound
+from appliance.names import check_collection_name
 from appliance.records import Chunk as StoredChunk
 from appliance.records import ChunkLocation, Collection, Document, Hit
 
-COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _DOC_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f59-9a51-2d0c7e4b8a10")
 
 
 def document_id_for(collection: str, source_id: str) -> str:
     """Stable id: the same source in the same collection is always the same document."""
     return str(uuid.uuid5(_DOC_NAMESPACE, f"{collection}\x00{source_id}"))
-
-
-def check_collection_name(name: str) -> str:
-    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
-        raise InvalidInput(
-            f"invalid collection name {name!r}: use 1-64 characters a-z, 0-9, '_' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,8 +334,10 @@ class Catalog:
             if key in ("source_kind", "mime_type", "source_id"):
                 where.append(f"d.{key} = ?")
             else:
+                # A JSON pointer (RFC 6901), not a JSONPath: every key means itself ("*", "a.b",
+                # non-ASCII and control characters included), none is syntax.
                 where.append("json_extract_string(d.metadata, ?) = ?")
-                params.append("$." + json.dumps(key))
+                params.append("/" + key.replace("~", "~0").replace("/", "~1"))
             params.append(value if isinstance(value, str) else json.dumps(value))
         rows = self.db.fetchall(
             f"""SELECT k.id, k.document_id, d.source_id, d.title, k.text, k.page, k.heading_path, k.line_start,

@@ -16,6 +16,7 @@ from appliance.records import KeyInfo
 
 KEY_PREFIX = "apk_"
 ROLES = ("admin", "user")
+_INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +57,9 @@ class KeyStore:
         if not name.strip():
             raise InvalidInput("a key needs a name")
         for limit, label in ((rpm, "rpm"), (tpm, "tpm")):
-            if limit is not None and limit < 1:
-                raise InvalidInput(f"{label} must be a positive number")
+            # The columns are 32-bit INTEGERs.
+            if limit is not None and not 1 <= limit <= _INT32_MAX:
+                raise InvalidInput(f"{label} must be within 1..{_INT32_MAX}")
         if role == "user" and not collections:
             raise InvalidInput("a user key needs at least one collection (--collections a,b)")
         key_id = "key_" + uuid.uuid4().hex[:16]

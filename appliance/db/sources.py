@@ -13,9 +13,9 @@ import msgspec
 
 from appliance.db.connection import Database
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.names import check_source_name
 from appliance.records import QuarantinedFile, Source
 
-SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SCHEDULES = {"manual": None, "hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
 _EVERY = re.compile(r"^every\s+(\d+)\s*(m|min|minutes?|h|hours?)$")
 
@@ -35,14 +35,6 @@ def schedule_interval(schedule: str) -> float | None:
     if seconds < 60:
         raise InvalidInput("a schedule must be at least a minute apart")
     return float(seconds)
-
-
-def check_source_name(name: str) -> str:
-    if not SOURCE_NAME.match(name):
-        raise InvalidInput(
-            f"invalid source name {name!r}: use 1-64 characters a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 @dataclass(frozen=True, slots=True)

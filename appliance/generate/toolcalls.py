@@ -21,7 +21,7 @@ def parse_block(body: str, names: Collection[str]) -> ToolCall | None:
     """One block's call, or None when it is not a JSON object naming an offered tool with object arguments."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting past json's limit
         return None
     if not isinstance(value, dict) or value.get("name") not in names:
         return None
@@ -30,7 +30,7 @@ def parse_block(body: str, names: Collection[str]) -> ToolCall | None:
     if isinstance(args, str):
         try:
             args = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(args, dict):
         return None

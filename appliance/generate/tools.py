@@ -70,7 +70,7 @@ class ToolRequest:
             raise InvalidInput(f"at most {MAX_TOOLS} tools", param="tools")
         seen: set[str] = set()
         for i, tool in enumerate(self.tools):
-            if not _NAME.match(tool.name):
+            if not _NAME.fullmatch(tool.name):
                 raise InvalidInput(
                     f"tools[{i}].function.name must be 1-64 letters, digits, _ . -",
                     param=f"tools[{i}].function.name",

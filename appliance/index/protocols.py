@@ -16,9 +16,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from appliance.names import COLLECTION_NAME
+
 # What every backend accepts, checked at its door: collection names as the catalogue makes them,
 # chunk ids as DuckDB's BIGINT sequence hands them out.
-COLLECTION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# \A...\Z: the whole string, so `.match` cannot accept "name\n" the way `$` would.
+COLLECTION_RE = re.compile(rf"\A(?:{COLLECTION_NAME.pattern})\Z")
 _INT64_MAX = 2**63 - 1
 
 

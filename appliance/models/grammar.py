@@ -96,7 +96,7 @@ class _Checker:
             if not isinstance(defs, dict) or len(defs) > MAX_PROPERTIES:
                 raise self.refuse(f"/{key}", f"{key} must be an object of at most {MAX_PROPERTIES} schemas")
             for name, sub in defs.items():
-                if not _REF.match(f"#/{key}/{name}"):
+                if not _REF.fullmatch(f"#/{key}/{name}"):
                     raise self.refuse(f"/{key}/{name}", "definition names are letters, digits, _ . -")
                 self.defs[f"#/{key}/{name}"] = sub
         self._check_refs_acyclic()
@@ -181,7 +181,7 @@ class _Checker:
         ref = s["$ref"]
         if len(s) > 1:
             raise self.refuse(path, "$ref alongside other keywords is not supported")
-        if not isinstance(ref, str) or not _REF.match(ref):
+        if not isinstance(ref, str) or not _REF.fullmatch(ref):
             raise self.refuse(f"{path}/$ref", "only local references #/$defs/<name> are supported")
         if ref not in self.defs:
             raise self.refuse(f"{path}/$ref", f"{ref} is not defined")

@@ -32,6 +32,8 @@ class ToolCall:
             value = json.loads(self.arguments)
         except ValueError:
             raise InvalidInput(f"tool call {self.id}: arguments are not JSON", param="messages") from None
+        except RecursionError:  # json's own limit, near 1,000 levels: a 400, not a crash
+            raise InvalidInput(f"tool call {self.id}: arguments nest too deeply", param="messages") from None
         if not isinstance(value, dict):
             raise InvalidInput(f"tool call {self.id}: arguments must be a JSON object", param="messages")
         return value

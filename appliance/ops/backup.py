@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -17,6 +16,7 @@ import duckdb
 from appliance import __version__
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.files import fsync_path, fsync_tree, replace_durably, sha256_file
+from appliance.names import check_backup_name
 
 if TYPE_CHECKING:
     from appliance.config import Settings
@@ -33,15 +33,12 @@ DB_NAME = "appliance.duckdb"
 DATA_ITEMS = (DB_NAME, "index", "admin.key", "models/manifest.toml")
 # Replaced on restore: the huey queue only signals work; start-up re-signals from DuckDB's jobs.
 RESTORE_ASIDE = (DB_NAME, DB_NAME + ".wal", "index", "admin.key", "queue")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 _LOCK_FILES = {".tantivy-writer.lock", ".tantivy-meta.lock"}
 
 
 def backup_name(name: str | None) -> str:
     name = name or time.strftime("backup-%Y%m%dT%H%M%S")
-    if not _NAME.match(name):
-        raise InvalidInput("a backup name is letters, digits, '.', '_' and '-' (at most 101 characters)")
-    return name
+    return check_backup_name(name)
 
 
 def snapshot_online(

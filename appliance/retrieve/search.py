@@ -71,6 +71,8 @@ class HybridSearcher:
             raise InvalidInput(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         if not query.strip():
             raise InvalidInput("query is empty")
+        if filters and not all(isinstance(key, str) and key for key in filters):
+            raise InvalidInput("filters: every key must be a non-empty metadata key")
         use_rerank = (self.settings.reranker != "none") if rerank is None else rerank
         if use_rerank and self.reranker is None:
             raise InvalidInput("no reranker is configured on this server (retrieval.reranker)")

@@ -5,34 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import TEST_MODEL_ENV, ServerProcess
+from tests.api.conftest import SECRETS
 
-SECRET_A = "The alpha launch code is ZEBRA-4471."
-SECRET_B = "The bravo launch code is OKAPI-9902."
+SECRET_A, SECRET_B = SECRETS["alpha"], SECRETS["bravo"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("iso") / "data", env=TEST_MODEL_ENV).start(require_llm=True)
-    with srv.client() as admin:
-        ids = {}
-        for coll, text in (("alpha", SECRET_A), ("bravo", SECRET_B)):
-            admin.post("/api/v1/collections", json={"name": coll})
-            r = admin.post(
-                "/api/v1/documents",
-                params={"wait": "true"},
-                json={"collection": coll, "source_id": f"{coll}.md", "text": text},
-            )
-            ids[coll] = {"doc": r.json()["document_ids"][0], "job": r.json()["job_id"]}
-        keys = {}
-        for coll in ("alpha", "bravo"):
-            k = admin.post(
-                "/api/v1/keys", json={"name": f"user-{coll}", "role": "user", "collections": [coll]}
-            )
-            assert k.status_code == 201, k.text
-            keys[coll] = k.json()["key"]
-    yield srv, ids, keys
-    srv.stop()
+def world(isolation_world):
+    """The shared world (tests/api/conftest.py), as (server, {collection: {doc, job}}, {collection: key})."""
+    ids = {c: {"doc": o["document"], "job": o["job"]} for c, o in isolation_world.objects.items()}
+    return isolation_world.srv, ids, isolation_world.keys
 
 
 def _client(srv, key):

@@ -159,3 +159,14 @@ def test_bad_tool_requests_name_the_parameter(make, param):
     with pytest.raises(InvalidInput) as info:
         make()
     assert info.value.extra["param"] == param
+
+
+def test_tool_call_json_nested_past_the_decoders_limit_is_refused_not_a_crash():
+    deep = "[" * 5_000 + "]" * 5_000
+    with pytest.raises(InvalidInput, match="nest too deeply"):
+        ToolCall("c", "f", '{"a": ' + deep + "}").arguments_dict()
+    # A model's output is not a request: such a block is just not a call.
+    content, calls, bad = parse_output(
+        f'<tool_call>{{"name": "get_weather", "arguments": {deep}}}</tool_call>', {"get_weather"}
+    )
+    assert calls == [] and bad

@@ -3,8 +3,11 @@ backups and chunk verification."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import Router, get, post
+from litestar.params import Parameter
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -46,7 +49,13 @@ def stats(caller: Scope, admin: Admin) -> dict:
     description="`level` keeps that level and above (debug, info, warning, error, critical); "
     "`after` returns only lines whose `seq` is greater, for tailing.",
 )
-def logs(caller: Scope, admin: Admin, level: str | None = None, limit: int = 200, after: int = 0) -> dict:
+def logs(
+    caller: Scope,
+    admin: Admin,
+    level: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=2000)] = 200,
+    after: Annotated[int, Parameter(ge=0)] = 0,
+) -> dict:
     return admin.logs(caller, level, limit, after)
 
 
@@ -62,6 +71,7 @@ def models(caller: Scope, admin: Admin) -> dict:
 @post(
     "/models/load",
     status_code=202,
+    errors=(404, 409),
     sync_to_thread=True,
     summary="Replace the chat model (loads in the background; poll GET /api/v1/admin/models)",
 )
@@ -72,6 +82,7 @@ def load_model(caller: Scope, admin: Admin, data: ModelLoadIn) -> dict:
 @post(
     "/models/unload",
     status_code=200,
+    errors=(409,),
     sync_to_thread=True,
     summary="Free the chat model; requests already generating finish first",
 )
@@ -93,6 +104,7 @@ def ops_status(caller: Scope, admin: Admin) -> dict:
 @post(
     "/backup",
     status_code=201,
+    errors=(409,),
     sync_to_thread=True,
     summary="Take a consistent snapshot (catalogue, indexes, admin key, config) while serving",
     description="Written to <data dir>/backups/<name>; `appliance backup DEST` asks for it and moves "
@@ -105,6 +117,7 @@ def backup(caller: Scope, admin: Admin, data: BackupIn) -> dict:
 @post(
     "/verify-chunks",
     status_code=202,
+    errors=(404,),
     sync_to_thread=True,
     summary="Check stored chunks against each document's source; optionally re-ingest damaged documents",
     description="Queues a `verify` job (follow it at `/api/v1/jobs/{id}`); its `summary` is the "

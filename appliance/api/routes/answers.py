@@ -83,7 +83,7 @@ async def answer_response(make_events: Callable, make_result: Callable, stream: 
     return Stream(body(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/query", status_code=200, tags=["knowledge"], responses=_ANSWERED)
+@post("/query", status_code=200, tags=["knowledge"], responses=_ANSWERED, errors=(404, 503), streams=True)
 async def knowledge_query(caller: Scope, answers: Answers, data: QueryIn) -> Response | Stream:
     return await answer_response(
         lambda cancel, on_position: answers.open_stream(
@@ -102,7 +102,7 @@ async def knowledge_query(caller: Scope, answers: Answers, data: QueryIn) -> Res
     )
 
 
-@post("/", status_code=201, sync_to_thread=True)
+@post("/", status_code=201, sync_to_thread=True, errors=(404,))
 def create_conversation(caller: Scope, answers: Answers, data: ConversationIn) -> Conversation:
     return answers.create_conversation(caller, data.collections, data.title)
 
@@ -123,7 +123,7 @@ def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -
     return Deleted(deleted=True, id=conversation_id)
 
 
-@post("/{conversation_id:str}/messages", status_code=200, responses=_ANSWERED)
+@post("/{conversation_id:str}/messages", status_code=200, responses=_ANSWERED, errors=(503,), streams=True)
 async def post_message(
     caller: Scope, answers: Answers, conversation_id: str, data: MessageIn
 ) -> Response | Stream:

@@ -10,7 +10,7 @@ from appliance.core.knowledge import Knowledge
 from appliance.records import Collection
 
 
-@post("/", status_code=201, sync_to_thread=True)
+@post("/", status_code=201, sync_to_thread=True, errors=(403, 409))
 def create_collection(caller: Scope, knowledge: Knowledge, data: CollectionIn) -> Collection:
     return knowledge.create_collection(caller, data.name, data.description)
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
-from litestar import Request, Response, Router, delete, get, post
+from litestar import Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
+from litestar.exceptions import SerializationException
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 
 from appliance.api.errors import PROBLEM_JSON, problem_body
-from appliance.api.schemas import Accepted, BatchIn, DeletedDocument, DocumentIn, SingleDocumentIn
+from appliance.api.requests import ApiRequest
+from appliance.api.schemas import Accepted, BatchIn, DeletedDocument, DocumentIn, Offset, SingleDocumentIn
 from appliance.core.access import Scope
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
@@ -111,9 +112,9 @@ class _UploadOperation(Operation):
         self.request_body = _UploadOperation.__dataclass_fields__["request_body"].default_factory()
 
 
-@post("/", status_code=202, operation_class=_UploadOperation)
+@post("/", status_code=202, operation_class=_UploadOperation, errors=(404, 415, 422))
 async def create_document(
-    request: Request, caller: Scope, knowledge: Knowledge, jobs: Jobs, wait: bool = False
+    request: ApiRequest, caller: Scope, knowledge: Knowledge, jobs: Jobs, wait: bool = False
 ) -> Response:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
@@ -122,10 +123,7 @@ async def create_document(
         if not isinstance(upload, UploadFile):
             raise InvalidInput("multipart upload needs a 'file' part")
         collection = str(form.get("collection") or "")
-        try:
-            metadata = json.loads(form.get("metadata") or "{}")
-        except json.JSONDecodeError:
-            raise InvalidInput("metadata must be a JSON object") from None
+        metadata = request.json_field(form.get("metadata") or "{}", "metadata")
         if not isinstance(metadata, dict):
             raise InvalidInput("metadata must be a JSON object")
         content = await upload.read()
@@ -139,11 +137,13 @@ async def create_document(
         )
     else:
         try:
-            data = msgspec.json.decode(await request.body(), type=SingleDocumentIn)
+            body = await request.json()
+        except SerializationException:
+            raise InvalidInput("request body is not valid JSON") from None
+        try:
+            data = msgspec.convert(body, type=SingleDocumentIn)
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"malformed document: {exc}") from None
-        except msgspec.DecodeError:
-            raise InvalidInput("request body is not valid JSON") from None
         collection, doc = data.collection, _to_new(data)
     if not collection:
         raise InvalidInput("collection is required")
@@ -151,7 +151,7 @@ async def create_document(
     return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@post("/batch", status_code=202)
+@post("/batch", status_code=202, errors=(404, 415))
 async def create_documents(
     caller: Scope, knowledge: Knowledge, jobs: Jobs, data: BatchIn, wait: bool = False
 ) -> Response:
@@ -160,13 +160,13 @@ async def create_documents(
     return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@get("/", sync_to_thread=True)
+@get("/", sync_to_thread=True, errors=(404,))
 def list_documents(
     caller: Scope,
     knowledge: Knowledge,
     collection: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> DocumentPage:
     return knowledge.list_documents(caller, collection, limit=limit, offset=offset)
 

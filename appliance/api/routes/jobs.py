@@ -27,13 +27,13 @@ def list_jobs(
     return jobs.list(caller, state=job_state, limit=limit)
 
 
-@post("/{job_id:str}/cancel", status_code=200, sync_to_thread=True)
+@post("/{job_id:str}/cancel", status_code=200, sync_to_thread=True, errors=(409,))
 def cancel_job(caller: Scope, jobs: Jobs, job_id: str) -> Job:
     """Stop a queued or running job; documents already ingested stay."""
     return jobs.cancel(caller, job_id)
 
 
-@post("/{job_id:str}/retry", status_code=200, sync_to_thread=True)
+@post("/{job_id:str}/retry", status_code=200, sync_to_thread=True, errors=(409,))
 def retry_job(caller: Scope, jobs: Jobs, job_id: str) -> Job:
     """Queue an ended job again: its failed documents, and those a cancellation left."""
     return jobs.retry(caller, job_id)

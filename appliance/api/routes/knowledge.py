@@ -10,7 +10,7 @@ from appliance.core.access import Scope
 from appliance.core.knowledge import Knowledge
 
 
-@post("/search", status_code=200, sync_to_thread=True)
+@post("/search", status_code=200, sync_to_thread=True, errors=(404, 503))
 def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchOut:
     result = knowledge.search(
         caller,

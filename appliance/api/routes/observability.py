@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 
-from litestar import Request, Response, Router, get
+from litestar import MediaType, Request, Response, Router, get
 from litestar.datastructures import State
+from litestar.params import Parameter
 
 from appliance.api.dependencies import admin_only
+from appliance.api.schemas import Offset
 from appliance.core.access import Scope
 from appliance.core.admin import Admin
 from appliance.errors import Unauthorized
@@ -22,7 +25,15 @@ def _is_loopback(host: str | None) -> bool:
 
 
 # Excluded from the key middleware because it does its own check (loopback may skip the key).
-@get("/metrics", exclude_from_auth=True, tags=["observability"], sync_to_thread=True)
+@get(
+    "/metrics",
+    exclude_from_auth=True,
+    checks_key=True,
+    errors=(403,),
+    media_type=MediaType.TEXT,
+    tags=["observability"],
+    sync_to_thread=True,
+)
 def metrics(request: Request, state: State) -> Response:
     appliance = state.appliance
     local_ok = appliance.settings.observability.metrics_on_localhost_without_key and _is_loopback(
@@ -47,8 +58,8 @@ def metrics(request: Request, state: State) -> Response:
 def audit_entries(
     caller: Scope,
     admin: Admin,
-    limit: int = 100,
-    offset: int = 0,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
     action: str | None = None,
     key_id: str | None = None,
 ) -> list[dict]:

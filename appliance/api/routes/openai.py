@@ -157,7 +157,7 @@ def list_models(gateway: Gateway) -> dict:
     return {"object": "list", "data": gateway.list_models()}
 
 
-@post("/chat/completions", status_code=200)
+@post("/chat/completions", status_code=200, errors=(404, 503), streams=True)
 async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletionIn) -> Response | Stream:
     _refuse_unsupported(data)
     if not data.messages:
@@ -271,7 +271,7 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
     return Stream(events(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/completions", status_code=200)
+@post("/completions", status_code=200, errors=(404, 503), streams=True)
 async def completions(caller: Scope, gateway: Gateway, data: CompletionIn) -> Response | Stream:
     _refuse_unsupported(data)
     prompts = [data.prompt] if isinstance(data.prompt, str) else data.prompt
@@ -340,7 +340,7 @@ async def completions(caller: Scope, gateway: Gateway, data: CompletionIn) -> Re
     return Stream(events(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/embeddings", status_code=200)
+@post("/embeddings", status_code=200, errors=(404, 503))
 async def embeddings(gateway: Gateway, data: EmbeddingIn) -> dict:
     inputs = [data.input] if isinstance(data.input, str) else data.input
     if not inputs or not all(isinstance(x, str) for x in inputs):

@@ -36,7 +36,7 @@ def list_sources(caller: Scope, sources: Sources) -> SourceList:
     return SourceList(sources.list(caller))
 
 
-@post("/sources", status_code=201, sync_to_thread=True)
+@post("/sources", status_code=201, sync_to_thread=True, errors=(403, 404, 409))
 def add_source(caller: Scope, sources: Sources, data: SourceIn) -> Source:
     options = {
         k: getattr(data, k) for k in ("branch", "include", "exclude", "history", "fetch", "github_repo")
@@ -49,19 +49,19 @@ def get_source(caller: Scope, sources: Sources, name: str) -> Source:
     return sources.get(caller, name)
 
 
-@delete("/sources/{name:str}", status_code=200, sync_to_thread=True)
+@delete("/sources/{name:str}", status_code=200, sync_to_thread=True, errors=(403,))
 def remove_source(
     caller: Scope, sources: Sources, name: str, delete_documents: bool = False
 ) -> RemovedSource:
     return sources.remove(caller, name, delete_documents)
 
 
-@post("/sources/{name:str}/sync", status_code=202, sync_to_thread=True)
+@post("/sources/{name:str}/sync", status_code=202, sync_to_thread=True, errors=(403, 409))
 def sync_source(caller: Scope, sources: Sources, name: str) -> SyncRequested:
     return SyncRequested(name, sources.sync(caller, name))
 
 
-@get("/quarantine", sync_to_thread=True)
+@get("/quarantine", sync_to_thread=True, errors=(404,))
 def list_quarantine(
     caller: Scope,
     sources: Sources,
@@ -95,7 +95,7 @@ async def _webhook_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@post("/webhooks/github", exclude_from_auth=True, status_code=200)
+@post("/webhooks/github", exclude_from_auth=True, status_code=200, errors=(401, 429))
 async def github_webhook(request: Request, sources: Sources) -> dict:
     """GitHub (or GitHub Enterprise) deliveries, authenticated by `X-Hub-Signature-256` (HMAC-SHA256
     of the raw body with the configured secret), checked before the body is parsed. The signature

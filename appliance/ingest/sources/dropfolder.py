@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config import Settings
-from appliance.db.catalog import COLLECTION_NAME, document_id_for
+from appliance.db.catalog import document_id_for
 from appliance.db.sources import KnownFile, SourceRecord
 from appliance.errors import InvalidInput
 from appliance.ingest.intake import NewDocument
@@ -21,6 +21,7 @@ from appliance.ingest.pipeline import content_hash
 from appliance.ingest.secrets import sensitive_name
 from appliance.ingest.sources.files import ignored_name, path_key
 from appliance.ingest.sources.protocols import Sink, SourceConfig, SyncResult
+from appliance.names import is_collection_name
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class DropFolder:
         for entry in entries:
             if ignored_name(entry.name):
                 continue
-            if entry.is_dir(follow_symlinks=False) and COLLECTION_NAME.match(entry.name):
+            if entry.is_dir(follow_symlinks=False) and is_collection_name(entry.name):
                 names.add(entry.name)
             elif entry.is_dir(follow_symlinks=False):
                 self._refuse(

@@ -12,10 +12,10 @@ import msgspec
 
 from appliance import records
 from appliance.config import Settings
-from appliance.db.catalog import Catalog, check_collection_name, document_id_for
+from appliance.db.catalog import Catalog, document_id_for
 from appliance.db.connection import Database
 from appliance.db.jobs import JobStore, WorkItem
-from appliance.db.sources import KnownFile, SourceStore, check_source_name, schedule_interval
+from appliance.db.sources import KnownFile, SourceStore, schedule_interval
 from appliance.db.webhooks import WebhookStore
 from appliance.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthorized
 from appliance.ingest.intake import NewDocument, make_job_item
@@ -26,6 +26,7 @@ from appliance.ingest.sources.dropfolder import DropFolder, DropFolderWatcher
 from appliance.ingest.sources.gitsource import GitSource
 from appliance.ingest.sources.protocols import Source, SourceConfig
 from appliance.ingest.sources.registry import KINDS, SourceKinds
+from appliance.names import check_collection_name, check_source_name
 from appliance.observability.metrics import Metrics
 from appliance.records import Job, QuarantinedFile, RemovedSource
 
