@@ -36,7 +36,7 @@ def _git(repo: Path, *args: str) -> None:
 @pytest.fixture(scope="package")
 def isolation_world(tmp_path_factory) -> IsolationWorld:
     """alpha and bravo, each with a document holding its secret, that document's job, a git source
-    (never synced), a user key reaching only it, and a conversation of that key."""
+    (never synced), a user key reaching only it, and a conversation and an answer of that key."""
     tmp = tmp_path_factory.mktemp("isolation")
     srv = ServerProcess(tmp / "data", env=TEST_MODEL_ENV).start(require_llm=True)
     keys: dict[str, str] = {}
@@ -75,5 +75,11 @@ def isolation_world(tmp_path_factory) -> IsolationWorld:
     for coll, key in keys.items():
         with srv.client(key) as owner:
             objects[coll]["conversation"] = owner.post("/api/v1/conversations", json={}).json()["id"]
+            answer = owner.post(
+                "/api/v1/knowledge/query",
+                json={"query": f"What is the {coll} launch code?", "collections": [coll]},
+            )
+            assert answer.status_code == 200, answer.text
+            objects[coll]["answer"] = answer.json()["id"]
     yield IsolationWorld(srv, keys, objects)
     srv.stop()

@@ -31,6 +31,7 @@ FILLERS = {
     "conversation_id": "conversation",
     "name": "source",
     "key_id": "key",
+    "answer_id": "answer",
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.
@@ -48,6 +49,7 @@ MISSING = {
     "conversation": "conv_missing",
     "source": "missing-source",
     "key": "key_missing",
+    "answer": "ans_00000000000000000000",
 }
 
 
