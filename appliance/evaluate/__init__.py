@@ -1,0 +1,1 @@
+"""Evaluation in the box: eval sets, generated QA sets, the local judge, runs and their metrics."""
