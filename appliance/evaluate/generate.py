@@ -46,15 +46,17 @@ MIN_CHUNK_WORDS = 25  # shorter chunks (a heading, a table row) rarely hold a fa
 PROMPT_CHUNK_TOKENS = 600  # the chunk as the model sees it: chunks are smaller than this by default
 MAX_N = 1000
 DEFAULT_UNANSWERABLE_FRACTION = 0.2
-GENERATION_TOKENS = 200
+GENERATION_TOKENS = 120  # the schema's bounds (80 + 200 characters) fit in fewer
 
 REJECTION_REASONS = (
     "invalid_output",  # not the JSON the grammar asked for (cut short by the token limit)
     "empty_question",
     "question_too_long",
+    "not_a_question",  # no question mark: a heading or a statement copied from the passage
     "empty_answer",
     "answer_too_long",
     "answer_not_in_chunk",
+    "answer_is_heading",
     "answer_in_question",
     "verbatim_quote",
     "duplicate_question",
@@ -73,6 +75,18 @@ UNANSWERABLE_SYSTEM = (
     "passage does NOT answer: ask about a related detail the passage never mentions. Also give the "
     "short answer you would expect, which must not appear in the passage."
 )
+# One worked example before the real passage: small models follow an example far better than a rule.
+EXAMPLE_PASSAGE = (
+    "Opening hours\n\nThe city museum opens at 9 am on weekdays and at 10 am on Sundays. "
+    "Tickets cost 12 euros for adults; children under 12 enter free."
+)
+EXAMPLES = {
+    "answerable": {"answer": "12 euros", "question": "How much does an adult pay to visit the museum?"},
+    "unanswerable": {
+        "expected_answer": "Mondays",
+        "question": "On which day of the week is the museum closed?",
+    },
+}
 
 
 class QAItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,11 +153,14 @@ def _question_problem(question: str) -> str | None:
         return "empty_question"
     if len(question.split()) > MAX_QUESTION_WORDS:
         return "question_too_long"
+    if not question.rstrip().endswith("?"):
+        return "not_a_question"
     return None
 
 
-def check_answerable(candidate: Candidate, chunk_text: str) -> str | None:
-    """The reason to reject an answerable candidate for this chunk, or None to keep it."""
+def check_answerable(candidate: Candidate, chunk_text: str, headings: Sequence[str] = ()) -> str | None:
+    """The reason to reject an answerable candidate for this chunk, or None to keep it. `headings`
+    (the document's title, the chunk's heading path) are no answer: they name a topic, not a fact."""
     problem = _question_problem(candidate.question)
     if problem:
         return problem
@@ -153,6 +170,8 @@ def check_answerable(candidate: Candidate, chunk_text: str) -> str | None:
         return "answer_too_long"
     if not contains_answer(chunk_text, candidate.answer):
         return "answer_not_in_chunk"
+    if normalize_answer(candidate.answer) in {normalize_answer(h) for h in headings}:
+        return "answer_is_heading"
     if contains_answer(candidate.question, candidate.answer):
         return "answer_in_question"
     if longest_shared_ngram(answer_tokens(candidate.question), answer_tokens(chunk_text)) >= VERBATIM_NGRAM:
@@ -221,10 +240,19 @@ def _passage(chunk: SourceChunk, runtime: LLMRuntime) -> str:
     return f"{heading}\n\n{text}" if heading else text
 
 
+def _request(passage: str) -> str:
+    return f"Passage:\n{passage}\n\nReply with the JSON object."
+
+
 def _ask(runtime: LLMRuntime, kind: str, chunk: SourceChunk, grammar, seed: int, cancel) -> Candidate | None:
     system = ANSWERABLE_SYSTEM if kind == "answerable" else UNANSWERABLE_SYSTEM
-    user = f"Passage:\n{_passage(chunk, runtime)}\n\nReply with the JSON object."
-    prompt = runtime.render_chat([ChatMessage("system", system), ChatMessage("user", user)])
+    messages = [
+        ChatMessage("system", system),
+        ChatMessage("user", _request(EXAMPLE_PASSAGE)),
+        ChatMessage("assistant", json.dumps(EXAMPLES[kind])),
+        ChatMessage("user", _request(_passage(chunk, runtime))),
+    ]
+    prompt = runtime.render_chat(messages)
     params = GenerationParams(max_tokens=GENERATION_TOKENS, temperature=0.0, seed=seed, grammar=grammar)
     done = runtime.generate(prompt, params, cancel)
     try:
@@ -365,7 +393,7 @@ def _judge_candidate(
     if candidate is None:
         return "invalid_output"
     if kind == "answerable":
-        reason = check_answerable(candidate, chunk.text)
+        reason = check_answerable(candidate, chunk.text, (chunk.title, *chunk.heading_path))
     else:
         reason = check_unanswerable(candidate, chunk.text, corpus)
         if reason is None and search is not None:

@@ -45,6 +45,7 @@ CORPUS = [CHUNK, "Expense claims are submitted within 30 days of returning."]
         ("   ", "45 EUR", "empty_question"),
         ("?!", "45 EUR", "empty_question"),
         ("What is the daily meal allowance?", "the", "empty_answer"),
+        ("The meal allowance inside Europe", "45 EUR", "not_a_question"),
         ("Is the per diem for meals 45 EUR?", "45 EUR", "answer_in_question"),
         ("Why " + "really " * 40 + "?", "45 EUR", "question_too_long"),
         (
@@ -56,6 +57,13 @@ CORPUS = [CHUNK, "Expense claims are submitted within 30 days of returning."]
 )
 def test_answerable_candidates_are_checked_against_their_chunk(question, answer, reason):
     assert check_answerable(Candidate(question, answer), CHUNK) == reason
+
+
+def test_a_heading_is_no_answer():
+    chunk = "Travel policy\n\nBooking\n\nBook economy class for flights under six hours."
+    candidate = Candidate("What does the policy cover first?", "booking")
+    assert check_answerable(candidate, chunk, ("Travel policy", "Booking")) == "answer_is_heading"
+    assert check_answerable(candidate, chunk) is None
 
 
 @pytest.mark.parametrize(
@@ -138,14 +146,22 @@ def test_smollm2_writes_items_whose_gold_chunks_hold_their_answers(sample_collec
     chunks, search = sample_collection
     assert {c.source_id for c in chunks} == {p.name for p in SAMPLE.iterdir()}
     heard: list[tuple[int, int]] = []
+    # Two answerable and one unanswerable item wanted, three candidates each at most: SmolLM2 gets
+    # some right (how many is the model's business; each kept one is checked below).
     items, report = generate_qa_items(
-        chunks, smollm2, 5, seed=3, search=search, progress=lambda done, n: heard.append((done, n))
+        chunks,
+        smollm2,
+        3,
+        seed=3,
+        unanswerable_fraction=1 / 3,
+        search=search,
+        progress=lambda done, n: heard.append((done, n)),
     )
     print(report)  # what the small model managed, for the log
     assert report.produced == len(items) >= 1
-    assert report.requested == 5 and report.answerable + report.unanswerable == report.produced
+    assert report.requested == 3 and report.answerable + report.unanswerable == report.produced
     assert report.candidates == report.produced + sum(report.rejected_by_reason.values())
-    assert len(heard) == report.candidates and heard[-1] == (report.produced, 5)
+    assert len(heard) == report.candidates and heard[-1] == (report.produced, 3)
     assert [d for d, _ in heard] == sorted(d for d, _ in heard)
     assert len({i.id for i in items}) == len(items)
     for item in items:
@@ -168,7 +184,9 @@ def test_smollm2_writes_items_whose_gold_chunks_hold_their_answers(sample_collec
         else:
             assert item.kind == "unanswerable" and item.answers == [] and item.gold == []
 
-    # Deterministic: the same seed asks the same chunks in the same order, greedily, so a smaller
-    # request yields the first answerable items of the larger one.
-    fewer, _ = generate_qa_items(chunks, smollm2, 2, seed=3, unanswerable_fraction=0.0, search=search)
-    assert fewer == [i for i in items if i.kind == "answerable"][: len(fewer)]
+    # Deterministic: the same seed asks the same chunks in the same order, greedily, so a request
+    # for one answerable item yields the first answerable item of the larger run.
+    answerable = [i for i in items if i.kind == "answerable"]
+    if answerable:
+        one, _ = generate_qa_items(chunks, smollm2, 1, seed=3, unanswerable_fraction=0.0, attempts_per_item=6)
+        assert one == answerable[:1]
