@@ -36,6 +36,7 @@ from appliance.models.runtime import ChatMessage, GenerationParams
 
 if TYPE_CHECKING:
     from appliance.db.catalog import Catalog
+    from appliance.models.grammar import Grammar
     from appliance.models.runtime import LLMRuntime
 
 # A question sharing a run of this many tokens with its chunk quotes it rather than asks about it.
@@ -225,7 +226,7 @@ def _schema(answer_key: str) -> dict:
     }
 
 
-def _grammars() -> dict[str, object]:
+def _grammars() -> dict[str, Grammar]:
     from appliance.models.grammar import json_grammar
 
     return {
@@ -244,7 +245,14 @@ def _request(passage: str) -> str:
     return f"Passage:\n{passage}\n\nReply with the JSON object."
 
 
-def _ask(runtime: LLMRuntime, kind: str, chunk: SourceChunk, grammar, seed: int, cancel) -> Candidate | None:
+def _ask(
+    runtime: LLMRuntime,
+    kind: str,
+    chunk: SourceChunk,
+    grammar: Grammar,
+    seed: int,
+    cancel: threading.Event | None,
+) -> Candidate | None:
     system = ANSWERABLE_SYSTEM if kind == "answerable" else UNANSWERABLE_SYSTEM
     messages = [
         ChatMessage("system", system),
@@ -354,9 +362,12 @@ def generate_qa_items(
             if cancel is not None and cancel.is_set():
                 cancelled = True
                 break
+            candidate = _ask(runtime, kind, chunk, grammars[kind], seed, cancel)
+            if cancel is not None and cancel.is_set():
+                cancelled = True  # the model was stopped mid-candidate: neither kept nor rejected
+                break
             candidates += 1
             asked += 1
-            candidate = _ask(runtime, kind, chunk, grammars[kind], seed, cancel)
             reason = _judge_candidate(kind, candidate, chunk, corpus, search, seen)
             if reason is None:
                 assert candidate is not None

@@ -3,6 +3,7 @@ SmolLM2 over data/sample ingested in-process, whose every item is checked agains
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,10 @@ def test_smollm2_writes_items_whose_gold_chunks_hold_their_answers(sample_collec
     if answerable:
         one, _ = generate_qa_items(chunks, smollm2, 1, seed=3, unanswerable_fraction=0.0, attempts_per_item=6)
         assert one == answerable[:1]
+
+
+def test_a_cancelled_request_stops_before_the_next_candidate(smollm2):
+    cancel = threading.Event()
+    cancel.set()
+    items, report = generate_qa_items([SourceChunk(1, "a", CHUNK * 2)], smollm2, 3, cancel=cancel)
+    assert items == [] and report.cancelled and report.candidates == 0 and report.produced == 0

@@ -123,6 +123,12 @@ def test_next_token_logprobs_are_a_distribution_whose_top_is_the_greedy_token(sm
 def test_a_model_that_can_neither_score_nor_constrain_is_refused():
     with pytest.raises(InvalidInput, match="cannot judge"):
         LLMJudge(EchoRuntime())
+    served = ServedModel(EchoRuntime(), max_queue=1)
+    assert not served.reports_logprobs
+    with pytest.raises(InvalidInput, match="does not report token probabilities"):
+        served.next_token_logprobs("<|user|>\nhello\n<|assistant|>\n")
+    with pytest.raises(InvalidInput, match="cannot judge"):
+        LLMJudge(served)
     with pytest.raises(InvalidInput, match="mode"):
         LLMJudge(EchoRuntime(), mode="guess")
 
