@@ -1,1 +1,1 @@
-"""Evaluation in the box: measuring the appliance itself (drift of its traffic, ...)."""
+"""Evaluation in the box: eval sets (imported, generated, from feedback), runs and their metrics, the local judge, drift."""

@@ -313,6 +313,45 @@ class LlamaCppRuntime:
         ts.release()
         yield TokenDelta("", finish)
 
+    def next_token_logprobs(self, prompt: str, top: int = 20) -> dict[str, float]:
+        """The `top` likeliest next tokens after `prompt` (as text, special tokens written out) with their
+        natural-log probabilities over the whole vocabulary: one forward pass, nothing sampled. What a
+        judge reads a yes/no decision from (OpenAI's `top_logprobs` of the first token)."""
+        import numpy as np
+
+        if not 1 <= top <= 100:
+            raise InvalidInput("top must be between 1 and 100", param="top_logprobs")
+        self._check_open()
+        prompt_ids = self.prompt_tokens(prompt)
+        if not prompt_ids:
+            raise InvalidInput("the prompt is empty")
+        check_prompt_length(len(prompt_ids), self.context_length, 1)
+        llama_cpp = _import_llama()
+        leave = self._inflight.enter()
+        with self._free_lock:
+            llm = self._free.pop()
+        try:
+            llm.reset()
+            llm.eval(prompt_ids)  # the last position's logits are kept by llama.cpp after the batch
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)
+            )
+            logits = logits.astype(np.float64)
+        finally:
+            with self._free_lock:
+                self._free.append(llm)
+            leave()
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        best = [int(t) for t in np.argsort(-logprobs)[:top]]
+        with self._vocab_lock:
+            texts = [self._token_text(t) for t in best]
+        out: dict[str, float] = {}
+        for token, text in zip(best, texts, strict=True):  # two tokens may read the same: summed
+            value = float(logprobs[token])
+            out[text] = float(np.logaddexp(out[text], value)) if text in out else value
+        return out
+
     def health(self) -> dict:
         return {
             "name": self.name,

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from appliance.errors import NotReady
+from appliance.errors import InvalidInput, NotReady
 from appliance.models.runtime import (
     ChatMessage,
     Completion,
@@ -94,6 +94,24 @@ class ServedModel:
             lease.release()
             raise
         return _AdmittedStream(inner, lease, time.monotonic() - start, cancel)
+
+    @property
+    def reports_logprobs(self) -> bool:
+        """Whether the backend gives next-token probabilities (`next_token_logprobs`)."""
+        return callable(getattr(self.runtime, "next_token_logprobs", None))
+
+    def next_token_logprobs(
+        self, prompt: str, top: int = 20, cancel: threading.Event | None = None
+    ) -> dict[str, float]:
+        """The backend's next-token log-probabilities, run with an admission slot like any request."""
+        scorer = getattr(self.runtime, "next_token_logprobs", None)
+        if scorer is None:
+            raise InvalidInput(f"{self.name} ({self.backend}) does not report token probabilities")
+        if self._closed:
+            raise NotReady(f"{self.name} is closed")
+        check_prompt_length(self.runtime.count_tokens(prompt), self.context_length, 1)
+        with self.queue.acquire(cancel, None):
+            return scorer(prompt, top)
 
     def health(self) -> dict:
         health = self.runtime.health()
