@@ -143,6 +143,16 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
     allow: list[str] = msgspec.field(default_factory=list)
 
 
+class EvalSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # What a query costs in money on the scorecard (`cost_per_query`); 0 leaves that term out.
+    # CPU-seconds per query are always reported.
+    cost_per_cpu_hour: float = 0.0
+    cost_per_1k_tokens: float = 0.0
+    # Paired bootstrap of `eval compare`: resamples and seed (fixed, so a comparison repeats exactly).
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 13
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -167,6 +177,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sources: SourceSettings = msgspec.field(default_factory=SourceSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
+    eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
 
     @property
     def data_path(self) -> Path:
@@ -205,6 +216,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("parsing.memory_mb must be >= 64, cpu_seconds and wall_seconds > 0")
         if self.dropfolder.settle_seconds < 0 or self.dropfolder.scan_interval_seconds <= 0:
             problems.append("dropfolder.settle_seconds must be >= 0 and scan_interval_seconds > 0")
+        if self.eval.cost_per_cpu_hour < 0 or self.eval.cost_per_1k_tokens < 0:
+            problems.append("eval.cost_per_cpu_hour and eval.cost_per_1k_tokens must be >= 0")
+        if self.eval.bootstrap_resamples < 100:
+            problems.append("eval.bootstrap_resamples must be >= 100")
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self

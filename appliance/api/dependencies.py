@@ -28,7 +28,7 @@ DEPENDENCIES = {
     "caller": Provide(provide_caller, sync_to_thread=False),
     **{
         name: _service(name)
-        for name in ("access", "knowledge", "answers", "gateway", "jobs", "sources", "admin")
+        for name in ("access", "knowledge", "answers", "gateway", "jobs", "sources", "admin", "evals")
     },
 }
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from appliance.cli import backup, collections, console, doctor, ingest, jobs, keys, query, serve, sources
+from appliance.cli import eval as evaluation
 from appliance.cli.common import make_parents
 from appliance.errors import ApplianceError
 
@@ -24,6 +25,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     sources,
     doctor,
     backup,
+    evaluation,
 )
 
 

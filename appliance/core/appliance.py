@@ -11,6 +11,8 @@ from appliance.config import Settings
 from appliance.core.access import Access
 from appliance.core.admin import Admin
 from appliance.core.answers import Answers
+from appliance.core.eval_runner import EvalRunner
+from appliance.core.evals import Evals
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
@@ -18,6 +20,7 @@ from appliance.core.sources import Sources
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
+from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
@@ -56,7 +59,8 @@ class Appliance:
     - `gateway`: the OpenAI-compatible model calls and their token accounting;
     - `jobs`: job state, cancel, retry, and the runner of each job kind;
     - `sources`: the drop folder, git sources, GitHub deliveries, quarantine;
-    - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log.
+    - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log;
+    - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -177,6 +181,28 @@ class Appliance:
             self.audit,
             self._snapshot,
         )
+        eval_store = EvalStore(self.db)
+        self.evals = Evals(
+            settings,
+            eval_store,
+            self.job_store,
+            self.jobs,
+            self.knowledge,
+            EvalRunner(
+                settings,
+                eval_store,
+                self.job_store,
+                self.catalog,
+                self.knowledge,
+                self.gateway,
+                self.models,
+                self.sync,
+                self.access.system_scope,
+                self.instance_id,
+                self._stop,
+            ),
+            self.queue.signal,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -227,6 +253,7 @@ class Appliance:
         self.jobs.register("ingest", ingest)
         self.jobs.register("sync", sync)
         self.jobs.register("verify", verify)
+        self.jobs.register("eval", self.evals.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)

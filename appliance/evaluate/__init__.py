@@ -1,0 +1,1 @@
+"""Evaluation: eval set formats, retrieval and answer metrics, paired comparison and gates (pure; core/evals.py drives them)."""
