@@ -54,6 +54,12 @@ def reciprocal_rank(ranked: Sequence[str], relevance: Mapping[str, int]) -> floa
 NDCG_KS = (10,)
 RECALL_KS = (10, 100)
 PRECISION_KS = (10,)
+RETRIEVAL_METRICS = (
+    *(f"ndcg@{k}" for k in NDCG_KS),
+    *(f"recall@{k}" for k in RECALL_KS),
+    *(f"precision@{k}" for k in PRECISION_KS),
+    "mrr",
+)
 
 
 def retrieval_scores(ranked: Sequence[str], relevance: Mapping[str, int]) -> dict[str, float]:

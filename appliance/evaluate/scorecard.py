@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.evaluate.answer_metrics import SupportCheck, citation_scores, contains_answer, token_f1
-from appliance.evaluate.retrieval_metrics import retrieval_scores
+from appliance.evaluate.retrieval_metrics import RETRIEVAL_METRICS, retrieval_scores
 from appliance.records import Citation, EvalItem, EvalOutcome
 
 # Latency stages on the scorecard (p50, p95, p99 each) and the timing each is read from.
@@ -21,11 +21,7 @@ STAGES = {
 PERCENTILES = (50, 95, 99)
 # Per-item values averaged on the scorecard: retrieval first, then answers.
 ITEM_METRICS = (
-    "ndcg@10",
-    "recall@10",
-    "recall@100",
-    "precision@10",
-    "mrr",
+    *RETRIEVAL_METRICS,
     "accuracy",
     "token_f1",
     "refusal_accuracy",
@@ -106,9 +102,11 @@ def scorecard(outcomes: Sequence[EvalOutcome], costs: Costs = Costs()) -> dict[s
         "items": float(len(outcomes)),
         "failed": float(len(outcomes) - len(done)),
     }
-    present = {m for o in done for m, v in o.scores.items() if v is not None}
+    # The same keys for every run of a kind (null where no item defines one): retrieval metrics
+    # always, answer metrics when items were answered.
+    answered_any = any(o.answer is not None for o in done)
     for metric in ITEM_METRICS:
-        if metric in present:
+        if metric in RETRIEVAL_METRICS or answered_any:
             card[metric] = _mean([o.scores[metric] for o in done if o.scores.get(metric) is not None])
     for name, key in STAGES.items():
         values = [float(o.timings[key]) for o in done if o.timings.get(key) is not None]

@@ -6,6 +6,7 @@ import importlib.util
 import math
 import random
 
+import msgspec
 import pytest
 
 from appliance.evaluate.answer_metrics import (
@@ -130,6 +131,7 @@ def _outcome(ordinal: int, scores: dict, total_ms: float, **extra) -> EvalOutcom
         question="?",
         kind="answerable",
         state="done",
+        answer="an answer",
         scores=scores,
         timings={"total_ms": total_ms, "retrieval_ms": total_ms / 10, "first_token_ms": None},
         **extra,
@@ -160,7 +162,8 @@ def test_scorecard_means_defined_metrics_and_reads_latency_percentiles():
     assert card["items"] == 5 and card["failed"] == 1
     assert card["ndcg@10"] == pytest.approx(0.5)
     assert card["accuracy"] == pytest.approx(1.0)  # defined on one item only
-    assert "token_f1" not in card
+    assert card["token_f1"] is None  # an answer metric no item defines: there, and null
+    assert "accuracy" not in scorecard([msgspec.structs.replace(o, answer=None) for o in outcomes])
     assert card["total_ms_p50"] == pytest.approx(25.0)  # linear interpolation of 10, 20, 30, 40
     assert card["total_ms_p99"] == pytest.approx(39.7)
     assert card["retrieval_ms_p50"] == pytest.approx(2.5)
