@@ -308,7 +308,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _add_compare(actions: argparse._SubParsersAction, parents: Parents) -> None:
     a = actions.add_parser(
-        "compare", parents=[parents.client], help="run B against run A, paired, with 95% intervals"
+        "compare", parents=[parents.client], help="run B against run A, paired, with 95%% intervals"
     )
     a.add_argument("run_a")
     a.add_argument("run_b")
