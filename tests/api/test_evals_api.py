@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from appliance.cli import main
 from tests.conftest import TEST_MODEL_ENV, ServerProcess
 from tests.core.evalsets import beir_set, write_jsonl
-from tests.test_cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -20,50 +20,61 @@ def srv(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def env(srv):
-    return {"APPLIANCE_URL": srv.url, "APPLIANCE_KEY": srv.key}
+@pytest.fixture
+def run_cli(srv, capsys):
+    """The `appliance` command, in this process (the server is the live one)."""
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main([*args, "--url", srv.url, "--key", srv.key])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    return run
 
 
-def _json(*args: str, env: dict, code: int = 0):
-    done = run_cli(*args, "--json", env=env)
-    assert done.returncode == code, done.stderr + done.stdout
-    return json.loads(done.stdout)
+@pytest.fixture
+def cli_json(run_cli):
+    def run(*args: str, code: int = 0):
+        got, out = run_cli(*args, "--json")
+        assert got == code, out
+        return json.loads(out)
+
+    return run
 
 
-def test_import_run_compare_and_gate_through_the_cli(srv, env, tmp_path):
+def test_import_run_compare_and_gate_through_the_cli(run_cli, cli_json, tmp_path):
     root = beir_set(tmp_path / "topics")
-    evalset = _json("eval", "import", str(root), "--name", "topics", "--wait", env=env)
+    evalset = cli_json("eval", "import", str(root), "--name", "topics", "--wait")
     assert (evalset["kind"], evalset["item_count"], evalset["collection"]) == ("retrieval", 20, "topics")
 
-    good = _json("eval", "run", "topics", "--wait", env=env)
+    good = cli_json("eval", "run", "topics", "--wait")
     assert good["state"] == "succeeded" and good["progress"]["processed"] == 20
     assert {"ndcg@10", "recall@10", "recall@100", "mrr", "total_ms_p95"} <= set(good["scorecard"])
     assert good["scorecard"]["recall@100"] == pytest.approx(1.0)
-    degraded = _json("eval", "run", "topics", "--top-k", "1", "--mode", "keyword", "--wait", env=env)
+    degraded = cli_json("eval", "run", "topics", "--top-k", "1", "--mode", "keyword", "--wait")
 
-    compared = _json("eval", "compare", good["id"], degraded["id"], env=env)
+    compared = cli_json("eval", "compare", good["id"], degraded["id"])
     recall = next(m for m in compared["metrics"] if m["metric"] == "recall@10")
     assert recall["verdict"] == "regressed" and recall["high"] < 0
-    human = run_cli("eval", "compare", good["id"], good["id"], env=env)
-    assert human.returncode == 0 and "within noise" in human.stdout and "regressed" not in human.stdout
+    code, human = run_cli("eval", "compare", good["id"], good["id"])
+    assert code == 0 and "within noise" in human and "regressed" not in human
 
-    gate = _json("eval", "gate-create", "floor", "--set", "topics", "--min", "recall@10=0.9", env=env)
+    gate = cli_json("eval", "gate-create", "floor", "--set", "topics", "--min", "recall@10=0.9")
     assert gate["thresholds"] == [{"metric": "recall@10", "min": 0.9}]
-    assert _json("eval", "gate-check", "floor", "--run", good["id"], env=env)["state"] == "passed"
-    failing = run_cli("eval", "gate-check", "floor", "--run", degraded["id"], env=env)
-    assert failing.returncode == 1 and "FAIL" in failing.stdout and "recall@10" in failing.stdout
+    assert cli_json("eval", "gate-check", "floor", "--run", good["id"])["state"] == "passed"
+    code, failing = run_cli("eval", "gate-check", "floor", "--run", degraded["id"])
+    assert code == 1 and "FAIL" in failing and "recall@10" in failing
 
-    runs = _json("eval", "runs", env=env)
+    runs = cli_json("eval", "runs")
     assert [r["id"] for r in runs[:2]] == [degraded["id"], good["id"]]
-    shown = _json("eval", "show", degraded["id"], "--items", "3", env=env)
+    shown = cli_json("eval", "show", degraded["id"], "--items", "3")
     assert shown["run"]["id"] == degraded["id"] and len(shown["items"]) == 3
-    listing = run_cli("eval", "sets", env=env)
-    assert listing.returncode == 0 and "topics" in listing.stdout
-    assert "floor" in run_cli("eval", "gates", env=env).stdout
+    code, listing = run_cli("eval", "sets")
+    assert code == 0 and "topics" in listing
+    assert "floor" in run_cli("eval", "gates")[1]
 
 
-def test_a_qa_run_prints_the_answer_metrics(srv, env, tmp_path):
+def test_a_qa_run_prints_the_answer_metrics(cli_json, tmp_path):
     root = tmp_path / "qa"
     write_jsonl(root / "corpus.jsonl", [{"_id": "t", "text": "The Eiffel Tower was completed in 1889."}])
     write_jsonl(
@@ -73,8 +84,8 @@ def test_a_qa_run_prints_the_answer_metrics(srv, env, tmp_path):
             {"question": "zqxv wibble plorth frumious?", "kind": "unanswerable"},
         ],
     )
-    _json("eval", "import", str(root), "--name", "qa", env=env)
-    run = _json("eval", "run", "qa", "--wait", env=env)
+    cli_json("eval", "import", str(root), "--name", "qa")
+    run = cli_json("eval", "run", "qa", "--wait")
     card = run["scorecard"]
     assert run["config"]["chat_model"]["name"] == TEST_MODEL_ENV["APPLIANCE_LLM__MODEL"]
     assert {"ndcg@10", "accuracy", "refusal_accuracy", "citation_precision", "ttft_ms_p95"} <= set(card)
