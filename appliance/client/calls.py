@@ -369,4 +369,6 @@ def create_eval_gate(body: dict) -> Call:
 
 
 def check_eval_gate(name: str, run_id: str | None = None) -> Call:
-    return Call("POST", "/api/v1/evals/gates/{name}/check", {"name": name}, json={"run_id": run_id}, timeout=None)
+    return Call(
+        "POST", "/api/v1/evals/gates/{name}/check", {"name": name}, json={"run_id": run_id}, timeout=None
+    )
