@@ -196,8 +196,10 @@ class EvalRunner:
         base = {"ordinal": ordinal, "item_id": item.id, "question": item.question, "kind": item.kind}
         cpu, started = time.process_time(), time.perf_counter()
         try:
-            result = self.knowledge.search(
-                scope, item.question, [options.collection], top_k=options.top_k, mode=options.mode
+            # The searcher itself, not Knowledge.search: evaluation traffic stays out of the query
+            # metrics of real users (the dashboard, and the traffic drift is measured on).
+            result = self.knowledge.searcher.search(
+                item.question, scope.collections([options.collection]), top_k=options.top_k, mode=options.mode
             )
             ranked = document_ranking(result.hits)
             timings: dict[str, float | None] = {
