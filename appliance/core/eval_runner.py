@@ -133,10 +133,12 @@ class EvalRunner:
             self.sync.apply_pending()
 
     def _chat_model(self, name: str | None) -> ServedModel:
-        while not self.models.loaded:  # the model loads in the background at start-up
+        # A model loading (at start-up, or replaced by an admin) is waited for; none at all
+        # (unloaded, failed) fails the run with the reason, and a retry resumes it.
+        while self.models.health()["state"] == "loading":
             if self.stop.wait(_POLL_S):
                 raise _Stopped
-        return self.gateway.runtime_for(name or "default")  # NotReady says why there is none
+        return self.gateway.runtime_for(name or "default")
 
     def _record_config(self, run: dict, runtime: ServedModel | None) -> None:
         """The configuration the run ran under, stored at its first start. A resumed run under a
