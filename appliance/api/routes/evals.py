@@ -167,11 +167,11 @@ def list_gates(caller: Scope, evals: Evals) -> list[EvalGate]:
     status_code=200,
     sync_to_thread=True,
     summary="Pass or fail a run against a gate, with a report per threshold",
-    description="Without `run_id` the gate's set is run with its `run_options` and waited for; a run "
+    description='The body is `{}` or `{"run_id": ...}`. Without `run_id` the gate\'s set is run with its `run_options` and waited for; a run '
     "not finished in time answers `state: pending` with its `run_id`: check again with it.",
 )
-def check_gate(caller: Scope, evals: Evals, name: str, data: GateCheckIn | None = None) -> GateReport:
-    return evals.check_gate(caller, name, data.run_id if data else None)
+def check_gate(caller: Scope, evals: Evals, name: str, data: GateCheckIn) -> GateReport:
+    return evals.check_gate(caller, name, data.run_id)
 
 
 router = Router(
