@@ -92,7 +92,9 @@ class LexicalSupport:
         return sum(1 for w in words if w in found) / len(words) >= self.threshold
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d[\d,\s]*\])*\s+|\n+")
+# A sentence ends at . ! or ? with the citation markers that follow it (up to the next space, or
+# the end of the answer: "... Forces. [1]" keeps its [1]), or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d[\d,\s]*\])*(?:\s+|$)|\n+")
 _MARKERS = re.compile(r"\[\d[\d,\s]*\]")
 
 

@@ -109,6 +109,10 @@ def test_sentences_keep_the_markers_that_follow_them():
         "Old too. [2]",
         "Last one",
     ]
+    # Markers closing the whole answer stay with its last sentence (Qwen2.5 writes them so).
+    assert sentences("Tall tower. Built in 1889. [1, 2]") == ["Tall tower.", "Built in 1889. [1, 2]"]
+    passages = {1: "The tower was built in 1889."}
+    assert citation_scores("It was built in 1889. [1]", passages, LexicalSupport()) == (1.0, 1.0)
 
 
 def test_citation_precision_and_recall_under_the_lexical_support_check():
