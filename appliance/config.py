@@ -221,6 +221,16 @@ class DriftSettings(msgspec.Struct, forbid_unknown_fields=True):
     seed: int = 0
 
 
+class EvalSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # What a query costs in money on the scorecard (`cost_per_query`); 0 leaves that term out.
+    # CPU-seconds per query are always reported.
+    cost_per_cpu_hour: float = 0.0
+    cost_per_1k_tokens: float = 0.0
+    # Paired bootstrap of `eval compare`: resamples and seed (fixed, so a comparison repeats exactly).
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 13
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -247,6 +257,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     feedback: FeedbackSettings = msgspec.field(default_factory=FeedbackSettings)
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
+    eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
 
     @property
     def data_path(self) -> Path:
@@ -297,6 +308,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         if drift.permutations < 10 or drift.reference_first_n < 0:
             problems.append("drift.permutations must be >= 10 and drift.reference_first_n >= 0")
         problems += self._server_problems()
+        if self.eval.cost_per_cpu_hour < 0 or self.eval.cost_per_1k_tokens < 0:
+            problems.append("eval.cost_per_cpu_hour and eval.cost_per_1k_tokens must be >= 0")
+        if self.eval.bootstrap_resamples < 100:
+            problems.append("eval.bootstrap_resamples must be >= 100")
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self

@@ -176,7 +176,7 @@ class JobItem(Record, kw_only=True):
 
 class Job(Record, kw_only=True, omit_defaults=True):
     id: str
-    kind: str  # ingest | sync | verify
+    kind: str  # ingest | sync | verify | eval
     collection: str | None
     source: str | None  # the source that queued it, if one did
     state: str  # queued | running | succeeded | failed | cancelled
@@ -361,3 +361,167 @@ class DriftReport(Record, kw_only=True):
     current: Window
     drifted: bool
     signals: list[DriftSignal]
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+class QAItem(Record, kw_only=True, omit_defaults=True):
+    """One question of a QA eval set, as files, `Evals.create_qa_set` and the API give it.
+
+    `gold` names the documents (their `source_id` in the collection: for an imported corpus, its
+    own `_id`s) that hold the answer; `answers` are short answers (a reply is right when it
+    contains one, SQuAD-normalised), `answer` a long-form answer (token F1), `support` the gold
+    sentences the answer rests on."""
+
+    question: str
+    id: str = ""  # unique in its set; empty: the set numbers it (q1, q2, ...)
+    kind: str = "answerable"  # answerable | unanswerable
+    answers: list[str] = []
+    answer: str = ""
+    gold: list[str] = []
+    support: list[str] = []
+    metadata: dict[str, Any] = {}
+
+
+class EvalItem(QAItem, kw_only=True, omit_defaults=True):
+    """An item as stored: a QA item, or a retrieval query (kind "query") with graded `relevance`
+    (source_id -> grade, > 0 relevant). A QA item's gold documents are relevant with grade 1."""
+
+    relevance: dict[str, int] = {}
+
+
+class EvalSet(Record, kw_only=True, omit_defaults=True):
+    """One version of an eval set. Immutable once a run used it (`used`): importing the name again
+    then makes the next version."""
+
+    name: str
+    version: int
+    kind: str  # retrieval | qa | generated | feedback
+    description: str
+    origin: str  # where it came from: a directory, "upload", "generated", "feedback"
+    collection: str | None  # where its corpus was ingested (None: the set carried no corpus)
+    item_count: int
+    answerable: int
+    unanswerable: int
+    corpus_documents: int
+    ingest_jobs: list[str]
+    content_hash: str
+    used: bool
+    created_at: str | None
+    items: list[EvalItem] | None = None  # only when asked for (`?items=true`)
+
+
+class EvalRunOptions(Record, kw_only=True):
+    collection: str
+    mode: str | None = None  # keyword | semantic | hybrid; None: retrieval.default_mode
+    top_k: int = 100  # hits retrieved per item (retrieval metrics); the answer uses answer.top_k of them
+    limit: int | None = None  # only the first N items
+    retrieval_only: bool = False  # skip the chat model (retrieval metrics only)
+    model: str | None = None  # chat model; None: the served default
+
+
+class RetrievedDocument(Record, kw_only=True):
+    """A document as a run ranked it: at its best chunk's rank and score."""
+
+    source_id: str
+    chunk_id: int
+    score: float
+
+
+class EvalOutcome(Record, kw_only=True, omit_defaults=True):
+    """What one item of a run gave, with its scores: every number of a scorecard traces to these."""
+
+    ordinal: int
+    item_id: str
+    question: str
+    kind: str
+    state: str  # done | failed
+    retrieved: list[RetrievedDocument] = []
+    answer: str | None = None
+    refused: bool | None = None
+    citations: list[Citation] = []
+    scores: dict[str, float | None] = {}
+    timings: dict[str, float | None] = {}
+    usage: Usage | None = None
+    cpu_seconds: float | None = None
+    error: str | None = None
+
+
+class EvalRun(Record, kw_only=True, omit_defaults=True):
+    """A run of an eval set: its job, the configuration it ran under and its scorecard (live while
+    it runs, from the items done so far)."""
+
+    id: str
+    set_name: str
+    set_version: int
+    set_kind: str
+    job_id: str
+    state: str  # the job's: queued | running | succeeded | failed | cancelled
+    progress: Progress
+    options: EvalRunOptions
+    config: dict[str, Any]
+    scorecard: dict[str, float | None]
+    error: str | None
+    created_at: str | None
+    finished_at: str | None
+
+
+class MetricDifference(Record, kw_only=True):
+    """B minus A on one metric over the paired items, with a paired bootstrap interval."""
+
+    metric: str
+    n: int  # items paired on this metric
+    a: float
+    b: float
+    difference: float
+    low: float | None  # None with fewer than two pairs: no interval
+    high: float | None
+    verdict: str  # improved | regressed | within noise (direction-aware: latency lower is better)
+
+
+class RunComparison(Record, kw_only=True):
+    run_a: str
+    run_b: str
+    paired_items: int
+    confidence: float
+    resamples: int
+    seed: int
+    metrics: list[MetricDifference]
+
+
+class GateThreshold(Record, kw_only=True, omit_defaults=True):
+    """A bound on one scorecard metric: absolute (`min`, `max`) or against the baseline run
+    (`min_delta`: at least this much better; `max_regression`: at most this much worse)."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    min_delta: float | None = None
+    max_regression: float | None = None
+
+
+class EvalGate(Record, kw_only=True, omit_defaults=True):
+    name: str
+    set_name: str
+    thresholds: list[GateThreshold]
+    baseline_run: str | None = None
+    run_options: EvalRunOptions | None = None  # how a check without a run runs the set
+    description: str = ""
+    created_at: str | None = None
+
+
+class GateCheck(Record, kw_only=True):
+    metric: str
+    bound: str  # min | max | min_delta | max_regression
+    threshold: float
+    value: float | None
+    baseline: float | None
+    passed: bool
+    detail: str
+
+
+class GateReport(Record, kw_only=True):
+    gate: str
+    run_id: str
+    baseline_run: str | None
+    state: str  # passed | failed | pending (the run has not finished: check again with its id)
+    checks: list[GateCheck]

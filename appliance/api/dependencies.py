@@ -38,6 +38,7 @@ DEPENDENCIES = {
             "admin",
             "feedback",
             "drift",
+            "evals",
         )
     },
 }

@@ -21,6 +21,7 @@ from appliance.cli import (
     serve,
     sources,
 )
+from appliance.cli import eval as evaluation
 from appliance.cli.common import make_parents
 from appliance.errors import ApplianceError
 
@@ -39,6 +40,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     backup,
     feedback,
     drift,
+    evaluation,
 )
 
 

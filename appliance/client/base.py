@@ -118,6 +118,18 @@ class BaseClient:
     feedback = _api(calls.feedback)
     drift = _api(calls.drift)
     check_drift = _api(calls.check_drift)
+    # -- evaluation
+    eval_sets = _api(calls.eval_sets)
+    eval_set = _api(calls.eval_set)
+    import_eval_set = _api(calls.import_eval_set)
+    start_eval_run = _api(calls.start_eval_run)
+    eval_runs = _api(calls.eval_runs)
+    eval_run = _api(calls.eval_run)
+    eval_run_items = _api(calls.eval_run_items)
+    compare_eval_runs = _api(calls.compare_eval_runs)
+    eval_gates = _api(calls.eval_gates)
+    create_eval_gate = _api(calls.create_eval_gate)
+    check_eval_gate = _api(calls.check_eval_gate)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

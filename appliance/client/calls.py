@@ -335,3 +335,90 @@ def check_drift(
     if current:
         body["current"] = current
     return Call("POST", "/api/v1/drift/check", json=body, timeout=None)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def eval_sets(all_versions: bool = False) -> Call:
+    return Call("GET", "/api/v1/evals/sets", params={"all_versions": _flag(all_versions)})
+
+
+def eval_set(name: str, version: int | None = None, items: bool = False) -> Call:
+    return Call(
+        "GET",
+        "/api/v1/evals/sets/{name}",
+        {"name": name},
+        params=_query(version=version, items=_flag(items)),
+    )
+
+
+def import_eval_set(
+    name: str,
+    files: dict[str, str] | None = None,
+    path: str | None = None,
+    collection: str | None = None,
+    description: str = "",
+) -> Call:
+    """`files`: the set's files' text by name (questions.jsonl, corpus.jsonl, queries.jsonl,
+    qrels/test.tsv), read by the client; or `path`, a directory on the server."""
+    body = {"name": name, "files": files, "path": path, "collection": collection, "description": description}
+    return Call("POST", "/api/v1/evals/sets", json=body, timeout=None)
+
+
+def start_eval_run(
+    set_name: str,
+    collection: str | None = None,
+    mode: str | None = None,
+    top_k: int = 100,
+    limit: int | None = None,
+    retrieval_only: bool = False,
+    model: str | None = None,
+) -> Call:
+    body = {
+        "set": set_name,
+        "collection": collection,
+        "mode": mode,
+        "top_k": top_k,
+        "limit": limit,
+        "retrieval_only": retrieval_only,
+        "model": model,
+    }
+    return Call("POST", "/api/v1/evals/runs", json=body)
+
+
+def eval_runs(set_name: str | None = None, limit: int = 50) -> Call:
+    return Call("GET", "/api/v1/evals/runs", params=_query(set=set_name, limit=limit))
+
+
+def eval_run(run_id: str) -> Call:
+    return Call("GET", "/api/v1/evals/runs/{run_id}", {"run_id": run_id})
+
+
+def eval_run_items(
+    run_id: str, order: str = "worst", metric: str | None = None, limit: int = 50, offset: int = 0
+) -> Call:
+    return Call(
+        "GET",
+        "/api/v1/evals/runs/{run_id}/items",
+        {"run_id": run_id},
+        params=_query(order=order, metric=metric, limit=limit, offset=offset),
+    )
+
+
+def compare_eval_runs(run_a: str, run_b: str) -> Call:
+    return Call("GET", "/api/v1/evals/compare", params={"run_a": run_a, "run_b": run_b})
+
+
+def eval_gates() -> Call:
+    return Call("GET", "/api/v1/evals/gates")
+
+
+def create_eval_gate(body: dict) -> Call:
+    """`body`: name, set, thresholds [{metric, min?, max?, min_delta?, max_regression?}], and
+    optionally baseline_run, run_options, description."""
+    return Call("POST", "/api/v1/evals/gates", json=body)
+
+
+def check_eval_gate(name: str, run_id: str | None = None) -> Call:
+    return Call(
+        "POST", "/api/v1/evals/gates/{name}/check", {"name": name}, json={"run_id": run_id}, timeout=None
+    )

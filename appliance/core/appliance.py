@@ -12,6 +12,8 @@ from appliance.core.access import Access
 from appliance.core.admin import Admin
 from appliance.core.answers import Answers
 from appliance.core.drift import Drift
+from appliance.core.eval_runner import EvalRunner
+from appliance.core.evals import Evals
 from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
@@ -20,6 +22,7 @@ from appliance.core.sources import Sources
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
+from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
@@ -60,9 +63,10 @@ class Appliance:
     - `gateway`: the OpenAI-compatible model calls and their token accounting;
     - `jobs`: job state, cancel, retry, and the runner of each job kind;
     - `sources`: the drop folder, git sources, GitHub deliveries, quarantine;
-    - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log.
+    - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log;
     - `feedback`: every answer's trace (written after the answer), ratings of answers;
-    - `drift`: checks of each collection's recent answers against a reference window.
+    - `drift`: checks of each collection's recent answers against a reference window;
+    - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -197,6 +201,28 @@ class Appliance:
             self.audit,
             self._snapshot,
         )
+        eval_store = EvalStore(self.db)
+        self.evals = Evals(
+            settings,
+            eval_store,
+            self.job_store,
+            self.jobs,
+            self.knowledge,
+            EvalRunner(
+                settings,
+                eval_store,
+                self.job_store,
+                self.catalog,
+                self.knowledge,
+                self.gateway,
+                self.models,
+                self.sync,
+                self.access.system_scope,
+                self.instance_id,
+                self._stop,
+            ),
+            self.queue.signal,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -247,6 +273,7 @@ class Appliance:
         self.jobs.register("ingest", ingest)
         self.jobs.register("sync", sync)
         self.jobs.register("verify", verify)
+        self.jobs.register("eval", self.evals.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)

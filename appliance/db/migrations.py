@@ -227,6 +227,55 @@ MIGRATIONS: list[tuple[str, str]] = [
         "ALTER TABLE documents ADD COLUMN submitted_at TIMESTAMPTZ;",
     ),
     (
+        # Evaluation (appliance/evaluate/, core/evals.py): versioned sets and their items, runs
+        # with the configuration they ran under and every item's outcome, and gates.
+        "0010_evals",
+        """
+        CREATE TABLE eval_sets (
+            name VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            description VARCHAR NOT NULL DEFAULT '',
+            origin VARCHAR NOT NULL DEFAULT '',
+            collection VARCHAR,
+            corpus_documents INTEGER NOT NULL DEFAULT 0,
+            ingest_jobs VARCHAR[],
+            content_hash VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, version)
+        );
+        CREATE TABLE eval_items (
+            set_name VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            ordinal INTEGER NOT NULL,
+            item JSON NOT NULL,
+            PRIMARY KEY (set_name, version, ordinal)
+        );
+        CREATE TABLE eval_runs (
+            id VARCHAR PRIMARY KEY,
+            set_name VARCHAR NOT NULL,
+            set_version INTEGER NOT NULL,
+            job_id VARCHAR NOT NULL,
+            options JSON NOT NULL,
+            config JSON,
+            scorecard JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            finished_at TIMESTAMPTZ
+        );
+        CREATE TABLE eval_run_items (
+            run_id VARCHAR NOT NULL,
+            ordinal INTEGER NOT NULL,
+            outcome JSON NOT NULL,
+            PRIMARY KEY (run_id, ordinal)
+        );
+        CREATE TABLE eval_gates (
+            name VARCHAR PRIMARY KEY,
+            gate JSON NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
         # Every answer's trace (db/traces.py), its ratings, and the drift checks over them. The
         # query embedding is a FLOAT[] (4 bytes a dimension) for the drift tests.
         "0011_answer_traces",

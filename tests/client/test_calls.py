@@ -72,6 +72,28 @@ EXAMPLES: dict[str, Call] = {
         {"first_n": 200, "after": "2025-03-01T00:00:00Z"},
         {"start": "2025-03-04", "end": "2025-03-05"},
     ),
+    "eval_sets": calls.eval_sets(all_versions=True),
+    "eval_set": calls.eval_set("clapnq", version=2, items=True),
+    "import_eval_set": calls.import_eval_set(
+        "clapnq", {"questions.jsonl": '{"question": "q"}'}, path=None, collection="docs", description="d"
+    ),
+    "start_eval_run": calls.start_eval_run("clapnq", "docs", "hybrid", 10, 5, True, "default"),
+    "eval_runs": calls.eval_runs("clapnq", limit=5),
+    "eval_run": calls.eval_run("run_1"),
+    "eval_run_items": calls.eval_run_items("run_1", "worst", "ndcg@10", limit=5, offset=5),
+    "compare_eval_runs": calls.compare_eval_runs("run_1", "run_2"),
+    "eval_gates": calls.eval_gates(),
+    "create_eval_gate": calls.create_eval_gate(
+        {
+            "name": "release",
+            "set": "clapnq",
+            "thresholds": [{"metric": "ndcg@10", "min": 0.3}],
+            "baseline_run": "run_1",
+            "run_options": {"collection": "docs"},
+            "description": "d",
+        }
+    ),
+    "check_eval_gate": calls.check_eval_gate("release", "run_1"),
 }
 
 
