@@ -12,7 +12,6 @@ from appliance.cli import (
     collections,
     console,
     doctor,
-    drift,
     feedback,
     ingest,
     jobs,
@@ -39,7 +38,6 @@ COMMANDS: tuple[ModuleType, ...] = (
     doctor,
     backup,
     feedback,
-    drift,
     evaluation,
 )
 

@@ -1,4 +1,4 @@
-"""`appliance drift`: the latest drift check of each collection, or a check now (`--check`); exits 2
+"""`appliance eval drift`: the latest drift check of each collection, or a check now (`--check`); exits 2
 when a collection drifted."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from appliance.errors import InvalidInput
 
 
 def register_drift(sub: argparse._SubParsersAction, parents: Parents) -> None:
-    """Add the `drift` command to `sub` (the top level today; `appliance eval drift` later)."""
+    """Add the `drift` subcommand to `sub` (`appliance eval drift`, through cli/eval.py's SUBCOMMANDS)."""
     p = sub.add_parser(
         "drift",
         parents=[parents.client],
@@ -25,10 +25,6 @@ def register_drift(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--current-start", help="ISO 8601; the current window (default: the last day)")
     p.add_argument("--current-end")
     p.set_defaults(func=_drift)
-
-
-def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
-    register_drift(sub, parents)
 
 
 def _window(**bounds: object) -> dict | None:
@@ -51,7 +47,7 @@ def _drift(args: argparse.Namespace) -> int:
 
     def human(reports: list[dict]) -> None:
         if not reports:
-            print("no drift checks yet (they run daily; `appliance drift --check -c NAME` runs one now)")
+            print("no drift checks yet (they run daily; `appliance eval drift --check -c NAME` runs one now)")
         for r in reports:
             verdict = "DRIFT" if r["drifted"] else "no drift"
             print(f"{r['collection']}: {verdict}  (checked {r['checked_at'][:19]}, {r['trigger']})")

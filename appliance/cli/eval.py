@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.cli.common import Parents, connect, emit
+from appliance.cli.drift import register_drift
 from appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
@@ -443,4 +444,5 @@ SUBCOMMANDS: list[Registrar] = [
     _add_show,
     _add_compare,
     _add_gates,
+    register_drift,
 ]

@@ -212,10 +212,10 @@ def test_drift_check_over_http_and_cli_then_the_schedule(srv, admin, users, caps
 
     # The CLI, in-process against the same server.
     flags = ["--url", srv.url, "--key", srv.key, "--json"]
-    assert main(["drift", "--collection", "alpha", *flags]) == 2  # 2: drift found
+    assert main(["eval", "drift", "--collection", "alpha", *flags]) == 2  # 2: drift found
     shown = json.loads(capsys.readouterr().out)
     assert shown[0]["collection"] == "alpha" and shown[0]["drifted"]
-    assert main(["drift", "--collection", "alpha", *flags[:4]]) == 2
+    assert main(["eval", "drift", "--collection", "alpha", *flags[:4]]) == 2
     assert "! embedding" in capsys.readouterr().out
 
     # The schedule (off in this appliance: it would run at the real minute): due at the first

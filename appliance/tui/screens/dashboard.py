@@ -85,7 +85,7 @@ class DashboardView(View):
             if r.get("drifted")
         ]
         line = self.query_one("#drift", Label)
-        line.update(f"⚠ drift detected · {' · '.join(drifted)} (appliance drift)" if drifted else "")
+        line.update(f"⚠ drift detected · {' · '.join(drifted)} (appliance eval drift)" if drifted else "")
         line.display = bool(drifted)
 
     def show(self, stats: dict, sources: list[dict] | None = None) -> None:
