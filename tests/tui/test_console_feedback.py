@@ -124,4 +124,4 @@ async def test_the_dashboard_warns_of_drift_and_names_what_drifted():
         view.show_drift([_report("docs", ["embedding", "latency"]), _report("runbooks", [])])
         await pilot.pause()
         assert line.display
-        assert str(line.render()) == "⚠ drift detected · docs: embedding, latency (appliance drift)"
+        assert str(line.render()) == "⚠ drift detected · docs: embedding, latency (appliance eval drift)"
