@@ -143,6 +143,22 @@ class NetworkSettings(msgspec.Struct, forbid_unknown_fields=True):
     allow: list[str] = msgspec.field(default_factory=list)
 
 
+class AdmissionSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Each class of work runs at most `*_concurrency` requests at once, on threads of its own, and
+    # lets `*_queue` more wait in order; beyond that a request is refused at once with 429 and
+    # Retry-After. A concurrency of 0 is automatic: the number of cores (search, embeddings, ingest),
+    # llm.slots + llm.max_queue (generation: the model's own queue then does the waiting).
+    enabled: bool = True  # false: no limits, one shared thread pool (the behaviour before; benchmarks)
+    search_concurrency: int = 0
+    search_queue: int = 32
+    embeddings_concurrency: int = 0
+    embeddings_queue: int = 32
+    generation_concurrency: int = 0  # chat, completions, answers
+    generation_queue: int = 0
+    ingest_concurrency: int = 0  # document submissions (the ingest itself runs in jobs.workers)
+    ingest_queue: int = 32
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -167,6 +183,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     sources: SourceSettings = msgspec.field(default_factory=SourceSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
+    admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
 
     @property
     def data_path(self) -> Path:
@@ -205,6 +222,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("parsing.memory_mb must be >= 64, cpu_seconds and wall_seconds > 0")
         if self.dropfolder.settle_seconds < 0 or self.dropfolder.scan_interval_seconds <= 0:
             problems.append("dropfolder.settle_seconds must be >= 0 and scan_interval_seconds > 0")
+        for work in ("search", "embeddings", "generation", "ingest"):
+            if (
+                getattr(self.admission, f"{work}_concurrency") < 0
+                or getattr(self.admission, f"{work}_queue") < 0
+            ):
+                problems.append(f"admission.{work}_concurrency and admission.{work}_queue must be >= 0")
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self

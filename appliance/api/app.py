@@ -10,6 +10,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from appliance import __version__
+from appliance.api.admission import Admission, AdmissionMiddleware
 from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
 from appliance.api.dependencies import DEPENDENCIES
@@ -43,6 +44,8 @@ def create_app(appliance: Appliance) -> Litestar:
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         security=[{"bearer": []}],
     )
+    admission = Admission.from_settings(appliance.settings)
+    admission.register_metrics(appliance.metrics.registry)
     app = Litestar(
         route_handlers=[
             *health.route_handlers,
@@ -59,11 +62,15 @@ def create_app(appliance: Appliance) -> Litestar:
             openai.router,
         ],
         dependencies=DEPENDENCIES,
-        middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
+        middleware=[
+            DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth"),
+            DefineMiddleware(AdmissionMiddleware, admission=admission),  # after auth: see api/admission.py
+        ],
+        on_shutdown=[admission.close],
         exception_handlers=PROBLEM_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=appliance.settings.limits.max_body_bytes,
-        state=State({"appliance": appliance}),
+        state=State({"appliance": appliance, "admission": admission}),
         debug=False,
         logging_config=None,  # our structured logging is configured once, at start-up
     )
