@@ -150,9 +150,9 @@ class AdmissionSettings(msgspec.Struct, forbid_unknown_fields=True):
     # llm.slots + llm.max_queue (generation: the model's own queue then does the waiting).
     enabled: bool = True  # false: no limits, one shared thread pool (the behaviour before; benchmarks)
     search_concurrency: int = 0
-    search_queue: int = 8
+    search_queue: int = 4
     embeddings_concurrency: int = 0
-    embeddings_queue: int = 8
+    embeddings_queue: int = 4
     generation_concurrency: int = 0  # chat, completions, answers
     generation_queue: int = 0
     ingest_concurrency: int = 0  # document submissions (the ingest itself runs in jobs.workers)

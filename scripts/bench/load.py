@@ -223,6 +223,7 @@ def main() -> None:
     ap.add_argument("--url", help="a running server instead of starting one")
     ap.add_argument("--key", help="its admin key")
     ap.add_argument("--pid", type=int, help="its process id (memory and file descriptors)")
+    ap.add_argument("--label", default="", help="a name for this run in the report (e.g. the commit)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -255,6 +256,8 @@ def main() -> None:
         config += f", max_tokens {args.max_tokens}, admission {'off' if args.no_admission else 'on'}"
         if args.env:
             config += ", " + " ".join(args.env)
+        if args.label:
+            config = f"[{args.label}] {config}"
         report = {
             "mode": mode,
             "config": config,

@@ -153,7 +153,7 @@ def test_settings_defaults_and_metrics():
     admission = Admission.from_settings(settings)
     snapshot = admission.snapshot()
     assert snapshot["search"]["concurrency"] == (os.cpu_count() or 1)
-    assert snapshot["search"]["queue"] == 8
+    assert snapshot["search"]["queue"] == 4
     # Generation admits what the model queue holds (slots and waiting), no more: its 429 fires.
     assert (snapshot["generation"]["concurrency"], snapshot["generation"]["queue"]) == (7, 0)
     assert all(gate["limited"] for gate in snapshot.values())
