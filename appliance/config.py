@@ -231,6 +231,22 @@ class EvalSettings(msgspec.Struct, forbid_unknown_fields=True):
     bootstrap_seed: int = 13
 
 
+class AdmissionSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Each class of work runs at most `*_concurrency` requests at once, on threads of its own, and
+    # lets `*_queue` more wait in order; beyond that a request is refused at once with 429 and
+    # Retry-After. A concurrency of 0 is automatic: the number of cores (search, embeddings, ingest),
+    # llm.slots + llm.max_queue (generation: the model's own queue then does the waiting).
+    enabled: bool = True  # false: no limits, one shared thread pool (the behaviour before; benchmarks)
+    search_concurrency: int = 0
+    search_queue: int = 4
+    embeddings_concurrency: int = 0
+    embeddings_queue: int = 4
+    generation_concurrency: int = 0  # chat, completions, answers
+    generation_queue: int = 0
+    ingest_concurrency: int = 0  # document submissions (the ingest itself runs in jobs.workers)
+    ingest_queue: int = 32
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -258,6 +274,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     feedback: FeedbackSettings = msgspec.field(default_factory=FeedbackSettings)
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
+    admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
 
     @property
     def data_path(self) -> Path:
@@ -312,6 +329,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("eval.cost_per_cpu_hour and eval.cost_per_1k_tokens must be >= 0")
         if self.eval.bootstrap_resamples < 100:
             problems.append("eval.bootstrap_resamples must be >= 100")
+        for work in ("search", "embeddings", "generation", "ingest"):
+            if (
+                getattr(self.admission, f"{work}_concurrency") < 0
+                or getattr(self.admission, f"{work}_queue") < 0
+            ):
+                problems.append(f"admission.{work}_concurrency and admission.{work}_queue must be >= 0")
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self

@@ -10,6 +10,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from appliance import __version__
+from appliance.api.admission import Admission, AdmissionMiddleware
 from appliance.api.audit import audit_app
 from appliance.api.auth import BearerKeyMiddleware
 from appliance.api.dependencies import DEPENDENCIES
@@ -48,6 +49,8 @@ def create_app(appliance: Appliance) -> Litestar:
         # Security is declared per operation (api/openapi.py): the probes and the webhook need no key.
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
     )
+    admission = Admission.from_settings(appliance.settings)
+    admission.register_metrics(appliance.metrics.registry)
     app = Litestar(
         route_handlers=[
             *health.route_handlers,
@@ -68,12 +71,16 @@ def create_app(appliance: Appliance) -> Litestar:
             drift.router,
         ],
         dependencies=DEPENDENCIES,
-        middleware=[DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth")],
+        middleware=[
+            DefineMiddleware(BearerKeyMiddleware, exclude_from_auth_key="exclude_from_auth"),
+            DefineMiddleware(AdmissionMiddleware, admission=admission),  # after auth: see api/admission.py
+        ],
+        on_shutdown=[admission.close],
         exception_handlers=PROBLEM_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=appliance.settings.limits.max_body_bytes,
         request_class=ApiRequest,
-        state=State({"appliance": appliance}),
+        state=State({"appliance": appliance, "admission": admission}),
         debug=False,
         logging_config=None,  # our structured logging is configured once, at start-up
     )

@@ -1,8 +1,9 @@
-"""Opening a model stream that may wait in the slot queue, so the client can be told its position.
+"""Model calls that may wait in the slot queue: a stream's opening, and plain calls whose client may leave.
 
-The wait happens before any response: a full queue must still become a 429. Once the request is
+The wait happens before any response: a full queue must still become a 429. Once a stream is
 known to be queued (its first position arrives), the route starts its streamed response and
-relays positions as they change, then the tokens.
+relays positions as they change, then the tokens. A plain (non-streamed) call is watched for
+its client leaving, which cancels it, so that nobody keeps a model slot for a reader who is gone.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from litestar import Request
+
+from appliance.api.admission import blocking
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,7 +66,7 @@ async def open_queued(call: Callable[[Callable[[int], None]], Any], cancel: thre
     def on_position(n: int) -> None:
         loop.call_soon_threadsafe(positions.put_nowait, n)
 
-    task = asyncio.ensure_future(asyncio.to_thread(call, on_position))
+    task = asyncio.ensure_future(blocking(call, on_position))
     while True:
         getter = asyncio.ensure_future(positions.get())
         done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
@@ -77,3 +84,31 @@ async def open_queued(call: Callable[[Callable[[int], None]], Any], cancel: thre
             cancel.set()
             raise task.exception()
         return Opening(task, positions, None)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has disconnected (ASGI `http.disconnect`); call after the body was read."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        if not message.get("more_body", False) and not message.get("body"):
+            # A server whose receive() does not block once the body is read: nothing to watch.
+            await asyncio.Event().wait()
+
+
+async def unless_client_leaves(request: Request, call: Callable[[threading.Event], T]) -> T:
+    """Run the blocking `call(cancel)`; if the client disconnects before it returns, set `cancel`
+    (generation stops within a token and frees its slot, or leaves the queue) and let it finish.
+    Streams need none of this: their relay notices the disconnect when a write fails."""
+    cancel = threading.Event()
+    work = asyncio.ensure_future(blocking(call, cancel))
+    watch = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done:
+            cancel.set()
+        return await work
+    finally:
+        watch.cancel()
+        cancel.set()  # done or gone: either way the slot is no longer wanted

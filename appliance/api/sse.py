@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from appliance.api.admission import blocking
 from appliance.api.errors import error_of
 from appliance.errors import ApplianceError
 
@@ -48,7 +48,7 @@ async def relay(items: Iterator[Any], cancel: threading.Event | None = None) -> 
     closed."""
     try:
         while True:
-            item = await asyncio.to_thread(next, items, _END)
+            item = await blocking(next, items, _END)
             if item is _END:
                 break
             yield item

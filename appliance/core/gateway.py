@@ -75,6 +75,8 @@ class Gateway:
             done.completion_tokens,
             done.time_to_first_token_s,
             done.total_s,
+            # A client that left got nothing: counted apart, like a stream it abandoned.
+            "cancelled" if done.finish_reason == "cancelled" else "ok",
         )
         return done
 

@@ -52,6 +52,7 @@ def bench_server(url: str | None = None, key: str | None = None, env: dict | Non
             with httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=600
             ) as client:
+                client.server_pid = proc.pid  # for benches that watch the server's memory and files
                 yield client
         finally:
             proc.terminate()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import threading
 import time
 
@@ -22,7 +25,14 @@ LONG = {
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    env = {**TEST_MODEL_ENV, "APPLIANCE_LLM__SLOTS": "1", "APPLIANCE_LLM__MAX_QUEUE": "1"}
+    env = {
+        **TEST_MODEL_ENV,
+        "APPLIANCE_LLM__SLOTS": "1",
+        "APPLIANCE_LLM__MAX_QUEUE": "1",
+        # One search at a time and none waiting: any two that meet, one is refused.
+        "APPLIANCE_ADMISSION__SEARCH_CONCURRENCY": "1",
+        "APPLIANCE_ADMISSION__SEARCH_QUEUE": "0",
+    }
     server = ServerProcess(tmp_path_factory.mktemp("limits") / "data", env=env).start(require_llm=True)
     yield server
     server.stop()
@@ -134,3 +144,80 @@ def test_per_key_token_rate(srv):
             model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=3
         )
     assert int(info.value.response.headers["Retry-After"]) >= 1
+
+
+def _counter(srv, name: str, **labels: str) -> float:
+    """A counter's value on /metrics (0 when it has not appeared yet)."""
+    text = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {srv.key}"}).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_plain_chat_whose_client_left_frees_its_slot(srv):
+    """Not streamed: nothing is written until the answer is whole, so only the connection's close
+    tells the server nobody is waiting. The generation must stop there (counted as cancelled), not
+    run on to its 1900 tokens holding the only slot."""
+    labels = {"endpoint": "chat", "model": "SmolLM2-135M-Instruct"}
+    cancelled = _counter(srv, "llm_requests_total", outcome="cancelled", **labels)
+    finished = _counter(srv, "llm_requests_total", outcome="ok", **labels)
+    body = json.dumps(LONG).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {srv.key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", srv.port)) as client:
+        client.sendall(head + body)
+        _wait_for(lambda: _queue(srv)["in_use"] == 1, "the generation to take the slot")
+    # The client has gone.
+
+    def freed() -> bool:
+        assert _counter(srv, "llm_requests_total", outcome="ok", **labels) == finished, (
+            "the generation ran to its end after its client had left"
+        )
+        return _queue(srv)["in_use"] == 0 and (
+            _counter(srv, "llm_requests_total", outcome="cancelled", **labels) == cancelled + 1
+        )
+
+    _wait_for(freed, "the abandoned generation to be cancelled and its slot freed", 120)
+    with srv.client() as http:
+        short = http.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3},
+        )
+    assert short.status_code == 200
+
+
+def test_searches_beyond_the_admission_limit_get_429_with_retry_after(srv):
+    """search: one at a time, none waiting (the fixture's settings). Bursts of simultaneous
+    searches until one is refused: every answer is a 200 or a 429 with Retry-After, nothing else."""
+    headers = {"Authorization": f"Bearer {srv.key}"}
+    statuses: list[int] = []
+    retry_after: list[str | None] = []
+    with httpx.Client(base_url=srv.url, headers=headers, timeout=120) as http:
+        for _ in range(20):
+            start = threading.Barrier(16)
+
+            def search(start: threading.Barrier = start) -> None:
+                start.wait()
+                r = http.post("/api/v1/knowledge/search", json={"query": "lighthouse keeper", "top_k": 3})
+                statuses.append(r.status_code)
+                if r.status_code == 429:
+                    retry_after.append(r.headers.get("Retry-After"))
+                    assert r.headers["content-type"].startswith("application/problem+json")
+                    assert "search" in r.json()["detail"]
+
+            burst = [threading.Thread(target=search) for _ in range(16)]
+            for t in burst:
+                t.start()
+            for t in burst:
+                t.join(120)
+            if 429 in statuses:
+                break
+    assert set(statuses) <= {200, 429}, statuses
+    assert 200 in statuses and 429 in statuses, statuses
+    assert retry_after and all(v is not None and int(v) >= 1 for v in retry_after), retry_after
+    rejected = _counter(srv, "admission_rejected_total", work="search")
+    assert rejected == statuses.count(429)
+    assert re.fullmatch(r"\d+", retry_after[0])

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
-from litestar import Response, Router, delete, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
 from appliance.api import sse
-from appliance.api.queueing import open_queued
+from appliance.api.queueing import open_queued, unless_client_leaves
 from appliance.api.schemas import Deleted
 from appliance.core.access import Scope
 from appliance.core.answers import Answers
@@ -50,14 +49,14 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = False
 
 
-async def answer_response(make_events: Callable, make_result: Callable, stream: bool) -> Response | Stream:
-    """A cited answer as JSON, or as server-sent events: sources, token..., answer."""
-    cancel = threading.Event()
+async def answer_response(
+    request: Request, make_events: Callable, make_result: Callable, stream: bool
+) -> Response | Stream:
+    """A cited answer as JSON (cancelled if its client leaves first), or as server-sent events:
+    sources, token..., answer."""
     if not stream:
-        try:
-            return Response(await asyncio.to_thread(make_result, cancel))
-        finally:
-            cancel.set()
+        return Response(await unless_client_leaves(request, make_result))
+    cancel = threading.Event()
     # Retrieval, planning and taking a model slot happen before the response starts, so their
     # errors (a full queue included) are proper HTTP errors; a queued request hears its place.
     opening = await open_queued(lambda on_position: make_events(cancel, on_position), cancel)
@@ -83,9 +82,20 @@ async def answer_response(make_events: Callable, make_result: Callable, stream: 
     return Stream(body(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/query", status_code=200, tags=["knowledge"], responses=_ANSWERED, errors=(404, 503), streams=True)
-async def knowledge_query(caller: Scope, answers: Answers, data: QueryIn) -> Response | Stream:
+@post(
+    "/query",
+    status_code=200,
+    tags=["knowledge"],
+    responses=_ANSWERED,
+    errors=(404, 503),
+    streams=True,
+    opt={"work": "generation"},
+)
+async def knowledge_query(
+    request: Request, caller: Scope, answers: Answers, data: QueryIn
+) -> Response | Stream:
     return await answer_response(
+        request,
         lambda cancel, on_position: answers.open_stream(
             caller,
             data.query,
@@ -123,11 +133,19 @@ def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -
     return Deleted(deleted=True, id=conversation_id)
 
 
-@post("/{conversation_id:str}/messages", status_code=200, responses=_ANSWERED, errors=(503,), streams=True)
+@post(
+    "/{conversation_id:str}/messages",
+    status_code=200,
+    responses=_ANSWERED,
+    errors=(503,),
+    streams=True,
+    opt={"work": "generation"},
+)
 async def post_message(
-    caller: Scope, answers: Answers, conversation_id: str, data: MessageIn
+    request: Request, caller: Scope, answers: Answers, conversation_id: str, data: MessageIn
 ) -> Response | Stream:
     return await answer_response(
+        request,
         lambda cancel, on_position: answers.converse(
             caller,
             conversation_id,

@@ -15,6 +15,7 @@ from litestar.exceptions import SerializationException
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 
+from appliance.api.admission import blocking, leave_early
 from appliance.api.errors import PROBLEM_JSON, problem_body
 from appliance.api.requests import ApiRequest
 from appliance.api.schemas import Accepted, BatchIn, DeletedDocument, DocumentIn, Offset, SingleDocumentIn
@@ -44,6 +45,7 @@ def _to_new(doc: DocumentIn, index: int | None = None) -> NewDocument:
 
 
 async def _accepted(caller: Scope, jobs: Jobs, job_id: str, document_ids: list[str], wait: bool) -> Response:
+    leave_early()  # submitted: waiting for the job takes no place among the submissions
     if not wait:
         return Response(Accepted(job_id, document_ids), status_code=202)
     # Polled from the event loop, not waited for in a thread: the thread pool is small, and a
@@ -112,7 +114,7 @@ class _UploadOperation(Operation):
         self.request_body = _UploadOperation.__dataclass_fields__["request_body"].default_factory()
 
 
-@post("/", status_code=202, operation_class=_UploadOperation, errors=(404, 415, 422))
+@post("/", status_code=202, operation_class=_UploadOperation, errors=(404, 415, 422), opt={"work": "ingest"})
 async def create_document(
     request: ApiRequest, caller: Scope, knowledge: Knowledge, jobs: Jobs, wait: bool = False
 ) -> Response:
@@ -147,16 +149,16 @@ async def create_document(
         collection, doc = data.collection, _to_new(data)
     if not collection:
         raise InvalidInput("collection is required")
-    job_id, ids = await asyncio.to_thread(knowledge.submit, caller, collection, [doc], True)
+    job_id, ids = await blocking(knowledge.submit, caller, collection, [doc], True)
     return await _accepted(caller, jobs, job_id, ids, wait)
 
 
-@post("/batch", status_code=202, errors=(404, 415))
+@post("/batch", status_code=202, errors=(404, 415), opt={"work": "ingest"})
 async def create_documents(
     caller: Scope, knowledge: Knowledge, jobs: Jobs, data: BatchIn, wait: bool = False
 ) -> Response:
     docs = [_to_new(d, i) for i, d in enumerate(data.documents)]
-    job_id, ids = await asyncio.to_thread(knowledge.submit, caller, data.collection, docs)
+    job_id, ids = await blocking(knowledge.submit, caller, data.collection, docs)
     return await _accepted(caller, jobs, job_id, ids, wait)
 
 

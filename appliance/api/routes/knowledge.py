@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from litestar import Router, post
 
+from appliance.api.admission import blocking
 from appliance.api.routes.answers import knowledge_query
 from appliance.api.schemas import SearchIn, SearchOut
 from appliance.core.access import Scope
 from appliance.core.knowledge import Knowledge
 
 
-@post("/search", status_code=200, sync_to_thread=True, errors=(404, 503))
-def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchOut:
-    result = knowledge.search(
+@post("/search", status_code=200, errors=(404, 503), opt={"work": "search"})
+async def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchOut:
+    result = await blocking(
+        knowledge.search,
         caller,
         data.query,
         collections=data.collections,

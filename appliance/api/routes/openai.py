@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import logging
@@ -12,13 +11,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import numpy as np
-from litestar import Response, Router, get, post
+from litestar import Request, Response, Router, get, post
 from litestar.response import Stream
 
 from appliance.api import sse
+from appliance.api.admission import blocking
 from appliance.api.errors import OPENAI_HANDLERS
 from appliance.api.openai_schemas import ChatCompletionIn, CompletionIn, EmbeddingIn, refusal_of
-from appliance.api.queueing import Opening, open_queued
+from appliance.api.queueing import Opening, open_queued, unless_client_leaves
 from appliance.core.access import Scope
 from appliance.core.gateway import Gateway
 from appliance.errors import ApplianceError, InvalidInput
@@ -157,8 +157,10 @@ def list_models(gateway: Gateway) -> dict:
     return {"object": "list", "data": gateway.list_models()}
 
 
-@post("/chat/completions", status_code=200, errors=(404, 503), streams=True)
-async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletionIn) -> Response | Stream:
+@post("/chat/completions", status_code=200, errors=(404, 503), streams=True, opt={"work": "generation"})
+async def chat_completions(
+    request: Request, caller: Scope, gateway: Gateway, data: ChatCompletionIn
+) -> Response | Stream:
     _refuse_unsupported(data)
     if not data.messages:
         raise InvalidInput("messages must not be empty", param="messages")
@@ -172,13 +174,13 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
         data.seed,
         data.n,
     )
-    runtime, prompt, plan = await asyncio.to_thread(gateway.prepare_chat, data.model, messages, tools, output)
+    runtime, prompt, plan = await blocking(gateway.prepare_chat, data.model, messages, tools, output)
     if plan.grammar is not None:
         params = dataclasses.replace(params, grammar=plan.grammar)
     names = plan.tool_names
     created, ident = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24]
     if not data.stream:
-        done = await _generate(caller, gateway, runtime, prompt, params, "chat")
+        done = await _generate(request, caller, gateway, runtime, prompt, params, "chat")
         message: dict = {"role": "assistant", "content": done.text, "refusal": None}
         finish = done.finish_reason
         if names:
@@ -271,8 +273,10 @@ async def chat_completions(caller: Scope, gateway: Gateway, data: ChatCompletion
     return Stream(events(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/completions", status_code=200, errors=(404, 503), streams=True)
-async def completions(caller: Scope, gateway: Gateway, data: CompletionIn) -> Response | Stream:
+@post("/completions", status_code=200, errors=(404, 503), streams=True, opt={"work": "generation"})
+async def completions(
+    request: Request, caller: Scope, gateway: Gateway, data: CompletionIn
+) -> Response | Stream:
     _refuse_unsupported(data)
     prompts = [data.prompt] if isinstance(data.prompt, str) else data.prompt
     if len(prompts) != 1:
@@ -280,11 +284,11 @@ async def completions(caller: Scope, gateway: Gateway, data: CompletionIn) -> Re
     if data.echo:
         raise InvalidInput("echo is not supported", param="echo")
     params = _params(data.max_tokens, data.temperature, data.top_p, data.stop, data.seed, data.n)
-    runtime = await asyncio.to_thread(gateway.runtime_for, data.model)
+    runtime = await blocking(gateway.runtime_for, data.model)
     prompt = prompts[0]
     created, ident = int(time.time()), "cmpl-" + uuid.uuid4().hex[:24]
     if not data.stream:
-        done = await _generate(caller, gateway, runtime, prompt, params, "completions")
+        done = await _generate(request, caller, gateway, runtime, prompt, params, "completions")
         return Response(
             {
                 "id": ident,
@@ -340,7 +344,7 @@ async def completions(caller: Scope, gateway: Gateway, data: CompletionIn) -> Re
     return Stream(events(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
 
-@post("/embeddings", status_code=200, errors=(404, 503))
+@post("/embeddings", status_code=200, errors=(404, 503), opt={"work": "embeddings"})
 async def embeddings(gateway: Gateway, data: EmbeddingIn) -> dict:
     inputs = [data.input] if isinstance(data.input, str) else data.input
     if not inputs or not all(isinstance(x, str) for x in inputs):
@@ -350,7 +354,7 @@ async def embeddings(gateway: Gateway, data: EmbeddingIn) -> dict:
         )
     if data.encoding_format not in (None, "float", "base64"):
         raise InvalidInput("encoding_format must be 'float' or 'base64'", param="encoding_format")
-    name, vectors, tokens = await asyncio.to_thread(gateway.embed, data.model, inputs, data.dimensions)
+    name, vectors, tokens = await blocking(gateway.embed, data.model, inputs, data.dimensions)
     out = []
     for i, vector in enumerate(vectors):
         if data.encoding_format == "base64":
@@ -367,13 +371,17 @@ async def embeddings(gateway: Gateway, data: EmbeddingIn) -> dict:
 
 
 async def _generate(
-    caller: Scope, gateway: Gateway, runtime, prompt: str, params: GenerationParams, endpoint: str
+    request: Request,
+    caller: Scope,
+    gateway: Gateway,
+    runtime,
+    prompt: str,
+    params: GenerationParams,
+    endpoint: str,
 ):
-    cancel = threading.Event()
-    try:
-        return await asyncio.to_thread(gateway.generate, caller, runtime, prompt, params, endpoint, cancel)
-    finally:
-        cancel.set()  # the client went away or we are done: either way the slot is no longer wanted
+    return await unless_client_leaves(
+        request, lambda cancel: gateway.generate(caller, runtime, prompt, params, endpoint, cancel)
+    )
 
 
 async def _open(
