@@ -39,6 +39,7 @@ DEPENDENCIES = {
             "feedback",
             "drift",
             "evals",
+            "eval_sources",
         )
     },
 }

@@ -141,6 +141,71 @@ def _follow(args: argparse.Namespace, client: ApplianceClient, label: str, poll:
             time.sleep(0.5)
 
 
+def _add_generate(actions: argparse._SubParsersAction, parents: Parents) -> None:
+    a = actions.add_parser(
+        "generate",
+        parents=[parents.client],
+        help="write a QA set from a collection with the local LLM (checked questions, known gold sources)",
+    )
+    a.add_argument("--collection", "-c", required=True)
+    a.add_argument("--n", type=int, default=50, help="questions to write (default 50)")
+    a.add_argument("--name", help="the set's name (default: <collection>-generated)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--model", help="chat model (default: the served one)")
+    a.add_argument("--unanswerable-fraction", type=float, default=0.2)
+    a.add_argument("--wait", action="store_true", help="progress bar until the set is written")
+    a.set_defaults(func=_generate)
+
+
+def _job_progress(client: ApplianceClient, job_id: str) -> tuple[int, int, bool, str]:
+    job = client.job(job_id)
+    finished = job["state"] in ("succeeded", "failed", "cancelled")
+    return job["progress"]["processed"], job["progress"]["total"], finished, job["state"]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    client = connect(args)
+    job = client.generate_eval_set(
+        args.collection, args.n, args.name, args.seed, args.model, args.unanswerable_fraction
+    )
+    if not args.wait:
+        emit(args, job, lambda j: print(f"generating: job {j['id']} (appliance jobs {j['id']})"))
+        return 0
+    _follow(args, client, "generate", lambda: _job_progress(client, job["id"]))
+    job = client.job(job["id"])
+
+    def human(j: dict) -> None:
+        if j["state"] != "succeeded":
+            print(f"generation {j['state']}: {j.get('error') or ''}")
+            return
+        s, r = j["summary"]["set"], j["summary"]["report"]
+        print(
+            f"set {s['name']} version {s['version']}: {r['produced']} of {r['requested']} questions "
+            f"({r['answerable']} answerable, {r['unanswerable']} unanswerable) from {r['candidates']} "
+            f"candidates in {r['seconds']:.0f} s; rejected: {r['rejected_by_reason']}"
+        )
+
+    emit(args, job, human)
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def _add_feedback_set(actions: argparse._SubParsersAction, parents: Parents) -> None:
+    a = actions.add_parser(
+        "from-feedback",
+        parents=[parents.client],
+        help="a QA set of the answers users rated down over a collection (regression items)",
+    )
+    a.add_argument("--collection", "-c", required=True)
+    a.add_argument("--name", help="the set's name (default: <collection>-feedback)")
+    a.set_defaults(func=_feedback_set)
+
+
+def _feedback_set(args: argparse.Namespace) -> int:
+    evalset = connect(args).feedback_eval_set(args.collection, args.name)
+    emit(args, evalset, lambda s: print(f"{s['name']} version {s['version']}: {s['item_count']} items"))
+    return 0
+
+
 # -- runs ----------------------------------------------------------------------------------------
 def _add_run(actions: argparse._SubParsersAction, parents: Parents) -> None:
     a = actions.add_parser(
@@ -439,6 +504,8 @@ def _gate_check(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Registrar] = [
     _add_sets,
     _add_import,
+    _add_generate,
+    _add_feedback_set,
     _add_run,
     _add_runs,
     _add_show,

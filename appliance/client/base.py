@@ -122,6 +122,8 @@ class BaseClient:
     eval_sets = _api(calls.eval_sets)
     eval_set = _api(calls.eval_set)
     import_eval_set = _api(calls.import_eval_set)
+    generate_eval_set = _api(calls.generate_eval_set)
+    feedback_eval_set = _api(calls.feedback_eval_set)
     start_eval_run = _api(calls.start_eval_run)
     eval_runs = _api(calls.eval_runs)
     eval_run = _api(calls.eval_run)

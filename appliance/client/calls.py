@@ -364,6 +364,29 @@ def import_eval_set(
     return Call("POST", "/api/v1/evals/sets", json=body, timeout=None)
 
 
+def generate_eval_set(
+    collection: str,
+    n: int = 50,
+    name: str | None = None,
+    seed: int = 0,
+    model: str | None = None,
+    unanswerable_fraction: float = 0.2,
+) -> Call:
+    body = {
+        "collection": collection,
+        "n": n,
+        "name": name,
+        "seed": seed,
+        "model": model,
+        "unanswerable_fraction": unanswerable_fraction,
+    }
+    return Call("POST", "/api/v1/evals/sets/generate", json=body)
+
+
+def feedback_eval_set(collection: str, name: str | None = None) -> Call:
+    return Call("POST", "/api/v1/evals/sets/from-feedback", json={"collection": collection, "name": name})
+
+
 def start_eval_run(
     set_name: str,
     collection: str | None = None,

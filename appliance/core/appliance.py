@@ -13,6 +13,7 @@ from appliance.core.admin import Admin
 from appliance.core.answers import Answers
 from appliance.core.drift import Drift
 from appliance.core.eval_runner import EvalRunner
+from appliance.core.eval_sources import EvalSources
 from appliance.core.evals import Evals
 from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
@@ -66,7 +67,8 @@ class Appliance:
     - `admin`: statistics, logs, model load/unload, installation status, backups, the audit log;
     - `feedback`: every answer's trace (written after the answer), ratings of answers;
     - `drift`: checks of each collection's recent answers against a reference window;
-    - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates.
+    - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
+    - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback).
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -223,6 +225,18 @@ class Appliance:
             ),
             self.queue.signal,
         )
+        self.eval_sources = EvalSources(
+            settings,
+            self.access,
+            self.jobs,
+            self.job_store,
+            self.knowledge,
+            self.gateway,
+            self.evals,
+            self.feedback,
+            self.instance_id,
+            self._stop,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -274,6 +288,7 @@ class Appliance:
         self.jobs.register("sync", sync)
         self.jobs.register("verify", verify)
         self.jobs.register("eval", self.evals.run_job)
+        self.jobs.register("evalgen", self.eval_sources.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)

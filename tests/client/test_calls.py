@@ -77,6 +77,8 @@ EXAMPLES: dict[str, Call] = {
     "import_eval_set": calls.import_eval_set(
         "clapnq", {"questions.jsonl": '{"question": "q"}'}, path=None, collection="docs", description="d"
     ),
+    "generate_eval_set": calls.generate_eval_set("docs", 20, "docs-gen", 7, "default", 0.25),
+    "feedback_eval_set": calls.feedback_eval_set("docs", "docs-regressions"),
     "start_eval_run": calls.start_eval_run("clapnq", "docs", "hybrid", 10, 5, True, "default"),
     "eval_runs": calls.eval_runs("clapnq", limit=5),
     "eval_run": calls.eval_run("run_1"),

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
+from appliance.core.eval_sources import EvalSources
 from appliance.core.evals import Evals
 from appliance.errors import InvalidInput
 from appliance.records import (
@@ -21,6 +22,7 @@ from appliance.records import (
     EvalSet,
     GateReport,
     GateThreshold,
+    Job,
     RunComparison,
 )
 
@@ -33,6 +35,20 @@ class EvalSetImportIn(msgspec.Struct, forbid_unknown_fields=True):
     files: dict[str, str] | None = None
     collection: str | None = None  # where a corpus goes; default: the set's name
     description: str = ""
+
+
+class EvalGenerateIn(msgspec.Struct, forbid_unknown_fields=True):
+    collection: str
+    n: int = 50
+    name: str | None = None  # default: "<collection>-generated"
+    seed: int = 0
+    model: str | None = None  # default: the served chat model
+    unanswerable_fraction: float = 0.2
+
+
+class EvalFeedbackSetIn(msgspec.Struct, forbid_unknown_fields=True):
+    collection: str
+    name: str | None = None  # default: "<collection>-feedback"
 
 
 class EvalRunIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,6 +106,32 @@ def import_set(caller: Scope, evals: Evals, data: EvalSetImportIn) -> EvalSet:
     if data.path is not None:
         return evals.import_dir(caller, data.name, Path(data.path), data.collection, data.description)
     return evals.import_files(caller, data.name, data.files, data.collection, data.description)
+
+
+@post(
+    "/sets/generate",
+    status_code=202,
+    sync_to_thread=True,
+    summary="Write a QA set from a collection with the local LLM (an `evalgen` job)",
+    description="Samples chunks of `collection`, has the chat model write a question each answers "
+    "(constrained JSON, checked: the answer is in the chunk, the question does not quote it) and "
+    "questions on the same topics the collection does not answer. The set (kind `generated`, gold "
+    "sources known) is named in the job's summary when it succeeds.",
+)
+def generate_set(caller: Scope, eval_sources: EvalSources, data: EvalGenerateIn) -> Job:
+    return eval_sources.generate(
+        caller, data.collection, data.n, data.name, data.seed, data.model, data.unanswerable_fraction
+    )
+
+
+@post(
+    "/sets/from-feedback",
+    status_code=201,
+    sync_to_thread=True,
+    summary="A QA set of the answers users rated down over a collection (regression items)",
+)
+def feedback_set(caller: Scope, eval_sources: EvalSources, data: EvalFeedbackSetIn) -> EvalSet:
+    return eval_sources.from_feedback(caller, data.collection, data.name)
 
 
 @post(
@@ -182,6 +224,8 @@ router = Router(
         list_sets,
         get_set,
         import_set,
+        generate_set,
+        feedback_set,
         create_run,
         list_runs,
         get_run,
