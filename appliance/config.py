@@ -105,6 +105,8 @@ class ParsingSettings(msgspec.Struct, forbid_unknown_fields=True):
     wall_seconds: float = 60.0  # wall-clock time per document
     max_output_chars: int = 20_000_000  # extracted text per document
     processes: int = 0  # 0: one per job worker
+    max_pages: int = 5000  # pages of a PDF; a longer one is refused before any page is read
+    max_blocks: int = 250_000  # paragraphs, table runs and other blocks a document may yield
 
 
 class HygieneSettings(msgspec.Struct, forbid_unknown_fields=True):
