@@ -39,6 +39,7 @@ class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True):
 class ChunkingSettings(msgspec.Struct, forbid_unknown_fields=True):
     size_tokens: int = 200
     overlap_tokens: int = 32
+    max_seconds: float = 120.0  # chunking time per document; past it the document fails
 
 
 class IndexSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -205,6 +206,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("retrieval.reranker_model_dir is required for the cross-encoder reranker")
         if self.parsing.memory_mb < 64 or self.parsing.cpu_seconds <= 0 or self.parsing.wall_seconds <= 0:
             problems.append("parsing.memory_mb must be >= 64, cpu_seconds and wall_seconds > 0")
+        if self.parsing.max_pages < 1 or self.parsing.max_blocks < 1 or self.chunking.max_seconds <= 0:
+            problems.append("parsing.max_pages and parsing.max_blocks must be >= 1, chunking.max_seconds > 0")
         if self.dropfolder.settle_seconds < 0 or self.dropfolder.scan_interval_seconds <= 0:
             problems.append("dropfolder.settle_seconds must be >= 0 and scan_interval_seconds > 0")
         if problems:

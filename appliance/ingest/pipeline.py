@@ -62,7 +62,7 @@ class IngestPipeline:
         chunker: Chunker,
         parser: DocumentParser | None = None,
         redact_secrets: bool = True,
-        chunk_seconds: float | None = 60.0,
+        chunk_seconds: float | None = 120.0,
     ) -> None:
         self.catalog = catalog
         self.embedder = embedder
