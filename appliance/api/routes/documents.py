@@ -42,6 +42,16 @@ def _to_new(doc: DocumentIn, index: int | None = None) -> NewDocument:
     return NewDocument(doc.source_id, doc.title, doc.text, None, doc.filename, doc.uri, "api", doc.metadata)
 
 
+def _decode_single(body: bytes) -> tuple[str, NewDocument]:
+    try:
+        data = msgspec.json.decode(body, type=SingleDocumentIn)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"malformed document: {exc}") from None
+    except msgspec.DecodeError:
+        raise InvalidInput("request body is not valid JSON") from None
+    return data.collection, _to_new(data)
+
+
 async def _accepted(caller: Scope, jobs: Jobs, job_id: str, document_ids: list[str], wait: bool) -> Response:
     if not wait:
         return Response(Accepted(job_id, document_ids), status_code=202)
@@ -138,13 +148,8 @@ async def create_document(
             metadata=metadata,
         )
     else:
-        try:
-            data = msgspec.json.decode(await request.body(), type=SingleDocumentIn)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"malformed document: {exc}") from None
-        except msgspec.DecodeError:
-            raise InvalidInput("request body is not valid JSON") from None
-        collection, doc = data.collection, _to_new(data)
+        # Decoding up to max_body_bytes of JSON and base64 is CPU work: off the event loop.
+        collection, doc = await asyncio.to_thread(_decode_single, await request.body())
     if not collection:
         raise InvalidInput("collection is required")
     job_id, ids = await asyncio.to_thread(knowledge.submit, caller, collection, [doc], True)
