@@ -21,6 +21,7 @@ _SENTENCE_END = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]]*+(?=\s)")
 # Bounded, so a 10 MiB "word" comes back in pieces, one short regex call (and GIL hold) each.
 _WORD = re.compile(r"\S{1,65536}")
 _SENTENCE_WINDOW = 1 << 16  # characters one sentence-end scan covers before the GIL is let go
+_OUTSIDE_SENTENCE_END = re.compile(r"[^.!?…\"'”’)\]]")
 # A chunk holds at most this many characters per token of its budget. Real text averages 3-6
 # characters per token; a run with no spaces or an over-long "word" counts as one unknown token
 # however long it is, so the token budget alone would let a 10 MiB line through as one chunk.
@@ -65,11 +66,12 @@ def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
     scan = start
     while scan < end:
         # One regex call holds the GIL for as long as it scans, so a huge span is scanned in
-        # windows that end just after a space: no sentence end can straddle one (it must be
-        # followed by whitespace), and the lookbehind still sees the character before a window.
+        # windows, each ending just after a character no sentence end contains: none can
+        # straddle two windows, and the lookbehind still sees the character before a window.
         stop = end
         if end - scan > _SENTENCE_WINDOW:
-            stop = text.find(" ", scan + _SENTENCE_WINDOW, end) + 1 or end
+            cut = _OUTSIDE_SENTENCE_END.search(text, scan + _SENTENCE_WINDOW, end)
+            stop = cut.end() if cut else end
         for m in _SENTENCE_END.finditer(text, scan, stop):
             spans.append((pos, m.end()))
             pos = m.end()
