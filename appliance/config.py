@@ -75,6 +75,7 @@ class EmbeddingSettings(msgspec.Struct, forbid_unknown_fields=True):
 class ChunkingSettings(msgspec.Struct, forbid_unknown_fields=True):
     size_tokens: int = 200
     overlap_tokens: int = 32
+    max_seconds: float = 120.0  # chunking time per document; past it the document fails
 
 
 class IndexSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -151,6 +152,8 @@ class ParsingSettings(msgspec.Struct, forbid_unknown_fields=True):
     wall_seconds: float = 60.0  # wall-clock time per document
     max_output_chars: int = 20_000_000  # extracted text per document
     processes: int = 0  # 0: one per job worker
+    max_pages: int = 5000  # pages of a PDF; a longer one is refused before any page is read
+    max_blocks: int = 250_000  # paragraphs, table runs and other blocks a document may yield
 
 
 class HygieneSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -313,6 +316,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("retrieval.reranker_model_dir is required for the cross-encoder reranker")
         if self.parsing.memory_mb < 64 or self.parsing.cpu_seconds <= 0 or self.parsing.wall_seconds <= 0:
             problems.append("parsing.memory_mb must be >= 64, cpu_seconds and wall_seconds > 0")
+        if self.parsing.max_pages < 1 or self.parsing.max_blocks < 1 or self.chunking.max_seconds <= 0:
+            problems.append("parsing.max_pages and parsing.max_blocks must be >= 1, chunking.max_seconds > 0")
         if self.dropfolder.settle_seconds < 0 or self.dropfolder.scan_interval_seconds <= 0:
             problems.append("dropfolder.settle_seconds must be >= 0 and scan_interval_seconds > 0")
         if self.feedback.trace_retention_days < 0 or self.feedback.queue_size < 1:

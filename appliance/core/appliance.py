@@ -137,6 +137,7 @@ class Appliance:
             self.chunker,
             self.parser,
             redact_secrets=settings.hygiene.redact_secrets,
+            chunk_seconds=settings.chunking.max_seconds,
         )
         self.verifier = ChunkVerifier(
             self.db,

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.document import Block, Chunk, Location, ParsedDocument
+from appliance.errors import InvalidInput
 
 # A sentence ends at terminal punctuation (plus closing quotes/brackets) followed by whitespace.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
-_WORD = re.compile(r"\S+")
+# Linear on hostile text: a match may only start where a run of terminal punctuation starts
+# (the lookbehind), and the possessive runs never give characters back, so a run of a million
+# dots is scanned once rather than once from each of its positions.
+_SENTENCE_END = re.compile(r"(?<![.!?…])[.!?…]++[\"'”’)\]]*+(?=\s)")
+# Bounded, so a 10 MiB "word" comes back in pieces, one short regex call (and GIL hold) each.
+_WORD = re.compile(r"\S{1,65536}")
+_SENTENCE_WINDOW = 1 << 16  # characters one sentence-end scan covers before the GIL is let go
+_OUTSIDE_SENTENCE_END = re.compile(r"[^.!?…\"'”’)\]]")
+# A chunk holds at most this many characters per token of its budget. Real text averages 3-6
+# characters per token; a run with no spaces or an over-long "word" counts as one unknown token
+# however long it is, so the token budget alone would let a 10 MiB line through as one chunk.
+# Spans longer than the cap are cut by characters before the tokenizer ever sees them, which
+# also keeps each tokenizer call (and its memory) small whatever the document's line lengths.
+MAX_CHARS_PER_TOKEN = 16
 
 
 @dataclass(slots=True)
@@ -24,6 +39,13 @@ class _Unit:
     end: int
     tokens: int
     oversized: bool  # comes from a block too large for one chunk (overlap applies)
+
+
+def _grows(current: list[_Unit], unit: _Unit) -> int:
+    """Characters `unit` adds to a chunk made of `current` (text between units of a block included)."""
+    if current and current[-1].block == unit.block:
+        return unit.end - current[-1].end
+    return unit.end - unit.start + 2
 
 
 def _trim(text: str, start: int, end: int, keep_indent: bool = False) -> tuple[int, int]:
@@ -41,9 +63,19 @@ def _trim(text: str, start: int, end: int, keep_indent: bool = False) -> tuple[i
 
 def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
     spans, pos = [], start
-    for m in _SENTENCE_END.finditer(text, start, end):
-        spans.append((pos, m.end()))
-        pos = m.end()
+    scan = start
+    while scan < end:
+        # One regex call holds the GIL for as long as it scans, so a huge span is scanned in
+        # windows, each ending just after a character no sentence end contains: none can
+        # straddle two windows, and the lookbehind still sees the character before a window.
+        stop = end
+        if end - scan > _SENTENCE_WINDOW:
+            cut = _OUTSIDE_SENTENCE_END.search(text, scan + _SENTENCE_WINDOW, end)
+            stop = cut.end() if cut else end
+        for m in _SENTENCE_END.finditer(text, scan, stop):
+            spans.append((pos, m.end()))
+            pos = m.end()
+        scan = stop
     spans.append((pos, end))
     return spans
 
@@ -83,22 +115,26 @@ class Chunker:
         self.count = count_tokens
         self.size = size
         self.overlap = overlap
+        self.max_chars = size * MAX_CHARS_PER_TOKEN
 
-    def chunk(self, doc: ParsedDocument) -> list[Chunk]:
+    def chunk(self, doc: ParsedDocument, deadline: float | None = None) -> list[Chunk]:
+        """The chunks of `doc`; past `deadline` (time.monotonic()) it stops with InvalidInput."""
         # One Chunker serves every job worker thread at once, so the per-document working state
         # lives in a _ChunkRun made for this call, never on self.
-        return _ChunkRun(self, doc).run()
+        return _ChunkRun(self, doc, deadline).run()
 
 
 class _ChunkRun:
     """One document being chunked: the working state of a single Chunker.chunk() call."""
 
-    __slots__ = ("count", "size", "overlap", "_doc", "_newlines", "_out")
+    __slots__ = ("_count", "size", "overlap", "max_chars", "_deadline", "_doc", "_newlines", "_out")
 
-    def __init__(self, chunker: Chunker, doc: ParsedDocument) -> None:
-        self.count = chunker.count
+    def __init__(self, chunker: Chunker, doc: ParsedDocument, deadline: float | None = None) -> None:
+        self._count = chunker.count
         self.size = chunker.size
         self.overlap = chunker.overlap
+        self.max_chars = chunker.max_chars
+        self._deadline = deadline
         self._doc = doc
         self._newlines: dict[int, list[int] | None] = {}
         self._out: list[Chunk] = []
@@ -133,6 +169,16 @@ class _ChunkRun:
             self._section(carry)
         return [Chunk(n, c.text, c.location, c.token_count) for n, c in enumerate(self._out)]
 
+    def count(self, text: str) -> int:
+        # Every tokenizer call passes here, so this is where the time budget is checked.
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise InvalidInput("chunking the document took longer than its time budget")
+        return self._count(text)
+
+    def fits(self, start: int, end: int) -> bool:
+        """Whether a span is short enough in characters to be counted and kept whole."""
+        return end - start <= self.max_chars
+
     # -- sections -------------------------------------------------------------------------
 
     def _section(self, indices: list[int], path: tuple[str, ...] | None = None) -> None:
@@ -140,13 +186,13 @@ class _ChunkRun:
         if path is None:
             path = blocks[indices[-1]].location.heading_path
         current: list[_Unit] = []
-        used = 0
+        used = chars = 0
         k = 0
         while k < len(indices):
             block = blocks[indices[k]]
             if block.kind == "table" and block.header is not None:
                 self._emit(current, path)
-                current, used = [], 0
+                current, used, chars = [], 0, 0
                 stream = [indices[k]]
                 while (
                     k + 1 < len(indices)
@@ -159,10 +205,14 @@ class _ChunkRun:
                 k += 1
                 continue
             for unit in self._units(indices[k]):
-                if current and used + unit.tokens > self.size:
+                if current and (
+                    used + unit.tokens > self.size or chars + _grows(current, unit) > self.max_chars
+                ):
                     previous = current
                     self._emit(current, path)
                     current, used = self._overlap(previous, unit)
+                    chars = current[-1].end - current[0].start if current else 0
+                chars += _grows(current, unit)
                 current.append(unit)
                 used += unit.tokens
             k += 1
@@ -179,6 +229,7 @@ class _ChunkRun:
                 u.block != unit.block
                 or used + u.tokens > self.overlap
                 or used + u.tokens + unit.tokens > self.size
+                or unit.end - u.start > self.max_chars
             ):
                 break
             kept.insert(0, u)
@@ -193,8 +244,7 @@ class _ChunkRun:
         start, end = _trim(block.text, 0, len(block.text), keep_indent)
         if start == end:
             return []
-        n = self.count(block.text[start:end])
-        if n <= self.size:
+        if self.fits(start, end) and (n := self.count(block.text[start:end])) <= self.size:
             return [_Unit(index, start, end, n, False)]
         levels = [_lines] if block.kind in ("code", "list", "table") else [_sentences, _lines]
         pieces = self._split(block.text, start, end, levels, self.size, keep_indent)
@@ -215,8 +265,7 @@ class _ChunkRun:
             s, e = _trim(text, s, e, keep_indent)
             if s == e:
                 continue
-            n = self.count(text[s:e])
-            if n <= limit:
+            if self.fits(s, e) and (n := self.count(text[s:e])) <= limit:
                 out.append((s, e, n))
             else:
                 out.extend(self._split(text, s, e, levels[1:], limit))
@@ -225,7 +274,7 @@ class _ChunkRun:
     def _words(self, text: str, start: int, end: int, limit: int) -> list[tuple[int, int, int]]:
         # Windows of ~1.5 characters per token of budget are usually a third to a half of the
         # budget, so most are counted once and the packer still fills chunks well.
-        window = max(8, int(limit * 1.5))
+        window = min(max(8, int(limit * 1.5)), self.max_chars)
         out: list[tuple[int, int, int]] = []
         s = None
         last = start
@@ -244,18 +293,40 @@ class _ChunkRun:
         s, e = _trim(text, start, end)
         if s == e:
             return []
+        if e - s > self.max_chars:
+            # One over-long "word" (a base64 blob, a minified line): fixed slices, never counted whole.
+            return [
+                p
+                for a in range(s, e, self.max_chars)
+                for p in self._bisect(text, a, min(a + self.max_chars, e), limit)
+            ]
         n = self.count(text[s:e])
         if n <= limit or e - s == 1:
             return [(s, e, n)]
+        # Cut into as many parts as the count says are needed (with a tenth to spare), at word
+        # starts where there are words, else at characters: most parts then fit at the first
+        # count, where halving would count the whole span again at every level.
+        parts = min(e - s, -(-n * 10 // (limit * 9)))
         words = [m.start() for m in _WORD.finditer(text, s, e)]
-        mid = words[len(words) // 2] if len(words) > 1 else (s + e) // 2  # one huge "word": cut characters
-        return self._bisect(text, s, mid, limit) + self._bisect(text, mid, e, limit)
+        cuts = [s]
+        for i in range(1, parts):
+            target = s + (e - s) * i // parts
+            if len(words) > 1:
+                target = words[max(1, min(len(words) - 1, bisect.bisect_right(words, target) - 1))]
+            if target > cuts[-1]:
+                cuts.append(target)
+        cuts.append(e)
+        if len(cuts) == 2:  # no cut landed inside: halve by characters
+            cuts.insert(1, (s + e) // 2)
+        return [p for a, b in itertools.pairwise(cuts) for p in self._bisect(text, a, b, limit)]
 
     # -- tables ---------------------------------------------------------------------------
 
     def _table(self, stream: list[int], path: tuple[str, ...]) -> None:
         blocks = self._doc.blocks
         header = blocks[stream[0]].header.strip()
+        if len(header) > self.max_chars // 2:
+            header = header[: self.max_chars // 2]
         header_tokens = self.count(header)
         if header_tokens > self.size // 2:
             # A header this wide would leave no room for rows; keep its start, which names the key columns.
@@ -270,8 +341,7 @@ class _ChunkRun:
                 s, e = _trim(text, s, e)
                 if s == e:
                     continue
-                n = self.count(text[s:e])
-                if n <= budget:
+                if self.fits(s, e) and (n := self.count(text[s:e])) <= budget:
                     rows.append(_Unit(index, s, e, n, False))
                 else:
                     rows.extend(
@@ -280,11 +350,12 @@ class _ChunkRun:
         # Rows are records, not prose: repeating rows as overlap would only duplicate hits;
         # the repeated header is the context every table chunk needs.
         current: list[_Unit] = []
-        used = 0
+        used = chars = 0
         for row in rows:
-            if current and used + row.tokens > budget:
+            if current and (used + row.tokens > budget or chars + _grows(current, row) > self.max_chars):
                 self._emit(current, path, header)
-                current, used = [], 0
+                current, used, chars = [], 0, 0
+            chars += _grows(current, row)
             current.append(row)
             used += row.tokens
         self._emit(current, path, header)

@@ -8,7 +8,7 @@ from appliance.config import LimitSettings
 from appliance.db.catalog import document_id_for
 from appliance.db.jobs import WorkItem
 from appliance.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
-from appliance.ingest.parsers import SUPPORTED, sniff
+from appliance.ingest.parsers import SUPPORTED, binary_type
 from appliance.ingest.pipeline import content_hash
 
 
@@ -39,7 +39,9 @@ def make_job_item(
         )
     if strict and not content.strip():
         raise InvalidInput(f"{label}: document is empty")
-    if strict and (mime := sniff(content, doc.filename)) not in SUPPORTED:
+    # Only the cheap, bounded check runs while the request waits: every text kind is supported,
+    # and telling them apart (JSON, CSV, Markdown, ...) is the parser sandbox's work.
+    if strict and (mime := binary_type(content)) is not None and mime not in SUPPORTED:
         raise UnsupportedFormat(f"{label}: unsupported or unrecognised content ({mime})")
     source_id = doc.source_id or doc.filename or content_hash(content)
     return WorkItem(

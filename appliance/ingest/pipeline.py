@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,14 +13,11 @@ import numpy as np
 
 from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
 from appliance.db.jobs import WorkItem
-from appliance.document import Chunk, ParsedDocument
+from appliance.document import Chunk
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.ingest.chunking import Chunker
-from appliance.ingest.parsers import parse
-from appliance.ingest.secrets import redact_document
+from appliance.ingest.sandbox import DocumentParser, InProcessParser
 from appliance.models.embedder import Embedder
-
-Parser = Callable[[bytes, str | None], ParsedDocument]
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +60,15 @@ class IngestPipeline:
         catalog: Catalog,
         embedder: Embedder,
         chunker: Chunker,
-        parser: Parser = parse,
+        parser: DocumentParser | None = None,
         redact_secrets: bool = True,
+        chunk_seconds: float | None = 120.0,
     ) -> None:
         self.catalog = catalog
         self.embedder = embedder
         self.chunker = chunker
-        self.parser = parser
+        self.parser = parser if parser is not None else InProcessParser()
+        self.chunk_seconds = chunk_seconds
         self.redact_secrets = redact_secrets
 
     def ingest(
@@ -127,11 +127,15 @@ class IngestPipeline:
             if self.catalog.replace_document(record, embedded) is None:
                 return ItemOutcome(item.ordinal, "unchanged")  # superseded by a newer version
             return ItemOutcome(item.ordinal, "done", chunks=len(embedded), reused=True)
-        parsed = self.parser(item.content, item.filename)
+        # Parsing and secret scanning run together in the parser sandbox (its CPU and wall-clock
+        # limits bound them); chunking runs here under its own time budget.
         redactions: dict[str, int] = {}
         if self.redact_secrets:
-            parsed, redactions = redact_document(parsed)
-        chunks = self.chunker.chunk(parsed)
+            parsed, redactions = self.parser.parse_redacted(item.content, item.filename)
+        else:
+            parsed = self.parser(item.content, item.filename)
+        deadline = time.monotonic() + self.chunk_seconds if self.chunk_seconds else None
+        chunks = self.chunker.chunk(parsed, deadline)
         if not chunks:
             raise InvalidInput(f"{item.filename or item.source_id}: no text could be extracted")
         record = self._record(

@@ -57,9 +57,13 @@ class ParseFailed(ApplianceError):
 
 
 class DocumentParser(Protocol):
-    """What make_parser returns: `parse` as a callable that can be closed."""
+    """What make_parser returns: `parse` as a callable that can be closed, and parse-then-redact."""
 
     def __call__(self, data: bytes, filename: str | None) -> ParsedDocument: ...
+
+    def parse_redacted(self, data: bytes, filename: str | None) -> tuple[ParsedDocument, dict[str, int]]:
+        """The document with its secrets redacted, and how many of each kind were found."""
+        ...
 
     def close(self) -> None: ...
 
@@ -110,6 +114,7 @@ class _Child:
         argv = [
             sys.executable, "-m", "appliance.ingest.sandbox_child", str(settings.memory_mb),
             str(settings.cpu_seconds), str(settings.max_output_chars), str(self.max_frame),
+            str(settings.max_pages), str(settings.max_blocks),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             argv,
@@ -139,15 +144,15 @@ class _Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def parse(self, data: bytes, filename: str | None) -> ParsedDocument:
+    def parse(self, data: bytes, filename: str | None, redact: bool = False) -> wire.Parsed:
         deadline = time.monotonic() + self.settings.wall_seconds
         self.documents += 1
-        self._send(self.encoder.encode(wire.Request(data, filename)), deadline)
+        self._send(self.encoder.encode(wire.Request(data, filename, redact)), deadline)
         reply = self._receive(deadline)
         if isinstance(reply, (wire.Parsed, wire.Refused)) and reply.retire:
             self.kill()  # its peak address space stays high and would taint the next document's verdict
         if isinstance(reply, wire.Parsed):
-            return reply.document
+            return reply
         if isinstance(reply, wire.Refused):
             raise _rebuild_error(reply)
         if isinstance(reply, wire.Failed):
@@ -278,11 +283,19 @@ class SandboxedParser:
         return self.parse(data, filename)
 
     def parse(self, data: bytes, filename: str | None) -> ParsedDocument:
+        return self._parse(data, filename, redact=False).document
+
+    def parse_redacted(self, data: bytes, filename: str | None) -> tuple[ParsedDocument, dict[str, int]]:
+        """Parse and redact secrets, both in the child: the regex work stays off the server's GIL."""
+        reply = self._parse(data, filename, redact=True)
+        return reply.document, dict(reply.redactions)
+
+    def _parse(self, data: bytes, filename: str | None, redact: bool) -> wire.Parsed:
         if len(data) >= 1 << 62:
             raise PayloadTooLarge("the document is too large to parse")
         child = self._acquire()
         try:
-            return child.parse(data, filename)
+            return child.parse(data, filename, redact)
         finally:
             self._release(child)
 
@@ -344,13 +357,21 @@ class SandboxedParser:
             child.stop()
 
 
-class _InProcessParser:
-    """The unsandboxed path (`sandbox = false`), for debugging only."""
+class InProcessParser:
+    """The unsandboxed path (`sandbox = false`, and fast tests): the same work in this process."""
+
+    def __init__(self, max_pages: int | None = None) -> None:
+        self.max_pages = max_pages
 
     def __call__(self, data: bytes, filename: str | None) -> ParsedDocument:
         from appliance.ingest.parsers import parse
 
-        return parse(data, filename)
+        return parse(data, filename, max_pages=self.max_pages)
+
+    def parse_redacted(self, data: bytes, filename: str | None) -> tuple[ParsedDocument, dict[str, int]]:
+        from appliance.ingest.secrets import redact_document
+
+        return redact_document(self(data, filename))
 
     def close(self) -> None:
         pass
@@ -360,7 +381,7 @@ def make_parser(settings: ParsingSettings, processes: int) -> DocumentParser:
     """The parser the pipeline should call: sandboxed unless the settings turn the sandbox off."""
     if settings.sandbox:
         return SandboxedParser(settings, processes)
-    return _InProcessParser()
+    return InProcessParser(settings.max_pages)
 
 
-__all__ = ["DocumentParser", "ParseFailed", "SandboxedParser", "make_parser"]
+__all__ = ["DocumentParser", "InProcessParser", "ParseFailed", "SandboxedParser", "make_parser"]

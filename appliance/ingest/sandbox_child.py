@@ -1,7 +1,7 @@
 """The parser child process and its wire protocol: documents in on stdin, parsed documents out on stdout.
 
-Run as `python -m appliance.ingest.sandbox_child MEMORY_MB CPU_SECONDS MAX_CHARS MAX_FRAME_BYTES`
-by appliance.ingest.sandbox, never by hand. Frames are an 8-byte big-endian length followed by a
+Run as `python -m appliance.ingest.sandbox_child MEMORY_MB CPU_SECONDS MAX_CHARS MAX_FRAME_BYTES
+MAX_PAGES MAX_BLOCKS` by appliance.ingest.sandbox, never by hand. Frames are an 8-byte big-endian length followed by a
 msgpack body. msgpack rather than pickle: the parent decodes replies into fixed types, so a child
 taken over by a malicious document can lie about a document but cannot run code in the server.
 """
@@ -37,6 +37,9 @@ Scalar = str | int | float | bool | None
 class Request(msgspec.Struct, tag="request", forbid_unknown_fields=True):
     data: bytes
     filename: str | None
+    # Secret scanning is CPU-bound regex work over the whole text: here it costs the child's
+    # CPU and wall budget, and never the server's interpreter lock.
+    redact: bool = False
 
 
 class Ready(msgspec.Struct, tag="ready", forbid_unknown_fields=True):
@@ -46,6 +49,7 @@ class Ready(msgspec.Struct, tag="ready", forbid_unknown_fields=True):
 class Parsed(msgspec.Struct, tag="parsed", forbid_unknown_fields=True):
     document: ParsedDocument
     retire: bool = False  # this child came close to its memory limit: replace it
+    redactions: dict[str, int] = {}  # secrets replaced per kind, when the request asked for it
 
 
 class Refused(msgspec.Struct, tag="refused", forbid_unknown_fields=True):
@@ -119,6 +123,7 @@ def _warm_up() -> None:
     import pypdfium2.raw  # noqa: F401  (loads the PDFium shared library)
 
     import appliance.ingest.parsers  # noqa: F401
+    import appliance.ingest.secrets  # noqa: F401
     from appliance.ingest.parsers import docx, html, markdown, pdf  # noqa: F401
 
     try:
@@ -165,8 +170,21 @@ def peak_address_space() -> int | None:
     return None
 
 
-def _handle(request: Request, memory_mb: int, cpu_seconds: float, max_chars: int) -> Reply:
+class Limits(msgspec.Struct, frozen=True):
+    """What one document may cost the child and produce."""
+
+    memory_mb: int
+    cpu_seconds: float
+    max_chars: int
+    max_pages: int
+    max_blocks: int
+
+
+def _handle(request: Request, limits: Limits) -> Reply:
     from appliance.ingest.parsers import parse
+    from appliance.ingest.secrets import redact_document
+
+    memory_mb, cpu_seconds, max_chars = limits.memory_mb, limits.cpu_seconds, limits.max_chars
 
     _allow_cpu(cpu_seconds)
     limit = memory_mb << 20
@@ -175,7 +193,7 @@ def _handle(request: Request, memory_mb: int, cpu_seconds: float, max_chars: int
         # A bomb that would only fail after eating the whole limit: refuse it from its directory.
         return Failed(MEMORY, f"the archive expands to {declared >> 20} MiB when unzipped")
     try:
-        doc = parse(request.data, request.filename)
+        doc = parse(request.data, request.filename, max_pages=limits.max_pages)
     except MemoryError:
         return Failed(MEMORY)
     except ApplianceError as e:
@@ -192,10 +210,20 @@ def _handle(request: Request, memory_mb: int, cpu_seconds: float, max_chars: int
         return Failed(CRASHED, f"{type(e).__name__}: {e}")
     if document_chars(doc) > max_chars:
         return Failed(OUTPUT_TOO_LARGE)
-    return Parsed(doc, retire=(peak_address_space() or 0) > limit // 2)
+    if len(doc.blocks) > limits.max_blocks:
+        # Each block costs the server a few hundred bytes once decoded, whatever its length.
+        detail = (
+            f"the document splits into {len(doc.blocks):,} blocks of text; "
+            f"the limit is {limits.max_blocks:,} (parsing.max_blocks)"
+        )
+        return Refused("PayloadTooLarge", detail)
+    redactions: dict[str, int] = {}
+    if request.redact:
+        doc, redactions = redact_document(doc)
+    return Parsed(doc, retire=(peak_address_space() or 0) > limit // 2, redactions=redactions)
 
 
-def serve(memory_mb: int, cpu_seconds: float, max_chars: int, max_frame: int) -> int:
+def serve(limits: Limits, max_frame: int) -> int:
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     reply_fd, request_fd = os.dup(1), os.dup(0)
     os.dup2(2, 1)
@@ -206,7 +234,7 @@ def serve(memory_mb: int, cpu_seconds: float, max_chars: int, max_frame: int) ->
 
     _warm_up()
     gc.collect()
-    _limit_resources(memory_mb)
+    _limit_resources(limits.memory_mb)
     encoder = msgspec.msgpack.Encoder()
     decoder = msgspec.msgpack.Decoder(Request)
     _write_frame(reply_fd, encoder.encode(Ready(os.getpid())))
@@ -217,7 +245,7 @@ def serve(memory_mb: int, cpu_seconds: float, max_chars: int, max_frame: int) ->
         try:
             request = decoder.decode(body)
             del body
-            reply = _handle(request, memory_mb, cpu_seconds, max_chars)
+            reply = _handle(request, limits)
             del request
             payload = encoder.encode(reply)
             del reply
@@ -231,5 +259,6 @@ def serve(memory_mb: int, cpu_seconds: float, max_chars: int, max_frame: int) ->
 
 
 if __name__ == "__main__":
-    memory_arg, cpu_arg, chars_arg, frame_arg = sys.argv[1:5]
-    sys.exit(serve(int(memory_arg), float(cpu_arg), int(chars_arg), int(frame_arg)))
+    memory_arg, cpu_arg, chars_arg, frame_arg, pages_arg, blocks_arg = sys.argv[1:7]
+    child_limits = Limits(int(memory_arg), float(cpu_arg), int(chars_arg), int(pages_arg), int(blocks_arg))
+    sys.exit(serve(child_limits, int(frame_arg)))

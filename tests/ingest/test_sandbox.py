@@ -14,10 +14,10 @@ import zlib
 import pytest
 
 from appliance.config import ParsingSettings
-from appliance.errors import ApplianceError, InvalidInput, NotReady, UnsupportedFormat
+from appliance.errors import ApplianceError, InvalidInput, NotReady, PayloadTooLarge, UnsupportedFormat
 from appliance.ingest.parsers import parse
 from appliance.ingest.sandbox import ParseFailed, SandboxedParser, make_parser
-from tests.ingest.pdf_fixture import build_pdf
+from tests.ingest.pdf_fixture import build_pdf, build_repeated_page_pdf
 
 W_NS = b'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
 
@@ -358,3 +358,34 @@ def test_make_parser_honours_the_sandbox_switch():
         assert sandboxed(SAMPLES["rows.csv"], "rows.csv") == parse(SAMPLES["rows.csv"], "rows.csv")
     finally:
         sandboxed.close()
+
+
+def test_page_block_limits_and_redaction_happen_in_the_child():
+    """A page-count bomb is refused from its page tree, a flood of blocks by count, each with a
+    clear reason naming the setting; secrets are redacted before the text leaves the child."""
+    parser = SandboxedParser(settings(max_pages=5, max_blocks=10), processes=1)
+    try:
+        with pytest.raises(PayloadTooLarge) as pages:
+            parser.parse(build_repeated_page_pdf(200_000), "bomb.pdf")
+        assert pages.value.detail == "'bomb.pdf' has 200,000 pages; the limit is 5 (parsing.max_pages)"
+        assert len(parser.parse(build_repeated_page_pdf(5), "five.pdf").blocks) == 5
+
+        with pytest.raises(PayloadTooLarge) as blocks:
+            parser.parse(b"a\n\n" * 11, "many.txt")
+        assert "splits into 11 blocks of text; the limit is 10 (parsing.max_blocks)" in blocks.value.detail
+
+        text = b"Notes\n\nConnect with password=Hunter2Hunter2 today.\n"
+        doc, counts = parser.parse_redacted(text, "creds.txt")
+        assert counts == {"password": 1}
+        assert doc.blocks[1].text == "Connect with password=[REDACTED:password] today."
+        assert "Hunter2Hunter2" in parser.parse(text, "creds.txt").blocks[1].text  # not asked to
+    finally:
+        parser.close()
+
+
+def test_in_process_parser_applies_the_same_page_limit():
+    parser = make_parser(settings(sandbox=False, max_pages=3), processes=1)
+    with pytest.raises(PayloadTooLarge, match="has 4 pages; the limit is 3"):
+        parser(build_repeated_page_pdf(4), "four.pdf")
+    doc, counts = parser.parse_redacted(b"Config\n\ntoken = 'abcdefgh12345'\n", "t.txt")
+    assert counts == {"secret": 1} and "abcdefgh12345" not in doc.blocks[1].text

@@ -11,10 +11,10 @@ from typing import Annotated
 import msgspec
 from litestar import Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.exceptions import SerializationException
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 
+from appliance import json_input
 from appliance.api.admission import blocking, leave_early
 from appliance.api.errors import PROBLEM_JSON, problem_body
 from appliance.api.requests import ApiRequest
@@ -42,6 +42,15 @@ def _to_new(doc: DocumentIn, index: int | None = None) -> NewDocument:
     if doc.text is None:
         raise InvalidInput(f"{where}text (or content_base64) is required")
     return NewDocument(doc.source_id, doc.title, doc.text, None, doc.filename, doc.uri, "api", doc.metadata)
+
+
+def _decode_single(body: bytes, depth: int) -> tuple[str, NewDocument]:
+    value = json_input.decode(body, depth, "the request body")  # UTF-8, JSON, nesting bounded
+    try:
+        data = msgspec.convert(value, type=SingleDocumentIn)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"malformed document: {exc}") from None
+    return data.collection, _to_new(data)
 
 
 async def _accepted(caller: Scope, jobs: Jobs, job_id: str, document_ids: list[str], wait: bool) -> Response:
@@ -138,15 +147,8 @@ async def create_document(
             metadata=metadata,
         )
     else:
-        try:
-            body = await request.json()
-        except SerializationException:
-            raise InvalidInput("request body is not valid JSON") from None
-        try:
-            data = msgspec.convert(body, type=SingleDocumentIn)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput(f"malformed document: {exc}") from None
-        collection, doc = data.collection, _to_new(data)
+        # Decoding up to max_body_bytes of JSON and base64 is CPU work: off the event loop.
+        collection, doc = await asyncio.to_thread(_decode_single, await request.body(), request.json_depth)
     if not collection:
         raise InvalidInput("collection is required")
     job_id, ids = await blocking(knowledge.submit, caller, collection, [doc], True)

@@ -47,9 +47,18 @@ _MARKDOWN_EXT = {"md", "markdown", "mdown", "mkd", "mkdn", "mdx"}
 _TEXT_EXT = {"txt", "text", "log", "rst", "adoc", "asciidoc", "org", "me", "1st", "nfo"}
 _HTML_EXT = {"html", "htm", "xhtml", "shtml"}
 _CSV_EXT = {"csv", "tsv", "tab"}
-_HTML_STRONG = re.compile(rb"^(?:\s|<!--.*?-->)*<(?:!doctype\s+html|html[\s>])", re.I | re.S)
+# Every pattern here meets untrusted text, so each is linear-time: no two quantifiers can share
+# characters, or the one that could is possessive/atomic. A comment ends at its first "-->" (the
+# atomic group): letting it stretch to a later one made 200 bytes of "<!---->" take hours.
+_HTML_STRONG = re.compile(rb"^(?>(?:\s|<!--.*?-->)*)<(?:!doctype\s+html|html[\s>])", re.I | re.S)
 _HTML_WEAK = re.compile(rb"<(?:head|body|title|div|p|table|h[1-6]|ul|meta|link)[\s>/]", re.I)
-_MD_SIGNAL = re.compile(r"^(?:#{1,6} \S|```|~~~|\s*[-*] \[[ x]\] |\|?\s*:?-{3,}:?\s*\|)|\]\([^)\s]+\)", re.M)
+# Line-start signals look within their own line only ([^\S\n]: whitespace but newline), and a
+# link target cannot contain "]", so no position's attempt rescans what another's already did.
+_MD_SIGNAL = re.compile(
+    r"^(?:#{1,6} \S|```|~~~|[^\S\n]*+[-*] \[[ x]\] |\|?[^\S\n]*+:?-{3,}+:?[^\S\n]*+\|)"
+    r"|\]\([^)\s\]]++\)",
+    re.M,
+)
 _PY_SIGNAL = re.compile(r"^(?:def \w+\(|class \w+[(:]|import \w|from [\w.]+ import )", re.M)
 
 
@@ -84,9 +93,13 @@ def _looks_binary(sample: bytes) -> bool:
     return (nuls >= 4 and nuls / size > 0.01) or controls > 0.05 or (invalid > 0.3 and controls > 0.01)
 
 
-def sniff(data: bytes, filename: str | None = None) -> str:
-    """The MIME type of `data`, decided by content; the filename only breaks ties among text types."""
-    ext = _ext(filename)
+def binary_type(data: bytes) -> str | None:
+    """The MIME type of `data` if it is not text (PDF, DOCX, images, archives, unknown binary),
+    from magic bytes and a 64 KiB sample; None for text, whose exact kind only `sniff` decides.
+
+    Cheap and linear, so intake can refuse what no parser reads while the request waits; the
+    text heuristics of `sniff` run later, in the parser sandbox.
+    """
     # The spec tolerates junk before the header; a text merely quoting "%PDF-" has no %%EOF trailer.
     if data.lstrip()[:5] == b"%PDF-" or (b"%PDF-" in data[:1024] and b"%%EOF" in data[-2048:]):
         return PDF
@@ -95,9 +108,16 @@ def sniff(data: bytes, filename: str | None = None) -> str:
     for magic, mime, _ in _MAGIC:
         if data.startswith(magic):
             return mime
-    bom = bom_encoding(data)
-    if bom is None and _looks_binary(data[:65536]):
+    if bom_encoding(data) is None and _looks_binary(data[:65536]):
         return BINARY
+    return None
+
+
+def sniff(data: bytes, filename: str | None = None) -> str:
+    """The MIME type of `data`, decided by content; the filename only breaks ties among text types."""
+    ext = _ext(filename)
+    if (mime := binary_type(data)) is not None:
+        return mime
     sample = decode_text(data[:65536])
     stripped = sample.lstrip("\ufeff \t\n")
     source_like = ext in code._LANGUAGES or ext in _MARKDOWN_EXT or code.language_for(filename) is not None
@@ -139,16 +159,18 @@ def unsupported_reason(data: bytes, filename: str | None = None) -> str | None:
     """Why `data` cannot be ingested, judged cheaply from its content (None: it may be parsed)."""
     if not data.strip(b" \t\r\n\x0b\x0c\x00"):
         return "empty file"
-    mime = sniff(data, filename)
-    if mime in SUPPORTED:
+    mime = binary_type(data)  # text of every kind is supported: no need for sniff's heuristics
+    if mime is None or mime in SUPPORTED:
         return None
     ext = _ext(filename)
     hint = f" (despite its .{ext} extension)" if ext else ""
     return f"unsupported format: {_DESCRIBE.get(mime, mime)}{hint}"
 
 
-def parse(data: bytes, filename: str | None = None) -> ParsedDocument:
-    """Parse `data` into a ParsedDocument; raises InvalidInput or UnsupportedFormat with a clear message."""
+def parse(data: bytes, filename: str | None = None, *, max_pages: int | None = None) -> ParsedDocument:
+    """Parse `data` into a ParsedDocument; raises InvalidInput or UnsupportedFormat with a clear message.
+
+    `max_pages` refuses (PayloadTooLarge) a PDF with more pages before any page is read."""
     name = _name(filename)
     if not data or not data.strip(b" \t\r\n\x0b\x0c\x00"):
         raise InvalidInput(f"{name} is empty")
@@ -159,7 +181,7 @@ def parse(data: bytes, filename: str | None = None) -> ParsedDocument:
         hint = f" (despite its .{ext} extension)" if ext else ""
         raise UnsupportedFormat(f"{name} cannot be ingested: it is {what}{hint}", mime_type=mime)
     try:
-        doc = _dispatch(mime, data, name, filename)
+        doc = _dispatch(mime, data, name, filename, max_pages)
     except ApplianceError:
         raise
     except MemoryError:
@@ -175,11 +197,13 @@ def parse(data: bytes, filename: str | None = None) -> ParsedDocument:
     return doc
 
 
-def _dispatch(mime: str, data: bytes, name: str, filename: str | None) -> ParsedDocument:
+def _dispatch(
+    mime: str, data: bytes, name: str, filename: str | None, max_pages: int | None
+) -> ParsedDocument:
     if mime == PDF:
         from appliance.ingest.parsers import pdf
 
-        return pdf.parse(data, name)
+        return pdf.parse(data, name, max_pages)
     if mime == DOCX:
         from appliance.ingest.parsers import docx
 

@@ -30,18 +30,47 @@ _BLOCK = {
     "caption", "body", "html", "tr", "td", "th", "menu", "legend",
 }  # fmt: skip
 _DROP_ROLES = {"navigation", "search", "contentinfo", "banner"}
-_PERMALINK = re.compile(r"[\s¶§#🔗]+$")
+_PERMALINK = " ¶§#🔗"  # trailing characters of Sphinx/GitHub permalink anchors (after _clean)
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.I)
-_INVISIBLE = re.compile(r"<(script|style|noscript|template)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
-_TAG = re.compile(r"<[^>]*>")
+# The fallback below meets markup libxml2 refused, so it must stay linear: an element or comment
+# is found by its opener, then its closer by one forward search (a lazy ".*?" tried from every
+# opener rescanned the rest of the text each time); a tag cannot contain "<".
+_INVISIBLE_OPEN = re.compile(r"<(?:(script|style|noscript|template)\b|!--)", re.I)
+_TAG = re.compile(r"<[^<>]*+>")
+
+
+def _drop_invisible(text: str) -> str:
+    """`text` with script, style, noscript and template elements and comments replaced by a space."""
+    out: list[str] = []
+    pos = 0
+    unclosed: set[str] = set()  # closers absent from the rest of the text: no later opener closes
+    for m in _INVISIBLE_OPEN.finditer(text):
+        if m.start() < pos:
+            continue  # inside an element or comment already dropped
+        kind = (m.group(1) or "!--").lower()
+        if kind in unclosed:
+            continue
+        if kind == "!--":
+            end = text.find("-->", m.end())
+            end = end + 3 if end >= 0 else -1
+        else:
+            closer = re.compile(rf"</{kind}\s*+>", re.I).search(text, m.end())
+            end = closer.end() if closer else -1
+        if end < 0:
+            unclosed.add(kind)
+            continue
+        out += (text[pos : m.start()], " ")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _fallback(text: str) -> list[Block]:
     """Unstructured text for markup libxml2 gives up on (nesting beyond its depth limit)."""
     import html as stdlib_html
 
-    plain = stdlib_html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", text)))
+    plain = stdlib_html.unescape(_TAG.sub(" ", _drop_invisible(text)))
     paras = [_clean(p) for p in re.split(r"\n\s*\n", plain)]
     return [Block("paragraph", p) for p in paras if p]
 
@@ -114,7 +143,7 @@ class _Builder:
     def heading(self, level: int, text: str) -> None:
         self.flush()
         self.emit_list()
-        text = _PERMALINK.sub("", _clean(text))  # Sphinx/GitHub permalink anchors
+        text = _clean(text).rstrip(_PERMALINK)  # Sphinx/GitHub permalink anchors
         if not text:
             return
         while self.path and self.path[-1][0] >= level:

@@ -10,14 +10,37 @@ from appliance.ingest.parsers.structured import row_text
 
 MIME = "text/markdown"
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+# Each pattern meets untrusted lines, so each is linear-time: runs of spaces or tabs between two
+# optional parts are consumed possessively (never split two ways), and what a lazy group plus a
+# trailing-space test did quadratically (heading text, front-matter title) is done with str methods.
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]++(.*))?$")
+_SETEXT = re.compile(r"^ {0,3}(=++|-++)[ \t]*+$")
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})[ \t]*([^\s`]*)")
-_HR = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_HR = re.compile(r"^ {0,3}([-*_])(?:[ \t]*+\1){2,}+[ \t]*+$")
 _LIST = re.compile(r"^ {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)")
 _QUOTE = re.compile(r"^ {0,3}>[ ]?")
-_TABLE_DELIM = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
-_FRONT_TITLE = re.compile(r"""^title:\s*["']?(.*?)["']?\s*$""")
+_TABLE_DELIM = re.compile(r"^[ \t]*+\|?[ \t]*+:?-++:?[ \t]*+(?:\|[ \t]*+:?-++:?[ \t]*+)*+\|?[ \t]*+$")
+
+
+def _heading_text(body: str | None) -> str:
+    """An ATX heading's text: trailing blanks and a closing run of #s (after a blank) removed."""
+    text = (body or "").rstrip(" \t")
+    bare = text.rstrip("#")
+    if bare != text and bare[-1:] in (" ", "\t"):
+        return bare.rstrip(" \t")
+    return text
+
+
+def _front_title(line: str) -> str | None:
+    """The value of a `title:` line of YAML front matter, without its quotes; None for other lines."""
+    if not line.startswith("title:"):
+        return None
+    value = line[6:].strip()
+    if value[:1] in ("'", '"'):
+        value = value[1:]
+    if value[-1:] in ("'", '"'):
+        value = value[:-1]
+    return value
 
 
 def _cells(line: str) -> list[str]:
@@ -71,7 +94,7 @@ class _Parser:
             elif m := _FENCE.match(line):
                 i = self.fence(i, m)
             elif m := _ATX.match(line):
-                self.heading(len(m.group(1)), m.group(2) or "", i)
+                self.heading(len(m.group(1)), _heading_text(m.group(2)), i)
                 i += 1
             elif _HR.match(line):
                 i += 1
@@ -97,8 +120,8 @@ class _Parser:
         for j in range(1, min(len(self.lines), 200)):
             if self.lines[j].strip() in ("---", "..."):
                 for line in self.lines[1:j]:
-                    if m := _FRONT_TITLE.match(line):
-                        self.front_title = m.group(1)
+                    if (title := _front_title(line)) is not None:
+                        self.front_title = title
                 return j + 1
         return 0
 

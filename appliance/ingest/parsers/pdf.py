@@ -6,7 +6,7 @@ import re
 import threading
 
 from appliance.document import Block, Location, ParsedDocument
-from appliance.errors import UnsupportedFormat
+from appliance.errors import PayloadTooLarge, UnsupportedFormat
 from appliance.ingest.parsers.text import first_line_title, paragraphs
 
 MIME = "application/pdf"
@@ -71,7 +71,7 @@ def _drop_running_lines(pages: list[str]) -> list[str]:
     return out
 
 
-def parse(data: bytes, name: str) -> ParsedDocument:
+def parse(data: bytes, name: str, max_pages: int | None = None) -> ParsedDocument:
     import pypdfium2 as pdfium
 
     with _PDFIUM_LOCK:
@@ -88,6 +88,12 @@ def parse(data: bytes, name: str) -> ParsedDocument:
             page_count = len(pdf)
             if page_count == 0:
                 raise UnsupportedFormat(f"{name} is a PDF with no pages (damaged or truncated)")
+            if max_pages is not None and page_count > max_pages:
+                # Counted from the page tree, before any page is read: a tiny file can list
+                # 200,000 pages that all point at one object, each still costing a page of work.
+                raise PayloadTooLarge(
+                    f"{name} has {page_count:,} pages; the limit is {max_pages:,} (parsing.max_pages)"
+                )
             meta = {k: v for k, v in pdf.get_metadata_dict(skip_empty=True).items() if isinstance(v, str)}
             pages = []
             for index in range(page_count):

@@ -14,7 +14,8 @@ from appliance.errors import UnsupportedFormat
 JSON_MIME = "application/json"
 CSV_MIME = "text/csv"
 
-_TOKEN = re.compile(r'[\s]*(?:([{}\[\]:,])|("(?:[^"\\]|\\.)*")|(-?\d[\d.eE+-]*|true|false|null))', re.S)
+# Possessive runs: a long string is consumed in one step per escape, never given back.
+_TOKEN = re.compile(r'\s*+(?:([{}\[\]:,])|("(?:[^"\\]++|\\.)*+")|(-?\d[\d.eE+-]*+|true|false|null))', re.S)
 _MAX_GROUP = 50  # leaves per block before a group is split one level deeper
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][\w-]*$")
 _DELIMITERS = (",", "\t", ";")
