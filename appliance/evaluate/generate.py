@@ -33,6 +33,7 @@ from appliance.evaluate.normalize import (
     truncate_to_tokens,
 )
 from appliance.models.runtime import ChatMessage, GenerationParams
+from appliance.records import QAItem
 
 if TYPE_CHECKING:
     from appliance.db.catalog import Catalog
@@ -88,17 +89,6 @@ EXAMPLES = {
         "question": "On which day of the week is the museum closed?",
     },
 }
-
-
-class QAItem(msgspec.Struct, frozen=True, kw_only=True):
-    """One item of a QA set, in the set's JSONL format."""
-
-    id: str
-    question: str
-    answers: list[str]  # short answers; empty for an unanswerable item
-    kind: str  # "answerable" | "unanswerable"
-    gold: list[str]  # source ids of the documents that hold the answer
-    support: list[str]  # the chunk's sentences that contain the answer
 
 
 class GenerationReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,11 +4,14 @@ and a QA run's answers, refusals, timings, tokens and cost."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance.config import load_settings
 from appliance.core import Appliance
 from appliance.errors import InvalidInput, NotFound
+from appliance.evaluate.normalize import contains_answer
 from appliance.generate.prompts import ANSWER_PROMPT_VERSION, NO_ANSWER
 from appliance.models.manifest import SMOLLM2
 from appliance.records import EvalRunOptions, GateThreshold, QAItem
@@ -312,3 +315,50 @@ def test_a_qa_run_with_the_small_chat_model_answers_and_scores_every_item(applia
     assert card["prompt_tokens_per_query"] > 0 and card["cpu_seconds_per_query"] > 0
     tokens = [o.usage.total_tokens for o in items.values()]
     assert card["cost_per_query"] == pytest.approx(sum(tokens) / 3 / 1000 * 0.5, rel=1e-3)
+
+
+def _wait_for_chat_model(appliance) -> None:
+    import time
+
+    deadline = time.monotonic() + 300
+    while appliance.models.health()["state"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert appliance.models.health()["state"] == "loaded"
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+
+
+def test_a_generated_set_is_written_by_the_chat_model_and_its_gold_holds_the_answers(appliance, admin):
+    job_id = appliance.knowledge.ingest_folder(admin, SAMPLE, "handbook")
+    assert appliance.jobs.wait(job_id).state == "succeeded"
+    _wait_for_chat_model(appliance)
+    job = appliance.eval_sources.generate(
+        admin, "handbook", n=2, name="handbook-gen", unanswerable_fraction=0.0
+    )
+    assert job.kind == "evalgen" and job.collection == "handbook"
+    done = appliance.jobs.wait(job.id)
+    assert done.state == "succeeded", done.error
+    report = done.summary["report"]
+    assert report["produced"] >= 1 and report["candidates"] >= report["produced"]
+    generated = appliance.evals.get_set(admin, "handbook-gen", with_items=True)
+    assert generated.kind == "generated" and generated.collection == "handbook"
+    assert done.summary["set"] == {"name": "handbook-gen", "version": generated.version}
+    for item in generated.items:
+        [gold] = item.gold
+        document = next(
+            d
+            for d in appliance.knowledge.list_documents(admin, "handbook").documents
+            if d.source_id == gold
+        )
+        chunks = appliance.knowledge.get_document(admin, document.id, with_chunks=True).chunks
+        assert item.answers and any(contains_answer(c.text, item.answers[0]) for c in chunks), item
+
+
+def test_generation_and_feedback_sets_refuse_what_they_cannot_do(appliance, admin, topics_set):
+    with pytest.raises(NotFound):
+        appliance.eval_sources.generate(admin, "no-such-collection", n=5)
+    with pytest.raises(InvalidInput):
+        appliance.eval_sources.generate(admin, "topics", n=0)
+    with pytest.raises(InvalidInput, match="rated down"):
+        appliance.eval_sources.from_feedback(admin, "topics")
