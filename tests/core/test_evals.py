@@ -347,9 +347,7 @@ def test_a_generated_set_is_written_by_the_chat_model_and_its_gold_holds_the_ans
     for item in generated.items:
         [gold] = item.gold
         document = next(
-            d
-            for d in appliance.knowledge.list_documents(admin, "handbook").documents
-            if d.source_id == gold
+            d for d in appliance.knowledge.list_documents(admin, "handbook").documents if d.source_id == gold
         )
         chunks = appliance.knowledge.get_document(admin, document.id, with_chunks=True).chunks
         assert item.answers and any(contains_answer(c.text, item.answers[0]) for c in chunks), item
