@@ -16,6 +16,7 @@ from appliance.tui.help import HelpScreen
 from appliance.tui.rating import RatesAnswers
 from appliance.tui.screens.chat import ChatView
 from appliance.tui.screens.dashboard import DashboardView
+from appliance.tui.screens.evals import EvalsView
 from appliance.tui.screens.jobs import JobsView
 from appliance.tui.screens.keys import KeysView
 from appliance.tui.screens.knowledge import KnowledgeView
@@ -34,6 +35,7 @@ SCREENS: tuple[tuple[str, str, type[View]], ...] = (
     ("models", "Models", ModelsView),
     ("keys", "Keys", KeysView),
     ("logs", "Logs", LogsView),
+    ("evals", "Evals", EvalsView),
 )
 
 
@@ -117,7 +119,7 @@ class ConsoleApp(App[None]):
         self.query_one("#tabs", TabbedContent).active = f"tab-{ident}"
 
     def action_leave_field(self) -> None:
-        """Escape from a text field gives the keys back to the screen (1-8, ?, the screen's own)."""
+        """Escape from a text field gives the keys back to the screen (1-9, ?, the screen's own)."""
         self.screen.set_focus(None)
 
     def action_rate(self, rating: str) -> None:

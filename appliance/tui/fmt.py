@@ -100,3 +100,16 @@ def short_ts(iso: str | None) -> str:
     if not iso:
         return "-"
     return iso[5:10] + " " + iso[11:19] if len(iso) >= 19 else iso
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: list[float]) -> str:
+    """A sparkline in a table cell, one block per value, scaled between the lowest and highest."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    if high == low:
+        return SPARK[3] * len(values)
+    return "".join(SPARK[round((v - low) / (high - low) * (len(SPARK) - 1))] for v in values)

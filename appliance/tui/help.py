@@ -15,7 +15,7 @@ from appliance.tui.widgets import View
 INTRO = """\
 # Appliance console
 
-Keyboard first; the mouse works too. **1–8** switch screens, **tab** moves between fields,
+Keyboard first; the mouse works too. **1–9** switch screens, **tab** moves between fields,
 **ctrl+p** opens the command palette, **ctrl+r** refreshes, **?** shows this help,
 **ctrl+q** quits. Tables: arrows move, **enter** opens the row.
 

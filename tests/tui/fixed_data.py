@@ -18,14 +18,23 @@ from appliance.records import (
     Citation,
     Collection,
     Document,
+    DriftReport,
+    DriftSignal,
+    EvalOutcome,
+    EvalRun,
+    EvalRunOptions,
+    EvalSet,
     Hit,
     Job,
     JobItem,
     KeyInfo,
+    MetricDifference,
     Progress,
     QuarantinedFile,
+    RunComparison,
     Source,
     Usage,
+    Window,
 )
 
 TS = "2025-03-04T09:15:00.000+00:00"
@@ -423,3 +432,173 @@ LOG_LINES = [
         "error": "NotReady: model file missing",
     },
 ]
+
+
+# -- evaluation (the Evals screen) ----------------------------------------------------------------
+def _eval_set(name: str, kind: str, items: int, unanswerable: int, collection: str | None) -> Any:
+    return wire(
+        EvalSet(
+            name=name,
+            version=2 if name == "clapnq" else 1,
+            kind=kind,
+            description="",
+            origin="upload",
+            collection=collection,
+            item_count=items,
+            answerable=items - unanswerable,
+            unanswerable=unanswerable,
+            corpus_documents=40 if collection else 0,
+            ingest_jobs=[],
+            content_hash="0" * 64,
+            used=True,
+            created_at=TS,
+        )
+    )
+
+
+EVAL_SETS = [
+    _eval_set("clapnq", "qa", 300, 100, "clapnq"),
+    _eval_set("msmarco", "retrieval", 200, 0, "msmarco"),
+]
+
+
+def _eval_run(ident: str, set_name: str, kind: str, state: str, done: int, card: dict, mode: str) -> EvalRun:
+    total = 300 if set_name == "clapnq" else 200
+    answers = kind != "retrieval"
+    return EvalRun(
+        id=ident,
+        set_name=set_name,
+        set_version=2 if set_name == "clapnq" else 1,
+        set_kind=kind,
+        job_id="job_" + ident[4:],
+        state=state,
+        progress=Progress(
+            total=total, processed=done, indexed=done, unchanged=0, failed=0, fraction=done / total
+        ),
+        options=EvalRunOptions(collection=set_name, mode=mode, top_k=100, retrieval_only=not answers),
+        config={
+            "retrieval": {"mode": mode, "top_k": 100},
+            "chat_model": {"name": "Qwen2.5-Coder-1.5B-Instruct", "backend": "llama.cpp"}
+            if answers
+            else None,
+        },
+        scorecard=card,
+        error=None,
+        created_at=TS,
+        finished_at=TS if state == "succeeded" else None,
+    )
+
+
+def _qa_card(ndcg: float, accuracy: float, refusal: float, precision: float, ttft: float) -> dict:
+    return {
+        "items": 300.0,
+        "failed": 0.0,
+        "ndcg@10": ndcg,
+        "recall@10": ndcg + 0.1,
+        "accuracy": accuracy,
+        "refusal_accuracy": refusal,
+        "citation_precision": precision,
+        "ttft_ms_p95": ttft,
+    }
+
+
+# Newest first, as GET /api/v1/evals/runs answers.
+_EVAL_RUNS = [
+    _eval_run("run_00000000000000b4", "clapnq", "qa", "running", 120, _qa_card(0.52, 0.40, 0.80, 0.66, 1490.0), "hybrid"),
+    _eval_run("run_00000000000000b3", "clapnq", "qa", "succeeded", 300, _qa_card(0.41, 0.31, 0.74, 0.58, 1520.0), "keyword"),
+    _eval_run("run_00000000000000b2", "clapnq", "qa", "succeeded", 300, _qa_card(0.55, 0.44, 0.81, 0.69, 1475.0), "hybrid"),
+    _eval_run("run_00000000000000b1", "clapnq", "qa", "succeeded", 300, _qa_card(0.53, 0.38, 0.79, 0.64, 1610.0), "hybrid"),
+    _eval_run("run_00000000000000a1", "msmarco", "retrieval", "succeeded", 200, {"items": 200.0, "failed": 0.0, "ndcg@10": 0.712, "recall@100": 0.93}, "hybrid"),
+]  # fmt: skip
+EVAL_RUNS = [wire(r) for r in _EVAL_RUNS]
+EVAL_RUN = EVAL_RUNS[1]  # the keyword run: the selected one
+
+EVAL_ITEMS = [
+    wire(
+        EvalOutcome(
+            ordinal=17,
+            item_id="q17",
+            question="When was the Eiffel Tower completed?",
+            kind="answerable",
+            state="done",
+            answer="The documents do not say when it was completed.",
+            refused=True,
+            scores={"ndcg@10": 0.0, "over_refusal": 1.0, "accuracy": 0.0},
+            timings={"first_token_ms": 812.0, "total_ms": 1900.0},
+            usage=Usage(prompt_tokens=512, completion_tokens=12, total_tokens=524),
+        )
+    ),
+    wire(
+        EvalOutcome(
+            ordinal=42,
+            item_id="q42",
+            question="Who is the current mayor of the moon colony?",
+            kind="unanswerable",
+            state="done",
+            answer="The mayor is Jane Doe [1].",
+            refused=False,
+            scores={"refusal_accuracy": 0.0},
+        )
+    ),
+    wire(
+        EvalOutcome(
+            ordinal=3,
+            item_id="q3",
+            question="How long is the Danube?",
+            kind="answerable",
+            state="failed",
+            error="the chat model timed out",
+        )
+    ),
+]
+
+EVAL_COMPARISON = wire(
+    RunComparison(
+        run_a="run_00000000000000b2",
+        run_b="run_00000000000000b3",
+        paired_items=300,
+        confidence=0.95,
+        resamples=2000,
+        seed=0,
+        metrics=[
+            MetricDifference(metric="ndcg@10", n=300, a=0.55, b=0.41, difference=-0.14, low=-0.19, high=-0.09, verdict="regressed"),
+            MetricDifference(metric="accuracy", n=200, a=0.44, b=0.31, difference=-0.13, low=-0.2, high=-0.06, verdict="regressed"),
+            MetricDifference(metric="refusal_accuracy", n=100, a=0.81, b=0.74, difference=-0.07, low=-0.15, high=0.01, verdict="within noise"),
+            MetricDifference(metric="ttft_ms_p95", n=300, a=1475.0, b=1520.0, difference=45.0, low=None, high=None, verdict="within noise"),
+        ],
+    )
+)  # fmt: skip
+
+
+def _drift(collection: str, drifted: tuple[str, ...]) -> Any:
+    return wire(
+        DriftReport(
+            id=f"drift_{collection}",
+            collection=collection,
+            checked_at=TS,
+            trigger="schedule",
+            reference=Window(start=TS, end=TS),
+            current=Window(start=TS, end=TS),
+            drifted=bool(drifted),
+            signals=[
+                DriftSignal(
+                    signal=name,
+                    test="mmd" if name == "embedding" else "ks",
+                    statistic=0.03,
+                    p_value=0.004 if name in drifted else 0.41,
+                    psi=None,
+                    auc=None,
+                    reference_n=300,
+                    current_n=500,
+                    reference_mean=None,
+                    current_mean=None,
+                    drifted=name in drifted,
+                    note="",
+                )
+                for name in ("embedding", "latency", "refusal_rate")
+            ],
+        )
+    )
+
+
+DRIFT = [_drift("docs", ("embedding", "latency")), _drift("runbooks", ())]
