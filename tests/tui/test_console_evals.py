@@ -42,12 +42,21 @@ async def test_sets_runs_worst_items_a_comparison_and_drift_from_records():
         assert sets[0][7] == "accuracy ▅█▁ 0.310"
         assert sets[1][7] == "ndcg@10 ▄ 0.712"
         runs = rows(app, "#eval-runs")
-        assert [r[1] for r in runs] == [r["id"] for r in data.EVAL_RUNS]
-        assert runs[1][2:] == [
-            "clapnq v2", "03-04 09:15:00", "succeeded", "300/300", "keyword",
-            "Qwen2.5-Coder-1.5B-Instruct", "0.410", "0.310", "0.740", "0.580", "1520",
+        assert [r[-1] for r in runs] == [r["id"] for r in data.EVAL_RUNS]
+        assert runs[1][1:-1] == [
+            "clapnq v2", "03-04 09:15:00", "succeeded", "300/300",
+            "0.410", "0.310", "0.740", "0.580", "1520", "keyword", "Qwen2.5-Coder-1.5B-Instruct",
         ]  # fmt: skip
-        assert runs[4][6:9] == ["hybrid", "-", "0.712"] and runs[4][9] == "-"  # retrieval only: no answers
+        assert runs[4][5:] == [
+            "0.712",
+            "-",
+            "-",
+            "-",
+            "-",
+            "hybrid",
+            "-",
+            "run_00000000000000a1",
+        ]  # no answers
 
         assert text_of(app, "#eval-drift") == "drift · docs: embedding, latency · runbooks: no drift"
         assert app.query_one("#eval-drift", Label).has_class("-drifted")
@@ -133,7 +142,7 @@ async def test_the_evals_screen_against_the_api_compares_runs_and_starts_one(srv
         await until(pilot, lambda: len(rows(app, "#eval-runs")) == 2, what="the runs")
         assert rows(app, "#eval-sets")[0][:4] == ["topics", "retrieval", "v1", "8"]
         assert rows(app, "#eval-sets")[0][7].startswith("ndcg@10 ")
-        assert [r[1] for r in rows(app, "#eval-runs")] == [bad, good]  # newest first
+        assert [r[-1] for r in rows(app, "#eval-runs")] == [bad, good]  # newest first
         assert text_of(app, "#eval-drift").startswith("drift · topics: ")
         # The selected run's scorecard and worst items (the keyword run with one hit misses some).
         await until(pilot, lambda: bad in text_of(app, "#eval-detail-title"), what="the run's detail")
@@ -162,7 +171,9 @@ async def test_the_evals_screen_against_the_api_compares_runs_and_starts_one(srv
         app.screen.query_one("#field-limit", Input).focus()
         await pilot.press("enter")
         await until(pilot, lambda: len(rows(app, "#eval-runs")) == 3, what="the new run")
-        assert rows(app, "#eval-runs")[0][5].endswith("/5")
+        await until(
+            pilot, lambda: rows(app, "#eval-runs")[0][3:5] == ["succeeded", "5/5"], what="its 5 items"
+        )
         assert str(app.query_one(Banner).render()) == ""
 
 

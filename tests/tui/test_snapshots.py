@@ -31,11 +31,17 @@ def fill(app: ConsoleApp, screen: str) -> None:
         app.view("models").show(data.MODELS)
     elif screen == "logs":
         app.view("logs").append(data.LOG_LINES)
+    elif screen == "evals":
+        view = app.view("evals")
+        view.show(data.EVAL_SETS, data.EVAL_RUNS, data.DRIFT)
+        view.show_run(data.EVAL_RUN, data.EVAL_ITEMS)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("screen", ["dashboard", "knowledge", "search", "jobs", "keys", "models", "logs"])
+@pytest.mark.parametrize(
+    "screen", ["dashboard", "knowledge", "search", "jobs", "keys", "models", "logs", "evals"]
+)
 async def test_screen_snapshot(screen, size, tmp_path):
     app = ConsoleApp("http://appliance.invalid:8080", "apk_snapshot", live=False)
     async with app.run_test(size=size) as pilot:

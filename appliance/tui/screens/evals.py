@@ -115,7 +115,16 @@ class EvalsView(View):
             "set", "kind", "version", "items", "ans/unans", "collection", "used", "history"
         )
         self.query_one("#eval-runs", DataTable).add_columns(
-            "", "run", "set", "when", "state", "done", "mode", "model", *(title for _, title in HEADLINE)
+            # The numbers before the run's id and model, so a narrow terminal still shows them.
+            "",
+            "set",
+            "when",
+            "state",
+            "done",
+            *(title for _, title in HEADLINE),
+            "mode",
+            "model",
+            "run",
         )
         self.query_one("#eval-worst", DataTable).add_columns("#", "item", "question", "metric", "answer")
         self.query_one("#eval-comparison", DataTable).add_columns(
@@ -217,16 +226,16 @@ class EvalsView(View):
             [
                 (
                     mark(r["id"]),
-                    r["id"],
                     f"{r['set_name']} v{r['set_version']}",
                     fmt.short_ts(r.get("created_at")),
                     fmt.state(r["state"]),
                     f"{r['progress']['processed']}/{r['progress']['total']}",
+                    *(number(key, r["scorecard"].get(key)) for key, _ in HEADLINE),
                     ((r.get("config") or {}).get("retrieval") or {}).get("mode")
                     or r["options"].get("mode")
                     or "-",
                     ((r.get("config") or {}).get("chat_model") or {}).get("name") or "-",
-                    *(number(key, r["scorecard"].get(key)) for key, _ in HEADLINE),
+                    r["id"],
                 )
                 for r in self._runs
             ],
