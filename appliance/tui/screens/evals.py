@@ -72,7 +72,7 @@ class EvalsView(View):
 
     label = "evals"
     initial_focus = "#eval-runs"
-    refresh_seconds = 3.0
+    refresh_seconds = 5.0
     BINDINGS = [
         Binding("m", "mark", "Mark run"),
         Binding("c", "compare", "Compare"),
@@ -135,7 +135,7 @@ class EvalsView(View):
     # -- fetching ------------------------------------------------------------------------------
     async def load(self) -> None:
         sets = await self.api.eval_sets()
-        runs = await self.api.eval_runs(limit=200)
+        runs = await self.api.eval_runs(limit=100)  # the history the sparklines draw
         try:
             drift = await self.api.drift()
         except ApiError as exc:
