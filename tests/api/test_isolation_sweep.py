@@ -32,6 +32,7 @@ FILLERS = {
     "name": "source",
     "key_id": "key",
     "answer_id": "answer",
+    "run_id": "run",
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.
@@ -50,6 +51,7 @@ MISSING = {
     "source": "missing-source",
     "key": "key_missing",
     "answer": "ans_00000000000000000000",
+    "run": "run_0000000000000000",
 }
 
 
