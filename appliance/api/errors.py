@@ -6,8 +6,8 @@ their response started (api/sse.py).
 
 from __future__ import annotations
 
-import logging
 import errno
+import logging
 import math
 import re
 from collections.abc import Callable

@@ -59,7 +59,12 @@ class Server:
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = data_dir
-        self.env = {**os.environ, "APPLIANCE_LOG_FORMAT": "text", "APPLIANCE_LLM__LOAD_AT_START": "false", **env}
+        self.env = {
+            **os.environ,
+            "APPLIANCE_LOG_FORMAT": "text",
+            "APPLIANCE_LLM__LOAD_AT_START": "false",
+            **env,
+        }
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "server.log"
@@ -67,7 +72,16 @@ class Server:
 
     def start(self, timeout: float = 300) -> float:
         """Starts the server; returns seconds until /readyz answered 200."""
-        cmd = [sys.executable, "-m", "appliance", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "appliance",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
         log = open(self.log_path, "ab")
         started = time.monotonic()
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -141,7 +155,9 @@ def _git(repo: Path, *args: str) -> None:
 
 
 def _text(tag: str) -> str:
-    return f"# Note {tag}\n\nThe code word of this note is zq{tag.replace('-', '')}x. It records item {tag}.\n"
+    return (
+        f"# Note {tag}\n\nThe code word of this note is zq{tag.replace('-', '')}x. It records item {tag}.\n"
+    )
 
 
 class Workload:
@@ -165,13 +181,18 @@ class Workload:
 
 class Batch(Workload):
     def _documents(self, round_no: int, n: int) -> list[dict]:
-        return [{"source_id": f"b-{round_no}-{n}-{i}", "text": _text(f"{round_no}-{n}-{i}")} for i in range(self.batch)]
+        return [
+            {"source_id": f"b-{round_no}-{n}-{i}", "text": _text(f"{round_no}-{n}-{i}")}
+            for i in range(self.batch)
+        ]
 
     def run(self, client, round_no, stop):
         n = 0
         while not stop.is_set():
             docs = self._documents(round_no, n)
-            response = client.post("/api/v1/documents/batch", json={"collection": self.collection, "documents": docs})
+            response = client.post(
+                "/api/v1/documents/batch", json={"collection": self.collection, "documents": docs}
+            )
             if response.status_code == 202:
                 self.acknowledged.update(d["source_id"] for d in docs)
             n += 1
@@ -181,7 +202,10 @@ class Saves(Batch):
     env = {"APPLIANCE_INDEX__VECTOR_SAVE_INTERVAL_SECONDS": "0.2"}
 
     def _documents(self, round_no, n):
-        return [{"source_id": f"s-{round_no}-{n}-{i}", "text": f"Line {round_no}.{n}.{i}."} for i in range(self.batch * 3)]
+        return [
+            {"source_id": f"s-{round_no}-{n}-{i}", "text": f"Line {round_no}.{n}.{i}."}
+            for i in range(self.batch * 3)
+        ]
 
 
 class Git(Workload):
@@ -195,7 +219,8 @@ class Git(Workload):
         self.files: list[str] = []
         self._commit(0, max(10 * self.batch, 30))
         response = client.post(
-            "/api/v1/sources", json={"name": self.source, "location": str(self.repo), "collection": self.collection}
+            "/api/v1/sources",
+            json={"name": self.source, "location": str(self.repo), "collection": self.collection},
         )
         response.raise_for_status()
 
@@ -245,7 +270,9 @@ def listed(client: httpx.Client, collection: str) -> set[str]:
     found: set[str] = set()
     offset = 0
     while True:
-        response = client.get("/api/v1/documents", params={"collection": collection, "limit": 1000, "offset": offset})
+        response = client.get(
+            "/api/v1/documents", params={"collection": collection, "limit": 1000, "offset": offset}
+        )
         if response.status_code == 404:
             return found
         response.raise_for_status()
@@ -272,7 +299,9 @@ def settled_check(server: Server, client: httpx.Client, work: Workload, timeout:
         time.sleep(0.3)
 
 
-def run_workload(name: str, rounds: int, seed: int, batch: int = 40, settle: float = 180, max_delay: float = 4.0) -> Tally:
+def run_workload(
+    name: str, rounds: int, seed: int, batch: int = 40, settle: float = 180, max_delay: float = 4.0
+) -> Tally:
     tally = Tally(name)
     rng = random.Random(f"{seed}-{name}")
     with tempfile.TemporaryDirectory(prefix=f"appliance-chaos-{name}-") as tmp:
@@ -296,7 +325,9 @@ def run_workload(name: str, rounds: int, seed: int, batch: int = 40, settle: flo
                     if round_no == rounds:
                         break
                     stop = threading.Event()
-                    worker = threading.Thread(target=_quietly, args=(work.run, client, round_no, stop), daemon=True)
+                    worker = threading.Thread(
+                        target=_quietly, args=(work.run, client, round_no, stop), daemon=True
+                    )
                     worker.start()
                     time.sleep(rng.uniform(0.05, max_delay))
                     server.kill()
@@ -318,7 +349,9 @@ def _quietly(run, client, round_no, stop) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=50, help="kills per workload")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
