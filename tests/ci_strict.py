@@ -16,6 +16,7 @@ MACHINE_FACTS = (
     "zstd is not installed",
     "changing a repository's owner needs root",
     "systemd-analyze",
+    "cannot mount a tmpfs here",
 )
 
 

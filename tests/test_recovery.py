@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.conftest import ServerProcess, wait_job
+from tests.db.test_wal_recovery import corrupt_wal
 
 N_DOCS = 240
 
@@ -120,5 +122,46 @@ def test_restart_keeps_everything_without_rebuilding(tmp_path):
         assert "rebuilding index" not in srv.log()
         with srv.client() as client:
             _assert_consistent_and_searchable(srv, client, range(20))
+    finally:
+        srv.stop()
+
+
+def test_unreplayable_duckdb_wal_is_set_aside_and_the_server_starts(tmp_path):
+    srv = ServerProcess(tmp_path / "data").start()
+    try:
+        with srv.client() as client:
+            client.post("/api/v1/collections", json={"name": "crash"})
+            r = client.post(
+                "/api/v1/documents/batch",
+                params={"wait": "true"},
+                json={"collection": "crash", "documents": [_doc(i) for i in range(30)]},
+            )
+            assert r.json()["job"]["state"] == "succeeded"
+        srv.kill()  # no checkpoint: the latest writes live in the WAL
+        db = srv.data_dir / "appliance.duckdb"
+        corrupt_wal(db, tmp_path)
+        srv.start()
+        log = srv.log()
+        assert "ERROR" in log and "WAL failed to replay" in log
+        ready = httpx.get(f"{srv.url}/readyz").json()
+        aside = ready["set_aside"]["duckdb_wal"]
+        assert aside and ".unreplayable-" in aside and Path(aside).exists()
+        with srv.client() as client:
+            assert "appliance_duckdb_wal_set_aside 1.0" in client.get("/metrics").text
+            # Whatever the database kept, the indexes agree with it (the reconciler rebuilt them).
+            chunks, index_counts = _counts(srv)
+            assert index_counts == {"bm25": chunks, "vectors": chunks}, (chunks, index_counts)
+            # The WAL's writes are gone (the collection itself may have been among them); the
+            # database takes new ones.
+            client.post("/api/v1/collections", json={"name": "crash"})
+            r = client.post(
+                "/api/v1/documents/batch",
+                params={"wait": "true"},
+                json={"collection": "crash", "documents": [_doc(i) for i in range(100, 105)]},
+            )
+            assert r.json()["job"]["state"] == "succeeded", r.text
+        srv.stop()
+        srv.start()  # no crash loop: the next start is a clean one
+        assert httpx.get(f"{srv.url}/readyz").json()["set_aside"]["duckdb_wal"] is None
     finally:
         srv.stop()

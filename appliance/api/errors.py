@@ -6,6 +6,7 @@ their response started (api/sse.py).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import re
@@ -83,6 +84,27 @@ def _param_of(errors: list | None) -> str | None:
     return None
 
 
+def storage_failure(exc: BaseException) -> tuple[int, str, str] | None:
+    """A full data disk, or the database stopped by an earlier storage failure, as (status, title,
+    detail): the operator's problem to fix, not a bug, and never a 500 with "unexpected error"."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the exception and what it was raised from
+        if seen is None:
+            break
+        text = str(seen)
+        if "database has been invalidated" in text:
+            return (
+                503,
+                "Database stopped",
+                "the database stopped after a fatal storage error (is the data disk full?): "
+                "free space, then restart the server",
+            )
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or "No space left on device" in text:
+            return 507, "Insufficient storage", "the data disk is full: free space, then retry"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class _Format:
     """One wire format's exception handlers."""
 
@@ -149,6 +171,11 @@ class _Format:
         return self.respond(status, _TITLES.get(status, "HTTP error"), detail, headers=exc.headers)
 
     def internal_error(self, request: Request, exc: Exception) -> Response:
+        storage = storage_failure(exc)
+        if storage is not None:
+            status, title, detail = storage
+            log.error(detail, extra={"path": request.url.path, "error": str(exc)[:500]})
+            return self.respond(status, title, detail)
         log.exception("unhandled error", extra={"path": request.url.path})
         return self.respond(500, "Internal error", "an unexpected error occurred; it has been logged")
 

@@ -90,6 +90,7 @@ class Appliance:
         self.keys = KeyStore(self.db)
         self.conversations = ConversationStore(self.db)
         self.metrics = Metrics()
+        self.metrics.duckdb_wal_set_aside.set(1 if self.db.wal_set_aside else 0)
         self.audit = AuditLog(self.db, record_text=settings.observability.audit_record_text)
 
         # Models and indexes.
@@ -388,4 +389,6 @@ class Appliance:
             "chat_model": self.models.health(),
             "indexes": self.sync.status(),
             "chunks": self.catalog.chunk_count(),
+            # Files set aside at start because they could not be used (an unreplayable WAL).
+            "set_aside": {"duckdb_wal": str(self.db.wal_set_aside) if self.db.wal_set_aside else None},
         }

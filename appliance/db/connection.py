@@ -21,27 +21,36 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The WAL moved aside at open, if replaying it failed: reported by health and metrics.
+        self.wal_set_aside: Path | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._con = self._connect(path)
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    def _connect(self, path: Path) -> duckdb.DuckDBPyConnection:
         try:
             return duckdb.connect(str(path))
         except duckdb.Error as exc:
             wal = path.with_name(path.name + ".wal")
-            if not wal.exists():
+            # Only a WAL that fails to replay is set aside: any other error (another process
+            # holding the lock, a damaged database file) must not cost a live WAL its writes.
+            if not wal.exists() or "replaying WAL" not in str(exc):
                 raise
-            # A kill during writes can leave a WAL that fails to replay; booting must not
-            # crash-loop. Set it aside for forensics; the reconciler restores index agreement.
-            aside = wal.with_name(f"{wal.name}.unreplayable-{int(time.time())}")
+            # A kill during writes or a damaged disk can leave a WAL that fails to replay;
+            # booting must not crash-loop. DuckDB 2.0 already drops a torn tail by itself; this
+            # is a WAL whose records fail their checksums mid-file. Keep it for forensics; the
+            # index reconciler then restores agreement with what the database holds.
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            aside = wal.with_name(f"{wal.name}.unreplayable-{stamp}")
             log.error(
-                "duckdb WAL failed to replay, moving it aside", extra={"wal": str(aside), "error": str(exc)}
+                "duckdb WAL failed to replay: moved it aside, its uncheckpointed writes are not "
+                "in the database",
+                extra={"wal": str(aside), "error": str(exc)},
             )
             wal.rename(aside)
+            self.wal_set_aside = aside
             return duckdb.connect(str(path))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

@@ -169,6 +169,11 @@ class Metrics:
             ["collection", "signal"],
             registry=r,
         )
+        self.duckdb_wal_set_aside = Gauge(
+            "appliance_duckdb_wal_set_aside",
+            "1 when the DuckDB WAL failed to replay at start and was moved aside (see /readyz), else 0.",
+            registry=r,
+        )
         # The network guard is process-wide (appliance/offline.py): its count is read at scrape time.
         r.register(_OutboundBlocked())
 
