@@ -23,16 +23,14 @@ def test_every_eval_subcommand_has_help(command, capsys):
 
 
 def test_a_registrar_adds_a_subcommand(monkeypatch):
-    def add_drift(actions, parents):
-        a = actions.add_parser(
-            "drift", parents=[parents.client], help="is today's traffic unlike the reference?"
-        )
+    def add_explain(actions, parents):
+        a = actions.add_parser("explain", parents=[parents.client], help="why did this item fail?")
         a.add_argument("--collection")
         a.set_defaults(func=lambda args: 0)
 
-    monkeypatch.setattr(eval_cli, "SUBCOMMANDS", [*eval_cli.SUBCOMMANDS, add_drift])
-    args = build_parser().parse_args(["eval", "drift", "--collection", "docs", "--json"])
-    assert (args.eval_command, args.collection, args.json) == ("drift", "docs", True)
+    monkeypatch.setattr(eval_cli, "SUBCOMMANDS", [*eval_cli.SUBCOMMANDS, add_explain])
+    args = build_parser().parse_args(["eval", "explain", "--collection", "docs", "--json"])
+    assert (args.eval_command, args.collection, args.json) == ("explain", "docs", True)
 
 
 def test_gate_thresholds_from_the_command_line():
