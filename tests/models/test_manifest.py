@@ -47,7 +47,10 @@ def smollm2_copy(tmp_path_factory) -> Path:
     return models_dir
 
 
-def test_packaged_smollm2_resolves_and_verifies(tmp_path):
+def test_packaged_smollm2_resolves_and_verifies(tmp_path, monkeypatch):
+    # As at a server's start: nothing verified in this process yet (other tests load SmolLM2 in
+    # process, and a file verified once is not hashed again by the same process).
+    monkeypatch.setattr(manifest, "_verified_here", set())
     spec, path = resolve_model("smollm2-135m-instruct", tmp_path)  # names match case-insensitively
     assert spec is SMOLLM2 and path.name == SMOLLM2.file and path.stat().st_size == SMOLLM2.size
     # The verified fingerprint is remembered in the models dir so the next start does not re-hash.
