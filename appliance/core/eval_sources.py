@@ -94,9 +94,6 @@ class EvalSources:
             options = (self.job_store.get(job_id).summary or {})["options"]
             summary = self._generate(job_id, token, options, cancel)
         except Exception as exc:
-            if self.stop.is_set():
-                log.info("eval generation stopped by shutdown; it runs again at the next start")
-                return
             log.exception("eval generation failed", extra={"job_id": job_id})
             detail = exc.detail if isinstance(exc, ApplianceError) else f"{type(exc).__name__}: {exc}"
             self.job_store.finish(job_id, "failed", detail, token=token)
@@ -135,9 +132,9 @@ class EvalSources:
             cancel=cancel,
         )
         if cancel.is_set():
-            if self.stop.is_set():
-                raise InvalidInput("stopped by shutdown")
-            log.info("eval generation no longer holds its job (cancelled)", extra={"job_id": job_id})
+            # Stopped (the job runs again at the next start) or cancelled (the lease is gone):
+            # either way this run leaves the job as it is.
+            log.info("eval generation stopped before it finished", extra={"job_id": job_id})
             return None
         report_dict = msgspec.to_builtins(report)
         if not items:

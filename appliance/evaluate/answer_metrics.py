@@ -4,21 +4,13 @@ citation precision and recall under a support check (lexical for now, behind `Su
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from appliance.evaluate.normalize import normalize_answer
 from appliance.generate.citations import markers_in
 from appliance.generate.prompts import NO_ANSWER
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
 
 def contains_answer(reply: str, answers: Sequence[str]) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -72,18 +74,24 @@ class LexicalVerifier:
         self.threshold = threshold
         self.number_penalty = number_penalty
 
-    def support(self, claim: str, passages: Sequence[str]) -> list[float]:
+    def evidence(self, claim: str, passages: Sequence[str]) -> list[tuple[float, bool]]:
+        """Per passage: the share of the claim's content terms it holds, and whether it states
+        every number of the claim."""
         content, numbers = terms(claim)
-        scores = []
+        out = []
         for passage in passages:
             p_content, p_numbers = terms(passage)
             coverage = len(content & p_content) / len(content) if content else 0.0
-            if numbers - p_numbers:
-                # A figure the passage does not state is the commonest wrong citation ("75 EUR [2]"
-                # against the lead-in of the table that holds it): it cannot support the claim.
-                coverage *= self.number_penalty
-            scores.append(round(coverage, 4))
-        return scores
+            out.append((coverage, numbers <= p_numbers))
+        return out
+
+    def support(self, claim: str, passages: Sequence[str]) -> list[float]:
+        # A figure the passage does not state is the commonest wrong citation ("75 EUR [2]"
+        # against the lead-in of the table that holds it): it cannot support the claim.
+        return [
+            round(coverage if has_numbers else coverage * self.number_penalty, 4)
+            for coverage, has_numbers in self.evidence(claim, passages)
+        ]
 
 
 def sentences_of(passage: str) -> list[str]:
@@ -103,29 +111,45 @@ def sentences_of(passage: str) -> list[str]:
 
 class EmbeddingVerifier:
     """Meaning rather than words: the claim's cosine similarity with the passage's closest
-    sentence (or line), by the embedding model already loaded for search."""
+    sentence (or line), by the embedding model already loaded for search. An answer checks each
+    of its sentences against the same sources, so the sources' sentence vectors are kept (the
+    most recent `cached_passages`) and each passage is embedded once."""
 
     name = "embedding"
 
-    def __init__(self, embedder: Embedder, threshold: float = 0.6, max_sentences: int = 64) -> None:
+    def __init__(
+        self, embedder: Embedder, threshold: float = 0.6, max_sentences: int = 64, cached_passages: int = 256
+    ) -> None:
         self.embedder = embedder
         self.threshold = threshold
         self.max_sentences = max_sentences
+        self.cached_passages = cached_passages
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _passage_vectors(self, claim: str, passages: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        with self._lock:
+            known = {p: self._vectors[p] for p in passages if p in self._vectors}
+        missing = {p: sentences_of(p)[: self.max_sentences] for p in passages if p not in known}
+        vectors = self.embedder.embed_documents([claim, *(s for split in missing.values() for s in split)])
+        start = 1
+        for passage, split in missing.items():
+            known[passage] = vectors[start : start + len(split)]
+            start += len(split)
+        with self._lock:
+            for passage in missing:
+                self._vectors[passage] = known[passage]
+            for passage in passages:
+                self._vectors.move_to_end(passage)
+            while len(self._vectors) > self.cached_passages:
+                self._vectors.popitem(last=False)
+        return vectors[0], [known[p] for p in passages]
 
     def support(self, claim: str, passages: Sequence[str]) -> list[float]:
         if not passages:
             return []
-        pieces: list[str] = []
-        owner: list[int] = []
-        for i, passage in enumerate(passages):
-            for sentence in sentences_of(passage)[: self.max_sentences]:
-                pieces.append(sentence)
-                owner.append(i)
-        vectors = self.embedder.embed_documents([claim, *pieces])
-        sims = vectors[1:] @ vectors[0]
-        best = np.full(len(passages), -1.0, dtype=np.float32)
-        np.maximum.at(best, np.asarray(owner), sims)
-        return [round(float(max(0.0, s)), 4) for s in best]
+        claim_vector, per_passage = self._passage_vectors(claim, passages)
+        return [round(float(max(0.0, (m @ claim_vector).max())), 4) for m in per_passage]
 
 
 class CombinedVerifier:
@@ -147,15 +171,14 @@ class CombinedVerifier:
         self.threshold = threshold
 
     def support(self, claim: str, passages: Sequence[str]) -> list[float]:
-        lex = self.lexical.support(claim, passages)
-        emb = self.embedding.support(claim, passages)
-        _, numbers = terms(claim)
+        semantic = self.embedding.support(claim, passages)
         out = []
-        for lexical, semantic, passage in zip(lex, emb, passages, strict=True):
-            score = self.weight * lexical + (1 - self.weight) * semantic
-            if numbers - terms(passage)[1]:
-                score = min(score, lexical)
-            out.append(round(score, 4))
+        for (coverage, has_numbers), meaning in zip(
+            self.lexical.evidence(claim, passages), semantic, strict=True
+        ):
+            lexical = round(coverage if has_numbers else coverage * self.lexical.number_penalty, 4)
+            score = self.weight * lexical + (1 - self.weight) * meaning
+            out.append(round(score if has_numbers else min(score, lexical), 4))
         return out
 
 

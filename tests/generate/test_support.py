@@ -109,3 +109,19 @@ def test_terms_keep_numbers_whole_and_drop_stopwords():
 )
 def test_what_counts_as_a_claim(sentence, claim):
     assert is_claim(sentence) is claim
+
+
+def test_the_embedding_verifier_embeds_each_source_once_and_keeps_a_bounded_cache(embedder):
+    cached = EmbeddingVerifier(embedder, cached_passages=2)
+    claim = "Employees receive a daily allowance for meals."
+    first = cached.support(claim, [TABLE, LEAD_IN])
+    assert list(cached._vectors) == [TABLE, LEAD_IN]
+    # Another sentence of the same answer against the same sources: the same scores as a fresh
+    # verifier computes, from the sources' stored vectors.
+    assert (
+        cached.support(claim, [TABLE, LEAD_IN])
+        == first
+        == EmbeddingVerifier(embedder).support(claim, [TABLE, LEAD_IN])
+    )
+    cached.support(claim, [UNRELATED])
+    assert list(cached._vectors) == [LEAD_IN, UNRELATED]  # the least recently used source left
