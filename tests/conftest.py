@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,10 +28,29 @@ pytest_plugins = ["tests.ci_strict"]
 TEST_MODEL_ENV = {"APPLIANCE_LLM__MODEL": "SmolLM2-135M-Instruct", "APPLIANCE_LLM__CONTEXT_LENGTH": "2048"}
 
 
+def _port_candidates() -> Iterator[int]:
+    # Below Linux's ephemeral range (32768+), so no outgoing connection takes a port between our
+    # check and the server's bind (nor while a test restarts a server on its port); a block of its
+    # own per process, so parallel pytest workers do not hand out the same port.
+    block = (os.getpid() * 7919) % 160
+    start = 16000 + block * 100
+    for offset in itertools.cycle(range(100)):
+        yield start + offset
+
+
+_PORTS = _port_candidates()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this process's block")
 
 
 class ServerProcess:
