@@ -155,7 +155,7 @@ class _ChunkRun:
             path = blocks[section[0]].location.heading_path
             if carry:
                 carry_path = blocks[carry[-1]].location.heading_path
-                if path[: len(carry_path)] != carry_path or blocks[section[0]].kind == "table":
+                if path[: len(carry_path)] != carry_path:
                     self._section(carry)
                     carry = []
             if all(blocks[i].kind == "heading" for i in section):
@@ -191,7 +191,8 @@ class _ChunkRun:
         while k < len(indices):
             block = blocks[indices[k]]
             if block.kind == "table" and block.header is not None:
-                self._emit(current, path)
+                lead = self._lead_in(current)
+                self._emit(current[: len(current) - len(lead)], path)
                 current, used, chars = [], 0, 0
                 stream = [indices[k]]
                 while (
@@ -201,7 +202,7 @@ class _ChunkRun:
                 ):
                     k += 1
                     stream.append(indices[k])
-                self._table(stream, path)
+                self._table(stream, path, lead)
                 k += 1
                 continue
             for unit in self._units(indices[k]):
@@ -217,6 +218,33 @@ class _ChunkRun:
                 used += unit.tokens
             k += 1
         self._emit(current, path)
+
+    def _lead_in(self, current: list[_Unit]) -> list[_Unit]:
+        """The trailing units of `current` that introduce the table after them.
+
+        A one-line lead-in ("... receive a daily allowance for meals:") on its own is a chunk no
+        reader or model can use, and the table without it loses what its numbers are; so it rides
+        with the table's first chunk. A lead-in is the last paragraph when it ends with a colon,
+        or everything before the table when that is short (a heading and a sentence), within a
+        quarter of the chunk size either way.
+        """
+        if not current:
+            return []
+        blocks = self._doc.blocks
+        budget = self.size // 4
+        k = len(current)
+        while k > 0 and current[k - 1].block == current[-1].block:
+            k -= 1
+        last = blocks[current[-1].block]
+        if last.kind not in ("paragraph", "heading") or any(u.oversized for u in current[k:]):
+            return []
+        colon = last.text.rstrip().endswith(":")
+        tail = current[k:]
+        while k > 0 and blocks[current[k - 1].block].kind == "heading" and not current[k - 1].oversized:
+            k -= 1
+        if sum(u.tokens for u in current[k:]) <= budget and (k == 0 or colon):
+            return current[k:]
+        return tail if colon and sum(u.tokens for u in tail) <= budget else []
 
     def _overlap(self, previous: list[_Unit], unit: _Unit) -> tuple[list[_Unit], int]:
         """Trailing units of the same oversized block to repeat before `unit`."""
@@ -322,7 +350,7 @@ class _ChunkRun:
 
     # -- tables ---------------------------------------------------------------------------
 
-    def _table(self, stream: list[int], path: tuple[str, ...]) -> None:
+    def _table(self, stream: list[int], path: tuple[str, ...], lead: list[_Unit]) -> None:
         blocks = self._doc.blocks
         header = blocks[stream[0]].header.strip()
         if len(header) > self.max_chars // 2:
@@ -334,6 +362,10 @@ class _ChunkRun:
             header = header[s:e] + " …"
             header_tokens = self.count(header)
         budget = max(1, self.size - header_tokens)
+        lead_tokens = self.count(self._joined(lead)) if lead else 0
+        if lead_tokens + header_tokens >= self.size:
+            self._emit(lead, path)  # no room for a row beside it: the lead-in stands alone after all
+            lead, lead_tokens = [], 0
         rows: list[_Unit] = []
         for index in stream:
             text = blocks[index].text
@@ -349,22 +381,22 @@ class _ChunkRun:
                     )
         # Rows are records, not prose: repeating rows as overlap would only duplicate hits;
         # the repeated header is the context every table chunk needs.
+        # The first chunk also carries the lead-in, ahead of the header.
         current: list[_Unit] = []
-        used = chars = 0
+        used, chars = lead_tokens, sum(u.end - u.start for u in lead)
         for row in rows:
             if current and (used + row.tokens > budget or chars + _grows(current, row) > self.max_chars):
-                self._emit(current, path, header)
-                current, used, chars = [], 0, 0
+                self._emit(current, path, header, lead)
+                current, used, chars, lead = [], 0, 0, []
             chars += _grows(current, row)
             current.append(row)
             used += row.tokens
-        self._emit(current, path, header)
+        self._emit(current, path, header, lead)
 
     # -- output ---------------------------------------------------------------------------
 
-    def _emit(self, units: list[_Unit], path: tuple[str, ...], header: str | None = None) -> None:
-        if not units:
-            return
+    def _joined(self, units: list[_Unit], sep: str = "\n\n") -> str:
+        """The text of consecutive units, one part per block."""
         blocks = self._doc.blocks
         parts: list[str] = []
         group_start = 0
@@ -373,17 +405,37 @@ class _ChunkRun:
                 first, last = units[group_start], units[i - 1]
                 parts.append(blocks[first.block].text[first.start : last.end])
                 group_start = i
-        sep = "\n" if header is not None else "\n\n"
-        body = sep.join(parts)
-        text = f"{header}\n{body}" if header is not None else body
+        return sep.join(parts)
+
+    def _emit(
+        self,
+        units: list[_Unit],
+        path: tuple[str, ...],
+        header: str | None = None,
+        lead: list[_Unit] | None = None,
+    ) -> None:
+        if not units:
+            return
+        lead = lead or []
+        if header is None:
+            text = self._joined(units)
+        else:
+            rows = self._joined(units, sep="\n")
+            text = f"{header}\n{rows}"
+            if lead:
+                text = f"{self._joined(lead)}\n\n{text}"
         tokens = units[0].tokens if len(units) == 1 and header is None else self.count(text)
         if tokens > self.size and len(units) > 1:
             # Only when count_tokens is not additive over concatenation (e.g. some BPE merges).
             half = len(units) // 2
-            self._emit(units[:half], path, header)
+            self._emit(units[:half], path, header, lead)
             self._emit(units[half:], path, header)
             return
-        self._out.append(Chunk(len(self._out), text, self._location(units, path), tokens))
+        if tokens > self.size and lead:
+            self._emit(lead, path)  # the rare table row that only fits without the lead-in
+            self._emit(units, path, header)
+            return
+        self._out.append(Chunk(len(self._out), text, self._location(lead + units, path), tokens))
 
     def _location(self, units: list[_Unit], path: tuple[str, ...]) -> Location:
         blocks = self._doc.blocks

