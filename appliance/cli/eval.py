@@ -281,6 +281,7 @@ def _print_run(run: dict) -> None:
             "grounded_rate",
             "citation_precision",
             "citation_recall",
+            "unsupported_rate",
         )
         if k in card
     ]

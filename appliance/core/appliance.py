@@ -224,6 +224,7 @@ class Appliance:
                 self.access.system_scope,
                 self.instance_id,
                 self._stop,
+                self.answers.answerer.verifier,
             ),
             self.queue.signal,
         )

@@ -22,6 +22,7 @@ from appliance.evaluate.retrieval_metrics import document_ranking
 from appliance.evaluate.scorecard import Costs, score_item, scorecard
 from appliance.generate.answer import Answerer
 from appliance.generate.prompts import ANSWER_PROMPT_VERSION
+from appliance.generate.support import CitationVerifier
 from appliance.index.sync import IndexSync
 from appliance.models.served import ServedModel
 from appliance.models.service import ModelService
@@ -56,6 +57,7 @@ class EvalRunner:
         scope: Callable[[], Scope],
         instance: str,
         stop: threading.Event,
+        verifier: CitationVerifier | None = None,
         support: SupportCheck | None = None,
     ) -> None:
         self.settings = settings
@@ -70,7 +72,8 @@ class EvalRunner:
         self.instance = instance
         self.stop = stop
         self.support = support or LexicalSupport()
-        self.answerer = Answerer(settings.answer)
+        # The answer path's own citation verifier: an eval scores the answers users get.
+        self.answerer = Answerer(settings.answer, verifier)
         self.costs = Costs(settings.eval.cost_per_cpu_hour, settings.eval.cost_per_1k_tokens)
 
     def run_job(self, job_id: str) -> None:
@@ -181,6 +184,10 @@ class EvalRunner:
                 "max_answer_tokens": self.settings.answer.max_answer_tokens,
                 "temperature": self.settings.answer.temperature,
                 "min_relevance": self.settings.answer.min_relevance,
+                "context_tokens": self.settings.answer.context_tokens,
+                "verify_citations": self.settings.answer.verify_citations,
+                "unsupported_sentences": self.settings.answer.unsupported_sentences,
+                "refuse_unsupported": self.settings.answer.refuse_unsupported,
             },
             "prompt_version": ANSWER_PROMPT_VERSION,
             "chunking": {
@@ -208,7 +215,7 @@ class EvalRunner:
                 "retrieval_ms": result.timings.get("total_ms"),
                 "rerank_ms": result.timings.get("rerank_ms"),
             }
-            answer = refused = usage = None
+            answer = refused = usage = done = None
             citations, passages = [], {}
             if runtime is not None:
                 done = self._answer(runtime, item.question, result)
@@ -222,6 +229,9 @@ class EvalRunner:
             scores = score_item(
                 item, [d.source_id for d in ranked], answer, refused, citations, passages, self.support
             )
+            claims = [s for s in done.sentences if s.claim] if done is not None else []
+            if claims and not refused and item.kind != "unanswerable":
+                scores["unsupported_rate"] = sum(not s.supported for s in claims) / len(claims)
         except _Stopped:
             raise
         except Exception as exc:

@@ -29,8 +29,10 @@ ITEM_METRICS = (
     "grounded_rate",
     "citation_precision",
     "citation_recall",
+    # The share of an answer's claims the answer path's own citation verifier flagged unsupported.
+    "unsupported_rate",
 )
-_LOWER_IS_BETTER = ("over_refusal", "failed")
+_LOWER_IS_BETTER = ("over_refusal", "failed", "unsupported_rate")
 _LOWER_IS_BETTER_SUFFIXES = ("_ms", "_tokens", "_per_query", "_seconds")
 
 

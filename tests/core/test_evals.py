@@ -306,6 +306,10 @@ def test_a_qa_run_with_the_small_chat_model_answers_and_scores_every_item(applia
     if not tower.refused:  # SmolLM2's answer is what it is; its scores must follow from it
         assert tower.scores["accuracy"] == float("1889" in tower.answer)
         assert tower.scores["grounded_rate"] == float(any(c.source_id == "tower" for c in tower.citations))
+    # The answers are the answer path's own, checked by its citation verifier (lexical by default).
+    assert config["answer"]["verify_citations"] == "lexical"
+    answered = [o for o in items.values() if o.kind != "unanswerable" and not o.refused]
+    assert answered and any("unsupported_rate" in o.scores for o in answered)
     assert tower.usage.prompt_tokens > 0 and tower.timings["first_token_ms"] is not None
 
     card = run.scorecard
