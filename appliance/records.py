@@ -417,6 +417,9 @@ class EvalRunOptions(Record, kw_only=True):
     limit: int | None = None  # only the first N items
     retrieval_only: bool = False  # skip the chat model (retrieval metrics only)
     model: str | None = None  # chat model; None: the served default
+    # Judge each answer against the item's gold answer (judge_correct): "llm", the run's chat model
+    # as a yes/no judge (evaluate/judge.py); "lexical", token coverage; None: no judge.
+    judge: str | None = None
 
 
 class RetrievedDocument(Record, kw_only=True):

@@ -218,6 +218,12 @@ def _add_run(actions: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--limit", type=int, help="only the first N items")
     a.add_argument("--retrieval-only", action="store_true", help="skip the chat model")
     a.add_argument("--model", help="chat model (default: the served one)")
+    a.add_argument(
+        "--judge",
+        choices=["llm", "lexical"],
+        help="also judge each answer against the gold answer (judge_correct): llm = the chat model as a "
+        "yes/no judge, lexical = token coverage",
+    )
     a.add_argument("--wait", action="store_true", help="show progress, then the scorecard")
     a.set_defaults(func=_run)
 
@@ -225,7 +231,14 @@ def _add_run(actions: argparse._SubParsersAction, parents: Parents) -> None:
 def _run(args: argparse.Namespace) -> int:
     client = connect(args)
     run = client.start_eval_run(
-        args.set, args.collection, args.mode, args.top_k, args.limit, args.retrieval_only, args.model
+        args.set,
+        args.collection,
+        args.mode,
+        args.top_k,
+        args.limit,
+        args.retrieval_only,
+        args.model,
+        args.judge,
     )
     if not args.wait:
         emit(
@@ -282,6 +295,7 @@ def _print_run(run: dict) -> None:
             "citation_precision",
             "citation_recall",
             "unsupported_rate",
+            "judge_correct",
         )
         if k in card
     ]

@@ -395,6 +395,7 @@ def start_eval_run(
     limit: int | None = None,
     retrieval_only: bool = False,
     model: str | None = None,
+    judge: str | None = None,
 ) -> Call:
     body = {
         "set": set_name,
@@ -404,6 +405,7 @@ def start_eval_run(
         "limit": limit,
         "retrieval_only": retrieval_only,
         "model": model,
+        "judge": judge,
     }
     return Call("POST", "/api/v1/evals/runs", json=body)
 

@@ -18,6 +18,7 @@ from appliance.db.evals import EvalStore
 from appliance.db.jobs import TERMINAL_STATES, JobStore
 from appliance.errors import ApplianceError, NotFound, TooManyRequests
 from appliance.evaluate.answer_metrics import LexicalSupport, SupportCheck, is_refusal
+from appliance.evaluate.judge import Judge, LexicalJudge, LLMJudge
 from appliance.evaluate.retrieval_metrics import document_ranking
 from appliance.evaluate.scorecard import Costs, score_item, scorecard
 from appliance.generate.answer import Answerer
@@ -104,6 +105,7 @@ class EvalRunner:
         self._wait_for_ingestion(evalset.ingest_jobs if evalset.collection == options.collection else [])
         runtime = None if options.retrieval_only else self._chat_model(options.model)
         self._record_config(run, runtime)
+        judge = self._judge(options.judge, runtime)
         scope = self.scope()
         for ordinal, item in enumerate(items):
             if ordinal in done:
@@ -113,7 +115,7 @@ class EvalRunner:
             if not self.job_store.renew(job_id, token, self.settings.jobs.lease_seconds):
                 log.info("eval run no longer holds its job (cancelled)", extra={"job_id": job_id})
                 return None
-            self.store.add_outcome(run["id"], self._item(scope, ordinal, item, options, runtime))
+            self.store.add_outcome(run["id"], self._item(scope, ordinal, item, options, runtime, judge))
             done.add(ordinal)
             self.job_store.set_progress(job_id, len(items), len(done))
         card = scorecard(self.store.outcomes(run["id"]), self.costs)
@@ -134,6 +136,14 @@ class EvalRunner:
                     raise _Stopped
         if job_ids:
             self.sync.apply_pending()
+
+    def _judge(self, kind: str | None, runtime: ServedModel | None) -> Judge | None:
+        if kind is None or runtime is None:
+            return None
+        # The run's own chat model judges (its bias towards its own answers is the price of
+        # needing no second model); a model that can neither score tokens nor follow a grammar
+        # fails the run with why.
+        return LexicalJudge() if kind == "lexical" else LLMJudge(runtime, cancel=self.stop)
 
     def _chat_model(self, name: str | None) -> ServedModel:
         # A model loading (at start-up, or replaced by an admin) is waited for; none at all
@@ -196,11 +206,18 @@ class EvalRunner:
             },
             "index": {"collection": options.collection, **counts, "generation": outbox},
             "support_check": type(self.support).__name__,
+            "judge": options.judge,
         }
 
     # -- one item ------------------------------------------------------------------------------
     def _item(
-        self, scope: Scope, ordinal: int, item: EvalItem, options: EvalRunOptions, runtime: ServedModel | None
+        self,
+        scope: Scope,
+        ordinal: int,
+        item: EvalItem,
+        options: EvalRunOptions,
+        runtime: ServedModel | None,
+        judge: Judge | None = None,
     ) -> EvalOutcome:
         base = {"ordinal": ordinal, "item_id": item.id, "question": item.question, "kind": item.kind}
         cpu, started = time.process_time(), time.perf_counter()
@@ -232,6 +249,12 @@ class EvalRunner:
             claims = [s for s in done.sentences if s.claim] if done is not None else []
             if claims and not refused and item.kind != "unanswerable":
                 scores["unsupported_rate"] = sum(not s.supported for s in claims) / len(claims)
+            gold = item.answer or (item.answers[0] if item.answers else None)
+            if judge is not None and answer is not None and gold and item.kind != "unanswerable":
+                t = time.perf_counter()
+                verdict = not refused and judge.correct(item.question, gold, answer).verdict
+                scores["judge_correct"] = float(verdict)
+                timings["judge_ms"] = round((time.perf_counter() - t) * 1000, 2)
         except _Stopped:
             raise
         except Exception as exc:

@@ -45,6 +45,9 @@ from appliance.retrieve.search import MODES
 
 log = logging.getLogger(__name__)
 
+# The judges an eval run can score its answers with (EvalRunOptions.judge).
+JUDGES = ("llm", "lexical")
+
 
 class Evals:
     """Every call is an admin's (evaluation sees every collection). Entry points for other
@@ -176,6 +179,7 @@ class Evals:
         retrieval_only: bool = False,
         model: str | None = None,
         version: int | None = None,
+        judge: str | None = None,
     ) -> EvalRun:
         """Queue an `eval` job over a set (its latest version unless `version`); the collection
         defaults to the one its corpus went into. A retrieval set never asks the chat model."""
@@ -191,13 +195,19 @@ class Evals:
             raise InvalidInput(f"top_k must be between 1 and {self.settings.limits.max_top_k}")
         if limit is not None and limit < 1:
             raise InvalidInput("limit must be >= 1")
+        retrieval_only = retrieval_only or evalset.kind == "retrieval"
+        if judge is not None and judge not in JUDGES:
+            raise InvalidInput(f"unknown judge {judge!r}: use one of {', '.join(JUDGES)}", param="judge")
+        if judge is not None and retrieval_only:
+            raise InvalidInput("a judge scores answers: a retrieval-only run has none", param="judge")
         options = EvalRunOptions(
             collection=collection,
             mode=mode,
             top_k=top_k,
             limit=limit,
-            retrieval_only=retrieval_only or evalset.kind == "retrieval",
+            retrieval_only=retrieval_only,
             model=model,
+            judge=judge,
         )
         run_id = "run_" + uuid.uuid4().hex[:16]
         # The job and its run exist before a worker hears of it.

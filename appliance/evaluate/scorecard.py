@@ -31,6 +31,8 @@ ITEM_METRICS = (
     "citation_recall",
     # The share of an answer's claims the answer path's own citation verifier flagged unsupported.
     "unsupported_rate",
+    # The run's judge (EvalRunOptions.judge): is the answer correct against the gold answer?
+    "judge_correct",
 )
 _LOWER_IS_BETTER = ("over_refusal", "failed", "unsupported_rate")
 _LOWER_IS_BETTER_SUFFIXES = ("_ms", "_tokens", "_per_query", "_seconds")

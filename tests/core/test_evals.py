@@ -234,6 +234,10 @@ def test_bad_requests_are_clear_errors(appliance, admin, topics_set):
         appliance.evals.start_run(admin, "topics", collection="no-such-collection")
     with pytest.raises(InvalidInput, match="unknown search mode"):
         appliance.evals.start_run(admin, "topics", mode="psychic")
+    with pytest.raises(InvalidInput, match="unknown judge 'oracle'"):
+        appliance.evals.start_run(admin, "topics", judge="oracle")
+    with pytest.raises(InvalidInput, match="a retrieval-only run has none"):
+        appliance.evals.start_run(admin, "topics", judge="llm")  # a retrieval set
     with pytest.raises(InvalidInput, match="different sets"):
         other = appliance.evals.create_qa_set(admin, "other", [QAItem(question="q?")], collection="topics")
         a = appliance.evals.start_run(admin, other.name, retrieval_only=True)
@@ -285,7 +289,7 @@ def test_a_qa_run_with_the_small_chat_model_answers_and_scores_every_item(applia
         ],
     )
     evalset = appliance.evals.import_dir(admin, "qa", root)
-    run = appliance.evals.start_run(admin, "qa", top_k=10)
+    run = appliance.evals.start_run(admin, "qa", top_k=10, judge="llm")
     job = appliance.jobs.wait(run.job_id, timeout=300)
     assert job.state == "succeeded", job.error
     run = appliance.evals.get_run(admin, run.id)
@@ -310,6 +314,13 @@ def test_a_qa_run_with_the_small_chat_model_answers_and_scores_every_item(applia
     assert config["answer"]["verify_citations"] == "lexical"
     answered = [o for o in items.values() if o.kind != "unanswerable" and not o.refused]
     assert answered and any("unsupported_rate" in o.scores for o in answered)
+    # The chat model judged each answered item against its gold answer; refusals are judged wrong.
+    assert config["judge"] == "llm" and run.options.judge == "llm"
+    for o in (items["t"], items["b"]):
+        assert o.scores["judge_correct"] in (0.0, 1.0) and o.timings["judge_ms"] is not None
+        if o.refused:
+            assert o.scores["judge_correct"] == 0.0
+    assert "judge_correct" not in unanswerable.scores and run.scorecard["judge_correct"] is not None
     assert tower.usage.prompt_tokens > 0 and tower.timings["first_token_ms"] is not None
 
     card = run.scorecard

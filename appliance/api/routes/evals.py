@@ -60,6 +60,7 @@ class EvalRunIn(msgspec.Struct, forbid_unknown_fields=True):
     retrieval_only: bool = False
     model: str | None = None
     version: int | None = None  # default: the set's latest version
+    judge: str | None = None  # "llm" (the chat model judges each answer) | "lexical"; default: none
 
 
 class EvalGateIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -151,6 +152,7 @@ def create_run(caller: Scope, evals: Evals, data: EvalRunIn) -> EvalRun:
         data.retrieval_only,
         data.model,
         data.version,
+        data.judge,
     )
 
 
