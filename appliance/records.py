@@ -325,6 +325,17 @@ class FeedbackPage(Record, kw_only=True):
     offset: int
 
 
+class FeedbackCount(Record, kw_only=True):
+    """How a collection's answers were rated over the last `days` days (an answer over several
+    collections counts in each)."""
+
+    collection: str
+    up: int
+    down: int
+    answers: int  # answers given over it in the same days, rated or not
+    days: int
+
+
 class Window(Record, kw_only=True):
     """A window of answers: a time range, or the first `first_n` answers after `start`."""
 

@@ -116,6 +116,7 @@ class BaseClient:
     answer_trace = _api(calls.answer_trace)
     rate_answer = _api(calls.rate_answer)
     feedback = _api(calls.feedback)
+    feedback_summary = _api(calls.feedback_summary)
     drift = _api(calls.drift)
     check_drift = _api(calls.check_drift)
     # -- evaluation

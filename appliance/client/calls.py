@@ -320,6 +320,11 @@ def feedback(
     )
 
 
+def feedback_summary(days: int = 7) -> Call:
+    """Ratings up and down and answers given per collection over the last `days` days."""
+    return Call("GET", "/api/v1/feedback/summary", params=_query(days=days))
+
+
 def drift(collection: str | None = None) -> Call:
     """The latest drift check of each collection (of `collection`)."""
     return Call("GET", "/api/v1/drift", params=_query(collection=collection or None))

@@ -15,7 +15,7 @@ from appliance.core.access import Scope
 from appliance.db.traces import TraceStore, Visibility
 from appliance.errors import InvalidInput, NotFound
 from appliance.observability.metrics import Metrics
-from appliance.records import FeedbackItem, FeedbackPage, Rating, Trace
+from appliance.records import FeedbackCount, FeedbackItem, FeedbackPage, Rating, Trace
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,18 @@ class Feedback:
 
     def _visibility(self, scope: Scope) -> Visibility:
         return Visibility(None if scope.is_admin else scope.key_id, scope.visible())
+
+    def counts(self, scope: Scope, days: int = 7, now: datetime | None = None) -> list[FeedbackCount]:
+        """Ratings up and down, and answers given, per collection over the last `days` days (a user
+        key: its own answers)."""
+        if not 1 <= days <= 365:
+            raise InvalidInput("days must be between 1 and 365", param="days")
+        since = (now or datetime.now(UTC)) - timedelta(days=days)
+        rows = self.store.rating_counts(self._visibility(scope), since)
+        return [
+            FeedbackCount(collection=c, up=up, down=down, answers=answers, days=days)
+            for c, up, down, answers in rows
+        ]
 
     def list_feedback(
         self,

@@ -230,6 +230,22 @@ class TraceStore:
         )
         return [(_rating(r[:7]), _trace(r[7:])) for r in rows], total
 
+    def rating_counts(self, seen: Visibility, since: datetime) -> list[tuple[str, int, int, int]]:
+        """(collection, up, down, answers) over the answers given since `since`, by collection."""
+        where, params = seen.where("t")
+        rows = self.db.fetchall(
+            f"""SELECT c,
+                       count(*) FILTER (WHERE r.rating = 'up'),
+                       count(*) FILTER (WHERE r.rating = 'down'),
+                       count(DISTINCT t.id)
+                FROM (SELECT *, unnest(collections) AS c FROM answer_traces) t
+                LEFT JOIN answer_ratings r ON r.answer_id = t.id
+                WHERE t.created_at >= ? AND {where}
+                GROUP BY c ORDER BY c""",
+            [since, *params],
+        )
+        return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
     # -- drift windows -----------------------------------------------------------------------------
     def collections_answered(self, since: datetime) -> list[str]:
         rows = self.db.fetchall(

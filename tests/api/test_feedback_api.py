@@ -127,6 +127,25 @@ def test_feedback_counts_are_exported_per_collection_model_and_rating(srv, admin
     assert 'appliance_answer_traces_total{outcome="written"}' in text
 
 
+def test_the_weeks_ratings_per_collection_for_the_dashboard(srv, admin):
+    key = admin.post("/api/v1/keys", json={"name": "carol", "role": "user", "collections": ["alpha"]})
+    with httpx.Client(
+        base_url=srv.url, headers={"Authorization": f"Bearer {key.json()['key']}"}, timeout=60
+    ) as carol:
+        assert carol.get("/api/v1/feedback/summary").json() == []  # nothing of hers yet
+        for question, rating in (("What is the alpha launch code?", "up"), ("When are launches?", "down")):
+            answer = ask(carol, question)
+            rated = carol.post(f"/api/v1/answers/{answer['id']}/feedback", json={"rating": rating})
+            assert rated.status_code == 201
+        # A user key counts its own answers; the admin's counts hold hers and everyone's.
+        mine = carol.get("/api/v1/feedback/summary").json()
+        assert mine == [{"collection": "alpha", "up": 1, "down": 1, "answers": 2, "days": 7}]
+        assert carol.get("/api/v1/feedback/summary", params={"days": 0}).status_code == 400
+    every = {c["collection"]: c for c in admin.get("/api/v1/feedback/summary", params={"days": 30}).json()}
+    assert every["alpha"]["up"] >= 1 and every["alpha"]["down"] >= 1 and every["alpha"]["answers"] >= 2
+    assert every["alpha"]["days"] == 30
+
+
 def _seed_traces(app, collection: str, questions: list[str], when: datetime) -> None:
     vectors = app.embedder.embed_documents(questions)
     rows = []

@@ -24,6 +24,7 @@ from appliance.records import (
     EvalRun,
     EvalRunOptions,
     EvalSet,
+    FeedbackCount,
     Hit,
     Job,
     JobItem,
@@ -104,6 +105,11 @@ STATS = {
         "gpu_used_bytes": [0.0] * 13,
     },
 }
+
+FEEDBACK = [
+    wire(FeedbackCount(collection="docs", up=31, down=4, answers=412, days=7)),
+    wire(FeedbackCount(collection="runbooks", up=0, down=0, answers=0, days=7)),
+]
 
 SOURCES = [
     wire(

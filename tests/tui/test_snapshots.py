@@ -15,7 +15,7 @@ SIZES = [(80, 24), (160, 48)]
 def fill(app: ConsoleApp, screen: str) -> None:
     """What each view would show after its fetch, from fixed answers."""
     if screen == "dashboard":
-        app.view("dashboard").show(data.STATS, data.SOURCES)
+        app.view("dashboard").show(data.STATS, data.SOURCES, data.FEEDBACK)
     elif screen == "knowledge":
         app.view("knowledge").show(data.COLLECTIONS, data.DOCUMENTS, data.SOURCES, data.QUARANTINE)
     elif screen == "search":

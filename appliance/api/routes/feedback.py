@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from appliance.core.access import Scope
 from appliance.core.feedback import Feedback
-from appliance.records import FeedbackPage, Rating, Trace
+from appliance.records import FeedbackCount, FeedbackPage, Rating, Trace
 
 
 class FeedbackIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,5 +50,18 @@ def list_feedback(
     return feedback.list_feedback(caller, collection, rating, limit, offset)
 
 
+@get(
+    "/summary",
+    sync_to_thread=True,
+    summary="Ratings up and down and answers given per collection over the last `days` days",
+)
+def feedback_summary(
+    caller: Scope, feedback: Feedback, days: Annotated[int, Parameter(ge=1, le=365)] = 7
+) -> list[FeedbackCount]:
+    return feedback.counts(caller, days)
+
+
 answers_router = Router("/api/v1/answers", route_handlers=[get_answer, rate_answer], tags=["feedback"])
-feedback_router = Router("/api/v1/feedback", route_handlers=[list_feedback], tags=["feedback"])
+feedback_router = Router(
+    "/api/v1/feedback", route_handlers=[list_feedback, feedback_summary], tags=["feedback"]
+)

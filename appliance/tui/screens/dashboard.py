@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import DataTable, Label
@@ -20,10 +22,21 @@ CARDS = (
 )
 
 
+# How often the week's ratings per collection are fetched again.
+FEEDBACK_SECONDS = 30.0
+
+
+def _rated(counts: dict | None) -> str:
+    """ "+12 −3 of 40": ratings up and down and answers given; blank with no answers."""
+    if not counts or not counts["answers"]:
+        return ""
+    return f"+{counts['up']} −{counts['down']} of {counts['answers']}"
+
+
 class DashboardView(View):
     """Health of every component, documents and chunks per collection, ingestion lag per source,
-    and the last minute's traffic (queries, latency, tokens, queues, memory) with sparklines of
-    the last ten minutes. Refreshes every two seconds."""
+    the week's answer ratings per collection, and the last minute's traffic (queries, latency,
+    tokens, queues, memory) with sparklines of the last ten minutes. Refreshes every two seconds."""
 
     label = "dashboard"
     initial_focus = "#components"
@@ -37,6 +50,9 @@ class DashboardView(View):
     DashboardView #summary { height: 1; padding: 0 1; color: $text-muted; }
     DashboardView #drift { height: 1; padding: 0 1; color: $warning; text-style: bold; display: none; }
     """
+
+    _feedback_at: float | None = None
+    _feedback_counts: list[dict] | None = None
 
     def compose(self) -> ComposeResult:
         yield Label("connecting…", id="summary")
@@ -58,7 +74,7 @@ class DashboardView(View):
 
     def on_mount(self) -> None:
         self.query_one("#components", DataTable).add_columns("component", "status", "detail")
-        self.query_one("#collections", DataTable).add_columns("collection", "docs", "chunks")
+        self.query_one("#collections", DataTable).add_columns("collection", "docs", "chunks", "rated 7 d")
         self.query_one("#lag", DataTable).add_columns("source", "lag", "state")
 
     async def load(self) -> None:
@@ -69,13 +85,27 @@ class DashboardView(View):
             if not exc.missing:
                 raise
             sources = None  # an older server without registered sources: metric lags only
-        self.show(stats, sources)
+        self.show(stats, sources, await self._feedback())
         try:
             self.show_drift(await self.api.drift())
         except ApiError as exc:
             if not exc.missing:
                 raise
             self.show_drift([])  # an older server without drift checks
+
+    async def _feedback(self) -> list[dict] | None:
+        """The week's ratings per collection, asked for at most every FEEDBACK_SECONDS: an
+        aggregate over the answer traces is not worth running at the dashboard's refresh rate."""
+        now = time.monotonic()
+        if self._feedback_at is None or now - self._feedback_at >= FEEDBACK_SECONDS:
+            try:
+                self._feedback_counts = await self.api.feedback_summary(7)
+            except ApiError as exc:
+                if not exc.missing:
+                    raise
+                self._feedback_counts = None  # an older server without the summary
+            self._feedback_at = now
+        return self._feedback_counts
 
     def show_drift(self, reports: list[dict]) -> None:
         """One warning line naming what drifted, per collection; hidden while nothing did."""
@@ -88,7 +118,9 @@ class DashboardView(View):
         line.update(f"⚠ drift detected · {' · '.join(drifted)} (appliance eval drift)" if drifted else "")
         line.display = bool(drifted)
 
-    def show(self, stats: dict, sources: list[dict] | None = None) -> None:
+    def show(
+        self, stats: dict, sources: list[dict] | None = None, feedback: list[dict] | None = None
+    ) -> None:
         traffic, hist, queue, mem = stats["traffic"], stats["history"], stats["queue"], stats["memory"]
         disk = stats["disk"]
         self.query_one("#summary", Label).update(
@@ -126,9 +158,13 @@ class DashboardView(View):
             [c["name"] for c in components],
         )
         collections = stats["collections"]
+        rated = {f["collection"]: f for f in feedback or []}
         fill_table(
             self.query_one("#collections", DataTable),
-            [(c["name"], str(c["documents"]), str(c["chunks"])) for c in collections],
+            [
+                (c["name"], str(c["documents"]), str(c["chunks"]), _rated(rated.get(c["name"])))
+                for c in collections
+            ],
             [c["name"] for c in collections],
         )
         lags: dict[str, tuple[float | None, str]] = {
