@@ -96,6 +96,17 @@ class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
     rerank_candidates: int = 30
 
 
+class CacheSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """In-memory caches, each bounded and invalidated exactly when what it answers from changes
+    (retrieval: the collections' content; answers: the exact prompt, sources and model load);
+    a request bypasses them with `cache: false`."""
+
+    enabled: bool = True
+    embedding_mb: int = 8  # query embeddings (384 floats: about 5,000 queries)
+    retrieval_mb: int = 64  # search results, by query, collections, mode, top_k, filters
+    answer_mb: int = 16  # cited answers, by prompt, sources, generation settings and model
+
+
 class LLMSettings(msgspec.Struct, forbid_unknown_fields=True):
     # A manifest name ("qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct") or a GGUF path.
     # Empty: the embedded default (Qwen2.5-Coder-1.5B when installed, else SmolLM2-135M).
@@ -278,6 +289,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
 
     @property
     def data_path(self) -> Path:
@@ -307,6 +319,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("answer.top_k and answer.max_answer_tokens must be >= 1")
         if self.jobs.workers < 1:
             problems.append("jobs.workers must be >= 1")
+        if min(self.cache.embedding_mb, self.cache.retrieval_mb, self.cache.answer_mb) < 0:
+            problems.append(
+                "cache.embedding_mb, retrieval_mb and answer_mb must be >= 0 (0: that cache is off)"
+            )
         for name in ("max_body_bytes", "max_file_bytes", "max_batch_documents", "max_top_k"):
             if getattr(self.limits, name) < 1:
                 problems.append(f"limits.{name} must be >= 1")

@@ -134,6 +134,9 @@ class Answer(Record, kw_only=True):
     sentences: list[SentenceAttribution] = []
     unsupported_sentences: list[int] = []
     verifier: str = ""  # which CitationVerifier checked it ("" when there was nothing to check)
+    # Served from the answer cache: the same prompt over the same sources to the same loaded
+    # model was answered before (its usage is zero: nothing was generated for this request).
+    cached: bool = False
 
 
 class Message(Record, kw_only=True):

@@ -54,6 +54,7 @@ class SearchIn(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["keyword", "semantic", "hybrid"] | None = None
     rerank: bool | None = None
     filters: dict[str, Any] | None = None
+    cache: bool = True  # false: neither read nor fill the retrieval cache
 
 
 class SearchOut(msgspec.Struct):
@@ -61,6 +62,7 @@ class SearchOut(msgspec.Struct):
     timings: dict[str, float]
     mode: str
     reranked: bool
+    cached: bool = False  # served from the retrieval cache (its timings are the lookup's)
 
 
 class DeletedDocument(msgspec.Struct):

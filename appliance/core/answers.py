@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,18 +14,19 @@ from datetime import UTC, datetime
 import msgspec
 import numpy as np
 
-from appliance.config import AnswerSettings
+from appliance.config import AnswerSettings, CacheSettings
 from appliance.core.access import Scope
 from appliance.core.gateway import Gateway
 from appliance.core.knowledge import Knowledge
 from appliance.db.conversations import ConversationStore
 from appliance.errors import InvalidInput
-from appliance.generate.answer import Answerer, AnswerEvents, AnswerPlan
+from appliance.generate.answer import Answerer, AnswerEvents, AnswerPlan, answer_event
 from appliance.generate.prompts import ANSWER_PROMPT_VERSION, NO_ANSWER
 from appliance.generate.support import CitationVerifier
 from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
 from appliance.records import Answer, Conversation, GivenSource, RetrievedChunk, Trace, Usage
+from appliance.retrieve.cache import LRUCache
 from appliance.retrieve.search import SearchResult
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,19 @@ class AnswerTrace:
 RecordTrace = Callable[[Trace, np.ndarray | None], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _CachedAnswer:
+    answer: Answer
+    # The model load that wrote it: a reload (or another model under the same name) never
+    # serves an answer it did not write.
+    runtime: weakref.ref
+
+
+def _cached_bytes(entry: _CachedAnswer) -> int:
+    answer = entry.answer
+    return 1024 + 2 * len(answer.answer) + sum(800 for _ in answer.citations) + 200 * len(answer.sentences)
+
+
 class Answers:
     """Plans an answer (rewrite with the history, retrieve, build the prompt), runs it on the
     gateway's model, records the turn in its conversation, and hands the answer's trace (with its
@@ -70,6 +85,7 @@ class Answers:
         metrics: Metrics,
         verifier: CitationVerifier | None = None,
         record: RecordTrace | None = None,
+        cache: CacheSettings | None = None,
     ) -> None:
         self.settings = settings
         self.knowledge = knowledge
@@ -78,6 +94,15 @@ class Answers:
         self.metrics = metrics
         self.answerer = Answerer(settings, verifier)
         self.record = record
+        cache = cache or CacheSettings(enabled=False)
+        self.cache: LRUCache[_CachedAnswer] | None = (
+            LRUCache("answer", cache.answer_mb << 20, _cached_bytes, metrics.count_cache_lookup)
+            if cache.enabled and cache.answer_mb
+            else None
+        )
+        if self.cache is not None:
+            held = self.cache
+            metrics.cache_bytes.labels(cache="answer").set_function(lambda: held.size_bytes)
 
     # -- one answer ------------------------------------------------------------------------------
     def _trace(
@@ -89,6 +114,7 @@ class Answers:
         model: str | None,
         history: list[tuple[str, str]] | None,
         conversation_id: str | None = None,
+        cache: bool = True,
     ) -> AnswerTrace:
         if not question.strip():
             raise InvalidInput("question is empty")
@@ -103,7 +129,9 @@ class Answers:
             t = time.perf_counter()
             query = self.answerer.rewrite(runtime, history, question)
             timings["rewrite_ms"] = _ms_since(t)
-        retrieval = self.knowledge.search(scope, query, names, top_k=top_k or self.settings.top_k)
+        retrieval = self.knowledge.search(
+            scope, query, names, top_k=top_k or self.settings.top_k, cache=cache
+        )
         timings["retrieval_ms"] = retrieval.timings.get("total_ms", 0.0)
         if "rerank_ms" in retrieval.timings:
             timings["rerank_ms"] = retrieval.timings["rerank_ms"]
@@ -123,12 +151,47 @@ class Answers:
         history=None,
         cancel: threading.Event | None = None,
         conversation_id: str | None = None,
+        cache: bool = True,
     ) -> Answer:
-        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id)
+        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id, cache)
+        key = self._cache_key(trace, history, cache)
+        if key is not None and (answer := self._cached(scope, key, trace)) is not None:
+            return answer
         result = self.answerer.answer(trace.runtime, trace.plan, cancel)
         timings = {**trace.timings, **result.timings, "total_ms": _ms_since(trace.started)}
         self._observe(scope, trace.runtime, result.usage, timings)
         answer = msgspec.structs.replace(result, query=trace.query, timings=timings, id=trace.id)
+        self._keep(scope, trace, answer)
+        if key is not None and not (cancel is not None and cancel.is_set()):
+            self.cache.put(key, _CachedAnswer(answer, weakref.ref(trace.runtime)))
+        return answer
+
+    # -- the answer cache ------------------------------------------------------------------------
+    def _cache_key(self, trace: AnswerTrace, history, cache: bool) -> str | None:
+        # A conversation's turn depends on its history through the rewrite: not cached.
+        if not cache or self.cache is None or history:
+            return None
+        return self.answerer.cache_key(trace.plan)
+
+    def _cached(self, scope: Scope, key: str, trace: AnswerTrace) -> Answer | None:
+        """The cached answer for this trace, as this request's own (its id, query and timings, no
+        tokens spent), recorded like any answer; None on a miss."""
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        if entry.runtime() is not trace.runtime:
+            self.cache.discard(key)  # written by a model load that is gone
+            return None
+        timings = {**trace.timings, "generation_ms": 0.0, "total_ms": _ms_since(trace.started)}
+        answer = msgspec.structs.replace(
+            entry.answer,
+            query=trace.query,
+            timings=timings,
+            id=trace.id,
+            usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+            cached=True,
+        )
+        self._observe(scope, trace.runtime, answer.usage, timings)
         self._keep(scope, trace, answer)
         return answer
 
@@ -143,29 +206,47 @@ class Answers:
         cancel: threading.Event | None = None,
         on_position=None,
         conversation_id: str | None = None,
+        cache: bool = True,
     ) -> AnswerEvents:
         """Retrieve, plan and take a model slot (waiting in the queue if need be; `on_position`
         hears the place), then return the events for SSE: "sources", "token"..., "answer"."""
-        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id)
+        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id, cache)
+        key = self._cache_key(trace, history, cache)
+        if key is not None and (answer := self._cached(scope, key, trace)) is not None:
+            return AnswerEvents(self._replayed(trace, answer), None)
         stream = self.answerer.open_stream(trace.runtime, trace.plan, cancel, on_position)
-        return AnswerEvents(self._events(scope, trace, stream), stream.close if stream is not None else None)
+        return AnswerEvents(
+            self._events(scope, trace, stream, key, cancel), stream.close if stream is not None else None
+        )
 
-    def _events(self, scope: Scope, trace: AnswerTrace, stream) -> Iterator[dict]:
-        yield {
+    def _sources_event(self, trace: AnswerTrace) -> dict:
+        return {
             "type": "sources",
             "query": trace.query,
             "sources": len(trace.plan.sources),
             "timings": dict(trace.timings),
         }
+
+    def _replayed(self, trace: AnswerTrace, answer: Answer) -> Iterator[dict]:
+        """A cached answer as a stream: its text in one token event, then the answer."""
+        yield self._sources_event(trace)
+        yield {"type": "token", "text": answer.answer}
+        yield answer_event(answer)
+
+    def _events(
+        self, scope: Scope, trace: AnswerTrace, stream, key: str | None, cancel: threading.Event | None
+    ) -> Iterator[dict]:
+        yield self._sources_event(trace)
         for event in self.answerer.stream_events(trace.runtime, trace.plan, stream):
             if event["type"] == "answer":
                 event["timings"] = {**trace.timings, **event["timings"], "total_ms": _ms_since(trace.started)}
                 event["query"] = trace.query
                 event["id"] = trace.id
                 self._observe(scope, trace.runtime, msgspec.convert(event["usage"], Usage), event["timings"])
-                self._keep(
-                    scope, trace, msgspec.convert({k: v for k, v in event.items() if k != "type"}, Answer)
-                )
+                answer = msgspec.convert({k: v for k, v in event.items() if k != "type"}, Answer)
+                self._keep(scope, trace, answer)
+                if key is not None and not (cancel is not None and cancel.is_set()):
+                    self.cache.put(key, _CachedAnswer(answer, weakref.ref(trace.runtime)))
             yield event
 
     def _observe(self, scope: Scope, runtime: ServedModel, usage: Usage, timings: dict) -> None:

@@ -117,6 +117,7 @@ class Appliance:
             self.db,
             [self.keyword_index, self.vector_index],
             save_intervals={self.vector_index.name: settings.index.vector_save_interval_seconds},
+            generations=self.catalog.generations,
         )
         self.reconcile_report = self.sync.reconcile()
         log.info("indexes reconciled", extra={"report": self.reconcile_report})
@@ -127,7 +128,12 @@ class Appliance:
             self.embedder,
             settings.retrieval,
             self._reranker(),
+            cache=settings.cache,
+            on_cache_lookup=self.metrics.count_cache_lookup,
         )
+        for cache in (self.searcher.embedding_cache, self.searcher.result_cache):
+            if cache is not None:
+                self.metrics.cache_bytes.labels(cache=cache.name).set_function(lambda c=cache: c.size_bytes)
         self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
 
         # Ingestion and background work.
@@ -191,6 +197,7 @@ class Appliance:
             self.metrics,
             citation_verifier(settings.answer.verify_citations, self.embedder),
             record=self.feedback.record,
+            cache=settings.cache,
         )
         self.sources = Sources(self.source_service)
         self.admin = Admin(

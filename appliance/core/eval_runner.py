@@ -225,7 +225,11 @@ class EvalRunner:
             # The searcher itself, not Knowledge.search: evaluation traffic stays out of the query
             # metrics of real users (the dashboard, and the traffic drift is measured on).
             result = self.knowledge.searcher.search(
-                item.question, scope.collections([options.collection]), top_k=options.top_k, mode=options.mode
+                item.question,
+                scope.collections([options.collection]),
+                top_k=options.top_k,
+                mode=options.mode,
+                cache=False,  # the retrievers themselves are measured, not a cache
             )
             ranked = document_ranking(result.hits)
             timings: dict[str, float | None] = {

@@ -150,6 +150,7 @@ class Knowledge:
         mode: str | None = None,
         rerank: bool | None = None,
         filters: dict | None = None,
+        cache: bool = True,
     ) -> SearchResult:
         if len(query) > self.limits.max_query_chars:
             raise InvalidInput(
@@ -160,7 +161,9 @@ class Knowledge:
         names = scope.collections(collections)
         if not names:
             return SearchResult(hits=[], timings={"total_ms": 0.0}, mode=mode or self.retrieval.default_mode)
-        result = self.searcher.search(query, names, top_k=top_k, mode=mode, rerank=rerank, filters=filters)
+        result = self.searcher.search(
+            query, names, top_k=top_k, mode=mode, rerank=rerank, filters=filters, cache=cache
+        )
         self.metrics.observe_query(
             result.mode, {_STAGES[k]: v / 1000 for k, v in result.timings.items() if k in _STAGES}
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,7 @@ import duckdb
 import numpy as np
 
 from appliance.db.connection import Database
+from appliance.db.generations import Generations
 from appliance.document import Chunk, Location
 from appliance.errors import Conflict, NotFound
 from appliance.names import check_collection_name
@@ -94,6 +96,7 @@ class Catalog:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.write_lock = threading.Lock()
+        self.generations = Generations()
 
     # -- collections -------------------------------------------------------------------
     def create_collection(self, name: str, description: str = "") -> Collection:
@@ -224,12 +227,15 @@ class Catalog:
         A title is only replaced when the caller gave one (otherwise it came from parsing)."""
         # In a retried transaction: another worker replacing this row at the same moment is a
         # DuckDB write conflict, which must not fail the document.
-        self.db.run_in_transaction(
+        row = self.db.run_in_transaction(
             lambda cur: cur.execute(
-                "UPDATE documents SET title = coalesce(?, title), uri = ?, metadata = ?, updated_at = now() WHERE id = ?",
+                """UPDATE documents SET title = coalesce(?, title), uri = ?, metadata = ?, updated_at = now()
+                   WHERE id = ? RETURNING collection""",
                 [title, uri, json.dumps(metadata), document_id],
-            )
+            ).fetchone()
         )
+        if row is not None:  # search hits carry the title and filter on the metadata
+            self.generations.bump([row[0]])
 
     def replace_document(self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk]) -> list[int] | None:
         """Write a document and its chunks in one transaction, replacing any previous version.
@@ -298,7 +304,7 @@ class Catalog:
                 ).fetchall()
             ]
 
-        with self.write_lock:
+        with self.write_lock, self._changing(record.collection):
             return self.db.run_in_transaction(work)
 
     def delete_document(self, document_id: str) -> Document:
@@ -308,9 +314,19 @@ class Catalog:
             self._delete_chunks(cur, document_id)
             cur.execute("DELETE FROM documents WHERE id = ?", [document_id])
 
-        with self.write_lock:
+        with self.write_lock, self._changing(doc.collection):
             self.db.run_in_transaction(work)
         return doc
+
+    @contextmanager
+    def _changing(self, collection: str) -> Iterator[None]:
+        """Move the collection's generation before and after a write: a search overlapping it is
+        keyed with a generation no search after it uses (db/generations.py)."""
+        self.generations.bump([collection])
+        try:
+            yield
+        finally:
+            self.generations.bump([collection])
 
     @staticmethod
     def _delete_chunks(cur: duckdb.DuckDBPyConnection, document_id: str) -> None:

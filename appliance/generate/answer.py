@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +76,23 @@ class Answerer:
             return AnswerPlan(question, [], None, 0)
         prompt = runtime.render_chat([ChatMessage(r, c) for r, c in answer_messages(question, sources)])
         return AnswerPlan(question, sources, prompt, max_tokens)
+
+    def cache_key(self, plan: AnswerPlan) -> str | None:
+        """What makes two answers the same (for one loaded model): the exact prompt, the sources
+        the citations point at, the generation parameters and the verification; None when there
+        is nothing to generate."""
+        if plan.prompt is None:
+            return None
+        digest = hashlib.sha256()
+        verifier = self.verifier.name if self.verifier is not None else ""
+        settings = (self.settings.unsupported_sentences, self.settings.refuse_unsupported, verifier)
+        for part in (plan.prompt, repr(self._params(plan)), repr(settings)):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        for s in plan.sources:
+            hit = s.hit
+            digest.update(msgspec.json.encode((s.n, hit.chunk_id, hit.document_id, hit.title, hit.location)))
+        return digest.hexdigest()
 
     def _params(self, plan: AnswerPlan) -> GenerationParams:
         return GenerationParams(max_tokens=plan.max_tokens, temperature=self.settings.temperature, top_p=0.95)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from appliance.db.connection import Database
+from appliance.db.generations import Generations
 from appliance.index.protocols import IndexedChunk, SearchIndex
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,15 @@ class IndexSync:
     """
 
     def __init__(
-        self, db: Database, indexes: Sequence[SearchIndex], save_intervals: dict[str, float] | None = None
+        self,
+        db: Database,
+        indexes: Sequence[SearchIndex],
+        save_intervals: dict[str, float] | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self.db = db
+        # Moved after each apply: what a search returns changed (caches keyed by it miss).
+        self.generations = generations
         self.indexes = list(indexes)
         self._save_intervals = save_intervals or {}
         self._applied: dict[str, int] = {}  # in memory: applied and searchable
@@ -83,6 +90,8 @@ class IndexSync:
         return low, int(high or 0)
 
     def _rebuild(self, index: SearchIndex, seq: int) -> None:
+        if self.generations is not None:
+            self.generations.bump_all()
         index.reset()
         last_id = 0
         while True:
@@ -154,6 +163,10 @@ class IndexSync:
                 if chunks:
                     index.upsert(chunks)
                 self._applied[index.name] = batch_end
+            if self.generations is not None:
+                self.generations.bump({c.collection for c in chunks})
+                if delete_ids:  # a deleted chunk's collection is no longer in the catalogue
+                    self.generations.bump_all()
             start = batch_end
         self._commit_due(force_commit)
         return min(self._applied.values(), default=0)

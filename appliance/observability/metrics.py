@@ -169,6 +169,15 @@ class Metrics:
             ["collection", "signal"],
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "appliance_cache_lookups_total",
+            "Cache lookups by cache (embedding, retrieval, answer) and outcome (hit, miss)",
+            ["cache", "outcome"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "appliance_cache_bytes", "Bytes held by each in-memory cache", ["cache"], registry=r
+        )
         self.duckdb_wal_set_aside = Gauge(
             "appliance_duckdb_wal_set_aside",
             "1 when the DuckDB WAL failed to replay at start and was moved aside (see /readyz), else 0.",
@@ -245,6 +254,9 @@ class Metrics:
         """One rating, counted under each collection its answer searched ("none" when it searched none)."""
         for collection in collections or ["none"]:
             self.feedback.labels(collection=collection, model=model, rating=rating).inc(n)
+
+    def count_cache_lookup(self, cache: str, hit: bool) -> None:
+        self.cache_lookups.labels(cache=cache, outcome="hit" if hit else "miss").inc()
 
     def count_trace(self, outcome: str, n: int = 1) -> None:
         self.answer_traces.labels(outcome=outcome).inc(n)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
 import numpy as np
 
-from appliance.config import RetrievalSettings
+from appliance.config import CacheSettings, RetrievalSettings
 from appliance.db.catalog import Catalog
 from appliance.errors import InvalidInput
 from appliance.index.protocols import IndexHit, KeywordIndex, VectorIndex
 from appliance.models.embedder import Embedder
 from appliance.records import Hit
+from appliance.retrieve.cache import LRUCache
 from appliance.retrieve.fusion import reciprocal_rank_fusion, weighted_fusion
 from appliance.retrieve.rerank import RerankCandidate, Reranker
 
@@ -25,6 +28,11 @@ MODES = ("keyword", "semantic", "hybrid")
 # With metadata filters the indexes cannot filter (they know only collections), so take
 # more candidates to leave enough after filtering in DuckDB.
 FILTER_OVERFETCH = 5
+
+
+# A cached result is served for the same query, collections (at the same content generation),
+# mode, depth, reranking and filters; the settings are fixed for the life of the process.
+_ResultKey = tuple[str, tuple[str, ...], int, str, bool, str, tuple[int, tuple[int, ...]]]
 
 
 @dataclass(slots=True)
@@ -38,6 +46,12 @@ class SearchResult:
     best_similarity: float | None = None
     # The query's embedding when the semantic retriever ran (answer traces keep it, for drift).
     query_vector: np.ndarray | None = None
+    cached: bool = False  # served from the retrieval cache
+
+
+def _result_bytes(result: SearchResult) -> int:
+    vector = result.query_vector.nbytes if result.query_vector is not None else 0
+    return 512 + vector + sum(600 + len(h.text) * 2 for h in result.hits)
 
 
 class HybridSearcher:
@@ -49,6 +63,8 @@ class HybridSearcher:
         embedder: Embedder,
         settings: RetrievalSettings,
         reranker: Reranker | None = None,
+        cache: CacheSettings | None = None,
+        on_cache_lookup: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.keyword = keyword
@@ -56,6 +72,20 @@ class HybridSearcher:
         self.embedder = embedder
         self.settings = settings
         self.reranker = reranker
+        cache = cache or CacheSettings(enabled=False)
+        mb = 1 << 20
+        # Query embeddings: the same question asked again skips the embedder (most of a search's
+        # time on a CPU); results: the same search over unchanged collections skips everything.
+        self.embedding_cache: LRUCache[np.ndarray] | None = (
+            LRUCache("embedding", cache.embedding_mb * mb, lambda v: v.nbytes + 200, on_cache_lookup)
+            if cache.enabled and cache.embedding_mb
+            else None
+        )
+        self.result_cache: LRUCache[SearchResult] | None = (
+            LRUCache("retrieval", cache.retrieval_mb * mb, _result_bytes, on_cache_lookup)
+            if cache.enabled and cache.retrieval_mb
+            else None
+        )
 
     def search(
         self,
@@ -65,7 +95,10 @@ class HybridSearcher:
         mode: str | None = None,
         rerank: bool | None = None,
         filters: dict | None = None,
+        cache: bool = True,
     ) -> SearchResult:
+        """The top_k hits over `collections`. `cache=False` neither reads nor fills the caches
+        (evaluation measures the retrievers themselves)."""
         mode = mode or self.settings.default_mode
         if mode not in MODES:
             raise InvalidInput(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
@@ -76,8 +109,44 @@ class HybridSearcher:
         use_rerank = (self.settings.reranker != "none") if rerank is None else rerank
         if use_rerank and self.reranker is None:
             raise InvalidInput("no reranker is configured on this server (retrieval.reranker)")
-        timings: dict[str, float] = {}
         started = time.perf_counter()
+        key: _ResultKey | None = None
+        if cache and self.result_cache is not None:
+            names = tuple(sorted(set(collections)))
+            filtered = json.dumps(filters, sort_keys=True, default=str) if filters else ""
+            generation = self.catalog.generations.of(names)
+            key = (query, names, top_k, mode, use_rerank, filtered, generation)
+            if (hit := self.result_cache.get(key)) is not None:
+                return dataclasses.replace(
+                    hit, hits=list(hit.hits), timings={"total_ms": _ms(started)}, cached=True
+                )
+        result = self._search(query, collections, top_k, mode, use_rerank, filters, started, cache)
+        if key is not None:
+            self.result_cache.put(key, result)
+        return result
+
+    def _embed(self, query: str, cache: bool) -> np.ndarray:
+        if not cache or self.embedding_cache is None:
+            return self.embedder.embed_query(query)
+        vector = self.embedding_cache.get(query)
+        if vector is None:
+            vector = self.embedder.embed_query(query)
+            vector.flags.writeable = False  # shared by every search that asks the same
+            self.embedding_cache.put(query, vector)
+        return vector
+
+    def _search(
+        self,
+        query: str,
+        collections: Sequence[str],
+        top_k: int,
+        mode: str,
+        use_rerank: bool,
+        filters: dict | None,
+        started: float,
+        cache: bool,
+    ) -> SearchResult:
+        timings: dict[str, float] = {}
         depth = max(self.settings.candidates, top_k, self.settings.rerank_candidates if use_rerank else 0)
         if filters:
             depth *= FILTER_OVERFETCH
@@ -93,7 +162,7 @@ class HybridSearcher:
             timings["keyword_ms"] = _ms(t)
         if mode in ("semantic", "hybrid"):
             t = time.perf_counter()
-            vector = self.embedder.embed_query(query)
+            vector = self._embed(query, cache)
             timings["embed_ms"] = _ms(t)
             t = time.perf_counter()
             semantic = self.vectors.search(vector, collections, depth)

@@ -80,7 +80,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for question in QUESTIONS:
                 body = http.post(
-                    "/api/v1/knowledge/query", json={"query": question, "collections": ["bench"]}
+                    "/api/v1/knowledge/query",
+                    json={"query": question, "collections": ["bench"], "cache": False},
                 ).json()
                 answers += 1
                 cited += bool(body["citations"])
@@ -92,7 +93,7 @@ def main() -> None:
                 with http.stream(
                     "POST",
                     "/api/v1/knowledge/query",
-                    json={"query": question, "collections": ["bench"], "stream": True},
+                    json={"query": question, "collections": ["bench"], "stream": True, "cache": False},
                 ) as r:
                     for line in r.iter_lines():
                         if line.startswith("data: "):

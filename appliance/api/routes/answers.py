@@ -35,6 +35,7 @@ class QueryIn(msgspec.Struct, forbid_unknown_fields=True):
     top_k: int | None = None
     model: str | None = None
     stream: bool = False
+    cache: bool = True  # false: neither read nor fill the retrieval and answer caches
 
 
 class ConversationIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,9 +105,10 @@ async def knowledge_query(
             data.model,
             cancel=cancel,
             on_position=on_position,
+            cache=data.cache,
         ),
         lambda cancel: answers.answer(
-            caller, data.query, data.collections, data.top_k, data.model, cancel=cancel
+            caller, data.query, data.collections, data.top_k, data.model, cancel=cancel, cache=data.cache
         ),
         data.stream,
     )

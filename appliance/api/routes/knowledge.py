@@ -22,12 +22,14 @@ async def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchO
         mode=data.mode,
         rerank=data.rerank,
         filters=data.filters,
+        cache=data.cache,
     )
     return SearchOut(
         hits=result.hits,
         timings=result.timings,
         mode=result.mode,
         reranked=result.reranked,
+        cached=result.cached,
     )
 
 
