@@ -45,7 +45,7 @@ from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, de
 from appliance.models.embedder import SentenceTransformerEmbedder
 from appliance.models.service import ModelService
 from appliance.observability.audit import AuditLog
-from appliance.observability.metrics import Metrics
+from appliance.observability.metrics import Metrics, watch_process
 from appliance.offline import enforce_offline
 from appliance.retrieve.rerank import Reranker, load_reranker
 from appliance.retrieve.search import HybridSearcher
@@ -129,6 +129,7 @@ class Appliance:
             self._reranker(),
         )
         self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
+        watch_process(self.metrics, self.data_dir, lambda: self.models.health()["state"])
 
         # Ingestion and background work.
         self.parser = make_parser(settings.parsing, settings.parsing.processes or settings.jobs.workers)

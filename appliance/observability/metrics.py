@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 # 1 ms .. 60 s: a keyword lookup takes about a millisecond, a long CPU generation about a minute.
@@ -368,3 +370,51 @@ def instrument_app(
     # every HTTP request through it, so wrapping it sees the final status of every response.
     app.asgi_handler = HttpMetricsMiddleware(app.asgi_handler, metrics, clock)
     return app
+
+
+# --- readings taken at scrape time (memory, data disk, chat model state) ---------------------------
+
+CHAT_MODEL_STATES = ("loaded", "loading", "failed", "unloaded")
+
+
+def watch_process(metrics: Metrics, data_dir: Path, chat_state: Callable[[], str]) -> None:
+    """Expose what is read rather than counted: this process's memory and CPU (process_*, from
+    /proc), the data disk's size and free space, and the chat model's state (`chat_state()` is one
+    of CHAT_MODEL_STATES). The dashboard and the alert rules under ops/ use them."""
+    ProcessCollector(registry=metrics.registry)
+    metrics.registry.register(_Readings(data_dir, chat_state))
+
+
+class _Readings:
+    """appliance_data_disk_*_bytes and appliance_chat_model_state, read at each scrape."""
+
+    def __init__(self, data_dir: Path, chat_state: Callable[[], str]) -> None:
+        self.data_dir = data_dir
+        self.chat_state = chat_state
+
+    def collect(self):
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError:  # a vanished mount must not fail the whole scrape
+            usage = None
+        if usage is not None:
+            yield GaugeMetricFamily(
+                "appliance_data_disk_total_bytes",
+                "Size of the file system holding the data directory.",
+                value=usage.total,
+            )
+            yield GaugeMetricFamily(
+                "appliance_data_disk_free_bytes",
+                "Space available to the appliance on the file system holding the data directory.",
+                value=usage.free,
+            )
+        try:
+            current = self.chat_state()
+        except Exception:  # the scrape reports what it can
+            current = "failed"
+        state = GaugeMetricFamily(
+            "appliance_chat_model_state", "1 for the chat model's current state, else 0.", labels=["state"]
+        )
+        for name in CHAT_MODEL_STATES:
+            state.add_metric([name], 1.0 if name == current else 0.0)
+        yield state
