@@ -34,6 +34,7 @@ from appliance.api.routes import (
     sources,
 )
 from appliance.api.routes.docs import OfflineSwaggerPlugin
+from appliance.api.routes.mcp import McpEndpoint, mcp_route
 from appliance.core import Appliance
 from appliance.observability.metrics import instrument_app
 
@@ -53,6 +54,7 @@ def create_app(appliance: Appliance) -> Litestar:
     )
     admission = Admission.from_settings(appliance.settings)
     admission.register_metrics(appliance.metrics.registry)
+    mcp = McpEndpoint()
     app = Litestar(
         route_handlers=[
             *health.route_handlers,
@@ -71,6 +73,7 @@ def create_app(appliance: Appliance) -> Litestar:
             feedback.answers_router,
             feedback.feedback_router,
             drift.router,
+            mcp_route(mcp),
         ],
         dependencies=DEPENDENCIES,
         middleware=[
