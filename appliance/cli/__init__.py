@@ -20,6 +20,7 @@ from appliance.cli import (
     query,
     serve,
     sources,
+    status,
 )
 from appliance.cli import eval as evaluation
 from appliance.cli.common import make_parents
@@ -41,6 +42,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     feedback,
     evaluation,
     mcp,
+    status,
 )
 
 
