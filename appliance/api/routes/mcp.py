@@ -67,9 +67,12 @@ class McpEndpoint:
         scheme, _, key = (ctx.headers or {}).get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("missing API key")  # the auth middleware refused it already
-        return AsyncApplianceClient(
-            INTERNAL_URL, key.strip(), timeout=120.0, transport=httpx.ASGITransport(app=self._app)
+        # The inner call is the outer caller's, in the audit log and the failed-auth accounting too.
+        peer = getattr(ctx.request_context.request, "client", None)
+        transport = httpx.ASGITransport(
+            app=self._app, client=(peer.host, peer.port) if peer else ("unknown", 0)
         )
+        return AsyncApplianceClient(INTERNAL_URL, key.strip(), timeout=120.0, transport=transport)
 
     async def _run(self) -> None:
         assert self._started is not None
