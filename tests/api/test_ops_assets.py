@@ -66,12 +66,14 @@ def tokenize(expr: str) -> list[tuple[str, str]]:
     return tokens
 
 
-def selected_metrics(expr: str) -> set[str]:
-    """The metric names an expression selects: identifiers outside label matchers `{}`, range and
-    subquery brackets `[]` and label lists (`by (...)`, `on (...)`), that are no function,
-    aggregation or keyword. An unknown function is an error (a typo would otherwise pass)."""
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """The vector selectors of an expression: each metric name with the labels its matchers name.
+
+    A metric name is an identifier outside label matchers `{}`, range and subquery brackets `[]`
+    and label lists (`by (...)`, `on (...)`) that is no function, aggregation or keyword. An
+    unknown function is an error (a typo would otherwise pass)."""
     tokens = tokenize(expr)
-    names: set[str] = set()
+    found: list[tuple[str, set[str]]] = []
     depth = {"{": 0, "[": 0}
     i = 0
     while i < len(tokens):
@@ -81,6 +83,8 @@ def selected_metrics(expr: str) -> set[str]:
             depth[text] += 1
         elif text in "}]" and kind == "op":
             depth["{" if text == "}" else "["] -= 1
+        elif kind == "ident" and depth["{"] and nxt in ("=", "!=", "=~", "!~") and found:
+            found[-1][1].add(text)  # a matcher of the selector just opened
         elif kind == "ident" and not depth["{"] and not depth["["]:
             low = text.lower()
             if low in LABEL_LIST_KEYWORDS:
@@ -94,22 +98,29 @@ def selected_metrics(expr: str) -> set[str]:
                 if text not in FUNCTIONS:
                     raise ValueError(f"unknown PromQL function {text!r} in {expr!r}")
             else:
-                names.add(text)
+                found.append((text, set()))
         i += 1
-    return names
+    return found
 
 
-def exposed_series_names(exposition: str) -> set[str]:
-    """Every name a selector may use for the exposed families: a gauge's own name, a counter's
-    `_total`, a histogram's `_bucket`, `_sum` and `_count` (families with no sample yet included)."""
-    names: set[str] = set()
+def selected_metrics(expr: str) -> set[str]:
+    return {name for name, _ in selectors(expr)}
+
+
+def exposed_series_names(exposition: str) -> dict[str, set[str] | None]:
+    """Every name a selector may use for the exposed families (a gauge's own name, a counter's
+    `_total`, a histogram's `_bucket`, `_sum` and `_count`), with the labels its samples carry;
+    None for a family with no sample yet (its labels are unknown, its name exposed all the same)."""
+    names: dict[str, set[str] | None] = {}
     for family in text_string_to_metric_families(exposition):
+        labels = {label for sample in family.samples for label in sample.labels} or None
         if family.type == "counter":
-            names |= {f"{family.name}_total", f"{family.name}_created"}
+            series = [f"{family.name}_total", f"{family.name}_created"]
         elif family.type in ("histogram", "summary"):
-            names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count", "created")}
+            series = [f"{family.name}_{s}" for s in ("bucket", "sum", "count", "created")]
         else:
-            names.add(family.name)
+            series = [family.name]
+        names.update(dict.fromkeys(series, labels))
     return names
 
 
@@ -153,6 +164,11 @@ def test_the_tokenizer_finds_exactly_the_selected_metrics(expr, expected):
     assert selected_metrics(expr) == expected
 
 
+def test_the_tokenizer_finds_the_labels_each_selector_matches():
+    expr = 'sum by (le) (rate(a_bucket{stage="total", le!~"1|2"}[5m])) / on (x) b{job=~"j.*"} + c'
+    assert selectors(expr) == [("a_bucket", {"stage", "le"}), ("b", {"job"}), ("c", set())]
+
+
 def test_the_tokenizer_refuses_an_unknown_function():
     with pytest.raises(ValueError, match="histogram_quantil"):
         selected_metrics("histogram_quantil(0.9, x_bucket)")
@@ -182,7 +198,7 @@ def test_the_ops_files_are_well_formed():
 
 
 @pytest.fixture(scope="module")
-def exposed(isolation_world) -> set[str]:
+def exposed(isolation_world) -> dict[str, set[str] | None]:
     with isolation_world.srv.client() as admin:
         scrape = admin.get("/metrics")
     assert scrape.status_code == 200, scrape.text
@@ -192,20 +208,24 @@ def exposed(isolation_world) -> set[str]:
 def test_a_renamed_metric_would_be_caught(exposed):
     assert "rag_ingestion_lag_seconds" in exposed
     assert "llm_tokens_per_second_bucket" in exposed and "llm_tokens_per_second" not in exposed
-    assert selected_metrics("max(rag_ingestion_lag_secs)") - exposed == {"rag_ingestion_lag_secs"}
+    assert selected_metrics("max(rag_ingestion_lag_secs)") - exposed.keys() == {"rag_ingestion_lag_secs"}
+    # A renamed label too, where the scrape has samples to show the family's labels.
+    assert exposed["rag_query_latency_seconds_bucket"] == {"stage", "le"}
 
 
 @pytest.mark.parametrize(
     ("where", "exprs"), [("dashboard", dashboard_expressions), ("alerts", alert_expressions)]
 )
-def test_every_metric_the_ops_files_use_is_exposed(exposed, where, exprs):
-    missing = {
-        f"{title}: {name}"
-        for title, expr in exprs()
-        for name in selected_metrics(expr)
-        if name not in exposed
-    }
+def test_every_metric_and_label_the_ops_files_use_is_exposed(exposed, where, exprs):
+    missing, unknown_labels = set(), set()
+    for title, expr in exprs():
+        for name, labels in selectors(expr):
+            if name not in exposed:
+                missing.add(f"{title}: {name}")
+            elif exposed[name] is not None and labels - exposed[name]:
+                unknown_labels.add(f"{title}: {name} {sorted(labels - exposed[name])}")
     assert not missing, f"{where} uses metrics /metrics does not expose: {sorted(missing)}"
+    assert not unknown_labels, f"{where} matches labels the metrics do not have: {sorted(unknown_labels)}"
 
 
 def test_promtool_accepts_the_rules_and_their_unit_tests():
