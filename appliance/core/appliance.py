@@ -129,7 +129,12 @@ class Appliance:
             self._reranker(),
         )
         self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
-        watch_process(self.metrics, self.data_dir, lambda: self.models.health()["state"])
+        watch_process(
+            self.metrics,
+            self.data_dir,
+            lambda: self.models.health()["state"],
+            lambda: [(c.name, c.documents, c.chunks) for c in self.catalog.list_collections()],
+        )
 
         # Ingestion and background work.
         self.parser = make_parser(settings.parsing, settings.parsing.processes or settings.jobs.workers)
