@@ -222,6 +222,8 @@ else
 fi
 mkdir -p "$REL/share/appliance"
 cp "$TEMPLATES/README.md" "$REL/share/appliance/README.md" 2>/dev/null || true
+# The Grafana dashboard and the Prometheus alert rules, for the operator's monitoring.
+[ ! -d "$TEMPLATES/ops" ] || cp -R "$TEMPLATES/ops" "$REL/share/appliance/ops"
 "$REL/bin/appliance" --help >/dev/null || die "the new release does not run: $REL/bin/appliance --help failed"
 
 # -- config (written once, never overwritten) ------------------------------------------------------
@@ -354,6 +356,8 @@ say "  data:      $DATA (drop folder: $DATA/inbox/<collection>/)"
 say "  admin key: $DATA/admin.key (written at first start; sudo cat $DATA/admin.key)"
 say "  console:   sudo $BIN_LINK console"
 say "  checks:    sudo $BIN_LINK doctor"
+say "  grafana:   $OPT/current/share/appliance/ops/grafana/appliance.json (import as a dashboard)"
+say "  alerts:    $OPT/current/share/appliance/ops/prometheus/alerts.yml (Prometheus rule_files; scrape /metrics with an admin key)"
 if [ "$START" = 0 ]; then
     say "  the service was not started (--no-start): sudo systemctl enable --now appliance"
 elif [ "$SYSTEMD" = 1 ]; then

@@ -85,6 +85,7 @@ echo "==> locks, templates, manifest" >&2
 cp install.sh README.md "$STAGE/"
 cp systemd/appliance.service "$STAGE/systemd/"
 cp etc/appliance.toml "$STAGE/etc/"
+cp -R ops "$STAGE/ops"
 "$PYTHON_BIN" - "$STAGE" "$WORK/models.in" "$VERSION" "$GPU" "$MODELS" <<'EOF'
 import hashlib, json, re, sys, time
 from pathlib import Path

@@ -17,6 +17,7 @@ MACHINE_FACTS = (
     "changing a repository's owner needs root",
     "systemd-analyze",
     "cannot mount a tmpfs here",
+    "promtool is not installed",
 )
 
 

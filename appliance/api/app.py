@@ -33,6 +33,8 @@ from appliance.api.routes import (
     openai,
     sources,
 )
+from appliance.api.routes.docs import OfflineSwaggerPlugin
+from appliance.api.routes.mcp import McpEndpoint, mcp_route
 from appliance.core import Appliance
 from appliance.observability.metrics import instrument_app
 
@@ -43,14 +45,16 @@ def create_app(appliance: Appliance) -> Litestar:
     openapi = OpenAPIConfig(
         title="Appliance API",
         version=__version__,
-        # Only the JSON document: the HTML viewers load scripts from public CDNs, useless offline.
-        render_plugins=[JsonRenderPlugin()],
+        # The JSON document, and Swagger UI from shipped files at /schema/docs (Litestar's own
+        # viewers load scripts from public CDNs, useless offline).
+        render_plugins=[JsonRenderPlugin(), OfflineSwaggerPlugin()],
         path="/schema",
         # Security is declared per operation (api/openapi.py): the probes and the webhook need no key.
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
     )
     admission = Admission.from_settings(appliance.settings)
     admission.register_metrics(appliance.metrics.registry)
+    mcp = McpEndpoint()
     app = Litestar(
         route_handlers=[
             *health.route_handlers,
@@ -69,6 +73,7 @@ def create_app(appliance: Appliance) -> Litestar:
             feedback.answers_router,
             feedback.feedback_router,
             drift.router,
+            mcp_route(mcp),
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -16,9 +16,11 @@ from appliance.cli import (
     ingest,
     jobs,
     keys,
+    mcp,
     query,
     serve,
     sources,
+    status,
 )
 from appliance.cli import eval as evaluation
 from appliance.cli.common import make_parents
@@ -39,6 +41,8 @@ COMMANDS: tuple[ModuleType, ...] = (
     backup,
     feedback,
     evaluation,
+    mcp,
+    status,
 )
 
 

@@ -45,7 +45,7 @@ from appliance.models.catalog import MINILM_NAME, MPNET_NAME, assemble_mpnet, de
 from appliance.models.embedder import SentenceTransformerEmbedder
 from appliance.models.service import ModelService
 from appliance.observability.audit import AuditLog
-from appliance.observability.metrics import Metrics
+from appliance.observability.metrics import Metrics, watch_process
 from appliance.offline import enforce_offline
 from appliance.retrieve.rerank import Reranker, load_reranker
 from appliance.retrieve.search import HybridSearcher
@@ -135,6 +135,12 @@ class Appliance:
             if cache is not None:
                 self.metrics.cache_bytes.labels(cache=cache.name).set_function(lambda c=cache: c.size_bytes)
         self.models = ModelService(settings, self.embedder, self.data_dir, self.metrics)
+        watch_process(
+            self.metrics,
+            self.data_dir,
+            lambda: self.models.health()["state"],
+            lambda: [(c.name, c.documents, c.chunks) for c in self.catalog.list_collections()],
+        )
 
         # Ingestion and background work.
         self.parser = make_parser(settings.parsing, settings.parsing.processes or settings.jobs.workers)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 # 1 ms .. 60 s: a keyword lookup takes about a millisecond, a long CPU generation about a minute.
@@ -380,3 +382,93 @@ def instrument_app(
     # every HTTP request through it, so wrapping it sees the final status of every response.
     app.asgi_handler = HttpMetricsMiddleware(app.asgi_handler, metrics, clock)
     return app
+
+
+# --- readings taken at scrape time (memory, data disk, chat model state, catalogue) ----------------
+
+CHAT_MODEL_STATES = ("loaded", "loading", "failed", "unloaded")
+CATALOGUE_READ_EVERY_S = 30.0
+
+
+def watch_process(
+    metrics: Metrics,
+    data_dir: Path,
+    chat_state: Callable[[], str],
+    collections: Callable[[], Iterable[tuple[str, int, int]]] | None = None,
+) -> None:
+    """Expose what is read rather than counted: this process's memory and CPU (process_*, from
+    /proc), the data disk's size and free space, the chat model's state (`chat_state()` is one of
+    CHAT_MODEL_STATES) and, given `collections()` as (name, documents, chunks), the catalogue's
+    size per collection. The dashboard and the alert rules under ops/ use them."""
+    ProcessCollector(registry=metrics.registry)
+    metrics.registry.register(_Readings(data_dir, chat_state, collections))
+
+
+class _Readings:
+    """appliance_data_disk_*_bytes, appliance_chat_model_state and appliance_collection_*, read at
+    each scrape; a reading that fails is left out, never failing the scrape."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        chat_state: Callable[[], str],
+        collections: Callable[[], Iterable[tuple[str, int, int]]] | None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.chat_state = chat_state
+        self.collections = collections
+        self._catalogue: tuple[float, list[tuple[str, int, int]]] | None = None
+
+    def _read_catalogue(self) -> list[tuple[str, int, int]]:
+        # Counting chunks is a query over the whole catalogue, and the registry is read every few
+        # seconds (the dashboard's sampler, stats.py), not only by Prometheus: one count a while.
+        now = time.monotonic()
+        if self._catalogue is None or now - self._catalogue[0] >= CATALOGUE_READ_EVERY_S:
+            self._catalogue = (now, list(self.collections() if self.collections else ()))
+        return self._catalogue[1]
+
+    def collect(self):
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError:  # a vanished mount must not fail the whole scrape
+            usage = None
+        if usage is not None:
+            yield GaugeMetricFamily(
+                "appliance_data_disk_total_bytes",
+                "Size of the file system holding the data directory.",
+                value=usage.total,
+            )
+            yield GaugeMetricFamily(
+                "appliance_data_disk_free_bytes",
+                "Space available to the appliance on the file system holding the data directory.",
+                value=usage.free,
+            )
+        try:
+            current = self.chat_state()
+        except Exception:  # the scrape reports what it can
+            current = "failed"
+        state = GaugeMetricFamily(
+            "appliance_chat_model_state", "1 for the chat model's current state, else 0.", labels=["state"]
+        )
+        for name in CHAT_MODEL_STATES:
+            state.add_metric([name], 1.0 if name == current else 0.0)
+        yield state
+        documents = GaugeMetricFamily(
+            "appliance_collection_documents",
+            "Documents stored in a collection (counted at most every 30 s).",
+            labels=["collection"],
+        )
+        chunks = GaugeMetricFamily(
+            "appliance_collection_chunks",
+            "Chunks stored in a collection (counted at most every 30 s).",
+            labels=["collection"],
+        )
+        try:
+            for name, n_documents, n_chunks in self._read_catalogue():
+                documents.add_metric([name], n_documents)
+                chunks.add_metric([name], n_chunks)
+        except Exception:  # a catalogue that cannot answer (a full disk stopped DuckDB) leaves gaps
+            pass
+        else:
+            yield documents
+            yield chunks

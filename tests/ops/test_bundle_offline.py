@@ -51,6 +51,8 @@ def test_bundle_installs_and_serves_with_no_network(tmp_path):
         "models.lock",
         "systemd/appliance.service",
         "etc/appliance.toml",
+        "ops/grafana/appliance.json",
+        "ops/prometheus/alerts.yml",
     ):
         assert f"appliance-bundle-0.1.0/{item}" in listing.splitlines() or any(
             line.endswith(f"/{item}") for line in listing.splitlines()

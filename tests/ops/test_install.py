@@ -86,6 +86,10 @@ def test_dev_install_lays_out_the_whole_tree(root):
         and f"{root}/usr/local/bin/appliance console" in out
     )
     assert "--no-start" in out
+    # The monitoring files ship with the release, at the paths the installer prints.
+    for shipped in ("ops/grafana/appliance.json", "ops/prometheus/alerts.yml"):
+        path = root / "opt/appliance/current/share/appliance" / shipped
+        assert path.is_file() and str(path) in out, shipped
 
 
 def test_installed_unit_verifies_cleanly_and_is_hardened(root):
