@@ -33,6 +33,7 @@ from appliance.api.routes import (
     openai,
     sources,
 )
+from appliance.api.routes import registry as model_registry
 from appliance.core import Appliance
 from appliance.observability.metrics import instrument_app
 
@@ -69,6 +70,7 @@ def create_app(appliance: Appliance) -> Litestar:
             feedback.answers_router,
             feedback.feedback_router,
             drift.router,
+            model_registry.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

