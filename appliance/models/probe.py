@@ -85,7 +85,7 @@ def probe_in_process(path: Path, limits: ProbeLimits) -> dict[str, Any]:
     result["native_tools"] = bool(getattr(runtime, "native_tools", False))
     if getattr(runtime, "constrained_decoding", False):
         grammar = json_grammar(_JSON_SCHEMA)
-        json_params = GenerationParams(max_tokens=24, temperature=0.0, seed=1, grammar=grammar)
+        json_params = GenerationParams(max_tokens=16, temperature=0.0, seed=1, grammar=grammar)
         source = prompt if result["chat_template"]["renders"] else 'Answer in JSON: {"ok": '
         try:
             text, _, _ = _timed(runtime, source, json_params)
