@@ -38,13 +38,17 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--run", help="a finished eval run of this version for the gate (default: the gate runs)")
     a.set_defaults(func=_promote)
 
-    a = actions.add_parser("rollback", parents=[parents.client], help="move an alias back to its previous version")
+    a = actions.add_parser(
+        "rollback", parents=[parents.client], help="move an alias back to its previous version"
+    )
     a.add_argument("name")
     a.add_argument("--alias", default="production")
     a.add_argument("--reason", default="")
     a.set_defaults(func=_rollback)
 
-    a = actions.add_parser("history", parents=[parents.client], help="every alias move of a family, oldest first")
+    a = actions.add_parser(
+        "history", parents=[parents.client], help="every alias move of a family, oldest first"
+    )
     a.add_argument("name")
     a.set_defaults(func=_history)
 

@@ -475,12 +475,18 @@ def promote_model(name: str, version: int, alias: str, reason: str = "", run: st
     if run:
         body["run"] = run
     return Call(
-        "POST", "/api/v1/models/{name}/aliases/{alias}", {"name": name, "alias": alias}, json=body, timeout=None
+        "POST",
+        "/api/v1/models/{name}/aliases/{alias}",
+        {"name": name, "alias": alias},
+        json=body,
+        timeout=None,
     )
 
 
 def rollback_model(name: str, alias: str = "production", reason: str = "") -> Call:
-    return Call("POST", "/api/v1/models/{name}/rollback", {"name": name}, json={"alias": alias, "reason": reason})
+    return Call(
+        "POST", "/api/v1/models/{name}/rollback", {"name": name}, json={"alias": alias, "reason": reason}
+    )
 
 
 def set_model_gate(name: str, gate: str | None) -> Call:

@@ -64,7 +64,9 @@ class Registry:
         self.data_dir = data_dir
         self.registry = ModelRegistry(store, models.models_dir, intake_limits(settings))
         self.inbox = ModelInbox(
-            self.registry.models_dir / "inbox", self.registry.take_from_inbox, settings.registry.inbox_poll_seconds
+            self.registry.models_dir / "inbox",
+            self.registry.take_from_inbox,
+            settings.registry.inbox_poll_seconds,
         )
 
     def start(self) -> None:
@@ -132,9 +134,7 @@ class Registry:
         if gate is not None and gate not in {g.name for g in self.evals.list_gates(scope)}:
             raise NotFound(f"gate {gate!r} does not exist: create it with `appliance eval gate-create`")
         self.registry.store.set_gate(family.name, gate)
-        self.audit.append(
-            "model.gate", principal=scope.principal, target=family.name, detail={"gate": gate}
-        )
+        self.audit.append("model.gate", principal=scope.principal, target=family.name, detail={"gate": gate})
         return self.registry.family(name)
 
     def promote(
@@ -156,7 +156,9 @@ class Registry:
         target = self.registry.store.version(family.name, version)
         if target.state == "rejected":
             self._audit_move(scope, family.name, alias, version, "denied", {"reason": target.reason})
-            raise Conflict(f"{family.name} version {version} was rejected ({target.reason}): it can never be promoted")
+            raise Conflict(
+                f"{family.name} version {version} was rejected ({target.reason}): it can never be promoted"
+            )
         report: GateReport | None = None
         if alias in GATED_ALIASES and family.gate:
             report = self._check_gate(scope, family.gate, family.name, version, run_id, wait)
@@ -207,7 +209,9 @@ class Registry:
             if gate is None:
                 raise Conflict(f"the gate {gate_name!r} of {family} no longer exists: set another one")
             if gate.run_options is None:
-                raise InvalidInput(f"gate {gate_name!r} has no run options: give the finished eval run (--run)")
+                raise InvalidInput(
+                    f"gate {gate_name!r} has no run options: give the finished eval run (--run)"
+                )
             o = gate.run_options
             # The candidate answers the gate's set, not whatever model is serving now.
             model = None if o.retrieval_only else f"{family}@{version}"
@@ -218,7 +222,9 @@ class Registry:
             run_id = run.id
         return self.evals.check_gate(scope, gate_name, run_id, wait=0.01)
 
-    def _audit_move(self, scope: Scope, family: str, alias: str, version: int, outcome: str, detail: dict) -> None:
+    def _audit_move(
+        self, scope: Scope, family: str, alias: str, version: int, outcome: str, detail: dict
+    ) -> None:
         self.audit.append(
             "model.alias",
             principal=scope.principal,
@@ -238,7 +244,11 @@ class Registry:
         except Exception as exc:
             log.warning(
                 "default moved but the chat model could not be switched now",
-                extra={"model": move.name, "version": move.version, "error": getattr(exc, "detail", str(exc))},
+                extra={
+                    "model": move.name,
+                    "version": move.version,
+                    "error": getattr(exc, "detail", str(exc)),
+                },
             )
 
 

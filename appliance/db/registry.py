@@ -96,7 +96,8 @@ class RegistryStore:
 
     def version_with_sha(self, family: str, sha256: str) -> int | None:
         row = self.db.fetchone(
-            "SELECT max(version) FROM model_versions WHERE family = ? AND sha256 = ?", [family.lower(), sha256]
+            "SELECT max(version) FROM model_versions WHERE family = ? AND sha256 = ?",
+            [family.lower(), sha256],
         )
         return row[0] if row and row[0] is not None else None
 
@@ -112,7 +113,8 @@ class RegistryStore:
         name = self._name(family)
         aliases = self.aliases(family)
         rows = self.db.fetch_dicts(
-            f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE family = ? ORDER BY version", [family.lower()]
+            f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE family = ? ORDER BY version",
+            [family.lower()],
         )
         return [self._version(name, r, aliases) for r in rows]
 

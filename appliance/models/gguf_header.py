@@ -87,7 +87,9 @@ class _Cursor:
 
     def take(self, n: int) -> int:
         if n < 0 or self.pos + n > self.size:
-            raise HeaderError(f"the header runs past the end of the file (at byte {self.pos}): truncated or corrupt")
+            raise HeaderError(
+                f"the header runs past the end of the file (at byte {self.pos}): truncated or corrupt"
+            )
         start = self.pos
         self.pos += n
         return start
@@ -212,7 +214,9 @@ def read_header(path: Path) -> GGUFHeader:
         except (ValueError, KeyError):
             raise HeaderError(f"tensor {name!r} has unknown type {ttype}: corrupt or unsupported") from None
         if elements % block:
-            raise HeaderError(f"tensor {name!r} has {elements} elements, not whole {qtype.name} blocks: corrupt")
+            raise HeaderError(
+                f"tensor {name!r} has {elements} elements, not whole {qtype.name} blocks: corrupt"
+            )
         end = max(end, offset + elements // block * type_size)
         parameters += elements
         types[qtype.name] = types.get(qtype.name, 0) + 1

@@ -49,7 +49,11 @@ class ModelInbox:
         look. Returns the files taken."""
         current: dict[Path, tuple[int, int]] = {}
         for path in sorted(self.folder.iterdir()) if self.folder.is_dir() else []:
-            if not path.is_file() or path.name.startswith(".") or path.name.lower().endswith(_PARTIAL_SUFFIXES):
+            if (
+                not path.is_file()
+                or path.name.startswith(".")
+                or path.name.lower().endswith(_PARTIAL_SUFFIXES)
+            ):
                 continue
             st = path.stat()
             current[path] = (st.st_size, st.st_mtime_ns)

@@ -104,7 +104,9 @@ def run_probe(path: Path, limits: ProbeLimits) -> dict[str, Any]:
     """Run the probe in a child process; a crash, a hang past the timeout or garbage output is a
     failed probe with its reason (`error`), never an exception here."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parents[2]), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).parents[2]), env.get("PYTHONPATH")) if p
+    )
     command = [
         sys.executable,
         "-m",

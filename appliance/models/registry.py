@@ -92,7 +92,11 @@ def tags_for(header: GGUFHeader | None, probe: dict | None) -> list[str]:
         described = " ".join(
             str(v)
             for k in ("general.tags", "general.basename", "general.finetune", "general.name")
-            for v in ([header.metadata.get(k)] if not isinstance(header.metadata.get(k), list) else header.metadata[k])
+            for v in (
+                [header.metadata.get(k)]
+                if not isinstance(header.metadata.get(k), list)
+                else header.metadata[k]
+            )
             if v
         ).lower()
         if re.search(r"\bcode|coder\b", described):
@@ -204,7 +208,9 @@ class ModelRegistry:
         failed = _probe_passed(result)
         state, reason = ("rejected", f"probe failed: {failed}") if failed else ("ready", None)
         self.store.set_probe(family, version, state, reason, tags_for(header, result), result)
-        log.info("model probed", extra={"model": family, "version": version, "state": state, "reason": reason})
+        log.info(
+            "model probed", extra={"model": family, "version": version, "state": state, "reason": reason}
+        )
         return self.store.version(family, version)
 
     def take_from_inbox(self, path: Path) -> ModelVersion:
@@ -286,21 +292,34 @@ class ModelRegistry:
         fam = self.store.family(family)
         target = self.store.version(fam.name, version)
         if target.state == "rejected":
-            raise Conflict(f"{fam.name} version {version} was rejected ({target.reason}): it can never be promoted")
+            raise Conflict(
+                f"{fam.name} version {version} was rejected ({target.reason}): it can never be promoted"
+            )
         if target.state != "ready":
-            raise Conflict(f"{fam.name} version {version} is {target.state}: only a version whose probe passed is promoted")
+            raise Conflict(
+                f"{fam.name} version {version} is {target.state}: only a version whose probe passed is promoted"
+            )
         wanted_kind = GLOBAL_ALIASES.get(alias)
         if wanted_kind is not None and target.kind != wanted_kind:
-            raise InvalidInput(f"alias {alias!r} names a {wanted_kind} model; {fam.name} is a {target.kind} model")
+            raise InvalidInput(
+                f"alias {alias!r} names a {wanted_kind} model; {fam.name} is a {target.kind} model"
+            )
         if wanted_kind == "chat" and "chat" not in target.tags:
-            raise Conflict(f"{fam.name} version {version} has no working chat template: it cannot be the default")
+            raise Conflict(
+                f"{fam.name} version {version} has no working chat template: it cannot be the default"
+            )
         if fam.aliases.get(alias) == version:
             raise Conflict(f"{alias!r} of {fam.name} is already version {version}")
         if wanted_kind is not None:
             for holder, _ in self.store.alias_holders(alias):
                 if holder.lower() != fam.name.lower():
                     self.store.move_alias(
-                        holder, alias, None, action="remove", actor=actor, reason=f"{alias} moved to {fam.name}"
+                        holder,
+                        alias,
+                        None,
+                        action="remove",
+                        actor=actor,
+                        reason=f"{alias} moved to {fam.name}",
                     )
         return self.store.move_alias(
             fam.name,
@@ -354,15 +373,21 @@ class ModelRegistry:
             else:
                 alias = qualifier
                 if alias not in fam.aliases:
-                    raise NotFound(f"{fam.name} has no alias {alias!r}", param="model", code="model_not_found")
+                    raise NotFound(
+                        f"{fam.name} has no alias {alias!r}", param="model", code="model_not_found"
+                    )
                 version = fam.aliases[alias]
         elif not qualifier:
             alias = name
             holders = [
-                (f, v) for f, v in self.store.alias_holders(alias) if kind is None or self.store.family(f).kind == kind
+                (f, v)
+                for f, v in self.store.alias_holders(alias)
+                if kind is None or self.store.family(f).kind == kind
             ]
             if not holders:
-                raise NotFound(f"no model {reference!r} in the registry", param="model", code="model_not_found")
+                raise NotFound(
+                    f"no model {reference!r} in the registry", param="model", code="model_not_found"
+                )
             if len(holders) > 1:
                 named = ", ".join(f"{f}@{alias}" for f, _ in holders)
                 raise Conflict(f"alias {alias!r} is held by several models: name one ({named})")
@@ -371,9 +396,13 @@ class ModelRegistry:
             raise NotFound(f"no model {name!r} in the registry", param="model", code="model_not_found")
         record = self.store.version(name, version)
         if record.state == "rejected":
-            raise Conflict(f"{record.name} version {version} was rejected ({record.reason}): it is never served")
+            raise Conflict(
+                f"{record.name} version {version} was rejected ({record.reason}): it is never served"
+            )
         if record.state != "ready":
-            raise Conflict(f"{record.name} version {version} is {record.state}: only ready versions are served")
+            raise Conflict(
+                f"{record.name} version {version} is {record.state}: only ready versions are served"
+            )
         self._verify(record)
         return ResolvedModel(
             reference=reference,

@@ -41,12 +41,16 @@ def family(app, tmp_path_factory):
     """A chat family with two ready versions (pinned copies of SmolLM2's bytes and of a variant)."""
     reg = app.registry.registry
     root = tmp_path_factory.mktemp("weights")
-    v1 = reg.register_pinned("assistant", "chat", "llama.cpp", smollm2_path(), SMOLLM2.sha256, None, "test", ["chat"])
+    v1 = reg.register_pinned(
+        "assistant", "chat", "llama.cpp", smollm2_path(), SMOLLM2.sha256, None, "test", ["chat"]
+    )
     variant = root / "variant.gguf"
     variant.write_bytes(smollm2_path().read_bytes()[:4096])  # never loaded here: only its hash matters
     from appliance.files import sha256_file
 
-    v2 = reg.register_pinned("assistant", "chat", "llama.cpp", variant, sha256_file(variant), None, "test", ["chat"])
+    v2 = reg.register_pinned(
+        "assistant", "chat", "llama.cpp", variant, sha256_file(variant), None, "test", ["chat"]
+    )
     return v1.name, v1.version, v2.version
 
 
@@ -58,9 +62,13 @@ def gates(app, admin, tmp_path_factory):
     for job in evalset.ingest_jobs:
         assert app.jobs.wait(job).state == "succeeded"
     options = EvalRunOptions(collection="topics", top_k=10, retrieval_only=True)
-    app.evals.create_gate(admin, "recall-ok", "topics", [GateThreshold(metric="recall@10", min=0.5)], run_options=options)
+    app.evals.create_gate(
+        admin, "recall-ok", "topics", [GateThreshold(metric="recall@10", min=0.5)], run_options=options
+    )
     # recall cannot exceed 1: this gate fails whatever the model.
-    app.evals.create_gate(admin, "impossible", "topics", [GateThreshold(metric="recall@10", min=1.01)], run_options=options)
+    app.evals.create_gate(
+        admin, "impossible", "topics", [GateThreshold(metric="recall@10", min=1.01)], run_options=options
+    )
     return "recall-ok", "impossible"
 
 
@@ -73,7 +81,11 @@ def test_builtins_are_registered_at_start_with_default_and_embedding(app, admin)
     assert families[SMOLLM2.name].aliases == {"default": 1}
     assert families[MINILM_NAME].aliases == {"embedding": 1} and families[MINILM_NAME].kind == "embedding"
     resolved = app.registry.resolve("default")
-    assert (resolved.name, resolved.sha256, resolved.path) == (SMOLLM2.name, SMOLLM2.sha256, str(smollm2_path()))
+    assert (resolved.name, resolved.sha256, resolved.path) == (
+        SMOLLM2.name,
+        SMOLLM2.sha256,
+        str(smollm2_path()),
+    )
 
 
 def test_ungated_promotion_is_marked_and_audited(app, admin, family):
@@ -200,7 +212,12 @@ def test_the_cli_speaks_json_for_list_promote_history_and_rollback(server, famil
     assert name in {f["name"] for f in run("list")}
     assert run("promote", name, str(v1), "--to", "shadow")["previous_version"] is None
     move = run("promote", name, str(v2), "--to", "shadow", "--reason", "mirror traffic")
-    assert (move["alias"], move["version"], move["previous_version"], move["gated"]) == ("shadow", v2, v1, False)
+    assert (move["alias"], move["version"], move["previous_version"], move["gated"]) == (
+        "shadow",
+        v2,
+        v1,
+        False,
+    )
     back = run("rollback", name, "--alias", "shadow")
     assert (back["action"], back["version"]) == ("rollback", v1)
     assert run("history", name)[-1]["id"] == back["id"]

@@ -26,7 +26,9 @@ from appliance.models.manifest import SMOLLM2, smollm2_path
 from appliance.models.probe import ProbeLimits
 from appliance.models.registry import IntakeLimits, ModelRegistry
 
-LIMITS = IntakeLimits(max_bytes=2 * 1024**3, probe=ProbeLimits(memory_bytes=2 * 1024**3, timeout_s=300, max_tokens=4))
+LIMITS = IntakeLimits(
+    max_bytes=2 * 1024**3, probe=ProbeLimits(memory_bytes=2 * 1024**3, timeout_s=300, max_tokens=4)
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +96,13 @@ def test_corrupt_truncated_non_gguf_and_oversized_files_are_rejected_with_their_
     truncated = registry.register_file(_write(bad / "truncated.gguf", source[: len(source) // 2]))
     assert truncated.state == "rejected" and "truncated" in truncated.reason
     # A header whose key count is garbage: caught before any allocation.
-    corrupt = registry.register_file(_write(bad / "corrupt.gguf", source[:16] + b"\xff" * 8 + source[24:4096]))
+    corrupt = registry.register_file(
+        _write(bad / "corrupt.gguf", source[:16] + b"\xff" * 8 + source[24:4096])
+    )
     assert corrupt.state == "rejected" and "corrupt" in corrupt.reason
-    small = ModelRegistry(registry.store, registry.models_dir, IntakeLimits(max_bytes=1_000_000, probe=LIMITS.probe))
+    small = ModelRegistry(
+        registry.store, registry.models_dir, IntakeLimits(max_bytes=1_000_000, probe=LIMITS.probe)
+    )
     oversized = small.register_file(smollm2_path(), name="too-big")
     assert oversized.state == "rejected" and oversized.reason.startswith("oversized")
     for version in (not_gguf, truncated, corrupt, oversized):
@@ -176,7 +182,7 @@ def test_weights_whose_hash_changed_refuse_to_resolve(registry, root):
     copy = root / "copy" / "model.gguf"
     copy.parent.mkdir()
     shutil.copyfile(smollm2_path(), copy)
-    version = registry.register_pinned(
+    registry.register_pinned(
         "pinned-copy", "chat", "llama.cpp", copy, sha256_file(copy), None, "test", ["chat"]
     )
     assert registry.resolve("pinned-copy").path == str(copy)
