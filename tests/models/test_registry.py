@@ -191,3 +191,25 @@ def test_weights_whose_hash_changed_refuse_to_resolve(registry, root):
         f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
     with pytest.raises(NotReady, match="sha256"):
         registry.resolve("pinned-copy")
+
+
+def test_the_inbox_takes_a_file_once_it_stopped_changing_and_moves_it_into_the_store(registry, root):
+    from appliance.models.inbox import ModelInbox
+
+    folder = root / "inbox"
+    folder.mkdir()
+    inbox = ModelInbox(folder, registry.take_from_inbox)
+    dropped = folder / "half-copied.gguf"
+    dropped.write_bytes(smollm2_path().read_bytes()[:100_000])
+    (folder / "still-coming.gguf.part").write_bytes(b"GGUF")
+    assert inbox.scan() == []  # first look: remembered, not taken
+    with dropped.open("ab") as f:  # still being written
+        f.write(b"\x00" * 10)
+    assert inbox.scan() == []
+    assert inbox.scan() == [dropped]  # unchanged since the last look
+    assert not dropped.exists() and (folder / "still-coming.gguf.part").exists()
+    family = registry.family("half-copied")
+    (version,) = family.versions
+    assert (version.state, version.source) == ("rejected", "inbox") and "truncated" in version.reason
+    assert Path(version.path).is_file() and Path(version.path).parent.parent == registry.models_dir / "store"
+    assert sha256_file(Path(version.path)) == version.sha256
