@@ -102,12 +102,18 @@ class Registry:
 
     def default_chat(self) -> str | None:
         """What the chat model loads at start: the `default` alias's model, as ModelService names it
-        (a built-in or manifest name, else the file's path); None: the settings decide."""
+        (a built-in or manifest name, else the file's path); None: the settings decide (an explicit
+        `llm.model` always does: a registered family named there already holds `default`)."""
+        if self.settings.llm.model.strip():
+            return None
         try:
-            resolved = self.registry.resolve("default", "chat")
+            return self._default_reference()
         except Exception as exc:
             log.warning("the default alias cannot be served; the settings decide", extra={"error": str(exc)})
             return None
+
+    def _default_reference(self) -> str:
+        resolved = self.registry.resolve("default", "chat")  # refuses changed weights
         known = {m["name"].lower() for m in self.models.available()}
         return resolved.name if resolved.name.lower() in known else resolved.path
 
@@ -240,7 +246,7 @@ class Registry:
         if self.models.health().get("state") not in ("loaded", "failed"):
             return
         try:
-            self.models.start_load(self.default_chat())
+            self.models.start_load(self._default_reference())
         except Exception as exc:
             log.warning(
                 "default moved but the chat model could not be switched now",

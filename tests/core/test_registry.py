@@ -6,6 +6,7 @@ refused on every write."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -222,3 +223,17 @@ def test_the_cli_speaks_json_for_list_promote_history_and_rollback(server, famil
     assert (back["action"], back["version"]) == ("rollback", v1)
     assert run("history", name)[-1]["id"] == back["id"]
     assert run("import", str(smollm2_path()), "--name", "assistant")["version"] == v1  # the same bytes
+
+
+def test_moving_default_switches_the_served_chat_model(app, admin, family):
+    name, v1, _ = family  # v1: SmolLM2's bytes (its package file), pinned
+    assert app.models.health()["state"] == "loaded"  # the echo runtime
+    move = app.registry.promote(admin, name, v1, "default", reason="serve the registered copy")
+    assert move.previous_version is None
+    assert "default" not in app.registry.get(admin, SMOLLM2.name).aliases
+    deadline = time.monotonic() + 120
+    while app.models.health()["state"] != "loaded" or app.models.runtime().name == "echo":
+        assert time.monotonic() < deadline, app.models.health()
+        time.sleep(0.1)
+    assert app.models.runtime().name == smollm2_path().stem
+    assert app.registry.resolve("default").name == name
