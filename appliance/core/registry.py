@@ -12,7 +12,7 @@ from appliance.config import Settings
 from appliance.core.access import Scope
 from appliance.core.evals import Evals
 from appliance.db.registry import RegistryStore
-from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
 from appliance.models.builtin_models import import_builtins
 from appliance.models.inbox import ModelInbox
 from appliance.models.probe import ProbeLimits
@@ -167,7 +167,15 @@ class Registry:
             )
         report: GateReport | None = None
         if alias in GATED_ALIASES and family.gate:
-            report = self._check_gate(scope, family.gate, family.name, version, run_id, wait)
+            try:
+                report = self._check_gate(scope, family.gate, family.name, version, run_id, wait)
+            except ApplianceError as exc:  # the run failed (e.g. the candidate could not be served)
+                self._audit_move(
+                    scope, family.name, alias, version, "denied", {"gate": family.gate, "error": exc.detail}
+                )
+                raise Conflict(
+                    f"gate {family.gate!r} could not check {family.name}@{version}: {exc.detail}"
+                ) from None
             if report.state != "passed":
                 detail = {"gate": family.gate, "run": report.run_id, "state": report.state}
                 self._audit_move(scope, family.name, alias, version, "denied", detail)

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,8 @@ class ModelRegistry:
         self.store = store
         self.models_dir = Path(models_dir).absolute()
         self.limits = limits
+        # One registration at a time decides "same bytes: same version" (the probe runs outside it).
+        self._intake = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------------
     def families(self) -> list[ModelFamily]:
@@ -168,10 +171,6 @@ class ModelRegistry:
             header = None
         family = name or family_name_for(header, path)
         sha = sha256_file(path)
-        self.store.ensure_family(family, "chat")
-        existing = self.store.version_with_sha(family, sha)
-        if existing is not None:
-            return self.store.version(family, existing)
         fields = {
             "kind": "chat",
             "backend": "llama.cpp",
@@ -190,7 +189,12 @@ class ModelRegistry:
             "probe": None,
             "source": source,
         }
-        version = self.store.add_version(family, fields)
+        with self._intake:
+            self.store.ensure_family(family, "chat")
+            existing = self.store.version_with_sha(family, sha)
+            if existing is not None:
+                return self.store.version(family, existing)
+            version = self.store.add_version(family, fields)
         log.info(
             "model registered",
             extra={"model": family, "version": version, "state": fields["state"], "reason": reason},
@@ -239,10 +243,9 @@ class ModelRegistry:
     ) -> ModelVersion:
         """A model pinned by the appliance or the manifest (built-ins): registered `ready` without a
         probe, its header read when the file is already there. Idempotent."""
-        self.store.ensure_family(name, kind)
-        existing = self.store.version_with_sha(name, sha256)
-        if existing is not None:
-            return self.store.version(name, existing)
+        known = self.store.version_with_sha(name, sha256)  # every start: answered without the header
+        if known is not None:
+            return self.store.version(name, known)
         header = None
         if backend == "llama.cpp" and path.is_file():
             try:
@@ -267,7 +270,12 @@ class ModelRegistry:
             "probe": {"skipped": f"pinned by {source}"},
             "source": source,
         }
-        version = self.store.add_version(name, fields)
+        with self._intake:
+            self.store.ensure_family(name, kind)
+            existing = self.store.version_with_sha(name, sha256)
+            if existing is not None:
+                return self.store.version(name, existing)
+            version = self.store.add_version(name, fields)
         return self.store.version(name, version)
 
     # -- aliases ---------------------------------------------------------------------------------
