@@ -213,3 +213,26 @@ def test_the_inbox_takes_a_file_once_it_stopped_changing_and_moves_it_into_the_s
     assert (version.state, version.source) == ("rejected", "inbox") and "truncated" in version.reason
     assert Path(version.path).is_file() and Path(version.path).parent.parent == registry.models_dir / "store"
     assert sha256_file(Path(version.path)) == version.sha256
+
+
+def test_a_model_whose_chat_template_reaches_for_python_internals_is_rejected_by_its_probe(registry, root):
+    """SmolLM2's bytes with its template replaced in place (same length: the file stays valid) by one
+    that reaches for Python's internals: the header is fine, the sandbox refuses it in the probe."""
+    import struct
+
+    data = bytearray(smollm2_path().read_bytes())
+    key = b"tokenizer.chat_template"
+    at = data.index(key) + len(key)
+    _, length = struct.unpack_from("<IQ", data, at)
+    hostile = b"{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    data[at + 12 : at + 12 + length] = hostile.ljust(length, b" ")
+    path = _write(root / "hostile.gguf", bytes(data))
+    version = registry.register_file(path, name="hostile")
+    assert (
+        version.state == "rejected"
+        and "probe failed" in version.reason
+        and "__subclasses__" in version.reason
+    )
+    assert version.probe["loaded"] is False and version.chat_template_sha256 is not None
+    with pytest.raises(Conflict, match="never be promoted"):
+        registry.move_alias("hostile", "candidate", version.version, actor="test")
