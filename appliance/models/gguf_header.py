@@ -150,14 +150,18 @@ def _value(cur: _Cursor, vtype: int, formats: dict[int, str], keep_arrays: bool)
     if item_type in formats:
         width = struct.calcsize(formats[item_type])
         if count > (cur.size - cur.pos) // max(1, width):
-            raise HeaderError(f"a metadata array claims {count} items, more than the file holds: truncated or corrupt")
+            raise HeaderError(
+                f"a metadata array claims {count} items, more than the file holds: truncated or corrupt"
+            )
         start = cur.take(width * count)
         if keep_arrays and count <= 64:
             return list(struct.unpack_from(f"<{count}{formats[item_type]}", cur.buf, start))
         return None
     if item_type == gguf.GGUFValueType.STRING:
         if count > (cur.size - cur.pos) // 8:
-            raise HeaderError(f"a metadata array claims {count} strings, more than the file holds: truncated or corrupt")
+            raise HeaderError(
+                f"a metadata array claims {count} strings, more than the file holds: truncated or corrupt"
+            )
         if keep_arrays and count <= 64:
             return [cur.string() for _ in range(count)]
         for _ in range(count):
