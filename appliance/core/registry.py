@@ -165,6 +165,13 @@ class Registry:
             raise Conflict(
                 f"{family.name} version {version} was rejected ({target.reason}): it can never be promoted"
             )
+        # Refused before a gate spends an eval run on it.
+        if target.state != "ready":
+            raise Conflict(
+                f"{family.name} version {version} is {target.state}: only a ready version is promoted"
+            )
+        if family.aliases.get(alias) == version:
+            raise Conflict(f"{alias!r} of {family.name} is already version {version}")
         report: GateReport | None = None
         if alias in GATED_ALIASES and family.gate:
             try:
