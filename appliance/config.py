@@ -261,6 +261,18 @@ class AdmissionSettings(msgspec.Struct, forbid_unknown_fields=True):
     ingest_queue: int = 32
 
 
+class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True):
+    # The model registry (README, "Model registry"): GGUF files dropped into <models dir>/inbox/ are
+    # registered, verified and probed (in a child process) within seconds of their last write.
+    watch_inbox: bool = True
+    inbox_poll_seconds: float = 1.0
+    probe_memory_mb: int = 0  # resident memory a probed model may use; 0: half the machine's memory
+    max_model_bytes: int = 0  # files above this are rejected as oversized; 0: the probe's memory budget
+    probe_timeout_seconds: float = 300.0
+    probe_context_length: int = 512
+    probe_max_tokens: int = 8
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -290,6 +302,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    registry: RegistrySettings = msgspec.field(default_factory=RegistrySettings)
 
     @property
     def data_path(self) -> Path:

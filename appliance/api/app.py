@@ -33,6 +33,7 @@ from appliance.api.routes import (
     openai,
     sources,
 )
+from appliance.api.routes import registry as model_registry
 from appliance.api.routes.docs import OfflineSwaggerPlugin
 from appliance.api.routes.mcp import McpEndpoint, mcp_route
 from appliance.core import Appliance
@@ -74,6 +75,7 @@ def create_app(appliance: Appliance) -> Litestar:
             feedback.feedback_router,
             drift.router,
             mcp_route(mcp),
+            model_registry.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

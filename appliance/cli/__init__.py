@@ -17,6 +17,7 @@ from appliance.cli import (
     jobs,
     keys,
     mcp,
+    models,
     query,
     serve,
     sources,
@@ -43,6 +44,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     evaluation,
     mcp,
     status,
+    models,
 )
 
 

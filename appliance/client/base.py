@@ -133,6 +133,14 @@ class BaseClient:
     eval_gates = _api(calls.eval_gates)
     create_eval_gate = _api(calls.create_eval_gate)
     check_eval_gate = _api(calls.check_eval_gate)
+    # -- model registry
+    registry_models = _api(calls.registry_models)
+    registry_model = _api(calls.registry_model)
+    registry_history = _api(calls.registry_history)
+    import_model = _api(calls.import_model)
+    promote_model = _api(calls.promote_model)
+    rollback_model = _api(calls.rollback_model)
+    set_model_gate = _api(calls.set_model_gate)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

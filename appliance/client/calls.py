@@ -452,3 +452,49 @@ def check_eval_gate(name: str, run_id: str | None = None) -> Call:
     return Call(
         "POST", "/api/v1/evals/gates/{name}/check", {"name": name}, json={"run_id": run_id}, timeout=None
     )
+
+
+# -- model registry --------------------------------------------------------------------------------
+def registry_models() -> Call:
+    """Model families with their versions and aliases."""
+    return Call("GET", "/api/v1/models")
+
+
+def registry_model(name: str) -> Call:
+    return Call("GET", "/api/v1/models/{name}", {"name": name})
+
+
+def registry_history(name: str) -> Call:
+    return Call("GET", "/api/v1/models/{name}/history", {"name": name})
+
+
+def import_model(path: str, name: str | None = None) -> Call:
+    """Register a GGUF file on the server (verified and probed: it lasts as long as the probe)."""
+    body: dict[str, Any] = {"path": path}
+    if name:
+        body["name"] = name
+    return Call("POST", "/api/v1/models/import", json=body, timeout=None)
+
+
+def promote_model(name: str, version: int, alias: str, reason: str = "", run: str | None = None) -> Call:
+    """Point `alias` at `version`; to staging/production through the family's eval gate (which may run)."""
+    body: dict[str, Any] = {"version": version, "reason": reason}
+    if run:
+        body["run"] = run
+    return Call(
+        "POST",
+        "/api/v1/models/{name}/aliases/{alias}",
+        {"name": name, "alias": alias},
+        json=body,
+        timeout=None,
+    )
+
+
+def rollback_model(name: str, alias: str = "production", reason: str = "") -> Call:
+    return Call(
+        "POST", "/api/v1/models/{name}/rollback", {"name": name}, json={"alias": alias, "reason": reason}
+    )
+
+
+def set_model_gate(name: str, gate: str | None) -> Call:
+    return Call("POST", "/api/v1/models/{name}/gate", {"name": name}, json={"gate": gate})

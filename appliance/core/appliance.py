@@ -19,6 +19,7 @@ from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
+from appliance.core.registry import Registry
 from appliance.core.sources import Sources
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
@@ -27,6 +28,7 @@ from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
+from appliance.db.registry import RegistryStore
 from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
 from appliance.index.bm25 import TantivyKeywordIndex
@@ -68,7 +70,8 @@ class Appliance:
     - `feedback`: every answer's trace (written after the answer), ratings of answers;
     - `drift`: checks of each collection's recent answers against a reference window;
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
-    - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback).
+    - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
+    - `registry`: model families, versions, aliases and their history; intake; promotion and rollback.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -253,6 +256,9 @@ class Appliance:
             self.instance_id,
             self._stop,
         )
+        self.registry = Registry(
+            settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -342,8 +348,9 @@ class Appliance:
         self._spawn(self._index_ticker, "index-ticker")
         self._spawn(self._warm, "embedder-warmup")
         self.admin.start_sampling()
+        self.registry.start()
         if self.settings.llm.load_at_start:
-            self._spawn(self.models.load, "chat-model-load")
+            self._spawn(lambda: self.models.load(self.registry.default_chat()), "chat-model-load")
         if self.settings.sample_dir:
             self.knowledge.ingest_folder(self.access.system_scope(), Path(self.settings.sample_dir), "sample")
         self.source_service.start()
@@ -375,6 +382,7 @@ class Appliance:
         self._stop.set()
         self.admin.stop_sampling()
         self.source_service.stop()
+        self.registry.close()
         self.queue.stop()
         for thread in self._threads:
             thread.join(timeout=5)

@@ -327,6 +327,66 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX drift_checks_collection ON drift_checks (collection, checked_at);
         """,
     ),
+    # The model registry (models/registry.py): families, immutable versions, aliases per family,
+    # and every alias move as a history row. `key` is the lower-cased family name (unique).
+    (
+        "0012_model_registry",
+        """
+        CREATE TABLE model_families (
+            key VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            gate VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE model_versions (
+            family VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            size_bytes BIGINT NOT NULL,
+            format VARCHAR NOT NULL,
+            quantisation VARCHAR,
+            architecture VARCHAR,
+            context_length INTEGER,
+            chat_template_sha256 VARCHAR,
+            licence VARCHAR NOT NULL DEFAULT '',
+            tags VARCHAR[] NOT NULL,
+            state VARCHAR NOT NULL,
+            reason VARCHAR,
+            probe JSON,
+            source VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (family, version)
+        );
+        CREATE TABLE model_aliases (
+            family VARCHAR NOT NULL,
+            alias VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (family, alias)
+        );
+        CREATE SEQUENCE model_alias_history_ids START 1;
+        CREATE TABLE model_alias_history (
+            id BIGINT PRIMARY KEY,
+            family VARCHAR NOT NULL,
+            alias VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            version INTEGER,
+            previous_version INTEGER,
+            actor VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL DEFAULT '',
+            gated BOOLEAN NOT NULL,
+            gate VARCHAR,
+            eval_report_id VARCHAR,
+            eval_report JSON,
+            moved_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX model_alias_history_family ON model_alias_history (family, id);
+        """,
+    ),
 ]
 
 

@@ -87,5 +87,7 @@ def isolation_world(tmp_path_factory) -> IsolationWorld:
             # Eval runs are admin-only (a user key gets 403 whatever the id): no run is needed,
             # only an id of the right shape.
             objects[coll]["run"] = f"run_{coll}0000000000"
+            # Model aliases are not per collection; a user key is refused (403) before one is read.
+            objects[coll]["alias"] = f"alias-{coll}"
     yield IsolationWorld(srv, keys, objects)
     srv.stop()

@@ -33,6 +33,7 @@ FILLERS = {
     "key_id": "key",
     "answer_id": "answer",
     "run_id": "run",
+    "alias": "alias",
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.
@@ -52,6 +53,7 @@ MISSING = {
     "key": "key_missing",
     "answer": "ans_00000000000000000000",
     "run": "run_0000000000000000",
+    "alias": "missing-alias",
 }
 
 

@@ -608,3 +608,92 @@ def _drift(collection: str, drifted: tuple[str, ...]) -> Any:
 
 
 DRIFT = [_drift("docs", ("embedding", "latency")), _drift("runbooks", ())]
+
+
+# -- the model registry ---------------------------------------------------------------------------
+def _model_version(name: str, version: int, state: str, tags: list[str], aliases: list[str], reason=None):
+    from appliance.registry_records import ModelVersion
+
+    return ModelVersion(
+        name=name,
+        version=version,
+        kind="chat",
+        backend="llama.cpp",
+        path=f"/opt/appliance/models/store/{name}-{version}.gguf",
+        sha256=f"{version:064x}",
+        size_bytes=98_362_432,
+        format="gguf",
+        quantisation="Q4_1",
+        architecture="llama",
+        context_length=8192,
+        chat_template_sha256=None,
+        licence="Apache-2.0",
+        tags=tags,
+        state=state,
+        reason=reason,
+        probe=None,
+        source="import",
+        created_at=TS,
+        aliases=aliases,
+    )
+
+
+def _registry() -> list[Any]:
+    from appliance.registry_records import ModelFamily
+
+    return [
+        wire(
+            ModelFamily(
+                name="SmolLM2-135M-Instruct",
+                kind="chat",
+                gate="recall-floor",
+                aliases={"default": 1, "production": 2},
+                versions=[
+                    _model_version("SmolLM2-135M-Instruct", 1, "ready", ["chat", "completion"], ["default"]),
+                    _model_version(
+                        "SmolLM2-135M-Instruct",
+                        2,
+                        "ready",
+                        ["chat", "completion", "json_output"],
+                        ["production"],
+                    ),
+                    _model_version(
+                        "SmolLM2-135M-Instruct", 3, "rejected", [], [], "not a usable GGUF file: truncated"
+                    ),
+                ],
+                created_at=TS,
+            )
+        )
+    ]
+
+
+def _registry_history() -> list[Any]:
+    from appliance.registry_records import AliasMove
+
+    def move(ident, alias, action, version, previous, gated, reason):
+        return wire(
+            AliasMove(
+                id=ident,
+                name="SmolLM2-135M-Instruct",
+                alias=alias,
+                action=action,
+                version=version,
+                previous_version=previous,
+                actor="admin (key_admin)",
+                reason=reason,
+                gated=gated,
+                gate="recall-floor" if gated else None,
+                eval_report_id="run_00000000000000b1" if gated else None,
+                eval_report=None,
+                at=TS,
+            )
+        )
+
+    return [
+        move(1, "default", "import", 1, None, False, "the packaged default chat model"),
+        move(2, "production", "promote", 2, None, True, "passed the gate"),
+    ]
+
+
+REGISTRY = _registry()
+REGISTRY_HISTORY = _registry_history()

@@ -29,6 +29,7 @@ def fill(app: ConsoleApp, screen: str) -> None:
         app.view("keys").show(data.KEYS, data.AUDIT)
     elif screen == "models":
         app.view("models").show(data.MODELS)
+        app.view("models").show_registry(data.REGISTRY, data.REGISTRY_HISTORY)
     elif screen == "logs":
         app.view("logs").append(data.LOG_LINES)
     elif screen == "evals":

@@ -1,43 +1,73 @@
-"""Models: the chat model's backend, context and health, the models that could be loaded; load and unload."""
+"""Models: the chat model's backend, context and health, the models that could be loaded (load, unload);
+the registry's families, versions, aliases and history (import, promote, roll back)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label, Static
 
 from appliance.tui import fmt
-from appliance.tui.dialogs import ConfirmDialog
+from appliance.tui.dialogs import ConfirmDialog, FormDialog
 from appliance.tui.widgets import View, fill_table, selected_key
+
+ALIASES = ["production", "staging", "candidate", "shadow", "default"]
 
 
 class ModelsView(View):
     """The loaded chat model (backend llama.cpp or vLLM, context, queue, health) and the embedding
     model; below, every model this server can load. `l` loads the selected one in place of the
-    current one, `u` unloads the chat model (search keeps working)."""
+    current one, `u` unloads the chat model (search keeps working). Then the registry: every
+    version of every family with its state, tags and aliases, and the selected family's alias
+    history; `i` imports a file, `p` points an alias at the selected version (through the family's
+    eval gate for staging and production), `b` rolls an alias back."""
 
     label = "models"
     initial_focus = "#available"
     refresh_seconds = 3.0
-    BINDINGS = [Binding("l", "load", "Load selected"), Binding("u", "unload", "Unload")]
+    BINDINGS = [
+        Binding("l", "load", "Load selected"),
+        Binding("u", "unload", "Unload"),
+        Binding("i", "import_model", "Import"),
+        Binding("p", "promote", "Promote"),
+        Binding("b", "rollback", "Roll back"),
+    ]
     DEFAULT_CSS = """
     ModelsView #loaded { height: auto; padding: 0 1; }
     ModelsView #available { height: 1fr; }
+    ModelsView #registry { height: 1fr; }
+    ModelsView #registry-history { height: auto; max-height: 6; padding: 0 1; }
     """
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._families: list[dict] = []
+        self._history_of: str | None = None  # the family whose history is shown
 
     def compose(self) -> ComposeResult:
         yield Label("Loaded", classes="section")
         yield Static("", id="loaded")
         yield Label("Available (enter or l loads)", classes="section")
         yield DataTable(id="available", cursor_type="row", zebra_stripes=True)
+        yield Label("Registry (i import · p promote · b roll back)", classes="section")
+        yield DataTable(id="registry", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="registry-history")
 
     def on_mount(self) -> None:
         self.query_one("#available", DataTable).add_columns(
             "model", "size", "context", "source", "loaded", "about"
         )
+        self.query_one("#registry", DataTable).add_columns(
+            "model", "version", "kind", "state", "aliases", "tags", "reason"
+        )
 
     async def load(self) -> None:
         self.show(await self.api.models())
+        families = await self.api.registry_models()
+        family = self._selected()[0] if self._selected() else (families[0]["name"] if families else None)
+        self.show_registry(families, await self.api.registry_history(family) if family else [])
 
     def show(self, data: dict) -> None:
         chat, emb = data["chat"], data["embedding"]
@@ -81,8 +111,135 @@ class ModelsView(View):
             [m["name"] for m in models],
         )
 
+    def show_registry(self, families: list[dict], history: list[dict]) -> None:
+        """Every version of every family (newest first within a family), and one family's history."""
+        self._families = families
+        rows, keys = [], []
+        for f in families:
+            for v in reversed(f["versions"]):
+                rows.append(
+                    (
+                        f["name"],
+                        f"v{v['version']}",
+                        f["kind"],
+                        v["state"],
+                        ", ".join(v["aliases"]) or "-",
+                        fmt.clip(" ".join(t for t in v["tags"] if ":" not in t), 30),
+                        fmt.clip(v.get("reason") or "", 40),
+                    )
+                )
+                keys.append(f"{f['name']}@{v['version']}")
+        fill_table(self.query_one("#registry", DataTable), rows, keys)
+        lines = []
+        for m in history[-5:]:
+            was = f"v{m['previous_version']}" if m["previous_version"] is not None else "-"
+            now = f"v{m['version']}" if m["version"] is not None else "removed"
+            gate = f"gate {m['gate']}" if m["gated"] else "ungated"
+            lines.append(
+                f"{m['at'][:16].replace('T', ' ')}  {m['alias']} {was} → {now}  {m['action']}, {gate}, "
+                f"by {m['actor']}" + (f": {m['reason']}" if m["reason"] else "")
+            )
+        self.query_one("#registry-history", Static).update(
+            "\n".join(lines) or "[dim]no alias moves yet[/dim]"
+        )
+        self._history_of = history[0]["name"] if history else self._history_of
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        selected = self._selected() if event.data_table.id == "registry" else None
+        if selected and selected[0] != self._history_of and self.console.live:
+            self._history_of = selected[0]
+            self.run_action(self._show_history(selected[0]), "history")
+
+    async def _show_history(self, name: str) -> None:
+        self.show_registry(self._families, await self.api.registry_history(name))
+
+    def _selected(self) -> tuple[str, int] | None:
+        key = selected_key(self.query_one("#registry", DataTable))
+        if not key:
+            return None
+        name, _, version = key.rpartition("@")
+        return name, int(version)
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_load()
+        if event.data_table.id == "available":
+            self.action_load()
+
+    def action_import_model(self) -> None:
+        async def submit(values: dict | None) -> None:
+            if values and values["path"].strip():
+                self.run_action(
+                    self._import(values["path"].strip(), values["name"].strip() or None), "import"
+                )
+
+        self.app.push_screen(
+            FormDialog(
+                "Import a GGUF file (a path on the server; verified and probed)",
+                [("path", "path of the .gguf file", ""), ("name", "family (empty: from the header)", "")],
+            ),
+            submit,
+        )
+
+    async def _import(self, path: str, name: str | None) -> None:
+        self.console.notice(f"importing {path}: verifying and probing…")
+        version = await self.api.import_model(path, name)
+        why = f" ({version['reason']})" if version.get("reason") else ""
+        self.console.notice(f"{version['name']} v{version['version']}: {version['state']}{why}")
+        self.reload()
+
+    def action_promote(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            self.console.notice("select a version in the registry first")
+            return
+        name, version = selected
+
+        async def submit(values: dict | None) -> None:
+            if values:
+                self.run_action(self._promote(name, version, values["alias"], values["reason"]), "promote")
+
+        self.app.push_screen(
+            FormDialog(
+                f"Promote {name} v{version}",
+                [("alias", "alias", ALIASES), ("reason", "why (kept in the history)", "")],
+            ),
+            submit,
+        )
+
+    async def _promote(self, name: str, version: int, alias: str, reason: str) -> None:
+        move = await self.api.promote_model(name, version, alias, reason)
+        gate = f"through gate {move['gate']}" if move["gated"] else "ungated"
+        self.console.notice(f"{name} {alias} → v{version} ({gate})")
+        self.reload()
+
+    def action_rollback(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            self.console.notice("select a version in the registry first")
+            return
+        name = selected[0]
+        held = next((f["aliases"] for f in self._families if f["name"] == name), {})
+        choices = [a for a in ALIASES if a in held] + [a for a in held if a not in ALIASES]
+        if not choices:
+            self.console.notice(f"{name} has no alias to roll back")
+            return
+
+        async def submit(values: dict | None) -> None:
+            if values:
+                self.run_action(self._rollback(name, values["alias"]), "rollback")
+
+        self.app.push_screen(
+            FormDialog(f"Roll back an alias of {name}", [("alias", "alias", choices)]), submit
+        )
+
+    async def _rollback(self, name: str, alias: str) -> None:
+        move = await self.api.rollback_model(name, alias)
+        self.console.notice(f"{name} {alias} rolled back to v{move['version']}")
+        self.reload()
+
+    def commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
+        yield "Import model", "Register a GGUF file: verify, probe, tag (i)", self.action_import_model
+        yield "Promote model version", "Point an alias at the selected version (p)", self.action_promote
+        yield "Roll back model alias", "Move an alias back to its previous version (b)", self.action_rollback
 
     def action_load(self) -> None:
         name = selected_key(self.query_one("#available", DataTable))

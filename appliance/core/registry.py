@@ -1,0 +1,290 @@
+"""The model registry service: families and versions, intake (import and the inbox), promotion through
+eval gates, rollback, history; every alias move audited. Reads need any key, changes an admin key."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import msgspec
+
+from appliance.config import Settings
+from appliance.core.access import Scope
+from appliance.core.evals import Evals
+from appliance.db.registry import RegistryStore
+from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
+from appliance.models.builtin_models import import_builtins
+from appliance.models.inbox import ModelInbox
+from appliance.models.probe import ProbeLimits
+from appliance.models.registry import (
+    GATED_ALIASES,
+    IntakeLimits,
+    ModelRegistry,
+    check_alias,
+    default_memory_budget,
+)
+from appliance.models.service import ModelService
+from appliance.observability.audit import AuditLog
+from appliance.records import GateReport
+from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, ResolvedModel
+
+log = logging.getLogger(__name__)
+
+
+def intake_limits(settings: Settings) -> IntakeLimits:
+    reg = settings.registry
+    budget = reg.probe_memory_mb * 1024**2 if reg.probe_memory_mb > 0 else default_memory_budget()
+    return IntakeLimits(
+        max_bytes=reg.max_model_bytes or budget,
+        probe=ProbeLimits(
+            memory_bytes=budget,
+            timeout_s=reg.probe_timeout_seconds,
+            context_length=reg.probe_context_length,
+            max_tokens=reg.probe_max_tokens,
+        ),
+    )
+
+
+class Registry:
+    """The registry as a capability: `resolve` is the one call serving needs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RegistryStore,
+        models: ModelService,
+        evals: Evals,
+        audit: AuditLog,
+        data_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.evals = evals
+        self.audit = audit
+        self.data_dir = data_dir
+        self.registry = ModelRegistry(store, models.models_dir, intake_limits(settings))
+        self.inbox = ModelInbox(
+            self.registry.models_dir / "inbox",
+            self.registry.take_from_inbox,
+            settings.registry.inbox_poll_seconds,
+        )
+
+    def start(self) -> None:
+        """Import the built-in and manifest models (idempotent), then watch the inbox."""
+        try:
+            import_builtins(
+                self.registry,
+                self.data_dir,
+                self.settings.llm.model,
+                self.models.embedder.name if not self.settings.embedding.model_dir else None,
+            )
+        except Exception:
+            log.exception("the built-in models could not be imported into the registry")
+        if self.settings.registry.watch_inbox:
+            self.inbox.start()
+
+    def close(self) -> None:
+        self.inbox.stop()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def list(self, scope: Scope) -> list[ModelFamily]:
+        return self.registry.families()
+
+    def get(self, scope: Scope, name: str) -> ModelFamily:
+        return self.registry.family(name)
+
+    def history(self, scope: Scope, name: str) -> list[AliasMove]:
+        return self.registry.history(name)
+
+    def resolve(self, reference: str, kind: str | None = None) -> ResolvedModel:
+        """Serving's door: the verified version a reference names (see ModelRegistry.resolve)."""
+        return self.registry.resolve(reference, kind)
+
+    def default_chat(self) -> str | None:
+        """What the chat model loads at start: the `default` alias's model, as ModelService names it
+        (a built-in or manifest name, else the file's path); None: the settings decide (an explicit
+        `llm.model` always does: a registered family named there already holds `default`)."""
+        if self.settings.llm.model.strip():
+            return None
+        try:
+            return self._default_reference()
+        except Exception as exc:
+            log.warning("the default alias cannot be served; the settings decide", extra={"error": str(exc)})
+            return None
+
+    def _default_reference(self) -> str:
+        resolved = self.registry.resolve("default", "chat")  # refuses changed weights
+        known = {m["name"].lower() for m in self.models.available()}
+        return resolved.name if resolved.name.lower() in known else resolved.path
+
+    # -- changes (admin) -------------------------------------------------------------------------
+    def import_model(self, scope: Scope, path: str, name: str | None = None) -> ModelVersion:
+        """Register, verify and probe a GGUF file on the server (blocking while the probe runs)."""
+        scope.require_admin()
+        if not path or "\x00" in path:
+            raise InvalidInput("give the path of a GGUF file on the server", param="path")
+        version = self.registry.register_file(Path(path), name)
+        self.audit.append(
+            "model.import",
+            principal=scope.principal,
+            outcome="ok" if version.state != "rejected" else "error",
+            target=f"{version.name}@{version.version}",
+            detail={"state": version.state, "reason": version.reason, "sha256": version.sha256},
+        )
+        return version
+
+    def set_gate(self, scope: Scope, name: str, gate: str | None) -> ModelFamily:
+        """The eval gate a promotion of this family to staging or production must pass (None: ungated)."""
+        scope.require_admin()
+        family = self.registry.family(name)
+        if gate is not None and gate not in {g.name for g in self.evals.list_gates(scope)}:
+            raise NotFound(f"gate {gate!r} does not exist: create it with `appliance eval gate-create`")
+        self.registry.store.set_gate(family.name, gate)
+        self.audit.append("model.gate", principal=scope.principal, target=family.name, detail={"gate": gate})
+        return self.registry.family(name)
+
+    def promote(
+        self,
+        scope: Scope,
+        name: str,
+        version: int,
+        alias: str,
+        reason: str = "",
+        run_id: str | None = None,
+        wait: float | None = None,
+    ) -> AliasMove:
+        """Point `alias` at `version`. To staging or production through the family's eval gate when it
+        has one (the gate's set run on `name@version`, or the finished run `run_id`); the history row
+        keeps the report, or says the move was ungated."""
+        scope.require_admin()
+        check_alias(alias)
+        family = self.registry.family(name)
+        target = self.registry.store.version(family.name, version)
+        if target.state == "rejected":
+            self._audit_move(scope, family.name, alias, version, "denied", {"reason": target.reason})
+            raise Conflict(
+                f"{family.name} version {version} was rejected ({target.reason}): it can never be promoted"
+            )
+        # Refused before a gate spends an eval run on it.
+        if target.state != "ready":
+            raise Conflict(
+                f"{family.name} version {version} is {target.state}: only a ready version is promoted"
+            )
+        if family.aliases.get(alias) == version:
+            raise Conflict(f"{alias!r} of {family.name} is already version {version}")
+        report: GateReport | None = None
+        if alias in GATED_ALIASES and family.gate:
+            try:
+                report = self._check_gate(scope, family.gate, family.name, version, run_id, wait)
+            except ApplianceError as exc:  # the run failed (e.g. the candidate could not be served)
+                self._audit_move(
+                    scope, family.name, alias, version, "denied", {"gate": family.gate, "error": exc.detail}
+                )
+                raise Conflict(
+                    f"gate {family.gate!r} could not check {family.name}@{version}: {exc.detail}"
+                ) from None
+            if report.state != "passed":
+                detail = {"gate": family.gate, "run": report.run_id, "state": report.state}
+                self._audit_move(scope, family.name, alias, version, "denied", detail)
+                if report.state == "pending":
+                    raise Conflict(
+                        f"gate {family.gate!r}: run {report.run_id} has not finished; promote again with "
+                        f"--run {report.run_id} once it has"
+                    )
+                failed = "; ".join(c.detail for c in report.checks if not c.passed)
+                raise Conflict(f"blocked by gate {family.gate!r} (run {report.run_id}): {failed}")
+        move = self.registry.move_alias(
+            family.name,
+            alias,
+            version,
+            actor=_actor(scope),
+            reason=reason,
+            gated=report is not None,
+            gate=family.gate if report is not None else None,
+            report_id=report.run_id if report is not None else None,
+            report=msgspec.to_builtins(report) if report is not None else None,
+        )
+        self._audit_move(scope, family.name, alias, version, "ok", _move_detail(move))
+        self._serve_if_default(move)
+        return move
+
+    def rollback(self, scope: Scope, name: str, alias: str = "production", reason: str = "") -> AliasMove:
+        """Move `alias` back to the version it held before (no gate: going back is always allowed)."""
+        scope.require_admin()
+        check_alias(alias)
+        family = self.registry.family(name)
+        target = self.registry.rollback_target(family.name, alias)
+        move = self.registry.move_alias(
+            family.name, alias, target, actor=_actor(scope), reason=reason or "rollback", action="rollback"
+        )
+        self._audit_move(scope, family.name, alias, target, "ok", _move_detail(move))
+        self._serve_if_default(move)
+        return move
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _check_gate(
+        self, scope: Scope, gate_name: str, family: str, version: int, run_id: str | None, wait: float | None
+    ) -> GateReport:
+        if run_id is None:
+            gate = next((g for g in self.evals.list_gates(scope) if g.name == gate_name), None)
+            if gate is None:
+                raise Conflict(f"the gate {gate_name!r} of {family} no longer exists: set another one")
+            if gate.run_options is None:
+                raise InvalidInput(
+                    f"gate {gate_name!r} has no run options: give the finished eval run (--run)"
+                )
+            o = gate.run_options
+            # The candidate answers the gate's set, not whatever model is serving now.
+            model = None if o.retrieval_only else f"{family}@{version}"
+            run = self.evals.start_run(
+                scope, gate.set_name, o.collection, o.mode, o.top_k, o.limit, o.retrieval_only, model
+            )
+            self.evals.jobs.wait(run.job_id, wait)
+            run_id = run.id
+        return self.evals.check_gate(scope, gate_name, run_id, wait=0.01)
+
+    def _audit_move(
+        self, scope: Scope, family: str, alias: str, version: int, outcome: str, detail: dict
+    ) -> None:
+        self.audit.append(
+            "model.alias",
+            principal=scope.principal,
+            outcome=outcome,
+            target=f"{family}@{alias}",
+            detail={"version": version, **detail},
+        )
+
+    def _serve_if_default(self, move: AliasMove) -> None:
+        """The served chat model follows `default` (until the pool reads the registry itself)."""
+        if move.alias != "default" or move.version is None:
+            return
+        if self.models.health().get("state") not in ("loaded", "failed"):
+            return
+        try:
+            self.models.start_load(self._default_reference())
+        except Exception as exc:
+            log.warning(
+                "default moved but the chat model could not be switched now",
+                extra={
+                    "model": move.name,
+                    "version": move.version,
+                    "error": getattr(exc, "detail", str(exc)),
+                },
+            )
+
+
+def _actor(scope: Scope) -> str:
+    p = scope.principal
+    return f"{p.name} ({p.key_id})" if p.name else p.key_id
+
+
+def _move_detail(move: AliasMove) -> dict:
+    return {
+        "history_id": move.id,
+        "action": move.action,
+        "previous_version": move.previous_version,
+        "gated": move.gated,
+        "gate": move.gate,
+        "eval_report_id": move.eval_report_id,
+        "reason": move.reason,
+    }
