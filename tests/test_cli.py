@@ -122,7 +122,11 @@ def test_keys_and_ask(server, tmp_path):
         for c in answer["citations"]
     )
     human = run_cli("ask", "How often should keys be rotated?", "--collection", "cli", env=env)
-    assert human.returncode == 0 and "total" in human.stdout
+    assert human.returncode == 0 and "cached answer, total" in human.stdout  # asked just before
+    fresh = run_cli(
+        "ask", "How often should keys be rotated?", "--collection", "cli", "--no-cache", "--json", env=env
+    )
+    assert fresh.returncode == 0 and json.loads(fresh.stdout)["cached"] is False
 
     revoked = run_cli("keys", "revoke", key["id"], env=env)
     assert revoked.returncode == 0 and "revoked" in revoked.stdout

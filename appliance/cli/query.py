@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--collection", "-c")
     p.add_argument("--mode", choices=["keyword", "semantic", "hybrid"])
     p.add_argument("--top-k", "-k", type=int, default=10)
+    p.add_argument("--no-cache", action="store_true", help="bypass the retrieval cache")
     p.set_defaults(func=_search)
 
     p = sub.add_parser(
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p.add_argument("--collection", "-c")
     p.add_argument("--top-k", "-k", type=int)
     p.add_argument("--model")
+    p.add_argument("--no-cache", action="store_true", help="bypass the retrieval and answer caches")
     p.set_defaults(func=_ask)
 
 
@@ -33,7 +35,7 @@ def _where(source_id: str, location: dict) -> str:
 
 def _search(args: argparse.Namespace) -> int:
     result = connect(args).search(
-        args.query, [args.collection] if args.collection else None, args.top_k, args.mode
+        args.query, [args.collection] if args.collection else None, args.top_k, args.mode, not args.no_cache
     )
 
     def human(res: dict) -> None:
@@ -45,7 +47,8 @@ def _search(args: argparse.Namespace) -> int:
             )
             snippet = " ".join(hit["text"].split())
             print(f"    {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
-        print(f"({res['mode']}, {res['timings'].get('total_ms', 0):.0f} ms)")
+        cached = ", cached" if res.get("cached") else ""
+        print(f"({res['mode']}, {res['timings'].get('total_ms', 0):.0f} ms{cached})")
 
     emit(args, result, human)
     return 0
@@ -56,7 +59,11 @@ def _ask(args: argparse.Namespace) -> int:
 
     final: dict = {}
     for event in connect(args).ask(
-        args.question, [args.collection] if args.collection else None, args.top_k, args.model
+        args.question,
+        [args.collection] if args.collection else None,
+        args.top_k,
+        args.model,
+        not args.no_cache,
     ):
         if event["type"] == "token" and not args.json:
             print(event["text"], end="", flush=True)
@@ -74,6 +81,9 @@ def _ask(args: argparse.Namespace) -> int:
         for c in answer.get("citations", []):
             print(f"[{c['n']}] {c['title']} {_where(c['source_id'], c['location'])}")
         t = answer.get("timings", {})
+        if answer.get("cached"):
+            print(f"({answer.get('model')}; cached answer, total {t.get('total_ms', 0):.0f} ms)")
+            return
         print(
             f"({answer.get('model')}; retrieval {t.get('retrieval_ms', 0):.0f} ms, first token "
             f"{t.get('first_token_ms') or 0:.0f} ms, total {t.get('total_ms', 0):.0f} ms)"

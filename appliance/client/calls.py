@@ -208,9 +208,15 @@ def quarantine(collection: str | None = None, source: str | None = None, limit: 
 
 # -- knowledge -----------------------------------------------------------------------------------
 def search(
-    query: str, collections: list[str] | None = None, top_k: int = 10, mode: str | None = None
+    query: str,
+    collections: list[str] | None = None,
+    top_k: int = 10,
+    mode: str | None = None,
+    cache: bool = True,
 ) -> Call:
     body: dict[str, Any] = {"query": query, "top_k": top_k}
+    if not cache:
+        body["cache"] = False
     if collections:
         body["collections"] = collections
     if mode:
@@ -219,10 +225,16 @@ def search(
 
 
 def ask(
-    question: str, collections: list[str] | None = None, top_k: int | None = None, model: str | None = None
+    question: str,
+    collections: list[str] | None = None,
+    top_k: int | None = None,
+    model: str | None = None,
+    cache: bool = True,
 ) -> Call:
     """A streamed cited answer: events `queue`?, `sources`, `token`..., then `answer` (or `error`)."""
     body: dict[str, Any] = {"query": question, "stream": True}
+    if not cache:
+        body["cache"] = False
     if collections:
         body["collections"] = collections
     if top_k:
