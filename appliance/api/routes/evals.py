@@ -188,6 +188,7 @@ def run_items(
 @get(
     "/compare",
     sync_to_thread=True,
+    errors=(404,),
     summary="Run B against run A, item by item: per metric B - A with a paired bootstrap 95% interval",
 )
 def compare(caller: Scope, evals: Evals, run_a: str, run_b: str) -> RunComparison:
