@@ -1,0 +1,171 @@
+"""The built-in tools: their schemas, side effects and implementations (echo, sleep, record, fail, and
+the RAG tools search and answer_with_citations, which keep their citations)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ToolFailure(Exception):
+    """A tool call that failed (retried by the tool's policy when `retryable`)."""
+
+    def __init__(self, message: str, retryable: bool = True, kind: str = "error") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.kind = kind  # error | timeout
+
+
+class Interrupted(Exception):
+    """The run is stopping (the appliance closes, or the run was cancelled): try again on resume."""
+
+
+class RunServices(Protocol):
+    """What a run may reach outside itself, already limited to the run's key and agent scopes."""
+
+    def search(self, query: str, collections: list[str] | None, top_k: int) -> list[dict]: ...
+
+    def answer(self, question: str, collections: list[str] | None, top_k: int | None) -> dict: ...
+
+    def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool: ...
+
+
+@dataclass
+class Invocation:
+    """One call of a tool: who calls, under which idempotency key, and how to stop it."""
+
+    run_id: str
+    step: str
+    invocation_id: str
+    stop: threading.Event
+    services: RunServices
+    collections: list[str] | None = None  # what the calling agent may read (None: the key's)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    side_effects: str
+    input_schema: dict
+    output_schema: dict
+    run: Callable[[Invocation, dict], dict]
+    # Calls again under the same invocation id have no second effect (the ledger may repeat them).
+    honours_invocation_id: bool = False
+
+
+def _obj(props: dict, required: list[str] | None = None) -> dict:
+    return {"type": "object", "properties": props, "required": required or [], "additionalProperties": True}
+
+
+def _sleep(inv: Invocation, args: dict) -> dict:
+    if inv.stop.wait(float(args["seconds"])):
+        raise Interrupted("stopped while sleeping")
+    return {"slept": args["seconds"]}
+
+
+def _echo(inv: Invocation, args: dict) -> dict:
+    return {"text": args["text"]}
+
+
+def _record(inv: Invocation, args: dict) -> dict:
+    first = inv.services.record_effect(inv.invocation_id, inv.run_id, inv.step, args["value"])
+    return {"recorded": args["key"], "invocation_id": inv.invocation_id, "first": first}
+
+
+def _fail(inv: Invocation, args: dict) -> dict:
+    raise ToolFailure(args.get("message") or "builtin.fail always fails")
+
+
+def _collections(inv: Invocation, args: dict) -> list[str] | None:
+    asked = args.get("collections")
+    if inv.collections is None:
+        return asked
+    if asked is None:
+        return list(inv.collections)
+    # Outside the agent's collections: as if it did not exist (the key's scope checks the rest).
+    return [c for c in asked if c in inv.collections]
+
+
+def _search(inv: Invocation, args: dict) -> dict:
+    names = _collections(inv, args)
+    hits = [] if names == [] else inv.services.search(args["query"], names, int(args.get("top_k", 5)))
+    return {"hits": hits}
+
+
+def _answer(inv: Invocation, args: dict) -> dict:
+    names = _collections(inv, args)
+    if names == []:
+        return {"answer": "", "citations": [], "refused": True}
+    return inv.services.answer(args["question"], names, args.get("top_k"))
+
+
+STRING = {"type": "string"}
+HIT = _obj(
+    {
+        "chunk_id": {"type": "integer"},
+        "document_id": STRING,
+        "title": STRING,
+        "text": STRING,
+        "collection": STRING,
+        "score": {"type": "number"},
+    }
+)
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in (
+        Builtin(
+            "builtin.sleep",
+            "none",
+            _obj({"seconds": {"type": "number", "minimum": 0, "maximum": 3600}}, ["seconds"]),
+            _obj({"slept": {"type": "number"}}),
+            _sleep,
+        ),
+        Builtin("builtin.echo", "none", _obj({"text": STRING}, ["text"]), _obj({"text": STRING}), _echo),
+        Builtin(
+            "builtin.record",
+            "non_idempotent",
+            _obj({"key": STRING, "value": {}}, ["key", "value"]),
+            _obj({"recorded": STRING, "invocation_id": STRING, "first": {"type": "boolean"}}),
+            _record,
+            honours_invocation_id=True,
+        ),
+        Builtin("builtin.fail", "none", _obj({"message": STRING}), _obj({}), _fail),
+        Builtin(
+            "builtin.search",
+            "none",
+            _obj(
+                {
+                    "query": STRING,
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "collections": {"type": "array", "items": STRING},
+                },
+                ["query"],
+            ),
+            _obj({"hits": {"type": "array", "items": HIT}}),
+            _search,
+        ),
+        Builtin(
+            "builtin.answer_with_citations",
+            "none",
+            _obj(
+                {
+                    "question": STRING,
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "collections": {"type": "array", "items": STRING},
+                },
+                ["question"],
+            ),
+            _obj(
+                {
+                    "answer": STRING,
+                    "citations": {"type": "array", "items": _obj({"chunk_id": {"type": "integer"}})},
+                    "refused": {"type": "boolean"},
+                }
+            ),
+            _answer,
+        ),
+    )
+}
