@@ -51,6 +51,8 @@ def references(value: Any) -> Iterator[tuple[str, str]]:
 def lookup(state: Mapping[str, Any], expr: str) -> Any:
     node: Any = state
     for part in parts(expr):
+        if node is None:
+            return None  # through null is null: a skipped step's fields, a loop's first `previous`
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
                 raise RefError(f"${{{expr}}}: no item {part}")
