@@ -32,6 +32,7 @@ from appliance.api.routes import (
     observability,
     openai,
     sources,
+    workflows,
 )
 from appliance.core import Appliance
 from appliance.observability.metrics import instrument_app
@@ -69,6 +70,9 @@ def create_app(appliance: Appliance) -> Litestar:
             feedback.answers_router,
             feedback.feedback_router,
             drift.router,
+            workflows.workflows_router,
+            workflows.runs_router,
+            workflows.approvals_router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -20,6 +20,7 @@ from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
 from appliance.core.sources import Sources
+from appliance.core.workflows import Workflows
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
@@ -68,7 +69,8 @@ class Appliance:
     - `feedback`: every answer's trace (written after the answer), ratings of answers;
     - `drift`: checks of each collection's recent answers against a reference window;
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
-    - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback).
+    - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
+    - `workflows`: workflow, agent, tool and policy documents, runs (the `workflow` job kind), approvals.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -239,6 +241,19 @@ class Appliance:
             self.instance_id,
             self._stop,
         )
+        self.workflows = Workflows(
+            settings,
+            self.db,
+            self.jobs,
+            self.job_store,
+            self.access,
+            self.knowledge,
+            self.answers,
+            self.gateway,
+            self.metrics,
+            self.instance_id,
+            self._stop,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -291,6 +306,7 @@ class Appliance:
         self.jobs.register("verify", verify)
         self.jobs.register("eval", self.evals.run_job)
         self.jobs.register("evalgen", self.eval_sources.run_job)
+        self.jobs.register("workflow", self.workflows.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)
@@ -304,7 +320,11 @@ class Appliance:
     def _evaluation_tick(self) -> None:
         # Traces past their retention go, and the drift check runs when it is due; each failure is
         # logged on its own, so neither stops the other (nor the source syncs).
-        for name, work in (("trace pruning", self.feedback.tick), ("drift check", self.drift.tick)):
+        for name, work in (
+            ("trace pruning", self.feedback.tick),
+            ("drift check", self.drift.tick),
+            ("workflow approvals", self.workflows.tick),
+        ):
             try:
                 work()
             except Exception:
@@ -325,6 +345,7 @@ class Appliance:
             self.queue.signal(job_id)
         if resumed:
             log.info("resuming interrupted jobs", extra={"jobs": resumed})
+        self.workflows.tick()  # runs whose approvals were answered just before a stop go on
         self._spawn(self._index_ticker, "index-ticker")
         self._spawn(self._warm, "embedder-warmup")
         self.admin.start_sampling()
@@ -361,6 +382,7 @@ class Appliance:
         self._stop.set()
         self.admin.stop_sampling()
         self.source_service.stop()
+        self.workflows.close()  # wakes runs in a sleep or a backoff: they resume at the next start
         self.queue.stop()
         for thread in self._threads:
             thread.join(timeout=5)
