@@ -19,6 +19,7 @@ from appliance.cli import (
     query,
     serve,
     sources,
+    wf,
 )
 from appliance.cli import eval as evaluation
 from appliance.cli.common import make_parents
@@ -39,6 +40,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     backup,
     feedback,
     evaluation,
+    wf,
 )
 
 

@@ -132,6 +132,16 @@ class BaseClient:
     eval_gates = _api(calls.eval_gates)
     create_eval_gate = _api(calls.create_eval_gate)
     check_eval_gate = _api(calls.check_eval_gate)
+    # -- workflows
+    apply_workflow_files = _api(calls.apply_workflow_files)
+    workflow_documents = _api(calls.workflow_documents)
+    workflow = _api(calls.workflow)
+    start_workflow_run = _api(calls.start_workflow_run)
+    workflow_runs = _api(calls.workflow_runs)
+    workflow_run = _api(calls.workflow_run)
+    cancel_workflow_run = _api(calls.cancel_workflow_run)
+    approvals = _api(calls.approvals)
+    answer_approval = _api(calls.answer_approval)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

@@ -77,8 +77,15 @@ def test_the_sleepy_workflow_runs_and_shows_its_steps(app):
     done = app.workflows.wait(user, run.id, 60)
     assert done.state == "succeeded", done.error
     assert done.outputs == {"text": "hello"}
-    assert [(s.id, s.state, s.attempts) for s in done.steps] == [("one", "succeeded", 1), ("done", "succeeded", 1)]
-    assert done.pins == {"Workflow/sleepy": applied[0]["version"], "Tool/builtin.sleep": "builtin", "Tool/builtin.echo": "builtin"}
+    assert [(s.id, s.state, s.attempts) for s in done.steps] == [
+        ("one", "succeeded", 1),
+        ("done", "succeeded", 1),
+    ]
+    assert done.pins == {
+        "Workflow/sleepy": applied[0]["version"],
+        "Tool/builtin.sleep": "builtin",
+        "Tool/builtin.echo": "builtin",
+    }
     assert app.jobs.store.get(done.job_id).kind == "workflow"
     with pytest.raises(InvalidInput, match="input: 'msg' is a required property"):
         app.workflows.start(user, "sleepy", {})
@@ -151,7 +158,9 @@ def test_approvals_answered_out_of_order_across_a_restart(tmp_path):
 
         def answer_all_for(run_id: str, step: str, value) -> None:
             for _ in range(600):
-                found = [a for a in second.workflows.list_approvals(admin) if a.run_id == run_id and a.step == step]
+                found = [
+                    a for a in second.workflows.list_approvals(admin) if a.run_id == run_id and a.step == step
+                ]
                 if found:
                     second.workflows.answer(admin, found[0].id, value)
                     return

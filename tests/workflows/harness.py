@@ -37,7 +37,14 @@ class MemoryServices:
         for name in names:
             for i, text in enumerate(self.corpus.get(name, [])):
                 hits.append(
-                    {"chunk_id": i, "document_id": f"{name}-{i}", "title": name, "text": text, "collection": name, "score": 1.0}
+                    {
+                        "chunk_id": i,
+                        "document_id": f"{name}-{i}",
+                        "title": name,
+                        "text": text,
+                        "collection": name,
+                        "score": 1.0,
+                    }
                 )
         return hits[:top_k]
 
@@ -45,7 +52,9 @@ class MemoryServices:
         hits = self.search(question, collections, top_k or 5)
         return {
             "answer": " ".join(h["text"] for h in hits[:1]),
-            "citations": [{"n": 1, "chunk_id": h["chunk_id"], "document_id": h["document_id"]} for h in hits[:1]],
+            "citations": [
+                {"n": 1, "chunk_id": h["chunk_id"], "document_id": h["document_id"]} for h in hits[:1]
+            ],
             "refused": not hits,
         }
 
@@ -72,7 +81,9 @@ class Harness:
 
     def start(self, name: str, inputs: dict | None = None) -> str:
         bundle = self.library.pin(name, self.key_id, self.role)
-        return self.store.create_run(name, bundle["pins"][f"Workflow/{name}"], self.key_id, inputs or {}, bundle, {})
+        return self.store.create_run(
+            name, bundle["pins"][f"Workflow/{name}"], self.key_id, inputs or {}, bundle, {}
+        )
 
     def resume(self, run_id: str, stop: threading.Event | None = None, keep_going=lambda: True) -> Outcome:
         return self.engine.resume(

@@ -29,7 +29,9 @@ class ScriptedRuntime:
     def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         return "".join(f"<|{m.role}|>\n{m.content}\n" for m in messages) + "<|assistant|>\n"
 
-    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Completion:
         with self._lock:
             self.prompts.append(prompt)
             text = self.replies.pop(0) if self.replies else '{"answer": "no more replies"}'
@@ -37,9 +39,13 @@ class ScriptedRuntime:
         if params.max_tokens is not None:
             text = " ".join(words[: params.max_tokens])
         start = time.monotonic()
-        return Completion(text, "stop", self.count_tokens(prompt), len(text.split()), 0.0, time.monotonic() - start)
+        return Completion(
+            text, "stop", self.count_tokens(prompt), len(text.split()), 0.0, time.monotonic() - start
+        )
 
-    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream:
+    def stream(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> TokenStream:
         raise NotImplementedError("workflows generate whole replies")
 
     def health(self) -> dict:

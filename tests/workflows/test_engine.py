@@ -51,7 +51,10 @@ outputs: {final: "${steps.b.output.text}", first: "${steps.a.output}"}
     assert outcome.state == "succeeded", outcome.error
     assert outcome.outputs == {"final": "got hi!", "first": {"text": "hi"}}
     steps = h.steps(run_id)
-    assert [(k, s["state"], s["attempts"]) for k, s in steps.items()] == [("a", "succeeded", 1), ("b", "succeeded", 1)]
+    assert [(k, s["state"], s["attempts"]) for k, s in steps.items()] == [
+        ("a", "succeeded", 1),
+        ("b", "succeeded", 1),
+    ]
     assert h.store.run_row(run_id)["state"] == "succeeded"
 
 

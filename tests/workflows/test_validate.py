@@ -39,7 +39,9 @@ def test_a_good_file_validates(path):
 
 def test_the_version_is_the_hash_of_the_canonical_form():
     a = parse("kind: Workflow\nname: v\nsteps: [{id: a, tool: builtin.echo, with: {text: hi}}]\n")[0]
-    b = parse('{"steps": [{"with": {"text": "hi"}, "tool": "builtin.echo", "id": "a"}], "name": "v", "kind": "Workflow"}')[0]
+    b = parse(
+        '{"steps": [{"with": {"text": "hi"}, "tool": "builtin.echo", "id": "a"}], "name": "v", "kind": "Workflow"}'
+    )[0]
     c = parse("kind: Workflow\nname: v\nsteps: [{id: a, tool: builtin.echo, with: {text: ho}}]\n")[0]
     assert a.version == b.version != c.version
     assert len(a.version) == 16

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Router, get, post
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.params import Parameter
 
 from appliance.api.dependencies import admin_only
 from appliance.api.requests import ApiRequest
@@ -140,9 +141,12 @@ workflows_router = Router(
 
 @get("/", sync_to_thread=True, summary="Workflow runs (the key's own; every run for an admin key)")
 def list_runs(
-    caller: Scope, workflows: Workflows, state: str | None = None, limit: int = 50
+    caller: Scope,
+    workflows: Workflows,
+    run_state: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
 ) -> list[WorkflowRun]:
-    return workflows.list_runs(caller, state, max(1, min(limit, 500)))
+    return workflows.list_runs(caller, run_state, limit)
 
 
 @get("/{workflow_run_id:str}", sync_to_thread=True, summary="A run: state, outputs, usage and every step")
@@ -166,9 +170,12 @@ runs_router = Router("/api/v1/runs", tags=["workflows"], route_handlers=[list_ru
 
 @get("/", sync_to_thread=True, summary="Approvals (default: pending) of the key's runs, or naming it")
 def list_approvals(
-    caller: Scope, workflows: Workflows, state: str | None = "pending", limit: int = 100
+    caller: Scope,
+    workflows: Workflows,
+    approval_state: str | None = "pending",
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
 ) -> list[Approval]:
-    return workflows.list_approvals(caller, state, max(1, min(limit, 500)))
+    return workflows.list_approvals(caller, approval_state, limit)
 
 
 @get("/{approval_id:str}", sync_to_thread=True, summary="One approval")
