@@ -29,7 +29,171 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class WorkflowStore:
+class LedgerRecords:
+    """The ledger of non-idempotent invocations (checked before each call) and builtin.record's effects."""
+
+    db: Database
+
+    # -- the ledger of non-idempotent invocations ------------------------------------------------
+    def ledger_entry(self, invocation_id: str) -> dict | None:
+        rows = self.db.fetch_dicts("SELECT * FROM workflow_ledger WHERE invocation_id = ?", [invocation_id])
+        return rows[0] if rows else None
+
+    def ledger_begin(self, invocation_id: str, run_id: str, step_key: str, tool: str) -> None:
+        self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                """INSERT INTO workflow_ledger (invocation_id, run_id, step_key, tool, state, calls)
+                   VALUES (?, ?, ?, ?, 'started', 1)
+                   ON CONFLICT (invocation_id) DO UPDATE SET calls = workflow_ledger.calls + 1""",
+                [invocation_id, run_id, step_key, tool],
+            )
+        )
+
+    def ledger_end(self, invocation_id: str, state: str, output: Any) -> None:
+        self.db.write(
+            "UPDATE workflow_ledger SET state = ?, output = ?, finished_at = now() WHERE invocation_id = ?",
+            [state, json.dumps(output), invocation_id],
+        )
+
+    def ledger(self, run_id: str) -> list[dict]:
+        return self.db.fetch_dicts(
+            "SELECT * FROM workflow_ledger WHERE run_id = ? ORDER BY step_key", [run_id]
+        )
+
+    def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool:
+        rows = self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                """INSERT INTO workflow_effects (invocation_id, run_id, step_key, value) VALUES (?, ?, ?, ?)
+                   ON CONFLICT DO NOTHING RETURNING invocation_id""",
+                [invocation_id, run_id, step, json.dumps(value)],
+            ).fetchall()
+        )
+        return bool(rows)
+
+    def effects(self, run_id: str) -> list[dict]:
+        return self.db.fetch_dicts(
+            "SELECT * FROM workflow_effects WHERE run_id = ? ORDER BY step_key", [run_id]
+        )
+
+
+class ApprovalRecords:
+    """Approvals: created by a run, answered once before they expire."""
+
+    db: Database
+
+    # -- approvals -----------------------------------------------------------------------------
+    def approval_for(self, run_id: str, step_key: str) -> dict | None:
+        rows = self.db.fetch_dicts(
+            "SELECT * FROM workflow_approvals WHERE run_id = ? AND step_key = ?", [run_id, step_key]
+        )
+        return rows[0] if rows else None
+
+    def approval_keys(self, run_id: str, prefix: str) -> list[str]:
+        rows = self.db.fetchall(
+            """SELECT step_key FROM workflow_approvals WHERE run_id = ? AND starts_with(step_key, ?)
+               ORDER BY created_at""",
+            [run_id, prefix],
+        )
+        return [r[0] for r in rows]
+
+    def create_approval(
+        self,
+        run_id: str,
+        step_key: str,
+        key_id: str,
+        approvers: list[str],
+        prompt: str,
+        schema: dict | None,
+        expires_in_s: float | None,
+    ) -> dict:
+        approval_id = "apr_" + uuid.uuid4().hex[:20]
+        expires = _now() + timedelta(seconds=expires_in_s) if expires_in_s else None
+        self.db.write(
+            """INSERT INTO workflow_approvals (id, run_id, step_key, key_id, approvers, prompt, schema, state,
+                      expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)""",
+            [
+                approval_id,
+                run_id,
+                step_key,
+                key_id,
+                json.dumps(approvers),
+                prompt,
+                json.dumps(schema),
+                expires,
+            ],
+        )
+        return self.approval_row(approval_id)
+
+    def approval_row(self, approval_id: str) -> dict:
+        rows = self.db.fetch_dicts("SELECT * FROM workflow_approvals WHERE id = ?", [approval_id])
+        if not rows:
+            raise NotFound(f"approval {approval_id!r} does not exist")
+        return rows[0]
+
+    def answer_approval(self, approval_id: str, answer: Any, by: str) -> None:
+        """Record the one answer; a second (or one after expiry) is a 409."""
+        rows = self.db.run_in_transaction(
+            lambda cur: cur.execute(
+                """UPDATE workflow_approvals SET state = 'answered', answer = ?, answered_by = ?, answered_at = now()
+                   WHERE id = ? AND state = 'pending' AND (expires_at IS NULL OR expires_at > now())
+                   RETURNING id""",
+                [json.dumps(answer), by, approval_id],
+            ).fetchall()
+        )
+        if not rows:
+            row = self.approval_row(approval_id)
+            state = "expired" if row["state"] == "pending" else row["state"]
+            raise Conflict(f"approval {approval_id!r} is {state}; it takes one answer, before it expires")
+
+    def expire_approval(self, approval_id: str) -> bool:
+        return bool(
+            self.db.run_in_transaction(
+                lambda cur: cur.execute(
+                    """UPDATE workflow_approvals SET state = 'expired' WHERE id = ? AND state = 'pending'
+                       AND expires_at <= now() RETURNING id""",
+                    [approval_id],
+                ).fetchall()
+            )
+        )
+
+    def due_approvals(self) -> list[dict]:
+        return self.db.fetch_dicts(
+            "SELECT * FROM workflow_approvals WHERE state = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()"
+        )
+
+    def approvals(self, key_id: str | None, state: str | None = None, limit: int = 100) -> list[Approval]:
+        where, params = [], []
+        if key_id is not None:
+            where.append("key_id = ?")
+            params.append(key_id)
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        sql = "SELECT * FROM workflow_approvals" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.db.fetch_dicts(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
+        return [self.present_approval(r) for r in rows]
+
+    @staticmethod
+    def present_approval(row: dict) -> Approval:
+        return Approval(
+            id=row["id"],
+            run_id=row["run_id"],
+            step=row["step_key"],
+            state=row["state"],
+            prompt=row["prompt"],
+            approvers=json.loads(row["approvers"]),
+            schema=_load(row["schema"]),
+            answer=_load(row["answer"]),
+            answered_by=row["answered_by"],
+            created_at=row["created_at"].isoformat(),
+            expires_at=_iso(row["expires_at"]),
+            answered_at=_iso(row["answered_at"]),
+        )
+
+
+class WorkflowStore(LedgerRecords, ApprovalRecords):
+    """Documents, runs and step records; the ledger and approvals come from their own bases."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -251,153 +415,3 @@ class WorkflowStore:
                 cur.execute("UPDATE workflow_runs SET usage = ? WHERE id = ?", [json.dumps(usage), run_id])
 
         self.db.run_in_transaction(work)
-
-    # -- the ledger of non-idempotent invocations ------------------------------------------------
-    def ledger_entry(self, invocation_id: str) -> dict | None:
-        rows = self.db.fetch_dicts("SELECT * FROM workflow_ledger WHERE invocation_id = ?", [invocation_id])
-        return rows[0] if rows else None
-
-    def ledger_begin(self, invocation_id: str, run_id: str, step_key: str, tool: str) -> None:
-        self.db.run_in_transaction(
-            lambda cur: cur.execute(
-                """INSERT INTO workflow_ledger (invocation_id, run_id, step_key, tool, state, calls)
-                   VALUES (?, ?, ?, ?, 'started', 1)
-                   ON CONFLICT (invocation_id) DO UPDATE SET calls = workflow_ledger.calls + 1""",
-                [invocation_id, run_id, step_key, tool],
-            )
-        )
-
-    def ledger_end(self, invocation_id: str, state: str, output: Any) -> None:
-        self.db.write(
-            "UPDATE workflow_ledger SET state = ?, output = ?, finished_at = now() WHERE invocation_id = ?",
-            [state, json.dumps(output), invocation_id],
-        )
-
-    def ledger(self, run_id: str) -> list[dict]:
-        return self.db.fetch_dicts(
-            "SELECT * FROM workflow_ledger WHERE run_id = ? ORDER BY step_key", [run_id]
-        )
-
-    def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool:
-        rows = self.db.run_in_transaction(
-            lambda cur: cur.execute(
-                """INSERT INTO workflow_effects (invocation_id, run_id, step_key, value) VALUES (?, ?, ?, ?)
-                   ON CONFLICT DO NOTHING RETURNING invocation_id""",
-                [invocation_id, run_id, step, json.dumps(value)],
-            ).fetchall()
-        )
-        return bool(rows)
-
-    def effects(self, run_id: str) -> list[dict]:
-        return self.db.fetch_dicts(
-            "SELECT * FROM workflow_effects WHERE run_id = ? ORDER BY step_key", [run_id]
-        )
-
-    # -- approvals -----------------------------------------------------------------------------
-    def approval_for(self, run_id: str, step_key: str) -> dict | None:
-        rows = self.db.fetch_dicts(
-            "SELECT * FROM workflow_approvals WHERE run_id = ? AND step_key = ?", [run_id, step_key]
-        )
-        return rows[0] if rows else None
-
-    def approval_keys(self, run_id: str, prefix: str) -> list[str]:
-        rows = self.db.fetchall(
-            """SELECT step_key FROM workflow_approvals WHERE run_id = ? AND starts_with(step_key, ?)
-               ORDER BY created_at""",
-            [run_id, prefix],
-        )
-        return [r[0] for r in rows]
-
-    def create_approval(
-        self,
-        run_id: str,
-        step_key: str,
-        key_id: str,
-        approvers: list[str],
-        prompt: str,
-        schema: dict | None,
-        expires_in_s: float | None,
-    ) -> dict:
-        approval_id = "apr_" + uuid.uuid4().hex[:20]
-        expires = _now() + timedelta(seconds=expires_in_s) if expires_in_s else None
-        self.db.write(
-            """INSERT INTO workflow_approvals (id, run_id, step_key, key_id, approvers, prompt, schema, state,
-                      expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)""",
-            [
-                approval_id,
-                run_id,
-                step_key,
-                key_id,
-                json.dumps(approvers),
-                prompt,
-                json.dumps(schema),
-                expires,
-            ],
-        )
-        return self.approval_row(approval_id)
-
-    def approval_row(self, approval_id: str) -> dict:
-        rows = self.db.fetch_dicts("SELECT * FROM workflow_approvals WHERE id = ?", [approval_id])
-        if not rows:
-            raise NotFound(f"approval {approval_id!r} does not exist")
-        return rows[0]
-
-    def answer_approval(self, approval_id: str, answer: Any, by: str) -> None:
-        """Record the one answer; a second (or one after expiry) is a 409."""
-        rows = self.db.run_in_transaction(
-            lambda cur: cur.execute(
-                """UPDATE workflow_approvals SET state = 'answered', answer = ?, answered_by = ?, answered_at = now()
-                   WHERE id = ? AND state = 'pending' AND (expires_at IS NULL OR expires_at > now())
-                   RETURNING id""",
-                [json.dumps(answer), by, approval_id],
-            ).fetchall()
-        )
-        if not rows:
-            row = self.approval_row(approval_id)
-            state = "expired" if row["state"] == "pending" else row["state"]
-            raise Conflict(f"approval {approval_id!r} is {state}; it takes one answer, before it expires")
-
-    def expire_approval(self, approval_id: str) -> bool:
-        return bool(
-            self.db.run_in_transaction(
-                lambda cur: cur.execute(
-                    """UPDATE workflow_approvals SET state = 'expired' WHERE id = ? AND state = 'pending'
-                       AND expires_at <= now() RETURNING id""",
-                    [approval_id],
-                ).fetchall()
-            )
-        )
-
-    def due_approvals(self) -> list[dict]:
-        return self.db.fetch_dicts(
-            "SELECT * FROM workflow_approvals WHERE state = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()"
-        )
-
-    def approvals(self, key_id: str | None, state: str | None = None, limit: int = 100) -> list[Approval]:
-        where, params = [], []
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
-        if state:
-            where.append("state = ?")
-            params.append(state)
-        sql = "SELECT * FROM workflow_approvals" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self.db.fetch_dicts(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
-        return [self.present_approval(r) for r in rows]
-
-    @staticmethod
-    def present_approval(row: dict) -> Approval:
-        return Approval(
-            id=row["id"],
-            run_id=row["run_id"],
-            step=row["step_key"],
-            state=row["state"],
-            prompt=row["prompt"],
-            approvers=json.loads(row["approvers"]),
-            schema=_load(row["schema"]),
-            answer=_load(row["answer"]),
-            answered_by=row["answered_by"],
-            created_at=row["created_at"].isoformat(),
-            expires_at=_iso(row["expires_at"]),
-            answered_at=_iso(row["answered_at"]),
-        )
