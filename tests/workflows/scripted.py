@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from appliance.models.runtime import ChatMessage, Completion, GenerationParams, TokenStream
+from appliance.models.runtime import (
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    StreamStats,
+    TokenDelta,
+    TokenStream,
+    collect,
+)
 
 
 class ScriptedRuntime:
@@ -29,24 +37,25 @@ class ScriptedRuntime:
     def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         return "".join(f"<|{m.role}|>\n{m.content}\n" for m in messages) + "<|assistant|>\n"
 
-    def generate(
-        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
-    ) -> Completion:
+    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
+        return collect(self.stream(prompt, params, cancel))
+
+    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream:
         with self._lock:
             self.prompts.append(prompt)
             text = self.replies.pop(0) if self.replies else '{"answer": "no more replies"}'
-        words = text.split()
         if params.max_tokens is not None:
-            text = " ".join(words[: params.max_tokens])
-        start = time.monotonic()
-        return Completion(
-            text, "stop", self.count_tokens(prompt), len(text.split()), 0.0, time.monotonic() - start
-        )
+            text = " ".join(text.split()[: params.max_tokens])
+        prompt_tokens, start = self.count_tokens(prompt), time.monotonic()
 
-    def stream(
-        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
-    ) -> TokenStream:
-        raise NotImplementedError("workflows generate whole replies")
+        def source(ts: TokenStream) -> Iterator[TokenDelta]:
+            yield TokenDelta(text)
+            now = time.monotonic()
+            ts.stats = StreamStats(prompt_tokens, len(text.split()), now - start, now - start)
+            ts.release()
+            yield TokenDelta("", "stop")
+
+        return TokenStream(source, lambda: None, cancel)
 
     def health(self) -> dict:
         return {"name": self.name, "backend": self.backend, "ok": True}
