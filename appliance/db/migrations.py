@@ -377,6 +377,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             started_at TIMESTAMPTZ,
             finished_at TIMESTAMPTZ,
             duration_ms DOUBLE,
+            usage JSON,
             PRIMARY KEY (run_id, key)
         );
         CREATE TABLE workflow_ledger (

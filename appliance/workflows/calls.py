@@ -4,6 +4,7 @@ that keeps a non-idempotent tool to one invocation."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -19,12 +20,17 @@ from appliance.workflows.llm import LLM
 MAX_AGENT_TURNS = 8
 
 
+@functools.lru_cache(maxsize=512)
+def _validator(schema_json: str):
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(json.loads(schema_json))
+
+
 def _validate(value: Any, schema: dict | None, what: str) -> str | None:
     if not schema:
         return None
-    from jsonschema import Draft202012Validator
-
-    err = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+    err = next(iter(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value)), None)
     if err is None:
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)

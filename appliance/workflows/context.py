@@ -44,6 +44,9 @@ class RunContext:
     degraded: bool = False
     flags: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A step's record and the run's usage are written together; fan-out branches of one run take
+    # turns (DuckDB refuses two transactions updating the run's row at once).
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def flag(self, name: str, value: Any) -> None:
         with self.lock:
@@ -78,7 +81,9 @@ class RunContext:
         self.check_stop()
         if count_step is not False:
             self.gate.before_step(count_step if isinstance(count_step, str) else None)
-        attempt = self.store.begin_step(self.run_id, key, step_id, parent, ordinal, kind, input)
+        attempt = self.store.begin_step(
+            self.run_id, key, step_id, parent, ordinal, kind, input, first=key not in self.rows
+        )
         started = time.perf_counter()
         tokens_before = self.gate.usage["tokens"]
         try:
@@ -86,28 +91,32 @@ class RunContext:
         except Interrupted:
             raise  # stays `running`: resumed from here
         except Waiting:
-            self.store.end_step(self.run_id, key, "waiting", None, None, 0, None, self.gate.snapshot())
+            self._end(key, "waiting", None, None, 0, None)
             raise
         except Exception as exc:
             seconds = time.perf_counter() - started
             state = "refused" if type(exc).__name__ == "Refused" else "failed"
-            self.store.end_step(
-                self.run_id, key, state, None, str(exc), 0, seconds * 1000, self.gate.snapshot()
-            )
+            self._end(key, state, None, str(exc), 0, seconds * 1000)
             if self.on_step:
                 self.on_step(kind, state, seconds)
             raise
         seconds = time.perf_counter() - started
         tokens = int(self.gate.usage["tokens"] - tokens_before) if kind == "llm" else 0
-        self.store.end_step(
-            self.run_id, key, "succeeded", output, None, tokens, seconds * 1000, self.gate.snapshot()
-        )
+        self._end(key, "succeeded", output, None, tokens, seconds * 1000)
         if self.on_step:
             self.on_step(kind, "succeeded", seconds)
         return output
 
+    def _end(
+        self, key: str, state: str, output: Any, error: str | None, tokens: int, ms: float | None
+    ) -> None:
+        with self.write_lock:
+            self.store.end_step(self.run_id, key, state, output, error, tokens, ms, self.gate.snapshot())
+
     def skip(self, key: str, step_id: str, ordinal: int, kind: str) -> None:
         if self.done(key)[0]:
             return
-        self.store.begin_step(self.run_id, key, step_id, None, ordinal, kind, None)
+        self.store.begin_step(
+            self.run_id, key, step_id, None, ordinal, kind, None, first=key not in self.rows
+        )
         self.store.end_step(self.run_id, key, "skipped", None, None, 0, 0.0)

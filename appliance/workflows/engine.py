@@ -59,7 +59,7 @@ class Engine:
         gate = Gate(
             Budget.of(workflow.get("budget"), policy.get("max_budget")),
             workflow.get("on_limit", "fail"),
-            json.loads(row["usage"]),
+            store.latest_usage(run_id) or json.loads(row["usage"]),
             set(policy["tools"]) if policy.get("tools") is not None else None,
             bundle["agents"],
         )

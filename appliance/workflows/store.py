@@ -7,8 +7,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import duckdb
-
 from appliance.db.connection import Database
 from appliance.errors import Conflict, NotFound
 from appliance.records import Approval, RunStep, WorkflowDocument, WorkflowRun
@@ -370,22 +368,31 @@ class WorkflowStore(LedgerRecords, ApprovalRecords):
         ]
 
     def begin_step(
-        self, run_id: str, key: str, step_id: str, parent: str | None, ordinal: int, kind: str, input: Any
+        self,
+        run_id: str,
+        key: str,
+        step_id: str,
+        parent: str | None,
+        ordinal: int,
+        kind: str,
+        input: Any,
+        first: bool = True,
     ) -> int:
-        """Mark a step running (one more attempt); returns its attempt number."""
-
-        def work(cur: duckdb.DuckDBPyConnection) -> int:
-            row = cur.execute(
+        """Mark a step running (one more attempt); returns its attempt number. `first`: the run has
+        no record of this step yet (a plain insert, the cheap case)."""
+        if first:
+            self.db.execute(
                 """INSERT INTO workflow_steps (run_id, key, step_id, parent, ordinal, kind, state, attempts, input,
-                          started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, now())
-                   ON CONFLICT (run_id, key) DO UPDATE SET state = 'running', attempts = workflow_steps.attempts + 1,
-                          input = excluded.input, error = NULL, started_at = coalesce(workflow_steps.started_at, now())
-                   RETURNING attempts""",
+                          started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, now())""",
                 [run_id, key, step_id, parent, ordinal, kind, json.dumps(input)],
-            ).fetchone()
-            return row[0]
-
-        return self.db.run_in_transaction(work)
+            )
+            return 1
+        row = self.db.execute(
+            """UPDATE workflow_steps SET state = 'running', attempts = attempts + 1, input = ?, error = NULL
+               WHERE run_id = ? AND key = ? RETURNING attempts""",
+            [json.dumps(input), run_id, key],
+        ).fetchone()
+        return row[0]
 
     def count_attempt(self, run_id: str, key: str) -> None:
         self.db.write(
@@ -403,15 +410,27 @@ class WorkflowStore(LedgerRecords, ApprovalRecords):
         duration_ms: float | None = None,
         usage: dict | None = None,
     ) -> None:
-        """Record a step's outcome, and the run's usage with it in one transaction."""
+        """Record a step's outcome with the run's usage at that moment (one statement: a resumed
+        run takes its usage from its latest step)."""
+        self.db.execute(
+            """UPDATE workflow_steps SET state = ?, output = ?, error = ?, tokens = tokens + ?,
+                      finished_at = now(), duration_ms = ?, usage = ? WHERE run_id = ? AND key = ?""",
+            [
+                state,
+                json.dumps(output),
+                error,
+                tokens,
+                duration_ms,
+                json.dumps(usage) if usage else None,
+                run_id,
+                key,
+            ],
+        )
 
-        def work(cur: duckdb.DuckDBPyConnection) -> None:
-            cur.execute(
-                """UPDATE workflow_steps SET state = ?, output = ?, error = ?, tokens = tokens + ?,
-                          finished_at = now(), duration_ms = ? WHERE run_id = ? AND key = ?""",
-                [state, json.dumps(output), error, tokens, duration_ms, run_id, key],
-            )
-            if usage is not None:
-                cur.execute("UPDATE workflow_runs SET usage = ? WHERE id = ?", [json.dumps(usage), run_id])
-
-        self.db.run_in_transaction(work)
+    def latest_usage(self, run_id: str) -> dict | None:
+        row = self.db.fetchone(
+            """SELECT usage FROM workflow_steps WHERE run_id = ? AND usage IS NOT NULL
+               ORDER BY finished_at DESC LIMIT 1""",
+            [run_id],
+        )
+        return json.loads(row[0]) if row else None
