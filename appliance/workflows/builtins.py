@@ -42,6 +42,9 @@ class Invocation:
     stop: threading.Event
     services: RunServices
     collections: list[str] | None = None  # what the calling agent may read (None: the key's)
+    # The run's model, through the gate (budget checked before, tokens charged after):
+    # complete([(role, text), ...], json_schema or None) -> text.
+    complete: Callable[[list[tuple[str, str]], dict | None], str] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -100,6 +103,70 @@ def _answer(inv: Invocation, args: dict) -> dict:
     if names == []:
         return {"answer": "", "citations": [], "refused": True}
     return inv.services.answer(args["question"], names, args.get("top_k"))
+
+
+def _model(inv: Invocation) -> Callable[[list[tuple[str, str]], dict | None], str]:
+    if inv.complete is None:
+        raise ToolFailure("this tool needs a language model, and none is available", retryable=False)
+    return inv.complete
+
+
+def _parse_json(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        start, end = text.find("{"), text.rfind("}")
+        try:
+            return json.loads(text[start : end + 1]) if 0 <= start < end else None
+        except ValueError:
+            return None
+
+
+def _summarize(inv: Invocation, args: dict) -> dict:
+    """A summary of text or of search hits; the hits' chunk ids come back as its sources."""
+    hits = args.get("hits") or []
+    parts = [args["text"]] if args.get("text") else []
+    parts += [f"[{h.get('chunk_id')}] {h.get('text', '')}" for h in hits]
+    if not parts:
+        return {"summary": "", "chunk_ids": []}
+    words = int(args.get("max_words", 80))
+    text = _model(inv)(
+        [
+            ("system", f"Summarize the context in at most {words} words. Use only what it says."),
+            ("user", "\n\n".join(parts)[:12000]),
+        ],
+        None,
+    )
+    return {
+        "summary": " ".join(text.split()[:words]),
+        "chunk_ids": [h["chunk_id"] for h in hits if "chunk_id" in h],
+    }
+
+
+def _extract(inv: Invocation, args: dict) -> dict:
+    """A record in the given JSON Schema from the text, checked against it."""
+    from jsonschema import Draft202012Validator
+
+    schema = args["schema"]
+    text = _model(inv)(
+        [
+            (
+                "system",
+                "Extract the fields the JSON Schema describes from the text. Reply with the JSON object only.",
+            ),
+            ("user", f"Schema: {schema}\n\nText:\n{args['text'][:12000]}"),
+        ],
+        schema,
+    )
+    record = _parse_json(text)
+    err = next(iter(Draft202012Validator(schema).iter_errors(record)), None) if record is not None else None
+    if record is None or err is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path) if err else ""
+        problem = f"record{where}: {err.message}" if err else "not a JSON object"
+        raise ToolFailure(f"the model's record does not match the schema: {problem}", retryable=False)
+    return {"record": record}
 
 
 STRING = {"type": "string"}
@@ -166,6 +233,26 @@ BUILTINS: dict[str, Builtin] = {
                 }
             ),
             _answer,
+        ),
+        Builtin(
+            "builtin.summarize_context",
+            "none",
+            _obj(
+                {
+                    "text": STRING,
+                    "hits": {"type": "array", "items": HIT},
+                    "max_words": {"type": "integer", "minimum": 5},
+                }
+            ),
+            _obj({"summary": STRING, "chunk_ids": {"type": "array", "items": {"type": "integer"}}}),
+            _summarize,
+        ),
+        Builtin(
+            "builtin.extract_fields",
+            "none",
+            _obj({"text": STRING, "schema": {"type": "object"}}, ["text", "schema"]),
+            _obj({"record": {"type": "object"}}),
+            _extract,
         ),
     )
 }

@@ -8,6 +8,7 @@ import functools
 import json
 import random
 import threading
+import time
 from typing import Any
 
 from appliance.models.runtime import ChatMessage
@@ -147,16 +148,40 @@ class Caller:
                     retryable=False,
                 )
             ctx.store.ledger_begin(invocation_id, ctx.run_id, key, name)
-        inv = Invocation(ctx.run_id, key, invocation_id, ctx.stop, ctx.services, _readable(ctx, agent))
+        inv = Invocation(
+            ctx.run_id,
+            key,
+            invocation_id,
+            ctx.stop,
+            ctx.services,
+            _readable(ctx, agent),
+            complete=lambda messages, schema: self._gated_llm(ctx, agent, messages, schema),
+        )
         output = self._timed(impl.run, inv, args, spec.get("timeout_s"))
         if effectful:
             ctx.store.ledger_end(invocation_id, "done", output)
         return output
 
+    def _gated_llm(
+        self, ctx: RunContext, agent: str | None, messages: list[tuple[str, str]], schema: dict | None
+    ) -> str:
+        """A tool's own model call: through the same gate as an agent's (budget before, tokens after)."""
+        llm = ctx.llm or self.llm
+        if llm is None:
+            raise ToolFailure("no language model is available to this appliance's workflows", retryable=False)
+        left = ctx.gate.before_llm(agent)
+        model = ctx.bundle["agents"][agent].get("model", "auto") if agent else "auto"
+        reply = llm.complete(model, [ChatMessage(r, c) for r, c in messages], left, schema)
+        ctx.gate.charge_tokens(agent, reply.prompt_tokens + reply.completion_tokens)
+        return reply.text
+
     @staticmethod
     def _timed(run, inv: Invocation, args: dict, timeout: float | None) -> Any:
         if timeout is None:
             return run(inv, args)
+        # The call gets a stop of its own, set at its timeout (and when the run stops), so a tool
+        # that waits (builtin.sleep) ends instead of lingering after the run moved on.
+        parent, inv.stop = inv.stop, threading.Event()
         box: dict = {}
 
         def target() -> None:
@@ -167,8 +192,15 @@ class Caller:
 
         thread = threading.Thread(target=target, daemon=True, name=f"tool-{inv.step}")
         thread.start()
-        thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
+            if parent.is_set():
+                inv.stop.set()
         if thread.is_alive():
+            inv.stop.set()
+            if parent.is_set():
+                raise Interrupted("stopped during a call")
             raise ToolFailure(f"timed out after {timeout:g} s", kind="timeout")
         if "err" in box:
             raise box["err"]
