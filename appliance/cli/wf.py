@@ -16,12 +16,13 @@ ENDED = ("succeeded", "degraded", "failed", "cancelled")
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
-    p = sub.add_parser("wf", help="governed workflows: validate, apply, run, runs, show, approve, cancel")
+    p = sub.add_parser("wf", parents=[parents.client], help="governed workflows: validate, apply, run, runs, show, approve, cancel")
     actions = p.add_subparsers(dest="wf_command", required=True, metavar="COMMAND")
 
-    a = actions.add_parser("validate", parents=[parents.config], help="check documents (exit 1 at a fault)")
+    a = actions.add_parser(
+        "validate", parents=[parents.client], help="check documents here (exit 1 at a fault)"
+    )
     a.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(func=_validate)
 
     a = actions.add_parser("apply", parents=[parents.client], help="register new versions of documents")

@@ -96,6 +96,15 @@ EXAMPLES: dict[str, Call] = {
         }
     ),
     "check_eval_gate": calls.check_eval_gate("release", "run_1"),
+    "apply_workflow_files": calls.apply_workflow_files({"flow.yaml": "kind: Workflow\nname: f\n"}),
+    "workflow_documents": calls.workflow_documents("Agent"),
+    "workflow": calls.workflow("sleepy"),
+    "start_workflow_run": calls.start_workflow_run("sleepy", {"msg": "hi"}, wait=5),
+    "workflow_runs": calls.workflow_runs("waiting", limit=5),
+    "workflow_run": calls.workflow_run("wfr_1"),
+    "cancel_workflow_run": calls.cancel_workflow_run("wfr_1"),
+    "approvals": calls.approvals("pending"),
+    "answer_approval": calls.answer_approval("apr_1", {"publish": True}),
 }
 
 

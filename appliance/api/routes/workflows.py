@@ -61,11 +61,14 @@ class _DocumentsOperation(Operation):
                 ),
                 "application/json": OpenAPIMediaType(
                     schema=Schema(
-                        description='a document, a list of documents, or {"files": {name: YAML text}}',
-                        one_of=[
-                            Schema(type="object"),
-                            Schema(type="array", items=Schema(type="object")),
-                        ],
+                        type="object",
+                        description='files by name (`{"files": {"flow.yaml": "kind: Workflow..."}}`), or one '
+                        "document as JSON (`kind`, `name`, ...); a JSON list of documents is taken too",
+                        properties={
+                            "files": Schema(type="object", additional_properties=Schema(type="string")),
+                            "kind": Schema(type="string", enum=["Workflow", "Agent", "Tool", "Policy"]),
+                            "name": Schema(type="string"),
+                        },
                     )
                 ),
             },
