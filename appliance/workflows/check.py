@@ -10,7 +10,7 @@ from appliance.workflows.builtins import BUILTINS
 from appliance.workflows.documents import Doc, DocumentError
 from appliance.workflows.refs import parts, references
 
-ACTIONS = ("tool", "agent", "foreach", "parallel", "loop", "approval")
+ACTIONS = ("tool", "agent", "dispatch", "foreach", "parallel", "loop", "approval")
 APPROVERS_SPECIAL = ("owner", "admin")
 TEXT_OUTPUT = {"type": "object", "properties": {"text": {"type": "string"}}}
 
@@ -137,15 +137,20 @@ def _step(step: dict, at: str, cat: Catalogue, flow: _Flow, approved: bool) -> N
         what = "one of " + ", ".join(ACTIONS) if not actions else "only one of " + ", ".join(actions)
         raise _fault(at, f"a step needs {what}")
     action = actions[0]
-    for extra, needs in (("do", "foreach"), ("as", "foreach"), ("reduce", "foreach"), ("with", "tool/agent")):
+    for extra, needs in (
+        ("do", "foreach"),
+        ("as", "foreach"),
+        ("reduce", "foreach"),
+        ("with", "tool/agent/dispatch"),
+    ):
         if extra in step and action not in needs.split("/"):
             raise _fault(f"{at}.{extra}", f"only a {needs} step takes {extra!r}")
     if "max_concurrency" in step and action not in ("foreach", "parallel"):
         raise _fault(f"{at}.max_concurrency", "only foreach and parallel steps take max_concurrency")
-    if "tools" in step and action != "agent":
+    if "tools" in step and action not in ("agent", "dispatch"):
         raise _fault(f"{at}.tools", "only agent steps narrow their tools")
     sid = step["id"]
-    if action in ("tool", "agent"):
+    if action in ("tool", "agent", "dispatch"):
         flow.outputs[sid] = _call(step, at, cat, flow, approved)
     elif action == "foreach":
         if "do" not in step:
@@ -220,16 +225,42 @@ def _call(call: dict, at: str, cat: Catalogue, flow: _Flow, approved: bool) -> d
                 f"non-idempotent tool {call['tool']!r} is retried ({retried} attempts) without an approval before it",
             )
         return tool.get("output_schema")
+    if "dispatch" in call:
+        return _dispatch(call, at, cat, flow)
     agent = cat.agent(call["agent"])
     if agent is None:
         raise _fault(f"{at}.agent", f"unknown agent {call['agent']!r}")
-    allowed = set(agent.get("tools", []))
-    for j, name in enumerate(call.get("tools", [])):
-        if name not in allowed:
-            raise _fault(
-                f"{at}.tools[{j}]", f"tool {name!r} is outside agent {call['agent']!r}'s allowed tools"
-            )
+    _narrowed(call, at, agent, call["agent"])
     return agent.get("output_schema") or TEXT_OUTPUT
+
+
+def _narrowed(call: dict, at: str, agent: dict, name: str) -> None:
+    allowed = set(agent.get("tools", []))
+    for j, tool in enumerate(call.get("tools", [])):
+        if tool not in allowed:
+            raise _fault(f"{at}.tools[{j}]", f"tool {tool!r} is outside agent {name!r}'s allowed tools")
+
+
+def _dispatch(call: dict, at: str, cat: Catalogue, flow: _Flow) -> dict | None:
+    """An agent chosen at run time: every candidate must exist, and a plan whose schema enumerates
+    the agents may name only candidates."""
+    spec = call["dispatch"]
+    among = spec["among"]
+    outputs = []
+    for j, name in enumerate(among):
+        agent = cat.agent(name)
+        if agent is None:
+            raise _fault(f"{at}.dispatch.among[{j}]", f"unknown agent {name!r}")
+        _narrowed(call, at, agent, name)
+        outputs.append(agent.get("output_schema") or TEXT_OUTPUT)
+    found = [expr for _, expr in references(spec["agent"])]
+    if not found:
+        raise _fault(f"{at}.dispatch.agent", "dispatch takes a reference to the chosen agent's name")
+    chosen = _ref(found[0], f"{at}.dispatch.agent", flow)
+    for value in (chosen or {}).get("enum", []):
+        if value not in among:
+            raise _fault(f"{at}.dispatch.agent", f"the plan may choose {value!r}, which is not among {among}")
+    return outputs[0] if all(o == outputs[0] for o in outputs) else None
 
 
 def _refs(value: Any, at: str, flow: _Flow) -> None:

@@ -159,7 +159,7 @@ class Engine:
     # -- steps -----------------------------------------------------------------------------------
     def _step(self, ctx: RunContext, step: dict, ordinal: int, state: dict) -> Any:
         sid = step["id"]
-        if "tool" in step or "agent" in step:
+        if "tool" in step or "agent" in step or "dispatch" in step:
             return self._call(ctx, step, sid, sid, None, ordinal, state)
         if "approval" in step:
             return self._approval(ctx, step, ordinal, state)
@@ -195,7 +195,14 @@ class Engine:
             return self.caller.tool(
                 ctx, key, step_id, parent, ordinal, call["tool"], args, step_retry=call.get("retry")
             )
-        return self.caller.agent(ctx, key, step_id, parent, ordinal, call["agent"], args, call.get("tools"))
+        name = call.get("agent")
+        if "dispatch" in call:
+            name = resolve(call["dispatch"]["agent"], state)
+            if name not in call["dispatch"]["among"]:
+                raise StepFailed(
+                    f"step {step_id!r}: the plan chose {name!r}, not one of {call['dispatch']['among']}"
+                )
+        return self.caller.agent(ctx, key, step_id, parent, ordinal, name, args, call.get("tools"))
 
     def _fan(self, ctx: RunContext, jobs: list[Callable[[], Any]], width: int) -> list[Any]:
         """Run branches `width` at a time; every branch finishes (or waits) before an error is raised,

@@ -81,14 +81,15 @@ class Library:
         for call in _calls(body["steps"]):
             if "tool" in call:
                 need_tool(call["tool"])
-            else:
-                agent = cat.agent(call["agent"])
+                continue
+            for agent_name in call["dispatch"]["among"] if "dispatch" in call else [call["agent"]]:
+                agent = cat.agent(agent_name)
                 if agent is None:
                     raise InvalidInput(
-                        f"workflow {workflow!r} needs agent {call['agent']!r}, which no longer exists"
+                        f"workflow {workflow!r} needs agent {agent_name!r}, which no longer exists"
                     )
-                agents[call["agent"]] = agent
-                pins[f"Agent/{call['agent']}"] = versions["Agent"][call["agent"]]
+                agents[agent_name] = agent
+                pins[f"Agent/{agent_name}"] = versions["Agent"][agent_name]
                 for name in agent.get("tools", []):
                     need_tool(name)
         policy = _policy(stored["Policy"], key_id, role)
@@ -99,7 +100,7 @@ class Library:
 
 def _calls(steps: list[dict]):
     for step in steps:
-        if "tool" in step or "agent" in step:
+        if "tool" in step or "agent" in step or "dispatch" in step:
             yield step
         for call in [step.get("do"), (step.get("loop") or {}).get("do"), *step.get("parallel", [])]:
             if call:

@@ -44,17 +44,26 @@ CONDITION = {
         },
     ]
 }
+# Hierarchical work: the agent is chosen at run time (`agent`: a reference, typically to an item of a
+# coordinator's plan whose schema lists the agents as an enum) among those named in `among`.
+DISPATCH = {
+    "type": "object",
+    "required": ["agent", "among"],
+    "additionalProperties": False,
+    "properties": {"agent": {"type": "string"}, "among": {"type": "array", "items": NAME, "minItems": 1}},
+}
 CALL = {
     "type": "object",
     "properties": {
         "id": STEP_ID,
         "tool": NAME,
         "agent": NAME,
+        "dispatch": DISPATCH,
         "with": {"type": "object"},
         "retry": RETRY,
         "tools": {"type": "array", "items": NAME, "uniqueItems": True},
     },
-    "oneOf": [{"required": ["tool"]}, {"required": ["agent"]}],
+    "oneOf": [{"required": ["tool"]}, {"required": ["agent"]}, {"required": ["dispatch"]}],
     "additionalProperties": False,
 }
 APPROVAL = {
@@ -77,6 +86,7 @@ STEP = {
         "id": STEP_ID,
         "tool": NAME,
         "agent": NAME,
+        "dispatch": DISPATCH,
         "with": {"type": "object"},
         "retry": RETRY,
         "tools": {"type": "array", "items": NAME, "uniqueItems": True},

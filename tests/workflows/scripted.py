@@ -37,10 +37,14 @@ class ScriptedRuntime:
     def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         return "".join(f"<|{m.role}|>\n{m.content}\n" for m in messages) + "<|assistant|>\n"
 
-    def generate(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> Completion:
+    def generate(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> Completion:
         return collect(self.stream(prompt, params, cancel))
 
-    def stream(self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None) -> TokenStream:
+    def stream(
+        self, prompt: str, params: GenerationParams, cancel: threading.Event | None = None
+    ) -> TokenStream:
         with self._lock:
             self.prompts.append(prompt)
             text = self.replies.pop(0) if self.replies else '{"answer": "no more replies"}'

@@ -229,3 +229,64 @@ steps:
     h.store.db.write("UPDATE workflow_runs SET state = 'running' WHERE id = ?", [run_id])
     assert h.resume(run_id).state == "succeeded"
     assert h.store.ledger(run_id)[0]["calls"] == 2 and len(h.store.effects(run_id)) == 1
+
+
+HIERARCHY = """
+kind: Agent
+name: coordinator
+role: coordinator
+instructions: Split the work between the researcher and the writer.
+output_schema:
+  type: object
+  required: [subtasks]
+  properties:
+    subtasks:
+      type: array
+      items:
+        type: object
+        required: [agent, task]
+        properties: {agent: {enum: [researcher, writer]}, task: {type: string}}
+---
+kind: Agent
+name: writer
+role: custom
+instructions: Write.
+---
+kind: Workflow
+name: hierarchy
+inputs: {type: object, properties: {goal: {type: string}}}
+steps:
+  - {id: plan, agent: coordinator, with: {prompt: "${inputs.goal}"}}
+  - id: work
+    foreach: "${steps.plan.output.subtasks}"
+    as: sub
+    do: {dispatch: {agent: "${sub.agent}", among: [researcher, writer]}, with: {prompt: "${sub.task}"}}
+outputs: {results: "${steps.work.output}"}
+"""
+
+
+def test_a_coordinator_s_typed_plan_is_expanded_into_agent_steps(tmp_path):
+    plan = {"subtasks": [{"agent": "researcher", "task": "find it"}, {"agent": "writer", "task": "write it"}]}
+    h, runtime = _harness(tmp_path, [json.dumps(plan), '{"answer": "found"}', "written"])
+    h.apply(RESEARCHER, HIERARCHY)
+    run_id, outcome = h.run("hierarchy", {"goal": "a report"})
+    assert outcome.state == "succeeded", outcome.error
+    assert outcome.outputs == {"results": [{"text": "found"}, {"text": "written"}]}
+    inputs = {
+        k: json.loads(s["input"]) for k, s in h.steps(run_id).items() if s["kind"] == "agent" and k != "plan"
+    }
+    assert inputs == {
+        "work[0]": {"agent": "researcher", "with": {"prompt": "find it"}},
+        "work[1]": {"agent": "writer", "with": {"prompt": "write it"}},
+    }
+    assert "Write." in runtime.prompts[2]
+
+
+def test_a_plan_naming_another_agent_fails_without_calling_it(tmp_path):
+    plan = {"subtasks": [{"agent": "coordinator", "task": "recurse"}]}
+    h, runtime = _harness(tmp_path, [json.dumps(plan)])
+    h.apply(RESEARCHER, HIERARCHY)
+    _, outcome = h.run("hierarchy", {"goal": "a report"})
+    # The coordinator's output schema enumerates the agents: its answer is refused at the schema.
+    assert outcome.state == "failed" and "subtasks[0].agent" in outcome.error
+    assert len(runtime.prompts) == 1

@@ -32,11 +32,17 @@ def _harness(tmp_path, replies):
 
 
 def test_summaries_keep_their_sources_and_records_match_their_schema(tmp_path):
-    h, runtime = _harness(tmp_path, ["Endeavour sailed 1768 carrying Cook onwards and beyond", '{"ship": "Endeavour", "year": 1768}'])
+    h, runtime = _harness(
+        tmp_path,
+        ["Endeavour sailed 1768 carrying Cook onwards and beyond", '{"ship": "Endeavour", "year": 1768}'],
+    )
     h.apply(DIGEST.replace("BUDGET", "10000"))
     run_id, outcome = h.run("digest")
     assert outcome.state == "succeeded", outcome.error
-    assert outcome.outputs["summary"] == {"summary": "Endeavour sailed 1768 carrying Cook onwards", "chunk_ids": [0, 1]}
+    assert outcome.outputs["summary"] == {
+        "summary": "Endeavour sailed 1768 carrying Cook onwards",
+        "chunk_ids": [0, 1],
+    }
     assert outcome.outputs["record"] == {"ship": "Endeavour", "year": 1768}
     assert "The Endeavour sailed in 1768." in runtime.prompts[0]
     usage = h.store.latest_usage(run_id)
@@ -98,7 +104,9 @@ steps:
 outputs: {ok: "${steps.ok.output}"}
 """
     h.apply(
-        template.replace("NAME", "lenient").replace("EXPIRY", "continue").replace("DEFAULT", "default: false,"),
+        template.replace("NAME", "lenient")
+        .replace("EXPIRY", "continue")
+        .replace("DEFAULT", "default: false,"),
         template.replace("NAME", "strict").replace("EXPIRY", "fail").replace("DEFAULT", ""),
     )
     outcomes = {}
@@ -106,7 +114,9 @@ outputs: {ok: "${steps.ok.output}"}
         run_id, waiting = h.run(name)
         assert waiting.state == "waiting"
         past = datetime.now(UTC) - timedelta(seconds=1)
-        h.store.db.write("UPDATE workflow_approvals SET expires_at = ? WHERE id = ?", [past, waiting.approvals[0]])
+        h.store.db.write(
+            "UPDATE workflow_approvals SET expires_at = ? WHERE id = ?", [past, waiting.approvals[0]]
+        )
         outcomes[name] = h.resume(run_id)
         assert h.store.approval_row(waiting.approvals[0])["state"] == "expired"
     assert (outcomes["lenient"].state, outcomes["lenient"].outputs) == ("succeeded", {"ok": False})
