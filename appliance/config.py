@@ -250,6 +250,13 @@ class AdmissionSettings(msgspec.Struct, forbid_unknown_fields=True):
     ingest_queue: int = 32
 
 
+class WorkflowSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Runs ended longer ago than this keep their outcome, outputs, usage and each step's state,
+    # attempts and timings, but lose step inputs and the outputs of nested steps (agent turns, fan-out
+    # branches), so stored state stays bounded; 0 keeps everything.
+    retention_days: int = 30
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -278,6 +285,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     drift: DriftSettings = msgspec.field(default_factory=DriftSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
+    workflows: WorkflowSettings = msgspec.field(default_factory=WorkflowSettings)
 
     @property
     def data_path(self) -> Path:

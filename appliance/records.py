@@ -571,6 +571,9 @@ class WorkflowRun(Record, kw_only=True):
     job_id: str | None
     created_at: str
     finished_at: str | None
+    # What governance did: fallbacks used, refused calls, limits met, breakers opened.
+    flags: dict[str, Any] = {}
+    pruned_at: str | None = None  # past retention: step inputs and nested outputs dropped
     steps: list[RunStep] = []
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.config import Settings
@@ -122,6 +122,7 @@ class Workflows:
             Caller(None, self.breakers, on_retry=lambda t: self.metrics.tool_retries.labels(t).inc())
         )
         self._running: dict[str, threading.Event] = {}
+        self._pruned_at = 0.0
         self._lock = threading.Lock()
 
     # -- documents -----------------------------------------------------------------------------
@@ -369,6 +370,12 @@ class Workflows:
         for row in self.store.active_runs():
             if row["state"] == "waiting":
                 self._wake(row["id"])
+        days = self.settings.workflows.retention_days
+        if days > 0 and time.monotonic() - self._pruned_at > 3600:
+            self._pruned_at = time.monotonic()
+            pruned = self.store.prune(datetime.now(UTC) - timedelta(days=days))
+            if pruned:
+                log.info("pruned workflow runs past their retention", extra={"runs": pruned})
 
     def close(self) -> None:
         with self._lock:

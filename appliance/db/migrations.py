@@ -358,7 +358,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             error VARCHAR,
             created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             started_at TIMESTAMPTZ,
-            finished_at TIMESTAMPTZ
+            finished_at TIMESTAMPTZ,
+            pruned_at TIMESTAMPTZ
         );
         CREATE INDEX workflow_runs_key ON workflow_runs (key_id, created_at);
         CREATE TABLE workflow_steps (

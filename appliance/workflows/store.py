@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
+
 from appliance.db.connection import Database
 from appliance.errors import Conflict, NotFound
 from appliance.records import Approval, RunStep, WorkflowDocument, WorkflowRun
@@ -315,6 +317,36 @@ class WorkflowStore(LedgerRecords, ApprovalRecords):
             for r in self.db.fetch_dicts(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
         ]
 
+    def prune(self, ended_before: datetime) -> int:
+        """Retention: runs ended before then keep their outcome and each step's state, attempts and
+        timings; step inputs, nested steps' outputs and ledger outputs go. Returns runs pruned."""
+
+        def work(cur: duckdb.DuckDBPyConnection) -> int:
+            ids = [
+                r[0]
+                for r in cur.execute(
+                    """SELECT id FROM workflow_runs WHERE pruned_at IS NULL AND finished_at < ?
+                       AND state IN ('succeeded', 'degraded', 'failed', 'cancelled')""",
+                    [ended_before],
+                ).fetchall()
+            ]
+            if ids:
+                cur.execute(
+                    """UPDATE workflow_steps SET input = NULL, usage = NULL,
+                              output = CASE WHEN parent IS NULL THEN output ELSE NULL END
+                       WHERE run_id IN (SELECT unnest(?))""",
+                    [ids],
+                )
+                cur.execute(
+                    "UPDATE workflow_ledger SET output = NULL WHERE run_id IN (SELECT unnest(?))", [ids]
+                )
+                cur.execute(
+                    "UPDATE workflow_runs SET pruned_at = now() WHERE id IN (SELECT unnest(?))", [ids]
+                )
+            return len(ids)
+
+        return self.db.run_in_transaction(work)
+
     def active_runs(self) -> list[dict]:
         return self.db.fetch_dicts(
             "SELECT * FROM workflow_runs WHERE state IN ('queued', 'running', 'waiting')"
@@ -337,6 +369,8 @@ class WorkflowStore(LedgerRecords, ApprovalRecords):
             job_id=row["job_id"],
             created_at=row["created_at"].isoformat(),
             finished_at=_iso(row["finished_at"]),
+            flags=_load(row["flags"]) or {},
+            pruned_at=_iso(row["pruned_at"]),
             steps=steps or [],
         )
 

@@ -142,3 +142,38 @@ def test_the_sleepy_document_runs_as_the_issue_gives_it(h):
     h.apply(SLEEPY.replace("seconds: 3", "seconds: 0.01"))
     run_id, outcome = h.run("sleepy", {"msg": "hi"})
     assert (outcome.state, outcome.outputs) == ("succeeded", {"text": "hi"})
+
+
+def test_retention_prunes_nested_state_and_the_run_can_still_be_shown(h):
+    from datetime import UTC, datetime, timedelta
+
+    h.apply(
+        """
+kind: Workflow
+name: fanned
+steps:
+  - {id: fan, foreach: [a, b], do: {tool: builtin.echo, with: {text: "${item}"}}}
+  - {id: write, tool: builtin.record, with: {key: k, value: "${steps.fan.output}"}}
+outputs: {n: "${steps.fan.output}"}
+"""
+    )
+    old, _ = h.run("fanned")
+    new, _ = h.run("fanned")
+    h.store.db.write(
+        "UPDATE workflow_runs SET finished_at = ? WHERE id = ?", [datetime.now(UTC) - timedelta(days=40), old]
+    )
+    assert h.store.prune(datetime.now(UTC) - timedelta(days=30)) == 1
+    pruned = h.store.step_records(old)
+    assert {s.key: (s.state, s.attempts) for s in pruned} == {
+        "fan": ("succeeded", 1),
+        "fan[0]": ("succeeded", 1),
+        "fan[1]": ("succeeded", 1),
+        "write": ("succeeded", 1),
+    }
+    assert all(s.input is None for s in pruned)
+    assert {s.key: s.output for s in pruned if s.parent} == {"fan[0]": None, "fan[1]": None}
+    assert next(s for s in pruned if s.key == "fan").output == [{"text": "a"}, {"text": "b"}]
+    shown = h.store.present(h.store.run_row(old))
+    assert shown.outputs == {"n": [{"text": "a"}, {"text": "b"}]} and shown.pruned_at is not None
+    assert all(s.input is not None for s in h.store.step_records(new) if s.kind == "tool")
+    assert h.store.prune(datetime.now(UTC) - timedelta(days=30)) == 0
