@@ -16,7 +16,11 @@ ENDED = ("succeeded", "degraded", "failed", "cancelled")
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
-    p = sub.add_parser("wf", parents=[parents.client], help="governed workflows: validate, apply, run, runs, show, approve, cancel")
+    p = sub.add_parser(
+        "wf",
+        parents=[parents.client],
+        help="governed workflows: validate, apply, run, runs, show, approve, cancel",
+    )
     actions = p.add_subparsers(dest="wf_command", required=True, metavar="COMMAND")
 
     a = actions.add_parser(

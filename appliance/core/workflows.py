@@ -84,6 +84,7 @@ class _RunServices:
                 for c in done.citations
             ],
             "refused": not done.citations,
+            "tokens": done.usage.prompt_tokens + done.usage.completion_tokens,
         }
 
     def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool:
@@ -254,6 +255,7 @@ class Workflows:
             return self.job_store.renew(job_id, token, lease) and not stop.is_set()
 
         started = time.monotonic()
+        tokens_before = (self.store.latest_usage(run_id) or {}).get("tokens", 0)
         try:
             scope = self._scope_of(row["key_id"])
             services = _RunServices(scope, self.knowledge, self.answers, self.store)
@@ -280,6 +282,9 @@ class Workflows:
         finally:
             with self._lock:
                 self._running.pop(run_id, None)
+        spent = (self.store.latest_usage(run_id) or {}).get("tokens", 0) - tokens_before
+        if spent > 0:
+            self.metrics.tokens.labels(row["workflow"]).inc(spent)
         if outcome.state == "interrupted":
             return  # stays running: resumed at the next start (or it was cancelled)
         summary = {

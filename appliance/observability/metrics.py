@@ -396,10 +396,16 @@ class WorkflowMetrics:
             registry=registry,
         )
         self.tool_retries = Counter(
-            "appliance_workflow_tool_retries_total", "Tool calls retried, by tool.", ["tool"], registry=registry
+            "appliance_workflow_tool_retries_total",
+            "Tool calls retried, by tool.",
+            ["tool"],
+            registry=registry,
         )
         self.tokens = Counter(
-            "appliance_workflow_tokens_total", "Model tokens spent by workflow runs.", ["workflow"], registry=registry
+            "appliance_workflow_tokens_total",
+            "Model tokens spent by workflow runs.",
+            ["workflow"],
+            registry=registry,
         )
         self.approval_wait = Histogram(
             "appliance_workflow_approval_wait_seconds",

@@ -45,6 +45,9 @@ class Invocation:
     # The run's model, through the gate (budget checked before, tokens charged after):
     # complete([(role, text), ...], json_schema or None) -> text.
     complete: Callable[[list[tuple[str, str]], dict | None], str] | None = None
+    # For a service that calls the model itself (answers): the gate's check before, the charge after.
+    before_llm: Callable[[], object] = lambda: None
+    charge: Callable[[int], None] = lambda tokens: None
     extra: dict = field(default_factory=dict)
 
 
@@ -102,7 +105,10 @@ def _answer(inv: Invocation, args: dict) -> dict:
     names = _collections(inv, args)
     if names == []:
         return {"answer": "", "citations": [], "refused": True}
-    return inv.services.answer(args["question"], names, args.get("top_k"))
+    inv.before_llm()
+    out = dict(inv.services.answer(args["question"], names, args.get("top_k")))
+    inv.charge(int(out.pop("tokens", 0)))
+    return out
 
 
 def _model(inv: Invocation) -> Callable[[list[tuple[str, str]], dict | None], str]:

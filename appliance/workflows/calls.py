@@ -156,6 +156,8 @@ class Caller:
             ctx.services,
             _readable(ctx, agent),
             complete=lambda messages, schema: self._gated_llm(ctx, agent, messages, schema),
+            before_llm=lambda: ctx.gate.before_llm(agent),
+            charge=lambda tokens: ctx.gate.charge_tokens(agent, tokens),
         )
         output = self._timed(impl.run, inv, args, spec.get("timeout_s"))
         if effectful:

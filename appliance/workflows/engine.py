@@ -82,9 +82,10 @@ class Engine:
             flags=json.loads(row["flags"]) if row["flags"] else {},
         )
         outcome = self.execute(ctx, keep_going)
+        if outcome.state in ("waiting", "interrupted"):
+            store.save_progress(run_id, gate.snapshot(), ctx.degraded, ctx.flags)
         if outcome.state == "waiting":
             store.set_state(run_id, "waiting", ("running",))
-        store.set_usage(run_id, gate.snapshot())
         return outcome
 
     def execute(self, ctx: RunContext, keep_going: Callable[[], bool]) -> Outcome:
@@ -117,7 +118,13 @@ class Engine:
 
     def _end(self, ctx: RunContext, state: str, outputs: dict | None, error: str | None) -> Outcome:
         ctx.store.finish_run(
-            ctx.run_id, state, outputs, error, ctx.degraded or state == "degraded", ctx.flags
+            ctx.run_id,
+            state,
+            outputs,
+            error,
+            ctx.degraded or state == "degraded",
+            ctx.flags,
+            ctx.gate.snapshot(),
         )
         return Outcome(state, outputs, error)
 

@@ -287,21 +287,42 @@ class WorkflowStore(LedgerRecords, ApprovalRecords):
         )
 
     def finish_run(
-        self, run_id: str, state: str, outputs: dict | None, error: str | None, degraded: bool, flags: dict
+        self,
+        run_id: str,
+        state: str,
+        outputs: dict | None,
+        error: str | None,
+        degraded: bool,
+        flags: dict,
+        usage: dict | None = None,
     ) -> bool:
+        """End an active run (with its final usage, in the same statement, so a reader that sees it
+        ended sees its usage too); False when it had ended already."""
         return bool(
             self.db.run_in_transaction(
                 lambda cur: cur.execute(
                     """UPDATE workflow_runs SET state = ?, outputs = ?, error = ?, degraded = ?, flags = ?,
-                              finished_at = now()
+                              usage = coalesce(?, usage), finished_at = now()
                        WHERE id = ? AND state IN ('queued', 'running', 'waiting') RETURNING id""",
-                    [state, json.dumps(outputs), error, degraded, json.dumps(flags), run_id],
+                    [
+                        state,
+                        json.dumps(outputs),
+                        error,
+                        degraded,
+                        json.dumps(flags),
+                        json.dumps(usage) if usage is not None else None,
+                        run_id,
+                    ],
                 ).fetchall()
             )
         )
 
-    def set_usage(self, run_id: str, usage: dict) -> None:
-        self.db.write("UPDATE workflow_runs SET usage = ? WHERE id = ?", [json.dumps(usage), run_id])
+    def save_progress(self, run_id: str, usage: dict, degraded: bool, flags: dict) -> None:
+        """A run that pauses (for approvals) or is interrupted keeps what it has so far."""
+        self.db.write(
+            "UPDATE workflow_runs SET usage = ?, degraded = ?, flags = ? WHERE id = ?",
+            [json.dumps(usage), degraded, json.dumps(flags), run_id],
+        )
 
     def runs(self, key_id: str | None, limit: int = 50, state: str | None = None) -> list[WorkflowRun]:
         where, params = [], []

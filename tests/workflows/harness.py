@@ -56,6 +56,7 @@ class MemoryServices:
                 {"n": 1, "chunk_id": h["chunk_id"], "document_id": h["document_id"]} for h in hits[:1]
             ],
             "refused": not hits,
+            "tokens": 7,
         }
 
     def record_effect(self, invocation_id, run_id, step, value):

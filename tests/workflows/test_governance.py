@@ -290,3 +290,24 @@ def test_a_plan_naming_another_agent_fails_without_calling_it(tmp_path):
     # The coordinator's output schema enumerates the agents: its answer is refused at the schema.
     assert outcome.state == "failed" and "subtasks[0].agent" in outcome.error
     assert len(runtime.prompts) == 1
+
+
+def test_a_fallback_before_an_approval_still_marks_the_run_degraded(tmp_path):
+    h, _ = _harness(tmp_path, [])
+    h.apply(
+        FLAKY,
+        """
+kind: Workflow
+name: fallback-then-ask
+steps:
+  - {id: call, tool: flaky, with: {text: spare}}
+  - {id: ok, approval: {prompt: go on}}
+outputs: {text: "${steps.call.output.text}"}
+""",
+    )
+    run_id, waiting = h.run("fallback-then-ask")
+    assert waiting.state == "waiting"
+    h.store.answer_approval(waiting.approvals[0], True, "key_owner")
+    done = h.resume(run_id)
+    assert (done.state, done.outputs) == ("degraded", {"text": "spare"})
+    assert json.loads(h.store.run_row(run_id)["flags"])["fallbacks"][0]["fallback"] == "builtin.echo"

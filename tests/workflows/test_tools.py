@@ -121,3 +121,22 @@ outputs: {ok: "${steps.ok.output}"}
         assert h.store.approval_row(waiting.approvals[0])["state"] == "expired"
     assert (outcomes["lenient"].state, outcomes["lenient"].outputs) == ("succeeded", {"ok": False})
     assert outcomes["strict"].state == "failed" and "expired" in outcomes["strict"].error
+
+
+def test_the_answer_tool_s_model_tokens_count_against_the_budget(tmp_path):
+    h = Harness(tmp_path)
+    h.services.corpus = {"fleet": ["The Endeavour sailed in 1768."]}
+    h.apply(
+        """
+kind: Workflow
+name: twice
+budget: {tokens: 5}
+steps:
+  - {id: first, tool: builtin.answer_with_citations, with: {question: when}}
+  - {id: second, tool: builtin.answer_with_citations, with: {question: again}}
+"""
+    )
+    run_id, outcome = h.run("twice")
+    assert outcome.state == "failed" and "tokens 7 of 5" in outcome.error
+    assert len(h.services.searched) == 1  # the second answer was never asked for
+    assert h.store.latest_usage(run_id)["tokens"] == 7
