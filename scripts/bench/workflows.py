@@ -198,7 +198,7 @@ def chaos(runs: int, kills: int, seed: int) -> dict:
         "succeeded": sum(1 for v in finals.values() if v["state"] == "succeeded"),
         "completed_steps_checked": sum(len(v) for v in seen.values()),
         "completed_steps_rerun": rerun,
-        "noneffect_steps_expected": 2 * runs,
+        "effect_steps_expected": 2 * runs,  # two builtin.record steps a run
         "effects_rows": len(effects),
         "effects_max_per_step": max((c for (c,) in effects), default=0),
         "ledger_not_done": sum(1 for _, s in ledger if s != "done"),
