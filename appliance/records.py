@@ -583,7 +583,7 @@ class Approval(Record, kw_only=True):
     id: str
     run_id: str
     step: str
-    state: str  # pending | answered | expired
+    state: str  # pending | answered | expired | cancelled (its run was)
     prompt: str
     approvers: list[str]
     schema: dict[str, Any] | None

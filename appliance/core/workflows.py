@@ -208,6 +208,7 @@ class Workflows:
         row = self._row(scope, run_id)
         if not self.store.finish_run(run_id, "cancelled", None, "cancelled", bool(row["degraded"]), {}):
             raise Conflict(f"run {run_id!r} has ended ({row['state']})")
+        self.store.close_approvals(run_id)
         with self._lock:
             event = self._running.get(run_id)
         if event is not None:

@@ -145,6 +145,13 @@ class ApprovalRecords:
             state = "expired" if row["state"] == "pending" else row["state"]
             raise Conflict(f"approval {approval_id!r} is {state}; it takes one answer, before it expires")
 
+    def close_approvals(self, run_id: str) -> None:
+        """A cancelled run's pending approvals can no longer be answered."""
+        self.db.write(
+            "UPDATE workflow_approvals SET state = 'cancelled' WHERE run_id = ? AND state = 'pending'",
+            [run_id],
+        )
+
     def expire_approval(self, approval_id: str) -> bool:
         return bool(
             self.db.run_in_transaction(
@@ -164,8 +171,9 @@ class ApprovalRecords:
     def approvals(self, key_id: str | None, state: str | None = None, limit: int = 100) -> list[Approval]:
         where, params = [], []
         if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
+            # Those of the key's runs, and those that name the key among their approvers.
+            where.append("(key_id = ? OR list_contains(from_json(approvers, '[\"VARCHAR\"]'), ?))")
+            params += [key_id, key_id]
         if state:
             where.append("state = ?")
             params.append(state)

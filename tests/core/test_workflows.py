@@ -131,8 +131,29 @@ def test_a_user_key_sees_only_its_own_runs_and_approvals(app):
         app.workflows.answer(alice, second.id, {"n": 2})
     cancelled = app.workflows.cancel(alice, run.id)
     assert cancelled.state == "cancelled"
+    assert app.workflows.get_approval(alice, second.id).state == "cancelled"
+    with pytest.raises(Conflict):
+        app.workflows.answer(admin, second.id, {"n": 2})
     with pytest.raises(Conflict):
         app.workflows.cancel(alice, run.id)
+
+
+def test_an_approval_naming_a_key_is_listed_and_answered_by_it(app):
+    admin = app.access.system_scope()
+    alice, bob = _user(app, "alice"), _user(app, "bob")
+    app.workflows.apply_text(
+        admin,
+        f"kind: Workflow\nname: ask-bob\nsteps:\n  - {{id: ok, approval: {{approvers: [{bob.key_id}]}}}}\n",
+    )
+    run = app.workflows.start(alice, "ask-bob", {})
+    assert app.workflows.wait(alice, run.id, 60).state == "waiting"
+    (approval,) = app.workflows.list_approvals(bob)
+    with pytest.raises(Forbidden):
+        app.workflows.answer(alice, approval.id, True)
+    app.workflows.answer(bob, approval.id, True)
+    assert app.workflows.wait(alice, run.id, 60).state == "succeeded"
+    with pytest.raises(NotFound):
+        app.workflows.get_run(bob, run.id)  # bob answers the question, he does not see the run
 
 
 def test_approvals_answered_out_of_order_across_a_restart(tmp_path):
