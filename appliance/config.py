@@ -273,6 +273,13 @@ class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True):
     probe_max_tokens: int = 8
 
 
+class WorkflowSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Runs ended longer ago than this keep their outcome, outputs, usage and each step's state,
+    # attempts and timings, but lose step inputs and the outputs of nested steps (agent turns, fan-out
+    # branches), so stored state stays bounded; 0 keeps everything.
+    retention_days: int = 30
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     """Every setting of the appliance, one section per area; built once by load_settings()."""
 
@@ -303,6 +310,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     admission: AdmissionSettings = msgspec.field(default_factory=AdmissionSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     registry: RegistrySettings = msgspec.field(default_factory=RegistrySettings)
+    workflows: WorkflowSettings = msgspec.field(default_factory=WorkflowSettings)
 
     @property
     def data_path(self) -> Path:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
+from appliance.records import Record
 
 KINDS = ("chat", "embedding", "reranker")
 BACKENDS = ("llama.cpp", "vllm", "sentence-transformers", "remote")
 STATES = ("registered", "probing", "ready", "rejected")
-
-
-class Record(msgspec.Struct, frozen=True):
-    """Immutable, like appliance.records' (a sibling module of the same layer, so not imported)."""
 
 
 class ModelVersion(Record, kw_only=True):

@@ -32,6 +32,7 @@ from appliance.api.routes import (
     observability,
     openai,
     sources,
+    workflows,
 )
 from appliance.api.routes import registry as model_registry
 from appliance.api.routes.docs import OfflineSwaggerPlugin
@@ -76,6 +77,9 @@ def create_app(appliance: Appliance) -> Litestar:
             drift.router,
             mcp_route(mcp),
             model_registry.router,
+            workflows.workflows_router,
+            workflows.runs_router,
+            workflows.approvals_router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -141,6 +141,16 @@ class BaseClient:
     promote_model = _api(calls.promote_model)
     rollback_model = _api(calls.rollback_model)
     set_model_gate = _api(calls.set_model_gate)
+    # -- workflows
+    apply_workflow_files = _api(calls.apply_workflow_files)
+    workflow_documents = _api(calls.workflow_documents)
+    workflow = _api(calls.workflow)
+    start_workflow_run = _api(calls.start_workflow_run)
+    workflow_runs = _api(calls.workflow_runs)
+    workflow_run = _api(calls.workflow_run)
+    cancel_workflow_run = _api(calls.cancel_workflow_run)
+    approvals = _api(calls.approvals)
+    answer_approval = _api(calls.answer_approval)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

@@ -510,3 +510,49 @@ def rollback_model(name: str, alias: str = "production", reason: str = "") -> Ca
 
 def set_model_gate(name: str, gate: str | None) -> Call:
     return Call("POST", "/api/v1/models/{name}/gate", {"name": name}, json={"gate": gate})
+
+
+# -- workflows -------------------------------------------------------------------------------------
+def apply_workflow_files(files: dict[str, str]) -> Call:
+    """Documents by file name -> YAML text, checked together by the server."""
+    return Call("POST", "/api/v1/workflows", json={"files": files})
+
+
+def workflow_documents(kind: str | None = "Workflow") -> Call:
+    return Call("GET", "/api/v1/workflows", params=_query(kind=kind))
+
+
+def workflow(name: str) -> Call:
+    return Call("GET", "/api/v1/workflows/{name}", {"name": name})
+
+
+def start_workflow_run(name: str, inputs: dict, wait: float = 0.0) -> Call:
+    return Call(
+        "POST",
+        "/api/v1/workflows/{name}/runs",
+        {"name": name},
+        json={"input": inputs, "wait": wait},
+        timeout=None if wait else httpx.USE_CLIENT_DEFAULT,
+    )
+
+
+def workflow_runs(state: str | None = None, limit: int = 50) -> Call:
+    return Call("GET", "/api/v1/runs", params=_query(run_state=state, limit=limit))
+
+
+def workflow_run(run_id: str) -> Call:
+    return Call("GET", "/api/v1/runs/{workflow_run_id}", {"workflow_run_id": run_id})
+
+
+def cancel_workflow_run(run_id: str) -> Call:
+    return Call("POST", "/api/v1/runs/{workflow_run_id}/cancel", {"workflow_run_id": run_id})
+
+
+def approvals(state: str | None = "pending") -> Call:
+    return Call("GET", "/api/v1/approvals", params=_query(approval_state=state))
+
+
+def answer_approval(approval_id: str, answer: Any) -> Call:
+    return Call(
+        "POST", "/api/v1/approvals/{approval_id}", {"approval_id": approval_id}, json={"answer": answer}
+    )

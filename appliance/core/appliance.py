@@ -21,6 +21,7 @@ from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
 from appliance.core.registry import Registry
 from appliance.core.sources import Sources
+from appliance.core.workflows import Workflows
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
@@ -72,6 +73,7 @@ class Appliance:
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
     - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
     - `registry`: model families, versions, aliases and their history; intake; promotion and rollback.
+    - `workflows`: workflow, agent, tool and policy documents, runs (the `workflow` job kind), approvals.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -259,6 +261,19 @@ class Appliance:
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
         )
+        self.workflows = Workflows(
+            settings,
+            self.db,
+            self.jobs,
+            self.job_store,
+            self.access,
+            self.knowledge,
+            self.answers,
+            self.gateway,
+            self.metrics,
+            self.instance_id,
+            self._stop,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -311,6 +326,7 @@ class Appliance:
         self.jobs.register("verify", verify)
         self.jobs.register("eval", self.evals.run_job)
         self.jobs.register("evalgen", self.eval_sources.run_job)
+        self.jobs.register("workflow", self.workflows.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)
@@ -324,7 +340,11 @@ class Appliance:
     def _evaluation_tick(self) -> None:
         # Traces past their retention go, and the drift check runs when it is due; each failure is
         # logged on its own, so neither stops the other (nor the source syncs).
-        for name, work in (("trace pruning", self.feedback.tick), ("drift check", self.drift.tick)):
+        for name, work in (
+            ("trace pruning", self.feedback.tick),
+            ("drift check", self.drift.tick),
+            ("workflow approvals", self.workflows.tick),
+        ):
             try:
                 work()
             except Exception:
@@ -345,6 +365,7 @@ class Appliance:
             self.queue.signal(job_id)
         if resumed:
             log.info("resuming interrupted jobs", extra={"jobs": resumed})
+        self.workflows.tick()  # runs whose approvals were answered just before a stop go on
         self._spawn(self._index_ticker, "index-ticker")
         self._spawn(self._warm, "embedder-warmup")
         self.admin.start_sampling()
@@ -383,6 +404,7 @@ class Appliance:
         self.admin.stop_sampling()
         self.source_service.stop()
         self.registry.close()
+        self.workflows.close()  # wakes runs in a sleep or a backoff: they resume at the next start
         self.queue.stop()
         for thread in self._threads:
             thread.join(timeout=5)

@@ -387,6 +387,96 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX model_alias_history_family ON model_alias_history (family, id);
         """,
     ),
+    (
+        # Governed workflows (appliance/workflows/store.py): immutable document versions named by
+        # their hash, runs pinned to them, each step's record, the ledger of non-idempotent tool
+        # invocations (checked before calling), the effects of builtin.record, and approvals.
+        "0013_workflows",
+        """
+        CREATE TABLE workflow_documents (
+            kind VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            body JSON NOT NULL,
+            created_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (kind, name, version)
+        );
+        CREATE TABLE workflow_runs (
+            id VARCHAR PRIMARY KEY,
+            workflow VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            key_id VARCHAR NOT NULL,
+            job_id VARCHAR,
+            state VARCHAR NOT NULL,
+            inputs JSON NOT NULL,
+            outputs JSON,
+            bundle JSON NOT NULL,
+            usage JSON NOT NULL,
+            degraded BOOLEAN NOT NULL DEFAULT false,
+            flags JSON,
+            error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            pruned_at TIMESTAMPTZ
+        );
+        CREATE INDEX workflow_runs_key ON workflow_runs (key_id, created_at);
+        CREATE TABLE workflow_steps (
+            run_id VARCHAR NOT NULL,
+            key VARCHAR NOT NULL,
+            step_id VARCHAR NOT NULL,
+            parent VARCHAR,
+            ordinal INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            input JSON,
+            output JSON,
+            error VARCHAR,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            duration_ms DOUBLE,
+            usage JSON,
+            PRIMARY KEY (run_id, key)
+        );
+        CREATE TABLE workflow_ledger (
+            invocation_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step_key VARCHAR NOT NULL,
+            tool VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            output JSON,
+            calls INTEGER NOT NULL DEFAULT 0,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            finished_at TIMESTAMPTZ
+        );
+        CREATE TABLE workflow_effects (
+            invocation_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step_key VARCHAR NOT NULL,
+            value JSON,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE workflow_approvals (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step_key VARCHAR NOT NULL,
+            key_id VARCHAR NOT NULL,
+            approvers JSON NOT NULL,
+            prompt VARCHAR NOT NULL,
+            schema JSON,
+            state VARCHAR NOT NULL,
+            answer JSON,
+            answered_by VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            expires_at TIMESTAMPTZ,
+            answered_at TIMESTAMPTZ
+        );
+        CREATE INDEX workflow_approvals_run ON workflow_approvals (run_id);
+        """,
+    ),
 ]
 
 

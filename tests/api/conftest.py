@@ -89,5 +89,20 @@ def isolation_world(tmp_path_factory) -> IsolationWorld:
             objects[coll]["run"] = f"run_{coll}0000000000"
             # Model aliases are not per collection; a user key is refused (403) before one is read.
             objects[coll]["alias"] = f"alias-{coll}"
+    # A workflow run of each key, waiting for its approval (GET /api/v1/runs/{id}, /approvals/{id}).
+    with srv.client() as admin:
+        applied = admin.post(
+            "/api/v1/workflows",
+            content="kind: Workflow\nname: isolation\nsteps:\n  - {id: ok, approval: {prompt: Proceed}}\n",
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert applied.status_code == 201, applied.text
+    for coll, key in keys.items():
+        with srv.client(key) as owner:
+            started = owner.post("/api/v1/workflows/isolation/runs", json={"input": {}, "wait": 30})
+            assert started.status_code == 202 and started.json()["state"] == "waiting", started.text
+            objects[coll]["workflow_run"] = started.json()["run_id"]
+            (approval,) = owner.get("/api/v1/approvals").json()
+            objects[coll]["approval"] = approval["id"]
     yield IsolationWorld(srv, keys, objects)
     srv.stop()

@@ -34,6 +34,8 @@ FILLERS = {
     "answer_id": "answer",
     "run_id": "run",
     "alias": "alias",
+    "workflow_run_id": "workflow_run",
+    "approval_id": "approval",
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.
@@ -54,6 +56,8 @@ MISSING = {
     "answer": "ans_00000000000000000000",
     "run": "run_0000000000000000",
     "alias": "missing-alias",
+    "workflow_run": "wfr_00000000000000000000",
+    "approval": "apr_00000000000000000000",
 }
 
 
@@ -168,6 +172,8 @@ def test_objects_of_another_collection_look_missing_on_every_route(world):
             assert owner.get(f"/api/v1/conversations/{objects[coll]['conversation']}").status_code == 200
             assert owner.get(f"/api/v1/jobs/{objects[coll]['job']}").json()["state"] == "succeeded"
             assert owner.get(f"/api/v1/sources/{objects[coll]['source']}").status_code == 200
+            assert owner.get(f"/api/v1/runs/{objects[coll]['workflow_run']}").json()["state"] == "waiting"
+            assert owner.get(f"/api/v1/approvals/{objects[coll]['approval']}").json()["state"] == "pending"
 
 
 def test_collections_of_another_key_look_missing_on_every_route(world):

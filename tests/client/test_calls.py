@@ -96,6 +96,23 @@ EXAMPLES: dict[str, Call] = {
         }
     ),
     "check_eval_gate": calls.check_eval_gate("release", "run_1"),
+    "apply_workflow_files": calls.apply_workflow_files({"flow.yaml": "kind: Workflow\nname: f\n"}),
+    "workflow_documents": calls.workflow_documents("Agent"),
+    "workflow": calls.workflow("sleepy"),
+    "start_workflow_run": calls.start_workflow_run("sleepy", {"msg": "hi"}, wait=5),
+    "workflow_runs": calls.workflow_runs("waiting", limit=5),
+    "workflow_run": calls.workflow_run("wfr_1"),
+    "cancel_workflow_run": calls.cancel_workflow_run("wfr_1"),
+    "approvals": calls.approvals("pending"),
+    "answer_approval": calls.answer_approval("apr_1", {"publish": True}),
+    "feedback_summary": calls.feedback_summary(30),
+    "registry_models": calls.registry_models(),
+    "registry_model": calls.registry_model("gemma"),
+    "registry_history": calls.registry_history("gemma"),
+    "import_model": calls.import_model("/srv/models/gemma.gguf", name="gemma"),
+    "promote_model": calls.promote_model("gemma", 2, "production", reason="passed", run="run_1"),
+    "rollback_model": calls.rollback_model("gemma", "production", reason="regressed"),
+    "set_model_gate": calls.set_model_gate("gemma", "release"),
 }
 
 

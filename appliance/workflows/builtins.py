@@ -1,0 +1,264 @@
+"""The built-in tools: their schemas, side effects and implementations (echo, sleep, record, fail, and
+the RAG tools search and answer_with_citations, which keep their citations)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ToolFailure(Exception):
+    """A tool call that failed (retried by the tool's policy when `retryable`)."""
+
+    def __init__(self, message: str, retryable: bool = True, kind: str = "error") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.kind = kind  # error | timeout
+
+
+class Interrupted(Exception):
+    """The run is stopping (the appliance closes, or the run was cancelled): try again on resume."""
+
+
+class RunServices(Protocol):
+    """What a run may reach outside itself, already limited to the run's key and agent scopes."""
+
+    def search(self, query: str, collections: list[str] | None, top_k: int) -> list[dict]: ...
+
+    def answer(self, question: str, collections: list[str] | None, top_k: int | None) -> dict: ...
+
+    def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool: ...
+
+
+@dataclass
+class Invocation:
+    """One call of a tool: who calls, under which idempotency key, and how to stop it."""
+
+    run_id: str
+    step: str
+    invocation_id: str
+    stop: threading.Event
+    services: RunServices
+    collections: list[str] | None = None  # what the calling agent may read (None: the key's)
+    # The run's model, through the gate (budget checked before, tokens charged after):
+    # complete([(role, text), ...], json_schema or None) -> text.
+    complete: Callable[[list[tuple[str, str]], dict | None], str] | None = None
+    # For a service that calls the model itself (answers): the gate's check before, the charge after.
+    before_llm: Callable[[], object] = lambda: None
+    charge: Callable[[int], None] = lambda tokens: None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    side_effects: str
+    input_schema: dict
+    output_schema: dict
+    run: Callable[[Invocation, dict], dict]
+    # Calls again under the same invocation id have no second effect (the ledger may repeat them).
+    honours_invocation_id: bool = False
+
+
+def _obj(props: dict, required: list[str] | None = None) -> dict:
+    return {"type": "object", "properties": props, "required": required or [], "additionalProperties": True}
+
+
+def _sleep(inv: Invocation, args: dict) -> dict:
+    if inv.stop.wait(float(args["seconds"])):
+        raise Interrupted("stopped while sleeping")
+    return {"slept": args["seconds"]}
+
+
+def _echo(inv: Invocation, args: dict) -> dict:
+    return {"text": args["text"]}
+
+
+def _record(inv: Invocation, args: dict) -> dict:
+    first = inv.services.record_effect(inv.invocation_id, inv.run_id, inv.step, args["value"])
+    return {"recorded": args["key"], "invocation_id": inv.invocation_id, "first": first}
+
+
+def _fail(inv: Invocation, args: dict) -> dict:
+    raise ToolFailure(args.get("message") or "builtin.fail always fails")
+
+
+def _collections(inv: Invocation, args: dict) -> list[str] | None:
+    asked = args.get("collections")
+    if inv.collections is None:
+        return asked
+    if asked is None:
+        return list(inv.collections)
+    # Outside the agent's collections: as if it did not exist (the key's scope checks the rest).
+    return [c for c in asked if c in inv.collections]
+
+
+def _search(inv: Invocation, args: dict) -> dict:
+    names = _collections(inv, args)
+    hits = [] if names == [] else inv.services.search(args["query"], names, int(args.get("top_k", 5)))
+    return {"hits": hits}
+
+
+def _answer(inv: Invocation, args: dict) -> dict:
+    names = _collections(inv, args)
+    if names == []:
+        return {"answer": "", "citations": [], "refused": True}
+    inv.before_llm()
+    out = dict(inv.services.answer(args["question"], names, args.get("top_k")))
+    inv.charge(int(out.pop("tokens", 0)))
+    return out
+
+
+def _model(inv: Invocation) -> Callable[[list[tuple[str, str]], dict | None], str]:
+    if inv.complete is None:
+        raise ToolFailure("this tool needs a language model, and none is available", retryable=False)
+    return inv.complete
+
+
+def _parse_json(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        start, end = text.find("{"), text.rfind("}")
+        try:
+            return json.loads(text[start : end + 1]) if 0 <= start < end else None
+        except ValueError:
+            return None
+
+
+def _summarize(inv: Invocation, args: dict) -> dict:
+    """A summary of text or of search hits; the hits' chunk ids come back as its sources."""
+    hits = args.get("hits") or []
+    parts = [args["text"]] if args.get("text") else []
+    parts += [f"[{h.get('chunk_id')}] {h.get('text', '')}" for h in hits]
+    if not parts:
+        return {"summary": "", "chunk_ids": []}
+    words = int(args.get("max_words", 80))
+    text = _model(inv)(
+        [
+            ("system", f"Summarize the context in at most {words} words. Use only what it says."),
+            ("user", "\n\n".join(parts)[:12000]),
+        ],
+        None,
+    )
+    return {
+        "summary": " ".join(text.split()[:words]),
+        "chunk_ids": [h["chunk_id"] for h in hits if "chunk_id" in h],
+    }
+
+
+def _extract(inv: Invocation, args: dict) -> dict:
+    """A record in the given JSON Schema from the text, checked against it."""
+    from jsonschema import Draft202012Validator
+
+    schema = args["schema"]
+    text = _model(inv)(
+        [
+            (
+                "system",
+                "Extract the fields the JSON Schema describes from the text. Reply with the JSON object only.",
+            ),
+            ("user", f"Schema: {schema}\n\nText:\n{args['text'][:12000]}"),
+        ],
+        schema,
+    )
+    record = _parse_json(text)
+    err = next(iter(Draft202012Validator(schema).iter_errors(record)), None) if record is not None else None
+    if record is None or err is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path) if err else ""
+        problem = f"record{where}: {err.message}" if err else "not a JSON object"
+        raise ToolFailure(f"the model's record does not match the schema: {problem}", retryable=False)
+    return {"record": record}
+
+
+STRING = {"type": "string"}
+HIT = _obj(
+    {
+        "chunk_id": {"type": "integer"},
+        "document_id": STRING,
+        "title": STRING,
+        "text": STRING,
+        "collection": STRING,
+        "score": {"type": "number"},
+    }
+)
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in (
+        Builtin(
+            "builtin.sleep",
+            "none",
+            _obj({"seconds": {"type": "number", "minimum": 0, "maximum": 3600}}, ["seconds"]),
+            _obj({"slept": {"type": "number"}}),
+            _sleep,
+        ),
+        Builtin("builtin.echo", "none", _obj({"text": STRING}, ["text"]), _obj({"text": STRING}), _echo),
+        Builtin(
+            "builtin.record",
+            "non_idempotent",
+            _obj({"key": STRING, "value": {}}, ["key", "value"]),
+            _obj({"recorded": STRING, "invocation_id": STRING, "first": {"type": "boolean"}}),
+            _record,
+            honours_invocation_id=True,
+        ),
+        Builtin("builtin.fail", "none", _obj({"message": STRING}), _obj({}), _fail),
+        Builtin(
+            "builtin.search",
+            "none",
+            _obj(
+                {
+                    "query": STRING,
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "collections": {"type": "array", "items": STRING},
+                },
+                ["query"],
+            ),
+            _obj({"hits": {"type": "array", "items": HIT}}),
+            _search,
+        ),
+        Builtin(
+            "builtin.answer_with_citations",
+            "none",
+            _obj(
+                {
+                    "question": STRING,
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "collections": {"type": "array", "items": STRING},
+                },
+                ["question"],
+            ),
+            _obj(
+                {
+                    "answer": STRING,
+                    "citations": {"type": "array", "items": _obj({"chunk_id": {"type": "integer"}})},
+                    "refused": {"type": "boolean"},
+                }
+            ),
+            _answer,
+        ),
+        Builtin(
+            "builtin.summarize_context",
+            "none",
+            _obj(
+                {
+                    "text": STRING,
+                    "hits": {"type": "array", "items": HIT},
+                    "max_words": {"type": "integer", "minimum": 5},
+                }
+            ),
+            _obj({"summary": STRING, "chunk_ids": {"type": "array", "items": {"type": "integer"}}}),
+            _summarize,
+        ),
+        Builtin(
+            "builtin.extract_fields",
+            "none",
+            _obj({"text": STRING, "schema": {"type": "object"}}, ["text", "schema"]),
+            _obj({"record": {"type": "object"}}),
+            _extract,
+        ),
+    )
+}
