@@ -70,6 +70,14 @@ class Gateway:
         offering = tools is not None and tools.choice.mode != "none"
         return self.models.choose(model, text, offering)
 
+    def choose(self, model: str, text: str) -> RouteDecision:
+        """Which model serves a request about `text` (the knowledge query's question) and why."""
+        return self.models.choose(model, text)
+
+    def runtime_for_route(self, decision: RouteDecision) -> tuple[ServedModel, RouteDecision]:
+        """The first of the decision's models that is healthy and loads; the decision as served."""
+        return self.models.runtime_for_route(decision)
+
     def open_chat(
         self,
         decision: RouteDecision,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,6 +18,8 @@ from appliance.models.served import ServedModel
 from appliance.models.slots import Cancelled, QueueFull
 
 log = logging.getLogger(__name__)
+
+_WATCH_S = 0.02  # how often the first-token watch looks at its deadline and the caller's cancel
 
 # model name, timeout in seconds (None: the policy's own), cancel, on_position -> the loaded model
 GetModel = Callable[[str, threading.Event | None, Callable[[int], None] | None], ServedModel]
@@ -127,17 +130,26 @@ def _start(name, get, build, timeouts, cancel, on_position):
     except Exception as exc:
         detail = exc.detail if isinstance(exc, ApplianceError) else f"{type(exc).__name__}: {exc}"
         raise _Failed(f"error before the first token: {detail}", "generation", exc) from None
-    fired = threading.Event()
+    fired = threading.Event()  # the first-token deadline passed
+    arrived = threading.Event()
+    watcher = None
+    if timeouts.first_token_s or cancel is not None:
+        # Until the first token: its deadline, and the caller leaving, stop the generation at once
+        # (a backend may only look at the caller's cancel between tokens).
+        deadline = time.monotonic() + timeouts.first_token_s if timeouts.first_token_s else None
 
-    def expire() -> None:
-        fired.set()
-        stream.close()
+        def watch() -> None:
+            while not arrived.wait(_WATCH_S):
+                if cancel is not None and cancel.is_set():
+                    stream.close()
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    fired.set()
+                    stream.close()
+                    return
 
-    timer = None
-    if timeouts.first_token_s:
-        timer = threading.Timer(timeouts.first_token_s, expire)
-        timer.daemon = True
-        timer.start()
+        watcher = threading.Thread(target=watch, name=f"first-token-{name}", daemon=True)
+        watcher.start()
     try:
         first = next(stream)
     except StopIteration:
@@ -147,8 +159,7 @@ def _start(name, get, build, timeouts, cancel, on_position):
         detail = exc.detail if isinstance(exc, ApplianceError) else f"{type(exc).__name__}: {exc}"
         raise _Failed(f"error before the first token: {detail}", "generation", exc) from None
     finally:
-        if timer is not None:
-            timer.cancel()
+        arrived.set()
     if fired.is_set() and not (cancel is not None and cancel.is_set()):
         stream.close()
         error = NotReady(

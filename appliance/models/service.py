@@ -439,6 +439,32 @@ class ModelService:
         and on whether it offers `tools`; any other name is served as named."""
         return self.router.decide(model, text, tools, default=self._default_name())
 
+    def runtime_for_route(self, decision: RouteDecision) -> tuple[ServedModel, RouteDecision]:
+        """The first of the decision's models whose breaker is not open and that loads (the knowledge
+        answers' path: they fall back before generating); the decision as served."""
+        from dataclasses import replace
+
+        from appliance.models.breaker import OPEN
+
+        candidates = decision.candidates or (decision.model,)
+        tried: list[str] = []
+        for i, name in enumerate(candidates):
+            last = i == len(candidates) - 1
+            if not last and self.breakers(name).state == OPEN:
+                tried.append(f"{name} (circuit open)")
+                continue
+            try:
+                served = self.runtime_for(name)
+            except NotReady as exc:
+                if last:
+                    raise
+                tried.append(f"{name} ({exc.detail})")
+                continue
+            if not tried:
+                return served, decision
+            return served, replace(decision, model=served.name, fallback_from=tuple(tried))
+        raise AssertionError("a decision has at least one candidate")
+
     def _default_name(self) -> str:
         runtime = self._runtime
         return runtime.name if runtime is not None else self._chat_model_name()
