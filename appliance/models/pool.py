@@ -154,6 +154,13 @@ class ModelPool:
             r = self._models.get(name.lower())
             return r.served if r is not None and r.state == LOADED else None
 
+    def use(self, name: str) -> ServedModel | None:
+        """The model resident under `name`, counted as used now (and held until it reaches its
+        queue); None when it is not loaded. For names already resident, the resolver is not asked."""
+        with self._lock:
+            r = self._models.get(name.lower())
+            return self._use(r) if r is not None and r.state == LOADED else None
+
     def names(self) -> list[str]:
         with self._lock:
             return [r.name for r in self._models.values()]
@@ -335,6 +342,12 @@ class ModelPool:
                     "model uses more memory than estimated",
                     extra={"model": r.name, "estimated_mb": r.need_mb, "resident_mb": measured},
                 )
+                # The estimate was short: idle models leave until the budget holds again (if
+                # none can, the pool stays over it, and says so in the log and its snapshot).
+                try:
+                    self._make_room(0.0, r.name)
+                except NoRoom:
+                    log.error("model memory budget exceeded", extra={"used_mb": self._used()})
             self.peak_mb = max(self.peak_mb, self._used())
             r.done.set()
             self._lock.notify_all()
@@ -345,10 +358,24 @@ class ModelPool:
             self.on_loaded(served)
 
     # -- changing the pool ---------------------------------------------------------------------
-    def adopt(self, runtime: LLMRuntime, need_mb: float = 0.0, pinned: bool = True) -> ServedModel:
-        """Serve a runtime built elsewhere (the echo runtime of tests) as a loaded member of the pool."""
+    def adopt(
+        self,
+        runtime: LLMRuntime,
+        need_mb: float = 0.0,
+        pinned: bool = True,
+        capabilities: tuple[str, ...] = ("chat", "completion"),
+    ) -> ServedModel:
+        """Serve a runtime built elsewhere (the echo runtime of tests) as a loaded member of the pool,
+        with the capability tags routing looks at."""
         served = ServedModel(runtime, max_queue=self.max_queue)
-        spec = ModelSpec(name=runtime.name, file="", sha256=None, size=None, context_length=runtime.context_length)
+        spec = ModelSpec(
+            name=runtime.name,
+            file="",
+            sha256=None,
+            size=None,
+            context_length=runtime.context_length,
+            capabilities=tuple(capabilities),
+        )
         with self._lock:
             old = self._models.pop(runtime.name.lower(), None)
             if need_mb:

@@ -88,8 +88,8 @@ class SemanticRouter:
 
     Each route's threshold is calibrated on the examples themselves, leaving each one out in turn:
     of the examples whose best route is R, the threshold keeps those that belong to R and sends the
-    others to the fallback route, maximising the examples routed right. A text whose best route
-    scores below that route's threshold goes to the fallback route.
+    others to the fallback route, maximising the examples routed right (the strictest such
+    threshold). A text whose best route scores below that route's threshold goes to the fallback.
     """
 
     def __init__(
@@ -141,9 +141,11 @@ class SemanticRouter:
                 continue
             mine = [(score, label) for best, score, label in outcomes if best == i]
             best_t, best_right = -1.0, -1
-            for t in [-1.0] + sorted(score + 1e-6 for score, _ in mine):
+            # Of the thresholds that route the examples best, the strictest: a text less like the
+            # route than any of its own examples is left to the fallback.
+            for t in sorted({-1.0} | {s for s, _ in mine} | {s + 1e-6 for s, _ in mine}):
                 right = sum(1 for s, lab in mine if (lab == i if s >= t else lab == fallback))
-                if right > best_right:
+                if right >= best_right:
                     best_t, best_right = t, right
             thresholds[route.name] = round(best_t, 4)
         return thresholds

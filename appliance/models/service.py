@@ -121,6 +121,13 @@ class ModelService:
                 raise
         return self.pool.state_of(spec.name) or {}
 
+    def use_resolver(self, resolve: Resolve, catalogue: Callable[[], list[ModelSpec]] | None = None) -> None:
+        """Resolve names with `resolve` from now on (the registry's: `name@version`, `name@alias`,
+        aliases); `catalogue` lists the models `auto` may route to (their capability tags)."""
+        self.pool.resolve = resolve
+        if catalogue is not None:
+            self.router.catalogue = catalogue
+
     def _resolve_in_manifest(self, name: str) -> tuple[ModelSpec, Path]:
         from appliance.models.manifest import resolve_model
 
@@ -181,9 +188,15 @@ class ModelService:
             self.pool.remove(old.name)
         self._loaded.set()
 
-    def serve_also(self, runtime: LLMRuntime, need_mb: float = 0.0, pinned: bool = False) -> ServedModel:
+    def serve_also(
+        self,
+        runtime: LLMRuntime,
+        need_mb: float = 0.0,
+        pinned: bool = False,
+        capabilities: tuple[str, ...] = ("chat", "completion"),
+    ) -> ServedModel:
         """Another runtime built elsewhere, resident beside the default (tests of the pool and router)."""
-        served = self.pool.adopt(runtime, need_mb=need_mb, pinned=pinned)
+        served = self.pool.adopt(runtime, need_mb=need_mb, pinned=pinned, capabilities=capabilities)
         self._watch_queue(served)
         return served
 
@@ -415,6 +428,8 @@ class ModelService:
                 param="model",
                 code="model_not_found",
             )
+        if (resident := self.pool.use(wanted)) is not None:
+            return resident
         try:
             spec, path = self.pool.resolve(wanted)
         except NotFound:
