@@ -319,7 +319,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         if self.llm.slots < 1 or self.llm.max_queue < 0:
             problems.append("llm.slots must be >= 1 and llm.max_queue >= 0")
         if self.llm.memory_budget_mb < 0 or self.llm.breaker_failures < 1 or self.llm.load_timeout_s <= 0:
-            problems.append("llm.memory_budget_mb must be >= 0, llm.breaker_failures >= 1, llm.load_timeout_s > 0")
+            problems.append(
+                "llm.memory_budget_mb must be >= 0, llm.breaker_failures >= 1, llm.load_timeout_s > 0"
+            )
         if self.answer.top_k < 1 or self.answer.max_answer_tokens < 1:
             problems.append("answer.top_k and answer.max_answer_tokens must be >= 1")
         if self.jobs.workers < 1:

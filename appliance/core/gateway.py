@@ -48,7 +48,10 @@ class Gateway:
 
     @staticmethod
     def _plan(
-        runtime: ServedModel, messages: list[ChatMessage], tools: ToolRequest | None, output: OutputFormat | None
+        runtime: ServedModel,
+        messages: list[ChatMessage],
+        tools: ToolRequest | None,
+        output: OutputFormat | None,
     ) -> tuple[str, ChatPlan]:
         offering = tools is not None and tools.choice.mode != "none"
         wants_json = output is not None and output.kind != "text"
@@ -64,7 +67,9 @@ class Gateway:
         return runtime.render_chat(plan.messages, plan.tools), plan
 
     # -- routed chat: `model` may be `auto`; fallbacks until the first token -------------------------
-    def route(self, model: str, messages: list[ChatMessage], tools: ToolRequest | None = None) -> RouteDecision:
+    def route(
+        self, model: str, messages: list[ChatMessage], tools: ToolRequest | None = None
+    ) -> RouteDecision:
         """Which model serves this chat and why (the `x-appliance-route` header)."""
         text = next((m.content for m in reversed(messages) if m.role == "user"), "")
         offering = tools is not None and tools.choice.mode != "none"

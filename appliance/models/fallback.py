@@ -103,7 +103,9 @@ def open_first(
             last_error = failed.error
             continue
         chosen = replace(decision, model=name, fallback_from=tuple(tried)) if tried else decision
-        return Opened(served, prompt, extra, _guard(stream, breaker, timeouts.total_s, name, on_error), chosen)
+        return Opened(
+            served, prompt, extra, _guard(stream, breaker, timeouts.total_s, name, on_error), chosen
+        )
     assert last_error is not None
     raise last_error
 
@@ -163,7 +165,9 @@ def _start(name, get, build, timeouts, cancel, on_position):
     if fired.is_set() and not (cancel is not None and cancel.is_set()):
         stream.close()
         error = NotReady(
-            f"{name} gave no first token within {timeouts.first_token_s:g} s", code="model_timeout", retry_after=5
+            f"{name} gave no first token within {timeouts.first_token_s:g} s",
+            code="model_timeout",
+            retry_after=5,
         )
         raise _Failed(f"no first token within {timeouts.first_token_s:g} s", "first_token", error)
     return served, prompt, extra, _Prefixed(stream, first)

@@ -197,7 +197,9 @@ class ModelPool:
         with self._lock:
             r = self._models.get(key)
             if r is not None and r.state == UNLOADING:
-                raise NotReady(f"the model {r.name!r} is being unloaded; retry in a few seconds", retry_after=2)
+                raise NotReady(
+                    f"the model {r.name!r} is being unloaded; retry in a few seconds", retry_after=2
+                )
             if r is None or r.state == FAILED:
                 r = self._admit(spec, path, pinned)
             elif pinned:
@@ -263,7 +265,9 @@ class ModelPool:
         r = Resident(spec.name, spec, path, need, pinned=pinned, started=time.monotonic())
         self._models[spec.name.lower()] = r
         self.peak_mb = max(self.peak_mb, self._used())
-        threading.Thread(target=self._load_one, args=(r,), name=f"model-load-{spec.name}", daemon=True).start()
+        threading.Thread(
+            target=self._load_one, args=(r,), name=f"model-load-{spec.name}", daemon=True
+        ).start()
         return r
 
     def _make_room(self, need: float, for_name: str) -> None:

@@ -74,9 +74,15 @@ def load_routes(path: Path | None = None) -> tuple[list[Route], str]:
     routes = []
     for i, entry in enumerate(data.get("routes", [])):
         examples = entry.get("examples", [])
-        if not isinstance(entry.get("name"), str) or not examples or not all(isinstance(e, str) for e in examples):
+        if (
+            not isinstance(entry.get("name"), str)
+            or not examples
+            or not all(isinstance(e, str) for e in examples)
+        ):
             raise InvalidInput(f"{where}: routes[{i}] needs a name and a list of example strings")
-        routes.append(Route(entry["name"], str(entry.get("tag", "")), tuple(examples), entry.get("description", "")))
+        routes.append(
+            Route(entry["name"], str(entry.get("tag", "")), tuple(examples), entry.get("description", ""))
+        )
     fallback = data.get("fallback")
     if fallback not in {r.name for r in routes}:
         raise InvalidInput(f"{where}: fallback {fallback!r} must name one of its routes")
@@ -110,12 +116,16 @@ class SemanticRouter:
     def _ready(self) -> list[np.ndarray]:
         with self._lock:
             if self._examples is None:
-                vectors = [np.asarray(self._embed_texts(list(r.examples)), dtype=np.float32) for r in self.routes]
+                vectors = [
+                    np.asarray(self._embed_texts(list(r.examples)), dtype=np.float32) for r in self.routes
+                ]
                 self.thresholds = self._calibrate(vectors)
                 self._examples = vectors
             return self._examples
 
-    def _scores(self, vector: np.ndarray, examples: list[np.ndarray], leave_out: tuple[int, int] | None = None):
+    def _scores(
+        self, vector: np.ndarray, examples: list[np.ndarray], leave_out: tuple[int, int] | None = None
+    ):
         scores = np.empty(len(examples), dtype=np.float32)
         for i, ex in enumerate(examples):
             sims = ex @ vector
@@ -161,7 +171,11 @@ class SemanticRouter:
         threshold = self.thresholds[route.name]
         if route.name != self.fallback and score < threshold:
             fallback = next(r for r in self.routes if r.name == self.fallback)
-            return fallback, score, f"semantic: best {route.name} {score:.3f} < threshold {threshold:.3f}, fallback"
+            return (
+                fallback,
+                score,
+                f"semantic: best {route.name} {score:.3f} < threshold {threshold:.3f}, fallback",
+            )
         return route, score, f"semantic: {route.name} {score:.3f} >= threshold {threshold:.3f}"
 
 
@@ -174,7 +188,9 @@ class AutoRouter:
     those resident in the pool; the semantic router is built (its examples embedded, its thresholds
     calibrated) on the first request that needs it."""
 
-    def __init__(self, embedder, catalogue: Callable[[], list], pool, routes_file: Path | None = None) -> None:
+    def __init__(
+        self, embedder, catalogue: Callable[[], list], pool, routes_file: Path | None = None
+    ) -> None:
         self.embedder = embedder
         self.catalogue = catalogue
         self.pool = pool
@@ -201,7 +217,9 @@ class AutoRouter:
     def tagged(self, tag: str, default: str) -> list[str]:
         """Models carrying capability `tag`: the resident ones first (no load to wait for), then the
         catalogue's in its order; the default among them where it has the tag."""
-        resident = [m for m in self.pool.snapshot()["models"] if m["state"] == "loaded" and tag in m["capabilities"]]
+        resident = [
+            m for m in self.pool.snapshot()["models"] if m["state"] == "loaded" and tag in m["capabilities"]
+        ]
         names = [m["name"] for m in resident]
         for spec in self.catalogue():
             if tag in spec.capabilities and spec.name.lower() not in {n.lower() for n in names}:

@@ -13,14 +13,15 @@ import numpy as np
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
 from appliance.models.breaker import Breakers
-from appliance.models.embedder import Embedder, available_cpus
+from appliance.models.embedder import Embedder
 from appliance.models.fallback import Build, Opened, Timeouts, open_first
+from appliance.models.loading import default_model_name, installed_models, load_configured, need_mb
 from appliance.models.manifest import ModelSpec
 from appliance.models.pool import ModelPool, Resolve
 from appliance.models.router import AUTO, AutoRouter, RouteDecision
 from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
-from appliance.models.sizing import default_budget_mb, estimate_mb
+from appliance.models.sizing import default_budget_mb
 from appliance.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,15 @@ class ModelService:
         self.pool = ModelPool(
             llm.memory_budget_mb or default_budget_mb(),
             resolve or self._resolve_in_manifest,
-            self._load_runtime,
-            self._estimate_mb,
+            lambda spec, path: load_configured(self.settings.llm, spec, path),
+            lambda spec, path: need_mb(self.settings.llm, spec, path),
             max_queue=llm.max_queue,
         )
         self.pool.on_loaded = self._watch_queue
         self.breakers = Breakers(llm.breaker_failures, llm.breaker_window_s, llm.breaker_cooldown_s)
         self.router = AutoRouter(
             self.embedder,
-            catalogue or self._installed_models,
+            catalogue or (lambda: installed_models(self.models_dir)),
             self.pool,
             routes_file=Path(llm.routes_file) if llm.routes_file else None,
         )
@@ -132,44 +133,6 @@ class ModelService:
         from appliance.models.manifest import resolve_model
 
         return resolve_model(name, self.models_dir)
-
-    def _installed_models(self) -> list[ModelSpec]:
-        """The manifest's models whose files are here (the routing candidates): no load is tried for
-        a model whose packages were never installed."""
-        from appliance.models.manifest import QWEN_CODER, SMOLLM2, list_models, qwen_part_paths
-
-        out = []
-        for spec in list_models(self.models_dir):
-            if spec is QWEN_CODER and not (self.models_dir / spec.file).is_file():
-                try:
-                    qwen_part_paths()
-                except NotReady:
-                    continue
-            elif spec is not SMOLLM2 and spec is not QWEN_CODER and not (self.models_dir / spec.file).is_file():
-                continue
-            out.append(spec)
-        return out
-
-    def _context_length(self, spec: ModelSpec) -> int:
-        from appliance.models.runtime import DEFAULT_CONTEXT_LENGTH
-
-        return self.settings.llm.context_length or min(spec.context_length or DEFAULT_CONTEXT_LENGTH, DEFAULT_CONTEXT_LENGTH)
-
-    def _estimate_mb(self, spec: ModelSpec, path: Path) -> float:
-        return estimate_mb(path, self._context_length(spec), self.settings.llm.slots)
-
-    def _load_runtime(self, spec: ModelSpec, path: Path) -> LLMRuntime:
-        from appliance.models.manifest import load_runtime
-
-        llm = self.settings.llm
-        return load_runtime(
-            spec,
-            path,
-            context_length=llm.context_length or None,
-            threads=llm.threads or serving_threads(),
-            slots=llm.slots,
-            batch_threads=llm.batch_threads or None,
-        )
 
     def _watch_queue(self, served: ServedModel) -> None:
         queue = served.queue  # read at scrape time, so the gauge is never stale
@@ -434,7 +397,9 @@ class ModelService:
             spec, path = self.pool.resolve(wanted)
         except NotFound:
             raise NotFound(
-                f"the model {model!r} does not exist; see GET /v1/models", param="model", code="model_not_found"
+                f"the model {model!r} does not exist; see GET /v1/models",
+                param="model",
+                code="model_not_found",
             ) from None
         if spec.name.lower() == (self._chat_name or "").lower():
             return self.runtime()
@@ -568,24 +533,3 @@ class ModelService:
             raise InvalidInput("at most 2048 inputs per request", param="input")
         tokens = sum(self.embedder.count_tokens(t) for t in inputs)
         return self.embedder.name, self.embedder.embed_documents(list(inputs)), tokens
-
-
-def serving_threads() -> int:
-    """All cores but one. llama.cpp's threads wait for each other at every step, so one of them
-    preempted by the server's own work (HTTP, SSE, jobs) stalls them all: measured on 2 cores,
-    generation through the API ran at 13.6 tokens/s with 2 threads and 22.6 with 1
-    (scripts/bench/llm.py)."""
-    return max(1, available_cpus() - 1)
-
-
-def default_model_name(models_dir: Path) -> str:
-    """The embedded default: the Qwen coder when its parts are installed (`make run`), else SmolLM2."""
-    from appliance.models.manifest import QWEN_CODER, SMOLLM2, qwen_part_paths
-
-    if (models_dir / QWEN_CODER.file).is_file():
-        return QWEN_CODER.name
-    try:
-        qwen_part_paths()
-    except NotReady:
-        return SMOLLM2.name
-    return QWEN_CODER.name

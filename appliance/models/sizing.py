@@ -12,7 +12,19 @@ from appliance.errors import InvalidInput
 _MB = 1024 * 1024
 # GGUF value types (gguf spec): their fixed sizes; 8 is a string, 9 an array.
 _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALAR = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 # What llama.cpp needs besides weights and the KV cache (compute buffers, output logits, the
 # Llama object), per slot: measured for SmolLM2 and Gemma 3 270M at 8k context as 30-60 MB.

@@ -103,13 +103,19 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"prompts {report['prompts']} over routes {', '.join(report['routes'])} (fallback {report['fallback']})")
+    print(
+        f"prompts {report['prompts']} over routes {', '.join(report['routes'])} (fallback {report['fallback']})"
+    )
     print(f"thresholds {report['thresholds']} (calibrated in {report['calibration_s']} s)")
     for split in ("dev", "test_held_out"):
         r = report[split]
-        print(f"{split:14s} n={r['n']:3d} accuracy {r['accuracy']:.3f}  recall {r['recall']}  errors {r['confusion']}")
+        print(
+            f"{split:14s} n={r['n']:3d} accuracy {r['accuracy']:.3f}  recall {r['recall']}  errors {r['confusion']}"
+        )
     o = report["overhead_ms"]
-    print(f"router overhead per request: p50 {o['p50']} ms, p95 {o['p95']} ms, max {o['max']} ms (n={o['n']})")
+    print(
+        f"router overhead per request: p50 {o['p50']} ms, p95 {o['p95']} ms, max {o['max']} ms (n={o['n']})"
+    )
     print(f"match alone (embedding given): p95 {report['match_only_ms_p95']} ms")
 
 

@@ -26,7 +26,9 @@ def app(tmp_path_factory):
         llm={"load_at_start": False, "cold_start": "reject"},
         answer={"max_answer_tokens": 16},
     )
-    ingest(app, "handbook", {"leave": "Employees receive 27 days of annual leave. Requests go to the manager."})
+    ingest(
+        app, "handbook", {"leave": "Employees receive 27 days of annual leave. Requests go to the manager."}
+    )
     app.models.serve_also(EchoRuntime("coder"), capabilities=("chat", "completion", "code"))
     yield app
     app.close()
@@ -75,7 +77,9 @@ def test_streams_carry_the_route_header_too(client):
 
 def test_named_models_are_explicit_and_paths_are_refused(client):
     raw = _chat(client, "default", GENERAL_Q)
-    assert raw.headers["x-appliance-route"] == "route=explicit; model=echo; reason=the request names its model"
+    assert (
+        raw.headers["x-appliance-route"] == "route=explicit; model=echo; reason=the request names its model"
+    )
     assert _chat(client, "coder", GENERAL_Q).parse().model == "coder"
     for bad in ("no-such-model", "/etc/hosts.gguf"):
         with pytest.raises(openai.NotFoundError) as info:
@@ -101,7 +105,9 @@ def test_knowledge_answer_route_in_header_and_trace(app, srv):
         assert app.feedback.flush(30)
         trace = c.get(f"/api/v1/answers/{r.json()['id']}")
         assert trace.status_code == 200 and trace.json()["route"] == header
-        with c.stream("POST", "/api/v1/knowledge/query", json={"query": CODE_Q, "model": "auto", "stream": True}) as s:
+        with c.stream(
+            "POST", "/api/v1/knowledge/query", json={"query": CODE_Q, "model": "auto", "stream": True}
+        ) as s:
             assert s.headers["x-appliance-route"].startswith("route=code; model=coder")
             s.read()
 
@@ -135,9 +141,16 @@ def test_cold_model_stream_waits_hearing_its_place(app, srv, monkeypatch):
     app.models.pool.remove(SMOL)
     monkeypatch.setattr(app.models.settings.llm, "cold_start", "wait")
     with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}, timeout=120) as c:
-        body = {"model": SMOL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3, "stream": True}
+        body = {
+            "model": SMOL,
+            "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 3,
+            "stream": True,
+        }
         with c.stream("POST", "/v1/chat/completions", json=body) as s:
             assert s.status_code == 200
             text = s.read().decode()
-    assert text.startswith(": queue position 1") and '"model":"SmolLM2-135M-Instruct"' in text.replace(" ", "")
+    assert text.startswith(": queue position 1") and '"model":"SmolLM2-135M-Instruct"' in text.replace(
+        " ", ""
+    )
     assert text.rstrip().endswith("data: [DONE]")

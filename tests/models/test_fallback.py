@@ -98,7 +98,10 @@ def test_fallback_before_the_first_token_to_the_next_model():
         _decision("first", "second"), get, _build, breakers, Timeouts(), on_error=lambda *e: errors.append(e)
     )
     assert opened.served.name == "second" and collect(opened.stream).text == "alpha beta gamma alpha"
-    assert opened.decision.model == "second" and "first (error before the first token" in opened.decision.header()
+    assert (
+        opened.decision.model == "second"
+        and "first (error before the first token" in opened.decision.header()
+    )
     assert errors == [("first", "generation")] and breakers("first").state == CLOSED
     collect(open_first(_decision("first", "second"), get, _build, breakers, Timeouts()).stream)
     assert breakers("first").state == OPEN  # two failures: the third request skips it

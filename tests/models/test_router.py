@@ -15,7 +15,9 @@ from appliance.models.router import AutoRouter, SemanticRouter, load_routes
 
 @pytest.fixture(scope="module")
 def embedder():
-    return SentenceTransformerEmbedder(catalog.default_embedding_dir(), device="cpu", name=catalog.MINILM_NAME)
+    return SentenceTransformerEmbedder(
+        catalog.default_embedding_dir(), device="cpu", name=catalog.MINILM_NAME
+    )
 
 
 def _never(*_):
@@ -55,7 +57,9 @@ def test_thresholds_are_calibrated_on_the_examples(router):
 
 
 def test_auto_routes_code_to_a_code_model_resident_first_with_reasons(router):
-    d = router.decide("auto", "how can I remove duplicates from a list while keeping the order", False, "base")
+    d = router.decide(
+        "auto", "how can I remove duplicates from a list while keeping the order", False, "base"
+    )
     assert d.route == "code" and d.reason.startswith("semantic: code")
     assert d.candidates == ("coder", "coder-big", "base")  # resident first, the default last
     assert d.model == "coder" and "route=code; model=coder; score=" in d.header()
@@ -67,7 +71,9 @@ def test_code_in_the_message_is_a_rule(router):
 
 
 def test_documents_and_general_go_to_the_default(router):
-    docs = router.decide("auto", "how many vacation days do part-time staff get under our leave policy", False, "base")
+    docs = router.decide(
+        "auto", "how many vacation days do part-time staff get under our leave policy", False, "base"
+    )
     assert docs.route == "documents" and docs.candidates == ("base",)
     general = router.decide("auto", "why do onions make people cry", False, "base")
     assert general.route == "general" and general.model == "base"
