@@ -154,3 +154,12 @@ def test_cold_model_stream_waits_hearing_its_place(app, srv, monkeypatch):
         " ", ""
     )
     assert text.rstrip().endswith("data: [DONE]")
+
+
+def test_per_model_metrics_labelled_by_model_version_alias(srv, client):
+    _chat(client, "coder", GENERAL_Q)
+    with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}, timeout=60) as c:
+        text = c.get("/metrics").text
+    for family in ("model_first_token_seconds", "model_request_seconds", "model_tokens_per_second"):
+        assert f'{family}_count{{alias="",model="coder",version=""}}' in text, family
+
