@@ -162,4 +162,3 @@ def test_per_model_metrics_labelled_by_model_version_alias(srv, client):
         text = c.get("/metrics").text
     for family in ("model_first_token_seconds", "model_request_seconds", "model_tokens_per_second"):
         assert f'{family}_count{{alias="",model="coder",version=""}}' in text, family
-
