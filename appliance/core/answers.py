@@ -92,6 +92,7 @@ class Answers:
         history: list[tuple[str, str]] | None,
         conversation_id: str | None = None,
         route: RouteDecision | None = None,
+        on_position=None,
     ) -> AnswerTrace:
         if not question.strip():
             raise InvalidInput("question is empty")
@@ -101,7 +102,7 @@ class Answers:
         names = scope.collections(collections)
         if route is None:
             route = self.route_for(model, question)
-        runtime, route = self.gateway.runtime_for_route(route)
+        runtime, route = self.gateway.runtime_for_route(route, on_position)
         timings: dict[str, float] = {}
         query = question
         if history:
@@ -157,7 +158,9 @@ class Answers:
     ) -> AnswerEvents:
         """Retrieve, plan and take a model slot (waiting in the queue if need be; `on_position`
         hears the place), then return the events for SSE: "sources", "token"..., "answer"."""
-        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id, route)
+        trace = self._trace(
+            scope, question, collections, top_k, model, history, conversation_id, route, on_position
+        )
         stream = self.answerer.open_stream(trace.runtime, trace.plan, cancel, on_position)
         return AnswerEvents(self._events(scope, trace, stream), stream.close if stream is not None else None)
 

@@ -79,9 +79,12 @@ class Gateway:
         """Which model serves a request about `text` (the knowledge query's question) and why."""
         return self.models.choose(model, text)
 
-    def runtime_for_route(self, decision: RouteDecision) -> tuple[ServedModel, RouteDecision]:
-        """The first of the decision's models that is healthy and loads; the decision as served."""
-        return self.models.runtime_for_route(decision)
+    def runtime_for_route(
+        self, decision: RouteDecision, on_position=None
+    ) -> tuple[ServedModel, RouteDecision]:
+        """The first of the decision's models that is healthy and loads (a cold load's waiters hear
+        their place through `on_position`); the decision as served."""
+        return self.models.runtime_for_route(decision, on_position)
 
     def open_chat(
         self,

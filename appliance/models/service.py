@@ -419,7 +419,9 @@ class ModelService:
         and on whether it offers `tools`; any other name is served as named."""
         return self.router.decide(model, text, tools, default=self._default_name())
 
-    def runtime_for_route(self, decision: RouteDecision) -> tuple[ServedModel, RouteDecision]:
+    def runtime_for_route(
+        self, decision: RouteDecision, on_position: Callable[[int], None] | None = None
+    ) -> tuple[ServedModel, RouteDecision]:
         """The first of the decision's models whose breaker is not open and that loads (the knowledge
         answers' path: they fall back before generating); the decision as served."""
         from dataclasses import replace
@@ -434,7 +436,7 @@ class ModelService:
                 tried.append(f"{name} (circuit open)")
                 continue
             try:
-                served = self.runtime_for(name)
+                served = self.runtime_for(name, on_position=on_position)
             except NotReady as exc:
                 if last:
                     raise

@@ -154,6 +154,14 @@ def test_cold_model_stream_waits_hearing_its_place(app, srv, monkeypatch):
         " ", ""
     )
     assert text.rstrip().endswith("data: [DONE]")
+    app.models.pool.remove(SMOL)  # and a knowledge answer's stream, the same way
+    with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}, timeout=120) as c:
+        body = {"query": "how many days of annual leave?", "model": SMOL, "stream": True}
+        with c.stream("POST", "/api/v1/knowledge/query", json=body) as s:
+            assert s.status_code == 200 and s.headers["x-appliance-route"].startswith("route=explicit")
+            events = s.read().decode()
+    assert events.startswith('event: queue\ndata: {"type":"queue","position":1}'), events[:200]
+    assert "event: answer" in events
 
 
 def test_per_model_metrics_labelled_by_model_version_alias(srv, client):
