@@ -61,6 +61,12 @@ class CircuitBreaker:
                 return 0.0
             return max(0.0, self.cooldown_s - (self._clock() - self._opened_at))
 
+    def release(self) -> None:
+        """A request let through ended without telling (cancelled, or refused for a reason that is
+        not the model's fault): a half-open breaker may let the next trial through."""
+        with self._lock:
+            self._trial = False
+
     def success(self) -> None:
         with self._lock:
             self._opened_at, self._trial = None, False

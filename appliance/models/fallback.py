@@ -89,13 +89,17 @@ def open_first(
             continue
         try:
             served, prompt, extra, stream = _start(name, get, build, timeouts, cancel, on_position)
-        except Cancelled:
-            raise
-        except _Failed as failed:
+        except BaseException as exc:
+            if not isinstance(exc, _Failed):
+                breaker.release()
+                raise
+            failed = exc
             if failed.kind is not None:
                 breaker.failure()
                 if on_error is not None:
                     on_error(name, failed.kind)
+            else:
+                breaker.release()
             log.warning("model fallback", extra={"model": name, "why": failed.why})
             if last or failed.error is None:
                 raise failed.error if failed.error is not None else NotReady(failed.why) from None
@@ -117,7 +121,9 @@ def _start(name, get, build, timeouts, cancel, on_position):
         raise _Failed(exc.detail, None, exc) from None
     except NotFound:
         raise
-    except NotReady as exc:  # the load failed
+    except NotReady as exc:
+        if exc.extra.get("code") == "model_loading":  # the default, still loading at start-up
+            raise _Failed(exc.detail, None, exc) from None
         raise _Failed(f"load failed: {exc.detail}", "load", exc) from None
     try:
         prompt, extra, params = build(served)
@@ -213,19 +219,24 @@ def _guard(
         timer.daemon = True
         timer.start()
 
+    told = threading.Event()  # the breaker heard how it ended
+
     def source(ts: TokenStream):
         try:
             for delta in stream:
                 if delta.finish_reason is not None:
                     ts.stats = stream.stats
                     if expired.is_set():
+                        told.set()
                         breaker.failure()
                         if on_error is not None:
                             on_error(name, "timeout")
                     elif delta.finish_reason != "cancelled":
+                        told.set()
                         breaker.success()
                 yield delta
         except Exception:
+            told.set()
             breaker.failure()
             if on_error is not None:
                 on_error(name, "generation")
@@ -235,6 +246,8 @@ def _guard(
         if timer is not None:
             timer.cancel()
         stream.close()
+        if not told.is_set():  # the caller left (or stopped reading): neither success nor failure
+            breaker.release()
 
     return _Closing(stream, source, release)
 

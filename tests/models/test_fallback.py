@@ -178,3 +178,17 @@ def test_client_cancel_while_opening_is_not_a_model_failure():
     opened = open_first(_decision("slow"), get, _build, breakers, Timeouts(first_token_s=10), cancel=cancel)
     assert collect(opened.stream).finish_reason == "cancelled"
     assert breakers("slow").state == CLOSED
+
+
+def test_a_trial_the_client_abandons_lets_the_next_trial_through():
+    only = Faulty("only")
+    only.fail_before_first = True
+    clock = Clock()
+    breakers = Breakers(failures=1, cooldown_s=30, clock=clock)
+    with pytest.raises(RuntimeError):
+        open_first(_decision("only"), get := _pool(only)[1], _build, breakers, Timeouts())
+    only.fail_before_first = False
+    clock.now += 30
+    trial = open_first(_decision("only"), get, _build, breakers, Timeouts())
+    trial.stream.close()  # the client left before the end: neither a success nor a failure
+    assert breakers("only").state == HALF_OPEN and breakers("only").allow()
