@@ -109,8 +109,11 @@ class ModelService:
         finally:
             self._loaded.set()
         for extra in llm.pinned:  # the other pinned models load after the default, in the background
-            if self._runtime is not None:
+            try:
                 self.preload(extra, pinned=True)
+            except Exception as exc:  # the default serves; the pinned model says why it does not
+                error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+                log.error("pinned model could not load", extra={"model": extra, "error": error})
 
     def preload(self, name: str, pinned: bool = False) -> dict:
         """Start loading `name` into the pool (pinned: never evicted) without waiting for it."""
