@@ -118,6 +118,21 @@ class LLMSettings(msgspec.Struct, forbid_unknown_fields=True):
     slots: int = 1  # concurrent generations (llama.cpp)
     max_queue: int = 8  # requests waiting for a slot before 429
     load_at_start: bool = True
+    # Several chat models resident at once (appliance/models/pool.py), within this budget of memory;
+    # 0: half the machine's RAM (or its cgroup limit). Idle unpinned models leave by LRU.
+    memory_budget_mb: int = 0
+    pinned: list[str] = []  # models never evicted, besides the configured default (always pinned)
+    # A request for a model not resident: "wait" for its load (streams hear their place), or
+    # "reject" at once with 503 `model_loading` and Retry-After while it loads.
+    cold_start: Literal["wait", "reject"] = "wait"
+    load_timeout_s: float = 300.0  # waiting for a cold load, before 503 model_loading (or a fallback)
+    first_token_timeout_s: float = 120.0  # from the slot to the first token, before a fallback
+    total_timeout_s: float = 0.0  # a whole generation; 0: no limit
+    # Per-model circuit breaker: this many failures within the window open it for the cooldown.
+    breaker_failures: int = 3
+    breaker_window_s: float = 60.0
+    breaker_cooldown_s: float = 30.0
+    routes_file: str = ""  # routes of `model: auto`; empty: the packaged appliance/models/routes.toml
 
 
 class AnswerSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -336,6 +351,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("retrieval.candidates and rerank_candidates must be >= 1")
         if self.llm.slots < 1 or self.llm.max_queue < 0:
             problems.append("llm.slots must be >= 1 and llm.max_queue >= 0")
+        if self.llm.memory_budget_mb < 0 or self.llm.breaker_failures < 1 or self.llm.load_timeout_s <= 0:
+            problems.append(
+                "llm.memory_budget_mb must be >= 0, llm.breaker_failures >= 1, llm.load_timeout_s > 0"
+            )
         if self.answer.top_k < 1 or self.answer.max_answer_tokens < 1:
             problems.append("answer.top_k and answer.max_answer_tokens must be >= 1")
         if self.jobs.workers < 1:

@@ -303,6 +303,7 @@ class Trace(Record, kw_only=True, omit_defaults=True):
     answer_chars: int
     latency_ms: float
     ratings: list[Rating] | None = None  # when one trace is read
+    route: str | None = None  # how its model was chosen: the x-appliance-route header's value
 
 
 class FeedbackItem(Record, kw_only=True):

@@ -23,6 +23,7 @@ from appliance.errors import InvalidInput
 from appliance.generate.answer import Answerer, AnswerEvents, AnswerPlan, answer_event
 from appliance.generate.prompts import ANSWER_PROMPT_VERSION, NO_ANSWER
 from appliance.generate.support import CitationVerifier
+from appliance.models.router import RouteDecision
 from appliance.models.served import ServedModel
 from appliance.observability.metrics import Metrics
 from appliance.records import Answer, Conversation, GivenSource, RetrievedChunk, Trace, Usage
@@ -52,6 +53,7 @@ class AnswerTrace:
     conversation_id: str | None
     started: float
     timings: dict[str, float] = field(default_factory=dict)
+    route: RouteDecision | None = None  # how the model was chosen (`auto` routes on the question)
 
 
 # Keeps an answer's trace (the feedback service's `record`): called once the answer is complete.
@@ -114,6 +116,8 @@ class Answers:
         model: str | None,
         history: list[tuple[str, str]] | None,
         conversation_id: str | None = None,
+        route: RouteDecision | None = None,
+        on_position=None,
         cache: bool = True,
     ) -> AnswerTrace:
         if not question.strip():
@@ -122,7 +126,9 @@ class Answers:
         scope.collections(collections)
         started = time.perf_counter()
         names = scope.collections(collections)
-        runtime = self.gateway.runtime_for(model or "default")
+        if route is None:
+            route = self.route_for(model, question)
+        runtime, route = self.gateway.runtime_for_route(route, on_position)
         timings: dict[str, float] = {}
         query = question
         if history:
@@ -138,8 +144,12 @@ class Answers:
         plan = self.answerer.plan(runtime, question, retrieval)
         answer_id = "ans_" + uuid.uuid4().hex[:20]
         return AnswerTrace(
-            answer_id, runtime, plan, query, retrieval, names, conversation_id, started, timings
+            answer_id, runtime, plan, query, retrieval, names, conversation_id, started, timings, route
         )
+
+    def route_for(self, model: str | None, question: str) -> RouteDecision:
+        """Which model answers `question` and why: `auto` is routed on it (the same router as /v1)."""
+        return self.gateway.choose(model or "default", question)
 
     def answer(
         self,
@@ -151,9 +161,12 @@ class Answers:
         history=None,
         cancel: threading.Event | None = None,
         conversation_id: str | None = None,
+        route: RouteDecision | None = None,
         cache: bool = True,
     ) -> Answer:
-        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id, cache)
+        trace = self._trace(
+            scope, question, collections, top_k, model, history, conversation_id, route, cache=cache
+        )
         key = self._cache_key(trace, history, cache)
         if key is not None and (answer := self._cached(scope, key, trace)) is not None:
             return answer
@@ -206,11 +219,14 @@ class Answers:
         cancel: threading.Event | None = None,
         on_position=None,
         conversation_id: str | None = None,
+        route: RouteDecision | None = None,
         cache: bool = True,
     ) -> AnswerEvents:
         """Retrieve, plan and take a model slot (waiting in the queue if need be; `on_position`
         hears the place), then return the events for SSE: "sources", "token"..., "answer"."""
-        trace = self._trace(scope, question, collections, top_k, model, history, conversation_id, cache)
+        trace = self._trace(
+            scope, question, collections, top_k, model, history, conversation_id, route, on_position, cache
+        )
         key = self._cache_key(trace, history, cache)
         if key is not None and (answer := self._cached(scope, key, trace)) is not None:
             return AnswerEvents(self._replayed(trace, answer), None)
@@ -308,6 +324,7 @@ class Answers:
                     top_similarity=retrieval.best_similarity,
                     answer_chars=len(answer.answer),
                     latency_ms=float(answer.timings.get("total_ms") or 0.0),
+                    route=trace.route.header() if trace.route is not None else None,
                 ),
                 retrieval.query_vector,
             )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from appliance.core.access import Access, Scope
 from appliance.errors import InvalidInput
 from appliance.generate.tools import ChatPlan, OutputFormat, ToolRequest, plan_chat
-from appliance.models.runtime import ChatMessage, Completion, GenerationParams, TokenStream
+from appliance.models.fallback import Opened
+from appliance.models.router import RouteDecision
+from appliance.models.runtime import ChatMessage, Completion, GenerationParams, TokenStream, collect
 from appliance.models.served import ServedModel
 from appliance.models.service import ModelService
 from appliance.observability.metrics import Metrics
@@ -40,6 +43,16 @@ class Gateway:
         never text that ignores them."""
         self.models.check_messages(messages)
         runtime = self.models.runtime_for(model)
+        prompt, plan = self._plan(runtime, messages, tools, output)
+        return runtime, prompt, plan
+
+    @staticmethod
+    def _plan(
+        runtime: ServedModel,
+        messages: list[ChatMessage],
+        tools: ToolRequest | None,
+        output: OutputFormat | None,
+    ) -> tuple[str, ChatPlan]:
         offering = tools is not None and tools.choice.mode != "none"
         wants_json = output is not None and output.kind != "text"
         if (offering or wants_json) and not runtime.constrained_decoding:
@@ -51,7 +64,81 @@ class Gateway:
         plan = plan_chat(
             messages, tools, output, native=runtime.native_tools, constrained=runtime.constrained_decoding
         )
-        return runtime, runtime.render_chat(plan.messages, plan.tools), plan
+        return runtime.render_chat(plan.messages, plan.tools), plan
+
+    # -- routed chat: `model` may be `auto`; fallbacks until the first token -------------------------
+    def route(
+        self, model: str, messages: list[ChatMessage], tools: ToolRequest | None = None
+    ) -> RouteDecision:
+        """Which model serves this chat and why (the `x-appliance-route` header)."""
+        text = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        offering = tools is not None and tools.choice.mode != "none"
+        return self.models.choose(model, text, offering)
+
+    def choose(self, model: str, text: str) -> RouteDecision:
+        """Which model serves a request about `text` (the knowledge query's question) and why."""
+        return self.models.choose(model, text)
+
+    def runtime_for_route(
+        self, decision: RouteDecision, on_position=None
+    ) -> tuple[ServedModel, RouteDecision]:
+        """The first of the decision's models that is healthy and loads (a cold load's waiters hear
+        their place through `on_position`); the decision as served."""
+        return self.models.runtime_for_route(decision, on_position)
+
+    def open_chat(
+        self,
+        decision: RouteDecision,
+        messages: list[ChatMessage],
+        tools: ToolRequest | None,
+        output: OutputFormat | None,
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+        on_position=None,
+    ) -> Opened:
+        """The chat's generation opened on the first of the decision's models that starts it (its
+        `extra` is the ChatPlan); waits for a cold load or a slot, hearing the place."""
+        self.models.check_messages(messages)
+
+        def build(runtime: ServedModel):
+            prompt, plan = self._plan(runtime, messages, tools, output)
+            grammar = plan.grammar
+            return prompt, plan, params if grammar is None else dataclasses.replace(params, grammar=grammar)
+
+        return self.models.open_routed(decision, build, cancel, on_position)
+
+    def chat(
+        self,
+        scope: Scope,
+        decision: RouteDecision,
+        messages: list[ChatMessage],
+        tools: ToolRequest | None,
+        output: OutputFormat | None,
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+    ) -> tuple[Opened, Completion]:
+        """A whole routed chat completion, measured and charged like `generate`."""
+        try:
+            opened = self.open_chat(decision, messages, tools, output, params, cancel)
+        except Exception:
+            self.metrics.observe_llm(decision.model, "chat", 0, 0, None, 0.0, outcome="error")
+            raise
+        try:
+            done = collect(opened.stream)
+        except Exception:
+            self.metrics.observe_llm(opened.served.name, "chat", 0, 0, None, 0.0, outcome="error")
+            raise
+        self.account(
+            scope,
+            opened.served,
+            "chat",
+            done.prompt_tokens,
+            done.completion_tokens,
+            done.time_to_first_token_s,
+            done.total_s,
+            "cancelled" if done.finish_reason == "cancelled" else "ok",
+        )
+        return opened, done
 
     def generate(
         self,

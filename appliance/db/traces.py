@@ -72,6 +72,9 @@ def _iso(value: datetime) -> str:
 
 
 def _trace(row: tuple) -> Trace:
+    # The route rides in the timings' JSON (no column of its own yet): taken out again here.
+    timings = msgspec.json.decode(row[16])
+    route = timings.pop("route", None) if isinstance(timings, dict) else None
     usage = Usage(prompt_tokens=row[14], completion_tokens=row[15], total_tokens=row[14] + row[15])
     return Trace(
         id=row[0],
@@ -89,10 +92,11 @@ def _trace(row: tuple) -> Trace:
         retrieved=msgspec.json.decode(row[12], type=list[RetrievedChunk]),
         sources=msgspec.json.decode(row[13], type=list[GivenSource]),
         usage=usage,
-        timings=msgspec.json.decode(row[16]),
+        timings=timings,
         top_similarity=row[17],
         answer_chars=row[18],
         latency_ms=row[19],
+        route=route,
     )
 
 
@@ -144,7 +148,7 @@ class TraceStore:
             [_json(t.sources) for t, _ in traces],
             [t.usage.prompt_tokens for t, _ in traces],
             [t.usage.completion_tokens for t, _ in traces],
-            [_json(t.timings) for t, _ in traces],
+            [_json({**t.timings, "route": t.route} if t.route else t.timings) for t, _ in traces],
             [t.top_similarity for t, _ in traces],
             [t.answer_chars for t, _ in traces],
             [t.latency_ms for t, _ in traces],

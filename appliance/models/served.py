@@ -34,6 +34,11 @@ class ServedModel:
         self.queue = SlotQueue(runtime.capacity, max_queue)
         self._closed = False
         self._close_lock = threading.Lock()
+        # Requests that chose this model and have not yet reached its queue (the pool hands out a
+        # model, then the caller renders its prompt): counted as in flight until they do, or until
+        # their hold expires (a caller that failed in between never comes).
+        self._holds: list[float] = []
+        self._holds_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -62,6 +67,27 @@ class ServedModel:
     def count_tokens(self, text: str) -> int:
         return self.runtime.count_tokens(text)
 
+    def hold(self, for_s: float = 30.0) -> None:
+        """Count one request as in flight before it reaches the queue, for at most `for_s` seconds."""
+        with self._holds_lock:
+            self._holds.append(time.monotonic() + for_s)
+
+    def _arrived(self) -> None:
+        with self._holds_lock:
+            now = time.monotonic()
+            self._holds = [t for t in self._holds if t > now]
+            if self._holds:
+                self._holds.pop(0)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running, waiting for a slot, or on their way to the queue: a model with any is
+        never evicted."""
+        with self._holds_lock:
+            now = time.monotonic()
+            held = sum(1 for t in self._holds if t > now)
+        return self.queue.in_use + self.queue.depth + held
+
     def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         return self.runtime.render_chat(messages, tools)
 
@@ -80,14 +106,17 @@ class ServedModel:
         """Waits for a slot before returning (QueueFull when the queue is full, Cancelled when `cancel`
         is set meanwhile, NotReady when the model closes meanwhile); `on_position(n)` hears the 1-based
         place while waiting and 0 once the slot is granted."""
-        if self._closed:
-            raise NotReady(f"{self.name} is closed")
-        start = time.monotonic()
-        # Checked before queueing: a prompt that can never fit must not wait its turn to hear so.
-        # The backend checks again exactly (with its BOS), once admitted.
-        check_prompt_length(self.runtime.count_tokens(prompt), self.context_length, params.max_tokens)
-        # Entered now, not on first read: a full queue must surface as 429 before any response starts.
-        lease = self.queue.acquire(cancel, on_position).__enter__()
+        try:
+            if self._closed:
+                raise NotReady(f"{self.name} is closed")
+            start = time.monotonic()
+            # Checked before queueing: a prompt that can never fit must not wait its turn to hear so.
+            # The backend checks again exactly (with its BOS), once admitted.
+            check_prompt_length(self.runtime.count_tokens(prompt), self.context_length, params.max_tokens)
+            # Entered now, not on first read: a full queue must surface as 429 before any response starts.
+            lease = self.queue.acquire(cancel, on_position).__enter__()
+        finally:
+            self._arrived()  # in the queue or gone: the hold has done its work
         try:
             inner = self.runtime.stream(prompt, params, cancel)
         except BaseException:
@@ -107,10 +136,14 @@ class ServedModel:
         scorer = getattr(self.runtime, "next_token_logprobs", None)
         if scorer is None:
             raise InvalidInput(f"{self.name} ({self.backend}) does not report token probabilities")
-        if self._closed:
-            raise NotReady(f"{self.name} is closed")
-        check_prompt_length(self.runtime.count_tokens(prompt), self.context_length, 1)
-        with self.queue.acquire(cancel, None):
+        try:
+            if self._closed:
+                raise NotReady(f"{self.name} is closed")
+            check_prompt_length(self.runtime.count_tokens(prompt), self.context_length, 1)
+            lease = self.queue.acquire(cancel, None).__enter__()
+        finally:
+            self._arrived()
+        with lease:
             return scorer(prompt, top)
 
     def health(self) -> dict:

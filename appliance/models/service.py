@@ -12,9 +12,16 @@ import numpy as np
 
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
-from appliance.models.embedder import Embedder, available_cpus
+from appliance.models.breaker import Breakers
+from appliance.models.embedder import Embedder
+from appliance.models.fallback import Build, Opened, Timeouts, open_first
+from appliance.models.loading import default_model_name, installed_models, load_configured, need_mb
+from appliance.models.manifest import ModelSpec
+from appliance.models.pool import ModelPool, Resolve
+from appliance.models.router import AUTO, AutoRouter, RouteDecision
 from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
+from appliance.models.sizing import default_budget_mb
 from appliance.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -24,13 +31,39 @@ EMBEDDING_ALIAS = "embedding"
 
 
 class ModelService:
-    """The chat model (loaded in the background, behind admission: a ServedModel) and the embedder."""
+    """The chat models and the embedder. The default chat model (loaded in the background at start,
+    switched by an admin) is pinned in a pool where other models load on demand within the memory
+    budget (appliance/models/pool.py); `model: auto` is routed (appliance/models/router.py)."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, data_dir: Path, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        data_dir: Path,
+        metrics: Metrics,
+        resolve: Resolve | None = None,
+        catalogue: Callable[[], list[ModelSpec]] | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.embedder = embedder
         self.models_dir = Path(settings.llm.models_dir) if settings.llm.models_dir else data_dir / "models"
+        llm = settings.llm
+        self.pool = ModelPool(
+            llm.memory_budget_mb or default_budget_mb(),
+            resolve or self._resolve_in_manifest,
+            lambda spec, path: load_configured(self.settings.llm, spec, path),
+            lambda spec, path: need_mb(self.settings.llm, spec, path),
+            max_queue=llm.max_queue,
+        )
+        self.pool.on_loaded = self._watch_queue
+        self.breakers = Breakers(llm.breaker_failures, llm.breaker_window_s, llm.breaker_cooldown_s)
+        self.router = AutoRouter(
+            self.embedder,
+            catalogue or (lambda: installed_models(self.models_dir)),
+            self.pool,
+            routes_file=Path(llm.routes_file) if llm.routes_file else None,
+        )
         self._runtime: ServedModel | None = None
         self._error: str | None = None
         self._loaded = threading.Event()
@@ -48,28 +81,16 @@ class ModelService:
     # -- loading ------------------------------------------------------------------------
     def load(self, name: str | None = None) -> None:
         """Load the chat model (blocking; the server calls it from a background thread).
-        `name` overrides the configured model (a run-time switch from the admin API)."""
-        from appliance.models.manifest import load_runtime, resolve_model
-
+        `name` overrides the configured model (a run-time switch from the admin API). It is pinned in
+        the pool: never evicted."""
         llm = self.settings.llm
+        spec = None
         try:
             wanted = name or llm.model or default_model_name(self.models_dir)
             self._chat_name = self._display_name(wanted)
-            spec, path = resolve_model(wanted, self.models_dir)
+            spec, path = self.pool.resolve(wanted)
             self._chat_name = spec.name
-            runtime = ServedModel(
-                load_runtime(
-                    spec,
-                    path,
-                    context_length=llm.context_length or None,
-                    threads=llm.threads or serving_threads(),
-                    slots=llm.slots,
-                    batch_threads=llm.batch_threads or None,
-                ),
-                max_queue=llm.max_queue,
-            )
-            queue = runtime.queue  # read at scrape time, so the gauge is never stale
-            self.metrics.llm_queue_depth.labels(model=runtime.name).set_function(lambda: queue.depth)
+            runtime = self.pool.get_spec(spec, path, wait=True, pinned=True)
             # Published only when complete, so no reader sees a half-set-up runtime.
             self._runtime = runtime
             log.info(
@@ -82,20 +103,68 @@ class ModelService:
             )
         except Exception as exc:  # the server keeps serving search; chat says why it cannot
             self._error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            if spec is not None:
+                self.pool.remove(spec.name)  # a failed default is reported as the default, not listed apart
             log.error("chat model failed to load", extra={"error": self._error})
         finally:
             self._loaded.set()
+        for extra in llm.pinned:  # the other pinned models load after the default, in the background
+            try:
+                self.preload(extra, pinned=True)
+            except Exception as exc:  # the default serves; the pinned model says why it does not
+                error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+                log.error("pinned model could not load", extra={"model": extra, "error": error})
 
-    def serve(self, runtime: LLMRuntime) -> None:
+    def preload(self, name: str, pinned: bool = False) -> dict:
+        """Start loading `name` into the pool (pinned: never evicted) without waiting for it."""
+        spec, path = self.pool.resolve(name)
+        try:
+            self.pool.get_spec(spec, path, wait=False, pinned=pinned)
+        except NotReady as exc:
+            if exc.extra.get("code") != "model_loading":
+                raise
+        return self.pool.state_of(spec.name) or {}
+
+    def use_resolver(self, resolve: Resolve, catalogue: Callable[[], list[ModelSpec]] | None = None) -> None:
+        """Resolve names with `resolve` from now on (the registry's: `name@version`, `name@alias`,
+        aliases); `catalogue` lists the models `auto` may route to (their capability tags)."""
+        self.pool.resolve = resolve
+        if catalogue is not None:
+            self.router.catalogue = catalogue
+
+    def _resolve_in_manifest(self, name: str) -> tuple[ModelSpec, Path]:
+        from appliance.models.manifest import resolve_model
+
+        return resolve_model(name, self.models_dir)
+
+    def _watch_queue(self, served: ServedModel) -> None:
+        queue = served.queue  # read at scrape time, so the gauge is never stale
+        self.metrics.llm_queue_depth.labels(model=served.name).set_function(lambda: queue.depth)
+
+    def serve(self, runtime: LLMRuntime, need_mb: float = 0.0) -> None:
         """Serve a runtime built elsewhere as the chat model, behind the same admission (the echo
         runtime of fast in-process tests; an embedding application's own runtime)."""
-        served = ServedModel(runtime, max_queue=self.settings.llm.max_queue)
-        queue = served.queue
-        self.metrics.llm_queue_depth.labels(model=served.name).set_function(lambda: queue.depth)
+        served = self.pool.adopt(runtime, need_mb=need_mb, pinned=True)
+        self._watch_queue(served)
         with self._switch_lock:
+            old = self._runtime
             self._runtime, self._error, self._unloaded = served, None, False
             self._chat_name = served.name
+        if old is not None and old is not served and old.name.lower() != served.name.lower():
+            self.pool.remove(old.name)
         self._loaded.set()
+
+    def serve_also(
+        self,
+        runtime: LLMRuntime,
+        need_mb: float = 0.0,
+        pinned: bool = False,
+        capabilities: tuple[str, ...] = ("chat", "completion"),
+    ) -> ServedModel:
+        """Another runtime built elsewhere, resident beside the default (tests of the pool and router)."""
+        served = self.pool.adopt(runtime, need_mb=need_mb, pinned=pinned, capabilities=capabilities)
+        self._watch_queue(served)
+        return served
 
     @property
     def loaded(self) -> bool:
@@ -110,7 +179,9 @@ class ModelService:
             raise NotReady(f"the chat model is unavailable: {self._error}")
         if self._unloaded:
             raise NotReady("no chat model is loaded: an admin can load one (POST /api/v1/admin/models/load)")
-        raise NotReady("the chat model is still loading; retry in a few seconds")
+        raise NotReady(
+            "the chat model is still loading; retry in a few seconds", code="model_loading", retry_after=5
+        )
 
     def _state(self) -> str:
         if self._runtime is not None:
@@ -122,14 +193,16 @@ class ModelService:
         return "failed" if self._error else "loading"
 
     def health(self) -> dict:
+        """The default chat model's health, with the pool (every resident model, its state and
+        memory, the budget) and the circuit breakers that are not closed."""
+        extra = {"pool": self.pool.snapshot(), "breakers": self.breakers.snapshot()}
         if (runtime := self._runtime) is not None:
-            return {"state": "loaded", **runtime.health()}
+            return {"state": "loaded", **runtime.health(), **extra}
         state = self._state()
-        return {"state": state, "error": self._error if state != "unloaded" else None}
+        return {"state": state, "error": self._error if state != "unloaded" else None, **extra}
 
     def close(self) -> None:
-        if (runtime := self._runtime) is not None:
-            runtime.close()
+        self.pool.close()
 
     # -- load / unload at run time ----------------------------------------------------------
     def available(self) -> list[dict]:
@@ -137,18 +210,22 @@ class ModelService:
         from appliance.models.manifest import list_models
 
         current = runtime.name.lower() if (runtime := self._runtime) is not None else None
-        return [
-            {
-                "name": m.name,
-                "size_bytes": m.size,
-                "context_length": m.context_length,
-                "source": m.source,
-                "description": m.description,
-                "capabilities": list(m.capabilities),
-                "loaded": m.name.lower() == current,
-            }
-            for m in list_models(self.models_dir)
-        ]
+        out = []
+        for m in list_models(self.models_dir):
+            resident = self.pool.state_of(m.name)
+            out.append(
+                {
+                    "name": m.name,
+                    "size_bytes": m.size,
+                    "context_length": m.context_length,
+                    "source": m.source,
+                    "description": m.description,
+                    "capabilities": list(m.capabilities),
+                    "loaded": m.name.lower() == current,
+                    "resident": resident["state"] if resident else None,
+                }
+            )
+        return out
 
     def unload(self) -> dict:
         """Free the chat model; requests already holding a slot finish first."""
@@ -158,7 +235,7 @@ class ModelService:
             runtime, self._runtime = self._runtime, None
             self._unloaded, self._error = True, None
         if runtime is not None:
-            runtime.close()
+            self.pool.remove(runtime.name)
             log.info("chat model unloaded", extra={"model": runtime.name})
         return self.health()
 
@@ -170,6 +247,7 @@ class ModelService:
         if name and not (
             name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
             or (name.lower().endswith(".gguf") and model_path(name).is_file())
+            or self.pool.resolve != self._resolve_in_manifest  # another resolver (the registry's) decides
         ):
             raise NotFound(f"unknown model {name!r}: see GET /api/v1/admin/models")
         listed = self._display_name(name or self.settings.llm.model or default_model_name(self.models_dir))
@@ -190,7 +268,7 @@ class ModelService:
     def _switch_to(self, old: ServedModel | None, name: str | None) -> None:
         try:
             if old is not None:
-                old.close()
+                self.pool.remove(old.name)
             self.load(name)
         finally:
             with self._switch_lock:
@@ -223,6 +301,32 @@ class ModelService:
                     "owned_by": "appliance",
                     **chat,
                     "capabilities": capabilities,
+                }
+            )
+        default_state = out[-1]["state"]
+        out.append(
+            {
+                "id": AUTO,
+                "object": "model",
+                "created": self._created,
+                "owned_by": "appliance",
+                "state": default_state,
+                "capabilities": ["chat", "completion"],
+                "routes": self.router.route_names(),
+            }
+        )
+        default_key = name.lower()
+        for resident in self.pool.snapshot()["models"]:
+            if resident["name"].lower() == default_key:
+                continue
+            out.append(
+                {
+                    "id": resident["name"],
+                    "object": "model",
+                    "created": self._created,
+                    "owned_by": "appliance",
+                    **{k: resident[k] for k in ("state", "pinned", "estimated_mb", "resident_mb", "error")},
+                    "capabilities": sorted({"chat", "completion", *resident["capabilities"]}),
                 }
             )
         for ident in (self.embedder.name, EMBEDDING_ALIAS):
@@ -265,23 +369,118 @@ class ModelService:
             return wanted
         return path.stem if path.suffix.lower() == ".gguf" else wanted
 
-    def runtime_for(self, model: str) -> ServedModel:
-        if model.lower() in (self.embedder.name.lower(), EMBEDDING_ALIAS):
+    def runtime_for(
+        self,
+        model: str,
+        cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> ServedModel:
+        """The loaded model a request names: the default (`default`, `auto` without a text to route,
+        or its name), or another model the resolver knows, loaded into the pool first if need be:
+        waiting for it (`on_position` hears the place among its waiters) or, with llm.cold_start =
+        "reject", a 503 `model_loading` with Retry-After."""
+        wanted = model.strip()
+        key = wanted.lower()
+        if key in (self.embedder.name.lower(), EMBEDDING_ALIAS):
             raise InvalidInput(f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
-        runtime = self.runtime()
-        if model.lower() not in (runtime.name.lower(), DEFAULT_ALIAS):
+        if key in (DEFAULT_ALIAS, AUTO) or key == (self._chat_name or "").lower():
+            return self.runtime()
+        if (runtime := self._runtime) is not None and key == runtime.name.lower():
+            return runtime
+        if "/" in wanted or "\\" in wanted or key.endswith(".gguf"):
+            # Any key may name a model; only an admin decides which files are models.
+            raise NotFound(
+                f"the model {model!r} does not exist: models are named, not given by path; see GET /v1/models",
+                param="model",
+                code="model_not_found",
+            )
+        if (resident := self.pool.use(wanted)) is not None:
+            return resident
+        try:
+            spec, path = self.pool.resolve(wanted)
+        except NotFound:
             raise NotFound(
                 f"the model {model!r} does not exist; see GET /v1/models",
                 param="model",
                 code="model_not_found",
-            )
-        return runtime
+            ) from None
+        if spec.name.lower() == (self._chat_name or "").lower():
+            return self.runtime()
+        llm = self.settings.llm
+        return self.pool.get_spec(
+            spec,
+            path,
+            wait=llm.cold_start == "wait",
+            timeout_s=llm.load_timeout_s,
+            on_position=on_position,
+            cancel=cancel,
+        )
 
-    # -- work ---------------------------------------------------------------------------
-    def prepare_chat(self, model: str, messages: Sequence[ChatMessage]) -> tuple[ServedModel, str]:
-        self.check_messages(messages)
-        runtime = self.runtime_for(model)
-        return runtime, runtime.render_chat(messages)
+    # -- routing -------------------------------------------------------------------------------
+    def choose(self, model: str, text: str = "", tools: bool = False) -> RouteDecision:
+        """Which model serves a request and why: `auto` is routed on `text` (the last user message)
+        and on whether it offers `tools`; any other name is served as named."""
+        return self.router.decide(model, text, tools, default=self._default_name())
+
+    def runtime_for_route(
+        self, decision: RouteDecision, on_position: Callable[[int], None] | None = None
+    ) -> tuple[ServedModel, RouteDecision]:
+        """The first of the decision's models whose breaker is not open and that loads (the knowledge
+        answers' path: they fall back before generating); the decision as served."""
+        from dataclasses import replace
+
+        from appliance.models.breaker import OPEN
+
+        candidates = decision.candidates or (decision.model,)
+        tried: list[str] = []
+        for i, name in enumerate(candidates):
+            last = i == len(candidates) - 1
+            if not last and self.breakers(name).state == OPEN:
+                tried.append(f"{name} (circuit open)")
+                continue
+            try:
+                served = self.runtime_for(name, on_position=on_position)
+            except NotReady as exc:
+                if last:
+                    raise
+                tried.append(f"{name} ({exc.detail})")
+                continue
+            if not tried:
+                return served, decision
+            return served, replace(decision, model=served.name, fallback_from=tuple(tried))
+        raise AssertionError("a decision has at least one candidate")
+
+    def _default_name(self) -> str:
+        runtime = self._runtime
+        return runtime.name if runtime is not None else self._chat_model_name()
+
+    def open_routed(
+        self,
+        decision: RouteDecision,
+        build: Build,
+        cancel: threading.Event | None = None,
+        on_position: Callable[[int], None] | None = None,
+    ) -> Opened:
+        """Open the generation on the decision's first healthy candidate (appliance/models/fallback.py):
+        its prompt and parameters from `build(model)`, its first token already made; the returned
+        decision says which model served and which failed before it."""
+        llm = self.settings.llm
+
+        def checked(served: ServedModel) -> tuple[str, object, GenerationParams]:
+            prompt, extra, params = build(served)
+            self._check_max_tokens(served, params)
+            return prompt, extra, params
+
+        return open_first(
+            decision,
+            lambda name, cancel_, on_position_: self.runtime_for(name, cancel_, on_position_),
+            checked,
+            self.breakers,
+            Timeouts(llm.first_token_timeout_s or None, llm.total_timeout_s or None),
+            cancel,
+            on_position,
+            on_error=lambda name, kind: self.metrics.count_model_error(name, kind),
+        )
 
     @staticmethod
     def check_messages(messages: Sequence[ChatMessage]) -> None:
@@ -339,24 +538,3 @@ class ModelService:
             raise InvalidInput("at most 2048 inputs per request", param="input")
         tokens = sum(self.embedder.count_tokens(t) for t in inputs)
         return self.embedder.name, self.embedder.embed_documents(list(inputs)), tokens
-
-
-def serving_threads() -> int:
-    """All cores but one. llama.cpp's threads wait for each other at every step, so one of them
-    preempted by the server's own work (HTTP, SSE, jobs) stalls them all: measured on 2 cores,
-    generation through the API ran at 13.6 tokens/s with 2 threads and 22.6 with 1
-    (scripts/bench/llm.py)."""
-    return max(1, available_cpus() - 1)
-
-
-def default_model_name(models_dir: Path) -> str:
-    """The embedded default: the Qwen coder when its parts are installed (`make run`), else SmolLM2."""
-    from appliance.models.manifest import QWEN_CODER, SMOLLM2, qwen_part_paths
-
-    if (models_dir / QWEN_CODER.file).is_file():
-        return QWEN_CODER.name
-    try:
-        qwen_part_paths()
-    except NotReady:
-        return SMOLLM2.name
-    return QWEN_CODER.name

@@ -128,6 +128,35 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Per model, with the registry's version and alias beside the name (canary and stable side by
+        # side); "" until the registry fills them.
+        self.model_first_token = Histogram(
+            "model_first_token_seconds",
+            "Time to the first token, per model version and alias.",
+            ["model", "version", "alias"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "model_request_seconds",
+            "Whole duration of a generation, per model version and alias.",
+            ["model", "version", "alias"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_tokens_per_second = Histogram(
+            "model_tokens_per_second",
+            "Decode speed of a generation, per model version and alias.",
+            ["model", "version", "alias"],
+            buckets=TOKENS_PER_SECOND_BUCKETS,
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "model_errors_total",
+            "Failed model requests, by kind: error, load, first_token, generation, timeout, circuit_open.",
+            ["model", "version", "alias", "kind"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "http_requests_total",
             "HTTP requests, by method, route template and status.",
@@ -246,6 +275,32 @@ class Metrics:
         rate = decode_rate(completion_tokens, ttft_s, total_s)
         if rate is not None:
             self.llm_tokens_per_second.labels(model=model).observe(rate)
+        self.observe_model(model, ttft_s, total_s, rate, outcome)
+
+    def observe_model(
+        self,
+        model: str,
+        ttft_s: float | None,
+        total_s: float,
+        rate: float | None,
+        outcome: str = "ok",
+        version: str = "",
+        alias: str = "",
+    ) -> None:
+        """One generation in the per-model histograms (an error counts in model_errors_total)."""
+        labels = {"model": model, "version": version, "alias": alias}
+        if outcome == "error":
+            self.model_errors.labels(**labels, kind="error").inc()
+            return
+        if ttft_s is not None and ttft_s >= 0:
+            self.model_first_token.labels(**labels).observe(ttft_s)
+        if total_s > 0:
+            self.model_latency.labels(**labels).observe(total_s)
+        if rate is not None:
+            self.model_tokens_per_second.labels(**labels).observe(rate)
+
+    def count_model_error(self, model: str, kind: str, version: str = "", alias: str = "") -> None:
+        self.model_errors.labels(model=model, version=version, alias=alias, kind=kind).inc()
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         self.llm_queue_depth.labels(model=model).set(depth)

@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
 from appliance.api import sse
+from appliance.api.admission import blocking
 from appliance.api.queueing import open_queued, unless_client_leaves
 from appliance.api.schemas import Deleted
 from appliance.core.access import Scope
@@ -95,7 +96,9 @@ async def answer_response(
 async def knowledge_query(
     request: Request, caller: Scope, answers: Answers, data: QueryIn
 ) -> Response | Stream:
-    return await answer_response(
+    # `model: auto` is routed on the question; the decision goes in a header and the answer's trace.
+    route = await blocking(answers.route_for, data.model, data.query)
+    response = await answer_response(
         request,
         lambda cancel, on_position: answers.open_stream(
             caller,
@@ -105,13 +108,23 @@ async def knowledge_query(
             data.model,
             cancel=cancel,
             on_position=on_position,
+            route=route,
             cache=data.cache,
         ),
         lambda cancel: answers.answer(
-            caller, data.query, data.collections, data.top_k, data.model, cancel=cancel, cache=data.cache
+            caller,
+            data.query,
+            data.collections,
+            data.top_k,
+            data.model,
+            cancel=cancel,
+            route=route,
+            cache=data.cache,
         ),
         data.stream,
     )
+    response.headers["x-appliance-route"] = route.header()
+    return response
 
 
 @post("/", status_code=201, sync_to_thread=True, errors=(404,))

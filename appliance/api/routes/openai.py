@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import logging
 import threading
 import time
@@ -27,6 +26,9 @@ from appliance.generate.tools import OutputFormat, Tool, ToolChoice, ToolRequest
 from appliance.models.runtime import ROLES, ChatMessage, GenerationParams, ToolCall
 
 log = logging.getLogger(__name__)
+
+# Which model served a chat and why (appliance/models/router.py RouteDecision.header).
+ROUTE_HEADER = "x-appliance-route"
 
 
 def _text(content, i: int) -> str:
@@ -174,13 +176,13 @@ async def chat_completions(
         data.seed,
         data.n,
     )
-    runtime, prompt, plan = await blocking(gateway.prepare_chat, data.model, messages, tools, output)
-    if plan.grammar is not None:
-        params = dataclasses.replace(params, grammar=plan.grammar)
-    names = plan.tool_names
+    decision = await blocking(gateway.route, data.model, messages, tools)
     created, ident = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24]
     if not data.stream:
-        done = await _generate(request, caller, gateway, runtime, prompt, params, "chat")
+        opened, done = await unless_client_leaves(
+            request, lambda cancel: gateway.chat(caller, decision, messages, tools, output, params, cancel)
+        )
+        names = opened.extra.tool_names
         message: dict = {"role": "assistant", "content": done.text, "refusal": None}
         finish = done.finish_reason
         if names:
@@ -194,20 +196,31 @@ async def chat_completions(
                 "id": ident,
                 "object": "chat.completion",
                 "created": created,
-                "model": runtime.name,
+                "model": opened.served.name,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": _usage(done.prompt_tokens, done.completion_tokens),
-            }
+            },
+            headers={ROUTE_HEADER: opened.decision.header()},
         )
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
-    opening, cancel = await _open(gateway, runtime, prompt, params)
+    cancel = threading.Event()
+    opening = await open_queued(
+        lambda on_position: gateway.open_chat(decision, messages, tools, output, params, cancel, on_position),
+        cancel,
+    )
+    # Known now unless the request still waits (for a load or a slot): then the header has the
+    # decision before any fallback, and each chunk's `model` says which model served.
+    served_by = decision
+    if opening.queued_at is None:
+        served_by = opening.result().decision
+    model_name = served_by.model
 
     def chunk(delta: dict, finish: str | None) -> dict:
         return {
             "id": ident,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": runtime.name,
+            "model": model_name,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
 
@@ -236,15 +249,21 @@ async def chat_completions(
         return out
 
     async def events() -> AsyncIterator[bytes]:
+        nonlocal model_name
         started = False
-        parser = ToolCallParser(names) if names else None
-        async for kind, value in _relay(caller, gateway, runtime, opening, cancel, "chat"):
+        parser = None
+        async for kind, value in _relay(caller, gateway, None, opening, cancel, "chat"):
             if kind == "queue":
                 yield sse.comment(f"queue position {value}")
                 continue
             if kind == "error":
                 yield sse.error_data(value)
                 return
+            if kind == "opened":
+                model_name = value.served.name
+                names = value.extra.tool_names
+                parser = ToolCallParser(names) if names else None
+                continue
             if not started:
                 started = True
                 yield sse.data(chunk({"role": "assistant", "content": ""}, None))
@@ -263,14 +282,16 @@ async def chat_completions(
                         "id": ident,
                         "object": "chat.completion.chunk",
                         "created": created,
-                        "model": runtime.name,
+                        "model": model_name,
                         "choices": [],
                         "usage": _usage(value.prompt_tokens, value.completion_tokens),
                     }
                 )
         yield sse.data("[DONE]")
 
-    return Stream(events(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    return Stream(
+        events(), media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, ROUTE_HEADER: served_by.header()}
+    )
 
 
 @post("/completions", status_code=200, errors=(404, 503), streams=True, opt={"work": "generation"})
@@ -401,18 +422,24 @@ async def _relay(
     caller: Scope, gateway: Gateway, runtime, opening: Opening, cancel: threading.Event, endpoint: str
 ):
     """Yields ("queue", position) while waiting, then ("delta", TokenDelta)... and ("stats", StreamStats),
-    or ("error", ApplianceError) when the wait ended in an error. Closing it (the client left) frees
-    the slot or the place in the queue."""
+    or ("error", ApplianceError) when the wait ended in an error. Without a `runtime` the opening's
+    result is an Opened (a routed chat): ("opened", Opened) comes first. Closing it (the client left)
+    frees the slot or the place in the queue."""
     stream = None
     finished = False
     try:
         async for position in opening.waiting():
             yield "queue", position
         try:
-            stream = opening.result()
+            opened = opening.result()
         except ApplianceError as exc:
             yield "error", exc
             return
+        if runtime is None:
+            runtime, stream = opened.served, opened.stream
+            yield "opened", opened
+        else:
+            stream = opened
         async for delta in sse.relay(stream):
             finished = finished or delta.finish_reason is not None
             yield "delta", delta
@@ -422,7 +449,7 @@ async def _relay(
         # async generator may not await while closing. Both calls are non-blocking.
         cancel.set()
         if stream is None:
-            opening.abandon(lambda opened: opened.close())
+            opening.abandon(lambda opened: (opened.stream if runtime is None else opened).close())
         else:
             stream.close()
             try:
