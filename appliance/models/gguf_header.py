@@ -37,6 +37,10 @@ class GGUFHeader:
     parameters: int
     file_size: int
     tensor_types: dict[str, int] = field(default_factory=dict)  # quantisation type name -> tensors
+    # Every metadata array's length, kept or not (the vocabulary: "tokenizer.ggml.tokens").
+    array_lengths: dict[str, int] = field(default_factory=dict)
+    # Each tensor: its name -> (quantisation type name, elements).
+    tensors: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -137,7 +141,9 @@ def _scalar_formats() -> dict[int, str]:
     }
 
 
-def _value(cur: _Cursor, vtype: int, formats: dict[int, str], keep_arrays: bool) -> object:
+def _value(
+    cur: _Cursor, vtype: int, formats: dict[int, str], keep_arrays: bool, lengths: dict[str, int], key: str
+) -> object:
     import gguf
 
     if vtype in formats:
@@ -147,6 +153,7 @@ def _value(cur: _Cursor, vtype: int, formats: dict[int, str], keep_arrays: bool)
     if vtype != gguf.GGUFValueType.ARRAY:
         raise HeaderError(f"unknown metadata value type {vtype}: corrupt or from a newer GGUF version")
     item_type, count = cur.unpack("IQ")
+    lengths[key] = count
     if item_type in formats:
         width = struct.calcsize(formats[item_type])
         if count > (cur.size - cur.pos) // max(1, width):
@@ -191,10 +198,11 @@ def read_header(path: Path) -> GGUFHeader:
             raise HeaderError(f"the header claims {kv_count} keys and {tensor_count} tensors: corrupt")
         formats = _scalar_formats()
         metadata: dict[str, object] = {}
+        lengths: dict[str, int] = {}
         for _ in range(kv_count):
             key = cur.string()
             vtype = cur.u32()
-            value = _value(cur, vtype, formats, keep_arrays=key.startswith("general."))
+            value = _value(cur, vtype, formats, key.startswith("general."), lengths, key)
             if value is not None:
                 metadata[key] = value
         tensors: list[tuple[str, int, int, int]] = []  # name, type, elements, offset
@@ -210,7 +218,7 @@ def read_header(path: Path) -> GGUFHeader:
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise HeaderError(f"general.alignment {alignment!r} is not a power of two: corrupt")
         data_start = cur.pos + (-cur.pos % alignment)
-    end, parameters, types = 0, 0, {}
+    end, parameters, types, table = 0, 0, {}, {}
     for name, ttype, elements, offset in tensors:
         try:
             qtype = gguf.GGMLQuantizationType(ttype)
@@ -224,6 +232,7 @@ def read_header(path: Path) -> GGUFHeader:
         end = max(end, offset + elements // block * type_size)
         parameters += elements
         types[qtype.name] = types.get(qtype.name, 0) + 1
+        table[name] = (qtype.name, elements)
     if data_start + end > size:
         raise HeaderError(
             f"the file is {size} bytes but its tensors need {data_start + end}: truncated "
@@ -239,4 +248,6 @@ def read_header(path: Path) -> GGUFHeader:
         parameters=parameters,
         file_size=size,
         tensor_types=types,
+        array_lengths=lengths,
+        tensors=table,
     )

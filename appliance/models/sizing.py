@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import os
-import struct
 from functools import lru_cache
 from pathlib import Path
 
 from appliance.errors import InvalidInput
+from appliance.models.gguf_header import HeaderError, read_header
 
 _MB = 1024 * 1024
-# GGUF value types (gguf spec): their fixed sizes; 8 is a string, 9 an array.
-_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_SCALAR = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-_STRING, _ARRAY = 8, 9
 # What llama.cpp needs besides weights and the KV cache (compute buffers, output logits, the
 # Llama object), per slot: measured for SmolLM2 and Gemma 3 270M at 8k context as 30-60 MB.
 _OVERHEAD_PER_SLOT_MB = 64.0
@@ -63,64 +47,21 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / _MB
 
 
-def _read(f, fmt: str):
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise InvalidInput("truncated GGUF header")
-    return struct.unpack(fmt, data)[0]
-
-
-def _string(f) -> str:
-    return f.read(_read(f, "<Q")).decode("utf-8", "replace")
-
-
-def _skip(f, kind: int) -> None:
-    if kind == _STRING:
-        f.seek(_read(f, "<Q"), os.SEEK_CUR)
-    elif kind == _ARRAY:
-        inner, count = _read(f, "<I"), _read(f, "<Q")
-        if inner in _FIXED:
-            f.seek(_FIXED[inner] * count, os.SEEK_CUR)
-        else:
-            for _ in range(count):
-                _skip(f, inner)
-    elif kind in _FIXED:
-        f.seek(_FIXED[kind], os.SEEK_CUR)
-    else:
-        raise InvalidInput(f"unknown GGUF value type {kind}")
-
-
 @lru_cache(maxsize=64)
 def _gguf_scalars(path: str, _mtime_ns: int, _size: int) -> dict[str, object]:
-    # Only the header's scalars and strings: the gguf library's reader also builds every tensor's
-    # and the vocabulary's arrays, which takes 14 s for Gemma 3 270M here; this takes milliseconds.
-    out: dict[str, object] = {}
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise InvalidInput(f"{path} is not a GGUF file")
-        version = _read(f, "<I")
-        if version < 2:
-            raise InvalidInput(f"{path}: GGUF version {version} is too old")
-        _read(f, "<Q")  # tensor count
-        for _ in range(_read(f, "<Q")):
-            key, kind = _string(f), _read(f, "<I")
-            if kind in _SCALAR:
-                out[key] = _read(f, _SCALAR[kind])
-            elif kind == _STRING and not key.startswith("tokenizer."):
-                out[key] = _string(f)
-            elif kind == _ARRAY and key == "tokenizer.ggml.tokens":
-                inner, count = _read(f, "<I"), _read(f, "<Q")
-                out["tokenizer.ggml.tokens.count"] = count
-                for _ in range(count):
-                    _skip(f, inner)
-            else:
-                _skip(f, kind)
+    try:
+        header = read_header(Path(path))
+    except HeaderError as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
+    out = {k: v for k, v in header.metadata.items() if not isinstance(v, list)}
+    if "tokenizer.ggml.tokens" in header.array_lengths:
+        out["tokenizer.ggml.tokens.count"] = header.array_lengths["tokenizer.ggml.tokens"]
     return out
 
 
 def gguf_scalars(path: Path) -> dict[str, object]:
-    """The scalar and string metadata of a GGUF file's header (arrays and the tokenizer left out)."""
+    """The scalar and string metadata of a GGUF file's header, and the vocabulary's size as
+    `tokenizer.ggml.tokens.count` (models/gguf_header.py reads it, skipping the arrays)."""
     stat = Path(path).stat()
     return _gguf_scalars(str(path), stat.st_mtime_ns, stat.st_size)
 
