@@ -370,6 +370,11 @@ class Appliance:
         self._spawn(self._warm, "embedder-warmup")
         self.admin.start_sampling()
         self.registry.start()
+        # Serving resolves names through the registry from now on (`name@version`, aliases; the
+        # gate of a promotion runs its eval on `NAME@VERSION`).
+        self.models.use_resolver(
+            self.registry.serving_resolver(self.models.resolve_in_manifest, self.models.known_models)
+        )
         if self.settings.llm.load_at_start:
             self._spawn(lambda: self.models.load(self.registry.default_chat()), "chat-model-load")
         if self.settings.sample_dir:

@@ -4,6 +4,8 @@ eval gates, rollback, history; every alias move audited. Reads need any key, cha
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -15,6 +17,8 @@ from appliance.db.registry import RegistryStore
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
 from appliance.models.builtin_models import import_builtins
 from appliance.models.inbox import ModelInbox
+from appliance.models.manifest import ModelSpec
+from appliance.models.pool import Resolve
 from appliance.models.probe import ProbeLimits
 from appliance.models.registry import (
     GATED_ALIASES,
@@ -99,6 +103,36 @@ class Registry:
     def resolve(self, reference: str, kind: str | None = None) -> ResolvedModel:
         """Serving's door: the verified version a reference names (see ModelRegistry.resolve)."""
         return self.registry.resolve(reference, kind)
+
+    def serving_resolver(self, fallback: Resolve, known: Callable[[], list[ModelSpec]]) -> Resolve:
+        """The pool's resolver: a registry reference (`name@3`, `name@staging`, an alias) becomes
+        its verified weights, served under the reference's family name (`name@version` when the
+        reference named a version or alias, so two versions can be resident side by side). A
+        built-in keeps its own spec (an inline chat template); what the registry does not know
+        (a manifest name before the registry has it, an admin's file path) goes to `fallback`."""
+
+        def resolve(reference: str) -> tuple[ModelSpec, Path]:
+            try:
+                found = self.registry.resolve(reference, "chat")
+            except NotFound:
+                return fallback(reference)
+            named = found.name if "@" not in reference else f"{found.name}@{found.version}"
+            base = next((m for m in known() if m.name.lower() == found.name.lower()), None)
+            if base is not None and base.sha256 == found.sha256:
+                return replace(base, name=named), Path(found.path)
+            spec = ModelSpec(
+                name=named,
+                file=Path(found.path).name,
+                sha256=found.sha256,
+                size=Path(found.path).stat().st_size,
+                context_length=found.context_length,
+                capabilities=tuple(found.tags),
+                family=found.name,
+                source=f"registry {found.name}@{found.version}",
+            )
+            return spec, Path(found.path)
+
+        return resolve
 
     def default_chat(self) -> str | None:
         """What the chat model loads at start: the `default` alias's model, as ModelService names it

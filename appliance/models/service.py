@@ -51,7 +51,7 @@ class ModelService:
         llm = settings.llm
         self.pool = ModelPool(
             llm.memory_budget_mb or default_budget_mb(),
-            resolve or self._resolve_in_manifest,
+            resolve or self.resolve_in_manifest,
             lambda spec, path: load_configured(self.settings.llm, spec, path),
             lambda spec, path: need_mb(self.settings.llm, spec, path),
             max_queue=llm.max_queue,
@@ -132,7 +132,13 @@ class ModelService:
         if catalogue is not None:
             self.router.catalogue = catalogue
 
-    def _resolve_in_manifest(self, name: str) -> tuple[ModelSpec, Path]:
+    def known_models(self) -> list[ModelSpec]:
+        """The built-ins and the models dir's manifest."""
+        from appliance.models.manifest import list_models
+
+        return list_models(self.models_dir)
+
+    def resolve_in_manifest(self, name: str) -> tuple[ModelSpec, Path]:
         from appliance.models.manifest import resolve_model
 
         return resolve_model(name, self.models_dir)
@@ -247,7 +253,7 @@ class ModelService:
         if name and not (
             name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
             or (name.lower().endswith(".gguf") and model_path(name).is_file())
-            or self.pool.resolve != self._resolve_in_manifest  # another resolver (the registry's) decides
+            or self.pool.resolve != self.resolve_in_manifest  # another resolver (the registry's) decides
         ):
             raise NotFound(f"unknown model {name!r}: see GET /api/v1/admin/models")
         listed = self._display_name(name or self.settings.llm.model or default_model_name(self.models_dir))

@@ -237,3 +237,17 @@ def test_moving_default_switches_the_served_chat_model(app, admin, family):
         time.sleep(0.1)
     assert app.models.runtime().name == smollm2_path().stem
     assert app.registry.resolve("default").name == name
+
+
+def test_serving_resolves_a_registered_version_by_name_at_version(app, admin, family):
+    from appliance.errors import NotFound
+    from appliance.models.runtime import ChatMessage, GenerationParams
+
+    name, v1, _ = family
+    served = app.gateway.runtime_for(f"{name}@{v1}")  # loaded into the pool beside the default
+    assert served.name == f"{name}@{v1}" and served.backend == "llama.cpp"
+    prompt = served.render_chat([ChatMessage("user", "Hello")])
+    done = served.generate(prompt, GenerationParams(max_tokens=2, temperature=0.0))
+    assert done.completion_tokens >= 1
+    with pytest.raises(NotFound):
+        app.gateway.runtime_for(f"{name}@99")
