@@ -1,55 +1,50 @@
-"""Circuit breakers per tool: after `failures` failures within `window_s`, calls go to the fallback
-(or fail fast) until `cooldown_s` has passed; then one trial call decides."""
+"""Circuit breakers per tool: the models' CircuitBreaker, one per tool, made with that tool's own spec."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+
+from appliance.models.breaker import CLOSED, OPEN, CircuitBreaker
 
 
 class Breakers:
-    """In-process state, shared by every run of this appliance (a breaker protects the tool, not a run)."""
+    """In-process state, shared by every run of this appliance (a breaker protects the tool, not a
+    run). A tool without a `breaker` spec never opens. After `failures` failures within `window_s`
+    calls go to the fallback (or fail fast) for `cooldown_s`; then one trial call decides."""
 
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-        self._open_until: dict[str, float] = {}
+        self._by_tool: dict[str, CircuitBreaker] = {}
+
+    def _breaker(self, tool: str, spec: dict) -> CircuitBreaker:
+        with self._lock:
+            if tool not in self._by_tool:
+                self._by_tool[tool] = CircuitBreaker(
+                    spec.get("failures", 5), spec.get("window_s", 60), spec.get("cooldown_s", 30), self._clock
+                )
+            return self._by_tool[tool]
 
     def is_open(self, tool: str) -> bool:
-        with self._lock:
-            until = self._open_until.get(tool)
-            if until is None:
-                return False
-            if self._clock() >= until:
-                # Half-open: let the next call through; a failure opens the breaker again.
-                del self._open_until[tool]
-                self._failures.pop(tool, None)
-                return False
-            return True
+        """Whether a call must not go to the tool now (a half-open breaker lets one trial through)."""
+        breaker = self._by_tool.get(tool)
+        return breaker is not None and not breaker.allow()
 
     def failure(self, tool: str, spec: dict | None) -> bool:
         """Count a failed call; True when this opened the breaker."""
         if not spec:
             return False
-        now = self._clock()
-        with self._lock:
-            window = self._failures.setdefault(tool, deque())
-            window.append(now)
-            while window and window[0] < now - spec.get("window_s", 60):
-                window.popleft()
-            if len(window) >= spec.get("failures", 5):
-                self._open_until[tool] = now + spec.get("cooldown_s", 30)
-                window.clear()
-                return True
-        return False
+        breaker = self._breaker(tool, spec)
+        before = breaker.state
+        breaker.failure()
+        return before != OPEN and breaker.state == OPEN
 
     def success(self, tool: str) -> None:
-        with self._lock:
-            self._failures.pop(tool, None)
+        if (breaker := self._by_tool.get(tool)) is not None:
+            breaker.success()
 
     def states(self) -> dict[str, str]:
         with self._lock:
-            now = self._clock()
-            return {t: "open" if until > now else "half_open" for t, until in self._open_until.items()}
+            breakers = list(self._by_tool.items())
+        return {tool: b.state for tool, b in breakers if b.state != CLOSED}
