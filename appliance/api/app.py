@@ -31,6 +31,7 @@ from appliance.api.routes import (
     knowledge,
     observability,
     openai,
+    plan,
     sources,
 )
 from appliance.core import Appliance
@@ -69,6 +70,7 @@ def create_app(appliance: Appliance) -> Litestar:
             feedback.answers_router,
             feedback.feedback_router,
             drift.router,
+            plan.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -40,6 +40,7 @@ DEPENDENCIES = {
             "drift",
             "evals",
             "eval_sources",
+            "planner",
         )
     },
 }

@@ -16,6 +16,7 @@ from appliance.cli import (
     ingest,
     jobs,
     keys,
+    plan,
     query,
     serve,
     sources,
@@ -39,6 +40,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     backup,
     feedback,
     evaluation,
+    plan,
 )
 
 

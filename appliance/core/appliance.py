@@ -12,6 +12,8 @@ from appliance.core.access import Access
 from appliance.core.admin import Admin
 from appliance.core.answers import Answers
 from appliance.core.drift import Drift
+from appliance.core.planner import Planner
+from appliance.db.plans import PlanStore
 from appliance.core.eval_runner import EvalRunner
 from appliance.core.eval_sources import EvalSources
 from appliance.core.evals import Evals
@@ -183,6 +185,9 @@ class Appliance:
         self.traces = TraceStore(self.db)
         self.feedback = Feedback(settings.feedback, self.traces, self.embedder.embed_query, self.metrics)
         self.drift = Drift(settings.drift, self.traces, self.metrics)
+        self.planner = Planner(
+            settings, PlanStore(self.db), self.models.models_dir, self.knowledge, self.embedder
+        )
         self.answers = Answers(
             settings.answer,
             self.knowledge,

@@ -1,0 +1,186 @@
+"""`appliance plan calibrate|predict|recommend|render|gpus`: the capacity planner, through the API."""
+
+from __future__ import annotations
+
+import argparse
+
+from appliance.cli.common import Parents, connect, emit
+
+PRIORITIES = ("latency", "cost", "accuracy")
+TASKS = ("chat", "rag", "summarisation", "code")
+
+
+def _load_flags(p: argparse.ArgumentParser) -> None:
+    load = p.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, help="requests per second (open loop)")
+    load.add_argument("--users", type=int, help="concurrent users (closed loop)")
+    p.add_argument("--think-s", type=float, default=0.0, help="users' pause between requests (default 0)")
+    p.add_argument("--task", choices=TASKS, default="chat")
+    p.add_argument("--prompt-tokens", type=int)
+    p.add_argument("--output-tokens", type=int)
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    p = sub.add_parser(
+        "plan", parents=[parents.client], help="capacity planning: calibrate, predict, recommend"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("calibrate", parents=[parents.client], help="measure this box (about 5 minutes)")
+    a.add_argument("--quick", action="store_true", help="a rough calibration in seconds")
+    a.add_argument("--model", help="the reference model (default SmolLM2-135M-Instruct)")
+    a.set_defaults(func=_calibrate)
+    a = actions.add_parser(
+        "predict", parents=[parents.client], help="latency, throughput and memory of a configuration"
+    )
+    a.add_argument("--model", required=True)
+    a.add_argument("--target", default="cpu", help="cpu (this box) or a GPU of `appliance plan gpus`")
+    a.add_argument("--slots", type=int, default=1)
+    a.add_argument("--context", type=int, default=4096)
+    a.add_argument("--threads", type=int, default=0)
+    _load_flags(a)
+    a.set_defaults(func=_predict)
+    a = actions.add_parser("recommend", parents=[parents.client], help="ranked configurations for a workload")
+    _load_flags(a)
+    a.add_argument("--priority", choices=PRIORITIES, default="latency")
+    a.add_argument("--p95-ttft-ms", type=float)
+    a.add_argument("--tokens-per-s-per-user", type=float)
+    a.add_argument("--budget-usd-month", type=float)
+    a.add_argument("--memory-gib", type=float, help="memory limit for the model")
+    a.add_argument("--top", type=int, default=10)
+    a.add_argument("--no-gpus", action="store_true", help="this box only")
+    a.set_defaults(func=_recommend)
+    a = actions.add_parser(
+        "render", parents=[parents.client], help="a recommended configuration as settings or YAML"
+    )
+    a.add_argument("config_id")
+    a.set_defaults(func=_render)
+    a = actions.add_parser("gpus", parents=[parents.client], help="the GPU catalogue (not calibrated)")
+    a.set_defaults(func=_gpus)
+
+
+def _load(args: argparse.Namespace) -> dict:
+    return {
+        "task": args.task,
+        "rate": args.rate,
+        "users": args.users,
+        "think_s": args.think_s,
+        "prompt_tokens": args.prompt_tokens,
+        "output_tokens": args.output_tokens,
+    }
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    cal = connect(args).plan_calibrate(quick=args.quick, model=args.model)
+
+    def human(c: dict) -> None:
+        print(
+            f"calibration {c['id']} ({c['seconds']} s) on {c['hardware']['cpu_model']}, {c['hardware']['cores']} cores"
+        )
+        print(
+            f"  memory bandwidth {c['memory_bandwidth'] / 1e9:.1f} GB/s   matrix {c['matmul_flops'] / 1e9:.0f} GFLOP/s"
+        )
+        for p in c["points"]:
+            print(
+                f"  {c['model']} slots={p['slots']} active={p['active']}: prefill {p['prefill_tokens_per_s']:.0f} tok/s,"
+                f" decode {p['decode_tokens_per_s']:.1f} tok/s per request"
+            )
+        print(f"  overheads (ms): {c['overheads_ms']}   spread {c['residual_cv']:.1%}")
+
+    emit(args, cal, human)
+    return 0
+
+
+def _ms(m: dict) -> str:
+    lo, hi = m["interval"] or (None, None)
+    return f"p50 {m['p50']:.0f}  p95 {m['p95']:.0f} [{lo:.0f}, {hi:.0f}]  p99 {m['p99']:.0f} ms"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if args.rate is None and args.users is None:
+        args.users = 1
+    result = connect(args).plan_predict(
+        model=args.model,
+        target=args.target,
+        slots=args.slots,
+        context=args.context,
+        threads=args.threads,
+        **_load(args),
+    )
+
+    def human(r: dict) -> None:
+        print(f"{r['config']['id']}  ({'calibrated' if r['calibrated'] else 'NOT calibrated'})")
+        print(f"  TTFT   {_ms(r['ttft_ms'])}")
+        print(f"  e2e    {_ms(r['e2e_ms'])}")
+        print(f"  tokens/s per user {r['tokens_per_s_per_user']}   throughput {r['throughput_rps']} req/s")
+        print(
+            f"  utilisation {r['utilisation']:.2f}   memory {r['memory_bytes'] / 2**30:.2f} GiB   ${r['cost_usd_month']}/month"
+        )
+        print(f"  bound: {r['binding_constraint']}; {r['kv_budget']}")
+        if r["extrapolated"]:
+            print("  extrapolated: " + "; ".join(r["extrapolation"]))
+        for a in r["assumed"]:
+            print(f"  assumed {a}")
+
+    emit(args, result, human)
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    if args.rate is None and args.users is None:
+        args.users = 1
+    rec = connect(args).plan_recommend(
+        **_load(args),
+        priority=args.priority,
+        p95_ttft_ms=args.p95_ttft_ms,
+        tokens_per_s_per_user=args.tokens_per_s_per_user,
+        budget_usd_month=args.budget_usd_month,
+        memory_bytes=int(args.memory_gib * 2**30) if args.memory_gib else None,
+        top=args.top,
+        gpus=not args.no_gpus,
+    )
+
+    def human(r: dict) -> None:
+        print(
+            f"recommendation {r['id']}: {r['feasible']} of {r['configurations']} configurations meet the constraints"
+            f" (swept in {r['sweep_seconds']} s)"
+        )
+        for a in r["assumed"]:
+            print(f"  assumed {a}")
+        for c in r["candidates"]:
+            mark = " " if c["feasible"] else "x"
+            print(
+                f"{c['rank']:>3} {mark} {c['id']:<52} p95 TTFT {c['ttft_p95_ms']} ms  e2e {c['e2e_p95_ms']} ms"
+                f"  ${c['cost_usd_month']}/mo  {c['binding_constraint']}"
+            )
+            if not c["feasible"]:
+                print(f"        {c['reason']}")
+
+    emit(args, rec, human)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    out = connect(args).plan_render(args.config_id)
+
+    def human(r: dict) -> None:
+        if r["target"] == "cpu":
+            for k, v in r["settings"].items():
+                print(f"{k} = {v!r}")
+        else:
+            print("# vLLM: vllm serve " + " ".join(r["vllm_args"]))
+            print(r["kserve_yaml"])
+
+    emit(args, out, human)
+    return 0
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    def human(gpus: list) -> None:
+        for g in gpus:
+            print(
+                f"{g['name']:<16} {g['memory_bytes'] / 1e9:.0f} GB  {g['bandwidth'] / 1e9:.0f} GB/s"
+                f"  {g['flops'] / 1e12:.0f} TFLOP/s  ${g['usd_per_hour']}/h  (not calibrated)"
+            )
+
+    emit(args, connect(args).plan_gpus(), human)
+    return 0
