@@ -38,7 +38,7 @@ class Plan:
     @classmethod
     def for_box(cls, quick: bool) -> Plan:
         if quick:
-            return cls(max_slots=2, prompt_tokens=48, output_tokens=12, repeats=1, context=512)
+            return cls(max_slots=2, prompt_tokens=32, output_tokens=8, repeats=1, context=256)
         return cls(
             max_slots=min(4, max(2, available_cores())),
             prompt_tokens=256,

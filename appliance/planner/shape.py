@@ -62,15 +62,82 @@ _cache: dict[tuple, ModelShape] = {}
 _lock = threading.Lock()
 
 
-def _field(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    return field.contents()
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True, slots=True)
+class _Tensor:
+    name: str
+    type_name: str
+    n_elements: int
+    n_bytes: int
+
+
+def _parse(path: Path) -> tuple[dict, list[_Tensor]]:
+    """The header's key-values (arrays skipped) and tensor table, read sequentially with the `gguf` library's
+    type tables. Its GGUFReader builds every vocabulary entry as an array (seconds for a 150k vocabulary)."""
+    import struct
+
+    import gguf
+
+    with open(path, "rb") as f:
+        def read(fmt: str):
+            size = struct.calcsize("<" + fmt)
+            data = f.read(size)
+            if len(data) != size:
+                raise ValueError("truncated header")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def string() -> str:
+            return f.read(read("Q")).decode("utf-8", errors="replace")
+
+        def skip(kind: int) -> None:
+            if kind == _STRING:
+                f.seek(read("Q"), 1)
+            elif kind == _ARRAY:
+                item, count = read("I"), read("Q")
+                if item in _SCALARS:
+                    f.seek(struct.calcsize(_SCALARS[item]) * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(item)
+            else:
+                f.seek(struct.calcsize(_SCALARS[kind]), 1)
+
+        if f.read(4) != b"GGUF":
+            raise ValueError("no GGUF magic")
+        version = read("I")
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is not supported")
+        n_tensors, n_kv = read("Q"), read("Q")
+        fields: dict = {}
+        for _ in range(n_kv):
+            key, kind = string(), read("I")
+            if kind == _STRING:
+                fields[key] = string()
+            elif kind in _SCALARS:
+                fields[key] = read(_SCALARS[kind])
+            elif kind == _ARRAY:
+                skip(kind)
+            else:
+                raise ValueError(f"unknown value type {kind}")
+        tensors = []
+        for _ in range(n_tensors):
+            name = string()
+            dims = [read("Q") for _ in range(read("I"))]
+            qtype = gguf.GGMLQuantizationType(read("I"))
+            read("Q")  # offset
+            elements = 1
+            for d in dims:
+                elements *= d
+            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+            tensors.append(_Tensor(name, qtype.name, elements, elements // block * type_size))
+    return fields, tensors
 
 
 def read_shape(path: Path, name: str | None = None) -> ModelShape:
-    """The shape of the GGUF file at `path` (cached per file identity: the reader parses the whole vocabulary)."""
+    """The shape of the GGUF file at `path` (cached per file identity)."""
     path = Path(path)
     try:
         st = path.stat()
@@ -83,35 +150,35 @@ def read_shape(path: Path, name: str | None = None) -> ModelShape:
     import gguf
 
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError) as exc:
+        fields, tensor_list = _parse(path)
+    except (ValueError, OSError, KeyError, __import__("struct").error) as exc:
         raise InvalidInput(f"{path} is not a readable GGUF file: {exc}") from None
-    arch = _field(reader, "general.architecture", "")
-    layers = int(_field(reader, f"{arch}.block_count", 0))
-    heads = int(_field(reader, f"{arch}.attention.head_count", 0))
+    arch = fields.get("general.architecture", "")
+    layers = int(fields.get(f"{arch}.block_count", 0))
+    heads = int(fields.get(f"{arch}.attention.head_count", 0))
     if not layers or not heads:
         raise InvalidInput(f"{path}: the GGUF header lacks {arch}.block_count or its head count")
-    kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", heads))
-    width = int(_field(reader, f"{arch}.embedding_length", 0))
-    head_dim = int(_field(reader, f"{arch}.attention.key_length", 0)) or width // heads
-    tensors = {t.name: t for t in reader.tensors}
+    kv_heads = int(fields.get(f"{arch}.attention.head_count_kv", heads))
+    width = int(fields.get(f"{arch}.embedding_length", 0))
+    head_dim = int(fields.get(f"{arch}.attention.key_length", 0)) or width // heads
+    tensors = {t.name: t for t in tensor_list}
     embd = tensors.get("token_embd.weight")
-    vocab = int(_field(reader, f"{arch}.vocab_size", 0)) or (int(embd.shape[-1]) if embd is not None else 0)
-    if embd is not None:
-        vocab = max(vocab, int(max(embd.shape)))
-    weight_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    parameters = sum(int(t.n_elements) for t in reader.tensors)
-    embd_params = int(embd.n_elements) if embd is not None else 0
+    vocab = int(fields.get(f"{arch}.vocab_size", 0))
+    if embd is not None and width:
+        vocab = max(vocab, embd.n_elements // width)
+    weight_bytes = sum(t.n_bytes for t in tensor_list)
+    parameters = sum(t.n_elements for t in tensor_list)
+    embd_params = embd.n_elements if embd is not None else 0
     # With its own output head, only one embedding row is read per token; a tied head reads the whole matrix.
     tied = "output.weight" not in tensors
-    decode_bytes = weight_bytes - (int(embd.n_bytes) if embd is not None and not tied else 0)
-    file_type_id = _field(reader, "general.file_type")
+    decode_bytes = weight_bytes - (embd.n_bytes if embd is not None and not tied else 0)
+    file_type_id = fields.get("general.file_type")
     try:
         file_type = gguf.LlamaFileType(int(file_type_id)).name if file_type_id is not None else "unknown"
     except ValueError:
         file_type = f"type {file_type_id}"
     shape = ModelShape(
-        name=name or str(_field(reader, "general.name", path.stem)),
+        name=name or str(fields.get("general.name", path.stem)),
         architecture=arch,
         parameters=parameters,
         embedding_parameters=embd_params,
@@ -121,16 +188,14 @@ def read_shape(path: Path, name: str | None = None) -> ModelShape:
         embedding=width,
         head_dim=head_dim,
         vocab=vocab,
-        context_length=int(_field(reader, f"{arch}.context_length", 0)),
+        context_length=int(fields.get(f"{arch}.context_length", 0)),
         file_type=file_type,
         file_bytes=st.st_size,
         weight_bytes=weight_bytes,
         decode_bytes=decode_bytes,
         tied_output=tied,
         repacked_bytes=sum(
-            int(t.n_bytes)
-            for t in reader.tensors
-            if t.tensor_type.name in REPACKED_TYPES and t.name != "token_embd.weight"
+            t.n_bytes for t in tensor_list if t.type_name in REPACKED_TYPES and t.name != "token_embd.weight"
         ),
     )
     with _lock:

@@ -26,6 +26,7 @@ class Load:
     overhead_s: float = 0.0  # per request outside a slot: HTTP, embedding, retrieval
     exponential_output: bool = False  # output lengths exponential with the given mean (M/M/c checks)
     max_queue: int | None = None  # requests waiting beyond this are refused (429)
+    decode_steps: int = CHUNKS  # 1 where the decode rate cannot change with concurrency
 
     def __post_init__(self) -> None:
         if (self.rate is None) == (self.users is None):
@@ -75,7 +76,7 @@ def run_once(costs: Costs, load: Load, requests: int, seed: int) -> Run:
             yield env.timeout(costs.prefill_s(load.prompt_tokens, active[0]))
             first = env.now
             left = max(0.0, tokens - (0 if load.exponential_output else 1))
-            step = left / CHUNKS
+            step = left / load.decode_steps
             while left > 1e-9:
                 n = min(step, left)
                 yield env.timeout(n * costs.token_s(active[0]))
