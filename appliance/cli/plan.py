@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--quick", action="store_true", help="a rough calibration in seconds")
     a.add_argument("--model", help="the reference model (default SmolLM2-135M-Instruct)")
     a.set_defaults(func=_calibrate)
+    a = actions.add_parser("calibration", parents=[parents.client], help="the latest calibration of this box")
+    a.set_defaults(func=_calibration)
     a = actions.add_parser(
         "predict", parents=[parents.client], help="latency, throughput and memory of a configuration"
     )
@@ -69,8 +71,15 @@ def _load(args: argparse.Namespace) -> dict:
     }
 
 
+def _calibration(args: argparse.Namespace) -> int:
+    return _show_calibration(args, connect(args).plan_calibration())
+
+
 def _calibrate(args: argparse.Namespace) -> int:
-    cal = connect(args).plan_calibrate(quick=args.quick, model=args.model)
+    return _show_calibration(args, connect(args).plan_calibrate(quick=args.quick, model=args.model))
+
+
+def _show_calibration(args: argparse.Namespace, cal: dict) -> int:
 
     def human(c: dict) -> None:
         print(
