@@ -534,7 +534,8 @@ class SlotPoint(Record, kw_only=True):
     slots: int
     active: int
     samples: int
-    prefill_tokens_per_s: float  # per request, time to first token included
+    prefill_tokens_per_s: float  # per request: prompt tokens / (time to first token - the fixed part)
+    prefill_fixed_s: float  # per request whatever its prompt (fit from a short and a long prompt)
     decode_tokens_per_s: float  # per request, after the first token
     ttft_s: float  # mean
     decode_cv: float  # spread of the per-request decode rates (std / mean)

@@ -3,6 +3,7 @@ at 1..N concurrent slots through the appliance's own llama.cpp runtime, with its
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 import time
@@ -38,7 +39,7 @@ class Plan:
     @classmethod
     def for_box(cls, quick: bool) -> Plan:
         if quick:
-            return cls(max_slots=2, prompt_tokens=32, output_tokens=8, repeats=1, context=256)
+            return cls(max_slots=2, prompt_tokens=48, output_tokens=8, repeats=1, context=256)
         return cls(
             max_slots=min(4, max(2, available_cores())),
             prompt_tokens=256,
@@ -95,28 +96,46 @@ def _measure(runtime, plan: Plan, active: int, seed: int) -> list:
     return results
 
 
-def _point(slots: int, active: int, completions: list) -> SlotPoint:
-    pre = [c.prompt_tokens / max(c.time_to_first_token_s - c.queued_s, 1e-6) for c in completions]
+def _cv(values: list[float]) -> float:
+    return statistics.pstdev(values) / statistics.fmean(values) if len(values) > 1 else 0.0
+
+
+def _point(slots: int, active: int, completions: list, fixed_s: float) -> SlotPoint:
+    """Medians: on a shared machine a stalled request is the neighbours' doing, not the model's."""
+    prefill = [max(c.time_to_first_token_s - c.queued_s - fixed_s, 1e-6) for c in completions]
+    pre = [c.prompt_tokens / t for c, t in zip(completions, prefill, strict=True)]
     dec = [
         (c.completion_tokens - 1) / max(c.total_s - c.time_to_first_token_s, 1e-6)
         for c in completions
         if c.completion_tokens > 1
     ]
     ttft = [c.time_to_first_token_s for c in completions]
-
-    def cv(values: list[float]) -> float:
-        return statistics.pstdev(values) / statistics.fmean(values) if len(values) > 1 else 0.0
-
     return SlotPoint(
         slots=slots,
         active=active,
         samples=len(completions),
-        prefill_tokens_per_s=round(statistics.fmean(pre), 3),
-        decode_tokens_per_s=round(statistics.fmean(dec), 3) if dec else 0.0,
-        ttft_s=round(statistics.fmean(ttft), 4),
-        decode_cv=round(cv(dec), 4),
-        ttft_cv=round(cv(ttft), 4),
+        prefill_tokens_per_s=round(statistics.median(pre), 3),
+        prefill_fixed_s=round(fixed_s, 4),
+        decode_tokens_per_s=round(statistics.median(dec), 3) if dec else 0.0,
+        ttft_s=round(statistics.median(ttft), 4),
+        decode_cv=round(_cv(dec), 4),
+        ttft_cv=round(_cv(ttft), 4),
     )
+
+
+def _fixed_prefill(runtime, plan: Plan, seed: int) -> float:
+    """The per-request time a prompt's length does not explain: TTFT of a short and a long prompt, alone."""
+    short = dataclasses.replace(plan, prompt_tokens=max(4, plan.prompt_tokens // 8))
+    t_short = statistics.median(c.time_to_first_token_s for c in _repeat(runtime, short, seed))
+    longs = _repeat(runtime, plan, seed + 100)
+    t_long = statistics.median(c.time_to_first_token_s for c in longs)
+    n_short, n_long = short.prompt_tokens, statistics.median(c.prompt_tokens for c in longs)
+    slope = max(0.0, (t_long - t_short) / max(1, n_long - n_short))
+    return max(0.0, t_short - slope * n_short)
+
+
+def _repeat(runtime, plan: Plan, seed: int) -> list:
+    return [c for r in range(plan.repeats) for c in _measure(runtime, plan, 1, seed + 10 * r)]
 
 
 def calibrate(
@@ -168,12 +187,14 @@ def calibrate(
                 one = rss
             elif slots == plan.max_slots:
                 per_slot = max(0, (rss - one) // (slots - 1))
+            if slots == 1:
+                fixed = _fixed_prefill(runtime, plan, seed + 1000)
             for active in sorted({1, slots}):
                 completions = []
                 for _ in range(plan.repeats):
                     completions += _measure(runtime, plan, active, seed)
                     seed += active
-                points.append(_point(slots, active, completions))
+                points.append(_point(slots, active, completions, fixed))
         finally:
             runtime.close()
     # Each slot is a llama.cpp instance with its own mapping of the file, repacked weights, KV cache and

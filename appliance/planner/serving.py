@@ -41,6 +41,7 @@ class Costs:
     shape: ModelShape
     calibrated: bool
     prefill_per_token: tuple[float, ...]  # seconds, index active-1 (1..slots)
+    prefill_fixed_s: float
     decode_per_token: tuple[float, ...]
     memory_bytes: int
     memory_limit_bytes: int
@@ -49,7 +50,10 @@ class Costs:
     rel_error: float = 0.1  # relative spread of the calibration behind these numbers (1 sigma)
 
     def prefill_s(self, tokens: float, active: int) -> float:
-        return tokens * self.prefill_per_token[min(max(active, 1), len(self.prefill_per_token)) - 1]
+        return (
+            self.prefill_fixed_s
+            + tokens * self.prefill_per_token[min(max(active, 1), len(self.prefill_per_token)) - 1]
+        )
 
     def token_s(self, active: int) -> float:
         return self.decode_per_token[min(max(active, 1), len(self.decode_per_token)) - 1]
@@ -127,6 +131,7 @@ def cpu_costs(cal: Calibration, ref: ModelShape, shape: ModelShape, config: Serv
         shape=shape,
         calibrated=True,
         prefill_per_token=tuple(prefill),
+        prefill_fixed_s=cal.points[0].prefill_fixed_s,
         decode_per_token=tuple(decode),
         memory_bytes=memory,
         memory_limit_bytes=int(cal.hardware.get("memory_bytes", 0)),
@@ -155,6 +160,7 @@ def gpu_costs(gpu: GpuSpec, shape: ModelShape, config: ServingConfig) -> Costs:
         shape=shape,
         calibrated=False,
         prefill_per_token=tuple(prefill),
+        prefill_fixed_s=0.0,
         decode_per_token=tuple(decode),
         memory_bytes=memory,
         memory_limit_bytes=int(gpu.memory_bytes * GPU_MEMORY_SHARE),

@@ -82,6 +82,7 @@ def _parse(path: Path) -> tuple[dict, list[_Tensor]]:
     import gguf
 
     with open(path, "rb") as f:
+
         def read(fmt: str):
             size = struct.calcsize("<" + fmt)
             data = f.read(size)

@@ -42,12 +42,33 @@ def test_calibration_is_stored_with_the_fingerprint(served, capsys):
 
 
 def test_predict_json_shape(served, capsys):
-    out = cli(served, capsys, "predict", "--model", "SmolLM2-135M-Instruct", "--slots", "2", "--context", "1024",
-              "--users", "3", "--prompt-tokens", "100", "--output-tokens", "20")
+    out = cli(
+        served,
+        capsys,
+        "predict",
+        "--model",
+        "SmolLM2-135M-Instruct",
+        "--slots",
+        "2",
+        "--context",
+        "1024",
+        "--users",
+        "3",
+        "--prompt-tokens",
+        "100",
+        "--output-tokens",
+        "20",
+    )
     for metric in ("ttft_ms", "e2e_ms", "itl_ms"):
         assert set(out[metric]) >= {"p50", "p95", "p99", "interval"}
         assert out[metric]["p50"] <= out[metric]["p95"] <= out[metric]["p99"]
-    for key in ("tokens_per_s_per_user", "throughput_rps", "memory_bytes", "utilisation", "binding_constraint"):
+    for key in (
+        "tokens_per_s_per_user",
+        "throughput_rps",
+        "memory_bytes",
+        "utilisation",
+        "binding_constraint",
+    ):
         assert out[key] is not None
     assert out["config"]["slots"] == 2 and out["calibrated"]
     assert out["extrapolated"] is False  # the calibrated model within the calibrated slots
@@ -67,17 +88,44 @@ def test_predict_beyond_calibration_says_extrapolated(served, capsys):
 
 
 def test_recommend_render_and_gpus(served, capsys):
-    rec = cli(served, capsys, "recommend", "--task", "chat", "--users", "2", "--p95-ttft-ms", "5000", "--priority", "cost")
+    rec = cli(
+        served,
+        capsys,
+        "recommend",
+        "--task",
+        "chat",
+        "--users",
+        "2",
+        "--p95-ttft-ms",
+        "5000",
+        "--priority",
+        "cost",
+    )
     assert rec["configurations"] >= 100 and rec["candidates"][0]["rank"] == 1
     assert "simulated" in rec["candidates"][0]
     gpu = next(c for c in rec["candidates"] + [None] if c is None or c["target"] != "cpu")
     if gpu is None:  # cost puts the box first: ask for GPUs by latency instead
-        rec = cli(served, capsys, "recommend", "--task", "chat", "--users", "64", "--priority", "latency", "--top", "50")
+        rec = cli(
+            served,
+            capsys,
+            "recommend",
+            "--task",
+            "chat",
+            "--users",
+            "64",
+            "--priority",
+            "latency",
+            "--top",
+            "50",
+        )
         gpu = next(c for c in rec["candidates"] if c["target"] != "cpu")
     out = cli(served, capsys, "render", gpu["id"])
     assert f"--max-num-seqs={gpu['slots']}" in out["vllm_args"] and "InferenceService" in out["kserve_yaml"]
-    cpu = next(c for c in rec["candidates"] if c["target"] == "cpu") if any(
-        c["target"] == "cpu" for c in rec["candidates"]) else None
+    cpu = (
+        next(c for c in rec["candidates"] if c["target"] == "cpu")
+        if any(c["target"] == "cpu" for c in rec["candidates"])
+        else None
+    )
     if cpu is not None:
         assert cli(served, capsys, "render", cpu["id"])["settings"]["llm.slots"] == cpu["slots"]
     assert {g["name"] for g in cli(served, capsys, "gpus")} >= {"H100-80GB-SXM", "L4-24GB"}
@@ -89,7 +137,11 @@ def test_api_errors_are_problem_details(served):
     headers = {"Authorization": f"Bearer {served.key}"}
     r = httpx.post(f"{served.url}/api/v1/plan/predict", json={"model": "nope", "users": 1}, headers=headers)
     assert r.status_code == 404 and "unknown model" in r.json()["detail"]
-    r = httpx.post(f"{served.url}/api/v1/plan/predict", json={"model": "SmolLM2-135M-Instruct"}, headers=headers)
+    r = httpx.post(
+        f"{served.url}/api/v1/plan/predict", json={"model": "SmolLM2-135M-Instruct"}, headers=headers
+    )
     assert r.status_code == 400 and "rate" in r.json()["detail"]
-    r = httpx.post(f"{served.url}/api/v1/plan/recommend", json={"users": 1, "priority": "speed"}, headers=headers)
+    r = httpx.post(
+        f"{served.url}/api/v1/plan/recommend", json={"users": 1, "priority": "speed"}, headers=headers
+    )
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")

@@ -11,7 +11,14 @@ from tests.planner.models import qwen, smollm2
 
 def test_smollm2_header():
     s = smollm2()
-    assert (s.architecture, s.layers, s.heads, s.kv_heads, s.embedding, s.head_dim) == ("llama", 30, 9, 3, 576, 64)
+    assert (s.architecture, s.layers, s.heads, s.kv_heads, s.embedding, s.head_dim) == (
+        "llama",
+        30,
+        9,
+        3,
+        576,
+        64,
+    )
     assert (s.context_length, s.vocab, s.file_type) == (8192, 49152, "MOSTLY_Q4_1")
     assert 130e6 < s.parameters < 140e6  # "135M"
     # The output head is tied to the embeddings: every weight is read for each token.
@@ -22,7 +29,14 @@ def test_smollm2_header():
 
 def test_qwen_coder_header(tmp_path):
     q = qwen(tmp_path)
-    assert (q.architecture, q.layers, q.heads, q.kv_heads, q.embedding, q.head_dim) == ("qwen2", 28, 12, 2, 1536, 128)
+    assert (q.architecture, q.layers, q.heads, q.kv_heads, q.embedding, q.head_dim) == (
+        "qwen2",
+        28,
+        12,
+        2,
+        1536,
+        128,
+    )
     assert (q.context_length, q.file_type) == (32768, "MOSTLY_Q4_K_M")
     assert 1.5e9 < q.parameters < 1.8e9
     # Its own output head: the embedding matrix is not read per token.

@@ -18,6 +18,7 @@ def constant_costs(slots: int, service_s: float, tokens: int = 100) -> Costs:
         shape=smollm2(),
         calibrated=True,
         prefill_per_token=(0.0,) * slots,
+        prefill_fixed_s=0.0,
         decode_per_token=(service_s / tokens,) * slots,
         memory_bytes=0,
         memory_limit_bytes=0,

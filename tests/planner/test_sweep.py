@@ -6,11 +6,11 @@ import msgspec
 import pytest
 import yaml
 
+from appliance.planner.hardware import GPU_CATALOGUE
 from appliance.planner.predict import workload
 from appliance.planner.render import kserve_manifest, vllm_args
 from appliance.planner.serving import ServingConfig, cpu_costs, gpu_costs
 from appliance.planner.sweep import sweep
-from appliance.planner.hardware import GPU_CATALOGUE
 from appliance.records import Calibration, DeploymentIntent, SlotPoint
 from tests.planner.models import qwen, smollm2
 
@@ -19,24 +19,71 @@ def calibration() -> Calibration:
     """Figures of the order a 2-core box measures (a recorded calibration, not this run's)."""
     ref = smollm2()
     points = [
-        SlotPoint(slots=1, active=1, samples=3, prefill_tokens_per_s=250, decode_tokens_per_s=90, ttft_s=1.0, decode_cv=0.05, ttft_cv=0.05),
-        SlotPoint(slots=2, active=1, samples=3, prefill_tokens_per_s=180, decode_tokens_per_s=70, ttft_s=1.4, decode_cv=0.05, ttft_cv=0.05),
-        SlotPoint(slots=2, active=2, samples=6, prefill_tokens_per_s=120, decode_tokens_per_s=45, ttft_s=2.1, decode_cv=0.05, ttft_cv=0.05),
+        SlotPoint(
+            slots=1,
+            active=1,
+            samples=3,
+            prefill_tokens_per_s=250,
+            prefill_fixed_s=0.05,
+            decode_tokens_per_s=90,
+            ttft_s=1.0,
+            decode_cv=0.05,
+            ttft_cv=0.05,
+        ),
+        SlotPoint(
+            slots=2,
+            active=1,
+            samples=3,
+            prefill_tokens_per_s=180,
+            prefill_fixed_s=0.05,
+            decode_tokens_per_s=70,
+            ttft_s=1.4,
+            decode_cv=0.05,
+            ttft_cv=0.05,
+        ),
+        SlotPoint(
+            slots=2,
+            active=2,
+            samples=6,
+            prefill_tokens_per_s=120,
+            prefill_fixed_s=0.05,
+            decode_tokens_per_s=45,
+            ttft_s=2.1,
+            decode_cv=0.05,
+            ttft_cv=0.05,
+        ),
     ]
     return Calibration(
-        id="c1", created_at="2026-01-01T00:00:00+00:00", fingerprint="f", quick=False,
+        id="c1",
+        created_at="2026-01-01T00:00:00+00:00",
+        fingerprint="f",
+        quick=False,
         hardware={"cpu_model": "x", "cores": 2, "memory_bytes": 16 * 2**30},
-        model="SmolLM2-135M-Instruct", model_shape=ref.to_dict(), threads=1, batch_threads=2,
-        context_length=2048, prompt_tokens=256, output_tokens=48, memory_bandwidth=8e9, matmul_flops=50e9,
-        points=points, resident_base_bytes=10**8, resident_weights_bytes=2 * 10**7,
+        model="SmolLM2-135M-Instruct",
+        model_shape=ref.to_dict(),
+        threads=1,
+        batch_threads=2,
+        context_length=2048,
+        prompt_tokens=256,
+        output_tokens=48,
+        memory_bandwidth=8e9,
+        matmul_flops=50e9,
+        points=points,
+        resident_base_bytes=10**8,
+        resident_weights_bytes=2 * 10**7,
         resident_per_slot_bytes=ref.file_bytes + 2048 * ref.kv_bytes_per_token() + 5 * 10**7,
-        overheads_ms={"embed_query": 12.0, "retrieval": 8.0}, residual_cv=0.08, seconds=100.0,
+        overheads_ms={"embed_query": 12.0, "retrieval": 8.0},
+        residual_cv=0.08,
+        seconds=100.0,
     )
 
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return {"SmolLM2-135M-Instruct": smollm2(), "Qwen2.5-Coder-1.5B-Instruct": qwen(tmp_path_factory.mktemp("q"))}
+    return {
+        "SmolLM2-135M-Instruct": smollm2(),
+        "Qwen2.5-Coder-1.5B-Instruct": qwen(tmp_path_factory.mktemp("q")),
+    }
 
 
 def run(shapes, **intent):
@@ -46,7 +93,11 @@ def run(shapes, **intent):
 
     def costs_for(config):
         shape = shapes[config.model]
-        return cpu_costs(cal, ref, shape, config) if config.target == "cpu" else gpu_costs(gpus[config.target], shape, config)
+        return (
+            cpu_costs(cal, ref, shape, config)
+            if config.target == "cpu"
+            else gpu_costs(gpus[config.target], shape, config)
+        )
 
     want = DeploymentIntent(**intent)
     return sweep(want, workload(want, cal.overheads_ms), shapes, costs_for, cores=2)
