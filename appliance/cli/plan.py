@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from appliance.cli.common import Parents, connect, emit
+from appliance.cli.common import Parents, connect, emit, endpoint
 
 PRIORITIES = ("latency", "cost", "accuracy")
 TASKS = ("chat", "rag", "summarisation", "code")
@@ -56,6 +57,18 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     )
     a.add_argument("config_id")
     a.set_defaults(func=_render)
+    a = actions.add_parser(
+        "validate",
+        parents=[parents.client],
+        help="load-test the server (loopback only): predicted vs measured",
+    )
+    a.add_argument("--users", type=int, default=1, help="concurrent users, closed loop (default 1)")
+    a.add_argument("--requests", type=int, default=10, help="stop after this many answers (default 10)")
+    a.add_argument("--duration", type=float, default=300, help="stop after this many seconds (default 300)")
+    a.add_argument("--prompt-words", type=int, default=80)
+    a.add_argument("--output-tokens", type=int, default=24)
+    a.add_argument("--p95-ttft-ms", type=float, help="an SLO to judge (p95 time to first token)")
+    a.set_defaults(func=_validate)
     a = actions.add_parser("gpus", parents=[parents.client], help="the GPU catalogue (not calibrated)")
     a.set_defaults(func=_gpus)
 
@@ -193,3 +206,92 @@ def _gpus(args: argparse.Namespace) -> int:
 
     emit(args, connect(args).plan_gpus(), human)
     return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from openai import OpenAI
+
+    from appliance.planner.loadgen import check_loopback, prompt, run_load
+
+    client = connect(args)
+    check_loopback(client.url)
+    chat = client.models()["chat"]
+    if chat.get("state") != "loaded":
+        print(f"error: the chat model is {chat.get('state')}: load one first", file=sys.stderr)
+        return 1
+    _, key = endpoint(args)
+    sdk = OpenAI(base_url=client.url.rstrip("/") + "/v1", api_key=key, max_retries=0, timeout=600)
+    usage = sdk.chat.completions.create(
+        model=chat["name"],
+        messages=[{"role": "user", "content": prompt(0, args.prompt_words)}],
+        max_tokens=2,
+        temperature=0,
+    ).usage
+    predicted = client.plan_predict(
+        model=chat["name"],
+        slots=chat.get("capacity", 1),
+        context=chat.get("context_length", 4096),
+        threads=chat.get("threads", 0),
+        users=args.users,
+        prompt_tokens=usage.prompt_tokens,
+        output_tokens=args.output_tokens,
+    )
+    measured = run_load(
+        client.url,
+        key,
+        chat["name"],
+        args.users,
+        args.requests,
+        args.duration,
+        args.prompt_words,
+        args.output_tokens,
+    ).summary()
+    rows = []
+    for metric in ("ttft_ms", "e2e_ms", "itl_ms"):
+        p, m = predicted[metric], measured[metric]
+        if m is None:
+            continue
+        lo, hi = p["interval"] or (None, None)
+        rows.append(
+            {
+                "metric": f"p95 {metric[:-3]}",
+                "predicted": p["p95"],
+                "interval": p["interval"],
+                "measured": m["p95"],
+                "error": round((p["p95"] - m["p95"]) / m["p95"], 3) if m["p95"] else None,
+                "inside_interval": lo is not None and lo <= m["p95"] <= hi,
+            }
+        )
+    slo = None
+    if args.p95_ttft_ms is not None and measured["ttft_ms"]:
+        slo = {
+            "p95_ttft_ms": args.p95_ttft_ms,
+            "predicted_met": predicted["ttft_ms"]["p95"] <= args.p95_ttft_ms,
+            "measured_met": measured["ttft_ms"]["p95"] <= args.p95_ttft_ms,
+        }
+    out = {
+        "config": predicted["config"],
+        "rows": rows,
+        "slo": slo,
+        "predicted": predicted,
+        "measured": measured,
+    }
+
+    def human(r: dict) -> None:
+        print(
+            f"{r['config']['id']}: {r['measured']['requests']} requests, errors {r['measured']['errors'] or 'none'}"
+        )
+        for row in r["rows"]:
+            err = f"{row['error']:+.0%}" if row["error"] is not None else "?"
+            inside = "inside" if row["inside_interval"] else "OUTSIDE"
+            print(
+                f"  {row['metric']:<10} predicted {row['predicted']:>10.0f}  measured {row['measured']:>10.0f}  {err:>6}  {inside}"
+            )
+        if r["slo"]:
+            print(
+                f"  SLO p95 TTFT <= {r['slo']['p95_ttft_ms']:.0f} ms: predicted {'met' if r['slo']['predicted_met'] else 'missed'},"
+                f" measured {'met' if r['slo']['measured_met'] else 'missed'}"
+            )
+
+    emit(args, out, human)
+    return 0 if slo is None or slo["measured_met"] else 2

@@ -6,8 +6,8 @@ missing). Targets (issue 17): single-stream decode tokens/s within 10%; resident
 0.5 GiB; p95 TTFT within 15%; p95 end-to-end within 10%; users meeting a p95 SLO within 1 user or 10%;
 measured values inside the predicted 90% interval at least 85% of the time.
 
-    python scripts/bench/planner.py [--quick] [--levels 1,2,4] [--slots 1] [--context 2048]
-        [--output-tokens 32] [--prompt-words 120] [--models-dir var/models] [--json]
+    python scripts/bench/planner.py [--quick] [--levels 1,2,3] [--slots 1] [--context 2048]
+        [--output-tokens 24] [--prompt-words 80] [--models-dir var/models] [--json]
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="quick calibration, fewer requests")
-    parser.add_argument("--levels", default="1,2,4", help="concurrent users per level")
+    parser.add_argument("--levels", default="1,2,3", help="concurrent users per level")
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--output-tokens", type=int, default=32)
-    parser.add_argument("--prompt-words", type=int, default=120)
+    parser.add_argument("--output-tokens", type=int, default=24)
+    parser.add_argument("--prompt-words", type=int, default=80)
     parser.add_argument("--models-dir", default=str(REPO / "var" / "models"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -139,7 +139,7 @@ def main() -> None:
                 "output_tokens": args.output_tokens,
             }
             pred = api.post("/api/v1/plan/predict", json=body).raise_for_status().json()
-            requests = (3 if args.quick else 5) * users + (0 if args.quick else 2)
+            requests = (1 if args.quick else 2) * users + 2
             meas = run_load(
                 url,
                 key,

@@ -145,3 +145,9 @@ def test_api_errors_are_problem_details(served):
         f"{served.url}/api/v1/plan/recommend", json={"users": 1, "priority": "speed"}, headers=headers
     )
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_validate_refuses_a_server_elsewhere(capsys):
+    # The load test only ever runs against this machine: refused before any request is sent.
+    assert main(["plan", "validate", "--url", "http://192.0.2.1:9", "--key", "k"]) == 1
+    assert "loopback" in capsys.readouterr().err
