@@ -89,7 +89,20 @@ def _calibration(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    return _show_calibration(args, connect(args).plan_calibrate(quick=args.quick, model=args.model))
+    import time
+
+    client = connect(args)
+    client.plan_calibrate(quick=args.quick, model=args.model)
+    shown = None
+    while (status := client.plan_calibration_status())["state"] == "running":
+        if status["step"] != shown and not args.json:
+            print(f"  {status['step']}", file=sys.stderr)
+            shown = status["step"]
+        time.sleep(1)
+    if status["state"] != "done":
+        print(f"error: calibration {status['state']}: {status['error']}", file=sys.stderr)
+        return 1
+    return _show_calibration(args, client.plan_calibration())
 
 
 def _show_calibration(args: argparse.Namespace, cal: dict) -> int:

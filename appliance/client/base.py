@@ -121,6 +121,7 @@ class BaseClient:
     # -- capacity planner
     plan_calibrate = _api(calls.plan_calibrate)
     plan_calibration = _api(calls.plan_calibration)
+    plan_calibration_status = _api(calls.plan_calibration_status)
     plan_predict = _api(calls.plan_predict)
     plan_recommend = _api(calls.plan_recommend)
     plan_render = _api(calls.plan_render)

@@ -449,11 +449,15 @@ def check_eval_gate(name: str, run_id: str | None = None) -> Call:
 
 # -- capacity planner ----------------------------------------------------------------------------
 def plan_calibrate(quick: bool = False, model: str | None = None) -> Call:
-    """Measure the server's box (minutes at full size)."""
+    """Start measuring the server's box in the background (minutes at full size)."""
     body: dict[str, Any] = {"quick": quick}
     if model:
         body["model"] = model
-    return Call("POST", "/api/v1/plan/calibrate", json=body, timeout=None)
+    return Call("POST", "/api/v1/plan/calibrate", json=body)
+
+
+def plan_calibration_status() -> Call:
+    return Call("GET", "/api/v1/plan/calibration/status")
 
 
 def plan_calibration() -> Call:
@@ -462,11 +466,18 @@ def plan_calibration() -> Call:
 
 def plan_predict(**body: Any) -> Call:
     """model, target, slots, context, threads, task, users | rate, think_s, prompt_tokens, output_tokens."""
-    return Call("POST", "/api/v1/plan/predict", json={k: v for k, v in body.items() if v is not None}, timeout=None)
+    return Call(
+        "POST", "/api/v1/plan/predict", json={k: v for k, v in body.items() if v is not None}, timeout=None
+    )
 
 
 def plan_recommend(**intent: Any) -> Call:
-    return Call("POST", "/api/v1/plan/recommend", json={k: v for k, v in intent.items() if v is not None}, timeout=None)
+    return Call(
+        "POST",
+        "/api/v1/plan/recommend",
+        json={k: v for k, v in intent.items() if v is not None},
+        timeout=None,
+    )
 
 
 def plan_render(config_id: str) -> Call:

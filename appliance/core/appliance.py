@@ -12,8 +12,6 @@ from appliance.core.access import Access
 from appliance.core.admin import Admin
 from appliance.core.answers import Answers
 from appliance.core.drift import Drift
-from appliance.core.planner import Planner
-from appliance.db.plans import PlanStore
 from appliance.core.eval_runner import EvalRunner
 from appliance.core.eval_sources import EvalSources
 from appliance.core.evals import Evals
@@ -21,6 +19,7 @@ from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
+from appliance.core.planner import Planner
 from appliance.core.sources import Sources
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
@@ -29,6 +28,7 @@ from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
+from appliance.db.plans import PlanStore
 from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
 from appliance.index.bm25 import TantivyKeywordIndex
@@ -371,6 +371,7 @@ class Appliance:
             thread.join(timeout=5)
         self.models.close()
         self.feedback.close()  # writes the traces still queued
+        self.planner.close()  # a calibration in the background stops at its next measurement
         self.parser.close()
         try:
             self.audit.summarise_refusals(self.access.failed_auth.summaries(final=True))

@@ -40,6 +40,8 @@ class Planner:
         self.knowledge = knowledge
         self.embedder = embedder
         self._calibrating = threading.Lock()
+        self._stop = threading.Event()
+        self._status: dict = {"state": "idle", "step": None, "error": None, "calibration_id": None}
 
     # -- models ------------------------------------------------------------------------------------
     def model_files(self) -> dict[str, Path]:
@@ -72,36 +74,85 @@ class Planner:
         )
 
     # -- calibration -------------------------------------------------------------------------------
-    def calibrate(self, caller: Scope, quick: bool = False, model_name: str | None = None) -> Calibration:
+    def start_calibration(self, caller: Scope, quick: bool = False, model_name: str | None = None) -> dict:
+        """Calibrate on a thread of its own (minutes); `calibration_status` follows it. 409 while one runs."""
         caller.require_admin()
+        self.model_path(model_name or REFERENCE_MODEL)  # a bad name is a 404 now, not a failure later
+        if not self._calibrating.acquire(blocking=False):
+            raise Conflict("a calibration is already running")
+
+        def run() -> None:
+            try:
+                self._calibrate(caller, quick, model_name)
+            except Exception as exc:  # noqa: BLE001 - reported through the status
+                self._status = {**self._status, "state": "failed", "error": str(exc)}
+                log.warning("calibration failed", extra={"error": str(exc)})
+            finally:
+                self._calibrating.release()
+
+        self._status = {
+            "state": "running",
+            "step": "starting",
+            "error": None,
+            "calibration_id": None,
+            "quick": quick,
+        }
+        threading.Thread(target=run, name="plan-calibrate", daemon=True).start()
+        return self._status
+
+    def calibration_status(self) -> dict:
+        return dict(self._status)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def model_path(self, name: str) -> Path:
+        path = self.model_files().get(name)
+        if path is None:
+            raise NotFound(
+                f"model {name!r} is not on this box: {', '.join(self.model_files()) or 'none'} are"
+            )
+        return path
+
+    def _progress(self, step: str) -> None:
+        if self._stop.is_set():
+            raise NotReady("the appliance is stopping: calibration abandoned")
+        self._status = {**self._status, "step": step}
+        log.info("calibrating", extra={"step": step})
+
+    def calibrate(self, caller: Scope, quick: bool = False, model_name: str | None = None) -> Calibration:
+        """Calibrate now (blocking) and store the result."""
+        caller.require_admin()
+        if not self._calibrating.acquire(blocking=False):
+            raise Conflict("a calibration is already running")
+        try:
+            return self._calibrate(caller, quick, model_name)
+        finally:
+            self._calibrating.release()
+
+    def _calibrate(self, caller: Scope, quick: bool, model_name: str | None) -> Calibration:
         from appliance.models.service import serving_threads
         from appliance.planner.calibrate import calibrate
 
         name = model_name or REFERENCE_MODEL
-        path = self.model_files().get(name)
-        if path is None:
-            raise NotFound(f"model {name!r} is not on this box")
+        path = self.model_path(name)
         overheads = {}
         if self.embedder is not None:
             overheads["embed_query"] = lambda: self.embedder.embed_query("how do I rotate a key")
         if self.knowledge is not None:
             overheads["retrieval"] = lambda: self.knowledge.search(caller, "how do I rotate a key", top_k=6)
-        if not self._calibrating.acquire(blocking=False):
-            raise Conflict("a calibration is already running")
-        try:
-            llm = self.settings.llm
-            cal = calibrate(
-                path,
-                name,
-                threads=llm.threads or serving_threads(),
-                batch_threads=llm.batch_threads or this_box().cores,
-                quick=quick,
-                overheads=overheads,
-                progress=lambda step: log.info("calibrating", extra={"step": step}),
-            )
-        finally:
-            self._calibrating.release()
+        llm = self.settings.llm
+        cal = calibrate(
+            path,
+            name,
+            threads=llm.threads or serving_threads(),
+            batch_threads=llm.batch_threads or this_box().cores,
+            quick=quick,
+            overheads=overheads,
+            progress=self._progress,
+        )
         self.store.save_calibration(cal)
+        self._status = {**self._status, "state": "done", "step": None, "calibration_id": cal.id}
         return cal
 
     def calibration(self) -> Calibration:

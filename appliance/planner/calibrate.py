@@ -19,7 +19,7 @@ from appliance.planner.hardware import available_cores, matmul_flops, memory_ban
 from appliance.planner.shape import read_shape
 from appliance.records import Calibration, SlotPoint
 
-Progress = Callable[[str], None]
+Progress = Callable[[str], None]  # may raise to stop the calibration between measurements
 _WORDS = (
     "river stone lantern orbit copper meadow signal harbor velvet canyon ember quartz violet tundra "
     "falcon garden mirror thunder pebble saddle beacon willow marble cipher glacier anchor"
@@ -190,6 +190,7 @@ def calibrate(
             if slots == 1:
                 fixed = _fixed_prefill(runtime, plan, seed + 1000)
             for active in sorted({1, slots}):
+                progress(f"{model_name}: {active} of {slots} slot(s) busy")
                 completions = []
                 for _ in range(plan.repeats):
                     completions += _measure(runtime, plan, active, seed)

@@ -101,7 +101,12 @@ def main() -> None:
     with bench_server(env=env) as api:
         url, key = str(api.base_url).rstrip("/"), api.headers["Authorization"].split()[1]
         t = time.monotonic()
-        cal = api.post("/api/v1/plan/calibrate", json={"quick": args.quick}).raise_for_status().json()
+        api.post("/api/v1/plan/calibrate", json={"quick": args.quick}).raise_for_status()
+        while (status := api.get("/api/v1/plan/calibration/status").json())["state"] == "running":
+            time.sleep(2)
+        if status["state"] != "done":
+            raise SystemExit(f"calibration {status['state']}: {status['error']}")
+        cal = api.get("/api/v1/plan/calibration").raise_for_status().json()
         print(
             f"calibrated with {cal['model']} in {time.monotonic() - t:.0f} s: "
             f"{cal['memory_bandwidth'] / 1e9:.1f} GB/s, points {[(p['slots'], p['active'], p['decode_tokens_per_s']) for p in cal['points']]}",

@@ -151,3 +151,14 @@ def test_validate_refuses_a_server_elsewhere(capsys):
     # The load test only ever runs against this machine: refused before any request is sent.
     assert main(["plan", "validate", "--url", "http://192.0.2.1:9", "--key", "k"]) == 1
     assert "loopback" in capsys.readouterr().err
+
+
+def test_background_calibration_checks_its_model_first(served):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {served.key}"}
+    r = httpx.post(f"{served.url}/api/v1/plan/calibrate", json={"model": "nope"}, headers=headers)
+    assert r.status_code == 404
+    status = httpx.get(f"{served.url}/api/v1/plan/calibration/status", headers=headers).json()
+    # Nothing started: the status is still the fixture's calibration.
+    assert status["state"] == "done" and status["calibration_id"] == served.app.planner.calibration().id

@@ -26,6 +26,14 @@ class CalibrateIn(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None  # the reference model; default SmolLM2-135M
 
 
+class CalibrationStatus(msgspec.Struct):
+    state: str  # idle | running | done | failed
+    step: str | None = None
+    error: str | None = None
+    calibration_id: str | None = None
+    quick: bool | None = None
+
+
 class LoadIn(msgspec.Struct, forbid_unknown_fields=True):
     task: str = "chat"  # chat | rag | summarisation | code
     users: Users | None = None
@@ -64,13 +72,29 @@ def _intent(data: LoadIn, **extra: Any) -> DeploymentIntent:
 
 
 @post(
-    "/calibrate", status_code=200, sync_to_thread=True, summary="Measure this box (minutes; --quick: seconds)"
+    "/calibrate",
+    status_code=202,
+    errors=(404, 409),
+    sync_to_thread=True,
+    summary="Start measuring this box in the background (minutes; quick: seconds); follow GET /calibration/status",
 )
-def calibrate(caller: Scope, planner: Planner, data: CalibrateIn) -> Calibration:
-    return planner.calibrate(caller, quick=data.quick, model_name=data.model)
+def calibrate(caller: Scope, planner: Planner, data: CalibrateIn) -> CalibrationStatus:
+    return CalibrationStatus(**planner.start_calibration(caller, quick=data.quick, model_name=data.model))
 
 
-@get("/calibration", sync_to_thread=True, summary="The latest calibration of this box's hardware")
+@get(
+    "/calibration/status", sync_to_thread=False, summary="The calibration running or last run: state and step"
+)
+def calibration_status(planner: Planner) -> CalibrationStatus:
+    return CalibrationStatus(**planner.calibration_status())
+
+
+@get(
+    "/calibration",
+    sync_to_thread=True,
+    errors=(503,),
+    summary="The latest calibration of this box's hardware",
+)
 def calibration(planner: Planner) -> Calibration:
     return planner.calibration()
 
@@ -78,6 +102,7 @@ def calibration(planner: Planner) -> Calibration:
 @post(
     "/predict",
     status_code=200,
+    errors=(404, 503),
     sync_to_thread=True,
     summary="Latency, throughput and memory of a configuration under a load",
 )
@@ -93,6 +118,7 @@ def predict(planner: Planner, data: PredictIn) -> dict[str, Any]:
 @post(
     "/recommend",
     status_code=200,
+    errors=(404, 503),
     sync_to_thread=True,
     summary="Configurations for a deployment intent, ranked",
 )
@@ -129,7 +155,7 @@ def gpus(planner: Planner) -> list[dict[str, Any]]:
 
 router = Router(
     "/api/v1/plan",
-    route_handlers=[calibrate, calibration, predict, recommend, render, gpus],
+    route_handlers=[calibrate, calibration_status, calibration, predict, recommend, render, gpus],
     guards=[admin_only],
     tags=["plan"],
 )
