@@ -79,6 +79,9 @@ def analytic(costs: Costs, work: Workload) -> dict:
         rate = min(rate, 0.98 * k / service)  # a closed loop never overloads: it waits
     util = rate * service / k
     wait95 = mmc_wait_quantile(k, rate, service, 0.95)
+    if work.users is not None:
+        # A closed loop cannot queue more than its users: at worst each waits for the others ahead of it.
+        wait95 = min(wait95, max(0, work.users - k) / k * service)
     active = max(1, min(k, math.ceil(rate * service)))
     return {
         "ttft_p95_ms": (work.overhead_s + wait95 + costs.prefill_s(work.prompt_tokens, active)) * 1000,
@@ -110,6 +113,8 @@ def binding_constraint(costs: Costs, estimate: dict) -> str:
         return "prefill-compute-bound"
     if costs.bandwidth_share >= 0.5:
         return "decode-bandwidth-bound"
+    if costs.config.target != "cpu":
+        return "decode-compute-bound"
     return "decode-overhead-bound (per-layer work, not bandwidth)"
 
 

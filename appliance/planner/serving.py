@@ -146,13 +146,14 @@ def gpu_costs(gpu: GpuSpec, shape: ModelShape, config: ServingConfig) -> Costs:
     flops = gpu.flops * GPU_COMPUTE_EFFICIENCY
     weights = shape.parameters * GPU_WEIGHT_BYTES
     kv_token = shape.kv_bytes_per_token()
-    prefill, decode = [], []
+    prefill, decode, share = [], [], 1.0
     for active in range(1, config.slots + 1):
         # One decode step reads the weights once for the whole batch and each sequence's KV cache (half full
         # on average); its matrix work grows with the batch.
         step_bytes = weights + active * (config.context / 2) * kv_token
         step = max(step_bytes / bw, active * 2 * shape.matmul_parameters / flops)
         decode.append(step)
+        share = step_bytes / bw / step
         prefill.append(2 * shape.matmul_parameters / flops)
     memory = int(weights + config.slots * config.context * kv_token)
     return Costs(
@@ -164,7 +165,7 @@ def gpu_costs(gpu: GpuSpec, shape: ModelShape, config: ServingConfig) -> Costs:
         decode_per_token=tuple(decode),
         memory_bytes=memory,
         memory_limit_bytes=int(gpu.memory_bytes * GPU_MEMORY_SHARE),
-        bandwidth_share=min(1.0, (weights / bw) / decode[-1]),
+        bandwidth_share=share,
         extrapolated=[f"{gpu.name}: datasheet figures, not calibrated on this box"],
         rel_error=0.25,
     )

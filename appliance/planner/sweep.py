@@ -54,8 +54,8 @@ def _violations(intent: DeploymentIntent, est: dict, costs: Costs, cost: float, 
         why.append(f"{est['tokens_per_s_per_user']:.1f} tokens/s per user < {intent.tokens_per_s_per_user}")
     if intent.budget_usd_month is not None and cost > intent.budget_usd_month:
         why.append(f"${cost:.0f}/month > budget ${intent.budget_usd_month:.0f}")
-    if est["utilisation"] >= 0.98:
-        why.append("cannot keep up with the load")
+    if work.rate is not None and est["utilisation"] >= 0.98:
+        why.append("cannot keep up with the load")  # (a closed loop always keeps up: its users wait)
     return why
 
 
