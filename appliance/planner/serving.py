@@ -9,12 +9,17 @@ GPU nothing is measured: datasheet bandwidth and FLOP/s times fixed efficiencies
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from appliance.planner.hardware import GPU_BANDWIDTH_EFFICIENCY, GPU_COMPUTE_EFFICIENCY, GpuSpec
 from appliance.planner.shape import ModelShape
 from appliance.records import Calibration, SlotPoint
 
+# The relative error (1 sigma) added per tenfold step from the calibrated model's size: the split of its time
+# into bandwidth, compute and overhead is a model, and its error grows with the distance it is carried. An
+# assumption until validation runs refit it (a 10x step measured ~30-70% off on a saturated 2-core box).
+TRANSFER_ERROR_PER_DECADE = 0.25
 GPU_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
 GPU_WEIGHT_BYTES = 2  # vLLM serves the unquantised BF16 weights on a GPU target
 
@@ -137,7 +142,10 @@ def cpu_costs(cal: Calibration, ref: ModelShape, shape: ModelShape, config: Serv
         memory_limit_bytes=int(cal.hardware.get("memory_bytes", 0)),
         bandwidth_share=shares[-1],
         extrapolated=reasons,
-        rel_error=max(0.05, cal.residual_cv),
+        rel_error=math.hypot(
+            max(0.05, cal.residual_cv),
+            TRANSFER_ERROR_PER_DECADE * abs(math.log10(shape.decode_bytes / ref.decode_bytes)),
+        ),
     )
 
 

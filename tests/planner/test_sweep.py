@@ -147,3 +147,15 @@ def test_kserve_yaml_parses_and_carries_the_settings():
     assert doc["metadata"]["name"] == "qwen2-5-coder-1-5b-instruct"
     assert doc["metadata"]["annotations"]["appliance.plan/config-id"] == "Qwen@H100-s64-c8192"
     assert msgspec.json.decode(msgspec.json.encode(doc))  # plain data all the way down
+
+
+def test_a_model_far_from_the_calibrated_one_gets_a_wider_interval(shapes):
+    cal, ref = calibration(), smollm2()
+    same = cpu_costs(cal, ref, ref, ServingConfig("s", slots=1, context=2048))
+    far = cpu_costs(
+        cal, ref, shapes["Qwen2.5-Coder-1.5B-Instruct"], ServingConfig("q", slots=1, context=2048)
+    )
+    assert same.rel_error == pytest.approx(cal.residual_cv) and not same.extrapolated
+    assert far.rel_error > 2 * same.rel_error
+    # The larger model is slower per token, and decode of it is more bandwidth-bound.
+    assert far.token_s(1) > same.token_s(1) and far.bandwidth_share >= same.bandwidth_share
