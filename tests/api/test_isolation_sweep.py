@@ -33,6 +33,7 @@ FILLERS = {
     "key_id": "key",
     "answer_id": "answer",
     "run_id": "run",
+    "config_id": "run",  # the planner's (admin-only, no collection): any id; a user key gets 403 either way
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.
