@@ -155,7 +155,8 @@ def calibrate(
     box = this_box()
     shape = read_shape(model_path, model_name)
     progress("memory bandwidth and matrix FLOP/s")
-    bandwidth = memory_bandwidth(box.cores, megabytes=64 if quick else 256, repeats=3 if quick else 5)
+    # With the decode threads: one core cannot draw the bandwidth of all of them, and decode runs on `threads`.
+    bandwidth = memory_bandwidth(threads, megabytes=64 if quick else 256, repeats=3 if quick else 5)
     flops = matmul_flops(512 if quick else 1024, repeats=3 if quick else 5)
     measured_ms = {}
     for name, call in (overheads or {}).items():
