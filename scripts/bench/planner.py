@@ -243,7 +243,16 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} at end",
         "calibration": {
             k: cal[k]
-            for k in ("id", "model", "quick", "seconds", "memory_bandwidth", "matmul_flops", "residual_cv")
+            for k in (
+                "id",
+                "model",
+                "quick",
+                "seconds",
+                "memory_bandwidth",
+                "matmul_flops",
+                "residual_cv",
+                "points",
+            )
         },
         "held_out_model": QWEN,
         "slots": args.slots,
@@ -258,6 +267,15 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"\n{report['machine']}")
+    c = report["calibration"]
+    points = ", ".join(
+        f"({p['slots']}, {p['active']}, {p['prefill_tokens_per_s']:.0f}, {p['decode_tokens_per_s']:.1f})"
+        for p in c["points"]
+    )
+    print(
+        f"calibration ({c['seconds']} s): {c['memory_bandwidth'] / 1e9:.1f} GB/s, {c['matmul_flops'] / 1e9:.0f} GFLOP/s,"
+        f" spread {c['residual_cv']:.1%}; SmolLM2 (slots, active, prefill tok/s, decode tok/s): {points}"
+    )
     print(
         f"held out {QWEN}: slots={args.slots} context={args.context} prompt={prompt_tokens} output={args.output_tokens}"
     )
