@@ -91,6 +91,7 @@ def analytic(costs: Costs, work: Workload) -> dict:
         "utilisation": min(1.0, util),
         "service_s": service,
         "prefill_share": costs.prefill_s(work.prompt_tokens, k) / service,
+        "users": work.users,
     }
 
 
@@ -107,7 +108,9 @@ def binding_constraint(costs: Costs, estimate: dict) -> str:
             f"memory: needs {costs.memory_bytes / GIB:.1f} GiB of {costs.memory_limit_bytes / GIB:.1f}; "
             + kv_budget(costs)
         )
-    if estimate["utilisation"] >= 0.7:
+    # A closed loop with a slot for every user keeps the slots busy without anyone queueing.
+    queues = estimate.get("users") is None or estimate["users"] > costs.config.slots
+    if estimate["utilisation"] >= 0.7 and queues:
         return f"queueing at utilisation {estimate['utilisation']:.2f}"
     if estimate["prefill_share"] > 0.5:
         return "prefill-compute-bound"

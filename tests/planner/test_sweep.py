@@ -159,3 +159,11 @@ def test_a_model_far_from_the_calibrated_one_gets_a_wider_interval(shapes):
     assert far.rel_error > 2 * same.rel_error
     # The larger model is slower per token, and decode of it is more bandwidth-bound.
     assert far.token_s(1) > same.token_s(1) and far.bandwidth_share >= same.bandwidth_share
+
+
+def test_a_slot_per_user_is_not_called_queueing(shapes):
+    rows = {r["id"]: r for r in run(shapes, task="chat", users=4)}
+    assert not rows["SmolLM2-135M-Instruct@cpu-s4-c2048-t1"]["binding_constraint"].startswith("queueing")
+    assert rows["SmolLM2-135M-Instruct@cpu-s1-c2048-t1"]["binding_constraint"].startswith(
+        "queueing at utilisation"
+    )
