@@ -102,7 +102,13 @@ def _cv(values: list[float]) -> float:
 
 def _point(slots: int, active: int, completions: list, fixed_s: float) -> SlotPoint:
     """Medians: on a shared machine a stalled request is the neighbours' doing, not the model's."""
-    prefill = [max(c.time_to_first_token_s - c.queued_s - fixed_s, 1e-6) for c in completions]
+    # The fixed part is a fit over noisy samples: it never explains more than half of a measured TTFT.
+    prefill = [
+        max(
+            c.time_to_first_token_s - c.queued_s - fixed_s, 0.5 * (c.time_to_first_token_s - c.queued_s), 1e-6
+        )
+        for c in completions
+    ]
     pre = [c.prompt_tokens / t for c, t in zip(completions, prefill, strict=True)]
     dec = [
         (c.completion_tokens - 1) / max(c.total_s - c.time_to_first_token_s, 1e-6)
@@ -131,7 +137,7 @@ def _fixed_prefill(runtime, plan: Plan, seed: int) -> float:
     t_long = statistics.median(c.time_to_first_token_s for c in longs)
     n_short, n_long = short.prompt_tokens, statistics.median(c.prompt_tokens for c in longs)
     slope = max(0.0, (t_long - t_short) / max(1, n_long - n_short))
-    return max(0.0, t_short - slope * n_short)
+    return min(max(0.0, t_short - slope * n_short), 0.5 * t_short)
 
 
 def _repeat(runtime, plan: Plan, seed: int) -> list:

@@ -167,3 +167,13 @@ def test_a_slot_per_user_is_not_called_queueing(shapes):
     assert rows["SmolLM2-135M-Instruct@cpu-s1-c2048-t1"]["binding_constraint"].startswith(
         "queueing at utilisation"
     )
+
+
+def test_a_noisy_fixed_part_never_swallows_the_prefill():
+    from appliance.models.runtime import Completion
+    from appliance.planner.calibrate import _point
+
+    # Measured on a saturated box: the fitted fixed part came out longer than this request's whole TTFT.
+    done = [Completion("x", "length", 100, 10, time_to_first_token_s=0.8, total_s=2.0)]
+    point = _point(2, 1, done, fixed_s=1.5)
+    assert point.prefill_tokens_per_s == pytest.approx(100 / 0.4)
