@@ -31,6 +31,7 @@ from appliance.api.routes import (
     knowledge,
     observability,
     openai,
+    plan,
     sources,
     workflows,
 )
@@ -80,6 +81,7 @@ def create_app(appliance: Appliance) -> Litestar:
             workflows.workflows_router,
             workflows.runs_router,
             workflows.approvals_router,
+            plan.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -42,6 +42,7 @@ DEPENDENCIES = {
             "eval_sources",
             "registry",
             "workflows",
+            "planner",
         )
     },
 }

@@ -18,6 +18,7 @@ from appliance.cli import (
     keys,
     mcp,
     models,
+    plan,
     query,
     serve,
     sources,
@@ -47,6 +48,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     status,
     models,
     wf,
+    plan,
 )
 
 

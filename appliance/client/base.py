@@ -119,6 +119,14 @@ class BaseClient:
     feedback_summary = _api(calls.feedback_summary)
     drift = _api(calls.drift)
     check_drift = _api(calls.check_drift)
+    # -- capacity planner
+    plan_calibrate = _api(calls.plan_calibrate)
+    plan_calibration = _api(calls.plan_calibration)
+    plan_calibration_status = _api(calls.plan_calibration_status)
+    plan_predict = _api(calls.plan_predict)
+    plan_recommend = _api(calls.plan_recommend)
+    plan_render = _api(calls.plan_render)
+    plan_gpus = _api(calls.plan_gpus)
     # -- evaluation
     eval_sets = _api(calls.eval_sets)
     eval_set = _api(calls.eval_set)

@@ -556,3 +556,44 @@ def answer_approval(approval_id: str, answer: Any) -> Call:
     return Call(
         "POST", "/api/v1/approvals/{approval_id}", {"approval_id": approval_id}, json={"answer": answer}
     )
+
+
+# -- capacity planner ----------------------------------------------------------------------------
+def plan_calibrate(quick: bool = False, model: str | None = None) -> Call:
+    """Start measuring the server's box in the background (minutes at full size)."""
+    body: dict[str, Any] = {"quick": quick}
+    if model:
+        body["model"] = model
+    return Call("POST", "/api/v1/plan/calibrate", json=body)
+
+
+def plan_calibration_status() -> Call:
+    return Call("GET", "/api/v1/plan/calibration/status")
+
+
+def plan_calibration() -> Call:
+    return Call("GET", "/api/v1/plan/calibration")
+
+
+def plan_predict(**body: Any) -> Call:
+    """model, target, slots, context, threads, task, users | rate, think_s, prompt_tokens, output_tokens."""
+    return Call(
+        "POST", "/api/v1/plan/predict", json={k: v for k, v in body.items() if v is not None}, timeout=None
+    )
+
+
+def plan_recommend(**intent: Any) -> Call:
+    return Call(
+        "POST",
+        "/api/v1/plan/recommend",
+        json={k: v for k, v in intent.items() if v is not None},
+        timeout=None,
+    )
+
+
+def plan_render(config_id: str) -> Call:
+    return Call("GET", "/api/v1/plan/configs/{config_id}/render", {"config_id": config_id})
+
+
+def plan_gpus() -> Call:
+    return Call("GET", "/api/v1/plan/gpus")

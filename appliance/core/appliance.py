@@ -19,6 +19,7 @@ from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
+from appliance.core.planner import Planner
 from appliance.core.registry import Registry
 from appliance.core.sources import Sources
 from appliance.core.workflows import Workflows
@@ -29,6 +30,7 @@ from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
+from appliance.db.plans import PlanStore
 from appliance.db.registry import RegistryStore
 from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
@@ -200,6 +202,9 @@ class Appliance:
         self.traces = TraceStore(self.db)
         self.feedback = Feedback(settings.feedback, self.traces, self.embedder.embed_query, self.metrics)
         self.drift = Drift(settings.drift, self.traces, self.metrics)
+        self.planner = Planner(
+            settings, PlanStore(self.db), self.models.models_dir, self.knowledge, self.embedder
+        )
         self.answers = Answers(
             settings.answer,
             self.knowledge,
@@ -415,6 +420,7 @@ class Appliance:
             thread.join(timeout=5)
         self.models.close()
         self.feedback.close()  # writes the traces still queued
+        self.planner.close()  # a calibration in the background stops at its next measurement
         self.parser.close()
         try:
             self.audit.summarise_refusals(self.access.failed_auth.summaries(final=True))

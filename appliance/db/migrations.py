@@ -477,6 +477,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX workflow_approvals_run ON workflow_approvals (run_id);
         """,
     ),
+    (
+        "0014_planner",
+        """
+        CREATE TABLE plan_calibrations (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            body JSON NOT NULL
+        );
+        CREATE TABLE plan_recommendations (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            intent JSON NOT NULL,
+            candidates JSON NOT NULL
+        );
+        """,
+    ),
 ]
 
 

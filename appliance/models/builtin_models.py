@@ -182,7 +182,7 @@ def import_builtins(
 
 
 def _seed_aliases(registry: ModelRegistry, llm_model: str, embedder_name: str | None) -> None:
-    from appliance.models.service import default_model_name
+    from appliance.models.loading import default_model_name
 
     holders = registry.store.alias_holders("default")
     configured = llm_model.strip()

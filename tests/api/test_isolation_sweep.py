@@ -36,6 +36,7 @@ FILLERS = {
     "alias": "alias",
     "workflow_run_id": "workflow_run",
     "approval_id": "approval",
+    "config_id": "run",  # the planner's (admin-only, no collection): any id; a user key gets 403 either way
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.

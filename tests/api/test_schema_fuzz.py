@@ -47,7 +47,12 @@ CHECKS = [
     response_schema_conformance,
 ]
 # They change the server for every operation after them: the chat model goes away, or is replaced.
-LAST = ("POST /api/v1/admin/models/load", "POST /api/v1/admin/models/unload")
+LAST = (
+    # A full calibration of the box runs in the background for minutes: last, so the server stops it.
+    "POST /api/v1/plan/calibrate",
+    "POST /api/v1/admin/models/load",
+    "POST /api/v1/admin/models/unload",
+)
 GENERATING = {"POST /v1/chat/completions", "POST /v1/completions"}
 SETTINGS = settings(
     max_examples=EXAMPLES,

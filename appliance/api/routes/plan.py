@@ -1,0 +1,161 @@
+"""The capacity planner (admin): calibrate the box, predict a configuration, recommend, render for a GPU cluster."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Router, get, post
+from msgspec import Meta
+
+from appliance.api.dependencies import admin_only
+from appliance.core.access import Scope
+from appliance.core.planner import Planner
+from appliance.plan_records import Calibration, DeploymentIntent
+from appliance.planner.serving import ServingConfig
+
+Tokens = Annotated[int, Meta(ge=1, le=1_000_000)]
+Users = Annotated[int, Meta(ge=1, le=100_000)]
+Rate = Annotated[float, Meta(gt=0, le=100_000)]
+Seconds = Annotated[float, Meta(ge=0, le=86_400)]
+Money = Annotated[float, Meta(ge=0, le=1e9)]
+
+
+class CalibrateIn(msgspec.Struct, forbid_unknown_fields=True):
+    quick: bool = False  # seconds instead of minutes: for tests and a first look
+    model: str | None = None  # the reference model; default SmolLM2-135M
+
+
+class CalibrationStatus(msgspec.Struct):
+    state: str  # idle | running | done | failed
+    step: str | None = None
+    error: str | None = None
+    calibration_id: str | None = None
+    quick: bool | None = None
+
+
+class LoadIn(msgspec.Struct, forbid_unknown_fields=True):
+    task: str = "chat"  # chat | rag | summarisation | code
+    users: Users | None = None
+    rate: Rate | None = None
+    think_s: Seconds = 0.0
+    prompt_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+
+
+class PredictIn(LoadIn, forbid_unknown_fields=True):
+    model: str = ""
+    target: str = "cpu"  # cpu, or a GPU of GET /api/v1/plan/gpus
+    slots: Annotated[int, Meta(ge=1, le=1024)] = 1
+    context: Annotated[int, Meta(ge=64, le=1_048_576)] = 4096
+    threads: Annotated[int, Meta(ge=0, le=1024)] = 0
+
+
+class IntentIn(LoadIn, forbid_unknown_fields=True):
+    priority: str = "latency"  # latency | cost | accuracy
+    p95_ttft_ms: Annotated[float, Meta(gt=0, le=1e9)] | None = None
+    tokens_per_s_per_user: Annotated[float, Meta(gt=0, le=1e6)] | None = None
+    budget_usd_month: Money | None = None
+    memory_bytes: Annotated[int, Meta(ge=1, le=2**50)] | None = None
+    energy_usd_per_kwh: Money = 0.15
+    box_usd_month: Money = 100.0
+    box_watts: Annotated[float, Meta(ge=0, le=1e6)] = 150.0
+    top: Annotated[int, Meta(ge=1, le=500)] = 10
+    gpus: bool = True  # include the catalogue's GPUs
+
+
+def _intent(data: LoadIn, **extra: Any) -> DeploymentIntent:
+    fields = {
+        f: getattr(data, f) for f in ("task", "users", "rate", "think_s", "prompt_tokens", "output_tokens")
+    }
+    return DeploymentIntent(**fields, **extra)
+
+
+@post(
+    "/calibrate",
+    status_code=202,
+    errors=(404, 409),
+    sync_to_thread=True,
+    summary="Start measuring this box in the background (minutes; quick: seconds); follow GET /calibration/status",
+)
+def calibrate(caller: Scope, planner: Planner, data: CalibrateIn) -> CalibrationStatus:
+    return CalibrationStatus(**planner.start_calibration(caller, quick=data.quick, model_name=data.model))
+
+
+@get(
+    "/calibration/status", sync_to_thread=False, summary="The calibration running or last run: state and step"
+)
+def calibration_status(planner: Planner) -> CalibrationStatus:
+    return CalibrationStatus(**planner.calibration_status())
+
+
+@get(
+    "/calibration",
+    sync_to_thread=True,
+    errors=(503,),
+    summary="The latest calibration of this box's hardware",
+)
+def calibration(planner: Planner) -> Calibration:
+    return planner.calibration()
+
+
+@post(
+    "/predict",
+    status_code=200,
+    errors=(404, 503),
+    sync_to_thread=True,
+    summary="Latency, throughput and memory of a configuration under a load",
+)
+def predict(planner: Planner, data: PredictIn) -> dict[str, Any]:
+    from appliance.errors import InvalidInput
+
+    if not data.model:
+        raise InvalidInput("model: which model to predict for", param="model")
+    config = ServingConfig(data.model, data.target, data.slots, data.context, data.threads)
+    return planner.predict(config, _intent(data))
+
+
+@post(
+    "/recommend",
+    status_code=200,
+    errors=(404, 503),
+    sync_to_thread=True,
+    summary="Configurations for a deployment intent, ranked",
+)
+def recommend(planner: Planner, data: IntentIn) -> dict[str, Any]:
+    extra = {
+        f: getattr(data, f)
+        for f in (
+            "priority",
+            "p95_ttft_ms",
+            "tokens_per_s_per_user",
+            "budget_usd_month",
+            "memory_bytes",
+            "energy_usd_per_kwh",
+            "box_usd_month",
+            "box_watts",
+        )
+    }
+    return planner.recommend(_intent(data, **extra), top=data.top, gpus=data.gpus)
+
+
+@get(
+    "/configs/{config_id:str}/render",
+    sync_to_thread=True,
+    summary="A recommended configuration as settings, vLLM arguments or a KServe manifest",
+)
+def render(planner: Planner, config_id: str) -> dict[str, Any]:
+    return planner.render(config_id)
+
+
+@get("/gpus", sync_to_thread=False, summary="The GPU catalogue (datasheet figures, not calibrated)")
+def gpus(planner: Planner) -> list[dict[str, Any]]:
+    return planner.catalogue()
+
+
+router = Router(
+    "/api/v1/plan",
+    route_handlers=[calibrate, calibration_status, calibration, predict, recommend, render, gpus],
+    guards=[admin_only],
+    tags=["plan"],
+)

@@ -1,0 +1,310 @@
+"""`appliance plan calibrate|predict|recommend|render|gpus`: the capacity planner, through the API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from appliance.cli.common import Parents, connect, emit, endpoint
+
+PRIORITIES = ("latency", "cost", "accuracy")
+TASKS = ("chat", "rag", "summarisation", "code")
+
+
+def _load_flags(p: argparse.ArgumentParser) -> None:
+    load = p.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, help="requests per second (open loop)")
+    load.add_argument("--users", type=int, help="concurrent users (closed loop)")
+    p.add_argument("--think-s", type=float, default=0.0, help="users' pause between requests (default 0)")
+    p.add_argument("--task", choices=TASKS, default="chat")
+    p.add_argument("--prompt-tokens", type=int)
+    p.add_argument("--output-tokens", type=int)
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    p = sub.add_parser(
+        "plan", parents=[parents.client], help="capacity planning: calibrate, predict, recommend"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("calibrate", parents=[parents.client], help="measure this box (about 5 minutes)")
+    a.add_argument("--quick", action="store_true", help="a rough calibration in seconds")
+    a.add_argument("--model", help="the reference model (default SmolLM2-135M-Instruct)")
+    a.set_defaults(func=_calibrate)
+    a = actions.add_parser("calibration", parents=[parents.client], help="the latest calibration of this box")
+    a.set_defaults(func=_calibration)
+    a = actions.add_parser(
+        "predict", parents=[parents.client], help="latency, throughput and memory of a configuration"
+    )
+    a.add_argument("--model", required=True)
+    a.add_argument("--target", default="cpu", help="cpu (this box) or a GPU of `appliance plan gpus`")
+    a.add_argument("--slots", type=int, default=1)
+    a.add_argument("--context", type=int, default=4096)
+    a.add_argument("--threads", type=int, default=0)
+    _load_flags(a)
+    a.set_defaults(func=_predict)
+    a = actions.add_parser("recommend", parents=[parents.client], help="ranked configurations for a workload")
+    _load_flags(a)
+    a.add_argument("--priority", choices=PRIORITIES, default="latency")
+    a.add_argument("--p95-ttft-ms", type=float)
+    a.add_argument("--tokens-per-s-per-user", type=float)
+    a.add_argument("--budget-usd-month", type=float)
+    a.add_argument("--memory-gib", type=float, help="memory limit for the model")
+    a.add_argument("--top", type=int, default=10)
+    a.add_argument("--no-gpus", action="store_true", help="this box only")
+    a.set_defaults(func=_recommend)
+    a = actions.add_parser(
+        "render", parents=[parents.client], help="a recommended configuration as settings or YAML"
+    )
+    a.add_argument("config_id")
+    a.set_defaults(func=_render)
+    a = actions.add_parser(
+        "validate",
+        parents=[parents.client],
+        help="load-test the server (loopback only): predicted vs measured",
+    )
+    a.add_argument("--users", type=int, default=1, help="concurrent users, closed loop (default 1)")
+    a.add_argument("--requests", type=int, default=10, help="stop after this many answers (default 10)")
+    a.add_argument("--duration", type=float, default=300, help="stop after this many seconds (default 300)")
+    a.add_argument("--prompt-words", type=int, default=80)
+    a.add_argument("--output-tokens", type=int, default=24)
+    a.add_argument("--p95-ttft-ms", type=float, help="an SLO to judge (p95 time to first token)")
+    a.set_defaults(func=_validate)
+    a = actions.add_parser("gpus", parents=[parents.client], help="the GPU catalogue (not calibrated)")
+    a.set_defaults(func=_gpus)
+
+
+def _load(args: argparse.Namespace) -> dict:
+    return {
+        "task": args.task,
+        "rate": args.rate,
+        "users": args.users,
+        "think_s": args.think_s,
+        "prompt_tokens": args.prompt_tokens,
+        "output_tokens": args.output_tokens,
+    }
+
+
+def _calibration(args: argparse.Namespace) -> int:
+    return _show_calibration(args, connect(args).plan_calibration())
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import time
+
+    client = connect(args)
+    client.plan_calibrate(quick=args.quick, model=args.model)
+    shown = None
+    while (status := client.plan_calibration_status())["state"] == "running":
+        if status["step"] != shown and not args.json:
+            print(f"  {status['step']}", file=sys.stderr)
+            shown = status["step"]
+        time.sleep(1)
+    if status["state"] != "done":
+        print(f"error: calibration {status['state']}: {status['error']}", file=sys.stderr)
+        return 1
+    return _show_calibration(args, client.plan_calibration())
+
+
+def _show_calibration(args: argparse.Namespace, cal: dict) -> int:
+
+    def human(c: dict) -> None:
+        print(
+            f"calibration {c['id']} ({c['seconds']} s) on {c['hardware']['cpu_model']}, {c['hardware']['cores']} cores"
+        )
+        print(
+            f"  memory bandwidth {c['memory_bandwidth'] / 1e9:.1f} GB/s   matrix {c['matmul_flops'] / 1e9:.0f} GFLOP/s"
+        )
+        for p in c["points"]:
+            print(
+                f"  {c['model']} slots={p['slots']} active={p['active']}: prefill {p['prefill_tokens_per_s']:.0f} tok/s,"
+                f" decode {p['decode_tokens_per_s']:.1f} tok/s per request"
+            )
+        print(f"  overheads (ms): {c['overheads_ms']}   spread {c['residual_cv']:.1%}")
+
+    emit(args, cal, human)
+    return 0
+
+
+def _ms(m: dict) -> str:
+    lo, hi = m["interval"] or (None, None)
+    return f"p50 {m['p50']:.0f}  p95 {m['p95']:.0f} [{lo:.0f}, {hi:.0f}]  p99 {m['p99']:.0f} ms"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if args.rate is None and args.users is None:
+        args.users = 1
+    result = connect(args).plan_predict(
+        model=args.model,
+        target=args.target,
+        slots=args.slots,
+        context=args.context,
+        threads=args.threads,
+        **_load(args),
+    )
+
+    def human(r: dict) -> None:
+        print(f"{r['config']['id']}  ({'calibrated' if r['calibrated'] else 'NOT calibrated'})")
+        print(f"  TTFT   {_ms(r['ttft_ms'])}")
+        print(f"  e2e    {_ms(r['e2e_ms'])}")
+        print(f"  tokens/s per user {r['tokens_per_s_per_user']}   throughput {r['throughput_rps']} req/s")
+        print(
+            f"  utilisation {r['utilisation']:.2f}   memory {r['memory_bytes'] / 2**30:.2f} GiB   ${r['cost_usd_month']}/month"
+        )
+        print(f"  bound: {r['binding_constraint']}; {r['kv_budget']}")
+        if r["extrapolated"]:
+            print("  extrapolated: " + "; ".join(r["extrapolation"]))
+        for a in r["assumed"]:
+            print(f"  assumed {a}")
+
+    emit(args, result, human)
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    if args.rate is None and args.users is None:
+        args.users = 1
+    rec = connect(args).plan_recommend(
+        **_load(args),
+        priority=args.priority,
+        p95_ttft_ms=args.p95_ttft_ms,
+        tokens_per_s_per_user=args.tokens_per_s_per_user,
+        budget_usd_month=args.budget_usd_month,
+        memory_bytes=int(args.memory_gib * 2**30) if args.memory_gib else None,
+        top=args.top,
+        gpus=not args.no_gpus,
+    )
+
+    def human(r: dict) -> None:
+        print(
+            f"recommendation {r['id']}: {r['feasible']} of {r['configurations']} configurations meet the constraints"
+            f" (swept in {r['sweep_seconds']} s)"
+        )
+        for a in r["assumed"]:
+            print(f"  assumed {a}")
+        for c in r["candidates"]:
+            mark = " " if c["feasible"] else "x"
+            print(
+                f"{c['rank']:>3} {mark} {c['id']:<52} p95 TTFT {c['ttft_p95_ms']} ms  e2e {c['e2e_p95_ms']} ms"
+                f"  ${c['cost_usd_month']}/mo  {c['binding_constraint']}"
+            )
+            if not c["feasible"]:
+                print(f"        {c['reason']}")
+
+    emit(args, rec, human)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    out = connect(args).plan_render(args.config_id)
+
+    def human(r: dict) -> None:
+        if r["target"] == "cpu":
+            for k, v in r["settings"].items():
+                print(f"{k} = {v!r}")
+        else:
+            print("# vLLM: vllm serve " + " ".join(r["vllm_args"]))
+            print(r["kserve_yaml"])
+
+    emit(args, out, human)
+    return 0
+
+
+def _gpus(args: argparse.Namespace) -> int:
+    def human(gpus: list) -> None:
+        for g in gpus:
+            print(
+                f"{g['name']:<16} {g['memory_bytes'] / 1e9:.0f} GB  {g['bandwidth'] / 1e9:.0f} GB/s"
+                f"  {g['flops'] / 1e12:.0f} TFLOP/s  ${g['usd_per_hour']}/h  (not calibrated)"
+            )
+
+    emit(args, connect(args).plan_gpus(), human)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from openai import OpenAI
+
+    from appliance.planner.loadgen import check_loopback, prompt, run_load
+
+    client = connect(args)
+    check_loopback(client.url)
+    chat = client.models()["chat"]
+    if chat.get("state") != "loaded":
+        print(f"error: the chat model is {chat.get('state')}: load one first", file=sys.stderr)
+        return 1
+    _, key = endpoint(args)
+    sdk = OpenAI(base_url=client.url.rstrip("/") + "/v1", api_key=key, max_retries=0, timeout=600)
+    usage = sdk.chat.completions.create(
+        model=chat["name"],
+        messages=[{"role": "user", "content": prompt(0, args.prompt_words)}],
+        max_tokens=2,
+        temperature=0,
+    ).usage
+    predicted = client.plan_predict(
+        model=chat["name"],
+        slots=chat.get("capacity", 1),
+        context=chat.get("context_length", 4096),
+        threads=chat.get("threads", 0),
+        users=args.users,
+        prompt_tokens=usage.prompt_tokens,
+        output_tokens=args.output_tokens,
+    )
+    measured = run_load(
+        client.url,
+        key,
+        chat["name"],
+        args.users,
+        args.requests,
+        args.duration,
+        args.prompt_words,
+        args.output_tokens,
+    ).summary()
+    rows = []
+    for metric in ("ttft_ms", "e2e_ms", "itl_ms"):
+        p, m = predicted[metric], measured[metric]
+        if m is None:
+            continue
+        lo, hi = p["interval"] or (None, None)
+        rows.append(
+            {
+                "metric": f"p95 {metric[:-3]}",
+                "predicted": p["p95"],
+                "interval": p["interval"],
+                "measured": m["p95"],
+                "error": round((p["p95"] - m["p95"]) / m["p95"], 3) if m["p95"] else None,
+                "inside_interval": lo is not None and lo <= m["p95"] <= hi,
+            }
+        )
+    slo = None
+    if args.p95_ttft_ms is not None and measured["ttft_ms"]:
+        slo = {
+            "p95_ttft_ms": args.p95_ttft_ms,
+            "predicted_met": predicted["ttft_ms"]["p95"] <= args.p95_ttft_ms,
+            "measured_met": measured["ttft_ms"]["p95"] <= args.p95_ttft_ms,
+        }
+    out = {
+        "config": predicted["config"],
+        "rows": rows,
+        "slo": slo,
+        "predicted": predicted,
+        "measured": measured,
+    }
+
+    def human(r: dict) -> None:
+        print(
+            f"{r['config']['id']}: {r['measured']['requests']} requests, errors {r['measured']['errors'] or 'none'}"
+        )
+        for row in r["rows"]:
+            err = f"{row['error']:+.0%}" if row["error"] is not None else "?"
+            inside = "inside" if row["inside_interval"] else "OUTSIDE"
+            print(
+                f"  {row['metric']:<10} predicted {row['predicted']:>10.0f}  measured {row['measured']:>10.0f}  {err:>6}  {inside}"
+            )
+        if r["slo"]:
+            print(
+                f"  SLO p95 TTFT <= {r['slo']['p95_ttft_ms']:.0f} ms: predicted {'met' if r['slo']['predicted_met'] else 'missed'},"
+                f" measured {'met' if r['slo']['measured_met'] else 'missed'}"
+            )
+
+    emit(args, out, human)
+    return 0 if slo is None or slo["measured_met"] else 2

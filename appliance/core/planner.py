@@ -1,0 +1,259 @@
+"""Planner: calibrates this box, predicts a configuration's latency, throughput and memory under a load,
+recommends configurations for a deployment intent, and renders them for a GPU cluster."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from appliance.config import Settings
+from appliance.core.access import Scope
+from appliance.db.plans import PlanStore
+from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
+from appliance.plan_records import Calibration, DeploymentIntent
+from appliance.planner import predict as model
+from appliance.planner.hardware import GPU_CATALOGUE, this_box
+from appliance.planner.render import kserve_manifest, vllm_args
+from appliance.planner.serving import ServingConfig, cpu_costs, gpu_costs
+from appliance.planner.shape import ModelShape, read_shape
+from appliance.planner.sweep import sweep
+
+log = logging.getLogger(__name__)
+REFERENCE_MODEL = "SmolLM2-135M-Instruct"  # small enough to calibrate in minutes on two cores
+REFINED = 5  # the top recommendations re-predicted by simulation
+
+
+class Planner:
+    """The capacity planner over the stored calibrations (the model itself: appliance/planner/)."""
+
+    def __init__(
+        self, settings: Settings, store: PlanStore, models_dir: Path, knowledge=None, embedder=None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.models_dir = models_dir
+        self.knowledge = knowledge
+        self.embedder = embedder
+        self._calibrating = threading.Lock()
+        self._stop = threading.Event()
+        self._status: dict = {"state": "idle", "step": None, "error": None, "calibration_id": None}
+
+    # -- models ------------------------------------------------------------------------------------
+    def model_files(self) -> dict[str, Path]:
+        """The chat models whose weights are on this box (nothing is assembled or fetched to plan)."""
+        from appliance.models.manifest import QWEN_CODER, SMOLLM2, list_models, smollm2_path
+
+        found: dict[str, Path] = {}
+        for spec in list_models(self.models_dir):
+            if spec is SMOLLM2:
+                try:
+                    found[spec.name] = smollm2_path()
+                except NotReady:
+                    continue
+            else:
+                path = self.models_dir / spec.file
+                if path.is_file() or (spec is QWEN_CODER and path.is_file()):
+                    found[spec.name] = path
+        return found
+
+    def shape(self, name: str) -> ModelShape:
+        files = self.model_files()
+        for known, path in files.items():
+            if known.lower() == name.lower():
+                return read_shape(path, known)
+        candidate = Path(name).expanduser()
+        if candidate.suffix.lower() == ".gguf" and candidate.is_file():
+            return read_shape(candidate, candidate.stem)
+        raise NotFound(
+            f"unknown model {name!r}: this box has {', '.join(files) or 'none'}, or give a .gguf path"
+        )
+
+    # -- calibration -------------------------------------------------------------------------------
+    def start_calibration(self, caller: Scope, quick: bool = False, model_name: str | None = None) -> dict:
+        """Calibrate on a thread of its own (minutes); `calibration_status` follows it. 409 while one runs."""
+        caller.require_admin()
+        self.model_path(model_name or REFERENCE_MODEL)  # a bad name is a 404 now, not a failure later
+        if not self._calibrating.acquire(blocking=False):
+            raise Conflict("a calibration is already running")
+
+        def run() -> None:
+            try:
+                self._calibrate(caller, quick, model_name)
+            except Exception as exc:  # noqa: BLE001 - reported through the status
+                self._status = {**self._status, "state": "failed", "error": str(exc)}
+                log.warning("calibration failed", extra={"error": str(exc)})
+            finally:
+                self._calibrating.release()
+
+        self._status = {
+            "state": "running",
+            "step": "starting",
+            "error": None,
+            "calibration_id": None,
+            "quick": quick,
+        }
+        threading.Thread(target=run, name="plan-calibrate", daemon=True).start()
+        return self._status
+
+    def calibration_status(self) -> dict:
+        return dict(self._status)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def model_path(self, name: str) -> Path:
+        path = self.model_files().get(name)
+        if path is None:
+            raise NotFound(
+                f"model {name!r} is not on this box: {', '.join(self.model_files()) or 'none'} are"
+            )
+        return path
+
+    def _progress(self, step: str) -> None:
+        if self._stop.is_set():
+            raise NotReady("the appliance is stopping: calibration abandoned")
+        self._status = {**self._status, "step": step}
+        log.info("calibrating", extra={"step": step})
+
+    def calibrate(self, caller: Scope, quick: bool = False, model_name: str | None = None) -> Calibration:
+        """Calibrate now (blocking) and store the result."""
+        caller.require_admin()
+        if not self._calibrating.acquire(blocking=False):
+            raise Conflict("a calibration is already running")
+        try:
+            return self._calibrate(caller, quick, model_name)
+        finally:
+            self._calibrating.release()
+
+    def _calibrate(self, caller: Scope, quick: bool, model_name: str | None) -> Calibration:
+        from appliance.models.loading import serving_threads
+        from appliance.planner.calibrate import calibrate
+
+        name = model_name or REFERENCE_MODEL
+        path = self.model_path(name)
+        overheads = {}
+        if self.embedder is not None:
+            overheads["embed_query"] = lambda: self.embedder.embed_query("how do I rotate a key")
+        if self.knowledge is not None:
+            overheads["retrieval"] = lambda: self.knowledge.search(caller, "how do I rotate a key", top_k=6)
+        llm = self.settings.llm
+        cal = calibrate(
+            path,
+            name,
+            threads=llm.threads or serving_threads(),
+            batch_threads=llm.batch_threads or this_box().cores,
+            quick=quick,
+            overheads=overheads,
+            progress=self._progress,
+        )
+        self.store.save_calibration(cal)
+        self._status = {**self._status, "state": "done", "step": None, "calibration_id": cal.id}
+        return cal
+
+    def calibration(self) -> Calibration:
+        cal = self.store.latest_calibration(this_box().fingerprint)
+        if cal is None:
+            raise NotReady("this box is not calibrated: run `appliance plan calibrate` (about 5 minutes)")
+        return cal
+
+    def _costs_for(self, cal: Calibration):
+        ref = ModelShape(
+            **{k: v for k, v in cal.model_shape.items() if k not in ("bits_per_weight", "kv_bytes_per_token")}
+        )
+        shapes: dict[str, ModelShape] = {}
+        gpus = {g.name: g for g in GPU_CATALOGUE}
+
+        def costs_for(config: ServingConfig):
+            shape = shapes.get(config.model) or self.shape(config.model)
+            shapes[config.model] = shape
+            if config.target == "cpu":
+                return cpu_costs(cal, ref, shape, config)
+            if config.target not in gpus:
+                raise InvalidInput(
+                    f"target {config.target!r}: cpu or one of {', '.join(gpus)}", param="target"
+                )
+            return gpu_costs(gpus[config.target], shape, config)
+
+        return costs_for
+
+    # -- prediction ----------------------------------------------------------------------------------
+    def predict(self, config: ServingConfig, intent: DeploymentIntent, replications: int = 5) -> dict:
+        if config.slots < 1 or config.context < 64:
+            raise InvalidInput("slots must be at least 1 and the context at least 64 tokens")
+        cal = self.calibration()
+        costs = self._costs_for(cal)(config)
+        work = model.workload(intent, cal.overheads_ms)
+        if work.prompt_tokens + work.output_tokens > config.context:
+            raise InvalidInput(
+                f"prompt ({work.prompt_tokens}) + output ({work.output_tokens}) tokens exceed the context ({config.context})"
+            )
+        result = model.predict(costs, work, replications=replications, max_queue=self.settings.llm.max_queue)
+        result["cost_usd_month"] = model.monthly_cost(costs, intent, result["utilisation"])
+        result["calibration_id"] = cal.id
+        return result
+
+    def recommend(self, intent: DeploymentIntent, top: int = 10, gpus: bool = True) -> dict:
+        cal = self.calibration()
+        started = time.perf_counter()
+        work = model.workload(intent, cal.overheads_ms)
+        shapes = {name: read_shape(path, name) for name, path in self.model_files().items()}
+        try:
+            rows = sweep(intent, work, shapes, self._costs_for(cal), int(cal.hardware.get("cores", 1)), gpus)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), param="priority") from None
+        swept_s = time.perf_counter() - started
+        for row in rows[:REFINED]:
+            config = ServingConfig(row["model"], row["target"], row["slots"], row["context"], row["threads"])
+            sim = model.predict(self._costs_for(cal)(config), work, requests=300, replications=3)
+            row["simulated"] = {
+                k: sim[k] for k in ("ttft_ms", "e2e_ms", "itl_ms", "throughput_rps", "utilisation")
+            }
+        rec_id = uuid.uuid4().hex[:12]
+        self.store.save_recommendation(rec_id, msgspec.to_builtins(intent), rows[: max(top, 50)])
+        return {
+            "id": rec_id,
+            "intent": msgspec.to_builtins(intent),
+            "assumed": list(work.assumed),
+            "prompt_tokens": work.prompt_tokens,
+            "output_tokens": work.output_tokens,
+            "configurations": len(rows),
+            "feasible": sum(r["feasible"] for r in rows),
+            "sweep_seconds": round(swept_s, 3),
+            "calibration_id": cal.id,
+            "candidates": rows[:top],
+        }
+
+    def render(self, config_id: str) -> dict:
+        row = self.store.candidate(config_id)
+        if row is None:
+            raise NotFound(
+                f"no recommended configuration {config_id!r}: run `appliance plan recommend` first"
+            )
+        if row["target"] == "cpu":
+            return {
+                "id": config_id,
+                "target": "cpu",
+                "settings": {
+                    "llm.model": row["model"],
+                    "llm.slots": row["slots"],
+                    "llm.context_length": row["context"],
+                    "llm.threads": row["threads"],
+                },
+            }
+        return {
+            "id": config_id,
+            "target": row["target"],
+            "vllm_args": vllm_args(f"/models/{row['model']}", row["model"], row["context"], row["slots"]),
+            "kserve_yaml": kserve_manifest(
+                config_id, row["model"], row["target"], row["context"], row["slots"]
+            ),
+        }
+
+    @staticmethod
+    def catalogue() -> list[dict]:
+        return [g.to_dict() for g in GPU_CATALOGUE]
