@@ -27,5 +27,6 @@ def test_kill_9_loses_no_acknowledged_document_and_the_stores_agree(workload):
     tally = _chaos().run_workload(workload, rounds=1, seed=21, batch=10, settle=120, max_delay=2.0)
     assert tally.kills == 1 and tally.restarts == 1
     assert tally.acknowledged > 0  # the kill landed after work was acknowledged, not before any
+    assert tally.unsettled == 0, tally.notes  # a verdict was reached every round
     assert tally.lost == 0, tally.notes
     assert tally.disagreements == 0
