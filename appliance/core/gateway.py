@@ -30,22 +30,6 @@ class Gateway:
     def runtime_for(self, model: str) -> ServedModel:
         return self.models.runtime_for(model)
 
-    def prepare_chat(
-        self,
-        model: str,
-        messages: list[ChatMessage],
-        tools: ToolRequest | None = None,
-        output: OutputFormat | None = None,
-    ) -> tuple[ServedModel, str, ChatPlan]:
-        """The runtime, the prompt and the plan (grammar, tools to parse) of a chat request.
-
-        Tools and JSON output need constrained decoding: on a runtime without it they are a 400,
-        never text that ignores them."""
-        self.models.check_messages(messages)
-        runtime = self.models.runtime_for(model)
-        prompt, plan = self._plan(runtime, messages, tools, output)
-        return runtime, prompt, plan
-
     @staticmethod
     def _plan(
         runtime: ServedModel,
