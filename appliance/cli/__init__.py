@@ -19,6 +19,7 @@ from appliance.cli import (
     mcp,
     models,
     query,
+    retrieval,
     serve,
     sources,
     status,
@@ -45,6 +46,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     mcp,
     status,
     models,
+    retrieval,
 )
 
 

@@ -141,6 +141,10 @@ class BaseClient:
     promote_model = _api(calls.promote_model)
     rollback_model = _api(calls.rollback_model)
     set_model_gate = _api(calls.set_model_gate)
+    # -- retrieval tuning
+    calibrate_fusion = _api(calls.calibrate_fusion)
+    collection_fusion = _api(calls.collection_fusion)
+    reset_fusion = _api(calls.reset_fusion)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

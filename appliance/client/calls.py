@@ -510,3 +510,16 @@ def rollback_model(name: str, alias: str = "production", reason: str = "") -> Ca
 
 def set_model_gate(name: str, gate: str | None) -> Call:
     return Call("POST", "/api/v1/models/{name}/gate", {"name": name}, json={"gate": gate})
+
+
+# -- retrieval tuning --------------------------------------------------------------------------------
+def calibrate_fusion(collection: str, eval_set: str | None = None) -> Call:
+    return Call("POST", "/api/v1/retrieval/calibrate", json={"collection": collection, "eval_set": eval_set})
+
+
+def collection_fusion(collection: str) -> Call:
+    return Call("GET", "/api/v1/retrieval/fusion/{collection}", {"collection": collection})
+
+
+def reset_fusion(collection: str) -> Call:
+    return Call("DELETE", "/api/v1/retrieval/fusion/{collection}", {"collection": collection})

@@ -10,6 +10,7 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.core.access import Access
 from appliance.core.admin import Admin
+from appliance.core.calibration import Calibration
 from appliance.core.answers import Answers
 from appliance.core.drift import Drift
 from appliance.core.eval_runner import EvalRunner
@@ -25,6 +26,7 @@ from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
 from appliance.db.evals import EvalStore
+from appliance.db.fusion import FusionStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
@@ -71,6 +73,7 @@ class Appliance:
     - `drift`: checks of each collection's recent answers against a reference window;
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
     - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
+    - `calibration`: each collection's fusion, tuned on its generated eval set (`calibrate` jobs);
     - `registry`: model families, versions, aliases and their history; intake; promotion and rollback.
     """
 
@@ -133,6 +136,7 @@ class Appliance:
             self._reranker(),
             cache=settings.cache,
             on_cache_lookup=self.metrics.count_cache_lookup,
+            fusion_store=FusionStore(self.db),
         )
         for cache in (self.searcher.embedding_cache, self.searcher.result_cache):
             if cache is not None:
@@ -256,6 +260,17 @@ class Appliance:
             self.instance_id,
             self._stop,
         )
+        self.calibration = Calibration(
+            settings,
+            self.searcher.fusion_store,
+            self.jobs,
+            self.job_store,
+            self.knowledge,
+            self.evals,
+            self.access.system_scope,
+            self.instance_id,
+            self._stop,
+        )
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
         )
@@ -311,6 +326,7 @@ class Appliance:
         self.jobs.register("verify", verify)
         self.jobs.register("eval", self.evals.run_job)
         self.jobs.register("evalgen", self.eval_sources.run_job)
+        self.jobs.register("calibrate", self.calibration.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)

@@ -386,6 +386,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX model_alias_history_family ON model_alias_history (family, id);
         """,
+    ),    # Per-collection fusion settings chosen by calibration (retrieve/calibrate.py): the settings
+    # search uses, and the whole CollectionFusion record (what chose them) as JSON.
+    (
+        "0015_collection_fusion",
+        """
+        CREATE TABLE collection_fusion (
+            collection VARCHAR PRIMARY KEY,
+            settings JSON NOT NULL,
+            record JSON NOT NULL,
+            calibrated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
     ),
 ]
 
