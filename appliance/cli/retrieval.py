@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--set", dest="eval_set", help="a generated set over the collection (default: its latest)")
     a.add_argument("--wait", action="store_true", help="progress bar until it is chosen, then the result")
     a.set_defaults(func=_calibrate)
-    f = actions.add_parser("fusion", parents=[parents.client], help="a collection's calibrated fusion and its scores")
+    f = actions.add_parser(
+        "fusion", parents=[parents.client], help="a collection's calibrated fusion and its scores"
+    )
     f.add_argument("--collection", "-c", required=True)
     f.set_defaults(func=_fusion)
     r = actions.add_parser("reset", parents=[parents.client], help="a collection back to the default fusion")

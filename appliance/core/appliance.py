@@ -10,8 +10,8 @@ from pathlib import Path
 from appliance.config import Settings
 from appliance.core.access import Access
 from appliance.core.admin import Admin
-from appliance.core.calibration import Calibration
 from appliance.core.answers import Answers
+from appliance.core.calibration import Calibration
 from appliance.core.drift import Drift
 from appliance.core.eval_runner import EvalRunner
 from appliance.core.eval_sources import EvalSources

@@ -77,7 +77,9 @@ class Calibration:
             if found.collection != collection:
                 raise InvalidInput(f"eval set {name!r} is not over collection {collection!r}")
             return found
-        generated = [s for s in self.evals.list_sets(scope) if s.kind == "generated" and s.collection == collection]
+        generated = [
+            s for s in self.evals.list_sets(scope) if s.kind == "generated" and s.collection == collection
+        ]
         if not generated:
             raise InvalidInput(
                 f"collection {collection!r} has no generated eval set: write one first with "
@@ -99,16 +101,21 @@ class Calibration:
             self.job_store.finish(job_id, "failed", detail, token=token)
             return
         if record is not None:
-            summary = {"options": options, "chosen": msgspec.to_builtins(record.settings),
-                       "ndcg_at_10": record.scores[0].ndcg_at_10 if record.scores else None,
-                       "default_ndcg_at_10": record.default_score.ndcg_at_10, "items": record.items}
+            summary = {
+                "options": options,
+                "chosen": msgspec.to_builtins(record.settings),
+                "ndcg_at_10": record.scores[0].ndcg_at_10 if record.scores else None,
+                "default_ndcg_at_10": record.default_score.ndcg_at_10,
+                "items": record.items,
+            }
             self.job_store.finish(job_id, "succeeded", None, summary, token=token)
 
     def _calibrate(self, job_id: str, token: str, options: dict) -> CollectionFusion | None:
         collection = options["collection"]
         scope = self.system_scope()
         items = [
-            i for i in self.evals.store.items(options["set"], options["version"])
+            i
+            for i in self.evals.store.items(options["set"], options["version"])
             if i.kind != "unanswerable" and (i.relevance or i.gold)
         ]
         if not items:
@@ -118,7 +125,9 @@ class Calibration:
         queries = []
         self.job_store.set_progress(job_id, len(items), 0)
         for n, item in enumerate(items, start=1):
-            if self.stop.is_set() or not self.job_store.renew(job_id, token, self.settings.jobs.lease_seconds):
+            if self.stop.is_set() or not self.job_store.renew(
+                job_id, token, self.settings.jobs.lease_seconds
+            ):
                 return None
             lists, source_of = {}, {}
             for mode in ("keyword", "semantic"):
@@ -128,7 +137,9 @@ class Calibration:
                 lists[mode] = [IndexHit(h.chunk_id, h.score) for h in hits]
                 source_of.update({h.chunk_id: h.source_id for h in hits})
             relevance = item.relevance or {g: 1 for g in item.gold}
-            queries.append(CalibrationQuery(item.question, relevance, lists["keyword"], lists["semantic"], source_of))
+            queries.append(
+                CalibrationQuery(item.question, relevance, lists["keyword"], lists["semantic"], source_of)
+            )
             self.job_store.set_progress(job_id, len(items), n)
         chosen, baseline, scores = calibrate(default, queries)
         record = CollectionFusion(
@@ -141,5 +152,7 @@ class Calibration:
             job_id=job_id,
         )
         saved = self.store.save(record)
-        log.info("fusion calibrated", extra={"collection": collection, "settings": msgspec.to_builtins(chosen)})
+        log.info(
+            "fusion calibrated", extra={"collection": collection, "settings": msgspec.to_builtins(chosen)}
+        )
         return saved

@@ -41,7 +41,11 @@ class FusionStore:
         self.db.write(
             """INSERT OR REPLACE INTO collection_fusion (collection, settings, record, calibrated_at)
                VALUES (?, ?, ?, now())""",
-            [record.collection, msgspec.json.encode(record.settings).decode(), msgspec.json.encode(record).decode()],
+            [
+                record.collection,
+                msgspec.json.encode(record.settings).decode(),
+                msgspec.json.encode(record).decode(),
+            ],
         )
         with self._lock:
             self._settings[record.collection] = record.settings

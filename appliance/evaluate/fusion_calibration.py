@@ -40,7 +40,9 @@ def candidate_settings(default: FusionSettings) -> list[FusionSettings]:
         base = msgspec.structs.replace(default, method=method, semantic_weight=weight, routing=False)
         out.append(base)
         out.extend(
-            msgspec.structs.replace(base, routing=True, lookup_semantic_weight=lw, question_semantic_weight=qw)
+            msgspec.structs.replace(
+                base, routing=True, lookup_semantic_weight=lw, question_semantic_weight=qw
+            )
             for lw, qw in ROUTED
         )
     return out
@@ -57,7 +59,9 @@ def score(settings: FusionSettings, queries: Sequence[CalibrationQuery]) -> Fusi
         ndcg += ndcg_at(docs, q.relevance, 10)
         recall += recall_at(docs, q.relevance, 100)
     n = max(len(queries), 1)
-    return FusionCandidateScore(settings=settings, ndcg_at_10=round(ndcg / n, 6), recall_at_100=round(recall / n, 6))
+    return FusionCandidateScore(
+        settings=settings, ndcg_at_10=round(ndcg / n, 6), recall_at_100=round(recall / n, 6)
+    )
 
 
 def calibrate(

@@ -34,8 +34,8 @@ def min_max(values: list[float]) -> tuple[list[float], float]:
 
 
 def z_score(values: list[float]) -> tuple[list[float], float]:
-    """Standard scores: a retriever whose top hit barely stands out of its list (a weak signal)
-    contributes little, where min-max would stretch it to the full [0, 1]."""
+    """Standard scores: a hit counts by how far it stands out of its list's typical score, so
+    one outlier at the top does not squeeze every other hit towards 0 as it does under min-max."""
     mean = statistics.fmean(values)
     sd = statistics.pstdev(values) if len(values) > 1 else 0.0
     if sd <= 0:

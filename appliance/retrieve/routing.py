@@ -23,7 +23,7 @@ _WORD = re.compile(r"\w+")
 
 
 def classify(query: str) -> QueryKind:
-    """"lookup" for what only matches verbatim (quoted phrases, error codes, file names,
+    """ "lookup" for what only matches verbatim (quoted phrases, error codes, file names,
     identifiers) and for one- or two-word keyword queries; "question" for natural-language
     questions of four words or more; "mixed" for the rest."""
     text = query.strip()

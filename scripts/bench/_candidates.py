@@ -70,7 +70,10 @@ def candidates(dataset: Path, cache_dir: Path, depth: int = 100, log=print) -> d
             log(f"  {dataset.name}: embedded {i + len(parts[-1])}/{len(texts)} chunks", file=sys.stderr)
         vectors = np.concatenate(parts)
         np.save(vectors_file, vectors)
-        log(f"  {dataset.name}: {len(texts)} chunks embedded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        log(
+            f"  {dataset.name}: {len(texts)} chunks embedded in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
     result: dict = {"keyword": {}, "semantic": {}, "doc_of": {c.chunk_id: c.document_id for c in chunks}}
     with tempfile.TemporaryDirectory() as tmp:
         keyword = TantivyKeywordIndex(Path(tmp) / "bm25")
@@ -79,13 +82,17 @@ def candidates(dataset: Path, cache_dir: Path, depth: int = 100, log=print) -> d
             batch = chunks[i : i + 2000]
             keyword.upsert(batch)
             vector_index.upsert(
-                [IndexedChunk(c.chunk_id, c.collection, c.document_id, c.title, c.text, v) for c, v in
-                 zip(batch, vectors[i : i + 2000], strict=True)]
+                [
+                    IndexedChunk(c.chunk_id, c.collection, c.document_id, c.title, c.text, v)
+                    for c, v in zip(batch, vectors[i : i + 2000], strict=True)
+                ]
             )
         keyword.commit(1)
         vector_index.commit(1)
         for qid, text in queries.items():
-            result["keyword"][qid] = [[h.chunk_id, h.score] for h in keyword.search(text, [COLLECTION], depth)]
+            result["keyword"][qid] = [
+                [h.chunk_id, h.score] for h in keyword.search(text, [COLLECTION], depth)
+            ]
             hits = vector_index.search(embedder.embed_query(text), [COLLECTION], depth)
             result["semantic"][qid] = [[h.chunk_id, h.score] for h in hits]
         keyword.close()

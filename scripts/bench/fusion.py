@@ -126,7 +126,9 @@ def main() -> None:
     plain = tune(corpora, grid(routing=False))
     best = plain[0][1]
     per_method = {m: next(c for _, c in plain if c[0] == m) for m in FUSION_METHODS}
-    routed = tune(corpora, [(best[0], best[1], r) for r in itertools.product(ROUTE_WEIGHTS, QUESTION_WEIGHTS)])
+    routed = tune(
+        corpora, [(best[0], best[1], r) for r in itertools.product(ROUTE_WEIGHTS, QUESTION_WEIGHTS)]
+    )
     best_routed = routed[0][1]
     rows = {
         "keyword": ("keyword", None),

@@ -33,13 +33,17 @@ def admin(app):
 
 
 def order(app, admin, mode, collections=("docs",)):
-    return [h.source_id for h in app.knowledge.search(admin, QUERY, list(collections), top_k=5, mode=mode).hits]
+    return [
+        h.source_id for h in app.knowledge.search(admin, QUERY, list(collections), top_k=5, mode=mode).hits
+    ]
 
 
 def stored(app, settings: FusionSettings) -> None:
     score = FusionCandidateScore(settings=settings, ndcg_at_10=0.5, recall_at_100=1.0)
     app.searcher.fusion_store.save(
-        CollectionFusion(collection="docs", settings=settings, eval_set="t@1", items=1, default_score=score, scores=[score])
+        CollectionFusion(
+            collection="docs", settings=settings, eval_set="t@1", items=1, default_score=score, scores=[score]
+        )
     )
 
 

@@ -36,12 +36,16 @@ def calibrate(caller: Scope, calibration: Calibration, data: CalibrateIn) -> Job
     return calibration.start(caller, data.collection, data.eval_set)
 
 
-@get("/fusion/{collection:str}", sync_to_thread=True, summary="A collection's calibrated fusion and its scores")
+@get(
+    "/fusion/{collection:str}", sync_to_thread=True, summary="A collection's calibrated fusion and its scores"
+)
 def get_fusion(caller: Scope, calibration: Calibration, collection: str) -> CollectionFusion:
     return calibration.get(caller, collection)
 
 
-@delete("/fusion/{collection:str}", status_code=200, sync_to_thread=True, summary="Back to the default fusion")
+@delete(
+    "/fusion/{collection:str}", status_code=200, sync_to_thread=True, summary="Back to the default fusion"
+)
 def reset_fusion(caller: Scope, calibration: Calibration, collection: str) -> FusionReset:
     reset = calibration.reset(caller, collection)
     return FusionReset(collection=collection, reset=reset, default=calibration.default_fusion)
