@@ -386,7 +386,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX model_alias_history_family ON model_alias_history (family, id);
         """,
-    ),  # Per-collection fusion settings chosen by calibration (retrieve/calibrate.py): the settings
+    ),
+    # Per-collection fusion settings chosen by calibration (core/calibration.py): the settings
     # search uses, and the whole CollectionFusion record (what chose them) as JSON.
     (
         "0015_collection_fusion",
