@@ -9,8 +9,10 @@ from appliance.cli.eval import _follow, _job_progress
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
-    p = sub.add_parser("retrieval", help="tune retrieval: per-collection fusion calibration")
-    actions = p.add_subparsers(dest="action", required=True)
+    p = sub.add_parser(
+        "retrieval", parents=[parents.client], help="tune retrieval: per-collection fusion calibration"
+    )
+    actions = p.add_subparsers(dest="retrieval_command", required=True, metavar="COMMAND")
     a = actions.add_parser(
         "calibrate",
         parents=[parents.client],

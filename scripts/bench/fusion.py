@@ -10,8 +10,8 @@ fusion is computed offline from the same top-100 keyword and semantic candidate 
 server's fusion code (appliance/retrieve/fusion.py and routing.py). Documents rank at their best
 chunk. A query belongs to the held-out half when the md5 of its id is odd (`split_of`); the grid
 of methods, weights and routing weights is scored on the tuning halves only, and the default is
-the configuration with the best mean tuning nDCG@10 across sets. Only then are the held-out
-halves scored.
+the configuration with the best mean tuning nDCG@10 across sets among those that beat both single
+modes on every set's tuning half. Only then are the held-out halves scored.
 """
 
 from __future__ import annotations
@@ -102,12 +102,18 @@ def name(config: tuple) -> str:
 
 
 def tune(corpora: list[Corpus], configs: list[tuple]) -> list[tuple[float, tuple]]:
-    """Configurations by mean tuning-split nDCG@10 across sets, best first."""
+    """Configurations by mean tuning-split nDCG@10 across sets, best first; those that beat both
+    single modes on every set's tuning split rank before those that do not."""
+    singles = [
+        max(c.scores(m, None, "tune")["ndcg@10"].mean() for m in ("keyword", "semantic")) for c in corpora
+    ]
     ranked = []
     for config in configs:
-        mean = np.mean([c.scores("hybrid", config, "tune")["ndcg@10"].mean() for c in corpora])
-        ranked.append((float(mean), config))
-    return sorted(ranked, key=lambda mc: -mc[0])
+        per_set = [c.scores("hybrid", config, "tune")["ndcg@10"].mean() for c in corpora]
+        beats_both = all(s > best for s, best in zip(per_set, singles, strict=True))
+        ranked.append((float(np.mean(per_set)), beats_both, config))
+    ranked.sort(key=lambda r: (not r[1], -r[0]))
+    return [(mean, config) for mean, _, config in ranked]
 
 
 def interval(values: np.ndarray, resamples: int) -> tuple[float, float]:
@@ -134,7 +140,7 @@ def main() -> None:
         "keyword": ("keyword", None),
         "semantic": ("semantic", None),
         f"hybrid old ({name(OLD_DEFAULT)})": ("hybrid", OLD_DEFAULT),
-        **{f"  {name(c)}": ("hybrid", c) for m, c in per_method.items() if c != best},
+        **{f"  {name(c)}": ("hybrid", c) for m, c in per_method.items() if c not in (best, OLD_DEFAULT)},
         f"hybrid new ({name(best)})": ("hybrid", best),
         f"hybrid new + routing ({name(best_routed)})": ("hybrid", best_routed),
     }
@@ -169,13 +175,13 @@ def main() -> None:
         if args.json:
             continue
         print(f"\n{corpus.name}: held-out split, {n} queries (95% bootstrap intervals)")
-        print(f"  {'mode':<62} {'nDCG@10':>24} {'recall@100':>24}")
+        print(f"  {'mode':<72} {'nDCG@10':>24} {'recall@100':>24}")
         for label, row in out["rows"].items():
             cells = [f"{row[m]['mean']:.4f} [{row[m]['ci'][0]:.3f}, {row[m]['ci'][1]:.3f}]" for m in row]
-            print(f"  {label:<62} {cells[0]:>24} {cells[1]:>24}")
+            print(f"  {label:<72} {cells[0]:>24} {cells[1]:>24}")
         for other, metrics in out["new_minus"].items():
             cells = [f"{v['diff']:+.4f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]" for v in metrics.values()]
-            print(f"  {'new - ' + other + ' (paired)':<62} {cells[0]:>24} {cells[1]:>24}")
+            print(f"  {'new - ' + other + ' (paired)':<72} {cells[0]:>24} {cells[1]:>24}")
     if args.json:
         print(json.dumps(report, indent=2))
 

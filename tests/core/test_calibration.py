@@ -98,3 +98,31 @@ def test_calibration_tunes_on_the_generated_set_and_records_what_chose(app, admi
     assert record.default_score.settings == app.searcher.default_fusion
     assert app.searcher.fusion_for(["docs"]) == record.settings
     app.calibration.reset(admin, "docs")
+
+
+def test_the_api_and_cli_show_start_and_reset_calibration(app, admin, capsys):
+    from appliance.cli import main
+    from appliance.client import ApiError, ApplianceClient
+    from tests.inprocess import InProcessServer
+
+    server = InProcessServer(app).start()
+    try:
+        client = ApplianceClient(server.url, server.key)
+        with pytest.raises(ApiError) as missing:
+            client.collection_fusion("docs")
+        assert missing.value.status == 404
+        with pytest.raises(ApiError) as no_set:
+            client.calibrate_fusion("other")
+        assert no_set.value.status == 400 and "eval generate" in str(no_set.value)
+        stored(app, FusionSettings(method="zscore", semantic_weight=0.6))
+        assert client.collection_fusion("docs")["settings"]["method"] == "zscore"
+        assert main(["retrieval", "fusion", "-c", "docs", "--url", server.url, "--key", server.key]) == 0
+        assert "zscore, semantic weight 0.6" in capsys.readouterr().out
+        assert (
+            main(["retrieval", "reset", "-c", "docs", "--json", "--url", server.url, "--key", server.key])
+            == 0
+        )
+        assert '"reset": true' in capsys.readouterr().out
+        assert app.searcher.fusion_for(["docs"]) == app.searcher.default_fusion
+    finally:
+        server.stop()
