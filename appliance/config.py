@@ -88,8 +88,9 @@ class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
     default_mode: Literal["keyword", "semantic", "hybrid"] = "hybrid"
     # weighted: min-max scores; zscore / dbsf: standard scores / mean ± 3 sd; rrf: ranks only.
     # A collection's calibration (`appliance retrieval calibrate`) overrides these for it.
-    fusion: Literal["weighted", "zscore", "dbsf", "rrf"] = "weighted"
-    semantic_weight: float = 0.7  # weighted fusion: keyword weight is 1 - this
+    # The default, z-score at 0.9, was chosen on three corpora (scripts/bench/fusion.py).
+    fusion: Literal["weighted", "zscore", "dbsf", "rrf"] = "zscore"
+    semantic_weight: float = 0.9  # the keyword list weighs 1 - this
     rrf_k: int = 60
     candidates: int = 100  # per retriever, before fusion
     reranker: Literal["none", "cross-encoder", "bi-encoder"] = "none"
@@ -100,8 +101,8 @@ class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
     # names, one or two words) take lookup_semantic_weight, natural-language questions
     # question_semantic_weight; other queries keep semantic_weight.
     routing: bool = False
-    lookup_semantic_weight: float = 0.4
-    question_semantic_weight: float = 0.8
+    lookup_semantic_weight: float = 0.5
+    question_semantic_weight: float = 0.9
 
 
 class CacheSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -552,8 +552,8 @@ class FusionSettings(Record, kw_only=True):
     rrf_k: int = 60
     candidates: int = 100  # per retriever, before fusion
     routing: bool = False
-    lookup_semantic_weight: float = 0.4
-    question_semantic_weight: float = 0.8
+    lookup_semantic_weight: float = 0.5
+    question_semantic_weight: float = 0.9
 
 
 class FusionCandidateScore(Record, kw_only=True):

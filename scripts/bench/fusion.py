@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from _candidates import candidates, load_beir  # noqa: E402
 from appliance.evaluate.compare import bootstrap_interval  # noqa: E402
 from appliance.index.protocols import IndexHit  # noqa: E402
 from appliance.retrieve.fusion import FUSION_METHODS, fuse  # noqa: E402
-from appliance.retrieve.routing import routed_weight  # noqa: E402
+from appliance.retrieve.routing import classify, routed_weight  # noqa: E402
 
 OLD_DEFAULT = ("weighted", 0.7, None)  # method, semantic weight, routing (lookup, question) weights
 WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -172,9 +173,23 @@ def main() -> None:
                     "diff": round(float(diff.mean()), 4),
                     "ci": [round(low, 4), round(high, 4)],
                 }
+        routed_runs = runs[f"hybrid new + routing ({name(best_routed)})"]
+        out["routing_minus_new"] = {}
+        for metric in ("ndcg@10", "recall@100"):
+            diff = routed_runs[metric] - new[metric]
+            low, high = interval(diff, args.resamples)
+            out["routing_minus_new"][metric] = {
+                "diff": round(float(diff.mean()), 4),
+                "ci": [round(low, 4), round(high, 4)],
+            }
         if args.json:
             continue
-        print(f"\n{corpus.name}: held-out split, {n} queries (95% bootstrap intervals)")
+        kinds = Counter(
+            classify(corpus.queries[q]) for q, split in corpus.split.items() if split == "heldout"
+        )
+        print(
+            f"\n{corpus.name}: held-out split, {n} queries (95% bootstrap intervals); routing sees {dict(kinds)}"
+        )
         print(f"  {'mode':<72} {'nDCG@10':>24} {'recall@100':>24}")
         for label, row in out["rows"].items():
             cells = [f"{row[m]['mean']:.4f} [{row[m]['ci'][0]:.3f}, {row[m]['ci'][1]:.3f}]" for m in row]
@@ -182,6 +197,11 @@ def main() -> None:
         for other, metrics in out["new_minus"].items():
             cells = [f"{v['diff']:+.4f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]" for v in metrics.values()]
             print(f"  {'new - ' + other + ' (paired)':<72} {cells[0]:>24} {cells[1]:>24}")
+        cells = [
+            f"{v['diff']:+.4f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+            for v in out["routing_minus_new"].values()
+        ]
+        print(f"  {'new + routing - new (paired)':<72} {cells[0]:>24} {cells[1]:>24}")
     if args.json:
         print(json.dumps(report, indent=2))
 
