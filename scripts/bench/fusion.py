@@ -148,7 +148,9 @@ def main() -> None:
     report: dict = {"chosen": name(best), "chosen_routed": name(best_routed), "tuning": [], "sets": {}}
     report["tuning"] = [{"config": name(c), "mean_tune_ndcg@10": round(m, 4)} for m, c in plain[:10]]
     if not args.json:
-        print("tuning splits, mean nDCG@10 across sets (top 10 of the grid):")
+        print(
+            "tuning splits, mean nDCG@10 across sets (top 10; those beating both single modes on every set first):"
+        )
         for m, c in plain[:10]:
             print(f"  {m:.4f}  {name(c)}")
         print("best per method: " + "; ".join(f"{name(c)}" for c in per_method.values()))
