@@ -574,3 +574,4 @@ class CollectionFusion(Record, kw_only=True):
     scores: list[FusionCandidateScore]
     calibrated_at: str | None = None
     job_id: str | None = None
+    chunks: int = 0  # the collection's size when calibrated: recalibrate once it has changed a lot

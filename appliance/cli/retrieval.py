@@ -43,7 +43,10 @@ def _describe(settings: dict) -> str:
 
 def _print_fusion(record: dict) -> None:
     print(f"{record['collection']}: {_describe(record['settings'])}")
-    print(f"  tuned on {record['eval_set']} ({record['items']} questions) at {record.get('calibrated_at')}")
+    print(
+        f"  tuned on {record['eval_set']} ({record['items']} questions) at {record.get('calibrated_at')}, "
+        f"when the collection had {record.get('chunks', 0)} chunks"
+    )
     default = record["default_score"]
     print(f"  default ({_describe(default['settings'])}): nDCG@10 {default['ndcg_at_10']:.4f}")
     for s in record["scores"][:5]:

@@ -150,6 +150,7 @@ class Calibration:
             default_score=baseline,
             scores=scores,
             job_id=job_id,
+            chunks=self.knowledge.catalog.get_collection(collection).chunks,
         )
         saved = self.store.save(record)
         log.info(

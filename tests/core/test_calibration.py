@@ -90,6 +90,7 @@ def test_calibration_tunes_on_the_generated_set_and_records_what_chose(app, admi
     record = app.calibration.get(admin, "docs")
     assert record.items == 5 and record.eval_set == "docs-generated@1" and record.job_id == job.id
     assert record.calibrated_at and len(record.scores) > 50
+    assert record.chunks == app.catalog.get_collection("docs").chunks > 0
     ranks = [(s.ndcg_at_10, s.recall_at_100) for s in record.scores]
     assert ranks == sorted(ranks, reverse=True)
     best = record.scores[0]
