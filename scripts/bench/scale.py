@@ -90,11 +90,11 @@ def load(data_dir: Path, chunks: int, dimensions: int, seed: int) -> tuple[float
                     SELECT n, text, list_transform(range({dimensions}),
                         lambda x: sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())) AS e
                     FROM read_csv('{texts}', header = true, columns = {{'n': 'BIGINT', 'text': 'VARCHAR'}})
-                )
+                ),
+                normed AS (SELECT n, text, e, sqrt(list_sum(list_transform(e, lambda y: y * y))) AS norm FROM raw)
                 SELECT nextval('chunk_ids'), 'doc-' || (n // {CHUNKS_PER_DOCUMENT}), n % {CHUNKS_PER_DOCUMENT},
-                       text, {WORDS_PER_CHUNK},
-                       list_transform(e, lambda x: x / sqrt(list_sum(list_transform(e, lambda y: y * y))))::FLOAT[]
-                FROM raw ORDER BY n"""
+                       text, {WORDS_PER_CHUNK}, list_transform(e, lambda x: x / norm)::FLOAT[]
+                FROM normed ORDER BY n"""
         )
     db.execute("CHECKPOINT")
     db.close()
