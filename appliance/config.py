@@ -86,14 +86,23 @@ class IndexSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 class RetrievalSettings(msgspec.Struct, forbid_unknown_fields=True):
     default_mode: Literal["keyword", "semantic", "hybrid"] = "hybrid"
-    fusion: Literal["weighted", "rrf"] = "weighted"
-    semantic_weight: float = 0.7  # weighted fusion: keyword weight is 1 - this
+    # weighted: min-max scores; zscore / dbsf: standard scores / mean ± 3 sd; rrf: ranks only.
+    # A collection's calibration (`appliance retrieval calibrate`) overrides these for it.
+    # The default, z-score at 0.9, was chosen on three corpora (scripts/bench/fusion.py).
+    fusion: Literal["weighted", "zscore", "dbsf", "rrf"] = "zscore"
+    semantic_weight: float = 0.9  # the keyword list weighs 1 - this
     rrf_k: int = 60
     candidates: int = 100  # per retriever, before fusion
     reranker: Literal["none", "cross-encoder", "bi-encoder"] = "none"
     # Empty with "bi-encoder": the packaged all-mpnet-base-v2 (installed by `make`), assembled on first use.
     reranker_model_dir: str = ""
     rerank_candidates: int = 30
+    # Query routing (retrieve/routing.py): lookups (identifiers, quoted phrases, error codes, file
+    # names, one or two words) take lookup_semantic_weight, natural-language questions
+    # question_semantic_weight; other queries keep semantic_weight.
+    routing: bool = False
+    lookup_semantic_weight: float = 0.5
+    question_semantic_weight: float = 0.9
 
 
 class CacheSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -347,6 +356,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("chunking.size_tokens must exceed chunking.overlap_tokens >= 0")
         if not 0.0 <= self.retrieval.semantic_weight <= 1.0:
             problems.append("retrieval.semantic_weight must be within [0, 1]")
+        for key in ("lookup_semantic_weight", "question_semantic_weight"):
+            if not 0.0 <= getattr(self.retrieval, key) <= 1.0:
+                problems.append(f"retrieval.{key} must be within [0, 1]")
         if self.retrieval.candidates < 1 or self.retrieval.rerank_candidates < 1:
             problems.append("retrieval.candidates and rerank_candidates must be >= 1")
         if self.llm.slots < 1 or self.llm.max_queue < 0:

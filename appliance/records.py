@@ -543,3 +543,36 @@ class GateReport(Record, kw_only=True):
     baseline_run: str | None
     state: str  # passed | failed | pending (the run has not finished: check again with its id)
     checks: list[GateCheck]
+
+
+class FusionSettings(Record, kw_only=True):
+    """How hybrid search fuses its keyword and semantic candidates (retrieve/fusion.py)."""
+
+    method: str  # weighted | zscore | dbsf | rrf
+    semantic_weight: float  # the keyword list weighs 1 - this
+    rrf_k: int = 60
+    candidates: int = 100  # per retriever, before fusion
+    routing: bool = False
+    lookup_semantic_weight: float = 0.5
+    question_semantic_weight: float = 0.9
+
+
+class FusionCandidateScore(Record, kw_only=True):
+    settings: FusionSettings
+    ndcg_at_10: float
+    recall_at_100: float
+
+
+class CollectionFusion(Record, kw_only=True):
+    """A collection's own fusion, chosen by calibration on its generated eval set: what was
+    chosen, over which items, and the scores of every candidate tried (best first)."""
+
+    collection: str
+    settings: FusionSettings
+    eval_set: str  # name@version of the generated set it was tuned on
+    items: int
+    default_score: FusionCandidateScore  # the server-wide default on the same items
+    scores: list[FusionCandidateScore]
+    calibrated_at: str | None = None
+    job_id: str | None = None
+    chunks: int = 0  # the collection's size when calibrated: recalibrate once it has changed a lot

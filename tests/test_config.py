@@ -10,7 +10,7 @@ from appliance.errors import InvalidInput
 
 def test_defaults():
     s = load_settings(environ={})
-    assert s.server.port == 8080 and s.retrieval.fusion == "weighted" and s.index.vector_dtype == "i8"
+    assert s.server.port == 8080 and s.retrieval.fusion == "zscore" and s.index.vector_dtype == "i8"
 
 
 def test_file_then_env_then_overrides(tmp_path):

@@ -36,6 +36,7 @@ from appliance.api.routes import (
     workflows,
 )
 from appliance.api.routes import registry as model_registry
+from appliance.api.routes import retrieval as retrieval_tuning
 from appliance.api.routes.docs import OfflineSwaggerPlugin
 from appliance.api.routes.mcp import McpEndpoint, mcp_route
 from appliance.core import Appliance
@@ -82,6 +83,7 @@ def create_app(appliance: Appliance) -> Litestar:
             workflows.runs_router,
             workflows.approvals_router,
             plan.router,
+            retrieval_tuning.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -43,6 +43,7 @@ DEPENDENCIES = {
             "registry",
             "workflows",
             "planner",
+            "calibration",
         )
     },
 }

@@ -20,6 +20,7 @@ from appliance.cli import (
     models,
     plan,
     query,
+    retrieval,
     serve,
     sources,
     status,
@@ -49,6 +50,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     models,
     wf,
     plan,
+    retrieval,
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Concatenate, ParamSpec
 
 import httpx
 
-from appliance.client import calls
+from appliance.client import calls, platform_calls
 from appliance.client.calls import Call
 from appliance.client.errors import ApiError
 
@@ -120,13 +120,13 @@ class BaseClient:
     drift = _api(calls.drift)
     check_drift = _api(calls.check_drift)
     # -- capacity planner
-    plan_calibrate = _api(calls.plan_calibrate)
-    plan_calibration = _api(calls.plan_calibration)
-    plan_calibration_status = _api(calls.plan_calibration_status)
-    plan_predict = _api(calls.plan_predict)
-    plan_recommend = _api(calls.plan_recommend)
-    plan_render = _api(calls.plan_render)
-    plan_gpus = _api(calls.plan_gpus)
+    plan_calibrate = _api(platform_calls.plan_calibrate)
+    plan_calibration = _api(platform_calls.plan_calibration)
+    plan_calibration_status = _api(platform_calls.plan_calibration_status)
+    plan_predict = _api(platform_calls.plan_predict)
+    plan_recommend = _api(platform_calls.plan_recommend)
+    plan_render = _api(platform_calls.plan_render)
+    plan_gpus = _api(platform_calls.plan_gpus)
     # -- evaluation
     eval_sets = _api(calls.eval_sets)
     eval_set = _api(calls.eval_set)
@@ -142,23 +142,27 @@ class BaseClient:
     create_eval_gate = _api(calls.create_eval_gate)
     check_eval_gate = _api(calls.check_eval_gate)
     # -- model registry
-    registry_models = _api(calls.registry_models)
-    registry_model = _api(calls.registry_model)
-    registry_history = _api(calls.registry_history)
-    import_model = _api(calls.import_model)
-    promote_model = _api(calls.promote_model)
-    rollback_model = _api(calls.rollback_model)
-    set_model_gate = _api(calls.set_model_gate)
+    registry_models = _api(platform_calls.registry_models)
+    registry_model = _api(platform_calls.registry_model)
+    registry_history = _api(platform_calls.registry_history)
+    import_model = _api(platform_calls.import_model)
+    promote_model = _api(platform_calls.promote_model)
+    rollback_model = _api(platform_calls.rollback_model)
+    set_model_gate = _api(platform_calls.set_model_gate)
     # -- workflows
-    apply_workflow_files = _api(calls.apply_workflow_files)
-    workflow_documents = _api(calls.workflow_documents)
-    workflow = _api(calls.workflow)
-    start_workflow_run = _api(calls.start_workflow_run)
-    workflow_runs = _api(calls.workflow_runs)
-    workflow_run = _api(calls.workflow_run)
-    cancel_workflow_run = _api(calls.cancel_workflow_run)
-    approvals = _api(calls.approvals)
-    answer_approval = _api(calls.answer_approval)
+    apply_workflow_files = _api(platform_calls.apply_workflow_files)
+    workflow_documents = _api(platform_calls.workflow_documents)
+    workflow = _api(platform_calls.workflow)
+    start_workflow_run = _api(platform_calls.start_workflow_run)
+    workflow_runs = _api(platform_calls.workflow_runs)
+    workflow_run = _api(platform_calls.workflow_run)
+    cancel_workflow_run = _api(platform_calls.cancel_workflow_run)
+    approvals = _api(platform_calls.approvals)
+    answer_approval = _api(platform_calls.answer_approval)
+    # -- retrieval tuning
+    calibrate_fusion = _api(platform_calls.calibrate_fusion)
+    collection_fusion = _api(platform_calls.collection_fusion)
+    reset_fusion = _api(platform_calls.reset_fusion)
 
     def upload(self, collection: str, path: Path, source_id: str | None = None) -> Any:
         """A local file (read here, parsed by the server); `source_id` defaults to its path."""

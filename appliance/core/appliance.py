@@ -11,6 +11,7 @@ from appliance.config import Settings
 from appliance.core.access import Access
 from appliance.core.admin import Admin
 from appliance.core.answers import Answers
+from appliance.core.calibration import Calibration
 from appliance.core.drift import Drift
 from appliance.core.eval_runner import EvalRunner
 from appliance.core.eval_sources import EvalSources
@@ -27,6 +28,7 @@ from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
 from appliance.db.evals import EvalStore
+from appliance.db.fusion import FusionStore
 from appliance.db.jobs import JobStore
 from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
@@ -74,6 +76,7 @@ class Appliance:
     - `drift`: checks of each collection's recent answers against a reference window;
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
     - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
+    - `calibration`: each collection's fusion, tuned on its generated eval set (`calibrate` jobs);
     - `registry`: model families, versions, aliases and their history; intake; promotion and rollback.
     - `workflows`: workflow, agent, tool and policy documents, runs (the `workflow` job kind), approvals.
     """
@@ -137,6 +140,7 @@ class Appliance:
             self._reranker(),
             cache=settings.cache,
             on_cache_lookup=self.metrics.count_cache_lookup,
+            fusion_store=FusionStore(self.db),
         )
         for cache in (self.searcher.embedding_cache, self.searcher.result_cache):
             if cache is not None:
@@ -263,6 +267,17 @@ class Appliance:
             self.instance_id,
             self._stop,
         )
+        self.calibration = Calibration(
+            settings,
+            self.searcher.fusion_store,
+            self.jobs,
+            self.job_store,
+            self.knowledge,
+            self.evals,
+            self.access.system_scope,
+            self.instance_id,
+            self._stop,
+        )
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
         )
@@ -332,6 +347,7 @@ class Appliance:
         self.jobs.register("eval", self.evals.run_job)
         self.jobs.register("evalgen", self.eval_sources.run_job)
         self.jobs.register("workflow", self.workflows.run_job)
+        self.jobs.register("calibrate", self.calibration.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)

@@ -186,6 +186,12 @@ class EvalRunner:
                 "candidates": retrieval.candidates,
                 "reranker": retrieval.reranker,
                 "rerank_candidates": retrieval.rerank_candidates,
+                # What hybrid search over the set's collection fuses with (its calibration, if any).
+                "collection_fusion": msgspec.to_builtins(
+                    self.knowledge.searcher.fusion_for([options.collection])
+                )
+                if options.collection
+                else None,
             },
             "answer": None
             if runtime is None

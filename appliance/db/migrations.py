@@ -494,6 +494,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    # Per-collection fusion settings chosen by calibration (core/calibration.py): the settings
+    # search uses, and the whole CollectionFusion record (what chose them) as JSON.
+    (
+        "0015_collection_fusion",
+        """
+        CREATE TABLE collection_fusion (
+            collection VARCHAR PRIMARY KEY,
+            settings JSON NOT NULL,
+            record JSON NOT NULL,
+            calibrated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 

@@ -14,13 +14,15 @@ import numpy as np
 
 from appliance.config import CacheSettings, RetrievalSettings
 from appliance.db.catalog import Catalog
+from appliance.db.fusion import FusionStore
 from appliance.errors import InvalidInput
 from appliance.index.protocols import IndexHit, KeywordIndex, VectorIndex
 from appliance.models.embedder import Embedder
-from appliance.records import Hit
+from appliance.records import FusionSettings, Hit
 from appliance.retrieve.cache import LRUCache
-from appliance.retrieve.fusion import reciprocal_rank_fusion, weighted_fusion
+from appliance.retrieve.fusion import fuse
 from appliance.retrieve.rerank import RerankCandidate, Reranker
+from appliance.retrieve.routing import routed_weight
 
 Mode = Literal["keyword", "semantic", "hybrid"]
 MODES = ("keyword", "semantic", "hybrid")
@@ -31,8 +33,31 @@ FILTER_OVERFETCH = 5
 
 
 # A cached result is served for the same query, collections (at the same content generation),
-# mode, depth, reranking and filters; the settings are fixed for the life of the process.
-_ResultKey = tuple[str, tuple[str, ...], int, str, bool, str, tuple[int, tuple[int, ...]]]
+# mode, depth, reranking, filters and fusion settings (a calibration changes a collection's).
+_ResultKey = tuple[str, tuple[str, ...], int, str, bool, str, tuple[int, tuple[int, ...]], FusionSettings]
+
+
+def default_fusion(settings: RetrievalSettings) -> FusionSettings:
+    """The server-wide fusion: what a collection without calibrated settings gets."""
+    return FusionSettings(
+        method=settings.fusion,
+        semantic_weight=settings.semantic_weight,
+        rrf_k=settings.rrf_k,
+        candidates=settings.candidates,
+        routing=settings.routing,
+        lookup_semantic_weight=settings.lookup_semantic_weight,
+        question_semantic_weight=settings.question_semantic_weight,
+    )
+
+
+def fuse_candidates(
+    query: str, keyword: list[IndexHit], semantic: list[IndexHit], fusion: FusionSettings
+) -> list[IndexHit]:
+    """Hybrid fusion of one query's two candidate lists under `fusion` (routing included)."""
+    weight = fusion.semantic_weight
+    if fusion.routing:
+        weight = routed_weight(query, weight, fusion.lookup_semantic_weight, fusion.question_semantic_weight)
+    return fuse([keyword, semantic], fusion.method, [1.0 - weight, weight], fusion.rrf_k)
 
 
 @dataclass(slots=True)
@@ -65,6 +90,7 @@ class HybridSearcher:
         reranker: Reranker | None = None,
         cache: CacheSettings | None = None,
         on_cache_lookup: Callable[[str, bool], None] | None = None,
+        fusion_store: FusionStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.keyword = keyword
@@ -72,6 +98,8 @@ class HybridSearcher:
         self.embedder = embedder
         self.settings = settings
         self.reranker = reranker
+        self.fusion_store = fusion_store
+        self.default_fusion = default_fusion(settings)
         cache = cache or CacheSettings(enabled=False)
         mb = 1 << 20
         # Query embeddings: the same question asked again skips the embedder (most of a search's
@@ -110,20 +138,26 @@ class HybridSearcher:
         if use_rerank and self.reranker is None:
             raise InvalidInput("no reranker is configured on this server (retrieval.reranker)")
         started = time.perf_counter()
+        fusion = self.fusion_for(collections)
         key: _ResultKey | None = None
         if cache and self.result_cache is not None:
             names = tuple(sorted(set(collections)))
             filtered = json.dumps(filters, sort_keys=True, default=str) if filters else ""
             generation = self.catalog.generations.of(names)
-            key = (query, names, top_k, mode, use_rerank, filtered, generation)
+            key = (query, names, top_k, mode, use_rerank, filtered, generation, fusion)
             if (hit := self.result_cache.get(key)) is not None:
                 return dataclasses.replace(
                     hit, hits=list(hit.hits), timings={"total_ms": _ms(started)}, cached=True
                 )
-        result = self._search(query, collections, top_k, mode, use_rerank, filters, started, cache)
+        result = self._search(query, collections, top_k, mode, use_rerank, filters, started, cache, fusion)
         if key is not None:
             self.result_cache.put(key, result)
         return result
+
+    def fusion_for(self, collections: Sequence[str]) -> FusionSettings:
+        """The collections' calibrated fusion when they share one, else the server's default."""
+        stored = self.fusion_store.settings_for(list(collections)) if self.fusion_store else None
+        return stored or self.default_fusion
 
     def _embed(self, query: str, cache: bool) -> np.ndarray:
         if not cache or self.embedding_cache is None:
@@ -145,20 +179,19 @@ class HybridSearcher:
         filters: dict | None,
         started: float,
         cache: bool,
+        fusion: FusionSettings,
     ) -> SearchResult:
         timings: dict[str, float] = {}
-        depth = max(self.settings.candidates, top_k, self.settings.rerank_candidates if use_rerank else 0)
+        depth = max(fusion.candidates, top_k, self.settings.rerank_candidates if use_rerank else 0)
         if filters:
             depth *= FILTER_OVERFETCH
 
         lists: list[list[IndexHit]] = []
-        weights: list[float] = []
         best_similarity: float | None = None
         vector = None
         if mode in ("keyword", "hybrid"):
             t = time.perf_counter()
             lists.append(self.keyword.search(query, collections, depth))
-            weights.append(1.0 - self.settings.semantic_weight)
             timings["keyword_ms"] = _ms(t)
         if mode in ("semantic", "hybrid"):
             t = time.perf_counter()
@@ -167,17 +200,11 @@ class HybridSearcher:
             t = time.perf_counter()
             semantic = self.vectors.search(vector, collections, depth)
             lists.append(semantic)
-            weights.append(self.settings.semantic_weight)
             best_similarity = max((h.score for h in semantic), default=0.0)
             timings["vector_ms"] = _ms(t)
 
         t = time.perf_counter()
-        if len(lists) == 1:
-            fused = lists[0]
-        elif self.settings.fusion == "rrf":
-            fused = reciprocal_rank_fusion(lists, k=self.settings.rrf_k)
-        else:
-            fused = weighted_fusion(lists, weights)
+        fused = lists[0] if len(lists) == 1 else fuse_candidates(query, lists[0], lists[1], fusion)
         timings["fusion_ms"] = _ms(t)
 
         t = time.perf_counter()

@@ -8,7 +8,7 @@ import inspect
 import httpx
 import pytest
 
-from appliance.client import calls
+from appliance.client import calls, platform_calls
 from appliance.client.calls import Call
 
 # One example per builder, with every optional argument given (so every field it can send is checked).
@@ -96,27 +96,27 @@ EXAMPLES: dict[str, Call] = {
         }
     ),
     "check_eval_gate": calls.check_eval_gate("release", "run_1"),
-    "apply_workflow_files": calls.apply_workflow_files({"flow.yaml": "kind: Workflow\nname: f\n"}),
-    "workflow_documents": calls.workflow_documents("Agent"),
-    "workflow": calls.workflow("sleepy"),
-    "start_workflow_run": calls.start_workflow_run("sleepy", {"msg": "hi"}, wait=5),
-    "workflow_runs": calls.workflow_runs("waiting", limit=5),
-    "workflow_run": calls.workflow_run("wfr_1"),
-    "cancel_workflow_run": calls.cancel_workflow_run("wfr_1"),
-    "approvals": calls.approvals("pending"),
-    "answer_approval": calls.answer_approval("apr_1", {"publish": True}),
+    "apply_workflow_files": platform_calls.apply_workflow_files({"flow.yaml": "kind: Workflow\nname: f\n"}),
+    "workflow_documents": platform_calls.workflow_documents("Agent"),
+    "workflow": platform_calls.workflow("sleepy"),
+    "start_workflow_run": platform_calls.start_workflow_run("sleepy", {"msg": "hi"}, wait=5),
+    "workflow_runs": platform_calls.workflow_runs("waiting", limit=5),
+    "workflow_run": platform_calls.workflow_run("wfr_1"),
+    "cancel_workflow_run": platform_calls.cancel_workflow_run("wfr_1"),
+    "approvals": platform_calls.approvals("pending"),
+    "answer_approval": platform_calls.answer_approval("apr_1", {"publish": True}),
     "feedback_summary": calls.feedback_summary(30),
-    "registry_models": calls.registry_models(),
-    "registry_model": calls.registry_model("gemma"),
-    "registry_history": calls.registry_history("gemma"),
-    "import_model": calls.import_model("/srv/models/gemma.gguf", name="gemma"),
-    "promote_model": calls.promote_model("gemma", 2, "production", reason="passed", run="run_1"),
-    "rollback_model": calls.rollback_model("gemma", "production", reason="regressed"),
-    "set_model_gate": calls.set_model_gate("gemma", "release"),
-    "plan_calibrate": calls.plan_calibrate(quick=True, model="SmolLM2-135M-Instruct"),
-    "plan_calibration": calls.plan_calibration(),
-    "plan_calibration_status": calls.plan_calibration_status(),
-    "plan_predict": calls.plan_predict(
+    "registry_models": platform_calls.registry_models(),
+    "registry_model": platform_calls.registry_model("gemma"),
+    "registry_history": platform_calls.registry_history("gemma"),
+    "import_model": platform_calls.import_model("/srv/models/gemma.gguf", name="gemma"),
+    "promote_model": platform_calls.promote_model("gemma", 2, "production", reason="passed", run="run_1"),
+    "rollback_model": platform_calls.rollback_model("gemma", "production", reason="regressed"),
+    "set_model_gate": platform_calls.set_model_gate("gemma", "release"),
+    "plan_calibrate": platform_calls.plan_calibrate(quick=True, model="SmolLM2-135M-Instruct"),
+    "plan_calibration": platform_calls.plan_calibration(),
+    "plan_calibration_status": platform_calls.plan_calibration_status(),
+    "plan_predict": platform_calls.plan_predict(
         model="m",
         target="cpu",
         slots=2,
@@ -129,7 +129,7 @@ EXAMPLES: dict[str, Call] = {
         prompt_tokens=100,
         output_tokens=50,
     ),
-    "plan_recommend": calls.plan_recommend(
+    "plan_recommend": platform_calls.plan_recommend(
         task="chat",
         users=3,
         rate=None,
@@ -147,16 +147,20 @@ EXAMPLES: dict[str, Call] = {
         top=5,
         gpus=False,
     ),
-    "plan_render": calls.plan_render("m@cpu-s1-c2048-t1"),
-    "plan_gpus": calls.plan_gpus(),
+    "plan_render": platform_calls.plan_render("m@cpu-s1-c2048-t1"),
+    "plan_gpus": platform_calls.plan_gpus(),
+    "calibrate_fusion": platform_calls.calibrate_fusion("docs", eval_set="docs-generated"),
+    "collection_fusion": platform_calls.collection_fusion("docs"),
+    "reset_fusion": platform_calls.reset_fusion("docs"),
 }
 
 
 def test_every_builder_has_an_example():
     builders = {
         name
-        for name, f in vars(calls).items()
-        if inspect.isfunction(f) and f.__module__ == calls.__name__ and not name.startswith("_")
+        for module in (calls, platform_calls)
+        for name, f in vars(module).items()
+        if inspect.isfunction(f) and f.__module__ == module.__name__ and not name.startswith("_")
     }
     assert builders == set(EXAMPLES)
 

@@ -11,7 +11,14 @@ from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.memory import MemoryKeywordIndex, MemoryVectorIndex
 from appliance.index.protocols import IndexedChunk, IndexHit
 from appliance.index.vectors import USearchVectorIndex
-from appliance.retrieve.fusion import reciprocal_rank_fusion, weighted_fusion
+from appliance.retrieve.fusion import (
+    FUSION_METHODS,
+    distribution_based,
+    fuse,
+    reciprocal_rank_fusion,
+    weighted_fusion,
+    z_score,
+)
 
 KEYWORD = [IndexHit(1, 12.0), IndexHit(2, 8.0), IndexHit(3, 2.0)]
 SEMANTIC = [IndexHit(3, 0.91), IndexHit(4, 0.85), IndexHit(1, 0.40)]
@@ -103,3 +110,44 @@ def test_rrf_of_retriever_output_puts_agreement_first(retrieved):
     fused = reciprocal_rank_fusion(retrieved)
     assert {h.chunk_id for h in fused[:2]} == {3, 5}  # found by both retrievers
     assert fused[1].score > fused[2].score
+
+
+@pytest.mark.parametrize("method", FUSION_METHODS)
+def test_every_method_puts_what_both_retrievers_rank_first_first(method):
+    keyword = [IndexHit(9, 20.0), IndexHit(1, 12.0), IndexHit(2, 8.0)]
+    semantic = [IndexHit(9, 0.93), IndexHit(4, 0.85), IndexHit(1, 0.40)]
+    fused = fuse([keyword, semantic], method, [0.4, 0.6])
+    assert fused[0].chunk_id == 9 and {h.chunk_id for h in fused} == {1, 2, 4, 9}
+    # All weight on one list: that list's order, the other's chunks after it.
+    only_keyword = fuse([keyword, semantic], method, [1.0, 0.0])
+    assert [h.chunk_id for h in only_keyword][:3] == [9, 1, 2]
+
+
+def test_a_chunk_missing_from_a_list_gets_that_lists_floor():
+    keyword = [IndexHit(1, 3.0), IndexHit(2, 2.0), IndexHit(3, 1.0)]
+    semantic = [IndexHit(3, 0.9), IndexHit(4, 0.5), IndexHit(5, 0.1)]
+    scores = {h.chunk_id: h.score for h in fuse([keyword, semantic], "zscore", [0.5, 0.5])}
+    z_keyword, floor_keyword = z_score([3.0, 2.0, 1.0])
+    z_semantic, floor_semantic = z_score([0.9, 0.5, 0.1])
+    assert scores[1] == pytest.approx(0.5 * z_keyword[0] + 0.5 * floor_semantic)
+    assert scores[4] == pytest.approx(0.5 * floor_keyword + 0.5 * z_semantic[1])
+    assert scores[3] == pytest.approx(0.5 * z_keyword[2] + 0.5 * z_semantic[0])
+
+
+def test_zscore_weighs_a_hit_by_how_far_it_stands_out_of_its_list():
+    # Semantic: one hit (1) far above an even field; keyword: an even spread, topped by 3.
+    # Min-max gives both tops the same 1.0; z-score ranks the standout first.
+    semantic = [IndexHit(1, 0.95)] + [IndexHit(c, 0.40 - c / 1000) for c in range(10, 20)]
+    keyword = [IndexHit(3, 10.0)] + [IndexHit(c, 10.0 - (c - 19)) for c in range(20, 30)]
+    minmax = fuse([keyword, semantic], "weighted", [0.5, 0.5])
+    assert minmax[0].score == minmax[1].score and {minmax[0].chunk_id, minmax[1].chunk_id} == {1, 3}
+    assert [h.chunk_id for h in fuse([keyword, semantic], "zscore", [0.5, 0.5])][:2] == [1, 3]
+
+
+def test_normalisers_of_degenerate_lists():
+    assert z_score([2.0, 2.0]) == ([0.0, 0.0], 0.0)
+    assert distribution_based([2.0]) == ([1.0], 0.0)
+    normed, floor = distribution_based([10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert all(0.0 <= v <= 1.0 for v in normed) and floor == min(normed)
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        fuse([KEYWORD, SEMANTIC], "borda", [0.5, 0.5])

@@ -1,0 +1,156 @@
+"""The API's requests of the platform around the knowledge base: the model registry, workflows, the
+capacity planner and retrieval tuning; built like calls.py's, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from appliance.client.calls import Call, _query
+
+
+# -- model registry --------------------------------------------------------------------------------
+def registry_models() -> Call:
+    """Model families with their versions and aliases."""
+    return Call("GET", "/api/v1/models")
+
+
+def registry_model(name: str) -> Call:
+    return Call("GET", "/api/v1/models/{name}", {"name": name})
+
+
+def registry_history(name: str) -> Call:
+    return Call("GET", "/api/v1/models/{name}/history", {"name": name})
+
+
+def import_model(path: str, name: str | None = None) -> Call:
+    """Register a GGUF file on the server (verified and probed: it lasts as long as the probe)."""
+    body: dict[str, Any] = {"path": path}
+    if name:
+        body["name"] = name
+    return Call("POST", "/api/v1/models/import", json=body, timeout=None)
+
+
+def promote_model(name: str, version: int, alias: str, reason: str = "", run: str | None = None) -> Call:
+    """Point `alias` at `version`; to staging/production through the family's eval gate (which may run)."""
+    body: dict[str, Any] = {"version": version, "reason": reason}
+    if run:
+        body["run"] = run
+    return Call(
+        "POST",
+        "/api/v1/models/{name}/aliases/{alias}",
+        {"name": name, "alias": alias},
+        json=body,
+        timeout=None,
+    )
+
+
+def rollback_model(name: str, alias: str = "production", reason: str = "") -> Call:
+    return Call(
+        "POST", "/api/v1/models/{name}/rollback", {"name": name}, json={"alias": alias, "reason": reason}
+    )
+
+
+def set_model_gate(name: str, gate: str | None) -> Call:
+    return Call("POST", "/api/v1/models/{name}/gate", {"name": name}, json={"gate": gate})
+
+
+# -- workflows -------------------------------------------------------------------------------------
+def apply_workflow_files(files: dict[str, str]) -> Call:
+    """Documents by file name -> YAML text, checked together by the server."""
+    return Call("POST", "/api/v1/workflows", json={"files": files})
+
+
+def workflow_documents(kind: str | None = "Workflow") -> Call:
+    return Call("GET", "/api/v1/workflows", params=_query(kind=kind))
+
+
+def workflow(name: str) -> Call:
+    return Call("GET", "/api/v1/workflows/{name}", {"name": name})
+
+
+def start_workflow_run(name: str, inputs: dict, wait: float = 0.0) -> Call:
+    return Call(
+        "POST",
+        "/api/v1/workflows/{name}/runs",
+        {"name": name},
+        json={"input": inputs, "wait": wait},
+        timeout=None if wait else httpx.USE_CLIENT_DEFAULT,
+    )
+
+
+def workflow_runs(state: str | None = None, limit: int = 50) -> Call:
+    return Call("GET", "/api/v1/runs", params=_query(run_state=state, limit=limit))
+
+
+def workflow_run(run_id: str) -> Call:
+    return Call("GET", "/api/v1/runs/{workflow_run_id}", {"workflow_run_id": run_id})
+
+
+def cancel_workflow_run(run_id: str) -> Call:
+    return Call("POST", "/api/v1/runs/{workflow_run_id}/cancel", {"workflow_run_id": run_id})
+
+
+def approvals(state: str | None = "pending") -> Call:
+    return Call("GET", "/api/v1/approvals", params=_query(approval_state=state))
+
+
+def answer_approval(approval_id: str, answer: Any) -> Call:
+    return Call(
+        "POST", "/api/v1/approvals/{approval_id}", {"approval_id": approval_id}, json={"answer": answer}
+    )
+
+
+# -- capacity planner ----------------------------------------------------------------------------
+def plan_calibrate(quick: bool = False, model: str | None = None) -> Call:
+    """Start measuring the server's box in the background (minutes at full size)."""
+    body: dict[str, Any] = {"quick": quick}
+    if model:
+        body["model"] = model
+    return Call("POST", "/api/v1/plan/calibrate", json=body)
+
+
+def plan_calibration_status() -> Call:
+    return Call("GET", "/api/v1/plan/calibration/status")
+
+
+def plan_calibration() -> Call:
+    return Call("GET", "/api/v1/plan/calibration")
+
+
+def plan_predict(**body: Any) -> Call:
+    """model, target, slots, context, threads, task, users | rate, think_s, prompt_tokens, output_tokens."""
+    return Call(
+        "POST", "/api/v1/plan/predict", json={k: v for k, v in body.items() if v is not None}, timeout=None
+    )
+
+
+def plan_recommend(**intent: Any) -> Call:
+    return Call(
+        "POST",
+        "/api/v1/plan/recommend",
+        json={k: v for k, v in intent.items() if v is not None},
+        timeout=None,
+    )
+
+
+def plan_render(config_id: str) -> Call:
+    return Call("GET", "/api/v1/plan/configs/{config_id}/render", {"config_id": config_id})
+
+
+def plan_gpus() -> Call:
+    return Call("GET", "/api/v1/plan/gpus")
+
+
+# -- retrieval tuning --------------------------------------------------------------------------------
+def calibrate_fusion(collection: str, eval_set: str | None = None) -> Call:
+    return Call("POST", "/api/v1/retrieval/calibrate", json={"collection": collection, "eval_set": eval_set})
+
+
+def collection_fusion(collection: str) -> Call:
+    return Call("GET", "/api/v1/retrieval/fusion/{collection}", {"collection": collection})
+
+
+def reset_fusion(collection: str) -> Call:
+    return Call("DELETE", "/api/v1/retrieval/fusion/{collection}", {"collection": collection})
