@@ -34,6 +34,7 @@ from appliance.api.routes import (
     sources,
 )
 from appliance.api.routes import registry as model_registry
+from appliance.api.routes import tuning
 from appliance.api.routes.docs import OfflineSwaggerPlugin
 from appliance.api.routes.mcp import McpEndpoint, mcp_route
 from appliance.core import Appliance
@@ -76,6 +77,7 @@ def create_app(appliance: Appliance) -> Litestar:
             drift.router,
             mcp_route(mcp),
             model_registry.router,
+            tuning.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

@@ -22,6 +22,7 @@ from appliance.cli import (
     serve,
     sources,
     status,
+    tune,
 )
 from appliance.cli import eval as evaluation
 from appliance.cli.common import make_parents
@@ -45,6 +46,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     mcp,
     status,
     models,
+    tune,
 )
 
 

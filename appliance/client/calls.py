@@ -510,3 +510,26 @@ def rollback_model(name: str, alias: str = "production", reason: str = "") -> Ca
 
 def set_model_gate(name: str, gate: str | None) -> Call:
     return Call("POST", "/api/v1/models/{name}/gate", {"name": name}, json={"gate": gate})
+
+
+def tune_embedder(
+    collection: str,
+    budget_seconds: float = 1800,
+    max_steps: int = 2000,
+    batch_size: int = 32,
+    questions: int = 0,
+    threads: int = 1,
+    seed: int = 0,
+    name: str | None = None,
+) -> Call:
+    body = {
+        "collection": collection,
+        "budget_seconds": budget_seconds,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "questions": questions,
+        "threads": threads,
+        "seed": seed,
+        "name": name,
+    }
+    return Call("POST", "/api/v1/tuning/embedder", json=body)

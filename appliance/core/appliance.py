@@ -20,6 +20,7 @@ from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
 from appliance.core.registry import Registry
+from appliance.core.tuning import Tuning
 from appliance.core.sources import Sources
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
@@ -71,7 +72,8 @@ class Appliance:
     - `drift`: checks of each collection's recent answers against a reference window;
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
     - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
-    - `registry`: model families, versions, aliases and their history; intake; promotion and rollback.
+    - `registry`: model families, versions, aliases and their history; intake; promotion and rollback;
+    - `tuning`: fine-tuning the embedder on a collection (the `tune` job kind), registered as a new version.
     """
 
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
@@ -259,6 +261,18 @@ class Appliance:
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
         )
+        self.tuning = Tuning(
+            settings,
+            self.access,
+            self.jobs,
+            self.job_store,
+            self.knowledge,
+            self.gateway,
+            self.registry,
+            self.data_dir,
+            self.instance_id,
+            self._stop,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -311,6 +325,7 @@ class Appliance:
         self.jobs.register("verify", verify)
         self.jobs.register("eval", self.evals.run_job)
         self.jobs.register("evalgen", self.eval_sources.run_job)
+        self.jobs.register("tune", self.tuning.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)
