@@ -94,7 +94,7 @@ def train_embedder(
     work dir resumes from it."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     if not pairs:
         raise ValueError("no training pairs")
