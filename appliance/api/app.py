@@ -32,9 +32,9 @@ from appliance.api.routes import (
     observability,
     openai,
     sources,
+    tuning,
 )
 from appliance.api.routes import registry as model_registry
-from appliance.api.routes import tuning
 from appliance.api.routes.docs import OfflineSwaggerPlugin
 from appliance.api.routes.mcp import McpEndpoint, mcp_route
 from appliance.core import Appliance

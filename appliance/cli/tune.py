@@ -44,7 +44,14 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 def _embedder(args: argparse.Namespace) -> int:
     client = connect(args)
     job = client.tune_embedder(
-        args.collection, args.budget, args.max_steps, args.batch_size, args.questions, args.threads, args.seed, args.name
+        args.collection,
+        args.budget,
+        args.max_steps,
+        args.batch_size,
+        args.questions,
+        args.threads,
+        args.seed,
+        args.name,
     )
     if not args.wait:
         emit(args, job, lambda j: print(f"tuning: job {j['id']} (appliance jobs {j['id']})"))

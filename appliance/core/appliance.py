@@ -20,8 +20,8 @@ from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
 from appliance.core.registry import Registry
-from appliance.core.tuning import Tuning
 from appliance.core.sources import Sources
+from appliance.core.tuning import Tuning
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore

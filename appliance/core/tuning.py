@@ -97,10 +97,18 @@ class Tuning:
         scope.require_admin()
         scope.collections([collection])  # NotFound when it does not exist
         checks = (
-            (0 < budget_seconds <= MAX_BUDGET_SECONDS, "budget", f"budget must be between 1 s and {MAX_BUDGET_SECONDS} s"),
+            (
+                0 < budget_seconds <= MAX_BUDGET_SECONDS,
+                "budget",
+                f"budget must be between 1 s and {MAX_BUDGET_SECONDS} s",
+            ),
             (1 <= max_steps <= MAX_STEPS, "max_steps", f"max_steps must be between 1 and {MAX_STEPS}"),
             (2 <= batch_size <= 512, "batch_size", "batch_size must be between 2 and 512"),
-            (0 <= questions <= MAX_QUESTIONS, "questions", f"questions must be between 0 and {MAX_QUESTIONS}"),
+            (
+                0 <= questions <= MAX_QUESTIONS,
+                "questions",
+                f"questions must be between 0 and {MAX_QUESTIONS}",
+            ),
             (1 <= threads <= 256, "threads", "threads must be between 1 and 256"),
             (0 < held_out_fraction < 1, "held_out_fraction", "held_out_fraction must be between 0 and 1"),
         )
@@ -211,7 +219,10 @@ class Tuning:
         saved = _read_json(work / DATA_FILE)
         if saved is not None:
             return TrainingData(
-                saved["texts"], [_pair_from(d) for d in saved["train"]], [_pair_from(d) for d in saved["held_out"]], None
+                saved["texts"],
+                [_pair_from(d) for d in saved["train"]],
+                [_pair_from(d) for d in saved["held_out"]],
+                None,
             )
         collection = options["collection"]
         chunks = collection_chunks(self.knowledge.catalog, collection)
@@ -221,7 +232,12 @@ class Tuning:
         if options["questions"]:
             runtime = self.gateway.runtime_for("default")
             items, _report = generate_qa_items(
-                chunks, runtime, options["questions"], options["seed"], unanswerable_fraction=0.0, cancel=self.stop
+                chunks,
+                runtime,
+                options["questions"],
+                options["seed"],
+                unanswerable_fraction=0.0,
+                cancel=self.stop,
             )
         data = build_training_data(
             chunks,
@@ -269,12 +285,18 @@ class Tuning:
             "training": asdict(outcome),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        models.store.set_probe(version.name, version.version, "ready", None, version.tags, {"lineage": lineage})
+        models.store.set_probe(
+            version.name, version.version, "ready", None, version.tags, {"lineage": lineage}
+        )
         self.registry.audit.append(
             "model.tuned",
             principal=self.access.system_scope().principal,
             target=f"{version.name}@{version.version}",
-            detail={"job": job_id, "collection": options["collection"], "held_out_after": summary["held_out_after"]},
+            detail={
+                "job": job_id,
+                "collection": options["collection"],
+                "held_out_after": summary["held_out_after"],
+            },
         )
         return {"name": version.name, "version": version.version, "path": str(dest)}
 

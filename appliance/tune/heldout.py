@@ -13,29 +13,43 @@ from appliance.tune.pairs import TrainingPair
 K = 10
 
 
-def encoder(model_dir: Path, threads: int = 1, device: str = "cpu"):
+def encoder(model_dir: Path | str, threads: int = 1, device: str = "cpu"):
     """`texts -> L2-normalised float32 rows` over a local sentence-transformers folder, run on
-    `threads` torch threads of the calling thread."""
+    `threads` torch threads of the calling thread; each distinct text is embedded once."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
 
+    # Mining, held-out scoring and benchmarks embed the same chunks again: each text is embedded once.
+    cache: dict[str, np.ndarray] = {}
+
     def encode(texts: Sequence[str]) -> np.ndarray:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            vectors = model.encode(
-                list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-            )
-        finally:
-            torch.set_num_threads(previous)
-        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                vectors = model.encode(
+                    missing,
+                    batch_size=64,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+            finally:
+                torch.set_num_threads(previous)
+            cache.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
+        if not texts:
+            return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
+        return np.stack([cache[t] for t in texts])
 
     return encode
 
 
-def ranked_ndcg(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: Sequence[set[int]]) -> dict[str, float]:
+def ranked_ndcg(
+    query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: Sequence[set[int]]
+) -> dict[str, float]:
     """Mean nDCG@10 and recall@10 of exact cosine rankings, each query's relevant chunk indexes given."""
     ndcg, recall = [], []
     scores = query_vectors @ corpus_vectors.T

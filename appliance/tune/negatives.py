@@ -50,7 +50,9 @@ class NegativeMiner:
         self._terms = [_term_set(t) for t in self.texts]
         self._bm25 = MemoryKeywordIndex()
         self._bm25.upsert(
-            [IndexedChunk(i + 1, _COLLECTION, str(i), "", t) for i, t in enumerate(self.texts)]  # ids start at 1
+            [
+                IndexedChunk(i + 1, _COLLECTION, str(i), "", t) for i, t in enumerate(self.texts)
+            ]  # ids start at 1
         )
         self._bm25.commit(1)
         if vectors is None and embed is not None:

@@ -56,7 +56,9 @@ def heading_pairs(chunks: Sequence[SourceChunk]) -> list[TrainingPair]:
     return pairs
 
 
-def sentence_pairs(chunks: Sequence[SourceChunk], seed: int = 0, limit: int | None = None) -> list[TrainingPair]:
+def sentence_pairs(
+    chunks: Sequence[SourceChunk], seed: int = 0, limit: int | None = None
+) -> list[TrainingPair]:
     """Inverse-cloze pairs (Lee et al., 2019) for chunks with no structure to name them: a sentence
     of the chunk, cut to query length, and the chunk without that sentence (so the pair is not
     matched by copying words)."""

@@ -111,7 +111,9 @@ def train_embedder(
         warmup = max(1, int(config.max_steps * config.warmup_fraction))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda s: min((s + 1) / warmup, max(0.0, (config.max_steps - s) / max(1, config.max_steps - warmup))),
+            lambda s: min(
+                (s + 1) / warmup, max(0.0, (config.max_steps - s) / max(1, config.max_steps - warmup))
+            ),
         )
         step, seconds = 0, 0.0
         state = _load_checkpoint(work_dir / CHECKPOINT)

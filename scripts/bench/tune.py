@@ -66,7 +66,10 @@ def score(encode, corpus, queries, qrels, bm25: MemoryKeywordIndex) -> dict[str,
         fused = weighted_fusion([keyword, dense], [1 - SEMANTIC_WEIGHT, SEMANTIC_WEIGHT])
         semantic.append(ndcg_at([ids[h.chunk_id - 1] for h in dense], qrels[qid], 10))
         hybrid.append(ndcg_at([ids[h.chunk_id - 1] for h in fused], qrels[qid], 10))
-    return {"semantic_ndcg@10": round(float(np.mean(semantic)), 4), "hybrid_ndcg@10": round(float(np.mean(hybrid)), 4)}
+    return {
+        "semantic_ndcg@10": round(float(np.mean(semantic)), 4),
+        "hybrid_ndcg@10": round(float(np.mean(hybrid)), 4),
+    }
 
 
 def main() -> None:
@@ -87,7 +90,9 @@ def main() -> None:
     base = default_embedding_dir()
     encode = encoder(base, threads=args.threads)
     bm25 = MemoryKeywordIndex()
-    bm25.upsert([IndexedChunk(i + 1, "bench", d["_id"], d.get("title", ""), d["text"]) for i, d in enumerate(corpus)])
+    bm25.upsert(
+        [IndexedChunk(i + 1, "bench", d["_id"], d.get("title", ""), d["text"]) for i, d in enumerate(corpus)]
+    )
     bm25.commit(1)
 
     started = time.monotonic()
@@ -110,7 +115,9 @@ def main() -> None:
         checkpoint_every=100,
     )
     outcome = train_embedder(base, data.train, data.texts, work, config)
-    print(f"trained: {outcome.steps} steps (batch {args.batch_size}) in {outcome.seconds:.0f} s ({outcome.reason})")
+    print(
+        f"trained: {outcome.steps} steps (batch {args.batch_size}) in {outcome.seconds:.0f} s ({outcome.reason})"
+    )
     tuned = encoder(work / "model", threads=args.threads)
     after_held = held_out_scores(tuned, data.texts, data.held_out)
     after = score(tuned, corpus, queries, qrels, bm25)
