@@ -33,6 +33,7 @@ from appliance.api.routes import (
     openai,
     plan,
     sources,
+    tuning,
     workflows,
 )
 from appliance.api.routes import registry as model_registry
@@ -84,6 +85,7 @@ def create_app(appliance: Appliance) -> Litestar:
             workflows.approvals_router,
             plan.router,
             retrieval_tuning.router,
+            tuning.router,
         ],
         dependencies=DEPENDENCIES,
         middleware=[

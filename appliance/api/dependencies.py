@@ -44,6 +44,7 @@ DEPENDENCIES = {
             "workflows",
             "planner",
             "calibration",
+            "tuning",
         )
     },
 }

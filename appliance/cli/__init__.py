@@ -24,6 +24,7 @@ from appliance.cli import (
     serve,
     sources,
     status,
+    tune,
     wf,
 )
 from appliance.cli import eval as evaluation
@@ -51,6 +52,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     wf,
     plan,
     retrieval,
+    tune,
 )
 
 

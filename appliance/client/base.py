@@ -132,6 +132,7 @@ class BaseClient:
     eval_set = _api(calls.eval_set)
     import_eval_set = _api(calls.import_eval_set)
     generate_eval_set = _api(calls.generate_eval_set)
+    tune_embedder = _api(platform_calls.tune_embedder)
     feedback_eval_set = _api(calls.feedback_eval_set)
     start_eval_run = _api(calls.start_eval_run)
     eval_runs = _api(calls.eval_runs)

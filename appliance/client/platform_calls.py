@@ -154,3 +154,27 @@ def collection_fusion(collection: str) -> Call:
 
 def reset_fusion(collection: str) -> Call:
     return Call("DELETE", "/api/v1/retrieval/fusion/{collection}", {"collection": collection})
+
+
+# -- fine-tuning ---------------------------------------------------------------------------------
+def tune_embedder(
+    collection: str,
+    budget_seconds: float = 1800,
+    max_steps: int = 2000,
+    batch_size: int = 32,
+    questions: int = 0,
+    threads: int = 1,
+    seed: int = 0,
+    name: str | None = None,
+) -> Call:
+    body = {
+        "collection": collection,
+        "budget_seconds": budget_seconds,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "questions": questions,
+        "threads": threads,
+        "seed": seed,
+        "name": name,
+    }
+    return Call("POST", "/api/v1/tuning/embedder", json=body)

@@ -23,6 +23,7 @@ from appliance.core.knowledge import Knowledge
 from appliance.core.planner import Planner
 from appliance.core.registry import Registry
 from appliance.core.sources import Sources
+from appliance.core.tuning import Tuning
 from appliance.core.workflows import Workflows
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
@@ -77,7 +78,8 @@ class Appliance:
     - `evals`: eval sets, runs (the `eval` job kind), comparisons and gates;
     - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
     - `calibration`: each collection's fusion, tuned on its generated eval set (`calibrate` jobs);
-    - `registry`: model families, versions, aliases and their history; intake; promotion and rollback.
+    - `registry`: model families, versions, aliases and their history; intake; promotion and rollback;
+    - `tuning`: fine-tuning the embedder on a collection (the `tune` job kind), registered as a new version;
     - `workflows`: workflow, agent, tool and policy documents, runs (the `workflow` job kind), approvals.
     """
 
@@ -294,6 +296,18 @@ class Appliance:
             self.instance_id,
             self._stop,
         )
+        self.tuning = Tuning(
+            settings,
+            self.access,
+            self.jobs,
+            self.job_store,
+            self.knowledge,
+            self.gateway,
+            self.registry,
+            self.data_dir,
+            self.instance_id,
+            self._stop,
+        )
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -348,6 +362,7 @@ class Appliance:
         self.jobs.register("evalgen", self.eval_sources.run_job)
         self.jobs.register("workflow", self.workflows.run_job)
         self.jobs.register("calibrate", self.calibration.run_job)
+        self.jobs.register("tune", self.tuning.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)

@@ -79,6 +79,7 @@ EXAMPLES: dict[str, Call] = {
     ),
     "generate_eval_set": calls.generate_eval_set("docs", 20, "docs-gen", 7, "default", 0.25),
     "feedback_eval_set": calls.feedback_eval_set("docs", "docs-regressions"),
+    "tune_embedder": platform_calls.tune_embedder("docs", 600, 100, 16, 10, 2, 3, "docs-embedder"),
     "start_eval_run": calls.start_eval_run("clapnq", "docs", "hybrid", 10, 5, True, "default"),
     "eval_runs": calls.eval_runs("clapnq", limit=5),
     "eval_run": calls.eval_run("run_1"),

@@ -57,7 +57,16 @@ def test_documents_flow_through_a_job_into_search_within_the_callers_scope(appli
 
 
 def test_job_kinds_register_through_one_door(appliance):
-    assert appliance.jobs.kinds == {"ingest", "sync", "verify", "eval", "evalgen", "workflow"}
+    assert appliance.jobs.kinds == {
+        "ingest",
+        "sync",
+        "verify",
+        "eval",
+        "evalgen",
+        "workflow",
+        "calibrate",
+        "tune",
+    }
     with pytest.raises(ValueError, match="registered already"):
         appliance.jobs.register("ingest", lambda job_id: None)
     admin = appliance.access.system_scope()
