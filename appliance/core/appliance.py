@@ -409,7 +409,8 @@ class Appliance:
         # Serving resolves names through the registry from now on (`name@version`, aliases; the
         # gate of a promotion runs its eval on `NAME@VERSION`).
         self.models.use_resolver(
-            self.registry.serving_resolver(self.models.resolve_in_manifest, self.models.known_models)
+            self.registry.serving_resolver(self.models.resolve_in_manifest, self.models.known_models),
+            knows=self.registry.registry.knows,
         )
         if self.settings.llm.load_at_start:
             self._spawn(lambda: self.models.load(self.registry.default_chat()), "chat-model-load")

@@ -356,6 +356,12 @@ class ModelRegistry:
         raise Conflict(f"{alias!r} of {fam.name} has no earlier version to roll back to")
 
     # -- resolving -------------------------------------------------------------------------------
+    def knows(self, reference: str) -> bool:
+        """Whether `reference` names a family or a held alias (cheap: nothing is hashed or loaded;
+        `resolve` still decides whether it can be served)."""
+        name, _, _ = reference.strip().partition("@")
+        return self.store.family_row(name) is not None or bool(self.store.alias_holders(name))
+
     def resolve(self, reference: str, kind: str | None = None) -> ResolvedModel:
         """The version a reference names, its weights checked against their sha256: `name`
         (its production alias, else the newest ready version), `name@version`, `name@alias`, or a

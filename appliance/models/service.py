@@ -71,6 +71,7 @@ class ModelService:
         # Run-time load/unload (admin console): one change at a time, and "unloaded" is a state.
         self._switch_lock = threading.Lock()
         self._switching = False
+        self._knows: Callable[[str], bool] | None = None  # use_resolver: names another resolver knows
         self._unloaded = False
         self._chat_name: str | None = None  # the chat model loaded, being loaded, or last tried
         if not settings.llm.load_at_start:
@@ -125,10 +126,18 @@ class ModelService:
                 raise
         return self.pool.state_of(spec.name) or {}
 
-    def use_resolver(self, resolve: Resolve, catalogue: Callable[[], list[ModelSpec]] | None = None) -> None:
+    def use_resolver(
+        self,
+        resolve: Resolve,
+        catalogue: Callable[[], list[ModelSpec]] | None = None,
+        knows: Callable[[str], bool] | None = None,
+    ) -> None:
         """Resolve names with `resolve` from now on (the registry's: `name@version`, `name@alias`,
-        aliases); `catalogue` lists the models `auto` may route to (their capability tags)."""
+        aliases); `catalogue` lists the models `auto` may route to (their capability tags); `knows`
+        says cheaply whether a name is one `resolve` would look up (a load request for a name
+        nobody knows is a 404 at once, not a failed load later)."""
         self.pool.resolve = resolve
+        self._knows = knows
         if catalogue is not None:
             self.router.catalogue = catalogue
 
@@ -253,7 +262,7 @@ class ModelService:
         if name and not (
             name.lower() in {m.name.lower() for m in list_models(self.models_dir)}
             or (name.lower().endswith(".gguf") and model_path(name).is_file())
-            or self.pool.resolve != self.resolve_in_manifest  # another resolver (the registry's) decides
+            or (self._knows is not None and self._knows(name))  # the registry's names
         ):
             raise NotFound(f"unknown model {name!r}: see GET /api/v1/admin/models")
         listed = self._display_name(name or self.settings.llm.model or default_model_name(self.models_dir))
