@@ -89,6 +89,7 @@ def isolation_world(tmp_path_factory) -> IsolationWorld:
             objects[coll]["run"] = f"run_{coll}0000000000"
             # Model aliases are not per collection; a user key is refused (403) before one is read.
             objects[coll]["alias"] = f"alias-{coll}"
+            objects[coll]["collection"] = coll  # routes named by a collection (retrieval fusion)
     # A workflow run of each key, waiting for its approval (GET /api/v1/runs/{id}, /approvals/{id}).
     with srv.client() as admin:
         applied = admin.post(

@@ -36,6 +36,7 @@ FILLERS = {
     "alias": "alias",
     "workflow_run_id": "workflow_run",
     "approval_id": "approval",
+    "collection": "collection",
     "config_id": "run",  # the planner's (admin-only, no collection): any id; a user key gets 403 either way
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
@@ -59,6 +60,7 @@ MISSING = {
     "alias": "missing-alias",
     "workflow_run": "wfr_00000000000000000000",
     "approval": "apr_00000000000000000000",
+    "collection": "missing-collection",
 }
 
 
