@@ -143,8 +143,10 @@ class ServedModel:
             lease = self.queue.acquire(cancel, None).__enter__()
         finally:
             self._arrived()
-        with lease:
+        try:  # the lease is already entered: `with lease` would wait for a second slot
             return scorer(prompt, top)
+        finally:
+            lease.release()
 
     def health(self) -> dict:
         health = self.runtime.health()

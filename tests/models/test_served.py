@@ -103,3 +103,25 @@ def test_slots_follow_the_backends_capacity():
         streams[1].close()
     finally:
         served.close()
+
+
+class _ScoringEcho(EchoRuntime):
+    """The echo runtime that also reports next-token log-probabilities (as llama.cpp does)."""
+
+    def next_token_logprobs(self, prompt: str, top: int = 20) -> dict[str, float]:
+        return {"yes": -0.1, "no": -2.3}
+
+
+def test_scoring_takes_one_slot_and_gives_it_back():
+    served = ServedModel(_ScoringEcho(capacity=1), max_queue=1)
+    done: list[dict] = []
+    worker = threading.Thread(
+        target=lambda: done.extend(served.next_token_logprobs("q") for _ in range(3)), daemon=True
+    )
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "scoring waited for a slot it already held"
+    assert done == [{"yes": -0.1, "no": -2.3}] * 3 and served.queue.in_use == 0
+    # Generation after scoring finds the slot free as well.
+    prompt = served.render_chat([ChatMessage("user", "hello there")])
+    assert served.generate(prompt, GenerationParams(max_tokens=2, temperature=0.0)).completion_tokens == 2
