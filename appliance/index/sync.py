@@ -130,6 +130,8 @@ class IndexSync:
 
     def _apply_locked(self, force_commit: bool) -> int:
         start = min(self._applied.values(), default=0)
+        touched: set[str] = set()
+        deleted = False
         while True:
             ops = self.db.fetchall(
                 f"SELECT seq, op, chunk_id FROM index_outbox WHERE seq > ? ORDER BY seq LIMIT {BATCH}",
@@ -163,13 +165,25 @@ class IndexSync:
                 if chunks:
                     index.upsert(chunks)
                 self._applied[index.name] = batch_end
-            if self.generations is not None:
-                self.generations.bump({c.collection for c in chunks})
-                if delete_ids:  # a deleted chunk's collection is no longer in the catalogue
-                    self.generations.bump_all()
+            touched.update(c.collection for c in chunks)
+            deleted = deleted or bool(delete_ids)
+            self._moved(touched, deleted)
             start = batch_end
         self._commit_due(force_commit)
+        # Again once committed: a keyword index shows what it was given only from its commit on.
+        self._moved(touched, deleted)
         return min(self._applied.values(), default=0)
+
+    def _moved(self, collections: set[str], deleted: bool) -> None:
+        """What a search over these collections returns may have changed (caches keyed by their
+        generation miss from now on); a deleted chunk's collection is no longer in the catalogue,
+        so a delete moves every collection."""
+        if self.generations is None:
+            return
+        if collections:
+            self.generations.bump(collections)
+        if deleted:
+            self.generations.bump_all()
 
     def _commit_due(self, force: bool) -> None:
         now = time.monotonic()
