@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -89,7 +90,12 @@ def fuse(
         return reciprocal_rank_fusion(ranked, weights, rrf_k)
     if method not in NORMALISERS:
         raise ValueError(f"unknown fusion method {method!r}: use one of {', '.join(FUSION_METHODS)}")
-    return score_fusion(ranked, weights, NORMALISERS[method])
+    fused = score_fusion(ranked, weights, NORMALISERS[method])
+    if method == "zscore":
+        # Sums of standard scores are unbounded (a lone hit scores 0): shown through the logistic
+        # function they are relevance-like scores in (0, 1), in the same order.
+        return [IndexHit(h.chunk_id, 1.0 / (1.0 + math.exp(-h.score))) for h in fused]
+    return fused
 
 
 def _sorted(scores: dict[int, float]) -> list[IndexHit]:

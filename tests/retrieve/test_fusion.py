@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +17,7 @@ from appliance.retrieve.fusion import (
     distribution_based,
     fuse,
     reciprocal_rank_fusion,
+    score_fusion,
     weighted_fusion,
     z_score,
 )
@@ -126,12 +128,17 @@ def test_every_method_puts_what_both_retrievers_rank_first_first(method):
 def test_a_chunk_missing_from_a_list_gets_that_lists_floor():
     keyword = [IndexHit(1, 3.0), IndexHit(2, 2.0), IndexHit(3, 1.0)]
     semantic = [IndexHit(3, 0.9), IndexHit(4, 0.5), IndexHit(5, 0.1)]
-    scores = {h.chunk_id: h.score for h in fuse([keyword, semantic], "zscore", [0.5, 0.5])}
+    scores = {h.chunk_id: h.score for h in score_fusion([keyword, semantic], [0.5, 0.5], z_score)}
     z_keyword, floor_keyword = z_score([3.0, 2.0, 1.0])
     z_semantic, floor_semantic = z_score([0.9, 0.5, 0.1])
     assert scores[1] == pytest.approx(0.5 * z_keyword[0] + 0.5 * floor_semantic)
     assert scores[4] == pytest.approx(0.5 * floor_keyword + 0.5 * z_semantic[1])
     assert scores[3] == pytest.approx(0.5 * z_keyword[2] + 0.5 * z_semantic[0])
+    # Shown through the logistic function: in (0, 1), in the same order.
+    shown = fuse([keyword, semantic], "zscore", [0.5, 0.5])
+    assert [h.chunk_id for h in shown] == sorted(scores, key=lambda c: (-scores[c], c))
+    assert all(0.0 < h.score < 1.0 for h in shown)
+    assert shown[0].score == pytest.approx(1 / (1 + math.exp(-max(scores.values()))))
 
 
 def test_zscore_weighs_a_hit_by_how_far_it_stands_out_of_its_list():
