@@ -74,3 +74,27 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     idx = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[idx]
+
+
+def chat_model_ready(http: httpx.Client) -> dict:
+    """Waits while the server's chat model loads; its state, or SystemExit with why it failed."""
+    while (state := http.get("/readyz").json()["chat_model"])["state"] == "loading":
+        time.sleep(0.3)
+    if state["state"] != "loaded":
+        raise SystemExit(f"chat model failed: {state['error']}")
+    return state
+
+
+def ingest_folder(http: httpx.Client, folder: Path, collection: str) -> int:
+    """Every file under `folder` into `collection` through the batch API, waited for; how many."""
+    import base64
+
+    http.post("/api/v1/collections", json={"name": collection})
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    documents = [
+        {"content_base64": base64.b64encode(p.read_bytes()).decode(), "filename": p.name, "source_id": str(p)}
+        for p in files
+    ]
+    job = http.post("/api/v1/documents/batch", json={"collection": collection, "documents": documents})
+    wait_job(http, job.json()["job_id"])
+    return len(files)

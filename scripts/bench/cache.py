@@ -13,7 +13,6 @@ on the answer hit rate and the ratios against the pass without them.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import random
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import bench_server, percentile, wait_job  # noqa: E402
+from _server import bench_server, chat_model_ready, ingest_folder, percentile  # noqa: E402
 from rag import QUESTIONS  # noqa: E402
 
 
@@ -69,27 +68,8 @@ def main() -> None:
 
     log = question_log(args.requests, args.zipf, args.seed)
     with bench_server(env=env) as http:
-        while (state := http.get("/readyz").json()["chat_model"])["state"] == "loading":
-            time.sleep(0.3)
-        if state["state"] != "loaded":
-            raise SystemExit(f"chat model failed: {state['error']}")
-        http.post("/api/v1/collections", json={"name": "bench"})
-        files = [p for p in sorted(args.folder.rglob("*")) if p.is_file()]
-        job = http.post(
-            "/api/v1/documents/batch",
-            json={
-                "collection": "bench",
-                "documents": [
-                    {
-                        "content_base64": base64.b64encode(p.read_bytes()).decode(),
-                        "filename": p.name,
-                        "source_id": str(p),
-                    }
-                    for p in files
-                ],
-            },
-        ).json()["job_id"]
-        wait_job(http, job)
+        chat_model_ready(http)
+        ingest_folder(http, args.folder, "bench")
         off = replay(http, log, cache=False)
         on = replay(http, log, cache=True)
     distinct = len(set(log))

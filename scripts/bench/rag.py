@@ -10,15 +10,13 @@ rerank (when configured), first token, generation, total; plus how many answers 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import bench_server, percentile, wait_job  # noqa: E402
+from _server import bench_server, chat_model_ready, ingest_folder, percentile  # noqa: E402
 
 QUESTIONS = [
     "What is the per diem for travel in Europe?",
@@ -47,29 +45,10 @@ def main() -> None:
         env["APPLIANCE_LLM__MODEL"] = args.model
 
     with bench_server(env=env) as http:
-        while (state := http.get("/readyz").json()["chat_model"])["state"] == "loading":
-            time.sleep(0.3)
-        if state["state"] != "loaded":
-            raise SystemExit(f"chat model failed: {state['error']}")
-        http.post("/api/v1/collections", json={"name": "bench"})
-        files = [p for p in sorted(args.folder.rglob("*")) if p.is_file()]
-        job = http.post(
-            "/api/v1/documents/batch",
-            json={
-                "collection": "bench",
-                "documents": [
-                    {
-                        "content_base64": base64.b64encode(p.read_bytes()).decode(),
-                        "filename": p.name,
-                        "source_id": str(p),
-                    }
-                    for p in files
-                ],
-            },
-        ).json()["job_id"]
-        wait_job(http, job)
+        state = chat_model_ready(http)
+        files = ingest_folder(http, args.folder, "bench")
         print(
-            f"model {state['name']} ({state['backend']}), {len(files)} documents, {len(QUESTIONS)} questions x {args.rounds} rounds"
+            f"model {state['name']} ({state['backend']}), {files} documents, {len(QUESTIONS)} questions x {args.rounds} rounds"
         )
 
         samples: dict[str, dict[str, list[float]]] = {
