@@ -105,6 +105,8 @@ class ConsoleApp(App[None]):
             self.active_view.reload()
             self.active_view.focus_first()
             self._since_refresh = 0.0
+            if self._failing:
+                self._show_banner()
 
     _since_refresh = 0.0
 
@@ -178,7 +180,13 @@ class ConsoleApp(App[None]):
         if not self._failing:
             banner.clear()
             return
-        source, exc = next(reversed(self._failing.items()))
+        # The shown screen's own failure first: a view still loading in the background (the
+        # dashboard opened at start) must not hide why the screen in front of the operator is empty.
+        active = self.active_tab
+        if active in self._failing:
+            source, exc = active, self._failing[active]
+        else:
+            source, exc = next(reversed(self._failing.items()))
         prefix = "" if source == "connection" else f"{source}: "
         title, detail = explain(exc)
         banner.show_error(f"{prefix}{title} — {detail}")
