@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 BATCH = 2000
 
 
+# How long a status read waits for an apply in progress to end before reading mid-apply.
+STATUS_WAIT_S = 1.0
+
+
 class IndexSync:
     """Keeps every index in step with the outbox.
 
@@ -206,7 +210,11 @@ class IndexSync:
             self.db.execute("DELETE FROM index_outbox WHERE seq < ?", [durable])
 
     def status(self) -> dict[str, dict]:
-        with self._lock:
+        """Where each index stands. Read between applies when one ends within a second; otherwise
+        read as it is, mid-apply (`settled: false`): the readiness probe calls this, and a probe must
+        answer while a large batch is applied or a commit waits on a full disk."""
+        settled = self._lock.acquire(timeout=STATUS_WAIT_S)
+        try:
             _, high = self._outbox_bounds()
             return {
                 index.name: {
@@ -214,9 +222,13 @@ class IndexSync:
                     "durable_seq": self._durable.get(index.name, 0),
                     "outbox_seq": high,
                     "count": index.count(),
+                    "settled": settled,
                 }
                 for index in self.indexes
             }
+        finally:
+            if settled:
+                self._lock.release()
 
 
 def _indexed(row: tuple) -> IndexedChunk:

@@ -61,3 +61,19 @@ def test_paused_applies_nothing_until_it_ends(world):
     applier.join()
     assert index.count() == 3
     assert outbox_rows(catalog) < pending  # compacted once the flush made everything durable
+
+
+def test_status_answers_while_an_apply_holds_the_indexes(world):
+    catalog, index, sync = world
+    store(catalog, "a", "glaciers retreat every summer")
+    sync.apply_pending()
+    settled = sync.status()[index.name]
+    assert settled["count"] == 1 and settled["settled"] is True
+    answers: list[dict] = []
+    with sync.paused():  # as a long apply would: the readiness probe must still get an answer
+        reader = threading.Thread(target=lambda: answers.append(sync.status()))
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive()
+    assert answers[0][index.name]["settled"] is False
+    assert answers[0][index.name]["count"] == 1
