@@ -90,6 +90,35 @@ class _RunServices:
     def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool:
         return self.store.record_effect(invocation_id, run_id, step, value)
 
+    def chunks(self, chunk_ids: list[int], collections: list[str] | None) -> dict[int, dict]:
+        visible = self.scope.visible()
+        names = self.knowledge.catalog.all_collection_names() if collections is None else collections
+        names = [n for n in names if visible is None or n in visible]
+        hits = self.knowledge.catalog.hydrate_chunks(chunk_ids, names) if names else {}
+        return {
+            i: {"text": h.text, "document_id": h.document_id, "collection": h.collection}
+            for i, h in hits.items()
+        }
+
+    def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
+        if self._names([collection]) == []:
+            return []
+        try:
+            self.scope.collections([collection])  # exists, and the key may read it
+        except NotFound:
+            return []
+        catalog = self.knowledge.catalog
+        return [
+            {
+                "document_id": d.id,
+                "title": d.title,
+                "source_id": d.source_id,
+                "created_at": d.created_at or "",
+                "text": "\n\n".join(c.text for c in catalog.chunks_of(d.id)),
+            }
+            for d in catalog.newest_documents(collection, since, limit)
+        ]
+
 
 class Workflows:
     def __init__(

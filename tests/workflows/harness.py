@@ -62,6 +62,22 @@ class MemoryServices:
     def record_effect(self, invocation_id, run_id, step, value):
         return self.store.record_effect(invocation_id, run_id, step, value)
 
+    def chunks(self, chunk_ids, collections):
+        found = {}
+        for name in self._names(collections):
+            for i, text in enumerate(self.corpus.get(name, [])):
+                if i in chunk_ids:
+                    found[i] = {"text": text, "document_id": f"{name}-{i}", "collection": name}
+        return found
+
+    def documents(self, collection, since, limit):
+        texts = self.corpus.get(collection, []) if self._names([collection]) else []
+        return [
+            {"document_id": f"{collection}-{i}", "title": f"{collection} {i}", "source_id": f"{i}.md",
+             "created_at": "", "text": t}
+            for i, t in enumerate(texts[:limit])
+        ]  # fmt: skip
+
 
 class Harness:
     def __init__(self, path: Path, llm: Any = None, key_id: str = "key_owner", role: str = "user") -> None:
