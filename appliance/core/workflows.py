@@ -20,6 +20,7 @@ from appliance.db.connection import Database
 from appliance.db.jobs import JobStore
 from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
+from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics, WorkflowMetrics
 from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
 from appliance.workflows.breaker import Breakers
@@ -37,11 +38,19 @@ class _RunServices:
     """What one run may reach, as its key: search and answers limited to the key's collections
     (a collection the key cannot read is left out, as if it did not exist)."""
 
-    def __init__(self, scope: Scope, knowledge: Knowledge, answers: Answers, store: WorkflowStore) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        knowledge: Knowledge,
+        answers: Answers,
+        store: WorkflowStore,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.scope = scope
         self.knowledge = knowledge
         self.answers = answers
         self.store = store
+        self.audit = audit
 
     def _names(self, collections: list[str] | None) -> list[str] | None:
         visible = self.scope.visible()
@@ -100,6 +109,19 @@ class _RunServices:
             for i, h in hits.items()
         }
 
+    def sandbox_refused(
+        self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]
+    ) -> None:
+        log.warning("a sandboxed tool was stopped", extra={"run_id": run_id, "tool": tool, "kind": kind})
+        if self.audit is not None:
+            self.audit.append(
+                "workflow.sandbox",
+                outcome="denied",
+                principal=self.scope.principal,
+                target=tool,
+                detail={"run_id": run_id, "step": step, "kind": kind, "reason": message, "blocked": blocked},
+            )
+
     def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
         if self._names([collection]) == []:
             return []
@@ -134,8 +156,10 @@ class Workflows:
         metrics: Metrics,
         instance: str,
         stop: threading.Event,
+        audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.store = WorkflowStore(db)
         self.library = Library(self.store)
         self.jobs = jobs
@@ -288,7 +312,7 @@ class Workflows:
         tokens_before = (self.store.latest_usage(run_id) or {}).get("tokens", 0)
         try:
             scope = self._scope_of(row["key_id"])
-            services = _RunServices(scope, self.knowledge, self.answers, self.store)
+            services = _RunServices(scope, self.knowledge, self.answers, self.store, self.audit)
             llm = RuntimeLLM(
                 lambda model: self.gateway.runtime_for("default" if model == "auto" else model),
                 generate=lambda runtime, prompt, params: self.gateway.generate(

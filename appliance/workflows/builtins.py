@@ -41,6 +41,12 @@ class RunServices(Protocol):
         """The newest documents of a collection (created at or after `since`), each with its text."""
         ...
 
+    def sandbox_refused(
+        self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]
+    ) -> None:
+        """Audit a sandboxed call that tried to leave the sandbox or reached one of its limits."""
+        ...
+
 
 @dataclass
 class Invocation:

@@ -25,6 +25,7 @@ class MemoryServices:
     corpus: dict[str, list[str]] = field(default_factory=dict)
     readable: list[str] | None = None
     searched: list[list[str]] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)  # sandbox escapes, as the appliance audits them
 
     def _names(self, collections):
         names = list(self.corpus) if collections is None else list(collections)
@@ -69,6 +70,9 @@ class MemoryServices:
                 if i in chunk_ids:
                     found[i] = {"text": text, "document_id": f"{name}-{i}", "collection": name}
         return found
+
+    def sandbox_refused(self, run_id, step, tool, kind, message, blocked):
+        self.refused.append({"run_id": run_id, "step": step, "tool": tool, "kind": kind, "blocked": blocked})
 
     def documents(self, collection, since, limit):
         texts = self.corpus.get(collection, []) if self._names([collection]) else []
