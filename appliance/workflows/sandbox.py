@@ -15,104 +15,21 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MAX_OUTPUT_BYTES = 1 << 20
 MARK = "\x1e=sandbox-result="  # the child's result line starts with this
+BLOCKED = "\x1e=sandbox-blocked="  # a refusal, written to stderr the moment it happens
 DEFAULTS = {"cpu_seconds": 10, "memory_mb": 256, "file_mb": 16, "processes": 1}
 DEFAULT_TIMEOUT_S = 30.0
 
 # The child: limits first, then an audit hook (which nothing in the process can remove) refusing
-# sockets, new processes, native calls and writes outside the scratch directory, then the tool's code.
-# Run as `python -I -S -c CHILD`: no site-packages, no PYTHON* variables, only the standard library.
-CHILD = (
-    r"""
-import io, json, os, resource, signal, sys
-payload = json.loads(sys.stdin.read())
-limits, scratch = payload["limits"], os.path.realpath(payload["scratch"])
-mb = 1 << 20
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 1))
-resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_mb"] * mb, limits["file_mb"] * mb))
-resource.setrlimit(resource.RLIMIT_AS, (limits["memory_mb"] * mb, limits["memory_mb"] * mb))
-# Counts the user's every process: a backstop for a non-root service user (root is exempt).
-procs = len([p for p in os.listdir("/proc") if p.isdigit()]) + limits["processes"]
-try:
-    resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
-except (ValueError, OSError):
-    pass
-blocked = []
-ME = os.readlink("/proc/self")  # as /proc numbers it (another pid namespace's getpid() differs)
-
-class CPULimit(BaseException):
-    pass
-
-def cpu_spent(signum, frame):
-    raise CPULimit()
-
-signal.signal(signal.SIGXCPU, cpu_spent)  # the soft limit: a result saying so; the hard one kills
-WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-def inside(path):
-    real = os.path.realpath(os.path.join(os.getcwd(), os.fsdecode(path)))
-    return real == scratch or real.startswith(scratch + os.sep)
-
-def refuse(what):
-    blocked.append(what)
-    raise PermissionError("sandbox: " + what + " is not allowed")
-
-PROCESS = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-           "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn"}
-PATHS = {"os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.symlink", "os.link", "os.chmod",
-         "os.chown", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
-
-def hook(event, args):
-    if event == "open":
-        path, mode, flags = args
-        if isinstance(path, int) or path is None:
-            return
-        text = os.fsdecode(path)
-        writing = (mode is not None and any(c in str(mode) for c in "wax+")) or bool((flags or 0) & WRITE)
-        if writing and not inside(text):
-            refuse("writing " + text + " (outside the scratch directory)")
-        parts = os.path.realpath(os.path.join(os.getcwd(), text)).split("/")
-        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != ME:
-            refuse("reading another process's /proc/" + parts[2])
-    elif event.startswith("socket."):
-        refuse("network access (" + event + ")")
-    elif event in PROCESS:
-        refuse("starting or signalling a process (" + event + ")")
-    elif event.startswith("ctypes.") or (event == "import" and args[0] in ("ctypes", "_ctypes")):
-        refuse("native code (ctypes)")
-    elif event in PATHS:
-        for path in args:
-            if isinstance(path, (str, bytes, os.PathLike)) and not inside(path):
-                refuse(event + " on " + os.fsdecode(path) + " (outside the scratch directory)")
-
-out = sys.stdout
-sys.stdout = sys.stderr = io.StringIO()  # the tool's prints are not the result
-namespace = {"__name__": "sandboxed_tool"}
-code = compile(payload["code"], "<tool>", "exec")
-sys.addaudithook(hook)
-try:
-    exec(code, namespace)
-    result, error = namespace["main"](payload["args"]), None
-except MemoryError:
-    result, error = None, {"kind": "memory", "message": "memory limit reached"}
-except CPULimit:
-    result, error = None, {"kind": "cpu", "message": "CPU limit reached"}
-except BaseException as exc:
-    kind = "file_size" if isinstance(exc, OSError) and exc.errno == 27 else "error"
-    result, error = None, {"kind": kind, "message": type(exc).__name__ + ": " + str(exc)}
-try:
-    line = json.dumps({"result": result, "error": error, "blocked": blocked})
-except (TypeError, ValueError) as exc:
-    line = json.dumps({"result": None, "error": {"kind": "error", "message": "the result is not JSON: " + str(exc)}, "blocked": blocked})
-out.write("\n"""
-    + MARK
-    + r"""" + line + "\n")
-out.flush()
-"""
-)
+# sockets, new processes, native calls, introspection that reaches frames or code objects (the way
+# to the hook's own state), other processes' /proc and writes outside the scratch directory; then the
+# tool's code. Everything lives in one function's locals, out of reach of `import __main__`, and each
+# refusal is written to stderr as it happens, so clearing state afterwards cannot hide it.
+# Run as `python -I -S -B -c CHILD`: no site-packages, no PYTHON* variables, no bytecode written.
+CHILD = (Path(__file__).parent / "sandbox_child.py").read_text()
 
 
 class SandboxError(Exception):
@@ -150,6 +67,7 @@ class Outcome:
     network_namespace: bool
     seconds: float
     blocked: list[str] = field(default_factory=list)
+    landlock: int = 0  # the Landlock ABI that confined it (0: none; the audit hook alone)
 
 
 @functools.lru_cache(maxsize=1)
@@ -176,7 +94,13 @@ def run(code: str, args: dict, limits: Limits, stop=None) -> Outcome:
     scratch = tempfile.mkdtemp(prefix="wf-sandbox-")
     prefix = namespace_prefix()
     payload = json.dumps(
-        {"code": code, "args": args, "scratch": scratch, "limits": _child_limits(limits)}
+        {
+            "code": code,
+            "args": args,
+            "scratch": scratch,
+            "limits": _child_limits(limits),
+            "marks": [MARK, BLOCKED],
+        }
     ).encode()
     started = time.monotonic()
     env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
@@ -236,11 +160,25 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _blocked(err: bytes) -> list[str]:
+    """The refusals the child reported on stderr as they happened."""
+    found = []
+    for line in err.decode("utf-8", "replace").split("\n"):
+        if line.startswith(BLOCKED):
+            try:
+                found.append(str(json.loads(line[len(BLOCKED) :])))
+            except ValueError:
+                found.append("an attempt the sandbox refused")
+    return found
+
+
 def _outcome(code: int, out: bytes, err: bytes, limits: Limits, netns: bool, seconds: float) -> Outcome:
     text = out.decode("utf-8", "replace")
-    line = next(
-        (x for x in reversed(text.split("\n")) if x.startswith(MARK)), None
-    )  # not splitlines(): \x1e ends a line there
+    # split("\n"), not splitlines(): \x1e, which starts the marks, ends a line there.
+    line = next((x for x in reversed(text.split("\n")) if x.startswith(MARK)), None)
+    if line is None and _blocked(err):
+        # Refused, then it ended without a result (it exited, or tampered with its state).
+        raise SandboxError("blocked", f"refused: {_blocked(err)[0]}", _blocked(err))
     if line is None:
         # Killed at the hard CPU limit (through unshare, a signal's death reads as an odd status):
         # only a process that ran at least as long as its CPU allowance can have spent it.
@@ -253,7 +191,7 @@ def _outcome(code: int, out: bytes, err: bytes, limits: Limits, netns: bool, sec
             raise SandboxError("memory", f"stopped at the memory limit of {limits.memory_mb} MiB")
         raise SandboxError("error", f"the sandboxed process ended without a result: {tail[0][:300]}")
     report = json.loads(line[len(MARK) :])
-    blocked = report.get("blocked") or []
+    blocked = list(dict.fromkeys(_blocked(err) + (report.get("blocked") or [])))
     if blocked:
         raise SandboxError("blocked", f"refused: {blocked[0]}", blocked)
     error = report.get("error")
@@ -268,4 +206,4 @@ def _outcome(code: int, out: bytes, err: bytes, limits: Limits, netns: bool, sec
     result = report.get("result")
     if not isinstance(result, dict):
         raise SandboxError("error", f"main() must return a JSON object, not {type(result).__name__}")
-    return Outcome(result, netns, seconds)
+    return Outcome(result, netns, seconds, landlock=int(report.get("landlock") or 0))

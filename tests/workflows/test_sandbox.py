@@ -282,3 +282,29 @@ def test_the_network_namespace_is_used_where_the_kernel_allows_it():
         sandbox.Limits(),
     )
     assert out.network_namespace and out.result["ifaces"] == 1  # only its own loopback
+
+
+def test_with_the_audit_hook_tampered_with_the_kernel_still_refuses_writes_outside(tmp_path):
+    """The audit hook is the first layer (it refuses and reports); Landlock is the kernel's. Code that
+    rewrites the hook's state through a frame gets past the first and not the second."""
+    target = tmp_path / "tampered.txt"
+    code = """
+import sys
+def main(args):
+    up = sys._getframe(1).f_locals
+    for cell in up["inside"].__closure__:
+        if cell.cell_contents == up["scratch"]:
+            cell.cell_contents = ""  # now every path looks inside the scratch directory
+    out = {"hook_fooled": up["inside"]("/etc")}
+    try:
+        with open(args["target"], "w") as f:
+            f.write("escaped")
+    except OSError as exc:
+        out["error"] = str(exc)
+    return out
+"""
+    done = sandbox.run(code, {"target": str(target)}, sandbox.Limits())
+    if done.landlock == 0:
+        pytest.skip("no Landlock in this kernel: only the audit hook keeps writes in the scratch directory")
+    assert done.result["hook_fooled"] is True
+    assert "Permission denied" in done.result["error"] and not target.exists()
