@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,6 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Label, Static
 
+from appliance.client import ApiError
 from appliance.tui import fmt, schema_form
 from appliance.tui.dialogs import FormDialog
 from appliance.tui.widgets import View, fill_table, guarded, selected_key
@@ -84,6 +87,7 @@ class WorkflowsView(View):
         self._workflow: str | None = None  # the selected workflow
         self._run: dict | None = None  # the run whose trace is shown
         self._want_run: str | None = None  # a run just started: selected once listed
+        self._failed_at = float("-inf")  # when an action last failed
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="wf-main"):
@@ -110,6 +114,40 @@ class WorkflowsView(View):
         )
 
     # -- fetching ------------------------------------------------------------------------------
+    HOLD_ERROR_S = 5.0  # a failed action's message stays this long before a refresh may clear it
+
+    def reload(self) -> None:
+        # A refresh that succeeds clears this screen's banner; right after a failed action (a run
+        # the server refused) that would wipe the message before the operator read it.
+        if time.monotonic() - self._failed_at >= self.HOLD_ERROR_S:
+            super().reload()
+
+    async def _fetch(self) -> None:
+        """As the View's, except that a fetch under way when an action failed does not clear the
+        action's message as it ends."""
+        try:
+            await self.load()
+        except ApiError as exc:
+            self.console.report(exc, self.label)
+            return
+        except Exception as exc:  # an unexpected answer: say so and keep the console alive
+            self.console.report(ApiError(-1, "Unexpected answer", f"{type(exc).__name__}: {exc}"), self.label)
+            return
+        if time.monotonic() - self._failed_at >= self.HOLD_ERROR_S:
+            self.console.report_ok(self.label)
+
+    def run_action(self, work: Awaitable[Any], name: str) -> None:
+        self.run_worker(self._act_held(work), group=f"act-{name}", exit_on_error=False)
+
+    async def _act_held(self, work: Awaitable[Any]) -> None:
+        if not await self._act_done(work):  # None: it failed, and the banner says why
+            self._failed_at = time.monotonic()
+
+    @guarded
+    async def _act_done(self, work: Awaitable[Any]) -> bool:
+        await work
+        return True
+
     async def load(self) -> None:
         workflows = await self.api.workflow_documents()
         runs = await self.api.workflow_runs(limit=200)
