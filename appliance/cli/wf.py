@@ -11,6 +11,7 @@ from typing import Any
 
 from appliance.cli.common import Parents, connect, emit
 from appliance.errors import ApplianceError, InvalidInput
+from appliance.workflows.text import step_tree
 
 ENDED = ("succeeded", "degraded", "failed", "cancelled")
 
@@ -169,28 +170,6 @@ def _print_run(run: dict, steps: bool = True) -> None:
             print(line)
     if run.get("outputs") is not None:
         print("  outputs: " + json.dumps(run["outputs"], ensure_ascii=False)[:2000])
-
-
-def step_tree(steps: list[dict]) -> list[str]:
-    """Each step under its parent, with outcome, attempts, duration and tokens."""
-    children: dict[str | None, list[dict]] = {}
-    for s in steps:
-        children.setdefault(s["parent"], []).append(s)
-    lines: list[str] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for s in children.get(parent, []):
-            took = f"{s['duration_ms']:.1f} ms" if s.get("duration_ms") is not None else "-"
-            extra = f"  {s['tokens']} tokens" if s.get("tokens") else ""
-            tries = f"  x{s['attempts']}" if s["attempts"] > 1 else ""
-            err = f"  {s['error']}" if s.get("error") else ""
-            lines.append(
-                f"  {'  ' * depth}{s['key']:<24} {s['kind']:<9} {s['state']:<9} {took:>10}{tries}{extra}{err}"
-            )
-            walk(s["key"], depth + 1)
-
-    walk(None, 0)
-    return lines
 
 
 def _approvals(args: argparse.Namespace) -> int:

@@ -295,6 +295,7 @@ class Appliance:
             self.metrics,
             self.instance_id,
             self._stop,
+            audit=self.audit,
         )
         self.tuning = Tuning(
             settings,

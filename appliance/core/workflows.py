@@ -20,6 +20,7 @@ from appliance.db.connection import Database
 from appliance.db.jobs import JobStore
 from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
+from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics, WorkflowMetrics
 from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
 from appliance.workflows.breaker import Breakers
@@ -37,11 +38,19 @@ class _RunServices:
     """What one run may reach, as its key: search and answers limited to the key's collections
     (a collection the key cannot read is left out, as if it did not exist)."""
 
-    def __init__(self, scope: Scope, knowledge: Knowledge, answers: Answers, store: WorkflowStore) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        knowledge: Knowledge,
+        answers: Answers,
+        store: WorkflowStore,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.scope = scope
         self.knowledge = knowledge
         self.answers = answers
         self.store = store
+        self.audit = audit
 
     def _names(self, collections: list[str] | None) -> list[str] | None:
         visible = self.scope.visible()
@@ -90,6 +99,48 @@ class _RunServices:
     def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool:
         return self.store.record_effect(invocation_id, run_id, step, value)
 
+    def chunks(self, chunk_ids: list[int], collections: list[str] | None) -> dict[int, dict]:
+        visible = self.scope.visible()
+        names = self.knowledge.catalog.all_collection_names() if collections is None else collections
+        names = [n for n in names if visible is None or n in visible]
+        hits = self.knowledge.catalog.hydrate_chunks(chunk_ids, names) if names else {}
+        return {
+            i: {"text": h.text, "document_id": h.document_id, "collection": h.collection}
+            for i, h in hits.items()
+        }
+
+    def sandbox_refused(
+        self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]
+    ) -> None:
+        log.warning("a sandboxed tool was stopped", extra={"run_id": run_id, "tool": tool, "kind": kind})
+        if self.audit is not None:
+            self.audit.append(
+                "workflow.sandbox",
+                outcome="denied",
+                principal=self.scope.principal,
+                target=tool,
+                detail={"run_id": run_id, "step": step, "kind": kind, "reason": message, "blocked": blocked},
+            )
+
+    def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
+        if self._names([collection]) == []:
+            return []
+        try:
+            self.scope.collections([collection])  # exists, and the key may read it
+        except NotFound:
+            return []
+        catalog = self.knowledge.catalog
+        return [
+            {
+                "document_id": d.id,
+                "title": d.title,
+                "source_id": d.source_id,
+                "created_at": d.created_at or "",
+                "text": "\n\n".join(c.text for c in catalog.chunks_of(d.id)),
+            }
+            for d in catalog.newest_documents(collection, since, limit)
+        ]
+
 
 class Workflows:
     def __init__(
@@ -105,8 +156,10 @@ class Workflows:
         metrics: Metrics,
         instance: str,
         stop: threading.Event,
+        audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.store = WorkflowStore(db)
         self.library = Library(self.store)
         self.jobs = jobs
@@ -259,7 +312,7 @@ class Workflows:
         tokens_before = (self.store.latest_usage(run_id) or {}).get("tokens", 0)
         try:
             scope = self._scope_of(row["key_id"])
-            services = _RunServices(scope, self.knowledge, self.answers, self.store)
+            services = _RunServices(scope, self.knowledge, self.answers, self.store, self.audit)
             llm = RuntimeLLM(
                 lambda model: self.gateway.runtime_for("default" if model == "auto" else model),
                 generate=lambda runtime, prompt, params: self.gateway.generate(

@@ -164,6 +164,16 @@ class Catalog:
         )
         return [_document_row(r) for r in rows]
 
+    def newest_documents(self, collection: str, since: str | None, limit: int) -> list[Document]:
+        """A collection's documents created at or after `since` (an ISO timestamp), newest first."""
+        rows = self.db.fetchall(
+            f"""SELECT {_DOC_COLUMNS}, created_at, updated_at FROM documents
+                WHERE collection = ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR created_at >= CAST(? AS TIMESTAMPTZ))
+                ORDER BY created_at DESC, id LIMIT ?""",
+            [collection, since, since, limit],
+        )
+        return [_document_row(r) for r in rows]
+
     def count_documents(self, collections: Sequence[str]) -> int:
         row = self.db.fetchone(
             "SELECT count(*) FROM documents WHERE collection IN (SELECT unnest(?))", [list(collections)]

@@ -23,9 +23,10 @@ from appliance.tui.screens.knowledge import KnowledgeView
 from appliance.tui.screens.logs import LogsView
 from appliance.tui.screens.models import ModelsView
 from appliance.tui.screens.search import SearchView
+from appliance.tui.screens.workflows import WorkflowsView
 from appliance.tui.widgets import Banner, View
 
-# (tab id, tab title, view class); the digit keys follow this order.
+# (tab id, tab title, view class); the digit keys follow this order (1-9, then 0: ten at most).
 SCREENS: tuple[tuple[str, str, type[View]], ...] = (
     ("dashboard", "Dashboard", DashboardView),
     ("knowledge", "Knowledge", KnowledgeView),
@@ -36,7 +37,13 @@ SCREENS: tuple[tuple[str, str, type[View]], ...] = (
     ("keys", "Keys", KeysView),
     ("logs", "Logs", LogsView),
     ("evals", "Evals", EvalsView),
+    ("workflows", "Workflows", WorkflowsView),
 )
+
+
+def tab_key(position: int) -> str:
+    """The digit that opens the tab at `position` (1-based): 1-9, then 0 for the tenth."""
+    return str(position % 10)
 
 
 class ConsoleApp(App[None]):
@@ -49,7 +56,7 @@ class ConsoleApp(App[None]):
     """
     BINDINGS = [
         *[
-            Binding(str(i), f"show_tab('{ident}')", title, show=False)
+            Binding(tab_key(i), f"show_tab('{ident}')", title, show=False)
             for i, (ident, title, _) in enumerate(SCREENS, 1)
         ],
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -73,7 +80,7 @@ class ConsoleApp(App[None]):
     def compose(self) -> ComposeResult:
         with TabbedContent(initial="tab-dashboard", id="tabs"):
             for i, (ident, title, view) in enumerate(SCREENS, 1):
-                with TabPane(f"{i} {title}", id=f"tab-{ident}"):
+                with TabPane(f"{tab_key(i)} {title}", id=f"tab-{ident}"):
                     yield view(id=f"view-{ident}")
         yield Banner(id="banner")
         yield Footer()

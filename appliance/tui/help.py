@@ -15,7 +15,7 @@ from appliance.tui.widgets import View
 INTRO = """\
 # Appliance console
 
-Keyboard first; the mouse works too. **1–9** switch screens, **tab** moves between fields,
+Keyboard first; the mouse works too. **1–9** and **0** switch screens, **tab** moves between fields,
 **ctrl+p** opens the command palette, **ctrl+r** refreshes, **?** shows this help,
 **ctrl+q** quits. Tables: arrows move, **enter** opens the row.
 
@@ -38,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         lines = [INTRO]
         for i, (_, title, view) in enumerate(self.screens, 1):
-            lines.append(f"## {i} · {title}\n")
+            lines.append(f"## {i % 10} · {title}\n")
             lines.append((view.__doc__ or "").strip() + "\n")
             for binding in view.BINDINGS:
                 if isinstance(binding, Binding):

@@ -1,5 +1,6 @@
 """The built-in tools: their schemas, side effects and implementations (echo, sleep, record, fail, and
-the RAG tools search and answer_with_citations, which keep their citations)."""
+the RAG tools search, answer_with_citations, check_citations and list_documents, which keep their
+citations and chunk ids)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,21 @@ class RunServices(Protocol):
     def answer(self, question: str, collections: list[str] | None, top_k: int | None) -> dict: ...
 
     def record_effect(self, invocation_id: str, run_id: str, step: str, value: Any) -> bool: ...
+
+    def chunks(self, chunk_ids: list[int], collections: list[str] | None) -> dict[int, dict]:
+        """The chunks among `chunk_ids` the run may read ({chunk_id: {text, document_id, collection}});
+        one it may not read is left out, as if it did not exist."""
+        ...
+
+    def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
+        """The newest documents of a collection (created at or after `since`), each with its text."""
+        ...
+
+    def sandbox_refused(
+        self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]
+    ) -> None:
+        """Audit a sandboxed call that tried to leave the sandbox or reached one of its limits."""
+        ...
 
 
 @dataclass
@@ -172,7 +188,60 @@ def _extract(inv: Invocation, args: dict) -> dict:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path) if err else ""
         problem = f"record{where}: {err.message}" if err else "not a JSON object"
         raise ToolFailure(f"the model's record does not match the schema: {problem}", retryable=False)
-    return {"record": record}
+    # `about` (a document id, say) rides along untouched, so the rows of a table stay paired.
+    return {"record": record, "about": args.get("about")}
+
+
+def _snippet_matches(snippet: str, text: str) -> bool:
+    """A quoted span matches its chunk when its words appear there in order (whitespace and an
+    ellipsis at either end aside)."""
+    quoted = " ".join(snippet.replace("…", " ").split()).strip(". ")
+    return not quoted or quoted in " ".join(text.split())
+
+
+def _check_citations(inv: Invocation, args: dict) -> dict:
+    """Every citation of the answers must name a chunk the run may read, and a quoted snippet must
+    match that chunk's text; the valid ones come back for a synthesis to cite."""
+    answers = args["answers"]
+    cited = [c for a in answers for c in (a.get("citations") or []) if isinstance(c, dict)]
+    ids = sorted({int(c["chunk_id"]) for c in cited if isinstance(c.get("chunk_id"), int)})
+    found = inv.services.chunks(ids, inv.collections) if ids else {}
+    problems, valid, seen = [], [], set()
+    for i, answer in enumerate(answers):
+        if not answer.get("citations") and (answer.get("answer") or "").strip():
+            problems.append({"answer": i, "chunk_id": None, "problem": "an answer without citations"})
+        for c in answer.get("citations") or []:
+            chunk_id = c.get("chunk_id") if isinstance(c, dict) else None
+            chunk = found.get(chunk_id) if isinstance(chunk_id, int) else None
+            if chunk is None:
+                problems.append({"answer": i, "chunk_id": chunk_id, "problem": "no such chunk"})
+            elif c.get("snippet") and not _snippet_matches(c["snippet"], chunk["text"]):
+                problems.append(
+                    {"answer": i, "chunk_id": chunk_id, "problem": "the quote is not in the chunk"}
+                )
+            elif chunk_id not in seen:
+                seen.add(chunk_id)
+                valid.append(
+                    {"chunk_id": chunk_id, "document_id": chunk["document_id"], "text": chunk["text"]}
+                )
+    return {"valid": not problems, "checked": len(cited), "problems": problems, "citations": valid}
+
+
+def _list_documents(inv: Invocation, args: dict) -> dict:
+    names = _collections(inv, {"collections": [args["collection"]]})
+    if names == []:
+        return {"documents": []}
+    since = args.get("since") or None
+    if since is not None:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(since)
+        except ValueError:
+            raise ToolFailure(f"since: {since!r} is not an ISO date or time", retryable=False) from None
+    docs = inv.services.documents(args["collection"], since, int(args.get("limit", 10)))
+    chars = int(args.get("max_chars", 4000))
+    return {"documents": [{**d, "text": d.get("text", "")[:chars]} for d in docs]}
 
 
 STRING = {"type": "string"}
@@ -256,9 +325,68 @@ BUILTINS: dict[str, Builtin] = {
         Builtin(
             "builtin.extract_fields",
             "none",
-            _obj({"text": STRING, "schema": {"type": "object"}}, ["text", "schema"]),
-            _obj({"record": {"type": "object"}}),
+            _obj({"text": STRING, "schema": {"type": "object"}, "about": {}}, ["text", "schema"]),
+            _obj({"record": {"type": "object"}, "about": {}}),
             _extract,
+        ),
+        Builtin(
+            "builtin.check_citations",
+            "none",
+            _obj(
+                {
+                    "answers": {
+                        "type": "array",
+                        "items": _obj(
+                            {"answer": STRING, "citations": {"type": "array", "items": {"type": "object"}}}
+                        ),
+                    }
+                },
+                ["answers"],
+            ),
+            _obj(
+                {
+                    "valid": {"type": "boolean"},
+                    "checked": {"type": "integer"},
+                    "problems": {"type": "array", "items": {"type": "object"}},
+                    "citations": {
+                        "type": "array",
+                        "items": _obj(
+                            {"chunk_id": {"type": "integer"}, "document_id": STRING, "text": STRING}
+                        ),
+                    },
+                }
+            ),
+            _check_citations,
+        ),
+        Builtin(
+            "builtin.list_documents",
+            "none",
+            _obj(
+                {
+                    "collection": STRING,
+                    "since": STRING,
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "max_chars": {"type": "integer", "minimum": 100, "maximum": 20000},
+                },
+                ["collection"],
+            ),
+            _obj(
+                {
+                    "documents": {
+                        "type": "array",
+                        "items": _obj(
+                            {
+                                "document_id": STRING,
+                                "title": STRING,
+                                "source_id": STRING,
+                                "created_at": STRING,
+                                "text": STRING,
+                            }
+                        ),
+                    }
+                }
+            ),
+            _list_documents,
         ),
     )
 }

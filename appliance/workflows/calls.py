@@ -13,10 +13,11 @@ from typing import Any
 
 from appliance.models.runtime import ChatMessage
 from appliance.workflows.breaker import Breakers
-from appliance.workflows.builtins import BUILTINS, Interrupted, Invocation, ToolFailure
+from appliance.workflows.builtins import Interrupted, Invocation, ToolFailure
 from appliance.workflows.context import RunContext, StepFailed
 from appliance.workflows.gate import Refused
 from appliance.workflows.llm import LLM
+from appliance.workflows.tools import implementation
 
 MAX_AGENT_TURNS = 8
 
@@ -134,7 +135,7 @@ class Caller:
         raise AssertionError("unreachable")
 
     def _once(self, ctx: RunContext, key: str, name: str, spec: dict, args: dict, agent: str | None) -> Any:
-        impl = BUILTINS[spec["builtin"]]
+        impl = implementation(spec)
         invocation_id = f"{ctx.run_id}:{key}"
         effectful = spec.get("side_effects") == "non_idempotent"
         if effectful:
@@ -159,7 +160,10 @@ class Caller:
             before_llm=lambda: ctx.gate.before_llm(agent),
             charge=lambda tokens: ctx.gate.charge_tokens(agent, tokens),
         )
-        output = self._timed(impl.run, inv, args, spec.get("timeout_s"))
+        # A python tool's sandbox kills its own child at the timeout (and audits it); a thread's
+        # timeout here would leave the child running until then.
+        timeout = None if spec.get("type") == "python" else spec.get("timeout_s")
+        output = self._timed(impl.run, inv, args, timeout)
         if effectful:
             ctx.store.ledger_end(invocation_id, "done", output)
         return output

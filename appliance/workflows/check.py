@@ -68,6 +68,12 @@ def _agent(body: dict, cat: Catalogue) -> None:
 
 
 def _tool(body: dict, cat: Catalogue) -> None:
+    if body["type"] == "python":
+        _python(body)
+    elif "code" in body or "sandbox" in body:
+        raise _fault(
+            "code" if "code" in body else "sandbox", "only a python tool takes code and sandbox limits"
+        )
     if body["type"] == "builtin":
         impl = body.get("builtin")
         if impl is None:
@@ -80,6 +86,25 @@ def _tool(body: dict, cat: Catalogue) -> None:
             raise _fault("fallback", "a tool cannot be its own fallback")
         if cat.tool(fallback) is None:
             raise _fault("fallback", f"unknown tool {fallback!r}")
+
+
+def _python(body: dict) -> None:
+    """A python tool's code must compile and define `main(args)` at its top level."""
+    import ast
+
+    if "builtin" in body:
+        raise _fault("builtin", "a python tool runs its own code, not a built-in")
+    if "code" not in body:
+        raise _fault("code", "a python tool needs code defining main(args)")
+    try:
+        tree = ast.parse(body["code"], "<tool>")
+    except SyntaxError as exc:
+        raise _fault("code", f"line {exc.lineno}: {exc.msg}") from None
+    mains = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+    if not mains:
+        raise _fault("code", "defines no top-level function main(args)")
+    if len(mains[0].args.args) != 1:
+        raise _fault("code", "main takes one argument: the tool's input")
 
 
 def _policy(body: dict, cat: Catalogue) -> None:

@@ -91,7 +91,7 @@ class Engine:
     def execute(self, ctx: RunContext, keep_going: Callable[[], bool]) -> Outcome:
         """Run (or resume) a run to its end, a wait, or an interruption; records the outcome."""
         workflow = ctx.bundle["workflow"]
-        state: dict[str, Any] = {"inputs": ctx.inputs, "steps": {}}
+        state: dict[str, Any] = {"inputs": _with_defaults(workflow.get("inputs"), ctx.inputs), "steps": {}}
         try:
             self._escalations(ctx)
             for ordinal, step in enumerate(workflow["steps"]):
@@ -197,7 +197,8 @@ class Engine:
         finished, output = ctx.done(key)
         if finished:
             return output
-        args = resolve(call.get("with") or {}, state)
+        # A null argument counts as not given: an optional input left out passes through as absent.
+        args = {k: v for k, v in resolve(call.get("with") or {}, state).items() if v is not None}
         if "tool" in call:
             return self.caller.tool(
                 ctx, key, step_id, parent, ordinal, call["tool"], args, step_retry=call.get("retry")
@@ -329,6 +330,14 @@ class Engine:
             raise Waiting([row["id"]])
 
         return ctx.durable(sid, sid, None, ordinal, "approval", None, work)
+
+
+def _with_defaults(schema: dict | None, inputs: dict) -> dict:
+    """The run's inputs with each property the caller left out set to its schema's `default`, or
+    null, so `${inputs.optional}` resolves (to null) instead of failing the run."""
+    props = (schema or {}).get("properties") or {}
+    filled = {k: spec.get("default") if isinstance(spec, dict) else None for k, spec in props.items()}
+    return {**filled, **inputs}
 
 
 def _partial(outputs: dict, state: dict) -> dict:

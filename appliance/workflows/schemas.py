@@ -154,9 +154,21 @@ TOOL = {
         "kind": {"const": "Tool"},
         "name": NAME,
         "description": {"type": "string"},
-        # Only built-in implementations for now; http, sql and python tools come later.
-        "type": {"enum": ["builtin"]},
+        # builtin: an implementation in the appliance; python: `code` (defining `main(args)`) run in
+        # the sandbox. http and sql tools come later.
+        "type": {"enum": ["builtin", "python"]},
         "builtin": NAME,
+        "code": {"type": "string", "minLength": 1, "maxLength": 100000},
+        "sandbox": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "cpu_seconds": {"type": "integer", "minimum": 1, "maximum": 600},
+                "memory_mb": {"type": "integer", "minimum": 32, "maximum": 8192},
+                "file_mb": {"type": "integer", "minimum": 0, "maximum": 4096},
+                "processes": {"type": "integer", "minimum": 0, "maximum": 64},
+            },
+        },
         "input_schema": ANY_SCHEMA,
         "output_schema": ANY_SCHEMA,
         "side_effects": {"enum": ["none", "idempotent", "non_idempotent"]},

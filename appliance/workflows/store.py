@@ -226,8 +226,9 @@ class WorkflowStore(LedgerRecords, ApprovalRecords):
 
     def latest_bodies(self, kind: str) -> dict[str, dict]:
         rows = self.db.fetchall(
-            """SELECT name, body FROM workflow_documents QUALIFY row_number() OVER
-               (PARTITION BY name ORDER BY created_at DESC) = 1 AND kind = ?""",
+            # The kind filters before the window: a Tool and a Workflow may share a name.
+            """SELECT name, body FROM workflow_documents WHERE kind = ? QUALIFY row_number() OVER
+               (PARTITION BY name ORDER BY created_at DESC) = 1""",
             [kind],
         )
         return {r[0]: json.loads(r[1]) for r in rows}

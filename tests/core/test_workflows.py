@@ -200,3 +200,37 @@ def test_approvals_answered_out_of_order_across_a_restart(tmp_path):
             assert [s.attempts for s in done.steps if s.id in ("g1", "g2")] == [1, 1]
     finally:
         second.close()
+
+
+def test_a_sandbox_escape_is_in_the_audit_log_as_the_runs_key(app):
+    admin = app.access.system_scope()
+    app.workflows.apply(
+        admin,
+        parse(
+            """
+kind: Tool
+name: py.leak
+type: python
+code: |
+  import socket
+  def main(args):
+      socket.create_connection(("127.0.0.1", 9), timeout=1)
+      return {}
+---
+kind: Workflow
+name: leaky
+steps: [{id: call, tool: py.leak, with: {}}]
+"""
+        ),
+    )
+    app.knowledge.create_collection(admin, "notes")
+    key = app.access.create_key(admin, "runner", "user", ["notes"], None, None)
+    user = app.access.scope(app.keys.authenticate(key.key))
+    run = app.workflows.start(user, "leaky", {})
+    done = app.workflows.wait(user, run.id, 60)
+    assert done.state == "failed" and "refused: network access (socket." in done.error
+    (entry,) = app.audit.recent(action="workflow.sandbox")
+    assert entry["outcome"] == "denied" and entry["target"] == "py.leak"
+    assert entry["key_id"] == key.id
+    assert entry["detail"]["run_id"] == run.id and entry["detail"]["kind"] == "blocked"
+    assert entry["detail"]["blocked"][0].startswith("network access (socket.")

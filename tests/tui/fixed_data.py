@@ -697,3 +697,96 @@ def _registry_history() -> list[Any]:
 
 REGISTRY = _registry()
 REGISTRY_HISTORY = _registry_history()
+
+
+def _workflows() -> tuple[list[Any], list[Any], list[Any], dict, Any]:
+    """The Workflows screen: two workflows, the selected one's runs (one waiting for its approval)."""
+    from appliance.workflow_records import Approval, RunStep, WorkflowDocument, WorkflowRun
+
+    body = {
+        "kind": "Workflow",
+        "name": "incident-assistant",
+        "description": "triage an incident, then post the update once approved",
+        "inputs": {
+            "type": "object",
+            "properties": {"incident": {"type": "string"}, "severity": {"enum": ["low", "high"]}},
+            "required": ["incident"],
+        },
+        "budget": {"tokens": 6000, "steps": 40},
+        "on_limit": "degrade",
+        "steps": [
+            {"id": "plan", "agent": "coordinator", "with": {"prompt": "${inputs.incident}"}},
+            {
+                "id": "work",
+                "foreach": "${steps.plan.output.tasks}",
+                "as": "task",
+                "max_concurrency": 2,
+                "do": {"dispatch": {"agent": "${task.agent}", "among": ["investigator", "writer"]}},
+            },
+            {"id": "approve", "approval": {"approvers": ["owner", "admin"], "expires_in_s": 3600}},
+            {"id": "post", "tool": "post-update", "with": {"text": "${steps.work.output}"}},
+        ],
+        "outputs": {"update": "${steps.post.output}"},
+    }
+    docs = [
+        wire(WorkflowDocument(kind="Workflow", name=n, version=v, created_at=TS))
+        for n, v in (("incident-assistant", "3f9a0c1d2e4b5a69"), ("research-and-cite", "77c2a9e01b3d4f58"))
+    ]
+
+    def step(key, kind, state, ms, tokens=0, parent=None, attempts=1, error=None):
+        return RunStep(
+            id=key.split("[")[0].split("/")[0], key=key, parent=parent, kind=kind, state=state,
+            attempts=attempts, tokens=tokens, duration_ms=ms, error=error, started_at=TS,
+        )  # fmt: skip
+
+    def run(ident, state, tokens, steps=(), outputs=None, error=None):
+        return wire(
+            WorkflowRun(
+                id=ident, workflow="incident-assistant", version="3f9a0c1d2e4b5a69", state=state,
+                inputs={"incident": "disk full on db-2"}, outputs=outputs, error=error, degraded=False,
+                usage={"tokens": tokens, "tool_calls": 2, "steps": 5}, pins={}, job_id=None,
+                created_at=TS, finished_at=None if state == "waiting" else TS, steps=list(steps),
+            )
+        )  # fmt: skip
+
+    waiting = run(
+        "wfr_0000000000000002",
+        "waiting",
+        412,
+        [
+            step("plan", "agent", "succeeded", 1840.2, 0),
+            step("plan/llm0", "llm", "succeeded", 1838.9, 233, parent="plan"),
+            step("work", "foreach", "succeeded", 2210.4),
+            step("work[0]", "agent", "succeeded", 1204.7, parent="work"),
+            step("work[0]/llm0", "llm", "succeeded", 1201.1, 104, parent="work[0]"),
+            step("work[1]", "agent", "succeeded", 990.3, parent="work", attempts=2),
+            step("work[1]/llm0", "llm", "succeeded", 988.0, 75, parent="work[1]"),
+            step("approve", "approval", "waiting", None),
+        ],
+    )
+    runs = [
+        {k: v for k, v in waiting.items() if k != "steps"} | {"steps": []},
+        run("wfr_0000000000000001", "failed", 96, error="tool 'post-update': timed out after 10 s"),
+    ]
+    approvals = [
+        wire(
+            Approval(
+                id="apr_0000000000000001",
+                run_id="wfr_0000000000000002",
+                step="approve",
+                state="pending",
+                prompt="Post the update for 'disk full on db-2'?",
+                approvers=["owner", "admin"],
+                schema={"type": "object", "properties": {"approved": {"type": "boolean"}}},
+                answer=None,
+                answered_by=None,
+                created_at=TS,
+                expires_at=TS,
+                answered_at=None,
+            )
+        )  # fmt: skip
+    ]
+    return docs, runs, approvals, body, waiting
+
+
+WORKFLOWS, WORKFLOW_RUNS, APPROVALS, WORKFLOW_BODY, WORKFLOW_RUN = _workflows()

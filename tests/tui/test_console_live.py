@@ -7,7 +7,7 @@ import httpx
 import pytest
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 
-from appliance.tui.app import SCREENS, ConsoleApp
+from appliance.tui.app import SCREENS, ConsoleApp, tab_key
 from appliance.tui.dialogs import ConfirmDialog, FormDialog, TextDialog
 from appliance.tui.widgets import Banner
 from tests.conftest import free_port
@@ -46,7 +46,7 @@ async def test_every_screen_opens_and_shows_server_data(live):
         assert docs[:2] == ["docs", "2"] and int(docs[2]) >= 2  # two documents, a chunk or more each
         for digit, (ident, _, _) in enumerate(SCREENS, 1):
             app.screen.set_focus(None)  # digits belong to text fields while one has focus
-            await pilot.press(str(digit))
+            await pilot.press(tab_key(digit))
             await until(pilot, lambda i=ident: app.active_tab == i, what=f"tab {ident}")
         await pilot.press("escape", "2")
         await until(pilot, lambda: len(rows(app, "#documents")) == 2, what="documents")

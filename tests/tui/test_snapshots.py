@@ -36,12 +36,16 @@ def fill(app: ConsoleApp, screen: str) -> None:
         view = app.view("evals")
         view.show(data.EVAL_SETS, data.EVAL_RUNS, data.DRIFT)
         view.show_run(data.EVAL_RUN, data.EVAL_ITEMS)
+    elif screen == "workflows":
+        app.view("workflows").show(
+            data.WORKFLOWS, data.WORKFLOW_RUNS, data.APPROVALS, data.WORKFLOW_BODY, data.WORKFLOW_RUN
+        )
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize(
-    "screen", ["dashboard", "knowledge", "search", "jobs", "keys", "models", "logs", "evals"]
+    "screen", ["dashboard", "knowledge", "search", "jobs", "keys", "models", "logs", "evals", "workflows"]
 )
 async def test_screen_snapshot(screen, size, tmp_path):
     app = ConsoleApp("http://appliance.invalid:8080", "apk_snapshot", live=False)

@@ -25,6 +25,7 @@ class MemoryServices:
     corpus: dict[str, list[str]] = field(default_factory=dict)
     readable: list[str] | None = None
     searched: list[list[str]] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)  # sandbox escapes, as the appliance audits them
 
     def _names(self, collections):
         names = list(self.corpus) if collections is None else list(collections)
@@ -61,6 +62,25 @@ class MemoryServices:
 
     def record_effect(self, invocation_id, run_id, step, value):
         return self.store.record_effect(invocation_id, run_id, step, value)
+
+    def chunks(self, chunk_ids, collections):
+        found = {}
+        for name in self._names(collections):
+            for i, text in enumerate(self.corpus.get(name, [])):
+                if i in chunk_ids:
+                    found[i] = {"text": text, "document_id": f"{name}-{i}", "collection": name}
+        return found
+
+    def sandbox_refused(self, run_id, step, tool, kind, message, blocked):
+        self.refused.append({"run_id": run_id, "step": step, "tool": tool, "kind": kind, "blocked": blocked})
+
+    def documents(self, collection, since, limit):
+        texts = self.corpus.get(collection, []) if self._names([collection]) else []
+        return [
+            {"document_id": f"{collection}-{i}", "title": f"{collection} {i}", "source_id": f"{i}.md",
+             "created_at": "", "text": t}
+            for i, t in enumerate(texts[:limit])
+        ]  # fmt: skip
 
 
 class Harness:
