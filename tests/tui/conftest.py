@@ -30,9 +30,10 @@ Rotate API keys every 90 days. Revoke a leaked key at once and create a new one.
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """One server per test module, with the small chat model and two documents in `docs`."""
-    server = ServerProcess(tmp_path_factory.mktemp("console") / "data", env=TEST_MODEL_ENV).start(
-        require_llm=True
-    )
+    # Short answers: the screens show a streamed answer the same at any length, and SmolLM2 tends
+    # to run to the limit (512 tokens by default, ~20 s each on this machine).
+    env = {**TEST_MODEL_ENV, "APPLIANCE_ANSWER__MAX_ANSWER_TOKENS": "96"}
+    server = ServerProcess(tmp_path_factory.mktemp("console") / "data", env=env).start(require_llm=True)
     with server.client() as c:
         c.post("/api/v1/collections", json={"name": "docs"})
         for source_id, text in (("travel.md", POLICY), ("keys.md", RUNBOOK)):
