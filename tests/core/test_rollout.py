@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import msgspec
 import openai
 import pytest
 
@@ -21,6 +22,7 @@ from appliance.files import sha256_file
 from appliance.models.echo import EchoRuntime
 from appliance.models.rollout import CANDIDATE, arm_for
 from appliance.models.runtime import ChatMessage, GenerationParams
+from appliance.tui.screens.models import rollout_lines
 from tests.inprocess import InProcessServer, echo_appliance
 
 PARAMS = GenerationParams(max_tokens=4, temperature=0.0)
@@ -99,8 +101,8 @@ def test_a_failing_candidate_is_rolled_back_on_its_own_and_gets_no_traffic_after
         "faulty",
         {1: EchoRuntime("faulty", capacity=2), 2: EchoRuntime("faulty@2", capacity=2, error_rate=0.5)},
     )
-    started = app.rollouts.start_canary(admin, "faulty", 2, "10,50,100", min_samples=20)
-    assert (started.state, started.weight, started.stable_version) == ("running", 10, 1)
+    started = app.rollouts.start_canary(admin, "faulty", 2, "25,50,100", min_samples=20)
+    assert (started.state, started.weight, started.stable_version) == ("running", 25, 1)
     assert app.registry.get(admin, "faulty").aliases["canary"] == 2
     _drive(app, "faulty", 2000)
     canary = app.rollouts.canary("faulty")
@@ -119,8 +121,8 @@ def test_a_failing_candidate_is_rolled_back_on_its_own_and_gets_no_traffic_after
     assert "error_rate" in history[-1].reason
     audited = [e for e in app.audit.recent(limit=500, action="model.canary") if e["target"] == "faulty@2"]
     assert [e["detail"]["event"] for e in reversed(audited)][-1] == "rolled_back"
-    # From here on the candidate gets nothing: 200 more callers, all on stable.
-    _, served = _drive(app, "faulty", 200, start=5000)
+    # From here on the candidate gets nothing: 100 more callers, all on stable.
+    _, served = _drive(app, "faulty", 100, start=5000)
     assert set(served) == {"faulty"}
     decision = app.gateway.route("faulty", [ChatMessage("user", "hi")], None, _scope(app, "key-x"))
     assert decision.rollout == "" and decision.model == "faulty"
@@ -186,8 +188,11 @@ def test_assignment_is_sticky_per_key_and_shown_in_the_route_header(app, admin, 
         f"sticky-key-{k}" for k in range(24) if arm_for(f"sticky-key-{k}", canary.id, 50) != CANDIDATE
     )
     assert _chat(app, _scope(app, stable_key), "sticky@2")[0].served.name == "sticky@2"
-    live = app.registry.get(admin, "sticky")
-    assert app.rollouts.decorate(live).canary.traffic["candidate"]["requests"] == on_candidate * 3
+    live = app.rollouts.decorate(app.registry.get(admin, "sticky"))
+    assert live.canary.traffic["candidate"]["requests"] == on_candidate * 3
+    # The console's Models screen shows the split and the sample from this record.
+    (line,) = rollout_lines(msgspec.to_builtins(live))
+    assert f"sticky v2 50% · v1 50%  step 1/2  sample {on_candidate * 3}/100000" in line
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ class ModelsView(View):
     ModelsView #loaded { height: auto; padding: 0 1; }
     ModelsView #available { height: 1fr; }
     ModelsView #registry { height: 1fr; }
-    ModelsView #registry-history { height: auto; max-height: 6; padding: 0 1; }
+    ModelsView #registry-history { height: auto; max-height: 9; padding: 0 1; }
     """
 
     def __init__(self, id: str | None = None) -> None:
@@ -130,7 +130,7 @@ class ModelsView(View):
                 )
                 keys.append(f"{f['name']}@{v['version']}")
         fill_table(self.query_one("#registry", DataTable), rows, keys)
-        lines = []
+        lines = [line for f in families for line in rollout_lines(f)]
         for m in history[-5:]:
             was = f"v{m['previous_version']}" if m["previous_version"] is not None else "-"
             now = f"v{m['version']}" if m["version"] is not None else "removed"
@@ -270,3 +270,31 @@ class ModelsView(View):
         await self.api.unload_model()
         self.console.notice("chat model unloaded")
         self.reload()
+
+
+def rollout_lines(family: dict) -> list[str]:
+    """A family's running canary (live split and sample) and its shadow, one line each."""
+    lines = []
+    canary = family.get("canary")
+    if canary and canary["state"] == "running":
+        traffic = canary.get("traffic") or {}
+        cand, stable = traffic.get("candidate") or {}, traffic.get("stable") or {}
+
+        def rate(arm: dict) -> str:
+            return "-" if arm.get("error_rate") is None else f"{arm['error_rate']:.1%}"
+
+        lines.append(
+            f"[b]canary[/b] {family['name']} v{canary['candidate_version']} {canary['weight']}% · "
+            f"v{canary['stable_version']} {100 - canary['weight']}%  step {canary['step'] + 1}/"
+            f"{len(canary['steps'])}  sample {cand.get('requests', 0)}/{canary['min_samples']}  "
+            f"errors {rate(cand)} vs {rate(stable)}"
+        )
+    shadow = family.get("shadow")
+    if shadow:
+        q = shadow.get("queue") or {}
+        lines.append(
+            f"[b]shadow[/b] {family['name']} v{shadow['version']} mirrors {shadow['share']:.0%}  "
+            f"queue {q.get('depth', 0)}/{q.get('capacity', '?')} · {q.get('done', 0)} done · "
+            f"{q.get('dropped', 0)} dropped"
+        )
+    return lines
