@@ -176,6 +176,13 @@ class ModelPool:
             del self._links[key]  # the flipped-to model left (evicted): `key` resolves afresh
         return self._models.get(key)
 
+    def busy_besides(self, name: str) -> bool:
+        """Whether a resident model other than `name` is generating or has requests waiting for a slot."""
+        key = name.lower()
+        with self._lock:
+            served = [r.served for k, r in self._models.items() if k != key and r.served is not None]
+        return any(s.busy for s in served)
+
     def names(self) -> list[str]:
         with self._lock:
             return [r.name for r in self._models.values()]

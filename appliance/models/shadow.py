@@ -52,6 +52,10 @@ class ShadowMirror:
             return True
 
     @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
     def depth(self) -> int:
         return self._queue.qsize()
 

@@ -293,11 +293,21 @@ def test_shadow_mirrors_off_the_hot_path_and_production_stays_byte_identical(ser
     assert report["mean_citation_overlap"] == 1.0
     assert len(report["recent"]) == 3 and report["recent"][0]["prompt"] == prompts[-1]
     assert report["shadow"]["queue"]["max_depth"] <= report["shadow"]["queue"]["capacity"]
+    # The shadow stands aside while another model generates: it uses idle time only.
+    busy = app.models.pool.resident("clitest")
+    held = busy.stream(busy.render_chat([ChatMessage("user", "keep busy")]), PARAMS)  # a slot in use
+    answers_before = report["pairs"]
+    _chat(app, admin, "mirrored", "one more question while production is busy")
+    assert not app.rollouts.mirror.drain(0.3)
+    assert app.rollouts.shadow_report(admin, "mirrored").pairs == answers_before
+    held.close()
+    assert app.rollouts.mirror.drain(30)
+    assert app.rollouts.shadow_report(admin, "mirrored").pairs == answers_before + 1
     app.rollouts.set_shadow(admin, "mirrored", None)
     assert "shadow" not in app.registry.get(admin, "mirrored").aliases
     answers()
     assert app.rollouts.mirror.drain(30)
-    assert app.rollouts.shadow_report(admin, "mirrored").pairs == 8  # stopped: nothing more mirrored
+    assert app.rollouts.shadow_report(admin, "mirrored").pairs == 9  # stopped: nothing more mirrored
 
 
 def test_blue_green_flip_under_a_steady_stream_answers_every_request(server, app, admin, weights):
