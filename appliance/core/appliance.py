@@ -286,7 +286,14 @@ class Appliance:
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
         )
-        self.rollouts = Rollouts(settings, RolloutStore(self.db), self.registry, self.models, self.audit)
+        self.rollouts = Rollouts(
+            settings,
+            RolloutStore(self.db),
+            self.registry,
+            self.models,
+            self.audit,
+            self.traces.model_ratings,
+        )
         self.gateway.rollouts = self.rollouts
         self.workflows = Workflows(
             settings,

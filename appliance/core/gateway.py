@@ -73,9 +73,13 @@ class Gateway:
             decision = self.rollouts.assign(scope, decision)
         return decision
 
-    def choose(self, model: str, text: str) -> RouteDecision:
-        """Which model serves a request about `text` (the knowledge query's question) and why."""
-        return self.models.choose(model, text)
+    def choose(self, model: str, text: str, scope: Scope | None = None) -> RouteDecision:
+        """Which model serves a request about `text` (the knowledge query's question) and why; split
+        by a running canary like a chat (its answers' ratings are the canary's thumbs-down rate)."""
+        decision = self.models.choose(model, text)
+        if self.rollouts is not None:
+            decision = self.rollouts.assign(scope, decision)
+        return decision
 
     def runtime_for_route(
         self, decision: RouteDecision, on_position=None

@@ -106,8 +106,12 @@ class Rollouts:
         registry: Registry,
         models: ModelService,
         audit: AuditLog,
+        ratings: Callable[[list[str], str], tuple[int, int]] | None = None,
     ) -> None:
         self.settings = settings
+        # (thumbs down, ratings) of the answers given by some model names since a time: the
+        # feedback store's, so a canary's arms are compared on what users thought of their answers.
+        self.ratings = ratings
         self.store = store
         self.registry = registry
         self.models = models
@@ -399,15 +403,16 @@ class Rollouts:
             c, s = live.tally.snapshot()
             if not ready_to_analyse(c, s, live.weight, criteria):
                 return
-            passed, checks = analyse(c, s, criteria)
+            ratings = self._arm_ratings(live)
+            passed, checks = analyse(c, s, criteria, ratings)
             step, last = live.row["step"], live.row["step"] == len(live.row["steps"]) - 1
             outcome = "rolled_back" if not passed else ("promoted" if last else "advanced")
             entry = {
                 "step": step,
                 "weight": live.weight,
                 "passed": passed,
-                "candidate": c.summary(),
-                "stable": s.summary(),
+                "candidate": c.summary(ratings[0] if ratings else None),
+                "stable": s.summary(ratings[1] if ratings else None),
                 "checks": checks,
                 "outcome": outcome,
                 "at": datetime.now(UTC).isoformat(),
@@ -431,6 +436,21 @@ class Rollouts:
         if live.row["state"] == RUNNING and ready_to_analyse(c, s, live.weight, self._criteria(live)):
             if live.analysing.acquire(blocking=False):
                 self._analyse(live)
+
+    def _arm_ratings(self, live: _Live) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Thumbs-down counts of the answers each arm gave since the canary began (knowledge answers
+        are rated; their model names say the arm), None when no ratings can be read."""
+        if self.ratings is None:
+            return None
+        row = live.row
+        family = row["family"]
+        try:
+            candidate = self.ratings([f"{family}@{row['candidate_version']}"], row["started_at"])
+            stable = self.ratings([family, f"{family}@{row['stable_version']}"], row["started_at"])
+        except Exception:  # ratings are evidence when there; their absence never stalls a canary
+            log.exception("ratings could not be read for a canary")
+            return None
+        return candidate, stable
 
     def _advance(self, live: _Live, entry: dict, actor: str) -> None:
         row = live.row

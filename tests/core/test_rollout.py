@@ -23,7 +23,7 @@ from appliance.models.echo import EchoRuntime
 from appliance.models.rollout import CANDIDATE, arm_for
 from appliance.models.runtime import ChatMessage, GenerationParams
 from appliance.tui.screens.models import rollout_lines
-from tests.inprocess import InProcessServer, echo_appliance
+from tests.inprocess import InProcessServer, echo_appliance, ingest
 
 PARAMS = GenerationParams(max_tokens=4, temperature=0.0)
 
@@ -63,8 +63,8 @@ def _family(app, admin, weights, name: str, runtimes: dict[int, EchoRuntime]) ->
         app.models.serve_also(runtime, pinned=version == 1)
 
 
-def _scope(app, key_id: str):
-    return app.access.scope(Principal(key_id=key_id, name=key_id, role="user", collections=None))
+def _scope(app, key_id: str, collections: tuple[str, ...] | None = None):
+    return app.access.scope(Principal(key_id=key_id, name=key_id, role="user", collections=collections))
 
 
 def _chat(app, scope, model: str, text: str = "what is the leave policy"):
@@ -193,6 +193,35 @@ def test_assignment_is_sticky_per_key_and_shown_in_the_route_header(app, admin, 
     # The console's Models screen shows the split and the sample from this record.
     (line,) = rollout_lines(msgspec.to_builtins(live))
     assert f"sticky v2 50% · v1 50%  step 1/2  sample {on_candidate * 3}/100000" in line
+
+
+def test_thumbs_down_on_the_candidates_knowledge_answers_rolls_it_back(app, admin, weights):
+    _family(
+        app,
+        admin,
+        weights,
+        "rated",
+        {1: EchoRuntime("rated", capacity=2), 2: EchoRuntime("rated@2", capacity=2)},
+    )
+    ingest(app, "handbook", {"leave": "Employees receive 27 days of annual leave."})
+    app.rollouts.start_canary(admin, "rated", 2, [50, 100], min_samples=30)
+    # Knowledge answers are split like chats; each asker rates its answer: the candidate's down.
+    answered = {"rated": 0, "rated@2": 0}
+    for i in range(60):
+        scope = _scope(app, f"rater-{i}", ("handbook",))
+        answer = app.answers.answer(scope, "how many days of annual leave", ["handbook"], model="rated")
+        assert app.feedback.flush(30)
+        app.feedback.rate(scope, answer.id, "down" if answer.model == "rated@2" else "up")
+        answered[answer.model] += 1
+    assert min(answered.values()) >= 10, answered
+    # Chats bring the step to its sample; errors and latency are alike, the ratings are not.
+    _drive(app, "rated", 2000)
+    canary = app.rollouts.canary("rated")
+    assert canary.state == "rolled_back", canary
+    checks = {c["name"]: c for c in canary.analyses[-1].checks}
+    assert checks["error_rate"]["passed"] and checks["thumbs_down_rate"]["passed"] is False
+    assert canary.analyses[-1].candidate["thumbs_down_rate"] == 1.0
+    assert canary.analyses[-1].stable["thumbs_down_rate"] == 0.0
 
 
 @pytest.fixture(scope="module")
