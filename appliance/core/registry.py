@@ -209,7 +209,7 @@ class Registry:
         if family.aliases.get(alias) == version:
             raise Conflict(f"{alias!r} of {family.name} is already version {version}")
         report = self.gate_report(scope, family, alias, version, run_id, wait)
-        preloaded = self._preload(family.name, version) if alias == "production" else None
+        preloaded = self.preload(family.name, version) if alias == "production" else None
         move = self.registry.move_alias(
             family.name,
             alias,
@@ -225,7 +225,7 @@ class Registry:
             self.flip_production(family.name, version, preloaded)
         self._audit_move(scope, family.name, alias, version, "ok", _move_detail(move))
         self._serve_if_default(move)
-        self._moved(move)
+        self.moved(move)
         return move
 
     def gate_report(
@@ -268,7 +268,7 @@ class Registry:
         check_alias(alias)
         family = self.registry.family(name)
         target = self.registry.rollback_target(family.name, alias)
-        preloaded = self._preload(family.name, target) if alias == "production" else None
+        preloaded = self.preload(family.name, target) if alias == "production" else None
         move = self.registry.move_alias(
             family.name, alias, target, actor=_actor(scope), reason=reason or "rollback", action="rollback"
         )
@@ -276,11 +276,11 @@ class Registry:
             self.flip_production(family.name, target, preloaded)
         self._audit_move(scope, family.name, alias, target, "ok", _move_detail(move))
         self._serve_if_default(move)
-        self._moved(move)
+        self.moved(move)
         return move
 
     # -- blue-green ------------------------------------------------------------------------------
-    def _preload(self, family: str, version: int) -> bool:
+    def preload(self, family: str, version: int) -> bool:
         """Before production moves to `version`: load it beside the version serving the family now,
         when that one is resident (else nothing serves the family yet, and the next request loads
         the new version) and the pool's memory budget allows. True: loaded and ready to flip to."""
@@ -309,7 +309,8 @@ class Registry:
             pool.retire(family)
         log.info("production flipped", extra={"model": family, "version": version, "preloaded": preloaded})
 
-    def _moved(self, move: AliasMove) -> None:
+    def moved(self, move: AliasMove) -> None:
+        """Tell the listeners (the rollout service) that an alias moved."""
         for listener in self.listeners:
             try:
                 listener(move)

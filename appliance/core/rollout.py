@@ -427,6 +427,8 @@ class Rollouts:
                 self._end(live, PROMOTED, f"every step passed ({len(live.row['steps'])})", actor, entry)
             else:
                 self._advance(live, entry, actor)
+        except Conflict:
+            pass  # an admin ended it while this step was analysed
         except Exception:
             log.exception("canary analysis failed", extra={"rollout": live.id})
         finally:
@@ -481,8 +483,10 @@ class Rollouts:
     def _end(self, live: _Live, state: str, reason: str, actor: str, entry: dict | None) -> AliasMove:
         """Stop the canary (no traffic reaches the candidate from here on), then record it: the
         `canary` alias leaves the candidate; a promotion moves production to it (blue-green)."""
-        row = live.row
         with self._lock:
+            row = live.row
+            if row["state"] != RUNNING:  # ended meanwhile (its analysis, or another admin)
+                raise Conflict(f"canary {live.id} has already {row['state'].replace('_', ' ')}")
             live.row = {**row, "state": state}  # the hot path stops splitting now
             self._canaries.pop(row["family"], None)
         analyses = [*row["analyses"], entry] if entry is not None else row["analyses"]
@@ -526,7 +530,7 @@ class Rollouts:
             ),
             None,
         )
-        preloaded = self.registry._preload(family.name, version)
+        preloaded = self.registry.preload(family.name, version)
         move = self.registry.registry.move_alias(
             family.name,
             PRODUCTION,
@@ -540,7 +544,7 @@ class Rollouts:
             report=start.eval_report if start else None,
         )
         self.registry.flip_production(family.name, version, preloaded)
-        self.registry._moved(move)
+        self.registry.moved(move)
         return move
 
     # -- shadow ----------------------------------------------------------------------------------
