@@ -253,7 +253,17 @@ def test_over_http_and_the_cli_a_user_key_cannot_start_a_canary_and_an_admin_can
         app.rollouts.start_canary(
             app.access.scope(app.keys.authenticate(created.json()["key"])), "sticky", 2, [100]
         )
+    # Over the wire (official SDK), the caller's key decides the arm, and the header says which.
+    chat = _client(server).chat.completions.with_raw_response.create(
+        model="sticky",
+        messages=[{"role": "user", "content": "which arm am I on"}],
+        max_tokens=3,
+        temperature=0,
+    )
     shown = user.get("/api/v1/models/sticky").json()["canary"]
+    arm = arm_for(app.keys.authenticate(server.key).key_id, shown["id"], 50)
+    assert chat.parse().model == ("sticky@2" if arm == CANDIDATE else "sticky")
+    assert chat.headers["x-appliance-route"].endswith(f"canary={arm}")
     assert (shown["state"], shown["weight"], shown["candidate_version"]) == ("running", 50, 2)
     again = admin.post("/api/v1/models/sticky/canary", json={"version": 2, "steps": [5, 100]})
     assert again.status_code == 409 and "already has a canary running" in again.json()["detail"]
