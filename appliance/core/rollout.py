@@ -146,6 +146,8 @@ class Rollouts:
 
     def close(self) -> None:
         self.mirror.stop()
+        if self._alias_moved in self.registry.listeners:
+            self.registry.listeners.remove(self._alias_moved)
 
     # -- reading ---------------------------------------------------------------------------------
     def decorate(self, family: ModelFamily) -> ModelFamily:

@@ -224,6 +224,39 @@ def test_thumbs_down_on_the_candidates_knowledge_answers_rolls_it_back(app, admi
     assert canary.analyses[-1].stable["thumbs_down_rate"] == 0.0
 
 
+def test_a_running_canary_is_durable_a_fresh_service_resumes_it_at_its_step(app, admin, weights):
+    from appliance.core.rollout import Rollouts
+    from appliance.db.rollouts import RolloutStore
+
+    _family(
+        app,
+        admin,
+        weights,
+        "durable",
+        {1: EchoRuntime("durable", capacity=2), 2: EchoRuntime("durable@2", capacity=2)},
+    )
+    started = app.rollouts.start_canary(admin, "durable", 2, [30, 60, 100], min_samples=10)
+    for i in range(1000):
+        _chat(app, _scope(app, f"durable-{i}"), "durable")
+        if app.rollouts.canary("durable").step == 1:
+            break
+    _settle(app)
+    assert app.rollouts.canary("durable").weight == 60
+    # What a restart does: a new service over the same DuckDB.
+    again = Rollouts(app.settings, RolloutStore(app.db), app.registry, app.models, app.audit)
+    again.start()
+    try:
+        resumed = again.canary("durable")
+        assert (resumed.id, resumed.state, resumed.step, resumed.weight) == (started.id, "running", 1, 60)
+        assert [a.outcome for a in resumed.analyses] == ["advanced"]
+        assert resumed.traffic["candidate"]["requests"] == 0  # the step's sample starts over
+        scope = _scope(app, "durable-key")
+        decision = again.assign(scope, app.models.choose("durable"))
+        assert decision.rollout.endswith(arm_for(scope.key_id, started.id, 60))
+    finally:
+        again.close()
+
+
 @pytest.fixture(scope="module")
 def server(app):
     srv = InProcessServer(app).start()
