@@ -124,6 +124,7 @@ class Rollouts:
             latency_tolerance=r.canary_latency_tolerance,
         )
         self._lock = threading.Lock()
+        self._starting = threading.Lock()  # one canary start at a time decides "one per family"
         self._canaries: dict[str, _Live] = {}  # family key -> running canary
         self._by_id: dict[str, _Live] = {}
         self._shadows: dict[str, dict] = {}  # family key -> {version, share, ...}
@@ -219,42 +220,37 @@ class Rollouts:
             )
         if stable == version:
             raise Conflict(f"{family.name} version {version} is already production")
-        with self._lock:
-            if family.name.lower() in self._canaries:
-                running = self._canaries[family.name.lower()]
-                raise Conflict(
-                    f"{family.name} already has a canary running (version {running.row['candidate_version']}, "
-                    f"rollout {running.id}): let it finish or roll it back (appliance models rollback "
-                    f"{family.name} --alias canary)"
-                )
+        self._refuse_second(family.name)
         report = self.registry.gate_report(scope, family, PRODUCTION, version, run_id, wait)
         rollout_id = "canary_" + uuid.uuid4().hex[:16]
-        row = self.store.add_canary(
-            rollout_id,
-            family.name,
-            version,
-            stable,
-            schedule,
-            min_samples or self.criteria.min_samples,
-            _actor(scope),
-        )
-        move = self.registry.registry.store.move_alias(
-            family.name,
-            CANARY_ALIAS,
-            version,
-            action="canary",
-            actor=_actor(scope),
-            reason=reason
-            or f"canary {rollout_id}: steps {','.join(map(str, schedule))}%, starting at {schedule[0]}%",
-            gated=report is not None,
-            gate=family.gate if report is not None else None,
-            eval_report_id=report.run_id if report is not None else None,
-            eval_report=msgspec.to_builtins(report) if report is not None else None,
-        )
-        live = _Live(row, Tally(), threading.Lock())
-        with self._lock:
-            self._canaries[row["family"]] = live
-            self._by_id[rollout_id] = live
+        with self._starting:  # checked again: another start may have begun while the gate ran
+            self._refuse_second(family.name)
+            row = self.store.add_canary(
+                rollout_id,
+                family.name,
+                version,
+                stable,
+                schedule,
+                min_samples or self.criteria.min_samples,
+                _actor(scope),
+            )
+            move = self.registry.registry.store.move_alias(
+                family.name,
+                CANARY_ALIAS,
+                version,
+                action="canary",
+                actor=_actor(scope),
+                reason=reason
+                or f"canary {rollout_id}: steps {','.join(map(str, schedule))}%, starting at {schedule[0]}%",
+                gated=report is not None,
+                gate=family.gate if report is not None else None,
+                eval_report_id=report.run_id if report is not None else None,
+                eval_report=msgspec.to_builtins(report) if report is not None else None,
+            )
+            live = _Live(row, Tally(), threading.Lock())
+            with self._lock:  # published last: traffic splits from here on
+                self._canaries[row["family"]] = live
+                self._by_id[rollout_id] = live
         self._refresh_holders()
         self._audit(
             scope.principal,
@@ -264,6 +260,16 @@ class Rollouts:
             {"rollout": rollout_id, "steps": schedule, "history_id": move.id, "stable": stable},
         )
         return self._record(row, live)
+
+    def _refuse_second(self, family: str) -> None:
+        with self._lock:
+            running = self._canaries.get(family.lower())
+        if running is not None:
+            raise Conflict(
+                f"{family} already has a canary running (version {running.row['candidate_version']}, "
+                f"rollout {running.id}): let it finish or roll it back (appliance models rollback "
+                f"{family} --alias canary)"
+            )
 
     def rollback(self, scope: Scope, name: str, alias: str = PRODUCTION, reason: str = "") -> AliasMove:
         """`appliance models rollback`: alias `canary` stops the running canary (its candidate gets no
@@ -309,8 +315,9 @@ class Rollouts:
         )
 
     def _family_of(self, model: str, active: dict) -> str | None:
-        """The family key whose production `model` names (`fam`, `fam@production`, a bare
-        `production`, or the default model when its family holds production), among `active`."""
+        """The family key whose production `model` names (`fam`, `fam@production`, or a bare
+        `production` held by one family), among `active`. A request for `default` arrives here as
+        the default model's name, which is its family's for the built-ins."""
         name, _, qualifier = model.strip().lower().partition("@")
         if name in active and qualifier in ("", PRODUCTION):
             return name
