@@ -448,16 +448,16 @@ class ModelPool:
 
     def _retire(self, r: Resident) -> None:
         """Under the lock: re-key `r` out of its name's way, unpinned, and drain it in a thread."""
-        for key, held in list(self._models.items()):
-            if held is r:
-                del self._models[key]
+        old_keys = {key for key, held in self._models.items() if held is r}
+        for key in old_keys:
+            del self._models[key]
+        for key, target in list(self._links.items()):
+            if target in old_keys:  # nothing is served by a retired model
+                del self._links[key]
         self._retired += 1
         r.name = f"{r.name}~retired{self._retired}"
         r.pinned = False
         self._models[r.name.lower()] = r
-        for key, target in list(self._links.items()):
-            if target == r.name.lower():
-                del self._links[key]
         threading.Thread(target=self._drain, args=(r,), name=f"model-drain-{r.name}", daemon=True).start()
 
     def _drain(self, r: Resident, poll_s: float = 0.05, limit_s: float = 3600.0) -> None:
