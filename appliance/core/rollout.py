@@ -252,6 +252,7 @@ class Rollouts:
                 self._canaries[row["family"]] = live
                 self._by_id[rollout_id] = live
         self._refresh_holders()
+        self._warm(family.name, version)
         self._audit(
             scope.principal,
             "start",
@@ -260,6 +261,17 @@ class Rollouts:
             {"rollout": rollout_id, "steps": schedule, "history_id": move.id, "stable": stable},
         )
         return self._record(row, live)
+
+    def _warm(self, family: str, version: int) -> None:
+        """Start loading the version a canary or shadow will send requests to, so its first ones do
+        not wait for a cold load (what cannot load now loads on first use, and says why there)."""
+        try:
+            self.models.preload(f"{family}@{version}")
+        except ApplianceError as exc:
+            log.warning(
+                "the version could not be preloaded",
+                extra={"model": family, "version": version, "error": exc.detail},
+            )
 
     def _refuse_second(self, family: str) -> None:
         with self._lock:
@@ -609,6 +621,7 @@ class Rollouts:
             r for r in self.store.shadows() if r["family"] == family.name.lower()
         )
         self._refresh_holders()
+        self._warm(family.name, version)
         self._audit(
             scope.principal,
             "shadow",
