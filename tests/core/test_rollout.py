@@ -163,7 +163,9 @@ def test_a_healthy_canary_advances_step_by_step_and_is_promoted_blue_green(app, 
     assert app.rollouts.canary("steady").weight == 0
 
 
-def test_assignment_is_sticky_per_key_and_shown_in_the_route_header(app, admin, weights):
+@pytest.fixture(scope="module")
+def sticky(app, admin, weights):
+    """A family `sticky` whose canary of v2 runs at 50% and never reaches its sample."""
     _family(
         app,
         admin,
@@ -171,7 +173,11 @@ def test_assignment_is_sticky_per_key_and_shown_in_the_route_header(app, admin, 
         "sticky",
         {1: EchoRuntime("sticky", capacity=2), 2: EchoRuntime("sticky@2", capacity=2)},
     )
-    canary = app.rollouts.start_canary(admin, "sticky", 2, [50, 100], min_samples=100000)
+    return app.rollouts.start_canary(admin, "sticky", 2, [50, 100], min_samples=100000)
+
+
+def test_assignment_is_sticky_per_key_and_shown_in_the_route_header(app, sticky):
+    canary = sticky
     on_candidate = 0
     for k in range(24):
         scope = _scope(app, f"sticky-key-{k}")
@@ -264,8 +270,7 @@ def server(app):
     srv.stop()
 
 
-def test_over_http_and_the_cli_a_user_key_cannot_start_a_canary_and_an_admin_can(server, app):
-    """(Uses the family `sticky` of the test before, its canary still running.)"""
+def test_over_http_and_the_cli_a_user_key_cannot_start_a_canary_and_an_admin_can(server, app, sticky):
     admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=60)
     app.catalog.ensure_collection("canary-readers")
     created = admin.post(
@@ -366,7 +371,7 @@ def test_shadow_mirrors_off_the_hot_path_and_production_stays_byte_identical(ser
     assert len(report["recent"]) == 3 and report["recent"][0]["prompt"] == prompts[-1]
     assert report["shadow"]["queue"]["max_depth"] <= report["shadow"]["queue"]["capacity"]
     # The shadow stands aside while another model generates: it uses idle time only.
-    busy = app.models.pool.resident("clitest")
+    busy = app.models.serve_also(EchoRuntime("elsewhere"))
     held = busy.stream(busy.render_chat([ChatMessage("user", "keep busy")]), PARAMS)  # a slot in use
     answers_before = report["pairs"]
     _chat(app, admin, "mirrored", "one more question while production is busy")
