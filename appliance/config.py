@@ -295,6 +295,14 @@ class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True):
     probe_timeout_seconds: float = 300.0
     probe_context_length: int = 512
     probe_max_tokens: int = 8
+    # Canaries (docs/models.md, "Safe rollout"): each step is analysed once the candidate has this
+    # many requests (and stable as many, below 100%); a difference counts at this significance.
+    canary_min_samples: int = 50
+    canary_alpha: float = 0.05
+    canary_max_error_rate: float = 0.05  # the candidate's bound while stable has too few requests
+    canary_latency_tolerance: float = 0.25  # p95 may be this fraction slower than stable's
+    # Shadow requests wait in a queue this long at most; beyond it they are dropped, never waited for.
+    shadow_queue: int = 16
 
 
 class WorkflowSettings(msgspec.Struct, forbid_unknown_fields=True):

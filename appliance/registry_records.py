@@ -37,6 +37,83 @@ class ModelVersion(Record, kw_only=True):
     aliases: list[str]
 
 
+class CanaryStep(Record, kw_only=True):
+    """One analysis of a canary step: each arm's numbers and each check, and what followed."""
+
+    step: int  # 0-based index into the schedule
+    weight: int  # percent of production traffic the candidate had
+    passed: bool
+    candidate: dict[str, Any]  # requests, errors, error_rate, p95_first_token_ms, p95_total_ms, ...
+    stable: dict[str, Any]
+    checks: list[dict[str, Any]]  # name, passed (None: skipped for want of data), p_value, detail
+    outcome: str  # advanced | promoted | rolled_back
+    at: str
+
+
+class Canary(Record, kw_only=True):
+    """A canary of a family: the candidate gets `weight` percent of production's traffic, sticky
+    per API key, until each step's analysis passes (the last promotes it) or one fails (rolled back)."""
+
+    id: str
+    name: str  # the family
+    candidate_version: int
+    stable_version: int
+    steps: list[int]
+    step: int  # the current step's index
+    weight: int  # the candidate's share now (0 once it ended)
+    min_samples: int
+    state: str  # running | promoted | rolled_back | cancelled
+    reason: str
+    actor: str
+    analyses: list[CanaryStep]
+    traffic: dict[str, Any]  # this step's live numbers per arm (empty once it ended)
+    started_at: str
+    updated_at: str
+
+
+class ShadowState(Record, kw_only=True):
+    """A family's shadow: `share` of its production requests mirrored to `version` off the hot path."""
+
+    name: str
+    version: int
+    share: float  # 0..1
+    actor: str
+    updated_at: str
+    queue: dict[str, Any]  # the mirror's capacity, depth, offered, dropped, done, failed
+
+
+class ShadowPair(Record, kw_only=True):
+    id: int
+    shadow_version: int
+    production_model: str
+    prompt: str
+    production_output: str
+    shadow_output: str | None
+    similarity: float | None
+    citation_overlap: float | None
+    production_ms: float | None
+    shadow_ms: float | None
+    error: str | None
+    at: str
+
+
+class ShadowReport(Record, kw_only=True):
+    """How a shadow version's answers agree with production's on the same requests."""
+
+    name: str
+    shadow: ShadowState | None  # None: no shadow is set now (pairs of earlier ones may remain)
+    version: int | None  # the version the numbers are about
+    pairs: int
+    errors: int
+    mean_similarity: float | None
+    median_similarity: float | None
+    agreement_rate: float | None  # share of pairs with similarity >= 0.8
+    mean_citation_overlap: float | None  # over pairs where either answer cites; None when none did
+    p95_production_ms: float | None
+    p95_shadow_ms: float | None
+    recent: list[ShadowPair]
+
+
 class ModelFamily(Record, kw_only=True):
     name: str
     kind: str
@@ -44,6 +121,8 @@ class ModelFamily(Record, kw_only=True):
     aliases: dict[str, int]  # alias -> version
     versions: list[ModelVersion]
     created_at: str
+    canary: Canary | None = None  # the running canary, else the last one
+    shadow: ShadowState | None = None
 
 
 class AliasMove(Record, kw_only=True):
@@ -53,7 +132,7 @@ class AliasMove(Record, kw_only=True):
     id: int
     name: str  # the family
     alias: str
-    action: str  # promote | rollback | import | config | remove
+    action: str  # promote | rollback | import | config | remove | canary | canary-step | shadow
     version: int | None  # None: the alias was removed from this family
     previous_version: int | None
     actor: str

@@ -41,6 +41,7 @@ DEPENDENCIES = {
             "evals",
             "eval_sources",
             "registry",
+            "rollouts",
             "workflows",
             "planner",
             "calibration",

@@ -1,4 +1,4 @@
-"""`appliance models`: the model registry: list, import, promote, rollback, history (and a family's gate)."""
+"""`appliance models`: the model registry: list, import, promote, canary, shadow, rollback, history, gate."""
 
 from __future__ import annotations
 
@@ -39,7 +39,35 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.set_defaults(func=_promote)
 
     a = actions.add_parser(
-        "rollback", parents=[parents.client], help="move an alias back to its previous version"
+        "canary",
+        parents=[parents.client],
+        help="send a growing share of production traffic to a version, analysed at each step",
+    )
+    a.add_argument("name")
+    a.add_argument("version", type=int)
+    a.add_argument(
+        "--steps", default="5,25,50,100", help="percent of production traffic per step, ending at 100"
+    )
+    a.add_argument("--min-samples", type=int, help="candidate requests per step before its analysis")
+    a.add_argument("--reason", default="")
+    a.set_defaults(func=_canary)
+
+    a = actions.add_parser(
+        "shadow",
+        parents=[parents.client],
+        help="mirror production requests to a version off the hot path; without VERSION: its agreement report",
+    )
+    a.add_argument("name")
+    a.add_argument("version", type=int, nargs="?")
+    a.add_argument("--share", type=float, default=1.0, help="share of production requests mirrored (0..1]")
+    a.add_argument("--stop", action="store_true", help="stop mirroring")
+    a.add_argument("--recent", type=int, default=5, help="paired outputs shown in the report")
+    a.set_defaults(func=_shadow)
+
+    a = actions.add_parser(
+        "rollback",
+        parents=[parents.client],
+        help="move an alias back to its previous version (--alias canary: stop the running canary)",
     )
     a.add_argument("name")
     a.add_argument("--alias", default="production")
@@ -76,6 +104,11 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{f['name']}  [{f['kind']}, {gate}]")
             for v in f["versions"]:
                 print(_version_line(v))
+            if f.get("canary"):
+                print("  " + _canary_line(f["canary"]))
+            if f.get("shadow"):
+                s = f["shadow"]
+                print(f"  shadow: v{s['version']} mirrors {s['share']:.0%} of production")
 
     emit(args, connect(args).registry_models(), human)
     return 0
@@ -92,6 +125,70 @@ def _import(args: argparse.Namespace) -> int:
     emit(args, version, human)
     # Like a failed check elsewhere: a rejected file is registered, and the command says it failed.
     return 2 if version["state"] == "rejected" else 0
+
+
+def _canary_line(c: dict) -> str:
+    steps = ",".join(str(x) for x in c["steps"])
+    if c["state"] == "running":
+        t = c.get("traffic") or {}
+        n = (t.get("candidate") or {}).get("requests", 0)
+        return (
+            f"canary {c['id']}: v{c['candidate_version']} vs v{c['stable_version']} at {c['weight']}% "
+            f"(step {c['step'] + 1}/{len(c['steps'])} of {steps}; {n}/{c['min_samples']} requests)"
+        )
+    return f"last canary {c['id']}: v{c['candidate_version']} {c['state'].replace('_', ' ')}: {c['reason']}"
+
+
+def _canary(args: argparse.Namespace) -> int:
+    from appliance.models.rollout import parse_steps
+
+    steps = parse_steps(args.steps)  # a bad schedule is refused here, with the server's words
+    canary = connect(args).start_canary(args.name, args.version, steps, args.min_samples, args.reason)
+    emit(args, canary, lambda c: print(_canary_line(c)))
+    return 0
+
+
+def _shadow(args: argparse.Namespace) -> int:
+    client = connect(args)
+    if args.stop or args.version is not None:
+        state = client.set_shadow(args.name, None if args.stop else args.version, args.share)
+
+        def human(s: dict | None) -> None:
+            if s is None:
+                print(f"{args.name}: shadow stopped")
+            else:
+                print(f"{s['name']}: v{s['version']} mirrors {s['share']:.0%} of production requests")
+
+        emit(args, state, human)
+        return 0
+
+    def report(r: dict) -> None:
+        if r["version"] is None:
+            print(f"{r['name']}: no shadow yet")
+            return
+        live = "on" if r["shadow"] else "stopped"
+        print(f"{r['name']} shadow v{r['version']} ({live}): {r['pairs']} pairs, {r['errors']} errors")
+
+        def num(v, fmt="{:.3f}") -> str:
+            return "-" if v is None else fmt.format(v)
+
+        print(
+            f"  similarity mean {num(r['mean_similarity'])} median {num(r['median_similarity'])}; "
+            f"agreement {num(r['agreement_rate'], '{:.0%}')}; citation overlap {num(r['mean_citation_overlap'])}"
+        )
+        print(
+            f"  p95 production {num(r['p95_production_ms'], '{:.0f} ms')}, "
+            f"shadow {num(r['p95_shadow_ms'], '{:.0f} ms')}"
+        )
+        if r["shadow"]:
+            q = r["shadow"]["queue"]
+            print(f"  queue {q['depth']}/{q['capacity']}, {q['done']} done, {q['dropped']} dropped")
+        for p in r["recent"]:
+            sim = num(p["similarity"], "{:.2f}")
+            print(f"  [{sim}] {p['prompt'][:60]!r}: {(p['shadow_output'] or p['error'] or '')[:60]!r}")
+
+    emit(args, client.shadow_report(args.name, args.recent), report)
+    return 0
 
 
 def _print_move(m: dict) -> None:

@@ -149,6 +149,9 @@ class BaseClient:
     import_model = _api(platform_calls.import_model)
     promote_model = _api(platform_calls.promote_model)
     rollback_model = _api(platform_calls.rollback_model)
+    start_canary = _api(platform_calls.start_canary)
+    set_shadow = _api(platform_calls.set_shadow)
+    shadow_report = _api(platform_calls.shadow_report)
     set_model_gate = _api(platform_calls.set_model_gate)
     # -- workflows
     apply_workflow_files = _api(platform_calls.apply_workflow_files)

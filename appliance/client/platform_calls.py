@@ -52,6 +52,30 @@ def rollback_model(name: str, alias: str = "production", reason: str = "") -> Ca
     )
 
 
+def start_canary(
+    name: str, version: int, steps: list[int], min_samples: int | None = None, reason: str = ""
+) -> Call:
+    """Send a growing share of `name`'s production traffic to `version`, analysed at each step."""
+    body: dict[str, Any] = {"version": version, "steps": steps, "reason": reason}
+    if min_samples is not None:
+        body["min_samples"] = min_samples
+    return Call("POST", "/api/v1/models/{name}/canary", {"name": name}, json=body, timeout=None)
+
+
+def set_shadow(name: str, version: int | None, share: float = 1.0, reason: str = "") -> Call:
+    """Mirror `share` of `name`'s production chat requests to `version` (None: stop the shadow)."""
+    return Call(
+        "POST",
+        "/api/v1/models/{name}/shadow",
+        {"name": name},
+        json={"version": version, "share": share, "reason": reason},
+    )
+
+
+def shadow_report(name: str, recent: int = 10) -> Call:
+    return Call("GET", "/api/v1/models/{name}/shadow", {"name": name}, params={"recent": recent})
+
+
 def set_model_gate(name: str, gate: str | None) -> Call:
     return Call("POST", "/api/v1/models/{name}/gate", {"name": name}, json={"gate": gate})
 

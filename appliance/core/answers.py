@@ -127,7 +127,7 @@ class Answers:
         started = time.perf_counter()
         names = scope.collections(collections)
         if route is None:
-            route = self.route_for(model, question)
+            route = self.route_for(model, question, scope)
         runtime, route = self.gateway.runtime_for_route(route, on_position)
         timings: dict[str, float] = {}
         query = question
@@ -147,9 +147,10 @@ class Answers:
             answer_id, runtime, plan, query, retrieval, names, conversation_id, started, timings, route
         )
 
-    def route_for(self, model: str | None, question: str) -> RouteDecision:
-        """Which model answers `question` and why: `auto` is routed on it (the same router as /v1)."""
-        return self.gateway.choose(model or "default", question)
+    def route_for(self, model: str | None, question: str, scope: Scope | None = None) -> RouteDecision:
+        """Which model answers `question` and why: `auto` is routed on it (the same router as /v1), and
+        a running canary of the named family's production splits it by the caller's key."""
+        return self.gateway.choose(model or "default", question, scope)
 
     def answer(
         self,

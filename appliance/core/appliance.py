@@ -22,6 +22,7 @@ from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
 from appliance.core.planner import Planner
 from appliance.core.registry import Registry
+from appliance.core.rollout import Rollouts
 from appliance.core.sources import Sources
 from appliance.core.tuning import Tuning
 from appliance.core.workflows import Workflows
@@ -35,6 +36,7 @@ from appliance.db.keys import KeyStore
 from appliance.db.migrations import migrate
 from appliance.db.plans import PlanStore
 from appliance.db.registry import RegistryStore
+from appliance.db.rollouts import RolloutStore
 from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
 from appliance.index.bm25 import TantivyKeywordIndex
@@ -79,6 +81,7 @@ class Appliance:
     - `eval_sources`: eval sets it writes itself (the `evalgen` job kind; from feedback);
     - `calibration`: each collection's fusion, tuned on its generated eval set (`calibrate` jobs);
     - `registry`: model families, versions, aliases and their history; intake; promotion and rollback;
+    - `rollouts`: canaries (sticky weight schedule, per-step analysis, automatic rollback) and shadows;
     - `tuning`: fine-tuning the embedder on a collection (the `tune` job kind), registered as a new version;
     - `workflows`: workflow, agent, tool and policy documents, runs (the `workflow` job kind), approvals.
     """
@@ -283,6 +286,15 @@ class Appliance:
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
         )
+        self.rollouts = Rollouts(
+            settings,
+            RolloutStore(self.db),
+            self.registry,
+            self.models,
+            self.audit,
+            self.traces.model_ratings,
+        )
+        self.gateway.rollouts = self.rollouts
         self.workflows = Workflows(
             settings,
             self.db,
@@ -413,6 +425,7 @@ class Appliance:
             self.registry.serving_resolver(self.models.resolve_in_manifest, self.models.known_models),
             knows=self.registry.registry.knows,
         )
+        self.rollouts.start()
         if self.settings.llm.load_at_start:
             self._spawn(lambda: self.models.load(self.registry.default_chat()), "chat-model-load")
         if self.settings.sample_dir:
@@ -447,6 +460,7 @@ class Appliance:
         self.admin.stop_sampling()
         self.source_service.stop()
         self.registry.close()
+        self.rollouts.close()
         self.workflows.close()  # wakes runs in a sleep or a backoff: they resume at the next start
         self.queue.stop()
         for thread in self._threads:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from typing import TYPE_CHECKING
 
 from appliance.core.access import Access, Scope
 from appliance.errors import InvalidInput
@@ -15,6 +16,9 @@ from appliance.models.served import ServedModel
 from appliance.models.service import ModelService
 from appliance.observability.metrics import Metrics
 
+if TYPE_CHECKING:
+    from appliance.core.rollout import Rollouts
+
 
 class Gateway:
     """Model calls on behalf of a caller: each one is measured and charged to the caller's key."""
@@ -23,6 +27,8 @@ class Gateway:
         self.models = models
         self.access = access
         self.metrics = metrics
+        # Canary splits and shadow mirroring (set by the composition root once the registry exists).
+        self.rollouts: Rollouts | None = None
 
     def list_models(self) -> list[dict]:
         return self.models.list_models()
@@ -52,16 +58,28 @@ class Gateway:
 
     # -- routed chat: `model` may be `auto`; fallbacks until the first token -------------------------
     def route(
-        self, model: str, messages: list[ChatMessage], tools: ToolRequest | None = None
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        tools: ToolRequest | None = None,
+        scope: Scope | None = None,
     ) -> RouteDecision:
-        """Which model serves this chat and why (the `x-appliance-route` header)."""
+        """Which model serves this chat and why (the `x-appliance-route` header); a running canary of
+        the named family's production splits it by the caller's key."""
         text = next((m.content for m in reversed(messages) if m.role == "user"), "")
         offering = tools is not None and tools.choice.mode != "none"
-        return self.models.choose(model, text, offering)
+        decision = self.models.choose(model, text, offering)
+        if self.rollouts is not None:
+            decision = self.rollouts.assign(scope, decision)
+        return decision
 
-    def choose(self, model: str, text: str) -> RouteDecision:
-        """Which model serves a request about `text` (the knowledge query's question) and why."""
-        return self.models.choose(model, text)
+    def choose(self, model: str, text: str, scope: Scope | None = None) -> RouteDecision:
+        """Which model serves a request about `text` (the knowledge query's question) and why; split
+        by a running canary like a chat (its answers' ratings are the canary's thumbs-down rate)."""
+        decision = self.models.choose(model, text)
+        if self.rollouts is not None:
+            decision = self.rollouts.assign(scope, decision)
+        return decision
 
     def runtime_for_route(
         self, decision: RouteDecision, on_position=None
@@ -89,7 +107,19 @@ class Gateway:
             grammar = plan.grammar
             return prompt, plan, params if grammar is None else dataclasses.replace(params, grammar=grammar)
 
-        return self.models.open_routed(decision, build, cancel, on_position)
+        try:
+            opened = self.models.open_routed(decision, build, cancel, on_position)
+        except Exception as exc:
+            if self.rollouts is not None:
+                self.rollouts.failed(decision, exc)
+            raise
+        if self.rollouts is not None:
+            # Told how it ends (canary analysis, shadow mirroring); the stream itself is unchanged.
+            plain = (tools is None or tools.choice.mode == "none") and (
+                output is None or output.kind == "text"
+            )
+            opened.stream = self.rollouts.watch(opened.decision, opened.stream, messages, params, plain)
+        return opened
 
     def chat(
         self,

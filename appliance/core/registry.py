@@ -67,6 +67,8 @@ class Registry:
         self.audit = audit
         self.data_dir = data_dir
         self.registry = ModelRegistry(store, models.models_dir, intake_limits(settings))
+        # Told of every promotion and rollback (the rollout service keeps its view of aliases fresh).
+        self.listeners: list[Callable[[AliasMove], None]] = []
         self.inbox = ModelInbox(
             self.registry.models_dir / "inbox",
             self.registry.take_from_inbox,
@@ -206,27 +208,8 @@ class Registry:
             )
         if family.aliases.get(alias) == version:
             raise Conflict(f"{alias!r} of {family.name} is already version {version}")
-        report: GateReport | None = None
-        if alias in GATED_ALIASES and family.gate:
-            try:
-                report = self._check_gate(scope, family.gate, family.name, version, run_id, wait)
-            except ApplianceError as exc:  # the run failed (e.g. the candidate could not be served)
-                self._audit_move(
-                    scope, family.name, alias, version, "denied", {"gate": family.gate, "error": exc.detail}
-                )
-                raise Conflict(
-                    f"gate {family.gate!r} could not check {family.name}@{version}: {exc.detail}"
-                ) from None
-            if report.state != "passed":
-                detail = {"gate": family.gate, "run": report.run_id, "state": report.state}
-                self._audit_move(scope, family.name, alias, version, "denied", detail)
-                if report.state == "pending":
-                    raise Conflict(
-                        f"gate {family.gate!r}: run {report.run_id} has not finished; promote again with "
-                        f"--run {report.run_id} once it has"
-                    )
-                failed = "; ".join(c.detail for c in report.checks if not c.passed)
-                raise Conflict(f"blocked by gate {family.gate!r} (run {report.run_id}): {failed}")
+        report = self.gate_report(scope, family, alias, version, run_id, wait)
+        preloaded = self.preload(family.name, version) if alias == "production" else None
         move = self.registry.move_alias(
             family.name,
             alias,
@@ -238,9 +221,46 @@ class Registry:
             report_id=report.run_id if report is not None else None,
             report=msgspec.to_builtins(report) if report is not None else None,
         )
+        if preloaded is not None:
+            self.flip_production(family.name, version, preloaded)
         self._audit_move(scope, family.name, alias, version, "ok", _move_detail(move))
         self._serve_if_default(move)
+        self.moved(move)
         return move
+
+    def gate_report(
+        self,
+        scope: Scope,
+        family: ModelFamily,
+        alias: str,
+        version: int,
+        run_id: str | None = None,
+        wait: float | None = None,
+    ) -> GateReport | None:
+        """The passing report of the family's gate for moving `alias` to `version` (None: no gate
+        applies); a failed, pending or impossible check is refused (Conflict) and audited."""
+        if alias not in GATED_ALIASES or not family.gate:
+            return None
+        try:
+            report = self._check_gate(scope, family.gate, family.name, version, run_id, wait)
+        except ApplianceError as exc:  # the run failed (e.g. the candidate could not be served)
+            self._audit_move(
+                scope, family.name, alias, version, "denied", {"gate": family.gate, "error": exc.detail}
+            )
+            raise Conflict(
+                f"gate {family.gate!r} could not check {family.name}@{version}: {exc.detail}"
+            ) from None
+        if report.state != "passed":
+            detail = {"gate": family.gate, "run": report.run_id, "state": report.state}
+            self._audit_move(scope, family.name, alias, version, "denied", detail)
+            if report.state == "pending":
+                raise Conflict(
+                    f"gate {family.gate!r}: run {report.run_id} has not finished; promote again with "
+                    f"--run {report.run_id} once it has"
+                )
+            failed = "; ".join(c.detail for c in report.checks if not c.passed)
+            raise Conflict(f"blocked by gate {family.gate!r} (run {report.run_id}): {failed}")
+        return report
 
     def rollback(self, scope: Scope, name: str, alias: str = "production", reason: str = "") -> AliasMove:
         """Move `alias` back to the version it held before (no gate: going back is always allowed)."""
@@ -248,12 +268,54 @@ class Registry:
         check_alias(alias)
         family = self.registry.family(name)
         target = self.registry.rollback_target(family.name, alias)
+        preloaded = self.preload(family.name, target) if alias == "production" else None
         move = self.registry.move_alias(
             family.name, alias, target, actor=_actor(scope), reason=reason or "rollback", action="rollback"
         )
+        if preloaded is not None:
+            self.flip_production(family.name, target, preloaded)
         self._audit_move(scope, family.name, alias, target, "ok", _move_detail(move))
         self._serve_if_default(move)
+        self.moved(move)
         return move
+
+    # -- blue-green ------------------------------------------------------------------------------
+    def preload(self, family: str, version: int) -> bool:
+        """Before production moves to `version`: load it beside the version serving the family now,
+        when that one is resident (else nothing serves the family yet, and the next request loads
+        the new version) and the pool's memory budget allows. True: loaded and ready to flip to."""
+        pool = self.models.pool
+        if pool.resident(family) is None or self.models.serves_default(family):
+            return False
+        try:
+            spec, path = pool.resolve(f"{family}@{version}")
+            pool.get_spec(spec, path, wait=True, timeout_s=self.settings.llm.load_timeout_s)
+        except ApplianceError as exc:  # no room, or it failed to load: the flip is cold instead
+            log.warning(
+                "the new production version was not preloaded; its first request loads it",
+                extra={"model": family, "version": version, "error": exc.detail},
+            )
+            return False
+        return True
+
+    def flip_production(self, family: str, version: int, preloaded: bool) -> None:
+        """After production moved to `version`: requests for the family go to the new version at once
+        (preloaded: the pool serves the family's name by it, atomically) or from the next load; either
+        way requests running on the old version finish there, and it leaves once they have."""
+        pool = self.models.pool
+        if self.models.serves_default(family):
+            return  # the default chat model follows the `default` alias (_serve_if_default)
+        if not (preloaded and pool.flip(family, f"{family}@{version}")):
+            pool.retire(family)
+        log.info("production flipped", extra={"model": family, "version": version, "preloaded": preloaded})
+
+    def moved(self, move: AliasMove) -> None:
+        """Tell the listeners (the rollout service) that an alias moved."""
+        for listener in self.listeners:
+            try:
+                listener(move)
+            except Exception:
+                log.exception("an alias-move listener failed")
 
     # -- helpers ---------------------------------------------------------------------------------
     def _check_gate(

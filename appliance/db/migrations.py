@@ -507,6 +507,53 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    # Safe rollout of chat models (core/rollout.py): canaries with their schedule and each step's
+    # analysis, the shadow setting per family, and the paired outputs the shadow produced.
+    (
+        "0016_model_rollout",
+        """
+        CREATE TABLE model_rollouts (
+            id VARCHAR PRIMARY KEY,
+            family VARCHAR NOT NULL,
+            candidate_version INTEGER NOT NULL,
+            stable_version INTEGER NOT NULL,
+            steps INTEGER[] NOT NULL,
+            step INTEGER NOT NULL,
+            min_samples INTEGER NOT NULL,
+            state VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL DEFAULT '',
+            actor VARCHAR NOT NULL,
+            analyses JSON NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX model_rollouts_family ON model_rollouts (family, state);
+        CREATE TABLE model_shadows (
+            family VARCHAR PRIMARY KEY,
+            version INTEGER NOT NULL,
+            share DOUBLE NOT NULL,
+            actor VARCHAR NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE SEQUENCE model_shadow_pair_ids START 1;
+        CREATE TABLE model_shadow_pairs (
+            id BIGINT PRIMARY KEY,
+            family VARCHAR NOT NULL,
+            shadow_version INTEGER NOT NULL,
+            production_model VARCHAR NOT NULL,
+            prompt VARCHAR NOT NULL,
+            production_output VARCHAR NOT NULL,
+            shadow_output VARCHAR,
+            similarity DOUBLE,
+            citation_overlap DOUBLE,
+            production_ms DOUBLE,
+            shadow_ms DOUBLE,
+            error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX model_shadow_pairs_family ON model_shadow_pairs (family, shadow_version, id);
+        """,
+    ),
 ]
 
 

@@ -234,6 +234,17 @@ class TraceStore:
         )
         return [(_rating(r[:7]), _trace(r[7:])) for r in rows], total
 
+    def model_ratings(self, models: list[str], since: str) -> tuple[int, int]:
+        """(thumbs down, ratings) of the answers any of `models` gave since `since` (ISO 8601): a
+        canary's arms compared (core/rollout.py)."""
+        row = self.db.fetchone(
+            """SELECT count(*) FILTER (WHERE r.rating = 'down'), count(*)
+               FROM answer_ratings r JOIN answer_traces t ON t.id = r.answer_id
+               WHERE lower(t.model) IN (SELECT unnest(?)) AND t.created_at >= ?::TIMESTAMPTZ""",
+            [[m.lower() for m in models], since],
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def rating_counts(self, seen: Visibility, since: datetime) -> list[tuple[str, int, int, int]]:
         """(collection, up, down, answers) over the answers given since `since`, by collection."""
         where, params = seen.where("t")

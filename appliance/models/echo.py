@@ -45,6 +45,9 @@ class EchoRuntime:
       left), a stop sequence, or a cancel; a prompt with nothing to echo ends at once with "stop".
     - `token_delay_s` is what each token takes, so that a stream can be closed or cancelled midway,
       as a real model's can.
+    - `error_rate` is the chance that a generation fails before its first token (a RuntimeError, as
+      a crashing backend raises), drawn by `random.Random(error_seed)`: a model that misbehaves on
+      purpose, for the tests of fallbacks and canary rollbacks.
     """
 
     backend = "echo"
@@ -54,7 +57,13 @@ class EchoRuntime:
     native_tools = False
 
     def __init__(
-        self, name: str = "echo", context_length: int = 2048, capacity: int = 1, token_delay_s: float = 0.0
+        self,
+        name: str = "echo",
+        context_length: int = 2048,
+        capacity: int = 1,
+        token_delay_s: float = 0.0,
+        error_rate: float = 0.0,
+        error_seed: int | None = 0,
     ) -> None:
         if context_length < 16:
             raise InvalidInput(f"context_length {context_length} for {name}: must be at least 16")
@@ -62,6 +71,9 @@ class EchoRuntime:
         self.context_length = context_length
         self.capacity = capacity
         self.token_delay_s = token_delay_s
+        self.error_rate = error_rate
+        self._errors = random.Random(error_seed)
+        self._errors_lock = threading.Lock()
         self._inflight = InFlight(name, capacity)
 
     def count_tokens(self, text: str) -> int:
@@ -90,9 +102,13 @@ class EchoRuntime:
             raise InvalidInput("the prompt is empty")
         max_tokens = check_prompt_length(prompt_tokens, self.context_length, params.max_tokens)
         words = _last_user_message(prompt).split()
+        with self._errors_lock:
+            fail = self.error_rate > 0 and self._errors.random() < self.error_rate
         leave = self._inflight.enter()
 
         def source(ts: TokenStream) -> Iterator[TokenDelta]:
+            if fail:
+                raise RuntimeError(f"{self.name}: injected failure (error_rate={self.error_rate})")
             yield from self._run(ts, words, prompt_tokens, params, max_tokens, start)
 
         return TokenStream(source, leave, cancel)

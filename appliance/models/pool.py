@@ -124,6 +124,9 @@ class ModelPool:
         self._lock = threading.Condition()
         self._load_lock = threading.Lock()  # one load at a time: memory measured per model
         self._models: dict[str, Resident] = {}
+        # Blue-green: a name served by another resident (`fam` -> `fam@3`) after a flip.
+        self._links: dict[str, str] = {}
+        self._retired = 0
         self._tickets = 0
         self.peak_mb = 0.0
         self.evictions: list[str] = []  # names, in the order they were evicted
@@ -146,20 +149,39 @@ class ModelPool:
 
     def state_of(self, name: str) -> dict | None:
         with self._lock:
-            r = self._models.get(name.lower())
+            r = self._find(name.lower())
             return None if r is None else r.as_dict()
 
     def resident(self, name: str) -> ServedModel | None:
         with self._lock:
-            r = self._models.get(name.lower())
+            r = self._find(name.lower())
             return r.served if r is not None and r.state == LOADED else None
 
     def use(self, name: str) -> ServedModel | None:
-        """The model resident under `name`, counted as used now (and held until it reaches its
-        queue); None when it is not loaded. For names already resident, the resolver is not asked."""
+        """The model resident under `name` (or that a flip made serve it), counted as used now (and
+        held until it reaches its queue); None when it is not loaded. For names already resident,
+        the resolver is not asked."""
         with self._lock:
-            r = self._models.get(name.lower())
+            r = self._find(name.lower())
             return self._use(r) if r is not None and r.state == LOADED else None
+
+    def _find(self, key: str) -> Resident | None:
+        """The resident serving `key`: the one a flip linked it to while that one is still here, else
+        the one loaded under it. Under the lock."""
+        target = self._links.get(key)
+        if target is not None:
+            r = self._models.get(target)
+            if r is not None:
+                return r
+            del self._links[key]  # the flipped-to model left (evicted): `key` resolves afresh
+        return self._models.get(key)
+
+    def busy_besides(self, name: str) -> bool:
+        """Whether a resident model other than `name` is generating or has requests waiting for a slot."""
+        key = name.lower()
+        with self._lock:
+            served = [r.served for k, r in self._models.items() if k != key and r.served is not None]
+        return any(s.busy for s in served)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -392,6 +414,66 @@ class ModelPool:
         if old is not None and old.served is not None and old.served is not served:
             old.served.close()
         return served
+
+    def flip(self, name: str, target: str) -> bool:
+        """Blue-green: from now on `name` is served by the resident model `target` (preloaded beside
+        it), in one step under the lock. Requests already on the model that served `name` finish
+        there; it passes its pin to `target` and drains in the background (see `retire`). False, and
+        nothing changed, when `target` is not loaded."""
+        key, tkey = name.lower(), target.lower()
+        with self._lock:
+            new = self._models.get(tkey)
+            if new is None or new.state != LOADED:
+                return False
+            old = self._find(key)
+            self._links[key] = tkey
+            if old is None or old is new:
+                return True
+            if old.pinned:
+                new.pinned = True
+            self._retire(old)
+        return True
+
+    def retire(self, name: str) -> bool:
+        """Stop serving the model resident under `name` without cutting anyone off: the next request
+        for `name` resolves afresh (the registry's new version), requests on the old one finish, and
+        it is unloaded once idle (until then it counts in the budget). False when none was resident."""
+        with self._lock:
+            r = self._find(name.lower())
+            if r is None or r.state != LOADED:
+                return False
+            self._links.pop(name.lower(), None)
+            self._retire(r)
+        return True
+
+    def _retire(self, r: Resident) -> None:
+        """Under the lock: re-key `r` out of its name's way, unpinned, and drain it in a thread."""
+        old_keys = {key for key, held in self._models.items() if held is r}
+        for key in old_keys:
+            del self._models[key]
+        for key, target in list(self._links.items()):
+            if target in old_keys:  # nothing is served by a retired model
+                del self._links[key]
+        self._retired += 1
+        r.name = f"{r.name}~retired{self._retired}"
+        r.pinned = False
+        self._models[r.name.lower()] = r
+        threading.Thread(target=self._drain, args=(r,), name=f"model-drain-{r.name}", daemon=True).start()
+
+    def _drain(self, r: Resident, poll_s: float = 0.05, limit_s: float = 3600.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while r.served is not None and r.served.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        with self._lock:
+            if self._models.get(r.name.lower()) is not r:  # evicted meanwhile
+                return
+            r.state = UNLOADING  # counted in the budget until its memory is freed
+        assert r.served is not None
+        r.served.close()
+        with self._lock:
+            if self._models.get(r.name.lower()) is r:
+                del self._models[r.name.lower()]
+        log.info("retired model unloaded after draining", extra={"model": r.name})
 
     def pin(self, name: str, pinned: bool = True) -> None:
         with self._lock:

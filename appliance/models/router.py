@@ -46,6 +46,8 @@ class RouteDecision:
     score: float | None = None
     candidates: tuple[str, ...] = ()  # in order: the model, then the fallbacks
     fallback_from: tuple[str, ...] = field(default=())  # models tried first, with why they failed
+    # A canary's split (appliance/core/rollout.py): "<rollout id>/candidate" or "<rollout id>/stable".
+    rollout: str = ""
 
     def header(self) -> str:
         """The header's value: `route=code; model=X; score=0.61; reason=...`, ASCII only."""
@@ -55,6 +57,8 @@ class RouteDecision:
         parts.append(f"reason={self.reason}")
         if self.fallback_from:
             parts.append("fell_back_from=" + ", ".join(self.fallback_from))
+        if self.rollout:
+            parts.append(f"canary={self.rollout.rpartition('/')[2]}")
         text = "; ".join(parts)
         return text.encode("ascii", "replace").decode().replace("\n", " ").replace("\r", " ")
 

@@ -88,6 +88,11 @@ class ServedModel:
             held = sum(1 for t in self._holds if t > now)
         return self.queue.in_use + self.queue.depth + held
 
+    @property
+    def busy(self) -> int:
+        """Requests generating or waiting for a slot now (a hold on the way to the queue is not work)."""
+        return self.queue.in_use + self.queue.depth
+
     def render_chat(self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None = None) -> str:
         return self.runtime.render_chat(messages, tools)
 

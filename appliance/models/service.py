@@ -181,6 +181,12 @@ class ModelService:
         self._watch_queue(served)
         return served
 
+    def serves_default(self, name: str) -> bool:
+        """Whether `name` is the default chat model (held apart from the pool's names, switched by
+        the `default` alias)."""
+        current = self._runtime.name if self._runtime is not None else self._chat_name
+        return current is not None and current.lower() == name.strip().lower()
+
     @property
     def loaded(self) -> bool:
         return self._loaded.is_set()

@@ -171,3 +171,40 @@ def test_loads_never_overcommit_even_while_loading(pool: ModelPool, cat: Catalog
     cat.gates["b"].set()
     assert pool.get("a").name == "a" and pool.get("b").name == "b"
     assert pool.peak_mb <= pool.budget_mb
+
+
+def test_a_blue_green_flip_serves_the_name_by_the_new_model_and_drains_the_old(pool):
+    old = pool.adopt(EchoRuntime("fam", context_length=256), need_mb=300, pinned=True)
+    new = pool.adopt(EchoRuntime("fam@2", context_length=256), need_mb=300, pinned=False)
+    running = old.stream(
+        old.render_chat([_msg("one two three four")]), GenerationParams(max_tokens=3, temperature=0.0)
+    )
+    assert next(running).text == "one"  # a request in flight on the old version
+    assert pool.flip("fam", "fam@2")
+    assert pool.use("fam") is new and pool.state_of("fam")["pinned"]  # the pin moved with the name
+    retired = next(m for m in pool.snapshot()["models"] if m["name"].startswith("fam~retired"))
+    assert retired["pinned"] is False and retired["in_flight"] == 1
+    rest = "".join(d.text for d in running)  # the old version finishes what it started
+    assert rest.split() == ["two", "three"]
+    _until(lambda: not any(n.startswith("fam~") for n in _names(pool)))
+    assert _names(pool) == {"fam@2"}
+    # Flipping again moves the name on; a name whose model left resolves afresh.
+    third = pool.adopt(EchoRuntime("fam@3", context_length=256), need_mb=300, pinned=False)
+    assert pool.flip("fam", "fam@3") and pool.use("fam") is third
+    assert not pool.flip("fam", "nothing-loaded")
+    assert pool.retire("fam") and pool.use("fam") is None
+
+
+def _msg(text: str):
+    from appliance.models.runtime import ChatMessage
+
+    return ChatMessage("user", text)
+
+
+def _until(done, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)

@@ -109,3 +109,33 @@ async def test_the_models_screen_promotes_rolls_back_and_imports(srv):
             lambda: any(r[:4] == ["junk", "v1", "chat", "rejected"] for r in rows(app, "#registry")),
             what="the rejected import",
         )
+
+
+@pytest.mark.anyio
+async def test_the_models_screen_starts_a_canary_and_a_shadow_and_shows_them(srv):
+    from appliance.tui.screens.models import ModelsView
+
+    admin = srv.app.access.system_scope()
+    if srv.app.registry.get(admin, "assistant").aliases.get("production") != 1:  # run on its own
+        srv.app.registry.promote(admin, "assistant", 1, "production")
+    app = ConsoleApp(srv.url, srv.key)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("6")
+        await until(
+            pilot, lambda: any(r[0] == "assistant" for r in rows(app, "#registry")), what="the registry"
+        )
+        view = app.query_one(ModelsView)
+        history = lambda: str(app.query_one("#registry-history").render())  # noqa: E731
+        _select(app, "assistant@2")
+        view.action_canary()
+        await _submit(pilot, app, steps="10,100", min_samples="1000")
+        await until(pilot, lambda: "canary assistant v2 10% · v1 90%" in history(), what="the canary")
+        _select(app, "assistant@2")
+        view.action_shadow()
+        await _submit(pilot, app, share="50%")
+        await until(pilot, lambda: "shadow assistant v2 mirrors 50%" in history(), what="the shadow")
+        _select(app, "assistant@2")
+        await pilot.press("b")
+        await _submit(pilot, app, alias="canary")
+        await until(pilot, lambda: "canary assistant v2" not in history(), what="the canary stopped")
+        assert srv.app.rollouts.canary("assistant").state == "rolled_back"

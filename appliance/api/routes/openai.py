@@ -176,7 +176,7 @@ async def chat_completions(
         data.seed,
         data.n,
     )
-    decision = await blocking(gateway.route, data.model, messages, tools)
+    decision = await blocking(gateway.route, data.model, messages, tools, caller)
     created, ident = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24]
     if not data.stream:
         opened, done = await unless_client_leaves(

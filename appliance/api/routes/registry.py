@@ -10,7 +10,8 @@ from litestar import Router, get, post
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
 from appliance.core.registry import Registry
-from appliance.registry_records import AliasMove, ModelFamily, ModelVersion
+from appliance.core.rollout import Rollouts
+from appliance.registry_records import AliasMove, Canary, ModelFamily, ModelVersion, ShadowReport, ShadowState
 
 
 class ImportIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,18 +30,39 @@ class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
 
 
+class CanaryIn(msgspec.Struct, forbid_unknown_fields=True):
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    # Percent of production traffic at each step, increasing, ending at 100 (e.g. [5, 25, 50, 100]).
+    steps: Annotated[list[int], msgspec.Meta(min_length=1, max_length=20)]
+    min_samples: Annotated[int, msgspec.Meta(ge=1, le=100000)] | None = (
+        None  # default: registry.canary_min_samples
+    )
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    run: str | None = None  # a finished eval run of the candidate for the family's gate
+
+
+class ShadowIn(msgspec.Struct, forbid_unknown_fields=True):
+    version: Annotated[int, msgspec.Meta(ge=1)] | None  # null: stop the shadow
+    share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0  # of the production chat requests mirrored
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
 class GateIn(msgspec.Struct, forbid_unknown_fields=True):
     gate: str | None  # an eval gate's name; null: promotions of this family are ungated
 
 
 @get("/", sync_to_thread=True, summary="Model families with their versions (state, tags) and aliases")
-def list_models(caller: Scope, registry: Registry) -> list[ModelFamily]:
-    return registry.list(caller)
+def list_models(caller: Scope, registry: Registry, rollouts: Rollouts) -> list[ModelFamily]:
+    return [rollouts.decorate(f) for f in registry.list(caller)]
 
 
-@get("/{name:str}", sync_to_thread=True, summary="One model family: versions, probe results, aliases")
-def get_model(caller: Scope, registry: Registry, name: str) -> ModelFamily:
-    return registry.get(caller, name)
+@get(
+    "/{name:str}",
+    sync_to_thread=True,
+    summary="One model family: versions, probe results, aliases, its canary and shadow",
+)
+def get_model(caller: Scope, registry: Registry, rollouts: Rollouts, name: str) -> ModelFamily:
+    return rollouts.decorate(registry.get(caller, name))
 
 
 @get(
@@ -84,8 +106,46 @@ def set_alias(caller: Scope, registry: Registry, name: str, alias: str, data: Al
     errors=(409,),
     summary="Move an alias (default production) back to the version it held before",
 )
-def rollback(caller: Scope, registry: Registry, name: str, data: RollbackIn) -> AliasMove:
-    return registry.rollback(caller, name, data.alias, data.reason)
+def rollback(caller: Scope, rollouts: Rollouts, name: str, data: RollbackIn) -> AliasMove:
+    return rollouts.rollback(caller, name, data.alias, data.reason)
+
+
+@post(
+    "/{name:str}/canary",
+    status_code=201,
+    sync_to_thread=True,
+    guards=[admin_only],
+    errors=(409,),
+    summary="Start a canary: a weight schedule of production traffic to a version, sticky per API key",
+    description="Each step is analysed against stable (error rate, p95 first-token and total latency) once "
+    "it has its minimum sample; a failing step rolls the canary back, the last passing step promotes it to "
+    "production. Stop it with POST /rollback {alias: canary}.",
+)
+def start_canary(caller: Scope, rollouts: Rollouts, name: str, data: CanaryIn) -> Canary:
+    return rollouts.start_canary(
+        caller, name, data.version, data.steps, data.min_samples, data.reason, data.run
+    )
+
+
+@get(
+    "/{name:str}/shadow",
+    sync_to_thread=True,
+    summary="The shadow's agreement with production: answer similarity, citation overlap, latency, pairs",
+)
+def shadow_report(caller: Scope, rollouts: Rollouts, name: str, recent: int = 10) -> ShadowReport:
+    return rollouts.shadow_report(caller, name, max(0, min(recent, 100)))
+
+
+@post(
+    "/{name:str}/shadow",
+    status_code=200,
+    sync_to_thread=True,
+    guards=[admin_only],
+    errors=(409,),
+    summary="Mirror a share of the family's production chat requests to a version (version null: stop)",
+)
+def set_shadow(caller: Scope, rollouts: Rollouts, name: str, data: ShadowIn) -> ShadowState | None:
+    return rollouts.set_shadow(caller, name, data.version, data.share, data.reason)
 
 
 @post(
@@ -101,6 +161,17 @@ def set_gate(caller: Scope, registry: Registry, name: str, data: GateIn) -> Mode
 
 router = Router(
     "/api/v1/models",
-    route_handlers=[list_models, get_model, history, import_model, set_alias, rollback, set_gate],
+    route_handlers=[
+        list_models,
+        get_model,
+        history,
+        import_model,
+        set_alias,
+        rollback,
+        start_canary,
+        shadow_report,
+        set_shadow,
+        set_gate,
+    ],
     tags=["models"],
 )

@@ -1,5 +1,5 @@
 """Models: the chat model's backend, context and health, the models that could be loaded (load, unload);
-the registry's families, versions, aliases and history (import, promote, roll back)."""
+the registry's families, versions, aliases and history (import, promote, canary, shadow, roll back)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ class ModelsView(View):
     current one, `u` unloads the chat model (search keeps working). Then the registry: every
     version of every family with its state, tags and aliases, and the selected family's alias
     history; `i` imports a file, `p` points an alias at the selected version (through the family's
-    eval gate for staging and production), `b` rolls an alias back."""
+    eval gate for staging and production), `b` rolls an alias back (`canary`: stops the canary). From
+    the command palette, the selected version can be canaried or shadowed; each running canary (its
+    split, step, sample, error rates) and shadow (share, queue) is shown above the history."""
 
     label = "models"
     initial_focus = "#available"
@@ -38,7 +40,7 @@ class ModelsView(View):
     ModelsView #loaded { height: auto; padding: 0 1; }
     ModelsView #available { height: 1fr; }
     ModelsView #registry { height: 1fr; }
-    ModelsView #registry-history { height: auto; max-height: 6; padding: 0 1; }
+    ModelsView #registry-history { height: auto; max-height: 9; padding: 0 1; }
     """
 
     def __init__(self, id: str | None = None) -> None:
@@ -130,7 +132,7 @@ class ModelsView(View):
                 )
                 keys.append(f"{f['name']}@{v['version']}")
         fill_table(self.query_one("#registry", DataTable), rows, keys)
-        lines = []
+        lines = [line for f in families for line in rollout_lines(f)]
         for m in history[-5:]:
             was = f"v{m['previous_version']}" if m["previous_version"] is not None else "-"
             now = f"v{m['version']}" if m["version"] is not None else "removed"
@@ -236,10 +238,78 @@ class ModelsView(View):
         self.console.notice(f"{name} {alias} rolled back to v{move['version']}")
         self.reload()
 
+    def action_canary(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            self.console.notice("select a version in the registry first")
+            return
+        name, version = selected
+
+        async def submit(values: dict | None) -> None:
+            if values:
+                steps = [int(s) for s in values["steps"].replace("%", "").split(",") if s.strip().isdigit()]
+                sample = values["min_samples"].strip()
+                self.run_action(
+                    self._canary(name, version, steps, int(sample) if sample.isdigit() else None), "canary"
+                )
+
+        self.app.push_screen(
+            FormDialog(
+                f"Canary {name} v{version}: a growing share of production traffic, analysed at each step",
+                [
+                    ("steps", "percent of production per step, ending at 100", "5,25,50,100"),
+                    ("min_samples", "requests per step before its analysis (empty: the setting)", ""),
+                ],
+            ),
+            submit,
+        )
+
+    async def _canary(self, name: str, version: int, steps: list[int], min_samples: int | None) -> None:
+        canary = await self.api.start_canary(name, version, steps, min_samples)
+        self.console.notice(f"{name} canary v{version}: {canary['weight']}% of production")
+        self.reload()
+
+    def action_shadow(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            self.console.notice("select a version in the registry first")
+            return
+        name, version = selected
+
+        async def submit(values: dict | None) -> None:
+            if values:
+                try:
+                    share = float(values["share"].rstrip("%")) / (100 if "%" in values["share"] else 1)
+                except ValueError:
+                    self.console.notice("share: a number from 0 to 1 (or a percentage)")
+                    return
+                self.run_action(self._shadow(name, version if share > 0 else None, share or 1.0), "shadow")
+
+        self.app.push_screen(
+            FormDialog(
+                f"Shadow {name} v{version}: mirror production requests to it off the hot path (0: stop)",
+                [("share", "share of production requests (0..1, or 50%)", "1")],
+            ),
+            submit,
+        )
+
+    async def _shadow(self, name: str, version: int | None, share: float) -> None:
+        state = await self.api.set_shadow(name, version, share)
+        self.console.notice(
+            f"{name}: shadow stopped" if state is None else f"{name} shadow v{version}: {share:.0%} mirrored"
+        )
+        self.reload()
+
     def commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
         yield "Import model", "Register a GGUF file: verify, probe, tag (i)", self.action_import_model
         yield "Promote model version", "Point an alias at the selected version (p)", self.action_promote
         yield "Roll back model alias", "Move an alias back to its previous version (b)", self.action_rollback
+        yield (
+            "Canary model version",
+            "Send a growing share of production to the selected version",
+            self.action_canary,
+        )
+        yield "Shadow model version", "Mirror production requests to the selected version", self.action_shadow
 
     def action_load(self) -> None:
         name = selected_key(self.query_one("#available", DataTable))
@@ -270,3 +340,31 @@ class ModelsView(View):
         await self.api.unload_model()
         self.console.notice("chat model unloaded")
         self.reload()
+
+
+def rollout_lines(family: dict) -> list[str]:
+    """A family's running canary (live split and sample) and its shadow, one line each."""
+    lines = []
+    canary = family.get("canary")
+    if canary and canary["state"] == "running":
+        traffic = canary.get("traffic") or {}
+        cand, stable = traffic.get("candidate") or {}, traffic.get("stable") or {}
+
+        def rate(arm: dict) -> str:
+            return "-" if arm.get("error_rate") is None else f"{arm['error_rate']:.1%}"
+
+        lines.append(
+            f"[b]canary[/b] {family['name']} v{canary['candidate_version']} {canary['weight']}% · "
+            f"v{canary['stable_version']} {100 - canary['weight']}%  step {canary['step'] + 1}/"
+            f"{len(canary['steps'])}  sample {cand.get('requests', 0)}/{canary['min_samples']}  "
+            f"errors {rate(cand)} vs {rate(stable)}"
+        )
+    shadow = family.get("shadow")
+    if shadow:
+        q = shadow.get("queue") or {}
+        lines.append(
+            f"[b]shadow[/b] {family['name']} v{shadow['version']} mirrors {shadow['share']:.0%}  "
+            f"queue {q.get('depth', 0)}/{q.get('capacity', '?')} · {q.get('done', 0)} done · "
+            f"{q.get('dropped', 0)} dropped"
+        )
+    return lines
