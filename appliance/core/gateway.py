@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from appliance.core.access import Access, Scope
 from appliance.errors import InvalidInput
@@ -16,8 +17,26 @@ from appliance.models.served import ServedModel
 from appliance.models.service import ModelService
 from appliance.observability.metrics import Metrics
 
-if TYPE_CHECKING:
-    from appliance.core.rollout import Rollouts
+
+class TrafficSplit(Protocol):
+    """What the gateway asks of safe rollout (core/rollout.py's `Rollouts`, which sits above the
+    gateway: its gates run evals, which call models through the gateway)."""
+
+    def assign(self, scope: Scope | None, decision: RouteDecision) -> RouteDecision:
+        """The decision, split by a running canary."""
+
+    def watch(
+        self,
+        decision: RouteDecision,
+        stream: TokenStream,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        plain: bool,
+    ) -> TokenStream:
+        """The stream, reported to the canary and the shadow mirror when it ends."""
+
+    def failed(self, decision: RouteDecision, error: BaseException) -> None:
+        """A chat of a canary's arm that could not start."""
 
 
 class Gateway:
@@ -28,7 +47,7 @@ class Gateway:
         self.access = access
         self.metrics = metrics
         # Canary splits and shadow mirroring (set by the composition root once the registry exists).
-        self.rollouts: Rollouts | None = None
+        self.rollouts: TrafficSplit | None = None
 
     def list_models(self) -> list[dict]:
         return self.models.list_models()

@@ -9,9 +9,7 @@ calls it when a canary passes its last step. Every change is an alias move in th
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +20,7 @@ import msgspec
 from appliance.config import Settings
 from appliance.core.access import Scope
 from appliance.core.registry import Registry
+from appliance.core.shadows import Mirrored, Shadows, Watched, actor_of, audit_event, warm
 from appliance.db.rollouts import RolloutStore
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound
 from appliance.models.rollout import (
@@ -34,33 +33,24 @@ from appliance.models.rollout import (
     Criteria,
     Tally,
     analyse,
-    answer_similarity,
     arm_for,
-    citation_overlap,
     parse_steps,
     ready_to_analyse,
 )
 from appliance.models.router import RouteDecision
 from appliance.models.runtime import ChatMessage, GenerationParams, StreamStats, TokenStream
 from appliance.models.service import ModelService
-from appliance.models.shadow import ShadowMirror
 from appliance.observability.audit import AuditLog
 from appliance.registry_records import (
     AliasMove,
     Canary,
     CanaryStep,
     ModelFamily,
-    ShadowPair,
-    ShadowReport,
-    ShadowState,
 )
 
 log = logging.getLogger(__name__)
 
 CANARY_ALIAS, SHADOW_ALIAS, PRODUCTION = "canary", "shadow", "production"
-_PROMPT_CHARS = 4000  # of the user's last message, kept with a shadow pair
-_PAUSE_S = 0.005  # how often a shadow standing aside for production looks again
-_MAX_PAUSE_S = 120.0  # a shadow request paused this long in all is abandoned (recorded as an error)
 
 
 @dataclass
@@ -82,17 +72,6 @@ class _Live:
     @property
     def weight(self) -> int:
         return self.row["steps"][self.row["step"]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Mirrored:
-    family: str
-    version: int
-    production_model: str
-    messages: tuple[ChatMessage, ...]
-    params: GenerationParams
-    output: str
-    production_ms: float | None
 
 
 class Rollouts:
@@ -127,10 +106,8 @@ class Rollouts:
         self._starting = threading.Lock()  # one canary start at a time decides "one per family"
         self._canaries: dict[str, _Live] = {}  # family key -> running canary
         self._by_id: dict[str, _Live] = {}
-        self._shadows: dict[str, dict] = {}  # family key -> {version, share, ...}
         self._holders: dict[str, str] = {}  # alias -> the one family key holding it (production, default)
-        self._rng = random.Random()
-        self.mirror = ShadowMirror(self._run_shadow, r.shadow_queue, name="shadow-mirror")
+        self.shadows = Shadows(settings, store, registry, models, audit, self._family_of)
         self.analysis_threads: list[threading.Thread] = []
         registry.listeners.append(self._alias_moved)
 
@@ -140,13 +117,11 @@ class Rollouts:
             live = _Live(row, Tally(), threading.Lock())
             self._canaries[row["family"]] = live
             self._by_id[row["id"]] = live
-        for row in self.store.shadows():
-            self._shadows[row["family"]] = row
         self._refresh_holders()
-        self.mirror.start()
+        self.shadows.start()
 
     def close(self) -> None:
-        self.mirror.stop()
+        self.shadows.close()
         if self._alias_moved in self.registry.listeners:
             self.registry.listeners.remove(self._alias_moved)
 
@@ -154,7 +129,7 @@ class Rollouts:
     def decorate(self, family: ModelFamily) -> ModelFamily:
         """The family with its canary (running, else the last) and its shadow."""
         return msgspec.structs.replace(
-            family, canary=self.canary(family.name), shadow=self._shadow_state(family.name)
+            family, canary=self.canary(family.name), shadow=self.shadows.state(family.name)
         )
 
     def canary(self, name: str) -> Canary | None:
@@ -232,14 +207,14 @@ class Rollouts:
                 stable,
                 schedule,
                 min_samples or self.criteria.min_samples,
-                _actor(scope),
+                actor_of(scope),
             )
             move = self.registry.registry.store.move_alias(
                 family.name,
                 CANARY_ALIAS,
                 version,
                 action="canary",
-                actor=_actor(scope),
+                actor=actor_of(scope),
                 reason=reason
                 or f"canary {rollout_id}: steps {','.join(map(str, schedule))}%, starting at {schedule[0]}%",
                 gated=report is not None,
@@ -252,8 +227,9 @@ class Rollouts:
                 self._canaries[row["family"]] = live
                 self._by_id[rollout_id] = live
         self._refresh_holders()
-        self._warm(family.name, version)
-        self._audit(
+        warm(self.models, family.name, version)
+        audit_event(
+            self.audit,
             scope.principal,
             "start",
             family.name,
@@ -261,17 +237,6 @@ class Rollouts:
             {"rollout": rollout_id, "steps": schedule, "history_id": move.id, "stable": stable},
         )
         return self._record(row, live)
-
-    def _warm(self, family: str, version: int) -> None:
-        """Start loading the version a canary or shadow will send requests to, so its first ones do
-        not wait for a cold load (what cannot load now loads on first use, and says why there)."""
-        try:
-            self.models.preload(f"{family}@{version}")
-        except ApplianceError as exc:
-            log.warning(
-                "the version could not be preloaded",
-                extra={"model": family, "version": version, "error": exc.detail},
-            )
 
     def _refuse_second(self, family: str) -> None:
         with self._lock:
@@ -292,12 +257,16 @@ class Rollouts:
             live = self._canaries.get(name.lower())
             if live is None:
                 raise Conflict(f"{name} has no canary running")
-            return self._end(live, ROLLED_BACK, reason or "rolled back by an admin", _actor(scope), None)
+            return self._end(live, ROLLED_BACK, reason or "rolled back by an admin", actor_of(scope), None)
         move = self.registry.rollback(scope, name, alias, reason)
         live = self._canaries.get(name.lower())
         if live is not None and alias == PRODUCTION:
             self._end(
-                live, CANCELLED, f"production was rolled back to version {move.version}", _actor(scope), None
+                live,
+                CANCELLED,
+                f"production was rolled back to version {move.version}",
+                actor_of(scope),
+                None,
             )
         return move
 
@@ -350,11 +319,8 @@ class Rollouts:
         (the stream itself is passed through untouched); the stream as is when neither applies."""
         live = self._by_id.get(decision.rollout.partition("/")[0]) if decision.rollout else None
         shadow = None
-        if plain and self._shadows and not decision.rollout.endswith(f"/{CANDIDATE}"):
-            family = self._family_of(decision.model, self._shadows)
-            setting = self._shadows.get(family) if family is not None else None
-            if setting is not None and self._rng.random() < setting["share"]:
-                shadow = (family, setting["version"])
+        if plain and not decision.rollout.endswith(f"/{CANDIDATE}"):
+            shadow = self.shadows.pick(decision.model)
         if live is None and shadow is None:
             return stream
         if live is not None and decision.fallback_from and decision.rollout.endswith(f"/{CANDIDATE}"):
@@ -375,8 +341,8 @@ class Rollouts:
                     stats.total_s if stats else None,
                 )
             if ok and shadow is not None:
-                self.mirror.offer(
-                    _Mirrored(
+                self.shadows.mirror.offer(
+                    Mirrored(
                         shadow[0],
                         shadow[1],
                         decision.model,
@@ -387,7 +353,7 @@ class Rollouts:
                     )
                 )
 
-        return _Watched(stream, ended)
+        return Watched(stream, ended)
 
     def failed(self, decision: RouteDecision, error: BaseException) -> None:
         """A chat of a canary's arm could not even start (the model's fault, not the request's)."""
@@ -492,7 +458,8 @@ class Rollouts:
             reason=f"canary {live.id}: step {step} passed, now step {step + 1} of {len(row['steps'])} "
             f"at {row['steps'][step]}%",
         )
-        self._audit(
+        audit_event(
+            self.audit,
             None,
             "step",
             family,
@@ -526,7 +493,8 @@ class Rollouts:
             move = self._promote(family, live, actor)
         self._refresh_holders()
         detail = {"rollout": live.id, "state": state, "reason": reason, "history_id": move.id}
-        self._audit(
+        audit_event(
+            self.audit,
             None,
             state,
             family.name,
@@ -568,180 +536,6 @@ class Rollouts:
         self.registry.moved(move)
         return move
 
-    # -- shadow ----------------------------------------------------------------------------------
-    def set_shadow(
-        self, scope: Scope, name: str, version: int | None, share: float = 1.0, reason: str = ""
-    ) -> ShadowState | None:
-        """Mirror `share` (0..1] of the family's production chat requests to `version` (None: stop)."""
-        scope.require_admin()
-        family = self.registry.registry.family(name)
-        if version is None:
-            if family.name.lower() not in self._shadows:
-                raise Conflict(f"{family.name} has no shadow")
-            self.store.set_shadow(family.name, None, 0.0, _actor(scope))
-            self._shadows.pop(family.name.lower(), None)
-            move = self.registry.registry.store.move_alias(
-                family.name,
-                SHADOW_ALIAS,
-                None,
-                action="remove",
-                actor=_actor(scope),
-                reason=reason or "shadow stopped",
-            )
-            self._audit(
-                scope.principal,
-                "shadow-stop",
-                family.name,
-                None,
-                {"history_id": move.id},
-                action="model.shadow",
-            )
-            return None
-        if not 0 < share <= 1:
-            raise InvalidInput("share must be above 0 and at most 1 (1: every request)", param="share")
-        if family.kind != "chat":
-            raise InvalidInput(f"{family.name} is a {family.kind} model: shadows are for chat models")
-        target = self.registry.registry.store.version(family.name, version)
-        if target.state != "ready":
-            raise Conflict(
-                f"{family.name} version {version} is {target.state}: only a ready version is shadowed"
-            )
-        if family.aliases.get(PRODUCTION) == version:
-            raise Conflict(f"{family.name} version {version} is production: shadow another version")
-        self.store.set_shadow(family.name, version, share, _actor(scope))
-        move = self.registry.registry.store.move_alias(
-            family.name,
-            SHADOW_ALIAS,
-            version,
-            action="shadow",
-            actor=_actor(scope),
-            reason=reason or f"shadow {share:.0%} of production",
-        )
-        self._shadows[family.name.lower()] = next(
-            r for r in self.store.shadows() if r["family"] == family.name.lower()
-        )
-        self._refresh_holders()
-        self._warm(family.name, version)
-        self._audit(
-            scope.principal,
-            "shadow",
-            family.name,
-            version,
-            {"share": share, "history_id": move.id},
-            action="model.shadow",
-        )
-        return self._shadow_state(family.name)
-
-    def _shadow_state(self, name: str) -> ShadowState | None:
-        row = self._shadows.get(name.lower())
-        if row is None:
-            return None
-        return ShadowState(
-            name=self.registry.registry.family(name).name,
-            version=row["version"],
-            share=row["share"],
-            actor=row["actor"],
-            updated_at=row["updated_at"],
-            queue=self.mirror.snapshot(),
-        )
-
-    def shadow_report(self, scope: Scope, name: str, recent: int = 10) -> ShadowReport:
-        family = self.registry.registry.family(name)
-        state = self._shadow_state(family.name)
-        version = state.version if state is not None else self.store.last_shadow_version(family.name)
-        if version is None:
-            return ShadowReport(
-                name=family.name,
-                shadow=None,
-                version=None,
-                pairs=0,
-                errors=0,
-                mean_similarity=None,
-                median_similarity=None,
-                agreement_rate=None,
-                mean_citation_overlap=None,
-                p95_production_ms=None,
-                p95_shadow_ms=None,
-                recent=[],
-            )
-        stats = self.store.pair_stats(family.name, version)
-        pairs = [
-            ShadowPair(
-                id=p["id"],
-                shadow_version=p["shadow_version"],
-                production_model=p["production_model"],
-                prompt=p["prompt"],
-                production_output=p["production_output"],
-                shadow_output=p["shadow_output"],
-                similarity=p["similarity"],
-                citation_overlap=p["citation_overlap"],
-                production_ms=p["production_ms"],
-                shadow_ms=p["shadow_ms"],
-                error=p["error"],
-                at=p["created_at"],
-            )
-            for p in self.store.recent_pairs(family.name, version, recent)
-        ]
-        return ShadowReport(name=family.name, shadow=state, version=version, recent=pairs, **stats)
-
-    def _run_shadow(self, item: _Mirrored) -> None:
-        """On the mirror's worker: the same messages to the shadow version; the pair is stored."""
-        fields: dict = {
-            "shadow_version": item.version,
-            "production_model": item.production_model,
-            "prompt": next((m.content for m in reversed(item.messages) if m.role == "user"), "")[
-                :_PROMPT_CHARS
-            ],
-            "production_output": item.output,
-            "production_ms": item.production_ms,
-        }
-        start = time.monotonic()
-        try:
-            served = self.models.runtime_for(f"{item.family}@{item.version}")
-            prompt = served.render_chat(list(item.messages))
-            text, paused = self._generate_yielding(served, prompt, item.params)
-            fields["shadow_output"] = text
-            # What the shadow itself took: the time it stood aside for production is not its latency.
-            fields["shadow_ms"] = round((time.monotonic() - start - paused) * 1000, 2)
-            fields["similarity"] = answer_similarity(item.output, text)
-            fields["citation_overlap"] = citation_overlap(item.output, text)
-        except Exception as exc:
-            fields["error"] = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
-        self.store.add_pair(item.family, fields)
-
-    def _generate_yielding(self, served, prompt: str, params: GenerationParams) -> tuple[str, float]:
-        """Generate on the shadow model one token at a time, standing aside while any other model has
-        requests in flight: on a box whose cores production needs, the shadow only uses idle time
-        (a backend computes a token when asked for it, so a paused stream costs no compute). Gives up
-        after `_MAX_PAUSE_S` of waiting in all. Returns the text and the seconds spent paused."""
-        paused = 0.0
-        parts: list[str] = []
-        self._wait_idle(served.name)
-        stream = served.stream(prompt, params)
-        try:
-            for delta in stream:
-                parts.append(delta.text)
-                if delta.finish_reason is not None:
-                    break
-                paused += self._wait_idle(served.name, paused)
-        finally:
-            stream.close()
-        return "".join(parts), paused
-
-    def _wait_idle(self, shadow_name: str, paused: float = 0.0) -> float:
-        waited = 0.0
-        while self._production_busy(shadow_name):
-            if paused + waited >= _MAX_PAUSE_S or self.mirror.stopping:
-                raise TimeoutError(
-                    f"production stayed busy for {_MAX_PAUSE_S:.0f} s: shadow request abandoned"
-                )
-            time.sleep(_PAUSE_S)
-            waited += _PAUSE_S
-        return waited
-
-    def _production_busy(self, shadow_name: str) -> bool:
-        return self.models.pool.busy_besides(shadow_name)
-
     # -- helpers ---------------------------------------------------------------------------------
     def _alias_moved(self, move: AliasMove) -> None:
         self._refresh_holders()
@@ -754,71 +548,8 @@ class Rollouts:
         holders = self.registry.registry.store.alias_holders(PRODUCTION)
         self._holders = {PRODUCTION: holders[0][0].lower()} if len(holders) == 1 else {}
 
-    def _audit(
-        self,
-        principal,
-        what: str,
-        family: str,
-        version: int | None,
-        detail: dict,
-        actor: str | None = None,
-        outcome: str = "ok",
-        action: str = "model.canary",
-    ) -> None:
-        self.audit.append(
-            action,
-            principal=principal,
-            key_id=None if principal is not None else "system",
-            key_name=None if principal is not None else actor,
-            outcome=outcome,
-            target=f"{family}@{version}" if version is not None else family,
-            detail={"event": what, **detail},
-        )
-
-
-class _Watched(TokenStream):
-    """A stream passed through as it is, calling `ended(ok, text, stats)` once when it finishes or fails
-    (not when the caller stops reading early: that tells nothing about the model)."""
-
-    def __init__(self, inner: TokenStream, ended: Callable[[bool, str, StreamStats | None], None]) -> None:
-        self._inner = inner
-        parts: list[str] = []
-
-        def source(ts: TokenStream):
-            try:
-                for delta in inner:
-                    parts.append(delta.text)
-                    if delta.finish_reason is not None:
-                        ts.stats = inner.stats
-                        if delta.finish_reason != "cancelled":
-                            _safely(ended, True, "".join(parts), inner.stats)
-                    yield delta
-            except GeneratorExit:
-                raise
-            except Exception:
-                _safely(ended, False, "", None)
-                raise
-
-        super().__init__(source, inner.close)
-
-    def close(self) -> None:
-        self._inner.close()
-        super().close()
-
-
-def _safely(ended, *args) -> None:
-    try:
-        ended(*args)
-    except Exception:  # the production stream never fails for its bookkeeping
-        log.exception("rollout bookkeeping failed")
-
 
 def _models_fault(error: BaseException) -> bool:
     if isinstance(error, ApplianceError):
         return error.status >= 500 and not isinstance(error, NotFound)
     return True
-
-
-def _actor(scope: Scope) -> str:
-    p = scope.principal
-    return f"{p.name} ({p.key_id})" if p.name else p.key_id

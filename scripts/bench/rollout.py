@@ -100,14 +100,14 @@ def shadow_cost(root: Path, requests: int, blocks: int, max_tokens: int) -> dict
         for block in range(blocks * 2):
             shadow = block % 2 == 1
             if shadow:
-                app.rollouts.set_shadow(admin, "bench", 2, 1.0)
+                app.rollouts.shadows.set_shadow(admin, "bench", 2, 1.0)
             for i in range(per_block):
                 (on if shadow else off).append(_timed_chat(app, admin, QUESTIONS[i % len(QUESTIONS)], params))
             if shadow:
-                app.rollouts.mirror.drain(300)  # the next block without a shadow starts quiet
-                app.rollouts.set_shadow(admin, "bench", None)
-        mirror = app.rollouts.mirror.snapshot()
-        report = app.rollouts.shadow_report(admin, "bench")
+                app.rollouts.shadows.mirror.drain(300)  # the next block without a shadow starts quiet
+                app.rollouts.shadows.set_shadow(admin, "bench", None)
+        mirror = app.rollouts.shadows.mirror.snapshot()
+        report = app.rollouts.shadows.report(admin, "bench")
     finally:
         app.close()
 

@@ -357,11 +357,11 @@ def test_shadow_mirrors_off_the_hot_path_and_production_stays_byte_identical(ser
         ]
 
     off = answers()
-    state = app.rollouts.set_shadow(admin, "mirrored", 2, 1.0)
+    state = app.rollouts.shadows.set_shadow(admin, "mirrored", 2, 1.0)
     assert state.version == 2 and app.registry.get(admin, "mirrored").aliases["shadow"] == 2
     on = answers()
     assert on == off  # the same bytes (but for id and created), the same route header
-    assert app.rollouts.mirror.drain(30)
+    assert app.rollouts.shadows.mirror.drain(30)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}) as c:
         report = c.get("/api/v1/models/mirrored/shadow", params={"recent": 3}).json()
     assert (report["version"], report["pairs"], report["errors"]) == (2, 8, 0)
@@ -375,16 +375,16 @@ def test_shadow_mirrors_off_the_hot_path_and_production_stays_byte_identical(ser
     held = busy.stream(busy.render_chat([ChatMessage("user", "keep busy")]), PARAMS)  # a slot in use
     answers_before = report["pairs"]
     _chat(app, admin, "mirrored", "one more question while production is busy")
-    assert not app.rollouts.mirror.drain(0.3)
-    assert app.rollouts.shadow_report(admin, "mirrored").pairs == answers_before
+    assert not app.rollouts.shadows.mirror.drain(0.3)
+    assert app.rollouts.shadows.report(admin, "mirrored").pairs == answers_before
     held.close()
-    assert app.rollouts.mirror.drain(30)
-    assert app.rollouts.shadow_report(admin, "mirrored").pairs == answers_before + 1
-    app.rollouts.set_shadow(admin, "mirrored", None)
+    assert app.rollouts.shadows.mirror.drain(30)
+    assert app.rollouts.shadows.report(admin, "mirrored").pairs == answers_before + 1
+    app.rollouts.shadows.set_shadow(admin, "mirrored", None)
     assert "shadow" not in app.registry.get(admin, "mirrored").aliases
     answers()
-    assert app.rollouts.mirror.drain(30)
-    assert app.rollouts.shadow_report(admin, "mirrored").pairs == 9  # stopped: nothing more mirrored
+    assert app.rollouts.shadows.mirror.drain(30)
+    assert app.rollouts.shadows.report(admin, "mirrored").pairs == 9  # stopped: nothing more mirrored
 
 
 def test_blue_green_flip_under_a_steady_stream_answers_every_request(server, app, admin, weights):
@@ -401,7 +401,8 @@ def test_blue_green_flip_under_a_steady_stream_answers_every_request(server, app
     )
     client = _client(server)
     stop, failures, served, lock = threading.Event(), [], [], threading.Lock()
-    flipped = threading.Event()
+    # Requests finishing while promote runs may come from either version (the pool flips inside it).
+    promoting, flipped = threading.Event(), threading.Event()
 
     def stream_of_requests(worker: int) -> None:
         while not stop.is_set():
@@ -425,7 +426,7 @@ def test_blue_green_flip_under_a_steady_stream_answers_every_request(server, app
                         temperature=0,
                     ).model
                 with lock:
-                    served.append((flipped.is_set(), model))
+                    served.append((promoting.is_set(), flipped.is_set(), model))
             except Exception as exc:  # any non-2xx, or a broken stream
                 with lock:
                     failures.append(repr(exc))
@@ -440,6 +441,7 @@ def test_blue_green_flip_under_a_steady_stream_answers_every_request(server, app
             time.sleep(0.01)
 
     wait_for(20)
+    promoting.set()
     app.registry.promote(admin, "bluegreen", 2, "production", reason="blue-green")
     flipped.set()
     wait_for(len(served) + 40)
@@ -447,10 +449,10 @@ def test_blue_green_flip_under_a_steady_stream_answers_every_request(server, app
     for w in workers:
         w.join(60)
     assert failures == []
-    before = {m for f, m in served if not f}
+    before = {m for p, _, m in served if not p}
     assert before == {"bluegreen"}
     # Requests that began before the flip may finish on v1; those after are v2's.
-    late = [m for f, m in served if f][8:]
+    late = [m for _, f, m in served if f][8:]
     assert late and set(late) == {"bluegreen@2"}
     # The old version drains, then leaves the pool.
     deadline = time.monotonic() + 30

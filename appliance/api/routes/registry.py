@@ -133,7 +133,7 @@ def start_canary(caller: Scope, rollouts: Rollouts, name: str, data: CanaryIn) -
     summary="The shadow's agreement with production: answer similarity, citation overlap, latency, pairs",
 )
 def shadow_report(caller: Scope, rollouts: Rollouts, name: str, recent: int = 10) -> ShadowReport:
-    return rollouts.shadow_report(caller, name, max(0, min(recent, 100)))
+    return rollouts.shadows.report(caller, name, max(0, min(recent, 100)))
 
 
 @post(
@@ -145,7 +145,7 @@ def shadow_report(caller: Scope, rollouts: Rollouts, name: str, recent: int = 10
     summary="Mirror a share of the family's production chat requests to a version (version null: stop)",
 )
 def set_shadow(caller: Scope, rollouts: Rollouts, name: str, data: ShadowIn) -> ShadowState | None:
-    return rollouts.set_shadow(caller, name, data.version, data.share, data.reason)
+    return rollouts.shadows.set_shadow(caller, name, data.version, data.share, data.reason)
 
 
 @post(
