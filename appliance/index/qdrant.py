@@ -89,7 +89,13 @@ class QdrantVectorIndex:
         self._closed = False
         self._exists = False  # whether the collection is there (asked once, not on every search)
         self._problem = ""  # why the existing collection cannot take our vectors (until a reset)
-        self._seq = self._read_seq()
+        try:
+            self._seq = self._read_seq()
+        except Exception as exc:  # unreachable, refused by the guard, a wrong key: say which cluster
+            self._client.close()
+            if not self.remote:
+                raise
+            raise NotReady(f"the Qdrant cluster at {url} cannot be read: {exc}") from None
 
     # -- opening -----------------------------------------------------------------------------
     def _read_seq(self) -> int | None:

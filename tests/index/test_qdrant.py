@@ -13,7 +13,7 @@ from appliance.config import IndexSettings, load_settings
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.migrations import migrate
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, NotReady
 from appliance.index import sync as sync_module
 from appliance.index.backends import VECTOR_BACKENDS, check_qdrant_url, open_vector_index
 from appliance.index.memory import MemoryVectorIndex
@@ -73,6 +73,13 @@ def test_a_cluster_url_outside_the_allow_list_is_refused_before_connecting(qdran
 def test_an_allowed_cluster_url_passes(qdrant, network):
     s = settings(vector_backend="qdrant", qdrant=qdrant, network=network)
     assert check_qdrant_url(s) == qdrant["url"]
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")  # the client's own check, same cause
+def test_an_unreachable_cluster_is_named_at_start(tmp_path):
+    s = settings(vector_backend="qdrant", qdrant={"url": "http://127.0.0.1:9", "timeout_seconds": 5})
+    with pytest.raises(NotReady, match=r"Qdrant cluster at http://127\.0\.0\.1:9 cannot be read"):
+        open_vector_index(s, tmp_path, 8)
 
 
 def test_bad_qdrant_settings_are_named():
