@@ -72,8 +72,14 @@ class QdrantVectorIndex:
         self._m = models
         if url:
             # REST, never gRPC: gRPC opens its sockets in native code, outside the network guard.
+            # The client's own version check warns from a thread of its own, on stderr, outside the
+            # JSON log; the same check runs below, in line, into the log.
             self._client = QdrantClient(
-                url=url, api_key=api_key or None, prefer_grpc=False, timeout=int(timeout_seconds)
+                url=url,
+                api_key=api_key or None,
+                prefer_grpc=False,
+                timeout=int(timeout_seconds),
+                check_compatibility=False,
             )
         elif path is not None:
             Path(path).mkdir(parents=True, exist_ok=True)
@@ -90,6 +96,8 @@ class QdrantVectorIndex:
         self._exists = False  # whether the collection is there (asked once, not on every search)
         self._problem = ""  # why the existing collection cannot take our vectors (until a reset)
         try:
+            if self.remote:
+                self._check_version()
             self._seq = self._read_seq()
         except Exception as exc:  # unreachable, refused by the guard, a wrong key: say which cluster
             self._client.close()
@@ -116,6 +124,18 @@ class QdrantVectorIndex:
             return None
         return int(payload["seq"])
 
+    def _check_version(self) -> None:
+        from importlib.metadata import version
+
+        from qdrant_client.common.version_check import is_compatible
+
+        client, server = version("qdrant-client"), self._client.info().version
+        if not is_compatible(client, server):
+            log.warning(
+                "qdrant-client and the Qdrant cluster differ by more than one minor version",
+                extra={"client_version": client, "server_version": server},
+            )
+
     def _incompatible(self) -> str:
         """Why the collection cannot hold this index's vectors; empty when it can."""
         vectors = self._client.get_collection(self.collection).config.params.vectors
@@ -136,7 +156,7 @@ class QdrantVectorIndex:
             self._client.create_payload_index(
                 self.collection,
                 "collection",
-                m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True),
+                field_schema=m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True),
                 wait=True,
             )
         self._exists = True
@@ -187,17 +207,21 @@ class QdrantVectorIndex:
                     self._create_collection()
                 elif self._problem:
                     raise NotReady(f"qdrant collection {self.collection!r} needs a rebuild: {self._problem}")
+                # Across replicas, a chunk upserted in one commit and deleted in the next must not
+                # be applied the other way round: writes go through the shard's leader ("medium").
+                order = {"ordering": m.WriteOrdering.MEDIUM} if self.remote else {}
                 if deletes:
-                    self._client.delete(self.collection, m.PointIdsList(points=deletes), wait=True)
+                    self._client.delete(self.collection, m.PointIdsList(points=deletes), wait=True, **order)
                 for start in range(0, len(points), UPSERT_BATCH):
-                    self._client.upsert(self.collection, points[start : start + UPSERT_BATCH], wait=True)
+                    batch = points[start : start + UPSERT_BATCH]
+                    self._client.upsert(self.collection, batch, wait=True, **order)
                 # Last, once every point is acknowledged: a seq is never recorded ahead of its points.
                 marker = m.PointStruct(
                     id=SEQ_POINT,
                     vector={},
                     payload={"format": FORMAT, "seq": seq, "dimensions": self.dimensions},
                 )
-                self._client.upsert(self.collection, [marker], wait=True)
+                self._client.upsert(self.collection, [marker], wait=True, **order)
             with self._lock:
                 # Only what was sent: a write staged meanwhile, or a failed commit, stays pending.
                 for chunk_id, value in pending.items():
