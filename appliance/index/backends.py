@@ -50,6 +50,8 @@ def check_qdrant_url(settings: Settings) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"index.qdrant.url {url!r} must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:  # it would be echoed in logs and errors
+        raise InvalidInput("index.qdrant.url must carry no credentials: put the key in index.qdrant.api_key")
     if settings.network.guard:
         hosts = NetworkGuard()
         hosts.configure(False, settings.network.allow)  # a decision table only: nothing is installed

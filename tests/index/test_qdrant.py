@@ -51,6 +51,7 @@ def test_the_setting_opens_qdrant_local_mode_committing_every_apply(tmp_path):
         ({"url": "qdrant.internal:6333"}, {"allow": ["qdrant.internal"]}, "http:// or https://"),
         ({"url": "ftp://10.0.4.7"}, {"allow": ["10.0.4.0/24"]}, "http:// or https://"),
         ({"url": "http://10.0.4.7:6333", "api_key": "k"}, {"allow": ["10.0.4.7"]}, "clear text"),
+        ({"url": "https://me:secret@10.0.4.7"}, {"allow": ["10.0.4.7"]}, "no credentials"),
     ],
 )
 def test_a_cluster_url_outside_the_allow_list_is_refused_before_connecting(qdrant, network, error):
