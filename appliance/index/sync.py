@@ -99,11 +99,12 @@ class IndexSync:
         acknowledged only a moment later, and a lag is not damage worth a full rebuild."""
         deadline = time.monotonic() + index.count_settle_seconds
         count = index.count()
-        while count != expected and time.monotonic() < deadline:
+        if count != expected and index.count_settle_seconds > 0:
             log.info(
                 "index count trails DuckDB; waiting for the engine to settle",
                 extra={"index": index.name, "index_count": count, "duckdb_count": expected},
             )
+        while count != expected and time.monotonic() < deadline:
             time.sleep(min(SETTLE_POLL_S, max(0.0, deadline - time.monotonic())))
             count = index.count()
         return count
