@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,7 @@ import msgspec
 from appliance.errors import InvalidInput
 
 ENV_PREFIX = "APPLIANCE_"
+QDRANT_COLLECTION_RE = re.compile(r"\A[A-Za-z0-9_-]{1,255}\Z")
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,7 +80,28 @@ class ChunkingSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_seconds: float = 120.0  # chunking time per document; past it the document fails
 
 
+class QdrantSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The Qdrant vector backend (index.vector_backend = "qdrant"); needs the `qdrant` extra."""
+
+    # A Qdrant cluster, e.g. "https://qdrant.internal:6333" (its host must be in network.allow).
+    # Empty: Qdrant's embedded local mode under <data dir>/index/qdrant, for trying the backend
+    # and for tests; it scans every point per search, so it is no substitute for USearch at scale.
+    url: str = ""
+    api_key: str = ""
+    # The one Qdrant collection holding every appliance collection's vectors; this appliance owns it.
+    collection: str = "appliance_chunks"
+    timeout_seconds: float = 10.0
+    # At start-up, how long the reconcile waits for the cluster's exact count to reach DuckDB's
+    # before it rebuilds (replicas may trail the writes they acknowledged).
+    count_settle_seconds: float = 30.0
+
+
 class IndexSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Where vectors live (appliance/index/backends.py): "usearch" in the data dir (the default),
+    # "memory" (exact, for small collections), or "qdrant" (see [index.qdrant]). Switching
+    # rebuilds the new backend from DuckDB at the next start.
+    vector_backend: Literal["usearch", "memory", "qdrant"] = "usearch"
+    qdrant: QdrantSettings = msgspec.field(default_factory=QdrantSettings)
     vector_dtype: Literal["i8", "f16"] = "i8"
     # The vector index is rewritten whole on save; between saves the outbox covers it.
     vector_save_interval_seconds: float = 5.0
@@ -379,6 +402,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             problems.append("answer.top_k and answer.max_answer_tokens must be >= 1")
         if self.jobs.workers < 1:
             problems.append("jobs.workers must be >= 1")
+        problems += self._qdrant_problems()
         if min(self.cache.embedding_mb, self.cache.retrieval_mb, self.cache.answer_mb) < 0:
             problems.append(
                 "cache.embedding_mb, retrieval_mb and answer_mb must be >= 0 (0: that cache is off)"
@@ -419,6 +443,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         if problems:
             raise InvalidInput("invalid settings: " + "; ".join(problems))
         return self
+
+    def _qdrant_problems(self) -> list[str]:
+        # The URL's host against network.allow is checked where the backend opens
+        # (appliance/index/backends.py), beside the network guard that decides it.
+        q, problems = self.index.qdrant, []
+        if not QDRANT_COLLECTION_RE.match(q.collection):
+            problems.append("index.qdrant.collection must be 1-255 letters, digits, '_' or '-'")
+        if q.timeout_seconds <= 0 or q.count_settle_seconds < 0:
+            problems.append("index.qdrant.timeout_seconds must be > 0 and count_settle_seconds >= 0")
+        return problems
 
     def _server_problems(self) -> list[str]:
         server, problems = self.server, []

@@ -39,9 +39,9 @@ from appliance.db.registry import RegistryStore
 from appliance.db.rollouts import RolloutStore
 from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
+from appliance.index.backends import open_vector_index
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
-from appliance.index.vectors import USearchVectorIndex
 from appliance.ingest.chunking import Chunker
 from appliance.ingest.pipeline import IngestPipeline
 from appliance.ingest.sandbox import make_parser
@@ -125,13 +125,13 @@ class Appliance:
         )
         index_dir = self.data_dir / "index"
         self.keyword_index = TantivyKeywordIndex(index_dir / "bm25")
-        self.vector_index = USearchVectorIndex(
-            index_dir / "vectors", self.embedder.dimensions, dtype=settings.index.vector_dtype
+        self.vector_index, vector_save_interval = open_vector_index(
+            settings, index_dir, self.embedder.dimensions
         )
         self.sync = IndexSync(
             self.db,
             [self.keyword_index, self.vector_index],
-            save_intervals={self.vector_index.name: settings.index.vector_save_interval_seconds},
+            save_intervals={self.vector_index.name: vector_save_interval},
             generations=self.catalog.generations,
         )
         self.reconcile_report = self.sync.reconcile()

@@ -73,6 +73,7 @@ class TantivyKeywordIndex:
     """
 
     name = "bm25"
+    count_settle_seconds = 0.0  # counts exactly what it committed
 
     def __init__(self, path: Path, writer_heap_bytes: int = 128_000_000) -> None:
         self.path = Path(path)

@@ -143,6 +143,7 @@ class MemoryKeywordIndex:
     """
 
     name = "memory-bm25"
+    count_settle_seconds = 0.0  # counts exactly what it committed
     FILE = "keyword.json"
 
     def __init__(self, path: Path | None = None) -> None:
@@ -295,6 +296,7 @@ class MemoryVectorIndex:
     """
 
     name = "memory-vectors"
+    count_settle_seconds = 0.0  # counts exactly what it committed
     FILE = "vectors.npz"
 
     def __init__(self, dimensions: int, path: Path | None = None) -> None:

@@ -1,7 +1,7 @@
 """The narrow contracts every keyword and vector index backend implements.
 
 They speak only of chunk ids, collections, text and vectors, never of Tantivy or
-USearch, so a distributed engine (OpenSearch, Vespa, Qdrant) can stand in later.
+USearch, so a distributed engine (OpenSearch, Vespa, Qdrant: appliance/index/qdrant.py) can stand in.
 Writes are idempotent upserts keyed by chunk id; `commit(seq)` makes everything
 applied so far durable and records the last outbox sequence it covers.
 """
@@ -70,6 +70,10 @@ class SearchIndex(Protocol):
     """Shared part of both index kinds."""
 
     name: str
+    # How long `count()` may trail acknowledged writes (an eventually consistent engine's replicas);
+    # 0 for an index that counts exactly what it committed. The reconcile waits this long for the
+    # count to reach DuckDB's before it takes a mismatch for damage and rebuilds.
+    count_settle_seconds: float
 
     def applied_seq(self) -> int | None:
         """Last outbox sequence made durable, or None when the index is missing or unusable

@@ -21,6 +21,8 @@ BATCH = 2000
 
 # How long a status read waits for an apply in progress to end before reading mid-apply.
 STATUS_WAIT_S = 1.0
+# Between reads of an eventually consistent index's count while it settles.
+SETTLE_POLL_S = 0.5
 
 
 class IndexSync:
@@ -80,14 +82,32 @@ class IndexSync:
             self._apply_locked(force_commit=True)
             expected = int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
             for index in self.indexes:
-                if index.count() != expected:
+                count = self._settled_count(index, expected)
+                if count != expected:
                     log.warning(
                         "index count disagrees with DuckDB after replay; rebuilding",
-                        extra={"index": index.name, "index_count": index.count(), "duckdb_count": expected},
+                        extra={"index": index.name, "index_count": count, "duckdb_count": expected},
                     )
                     self._rebuild(index, self._outbox_bounds()[1])
                     outcome[index.name] = "rebuilt: count mismatch"
         return outcome
+
+    @staticmethod
+    def _settled_count(index: SearchIndex, expected: int) -> int:
+        """The index's count, read again until it equals DuckDB's or the index's settle time is up:
+        an eventually consistent engine (a Qdrant cluster's replicas) may count a write it has
+        acknowledged only a moment later, and a lag is not damage worth a full rebuild."""
+        deadline = time.monotonic() + index.count_settle_seconds
+        count = index.count()
+        if count != expected and index.count_settle_seconds > 0:
+            log.info(
+                "index count trails DuckDB; waiting for the engine to settle",
+                extra={"index": index.name, "index_count": count, "duckdb_count": expected},
+            )
+        while count != expected and time.monotonic() < deadline:
+            time.sleep(min(SETTLE_POLL_S, max(0.0, deadline - time.monotonic())))
+            count = index.count()
+        return count
 
     def _outbox_bounds(self) -> tuple[int | None, int]:
         low, high = self.db.fetchone("SELECT min(seq), max(seq) FROM index_outbox")

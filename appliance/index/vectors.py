@@ -41,6 +41,7 @@ class USearchVectorIndex:
     """
 
     name = "vectors"
+    count_settle_seconds = 0.0  # counts exactly what it committed
 
     def __init__(self, path: Path, dimensions: int, dtype: str = "i8") -> None:
         if dtype not in DTYPES:

@@ -231,11 +231,14 @@ def _indexes_stopped(settings: Settings) -> Check:
             chunks = con.execute("SELECT count(*) FROM chunks").fetchone()[0]
     except Exception as exc:
         return Check("index consistency", FAIL, f"cannot read the catalogue: {getattr(exc, 'detail', exc)}")
-    counts = {
-        "bm25": _bm25_count(data / "index" / "bm25"),
-        "vectors": _vector_count(data / "index" / "vectors"),
-    }
+    counts = {"bm25": _bm25_count(data / "index" / "bm25")}
+    # Other vector backends (a Qdrant cluster, say) are counted by the reconcile at start-up: the
+    # doctor reads files, and connects to nothing.
+    if settings.index.vector_backend == "usearch":
+        counts["vectors"] = _vector_count(data / "index" / "vectors")
     detail = f"DuckDB {chunks} chunks; " + ", ".join(f"{n} {c}" for n, c in counts.items())
+    if settings.index.vector_backend != "usearch":
+        detail += f"; vectors in {settings.index.vector_backend}: checked by the reconcile at start-up"
     agree = all(c == chunks for c in counts.values())
     # Stopped, the outbox may still hold changes a start will replay: a mismatch is repaired then.
     return Check(

@@ -16,6 +16,7 @@ import pytest
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.memory import MemoryKeywordIndex, MemoryVectorIndex
 from appliance.index.protocols import IndexedChunk, KeywordIndex, VectorIndex
+from appliance.index.qdrant import QdrantVectorIndex
 from appliance.index.vectors import USearchVectorIndex
 
 DIM = 48
@@ -72,6 +73,8 @@ BACKENDS = [
         embedding,
         VectorIndex,
     ),
+    # Qdrant's embedded local mode: the same client and collection calls a cluster gets by URL.
+    Backend("qdrant", "qdrant", lambda p: QdrantVectorIndex(DIM, path=p / "qdrant"), embedding, VectorIndex),
     Backend("memory-bm25-volatile", "memory-bm25", lambda p: MemoryKeywordIndex(), text, KeywordIndex, False),
     Backend(
         "memory-vectors-volatile",
