@@ -1,4 +1,5 @@
-"""`appliance plan calibrate|predict|recommend|render|gpus`: the capacity planner, through the API."""
+"""`appliance plan calibrate|predict|recommend|render|apply|rollback|validate|chat|gpus`: the capacity
+planner, through the API."""
 
 from __future__ import annotations
 
@@ -71,6 +72,25 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.set_defaults(func=_validate)
     a = actions.add_parser("gpus", parents=[parents.client], help="the GPU catalogue (not calibrated)")
     a.set_defaults(func=_gpus)
+    a = actions.add_parser(
+        "apply",
+        parents=[parents.client],
+        help="serve a recommended CPU configuration: default alias, llm settings, reload, health check",
+    )
+    a.add_argument("config_id", nargs="?", help="an id of `appliance plan recommend`")
+    a.add_argument("--rollback", action="store_true", help="instead: undo the newest apply in force")
+    a.add_argument("--wait", type=float, default=300, help="seconds for the reload's health check")
+    a.set_defaults(func=_apply)
+    a = actions.add_parser(
+        "rollback", parents=[parents.client], help="undo the newest apply: previous alias and settings"
+    )
+    a.set_defaults(func=_rollback)
+    a = actions.add_parser("applies", parents=[parents.client], help="every apply, newest first")
+    a.set_defaults(func=_applies)
+    a = actions.add_parser(
+        "validations", parents=[parents.client], help="validation runs: predicted vs measured"
+    )
+    a.set_defaults(func=_validations)
 
 
 def _load(args: argparse.Namespace) -> dict:
@@ -221,6 +241,63 @@ def _gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_apply(args: argparse.Namespace, record: dict) -> int:
+    def human(r: dict) -> None:
+        b, a = r["before"], r["after"]
+        print(f"{r['state']} {r['config_id']} (apply {r['id']}, {r['created_at']})")
+        print(
+            f"  default  {b['default_model']}@{b['default_version']} -> {a['default_model']}@{a['default_version']}"
+        )
+        for key in ("slots", "context_length", "threads"):
+            print(f"  llm.{key:<15} {b[key]} -> {a[key]}")
+        print(f"  chat model {r['health']}" + (f": {r['health_error']}" if r["health_error"] else ""))
+        for note in r["notes"]:
+            print(f"  note: {note}")
+
+    emit(args, record, human)
+    return 0 if record["health"] in ("loaded", "unloaded") else 2
+
+
+def _apply(args: argparse.Namespace) -> int:
+    if args.rollback:
+        return _show_apply(args, connect(args).plan_rollback())
+    if not args.config_id:
+        print("error: give a CONFIG_ID of `appliance plan recommend`, or --rollback", file=sys.stderr)
+        return 1
+    return _show_apply(args, connect(args).plan_apply(args.config_id, wait_s=args.wait))
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    return _show_apply(args, connect(args).plan_rollback())
+
+
+def _applies(args: argparse.Namespace) -> int:
+    def human(records: list) -> None:
+        for r in records:
+            a = r["after"]
+            print(
+                f"{r['created_at'][:19]}  {r['id']}  {r['state']:<11} {r['config_id']}"
+                f"  ({a['default_model']}, slots {a['slots']}, context {a['context_length']})"
+            )
+
+    emit(args, connect(args).plan_applies(), human)
+    return 0
+
+
+def _validations(args: argparse.Namespace) -> int:
+    def human(records: list) -> None:
+        for v in records:
+            print(f"{v['created_at'][:19]}  {v['config_id']}  users {v['users']}, {v['requests']} requests")
+            for row in v["rows"]:
+                err = f"{row['error']:+.0%}" if row["error"] is not None else "?"
+                print(
+                    f"    {row['metric']:<10} predicted {row['predicted']:>9.0f}  measured {row['measured']:>9.0f}  {err}"
+                )
+
+    emit(args, connect(args).plan_validations(), human)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from openai import OpenAI
 
@@ -282,7 +359,20 @@ def _validate(args: argparse.Namespace) -> int:
             "predicted_met": predicted["ttft_ms"]["p95"] <= args.p95_ttft_ms,
             "measured_met": measured["ttft_ms"]["p95"] <= args.p95_ttft_ms,
         }
+    stored = client.plan_record_validation(
+        {
+            "config_id": predicted["config"]["id"],
+            "users": args.users,
+            "requests": measured["requests"],
+            "errors": sum(measured["errors"].values()),
+            "rows": rows,
+            "slo_p95_ttft_ms": slo["p95_ttft_ms"] if slo else None,
+            "slo_predicted_met": slo["predicted_met"] if slo else None,
+            "slo_measured_met": slo["measured_met"] if slo else None,
+        }
+    )
     out = {
+        "id": stored["id"],
         "config": predicted["config"],
         "rows": rows,
         "slo": slo,

@@ -208,9 +208,6 @@ class Appliance:
         self.traces = TraceStore(self.db)
         self.feedback = Feedback(settings.feedback, self.traces, self.embedder.embed_query, self.metrics)
         self.drift = Drift(settings.drift, self.traces, self.metrics)
-        self.planner = Planner(
-            settings, PlanStore(self.db), self.models.models_dir, self.knowledge, self.embedder
-        )
         self.answers = Answers(
             settings.answer,
             self.knowledge,
@@ -282,6 +279,17 @@ class Appliance:
         )
         self.registry = Registry(
             settings, RegistryStore(self.db), self.models, self.evals, self.audit, self.data_dir
+        )
+        # After the registry: `plan apply` moves the default alias through it and reloads the model.
+        self.planner = Planner(
+            settings,
+            PlanStore(self.db),
+            self.models.models_dir,
+            self.knowledge,
+            self.embedder,
+            registry=self.registry,
+            models=self.models,
+            audit=self.audit,
         )
         self.workflows = Workflows(
             settings,
@@ -413,6 +421,7 @@ class Appliance:
             self.registry.serving_resolver(self.models.resolve_in_manifest, self.models.known_models),
             knows=self.registry.registry.knows,
         )
+        self.planner.restore_applied()  # an applied plan's llm settings, before the chat model loads
         if self.settings.llm.load_at_start:
             self._spawn(lambda: self.models.load(self.registry.default_chat()), "chat-model-load")
         if self.settings.sample_dir:
