@@ -790,3 +790,80 @@ def _workflows() -> tuple[list[Any], list[Any], list[Any], dict, Any]:
 
 
 WORKFLOWS, WORKFLOW_RUNS, APPROVALS, WORKFLOW_BODY, WORKFLOW_RUN = _workflows()
+
+
+# -- the capacity planner: a recommendation's answer, validations and applies (typed records) -----
+def _plan() -> tuple[dict, list[dict], list[dict]]:
+    from appliance.plan_records import PlanApply, ServingState, Validation, ValidationRow
+
+    def candidate(
+        rank: int, model: str, target: str, slots: int, ttft: float, cost: float, bound: str
+    ) -> dict:
+        context = 4096 // slots * slots
+        return {
+            "rank": rank,
+            "id": f"{model}@{target}-s{slots}-c{context}-t1",
+            "model": model,
+            "target": target,
+            "slots": slots,
+            "context": context,
+            "threads": 1,
+            "feasible": ttft <= 2000,
+            "ttft_p95_ms": ttft,
+            "e2e_p95_ms": ttft * 6.5,
+            "cost_usd_month": cost,
+            "binding_constraint": bound,
+            "reason": "" if ttft <= 2000 else f"p95 TTFT {ttft:.0f} ms > 2000 ms",
+        }
+
+    rec = {
+        "id": "3f2a9c0d11e4",
+        "configurations": 240,
+        "feasible": 3,
+        "sweep_seconds": 0.412,
+        "assumed": ["prompt_tokens 600 (the chat default)"],
+        "intent": {"task": "chat", "users": 4, "priority": "cost", "p95_ttft_ms": 2000.0},
+        "candidates": [
+            candidate(1, "SmolLM2-135M-Instruct", "cpu", 2, 310.0, 115.0, "decode-bandwidth-bound"),
+            candidate(2, "SmolLM2-135M-Instruct", "cpu", 4, 420.0, 115.0, "KV budget allows 4 slots × 1k"),
+            candidate(3, "L4-24GB", "L4-24GB", 8, 95.0, 584.0, "queueing at utilisation 0.12"),
+            candidate(
+                4, "Qwen2.5-Coder-1.5B-Instruct", "cpu", 1, 5200.0, 118.0, "queueing at utilisation 0.8"
+            ),
+        ],
+    }
+    validation = Validation(
+        id="a1b2c3d4e5f6",
+        created_at=TS,
+        config_id="SmolLM2-135M-Instruct@cpu-s2-c4096-t1",
+        users=4,
+        requests=40,
+        errors=0,
+        rows=[
+            ValidationRow(
+                metric="p95 ttft", predicted=310.0, interval=[240.0, 390.0], measured=352.0, error=-0.119,
+                inside_interval=True,
+            ),
+            ValidationRow(
+                metric="p95 e2e", predicted=2015.0, interval=[1800.0, 2250.0], measured=2390.0, error=-0.157,
+                inside_interval=False,
+            ),
+        ],
+    )  # fmt: skip
+    state = dict(slots=1, context_length=0, threads=0)
+    applied = PlanApply(
+        id="0c0ffee0c0de",
+        config_id=rec["candidates"][0]["id"],
+        created_at=TS,
+        actor="admin (k_admin)",
+        before=ServingState(default_model="Qwen2.5-Coder-1.5B-Instruct", default_version=1, **state),
+        after=ServingState(
+            default_model="SmolLM2-135M-Instruct", default_version=1, slots=2, context_length=4096, threads=1
+        ),
+        state="applied",
+        health="loaded",
+    )
+    return rec, [wire(validation)], [wire(applied)]
+
+
+PLAN_RECOMMENDATION, PLAN_VALIDATIONS, PLAN_APPLIES = _plan()
