@@ -117,3 +117,25 @@ class Validation(Record, kw_only=True):
     slo_p95_ttft_ms: float | None = None
     slo_predicted_met: bool | None = None
     slo_measured_met: bool | None = None
+
+
+class IntentDraft(Record, kw_only=True):
+    """A deployment intent read from a conversation so far (`plan chat`): every number is one the user
+    said (a number the model offered otherwise is in `dropped`, never kept), what a recommendation
+    still needs (`missing`), what is asked for but may stay the task's default, and the next question."""
+
+    task: str | None
+    users: int | None
+    rate: float | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    p95_ttft_ms: float | None
+    tokens_per_s_per_user: float | None
+    budget_usd_month: float | None
+    priority: str | None
+    missing: list[str]
+    optional_missing: list[str]
+    question: str | None
+    dropped: list[str]
+    complete: bool  # a recommendation can be made (task and load known)
+    model: str  # the chat model that read the conversation

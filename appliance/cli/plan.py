@@ -4,6 +4,7 @@ planner, through the API."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from appliance.cli.common import Parents, connect, emit, endpoint
@@ -91,6 +92,20 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         "validations", parents=[parents.client], help="validation runs: predicted vs measured"
     )
     a.set_defaults(func=_validations)
+    a = actions.add_parser(
+        "chat",
+        parents=[parents.client],
+        help="describe the deployment in words: the local model reads the intent and asks for what is missing",
+    )
+    a.add_argument(
+        "--say",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a turn of yours, given in advance (repeatable; then stdin)",
+    )
+    a.add_argument("--recommend", action="store_true", help="once complete, rank configurations for it")
+    a.set_defaults(func=_chat)
 
 
 def _load(args: argparse.Namespace) -> dict:
@@ -295,6 +310,75 @@ def _validations(args: argparse.Namespace) -> int:
                 )
 
     emit(args, connect(args).plan_validations(), human)
+    return 0
+
+
+OPENING = (
+    "Describe the deployment: what it is for, how many users at once (or requests per second), "
+    "how long prompts and answers are, and any latency limit."
+)
+INTENT_FIELDS = (
+    "task",
+    "users",
+    "rate",
+    "prompt_tokens",
+    "output_tokens",
+    "p95_ttft_ms",
+    "tokens_per_s_per_user",
+    "budget_usd_month",
+    "priority",
+)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """Turns from --say, then stdin; the server's model reads each state of the conversation. Ends
+    once the intent is complete and the optional numbers were asked for once, or at end of input."""
+    client = connect(args)
+    scripted = list(args.say)
+    out = sys.stderr if args.json else sys.stdout
+    messages: list[dict[str, str]] = []
+    question: str | None = OPENING
+    draft: dict | None = None
+    asked_optional = False
+    while question is not None:
+        if scripted:
+            text = scripted.pop(0)
+        else:
+            print(question, file=out, flush=True)
+            try:
+                text = input("> " if sys.stdin.isatty() else "")
+            except EOFError:
+                break
+        messages.append({"role": "user", "content": text})
+        draft = client.plan_intent(messages)
+        for why in draft["dropped"]:
+            print(f"  (not kept: {why})", file=out)
+        if draft["complete"] and (not draft["optional_missing"] or asked_optional):
+            break
+        asked_optional = asked_optional or draft["complete"]
+        question = draft["question"]
+        messages.append({"role": "assistant", "content": question})
+    if draft is None or not draft["complete"]:
+        still = draft["missing"] if draft else ["everything"]
+        print(f"error: the intent is still missing {', '.join(still)}: nothing was guessed", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"intent": draft, "messages": messages, "recommendation": None}, indent=2))
+        return 1
+    result: dict = {"intent": draft, "messages": messages, "recommendation": None}
+    if args.recommend:
+        fields = {k: draft[k] for k in INTENT_FIELDS if draft[k] is not None}
+        result["recommendation"] = client.plan_recommend(**fields)
+
+    def human(r: dict) -> None:
+        d = r["intent"]
+        print("intent: " + ", ".join(f"{k}={d[k]}" for k in INTENT_FIELDS if d[k] is not None))
+        if d["optional_missing"]:
+            print("  the task's defaults for: " + ", ".join(d["optional_missing"]))
+        if r["recommendation"]:
+            for c in r["recommendation"]["candidates"][:5]:
+                print(f"{c['rank']:>3} {c['id']}  p95 TTFT {c['ttft_p95_ms']} ms  ${c['cost_usd_month']}/mo")
+
+    emit(args, result, human)
     return 0
 
 

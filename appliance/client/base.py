@@ -132,6 +132,7 @@ class BaseClient:
     plan_applies = _api(platform_calls.plan_applies)
     plan_record_validation = _api(platform_calls.plan_record_validation)
     plan_validations = _api(platform_calls.plan_validations)
+    plan_intent = _api(platform_calls.plan_intent)
     # -- evaluation
     eval_sets = _api(calls.eval_sets)
     eval_set = _api(calls.eval_set)

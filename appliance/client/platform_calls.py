@@ -167,6 +167,12 @@ def plan_validations() -> Call:
     return Call("GET", "/api/v1/plan/validations")
 
 
+def plan_intent(messages: list[dict[str, str]]) -> Call:
+    """The intent the server's chat model reads from a conversation ([{role, content}], user and
+    assistant turns): numbers only as the user said them, what is missing, the next question."""
+    return Call("POST", "/api/v1/plan/intent", json={"messages": messages}, timeout=None)
+
+
 # -- retrieval tuning --------------------------------------------------------------------------------
 def calibrate_fusion(collection: str, eval_set: str | None = None) -> Call:
     return Call("POST", "/api/v1/retrieval/calibrate", json={"collection": collection, "eval_set": eval_set})

@@ -290,6 +290,7 @@ class Appliance:
             registry=self.registry,
             models=self.models,
             audit=self.audit,
+            gateway=self.gateway,
         )
         self.workflows = Workflows(
             settings,

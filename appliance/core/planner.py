@@ -14,6 +14,7 @@ import msgspec
 
 from appliance.config import Settings
 from appliance.core.access import Scope
+from appliance.core.gateway import Gateway
 from appliance.core.registry import Registry
 from appliance.db.plans import PlanStore
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, NotReady
@@ -23,6 +24,7 @@ from appliance.observability.audit import AuditLog
 from appliance.plan_records import (
     Calibration,
     DeploymentIntent,
+    IntentDraft,
     PlanApply,
     ServingState,
     Validation,
@@ -53,6 +55,7 @@ class Planner:
         registry: Registry | None = None,
         models: ModelService | None = None,
         audit: AuditLog | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -62,6 +65,7 @@ class Planner:
         self.registry = registry  # apply and rollback need these three; predictions do not
         self.models = models
         self.audit = audit
+        self.gateway = gateway  # `plan chat` reads the intent through the appliance's own chat path
         self._applying = threading.Lock()
         self._calibrating = threading.Lock()
         self._stop = threading.Event()
@@ -494,6 +498,49 @@ class Planner:
 
     def validations(self) -> list[Validation]:
         return self.store.validations()
+
+    # -- the intent from a conversation ----------------------------------------------------------------
+    def extract_intent(self, caller: Scope, messages: list[tuple[str, str]]) -> IntentDraft:
+        """The default chat model reads the conversation into the intent's JSON schema (constrained
+        output, as /v1/chat/completions with response_format json_schema); every number it gives
+        that the user never said is dropped, and what is missing becomes the next question."""
+        import json
+
+        from appliance.generate.tools import OutputFormat
+        from appliance.models.runtime import ChatMessage
+        from appliance.planner import intent as reading
+
+        caller.require_admin()
+        if self.gateway is None:
+            raise NotReady("no chat path: the planner was built without the gateway")
+        said = [content for role, content in messages if role == "user"]
+        if not said:
+            raise InvalidInput("messages: give at least one user message", param="messages")
+        chat = [ChatMessage("system", reading.SYSTEM_PROMPT)] + [ChatMessage(r, c) for r, c in messages]
+        decision = self.gateway.route("default", chat)
+        opened, done = self.gateway.chat(
+            caller,
+            decision,
+            chat,
+            None,
+            OutputFormat("json_schema", reading.SCHEMA, "deployment_intent"),
+            GenerationParams(max_tokens=256, temperature=0.0),
+        )
+        try:
+            raw = json.loads(done.text)
+        except ValueError:  # cut off at max_tokens: nothing of it is trusted
+            raw = None
+        fields, dropped = reading.guard(raw, said)
+        needed, optional = reading.missing(fields)
+        return IntentDraft(
+            **fields,
+            missing=needed,
+            optional_missing=optional,
+            question=reading.question(needed, optional),
+            dropped=dropped,
+            complete=not needed,
+            model=opened.served.name,
+        )
 
 
 def _now() -> str:

@@ -175,6 +175,9 @@ EXAMPLES: dict[str, Call] = {
         }
     ),
     "plan_validations": platform_calls.plan_validations(),
+    "plan_intent": platform_calls.plan_intent(
+        [{"role": "user", "content": "a chat assistant"}, {"role": "assistant", "content": "How many users?"}]
+    ),
     "calibrate_fusion": platform_calls.calibrate_fusion("docs", eval_set="docs-generated"),
     "collection_fusion": platform_calls.collection_fusion("docs"),
     "reset_fusion": platform_calls.reset_fusion("docs"),

@@ -3,7 +3,7 @@ cluster, apply a configuration to this box (and roll it back), and keep the vali
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Router, get, post
@@ -12,7 +12,7 @@ from msgspec import Meta
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
 from appliance.core.planner import Planner
-from appliance.plan_records import Calibration, DeploymentIntent, PlanApply, Validation
+from appliance.plan_records import Calibration, DeploymentIntent, IntentDraft, PlanApply, Validation
 from appliance.planner.serving import ServingConfig
 
 Tokens = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -232,6 +232,27 @@ def validations(planner: Planner) -> list[Validation]:
     return planner.validations()
 
 
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["user", "assistant"]
+    content: Annotated[str, Meta(max_length=4000)]
+
+
+class ConversationIn(msgspec.Struct, forbid_unknown_fields=True):
+    messages: Annotated[list[MessageIn], Meta(min_length=1, max_length=40)]
+
+
+@post(
+    "/intent",
+    status_code=200,
+    errors=(400, 503),
+    sync_to_thread=True,
+    summary="The deployment intent read from a conversation by the local model: numbers only as the "
+    "user said them, what is missing, the next question",
+)
+def intent(caller: Scope, planner: Planner, data: ConversationIn) -> IntentDraft:
+    return planner.extract_intent(caller, [(m.role, m.content) for m in data.messages])
+
+
 router = Router(
     "/api/v1/plan",
     route_handlers=[
@@ -247,6 +268,7 @@ router = Router(
         applies,
         record_validation,
         validations,
+        intent,
     ],
     guards=[admin_only],
     tags=["plan"],
