@@ -11,16 +11,9 @@ import pytest
 from appliance.cli import main
 from appliance.planner.intent import guard, missing, numbers_said, question
 from tests.inprocess import InProcessServer, echo_appliance
-from tests.workflows.scripted import ScriptedRuntime
+from tests.workflows.scripted import ConstrainedScriptedRuntime as ConstrainedScripted
 
 pytest.importorskip("llama_cpp")
-
-
-class ConstrainedScripted(ScriptedRuntime):
-    """The scripted model as one that accepts a grammar (so the JSON-schema request is served), then
-    answers its next reply whatever the grammar: a model free to invent."""
-
-    constrained_decoding = True
 
 
 def nulls(**given) -> str:

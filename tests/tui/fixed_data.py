@@ -867,3 +867,25 @@ def _plan() -> tuple[dict, list[dict], list[dict]]:
 
 
 PLAN_RECOMMENDATION, PLAN_VALIDATIONS, PLAN_APPLIES = _plan()
+
+
+# A quick calibration measured on the development box (2026-12-07, `plan calibrate --quick`: 27 s),
+# kept as a record: the Plan screen's test needs a calibrated box, not another measurement of it.
+PLAN_CALIBRATION_JSON = (
+    '{"id":"e30f73bcfbce","created_at":"2026-12-07T13:04:06.207966+00:00","fingerprint":"42943590c7379470",'
+    '"hardware":{"cpu_model":"Intel(R) Xeon(R) Processor","cores":2,"memory_bytes":25276182528},"quick":true,'
+    '"model":"SmolLM2-135M-Instruct","model_shape":{"name":"SmolLM2-135M-Instruct","architecture":"llama",'
+    '"parameters":134515008,"embedding_parameters":28311552,"layers":30,"heads":9,"kv_heads":3,"embedding":576,'
+    '"head_dim":64,"vocab":49152,"context_length":8192,"file_type":"MOSTLY_Q4_1","file_bytes":98362432,'
+    '"weight_bytes":96576768,"decode_bytes":96576768,"tied_output":true,"repacked_bytes":0,'
+    '"bits_per_weight":5.74,"kv_bytes_per_token":23040},"threads":1,"batch_threads":2,"context_length":256,'
+    '"prompt_tokens":48,"output_tokens":8,"memory_bandwidth":5357149463,"matmul_flops":224077706150,'
+    '"points":[{"slots":1,"active":1,"samples":1,"prefill_tokens_per_s":19.75,"prefill_fixed_s":0.85,'
+    '"decode_tokens_per_s":29.584,"ttft_s":3.2804,"decode_cv":0.0,"ttft_cv":0.0},{"slots":2,"active":1,'
+    '"samples":1,"prefill_tokens_per_s":335.182,"prefill_fixed_s":0.85,"decode_tokens_per_s":44.369,'
+    '"ttft_s":0.2864,"decode_cv":0.0,"ttft_cv":0.0},{"slots":2,"active":2,"samples":2,'
+    '"prefill_tokens_per_s":141.287,"prefill_fixed_s":0.85,"decode_tokens_per_s":22.914,"ttft_s":0.6852,'
+    '"decode_cv":0.108,"ttft_cv":0.0913}],"resident_base_bytes":649486336,"resident_weights_bytes":16760832,'
+    '"resident_per_slot_bytes":127434752,"overheads_ms":{"embed_query":44.173,"retrieval":2.541},'
+    '"residual_cv":0.108,"seconds":26.6}'
+)

@@ -1,18 +1,23 @@
-"""The console's Plan screen against the API of an in-process appliance (echo runtime; the box quickly
-calibrated with the real SmolLM2): the intent form's ranked recommendations, a what-if on the selected
+"""The console's Plan screen against the API of an in-process appliance (echo runtime; a stored quick
+calibration of SmolLM2 on the development box): the intent form's ranked recommendations, a what-if on the selected
 configuration, the validation history, a bad number in the banner; and the pure pieces on their own."""
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 from textual.widgets import DataTable, Input
 
-from appliance.plan_records import DeploymentIntent
+from appliance.plan_records import Calibration, DeploymentIntent
+from appliance.planner.hardware import this_box
 from appliance.planner.serving import ServingConfig
 from appliance.tui.app import SCREENS, ConsoleApp, tab_key
 from appliance.tui.screens.plan import FormError, changed_body, intent_from_form, predict_body
 from appliance.tui.widgets import Banner
 from tests.inprocess import InProcessServer, echo_appliance
+from tests.tui import fixed_data as data
 from tests.tui.conftest import until
 
 pytest.importorskip("llama_cpp")
@@ -32,7 +37,9 @@ def text_of(app: ConsoleApp, selector: str) -> str:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     app = echo_appliance(tmp_path_factory.mktemp("console-plan") / "data")
-    app.planner.calibrate(app.access.system_scope(), quick=True)
+    # A stored calibration, as `plan calibrate` leaves one, for this box's fingerprint.
+    recorded = msgspec.json.decode(data.PLAN_CALIBRATION_JSON, type=Calibration)
+    app.planner.store.save_calibration(msgspec.structs.replace(recorded, fingerprint=this_box().fingerprint))
     app.planner.record_validation(
         app.access.system_scope(),
         {
@@ -159,3 +166,42 @@ async def test_recommend_what_if_and_the_validation_history(srv):
         )
         utilisation = next(line for line in whatif.splitlines() if "utilisation" in line)
         assert utilisation.split("->")[1].split()[0] == f"{direct['utilisation']:.2f}"
+
+
+@pytest.mark.anyio
+async def test_describing_the_deployment_fills_only_what_was_said(srv):
+    from tests.workflows.scripted import ConstrainedScriptedRuntime
+
+    def reply(**given) -> str:
+        fields = ("task", "users", "rate", "prompt_tokens", "output_tokens", "p95_ttft_ms")
+        fields += ("tokens_per_s_per_user", "budget_usd_month", "priority")
+        return json.dumps({f: given.get(f) for f in fields})
+
+    # The model invents 50 users at first; the form must not take them.
+    model = ConstrainedScriptedRuntime(
+        [reply(task="rag", users=50), reply(task="rag", users=12, p95_ttft_ms=2000, priority="cost")]
+    )
+    srv.app.models.serve(model)
+    app = ConsoleApp(srv.url, srv.key)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("P")
+        await until(pilot, lambda: app.active_tab == "plan", what="the Plan tab")
+        describe = app.query_one("#plan-describe", Input)
+        describe.focus()
+        describe.value = "answers from our handbook for the support team"
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: "how many users" in text_of(app, "#plan-question").lower(), what="the question"
+        )
+        assert "not kept: users=50: not a number of the conversation" in text_of(app, "#plan-question")
+        assert app.query_one("#plan-users", Input).value == ""
+        assert app.query_one("#plan-task").value == "rag"
+        describe.value = "12 people at once, the first words within 2 seconds, cheap"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.query_one("#plan-users", Input).value == "12", what="the users")
+        assert app.query_one("#plan-p95_ttft_ms", Input).value == "2000"
+        assert app.query_one("#plan-priority").value == "cost"
+        assert app.query_one("#plan-prompt_tokens", Input).value == ""  # never said: still blank
+        assert "prompt length" in text_of(app, "#plan-question")
+    # The second reading saw the whole conversation, the first question included.
+    assert "How many users" in model.prompts[1] and "answers from our handbook" in model.prompts[1]

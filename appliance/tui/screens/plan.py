@@ -147,7 +147,8 @@ def validation_rows(validations: list[dict]) -> tuple[list[list[Any]], list[str]
 
 
 class PlanView(View):
-    """The capacity planner. Fill the intent (task, users or requests/s, prompt and output tokens,
+    """The capacity planner. Describe the deployment in words (the local model fills the form with
+    the numbers you said, never others, and asks for what is missing) or fill the intent (task, users or requests/s, prompt and output tokens,
     priority, the p95 time-to-first-token and tokens/s constraints; blank numbers are the task's
     defaults, said so) and press `enter`: the configurations ranked by the priority, each with its
     binding constraint. The what-if panel changes one number of the selected configuration and shows
@@ -156,11 +157,12 @@ class PlanView(View):
     validate` run, predicted vs measured."""
 
     label = "plan"
-    initial_focus = "#plan-users"
+    initial_focus = "#plan-describe"
     BINDINGS = [Binding("a", "apply", "Apply selected"), Binding("b", "rollback", "Roll back apply")]
     DEFAULT_CSS = """
     PlanView #plan-main { height: 3fr; }
     PlanView #plan-form { width: 38; border-right: solid $primary 50%; }
+    PlanView #plan-question { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
     PlanView .field { height: 1; }
     PlanView .field Label { width: 15; padding: 0 1; }
     PlanView .field Input, PlanView .field Select { width: 1fr; }
@@ -179,10 +181,14 @@ class PlanView(View):
         self.recommendation: dict | None = None
         self._intent: dict[str, Any] = {}
         self._validations: list[dict] = []
+        self._conversation: list[dict[str, str]] = []  # the describe box's turns, for plan_intent
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="plan-main"):
             with VerticalScroll(id="plan-form"):
+                yield Label("Describe it in words (enter)", classes="section")
+                yield Input(placeholder="e.g. a support chat for 30 people", id="plan-describe", compact=True)
+                yield Static("", id="plan-question", markup=False)
                 yield Label("Intent (enter recommends)", classes="section")
                 with Horizontal(classes="field"):
                     yield Label("task")
@@ -268,6 +274,8 @@ class PlanView(View):
         event.stop()
         if event.input.id == "plan-whatif-value":
             self.run_action(self._whatif(), "whatif")
+        elif event.input.id == "plan-describe":
+            self.run_action(self._describe(), "describe")
         else:
             self.run_action(self._recommend(), "recommend")
 
@@ -289,6 +297,32 @@ class PlanView(View):
         rec = await self.api.plan_recommend(**intent, top=20)
         self._intent = intent
         self.show_recommendation(rec)
+
+    async def _describe(self) -> None:
+        """The conversation so far, read by the server's chat model: the numbers the user said fill
+        the form (nothing else does), and its question for what is missing is shown."""
+        field = self.query_one("#plan-describe", Input)
+        text = field.value.strip()
+        if not text:
+            return
+        conversation = [*self._conversation, {"role": "user", "content": text}]
+        draft = await self.api.plan_intent(conversation)
+        self._conversation = conversation
+        field.value = ""
+        self.show_draft(draft)
+
+    def show_draft(self, draft: dict) -> None:
+        if draft.get("question"):
+            self._conversation.append({"role": "assistant", "content": draft["question"]})
+        for name, _, _ in NUMBERS:
+            if draft.get(name) is not None:
+                self.query_one(f"#plan-{name}", Input).value = f"{draft[name]:g}"
+        for name in ("task", "priority"):
+            if draft.get(name) is not None:
+                self.query_one(f"#plan-{name}", Select).value = draft[name]
+        lines = [draft["question"] or "complete: press enter in the form to recommend"]
+        lines += [f"not kept: {why}" for why in draft["dropped"]]
+        self.query_one("#plan-question", Static).update("\n".join(lines))
 
     def selected(self) -> dict | None:
         key = selected_key(self.query_one("#plan-table", DataTable))
