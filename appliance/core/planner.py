@@ -365,6 +365,8 @@ class Planner:
                 param="config_id",
             )
         assert self.registry is not None and self.models is not None
+        if self.models.health()["state"] == "loading":  # that load would finish with the old settings
+            raise Conflict("the chat model is loading: apply once it is done")
         if not self._applying.acquire(blocking=False):
             raise Conflict("an apply or rollback is already under way")
         try:
@@ -414,6 +416,8 @@ class Planner:
         """Undo the newest apply still in force: its previous alias holder and settings, reloaded."""
         caller.require_admin()
         assert self.registry is not None and self.models is not None
+        if self.models.health()["state"] == "loading":
+            raise Conflict("the chat model is loading: roll back once it is done")
         if not self._applying.acquire(blocking=False):
             raise Conflict("an apply or rollback is already under way")
         try:
@@ -500,7 +504,9 @@ class Planner:
         return self.store.validations()
 
     # -- the intent from a conversation ----------------------------------------------------------------
-    def extract_intent(self, caller: Scope, messages: list[tuple[str, str]]) -> IntentDraft:
+    def extract_intent(
+        self, caller: Scope, messages: list[tuple[str, str]], max_tokens: int = 256
+    ) -> IntentDraft:
         """The default chat model reads the conversation into the intent's JSON schema (constrained
         output, as /v1/chat/completions with response_format json_schema); every number it gives
         that the user never said is dropped, and what is missing becomes the next question."""
@@ -524,7 +530,7 @@ class Planner:
             chat,
             None,
             OutputFormat("json_schema", reading.SCHEMA, "deployment_intent"),
-            GenerationParams(max_tokens=256, temperature=0.0),
+            GenerationParams(max_tokens=max_tokens, temperature=0.0),
         )
         try:
             raw = json.loads(done.text)

@@ -195,6 +195,13 @@ def test_apply_then_rollback_restores_the_previous_alias_and_settings(served, ca
     assert health["state"] == "loaded" and health["backend"] == "llama.cpp"
     assert health["context_length"] == chosen["context"]
 
+    # A restart reads the settings file again: the plan in force is re-applied before the model loads.
+    applied = app.models.settings.llm
+    app.models.settings = app.settings  # the file's settings, as a fresh start has them
+    assert app.models.settings.llm == llm_before
+    app.planner.restore_applied()
+    assert app.models.settings.llm == applied
+
     # The console's way out: unloaded, so the rollback does not load the previous default's weights.
     app.models.unload()
     back = cli(served, capsys, "apply", "--rollback")

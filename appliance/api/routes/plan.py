@@ -239,6 +239,8 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class ConversationIn(msgspec.Struct, forbid_unknown_fields=True):
     messages: Annotated[list[MessageIn], Meta(min_length=1, max_length=40)]
+    # The intent's JSON takes about 100 tokens; an answer cut short is not trusted (all missing).
+    max_tokens: Annotated[int, Meta(ge=1, le=1024)] = 256
 
 
 @post(
@@ -250,7 +252,7 @@ class ConversationIn(msgspec.Struct, forbid_unknown_fields=True):
     "user said them, what is missing, the next question",
 )
 def intent(caller: Scope, planner: Planner, data: ConversationIn) -> IntentDraft:
-    return planner.extract_intent(caller, [(m.role, m.content) for m in data.messages])
+    return planner.extract_intent(caller, [(m.role, m.content) for m in data.messages], data.max_tokens)
 
 
 router = Router(
