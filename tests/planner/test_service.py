@@ -257,3 +257,28 @@ def test_validations_are_stored_and_listed(served, capsys):
     )
     listed = cli(served, capsys, "validations")
     assert listed[0]["id"] == stored.id and listed[0]["rows"][0]["measured"] == 150.0
+
+
+def test_validate_stores_predicted_vs_measured(served, capsys):
+    # A short closed-loop run on the real SmolLM2 (two answers of four tokens): the run is stored and
+    # listed with its per-metric rows, as the console's Plan tab shows them.
+    served.app.models.load("SmolLM2-135M-Instruct")
+    out = cli(
+        served,
+        capsys,
+        "validate",
+        "--users",
+        "1",
+        "--requests",
+        "2",
+        "--prompt-words",
+        "20",
+        "--output-tokens",
+        "4",
+    )
+    assert out["measured"]["requests"] == 2 and out["rows"]
+    listed = cli(served, capsys, "validations")
+    newest = listed[0]
+    assert newest["id"] == out["id"] and newest["config_id"] == out["config"]["id"]
+    assert [r["metric"] for r in newest["rows"]] == [r["metric"] for r in out["rows"]]
+    assert all(r["measured"] > 0 for r in newest["rows"])
