@@ -259,6 +259,8 @@ def _gpus(args: argparse.Namespace) -> int:
 def _show_apply(args: argparse.Namespace, record: dict) -> int:
     def human(r: dict) -> None:
         b, a = r["before"], r["after"]
+        if r["state"] != "applied":  # rolled back (or failed and restored): the way back is shown
+            b, a = a, b
         print(f"{r['state']} {r['config_id']} (apply {r['id']}, {r['created_at']})")
         print(
             f"  default  {b['default_model']}@{b['default_version']} -> {a['default_model']}@{a['default_version']}"
@@ -266,7 +268,7 @@ def _show_apply(args: argparse.Namespace, record: dict) -> int:
         for key in ("slots", "context_length", "threads"):
             print(f"  llm.{key:<15} {b[key]} -> {a[key]}")
         print(f"  chat model {r['health']}" + (f": {r['health_error']}" if r["health_error"] else ""))
-        for note in r["notes"]:
+        for note in r["notes"] if r["state"] == "applied" else []:
             print(f"  note: {note}")
 
     emit(args, record, human)
@@ -349,6 +351,8 @@ def _chat(args: argparse.Namespace) -> int:
                 text = input("> " if sys.stdin.isatty() else "")
             except EOFError:
                 break
+            if not text.strip() and draft is not None and draft["complete"]:
+                break  # nothing to add: the task's defaults stand for what is still optional
         messages.append({"role": "user", "content": text})
         draft = client.plan_intent(messages)
         for why in draft["dropped"]:
