@@ -65,3 +65,77 @@ class DeploymentIntent(Record, kw_only=True):
     energy_usd_per_kwh: float = 0.15
     box_usd_month: float = 100.0  # this server's amortisation
     box_watts: float = 150.0
+
+
+class ServingState(Record, kw_only=True):
+    """What `plan apply` changes on this box: which chat family and version hold the `default` alias,
+    and the `llm.*` settings the chat model loads with (0: the setting's automatic choice)."""
+
+    default_model: str | None
+    default_version: int | None
+    slots: int
+    context_length: int
+    threads: int
+
+
+class PlanApply(Record, kw_only=True):
+    """One `plan apply`: the configuration written, the state before (what a rollback restores) and
+    after, the chat model's health after the reload, and what the operator should know."""
+
+    id: str
+    config_id: str
+    created_at: str
+    actor: str
+    before: ServingState
+    after: ServingState
+    state: str  # applied | rolled_back | failed (the health check failed: restored at once)
+    health: str  # the chat model after the reload: loaded | failed | unloaded | loading
+    health_error: str | None = None
+    notes: list[str] = []
+    rolled_back_at: str | None = None
+
+
+class ValidationRow(Record, kw_only=True):
+    metric: str  # p95 ttft | p95 e2e | p95 itl
+    predicted: float
+    interval: list[float] | None
+    measured: float
+    error: float | None  # (predicted - measured) / measured
+    inside_interval: bool
+
+
+class Validation(Record, kw_only=True):
+    """A `plan validate` run: the configuration, predicted vs measured per metric, the SLO verdict."""
+
+    id: str
+    created_at: str
+    config_id: str
+    users: int
+    requests: int
+    errors: int
+    rows: list[ValidationRow]
+    slo_p95_ttft_ms: float | None = None
+    slo_predicted_met: bool | None = None
+    slo_measured_met: bool | None = None
+
+
+class IntentDraft(Record, kw_only=True):
+    """A deployment intent read from a conversation so far (`plan chat`): every number is one the user
+    said (a number the model offered otherwise is in `dropped`, never kept), what a recommendation
+    still needs (`missing`), what is asked for but may stay the task's default, and the next question."""
+
+    task: str | None
+    users: int | None
+    rate: float | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    p95_ttft_ms: float | None
+    tokens_per_s_per_user: float | None
+    budget_usd_month: float | None
+    priority: str | None
+    missing: list[str]
+    optional_missing: list[str]
+    question: str | None
+    dropped: list[str]
+    complete: bool  # a recommendation can be made (task and load known)
+    model: str  # the chat model that read the conversation

@@ -1,8 +1,10 @@
-"""`appliance plan calibrate|predict|recommend|render|gpus`: the capacity planner, through the API."""
+"""`appliance plan calibrate|predict|recommend|render|apply|rollback|validate|chat|gpus`: the capacity
+planner, through the API."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from appliance.cli.common import Parents, connect, emit, endpoint
@@ -71,6 +73,39 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.set_defaults(func=_validate)
     a = actions.add_parser("gpus", parents=[parents.client], help="the GPU catalogue (not calibrated)")
     a.set_defaults(func=_gpus)
+    a = actions.add_parser(
+        "apply",
+        parents=[parents.client],
+        help="serve a recommended CPU configuration: default alias, llm settings, reload, health check",
+    )
+    a.add_argument("config_id", nargs="?", help="an id of `appliance plan recommend`")
+    a.add_argument("--rollback", action="store_true", help="instead: undo the newest apply in force")
+    a.add_argument("--wait", type=float, default=300, help="seconds for the reload's health check")
+    a.set_defaults(func=_apply)
+    a = actions.add_parser(
+        "rollback", parents=[parents.client], help="undo the newest apply: previous alias and settings"
+    )
+    a.set_defaults(func=_rollback)
+    a = actions.add_parser("applies", parents=[parents.client], help="every apply, newest first")
+    a.set_defaults(func=_applies)
+    a = actions.add_parser(
+        "validations", parents=[parents.client], help="validation runs: predicted vs measured"
+    )
+    a.set_defaults(func=_validations)
+    a = actions.add_parser(
+        "chat",
+        parents=[parents.client],
+        help="describe the deployment in words: the local model reads the intent and asks for what is missing",
+    )
+    a.add_argument(
+        "--say",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a turn of yours, given in advance (repeatable; then stdin)",
+    )
+    a.add_argument("--recommend", action="store_true", help="once complete, rank configurations for it")
+    a.set_defaults(func=_chat)
 
 
 def _load(args: argparse.Namespace) -> dict:
@@ -221,6 +256,136 @@ def _gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_apply(args: argparse.Namespace, record: dict) -> int:
+    def human(r: dict) -> None:
+        b, a = r["before"], r["after"]
+        if r["state"] != "applied":  # rolled back (or failed and restored): the way back is shown
+            b, a = a, b
+        print(f"{r['state']} {r['config_id']} (apply {r['id']}, {r['created_at']})")
+        print(
+            f"  default  {b['default_model']}@{b['default_version']} -> {a['default_model']}@{a['default_version']}"
+        )
+        for key in ("slots", "context_length", "threads"):
+            print(f"  llm.{key:<15} {b[key]} -> {a[key]}")
+        print(f"  chat model {r['health']}" + (f": {r['health_error']}" if r["health_error"] else ""))
+        for note in r["notes"] if r["state"] == "applied" else []:
+            print(f"  note: {note}")
+
+    emit(args, record, human)
+    return 0 if record["health"] in ("loaded", "unloaded") else 2
+
+
+def _apply(args: argparse.Namespace) -> int:
+    if args.rollback:
+        return _show_apply(args, connect(args).plan_rollback())
+    if not args.config_id:
+        print("error: give a CONFIG_ID of `appliance plan recommend`, or --rollback", file=sys.stderr)
+        return 1
+    return _show_apply(args, connect(args).plan_apply(args.config_id, wait_s=args.wait))
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    return _show_apply(args, connect(args).plan_rollback())
+
+
+def _applies(args: argparse.Namespace) -> int:
+    def human(records: list) -> None:
+        for r in records:
+            a = r["after"]
+            print(
+                f"{r['created_at'][:19]}  {r['id']}  {r['state']:<11} {r['config_id']}"
+                f"  ({a['default_model']}, slots {a['slots']}, context {a['context_length']})"
+            )
+
+    emit(args, connect(args).plan_applies(), human)
+    return 0
+
+
+def _validations(args: argparse.Namespace) -> int:
+    def human(records: list) -> None:
+        for v in records:
+            print(f"{v['created_at'][:19]}  {v['config_id']}  users {v['users']}, {v['requests']} requests")
+            for row in v["rows"]:
+                err = f"{row['error']:+.0%}" if row["error"] is not None else "?"
+                print(
+                    f"    {row['metric']:<10} predicted {row['predicted']:>9.0f}  measured {row['measured']:>9.0f}  {err}"
+                )
+
+    emit(args, connect(args).plan_validations(), human)
+    return 0
+
+
+OPENING = (
+    "Describe the deployment: what it is for, how many users at once (or requests per second), "
+    "how long prompts and answers are, and any latency limit."
+)
+INTENT_FIELDS = (
+    "task",
+    "users",
+    "rate",
+    "prompt_tokens",
+    "output_tokens",
+    "p95_ttft_ms",
+    "tokens_per_s_per_user",
+    "budget_usd_month",
+    "priority",
+)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """Turns from --say, then stdin; the server's model reads each state of the conversation. Ends
+    once the intent is complete and the optional numbers were asked for once, or at end of input."""
+    client = connect(args)
+    scripted = list(args.say)
+    out = sys.stderr if args.json else sys.stdout
+    messages: list[dict[str, str]] = []
+    question: str | None = OPENING
+    draft: dict | None = None
+    asked_optional = False
+    while question is not None:
+        if scripted:
+            text = scripted.pop(0)
+        else:
+            print(question, file=out, flush=True)
+            try:
+                text = input("> " if sys.stdin.isatty() else "")
+            except EOFError:
+                break
+            if not text.strip() and draft is not None and draft["complete"]:
+                break  # nothing to add: the task's defaults stand for what is still optional
+        messages.append({"role": "user", "content": text})
+        draft = client.plan_intent(messages)
+        for why in draft["dropped"]:
+            print(f"  (not kept: {why})", file=out)
+        if draft["complete"] and (not draft["optional_missing"] or asked_optional):
+            break
+        asked_optional = asked_optional or draft["complete"]
+        question = draft["question"]
+        messages.append({"role": "assistant", "content": question})
+    if draft is None or not draft["complete"]:
+        still = draft["missing"] if draft else ["everything"]
+        print(f"error: the intent is still missing {', '.join(still)}: nothing was guessed", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"intent": draft, "messages": messages, "recommendation": None}, indent=2))
+        return 1
+    result: dict = {"intent": draft, "messages": messages, "recommendation": None}
+    if args.recommend:
+        fields = {k: draft[k] for k in INTENT_FIELDS if draft[k] is not None}
+        result["recommendation"] = client.plan_recommend(**fields)
+
+    def human(r: dict) -> None:
+        d = r["intent"]
+        print("intent: " + ", ".join(f"{k}={d[k]}" for k in INTENT_FIELDS if d[k] is not None))
+        if d["optional_missing"]:
+            print("  the task's defaults for: " + ", ".join(d["optional_missing"]))
+        if r["recommendation"]:
+            for c in r["recommendation"]["candidates"][:5]:
+                print(f"{c['rank']:>3} {c['id']}  p95 TTFT {c['ttft_p95_ms']} ms  ${c['cost_usd_month']}/mo")
+
+    emit(args, result, human)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from openai import OpenAI
 
@@ -282,7 +447,20 @@ def _validate(args: argparse.Namespace) -> int:
             "predicted_met": predicted["ttft_ms"]["p95"] <= args.p95_ttft_ms,
             "measured_met": measured["ttft_ms"]["p95"] <= args.p95_ttft_ms,
         }
+    stored = client.plan_record_validation(
+        {
+            "config_id": predicted["config"]["id"],
+            "users": args.users,
+            "requests": measured["requests"],
+            "errors": sum(measured["errors"].values()),
+            "rows": rows,
+            "slo_p95_ttft_ms": slo["p95_ttft_ms"] if slo else None,
+            "slo_predicted_met": slo["predicted_met"] if slo else None,
+            "slo_measured_met": slo["measured_met"] if slo else None,
+        }
+    )
     out = {
+        "id": stored["id"],
         "config": predicted["config"],
         "rows": rows,
         "slo": slo,

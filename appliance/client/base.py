@@ -127,6 +127,12 @@ class BaseClient:
     plan_recommend = _api(platform_calls.plan_recommend)
     plan_render = _api(platform_calls.plan_render)
     plan_gpus = _api(platform_calls.plan_gpus)
+    plan_apply = _api(platform_calls.plan_apply)
+    plan_rollback = _api(platform_calls.plan_rollback)
+    plan_applies = _api(platform_calls.plan_applies)
+    plan_record_validation = _api(platform_calls.plan_record_validation)
+    plan_validations = _api(platform_calls.plan_validations)
+    plan_intent = _api(platform_calls.plan_intent)
     # -- evaluation
     eval_sets = _api(calls.eval_sets)
     eval_set = _api(calls.eval_set)

@@ -167,6 +167,36 @@ def plan_gpus() -> Call:
     return Call("GET", "/api/v1/plan/gpus")
 
 
+def plan_apply(config_id: str, wait_s: float = 300.0) -> Call:
+    """Serve a recommended CPU configuration on the server's box: blocks through the reload's health check."""
+    return Call("POST", "/api/v1/plan/apply", json={"config_id": config_id, "wait_s": wait_s}, timeout=None)
+
+
+def plan_rollback() -> Call:
+    """Undo the newest apply still in force (the previous default alias and llm settings, reloaded)."""
+    return Call("POST", "/api/v1/plan/rollback", timeout=None)
+
+
+def plan_applies() -> Call:
+    return Call("GET", "/api/v1/plan/applies")
+
+
+def plan_record_validation(validation: dict[str, Any]) -> Call:
+    """config_id, users, requests, errors, rows [{metric, predicted, interval, measured, error,
+    inside_interval}], slo_p95_ttft_ms, slo_predicted_met, slo_measured_met."""
+    return Call("POST", "/api/v1/plan/validations", json=validation)
+
+
+def plan_validations() -> Call:
+    return Call("GET", "/api/v1/plan/validations")
+
+
+def plan_intent(messages: list[dict[str, str]]) -> Call:
+    """The intent the server's chat model reads from a conversation ([{role, content}], user and
+    assistant turns): numbers only as the user said them, what is missing, the next question."""
+    return Call("POST", "/api/v1/plan/intent", json={"messages": messages}, timeout=None)
+
+
 # -- retrieval tuning --------------------------------------------------------------------------------
 def calibrate_fusion(collection: str, eval_set: str | None = None) -> Call:
     return Call("POST", "/api/v1/retrieval/calibrate", json={"collection": collection, "eval_set": eval_set})

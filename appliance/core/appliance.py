@@ -211,9 +211,6 @@ class Appliance:
         self.traces = TraceStore(self.db)
         self.feedback = Feedback(settings.feedback, self.traces, self.embedder.embed_query, self.metrics)
         self.drift = Drift(settings.drift, self.traces, self.metrics)
-        self.planner = Planner(
-            settings, PlanStore(self.db), self.models.models_dir, self.knowledge, self.embedder
-        )
         self.answers = Answers(
             settings.answer,
             self.knowledge,
@@ -295,6 +292,18 @@ class Appliance:
             self.traces.model_ratings,
         )
         self.gateway.rollouts = self.rollouts
+        # After the registry: `plan apply` moves the default alias through it and reloads the model.
+        self.planner = Planner(
+            settings,
+            PlanStore(self.db),
+            self.models.models_dir,
+            self.knowledge,
+            self.embedder,
+            registry=self.registry,
+            models=self.models,
+            audit=self.audit,
+            gateway=self.gateway,
+        )
         self.workflows = Workflows(
             settings,
             self.db,
@@ -426,6 +435,7 @@ class Appliance:
             knows=self.registry.registry.knows,
         )
         self.rollouts.start()
+        self.planner.restore_applied()  # an applied plan's llm settings, before the chat model loads
         if self.settings.llm.load_at_start:
             self._spawn(lambda: self.models.load(self.registry.default_chat()), "chat-model-load")
         if self.settings.sample_dir:

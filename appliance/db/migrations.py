@@ -554,6 +554,24 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX model_shadow_pairs_family ON model_shadow_pairs (family, shadow_version, id);
         """,
     ),
+    # The planner's `plan apply` (what it changed, so a rollback restores it; the latest applied
+    # row's settings are re-applied at start) and `plan validate` runs (predicted vs measured).
+    (
+        "0017_plan_apply",
+        """
+        CREATE TABLE plan_applies (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            state VARCHAR NOT NULL,
+            body JSON NOT NULL
+        );
+        CREATE TABLE plan_validations (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            body JSON NOT NULL
+        );
+        """,
+    ),
 ]
 
 

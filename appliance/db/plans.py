@@ -1,4 +1,4 @@
-"""The capacity planner's SQL: calibrations (with the hardware fingerprint) and recommendations."""
+"""The capacity planner's SQL: calibrations (with the hardware fingerprint), recommendations, applies, validations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import msgspec
 
 from appliance.db.connection import Database
-from appliance.plan_records import Calibration
+from appliance.plan_records import Calibration, PlanApply, Validation
 
 
 class PlanStore:
@@ -44,3 +44,32 @@ class PlanStore:
                 if row["id"] == config_id:
                     return row
         return None
+
+    # -- apply and validate ----------------------------------------------------------------------
+    def save_apply(self, record: PlanApply) -> None:
+        """Insert or replace (a rollback rewrites the row with its new state)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO plan_applies (id, created_at, state, body) VALUES (?, ?, ?, ?)",
+            [record.id, record.created_at, record.state, msgspec.json.encode(record).decode()],
+        )
+
+    def latest_applied(self) -> PlanApply | None:
+        """The newest apply still in force (rollbacks pop them like a stack)."""
+        row = self.db.fetchone(
+            "SELECT body FROM plan_applies WHERE state = 'applied' ORDER BY created_at DESC LIMIT 1"
+        )
+        return msgspec.json.decode(row[0], type=PlanApply) if row else None
+
+    def applies(self, limit: int = 50) -> list[PlanApply]:
+        rows = self.db.fetchall("SELECT body FROM plan_applies ORDER BY created_at DESC LIMIT ?", [limit])
+        return [msgspec.json.decode(r[0], type=PlanApply) for r in rows]
+
+    def save_validation(self, record: Validation) -> None:
+        self.db.execute(
+            "INSERT INTO plan_validations (id, created_at, body) VALUES (?, ?, ?)",
+            [record.id, record.created_at, msgspec.json.encode(record).decode()],
+        )
+
+    def validations(self, limit: int = 50) -> list[Validation]:
+        rows = self.db.fetchall("SELECT body FROM plan_validations ORDER BY created_at DESC LIMIT ?", [limit])
+        return [msgspec.json.decode(r[0], type=Validation) for r in rows]

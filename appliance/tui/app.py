@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from appliance.client import ApiError, AsyncApplianceClient
-from appliance.tui.help import HelpScreen
+from appliance.tui.help import HelpScreen, tab_key
 from appliance.tui.rating import RatesAnswers
 from appliance.tui.screens.chat import ChatView
 from appliance.tui.screens.dashboard import DashboardView
@@ -22,11 +22,12 @@ from appliance.tui.screens.keys import KeysView
 from appliance.tui.screens.knowledge import KnowledgeView
 from appliance.tui.screens.logs import LogsView
 from appliance.tui.screens.models import ModelsView
+from appliance.tui.screens.plan import PlanView
 from appliance.tui.screens.search import SearchView
 from appliance.tui.screens.workflows import WorkflowsView
 from appliance.tui.widgets import Banner, View
 
-# (tab id, tab title, view class); the digit keys follow this order (1-9, then 0: ten at most).
+# (tab id, tab title, view class); the keys follow this order (1-9, then 0, then help.EXTRA_TAB_KEYS).
 SCREENS: tuple[tuple[str, str, type[View]], ...] = (
     ("dashboard", "Dashboard", DashboardView),
     ("knowledge", "Knowledge", KnowledgeView),
@@ -38,12 +39,9 @@ SCREENS: tuple[tuple[str, str, type[View]], ...] = (
     ("logs", "Logs", LogsView),
     ("evals", "Evals", EvalsView),
     ("workflows", "Workflows", WorkflowsView),
+    ("plan", "Plan", PlanView),
 )
-
-
-def tab_key(position: int) -> str:
-    """The digit that opens the tab at `position` (1-based): 1-9, then 0 for the tenth."""
-    return str(position % 10)
+__all__ = ["SCREENS", "ConsoleApp", "run_console", "tab_key"]
 
 
 class ConsoleApp(App[None]):

@@ -12,10 +12,20 @@ from textual.widgets import Markdown
 
 from appliance.tui.widgets import View
 
+# The digits open the first ten tabs; past them a letter that no screen binds (`p` is the Models
+# screen's promote, so the Plan tab is shift+p).
+EXTRA_TAB_KEYS = ("P",)
+
+
+def tab_key(position: int) -> str:
+    """The key that opens the tab at `position` (1-based): 1-9, 0 for the tenth, then EXTRA_TAB_KEYS."""
+    return str(position % 10) if position <= 10 else EXTRA_TAB_KEYS[position - 11]
+
+
 INTRO = """\
 # Appliance console
 
-Keyboard first; the mouse works too. **1–9** and **0** switch screens, **tab** moves between fields,
+Keyboard first; the mouse works too. **1–9**, **0** and **P** (shift+p: Plan) switch screens, **tab** moves between fields,
 **ctrl+p** opens the command palette, **ctrl+r** refreshes, **?** shows this help,
 **ctrl+q** quits. Tables: arrows move, **enter** opens the row.
 
@@ -38,7 +48,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         lines = [INTRO]
         for i, (_, title, view) in enumerate(self.screens, 1):
-            lines.append(f"## {i % 10} · {title}\n")
+            lines.append(f"## {tab_key(i)} · {title}\n")
             lines.append((view.__doc__ or "").strip() + "\n")
             for binding in view.BINDINGS:
                 if isinstance(binding, Binding):

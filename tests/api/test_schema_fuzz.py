@@ -53,7 +53,7 @@ LAST = (
     "POST /api/v1/admin/models/load",
     "POST /api/v1/admin/models/unload",
 )
-GENERATING = {"POST /v1/chat/completions", "POST /v1/completions"}
+GENERATING = {"POST /v1/chat/completions", "POST /v1/completions", "POST /api/v1/plan/intent"}
 SETTINGS = settings(
     max_examples=EXAMPLES,
     derandomize=True,

@@ -153,6 +153,34 @@ EXAMPLES: dict[str, Call] = {
     ),
     "plan_render": platform_calls.plan_render("m@cpu-s1-c2048-t1"),
     "plan_gpus": platform_calls.plan_gpus(),
+    "plan_apply": platform_calls.plan_apply("m@cpu-s1-c2048-t1", wait_s=60.0),
+    "plan_rollback": platform_calls.plan_rollback(),
+    "plan_applies": platform_calls.plan_applies(),
+    "plan_record_validation": platform_calls.plan_record_validation(
+        {
+            "config_id": "m@cpu-s1-c2048-t1",
+            "users": 2,
+            "requests": 10,
+            "errors": 0,
+            "rows": [
+                {
+                    "metric": "p95 ttft",
+                    "predicted": 100.0,
+                    "interval": [80.0, 130.0],
+                    "measured": 110.0,
+                    "error": -0.09,
+                    "inside_interval": True,
+                }
+            ],
+            "slo_p95_ttft_ms": 500.0,
+            "slo_predicted_met": True,
+            "slo_measured_met": True,
+        }
+    ),
+    "plan_validations": platform_calls.plan_validations(),
+    "plan_intent": platform_calls.plan_intent(
+        [{"role": "user", "content": "a chat assistant"}, {"role": "assistant", "content": "How many users?"}]
+    ),
     "calibrate_fusion": platform_calls.calibrate_fusion("docs", eval_set="docs-generated"),
     "collection_fusion": platform_calls.collection_fusion("docs"),
     "reset_fusion": platform_calls.reset_fusion("docs"),

@@ -162,3 +162,123 @@ def test_background_calibration_checks_its_model_first(served):
     status = httpx.get(f"{served.url}/api/v1/plan/calibration/status", headers=headers).json()
     # Nothing started: the status is still the fixture's calibration.
     assert status["state"] == "done" and status["calibration_id"] == served.app.planner.calibration().id
+
+
+def test_apply_then_rollback_restores_the_previous_alias_and_settings(served, capsys):
+    import httpx
+
+    app = served.app
+    store = app.registry.registry.store
+    alias_before = store.alias_holders("default")
+    llm_before = app.models.settings.llm
+    rec = cli(served, capsys, "recommend", "--users", "1", "--no-gpus", "--priority", "cost", "--top", "50")
+    chosen = next(
+        c
+        for c in rec["candidates"]
+        if c["model"] == "SmolLM2-135M-Instruct" and c["slots"] != llm_before.slots
+    )
+    # The packaged default (the Qwen coder, installed here) holds `default`: the apply moves it.
+    assert alias_before and alias_before[0][0] != chosen["model"]
+
+    out = cli(served, capsys, "apply", chosen["id"], "--wait", "120")
+    assert out["state"] == "applied" and out["health"] == "loaded", out
+    assert out["before"]["default_model"] == (alias_before[0][0] if alias_before else None)
+    assert store.alias_holders("default")[0][0] == "SmolLM2-135M-Instruct"
+    llm = app.models.settings.llm
+    assert (llm.slots, llm.context_length, llm.threads) == (
+        chosen["slots"],
+        chosen["context"],
+        chosen["threads"],
+    )
+    # Reloaded with the new settings: llama.cpp serves the chosen slots and context.
+    health = app.models.health()
+    assert health["state"] == "loaded" and health["backend"] == "llama.cpp"
+    assert health["context_length"] == chosen["context"]
+
+    # A restart reads the settings file again: the plan in force is re-applied before the model loads.
+    applied = app.models.settings.llm
+    app.models.settings = app.settings  # the file's settings, as a fresh start has them
+    assert app.models.settings.llm == llm_before
+    app.planner.restore_applied()
+    assert app.models.settings.llm == applied
+
+    # The console's way out: unloaded, so the rollback does not load the previous default's weights.
+    app.models.unload()
+    back = cli(served, capsys, "apply", "--rollback")
+    assert back["state"] == "rolled_back" and back["id"] == out["id"] and back["health"] == "unloaded"
+    assert store.alias_holders("default") == alias_before
+    assert app.models.settings.llm == llm_before
+    assert [a["state"] for a in cli(served, capsys, "applies")][:1] == ["rolled_back"]
+    audited = [(e["action"], e["target"]) for e in app.audit.recent(limit=10, action="plan.")]
+    assert audited == [("plan.rollback", chosen["id"]), ("plan.apply", chosen["id"])]
+
+    headers = {"Authorization": f"Bearer {served.key}"}
+    r = httpx.post(f"{served.url}/api/v1/plan/rollback", headers=headers, timeout=30)
+    assert r.status_code == 409 and "no applied plan" in r.json()["detail"]
+
+
+def test_apply_is_for_admins_and_for_this_box(served):
+    import httpx
+
+    app = served.app
+    app.catalog.ensure_collection("plan-docs")
+    user = app.access.create_key(app.access.system_scope(), "reader", "user", ["plan-docs"], None, None)
+    r = httpx.post(
+        f"{served.url}/api/v1/plan/apply",
+        json={"config_id": "x"},
+        headers={"Authorization": f"Bearer {user.key}"},
+    )
+    assert r.status_code == 403
+    headers = {"Authorization": f"Bearer {served.key}"}
+    r = httpx.post(f"{served.url}/api/v1/plan/apply", json={"config_id": "nope"}, headers=headers)
+    assert r.status_code == 404 and "recommend" in r.json()["detail"]
+    rec = httpx.post(
+        f"{served.url}/api/v1/plan/recommend",
+        json={"users": 64, "priority": "latency", "top": 50},
+        headers=headers,
+        timeout=120,
+    ).json()
+    gpu = next(c for c in rec["candidates"] if c["target"] != "cpu")
+    r = httpx.post(f"{served.url}/api/v1/plan/apply", json={"config_id": gpu["id"]}, headers=headers)
+    assert r.status_code == 400 and "render" in r.json()["detail"]
+
+
+def test_validations_are_stored_and_listed(served, capsys):
+    row = {"metric": "p95 ttft", "predicted": 120.0, "interval": [90.0, 160.0], "measured": 150.0}
+    stored = served.app.planner.record_validation(
+        served.app.access.system_scope(),
+        {
+            "config_id": "SmolLM2-135M-Instruct@cpu-s1",
+            "users": 2,
+            "requests": 10,
+            "errors": 0,
+            "rows": [{**row, "error": -0.2, "inside_interval": True}],
+        },
+    )
+    listed = cli(served, capsys, "validations")
+    assert listed[0]["id"] == stored.id and listed[0]["rows"][0]["measured"] == 150.0
+
+
+def test_validate_stores_predicted_vs_measured(served, capsys):
+    # A short closed-loop run on the real SmolLM2 (two answers of four tokens): the run is stored and
+    # listed with its per-metric rows, as the console's Plan tab shows them.
+    served.app.models.load("SmolLM2-135M-Instruct")
+    out = cli(
+        served,
+        capsys,
+        "validate",
+        "--users",
+        "1",
+        "--requests",
+        "2",
+        "--prompt-words",
+        "20",
+        "--output-tokens",
+        "4",
+    )
+    assert out["measured"]["requests"] == 2 and out["rows"]
+    listed = cli(served, capsys, "validations")
+    newest = listed[0]
+    assert newest["id"] == out["id"] and newest["config_id"] == out["config"]["id"]
+    assert [r["metric"] for r in newest["rows"]] == [r["metric"] for r in out["rows"]]
+    assert all(r["measured"] > 0 for r in newest["rows"])

@@ -790,3 +790,102 @@ def _workflows() -> tuple[list[Any], list[Any], list[Any], dict, Any]:
 
 
 WORKFLOWS, WORKFLOW_RUNS, APPROVALS, WORKFLOW_BODY, WORKFLOW_RUN = _workflows()
+
+
+# -- the capacity planner: a recommendation's answer, validations and applies (typed records) -----
+def _plan() -> tuple[dict, list[dict], list[dict]]:
+    from appliance.plan_records import PlanApply, ServingState, Validation, ValidationRow
+
+    def candidate(
+        rank: int, model: str, target: str, slots: int, ttft: float, cost: float, bound: str
+    ) -> dict:
+        context = 4096 // slots * slots
+        return {
+            "rank": rank,
+            "id": f"{model}@{target}-s{slots}-c{context}-t1",
+            "model": model,
+            "target": target,
+            "slots": slots,
+            "context": context,
+            "threads": 1,
+            "feasible": ttft <= 2000,
+            "ttft_p95_ms": ttft,
+            "e2e_p95_ms": ttft * 6.5,
+            "cost_usd_month": cost,
+            "binding_constraint": bound,
+            "reason": "" if ttft <= 2000 else f"p95 TTFT {ttft:.0f} ms > 2000 ms",
+        }
+
+    rec = {
+        "id": "3f2a9c0d11e4",
+        "configurations": 240,
+        "feasible": 3,
+        "sweep_seconds": 0.412,
+        "assumed": ["prompt_tokens 600 (the chat default)"],
+        "intent": {"task": "chat", "users": 4, "priority": "cost", "p95_ttft_ms": 2000.0},
+        "candidates": [
+            candidate(1, "SmolLM2-135M-Instruct", "cpu", 2, 310.0, 115.0, "decode-bandwidth-bound"),
+            candidate(2, "SmolLM2-135M-Instruct", "cpu", 4, 420.0, 115.0, "KV budget allows 4 slots × 1k"),
+            candidate(3, "L4-24GB", "L4-24GB", 8, 95.0, 584.0, "queueing at utilisation 0.12"),
+            candidate(
+                4, "Qwen2.5-Coder-1.5B-Instruct", "cpu", 1, 5200.0, 118.0, "queueing at utilisation 0.8"
+            ),
+        ],
+    }
+    validation = Validation(
+        id="a1b2c3d4e5f6",
+        created_at=TS,
+        config_id="SmolLM2-135M-Instruct@cpu-s2-c4096-t1",
+        users=4,
+        requests=40,
+        errors=0,
+        rows=[
+            ValidationRow(
+                metric="p95 ttft", predicted=310.0, interval=[240.0, 390.0], measured=352.0, error=-0.119,
+                inside_interval=True,
+            ),
+            ValidationRow(
+                metric="p95 e2e", predicted=2015.0, interval=[1800.0, 2250.0], measured=2390.0, error=-0.157,
+                inside_interval=False,
+            ),
+        ],
+    )  # fmt: skip
+    state = dict(slots=1, context_length=0, threads=0)
+    applied = PlanApply(
+        id="0c0ffee0c0de",
+        config_id=rec["candidates"][0]["id"],
+        created_at=TS,
+        actor="admin (k_admin)",
+        before=ServingState(default_model="Qwen2.5-Coder-1.5B-Instruct", default_version=1, **state),
+        after=ServingState(
+            default_model="SmolLM2-135M-Instruct", default_version=1, slots=2, context_length=4096, threads=1
+        ),
+        state="applied",
+        health="loaded",
+    )
+    return rec, [wire(validation)], [wire(applied)]
+
+
+PLAN_RECOMMENDATION, PLAN_VALIDATIONS, PLAN_APPLIES = _plan()
+
+
+# A quick calibration measured on the development box (2026-12-07, `plan calibrate --quick`: 27 s),
+# kept as a record: the Plan screen's test needs a calibrated box, not another measurement of it.
+PLAN_CALIBRATION_JSON = (
+    '{"id":"e30f73bcfbce","created_at":"2026-12-07T13:04:06.207966+00:00","fingerprint":"42943590c7379470",'
+    '"hardware":{"cpu_model":"Intel(R) Xeon(R) Processor","cores":2,"memory_bytes":25276182528},"quick":true,'
+    '"model":"SmolLM2-135M-Instruct","model_shape":{"name":"SmolLM2-135M-Instruct","architecture":"llama",'
+    '"parameters":134515008,"embedding_parameters":28311552,"layers":30,"heads":9,"kv_heads":3,"embedding":576,'
+    '"head_dim":64,"vocab":49152,"context_length":8192,"file_type":"MOSTLY_Q4_1","file_bytes":98362432,'
+    '"weight_bytes":96576768,"decode_bytes":96576768,"tied_output":true,"repacked_bytes":0,'
+    '"bits_per_weight":5.74,"kv_bytes_per_token":23040},"threads":1,"batch_threads":2,"context_length":256,'
+    '"prompt_tokens":48,"output_tokens":8,"memory_bandwidth":5357149463,"matmul_flops":224077706150,'
+    '"points":[{"slots":1,"active":1,"samples":1,"prefill_tokens_per_s":19.75,"prefill_fixed_s":0.85,'
+    '"decode_tokens_per_s":29.584,"ttft_s":3.2804,"decode_cv":0.0,"ttft_cv":0.0},{"slots":2,"active":1,'
+    '"samples":1,"prefill_tokens_per_s":335.182,"prefill_fixed_s":0.85,"decode_tokens_per_s":44.369,'
+    '"ttft_s":0.2864,"decode_cv":0.0,"ttft_cv":0.0},{"slots":2,"active":2,"samples":2,'
+    '"prefill_tokens_per_s":141.287,"prefill_fixed_s":0.85,"decode_tokens_per_s":22.914,"ttft_s":0.6852,'
+    '"decode_cv":0.108,"ttft_cv":0.0913}],"resident_base_bytes":649486336,"resident_weights_bytes":16760832,'
+    '"resident_per_slot_bytes":127434752,"overheads_ms":{"embed_query":44.173,"retrieval":2.541},'
+    '"residual_cv":0.108,"seconds":26.6}'
+)

@@ -40,12 +40,19 @@ def fill(app: ConsoleApp, screen: str) -> None:
         app.view("workflows").show(
             data.WORKFLOWS, data.WORKFLOW_RUNS, data.APPROVALS, data.WORKFLOW_BODY, data.WORKFLOW_RUN
         )
+    elif screen == "plan":
+        view = app.view("plan")
+        view.query_one("#plan-users", Input).value = "4"
+        view.query_one("#plan-p95_ttft_ms", Input).value = "2000"
+        view.show_recommendation(data.PLAN_RECOMMENDATION)
+        view.show_history(data.PLAN_VALIDATIONS, data.PLAN_APPLIES)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize(
-    "screen", ["dashboard", "knowledge", "search", "jobs", "keys", "models", "logs", "evals", "workflows"]
+    "screen",
+    ["dashboard", "knowledge", "search", "jobs", "keys", "models", "logs", "evals", "workflows", "plan"],
 )
 async def test_screen_snapshot(screen, size, tmp_path):
     app = ConsoleApp("http://appliance.invalid:8080", "apk_snapshot", live=False)

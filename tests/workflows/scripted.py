@@ -66,3 +66,11 @@ class ScriptedRuntime:
 
     def close(self) -> None:
         pass
+
+
+class ConstrainedScriptedRuntime(ScriptedRuntime):
+    """The scripted model as one that accepts a grammar (so a JSON-schema or tools request is served),
+    then answers its next reply whatever the grammar: a model free to invent (the planner's intent
+    guard is tested against it)."""
+
+    constrained_decoding = True

@@ -1,8 +1,9 @@
-"""The capacity planner (admin): calibrate the box, predict a configuration, recommend, render for a GPU cluster."""
+"""The capacity planner (admin): calibrate the box, predict a configuration, recommend, render for a GPU
+cluster, apply a configuration to this box (and roll it back), and keep the validations' history."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Router, get, post
@@ -11,7 +12,7 @@ from msgspec import Meta
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
 from appliance.core.planner import Planner
-from appliance.plan_records import Calibration, DeploymentIntent
+from appliance.plan_records import Calibration, DeploymentIntent, IntentDraft, PlanApply, Validation
 from appliance.planner.serving import ServingConfig
 
 Tokens = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -153,9 +154,124 @@ def gpus(planner: Planner) -> list[dict[str, Any]]:
     return planner.catalogue()
 
 
+class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
+    config_id: str = ""  # a CPU configuration of a recommendation (`appliance plan recommend`)
+    rollback: bool = False  # instead: undo the newest apply still in force
+    wait_s: Annotated[float, Meta(ge=0, le=3600)] = 300.0  # for the reload's health check
+
+
+@post(
+    "/apply",
+    status_code=200,
+    errors=(400, 404, 409),
+    sync_to_thread=True,
+    summary="Serve a recommended configuration on this box (default alias, llm settings, reload, health "
+    "check), or roll the newest one back",
+)
+def apply(caller: Scope, planner: Planner, data: ApplyIn) -> PlanApply:
+    from appliance.errors import InvalidInput
+
+    if data.rollback:
+        return planner.rollback(caller, wait_s=data.wait_s)
+    if not data.config_id:
+        raise InvalidInput("config_id: which recommended configuration to apply", param="config_id")
+    return planner.apply(caller, data.config_id, wait_s=data.wait_s)
+
+
+@post(
+    "/rollback",
+    status_code=200,
+    errors=(409,),
+    sync_to_thread=True,
+    summary="Undo the newest apply still in force: the previous default alias and llm settings, reloaded",
+)
+def rollback(caller: Scope, planner: Planner) -> PlanApply:
+    return planner.rollback(caller)
+
+
+@get("/applies", sync_to_thread=True, summary="Every apply, newest first, with its state")
+def applies(planner: Planner) -> list[PlanApply]:
+    return planner.applies()
+
+
+Ms = Annotated[float, Meta(ge=0, le=1e9)]
+
+
+class ValidationRowIn(msgspec.Struct, forbid_unknown_fields=True):
+    metric: Annotated[str, Meta(min_length=1, max_length=40)]
+    predicted: Ms
+    measured: Ms
+    interval: list[Ms] | None = None
+    error: float | None = None
+    inside_interval: bool = False
+
+
+class ValidationIn(msgspec.Struct, forbid_unknown_fields=True):
+    config_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    users: Annotated[int, Meta(ge=1, le=100_000)]
+    requests: Annotated[int, Meta(ge=0, le=10_000_000)]
+    errors: Annotated[int, Meta(ge=0, le=10_000_000)] = 0
+    rows: list[ValidationRowIn] = []
+    slo_p95_ttft_ms: Ms | None = None
+    slo_predicted_met: bool | None = None
+    slo_measured_met: bool | None = None
+
+
+@post(
+    "/validations",
+    status_code=201,
+    sync_to_thread=True,
+    summary="Store a validation run (`appliance plan validate` posts its predicted vs measured)",
+)
+def record_validation(caller: Scope, planner: Planner, data: ValidationIn) -> Validation:
+    return planner.record_validation(caller, msgspec.to_builtins(data))
+
+
+@get("/validations", sync_to_thread=True, summary="Validation runs, newest first: predicted vs measured")
+def validations(planner: Planner) -> list[Validation]:
+    return planner.validations()
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["user", "assistant"]
+    content: Annotated[str, Meta(max_length=4000)]
+
+
+class ConversationIn(msgspec.Struct, forbid_unknown_fields=True):
+    messages: Annotated[list[MessageIn], Meta(min_length=1, max_length=40)]
+    # The intent's JSON takes about 100 tokens; an answer cut short is not trusted (all missing).
+    max_tokens: Annotated[int, Meta(ge=1, le=1024)] = 256
+
+
+@post(
+    "/intent",
+    status_code=200,
+    errors=(400, 503),
+    sync_to_thread=True,
+    summary="The deployment intent read from a conversation by the local model: numbers only as the "
+    "user said them, what is missing, the next question",
+)
+def intent(caller: Scope, planner: Planner, data: ConversationIn) -> IntentDraft:
+    return planner.extract_intent(caller, [(m.role, m.content) for m in data.messages], data.max_tokens)
+
+
 router = Router(
     "/api/v1/plan",
-    route_handlers=[calibrate, calibration_status, calibration, predict, recommend, render, gpus],
+    route_handlers=[
+        calibrate,
+        calibration_status,
+        calibration,
+        predict,
+        recommend,
+        render,
+        gpus,
+        apply,
+        rollback,
+        applies,
+        record_validation,
+        validations,
+        intent,
+    ],
     guards=[admin_only],
     tags=["plan"],
 )
