@@ -254,10 +254,16 @@ class TokenStream(Iterator[TokenDelta]):
             if self._done:
                 raise StopIteration
             try:
-                return next(self._source)
+                delta = next(self._source)
             except BaseException:
                 self._finish()
                 raise
+        if self.cancelled.is_set():
+            # close() came from another thread while this delta was produced, so it could not end the
+            # stream; whoever closed it asks for no more deltas, so end it here, or its model and its
+            # slot would stay held by nobody (a client that left mid-token leaked its slot for good).
+            self._end_if_idle()
+        return delta
 
     def _finish(self) -> None:
         self._done = True
@@ -270,8 +276,12 @@ class TokenStream(Iterator[TokenDelta]):
 
     def close(self) -> None:
         self.cancelled.set()
-        # If a delta is being produced on another thread, that thread sees `cancelled` at the next
-        # token and ends the stream itself; otherwise end it here, now.
+        # If a delta is being produced on another thread, that thread ends the stream itself once
+        # its delta is out (it checks `cancelled` after letting go of `_busy`, and this sets it before
+        # trying: one of the two always gets to end it); otherwise end it here, now.
+        self._end_if_idle()
+
+    def _end_if_idle(self) -> None:
         if self._busy.acquire(blocking=False):
             try:
                 if not self._done:

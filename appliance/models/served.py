@@ -177,8 +177,10 @@ class _AdmittedStream(TokenStream):
         self._inner = inner
 
         def release() -> None:
-            inner.close()  # the backend frees its part first, so whoever gets the slot next finds it free
-            lease.release()
+            try:
+                inner.close()  # the backend frees its part first, so whoever gets the slot next finds it free
+            finally:
+                lease.release()  # whatever the backend did: a slot is never kept by a stream that ended
 
         def source(ts: TokenStream):
             for delta in inner:
