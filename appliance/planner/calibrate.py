@@ -66,8 +66,10 @@ def _prompt(runtime, tokens: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     words = [f"[{seed}]"] + list(rng.choice(_WORDS, size=tokens))
     text = " ".join(words)
-    while len(runtime.prompt_tokens(text)) > tokens and len(words) > 2:
-        words = words[: -max(1, (len(runtime.prompt_tokens(text)) - tokens) // 2)]
+    # Never below the tag and one word: halving the excess at once could cut every word (the tag of
+    # a seed from the clock is ten digits, more tokens than a short plan's whole budget).
+    while len(ids := runtime.prompt_tokens(text)) > tokens and len(words) > 2:
+        words = words[: -min(max(1, (len(ids) - tokens) // 2), len(words) - 2)]
         text = " ".join(words)
     return text
 
