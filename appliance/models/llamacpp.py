@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import InvalidInput, NotReady
+from appliance.models.lazy_grammar import lazy_grammar_llama
 from appliance.models.runtime import (
     DEFAULT_CONTEXT_LENGTH,
     ChatMessage,
@@ -66,7 +67,7 @@ class LlamaCppRuntime:
     """
 
     backend = "llama.cpp"
-    constrained_decoding = True  # GBNF grammars, applied by llama.cpp's grammar sampler
+    constrained_decoding = True  # GBNF grammars, checked token by token (appliance.models.lazy_grammar)
 
     def __init__(
         self,
@@ -124,10 +125,11 @@ class LlamaCppRuntime:
         self.native_tools = self._template is not None and self._template.renders_tools
         self._grammars_checked: dict[str, bool] = {}  # GBNF text -> parses (bounded, see _grammar)
         self._instances = []
+        llama_class = lazy_grammar_llama(llama_cpp)
         try:
             for _ in range(slots):
                 self._instances.append(
-                    llama_cpp.Llama(
+                    llama_class(
                         model_path=str(self.model_path),
                         n_ctx=context_length,
                         n_batch=min(_BATCH, context_length),
