@@ -22,6 +22,7 @@ from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics, WorkflowMetrics
+from appliance.offline import allow_listed
 from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
 from appliance.workflows.breaker import Breakers
 from appliance.workflows.calls import Caller
@@ -29,6 +30,8 @@ from appliance.workflows.documents import Doc, check_schema, parse
 from appliance.workflows.engine import Engine
 from appliance.workflows.library import Library
 from appliance.workflows.llm import RuntimeLLM
+from appliance.workflows.sql import QueryRefused
+from appliance.workflows.sql import execute as execute_query
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -45,12 +48,16 @@ class _RunServices:
         answers: Answers,
         store: WorkflowStore,
         audit: AuditLog | None = None,
+        settings: Settings | None = None,
+        db: Database | None = None,
     ) -> None:
         self.scope = scope
         self.knowledge = knowledge
         self.answers = answers
         self.store = store
         self.audit = audit
+        self.settings = settings
+        self.db = db
 
     def _names(self, collections: list[str] | None) -> list[str] | None:
         visible = self.scope.visible()
@@ -109,6 +116,19 @@ class _RunServices:
             for i, h in hits.items()
         }
 
+    def reachable(self, host: str) -> bool:
+        allow = self.settings.network.allow if self.settings is not None else []
+        return allow_listed(allow, host)
+
+    def query(self, sql: str, args: dict, max_rows: int) -> dict:
+        views = self.settings.workflows.sql_views if self.settings is not None else {}
+        if not views or self.db is None:
+            raise QueryRefused("no views are exposed to sql tools (settings workflows.sql_views)")
+        # The views are the admin's, over the whole database: a user key's run reads them too
+        # (the admin exposes to every key what a view shows), but nothing else of the database.
+        with self.db.own_cursor() as cursor:
+            return execute_query(cursor, views, sql, args, max_rows)
+
     def sandbox_refused(
         self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]
     ) -> None:
@@ -160,6 +180,7 @@ class Workflows:
     ) -> None:
         self.settings = settings
         self.audit = audit
+        self.db = db
         self.store = WorkflowStore(db)
         self.library = Library(self.store)
         self.jobs = jobs
@@ -172,6 +193,7 @@ class Workflows:
         self.instance = instance
         self.stop = stop
         self.breakers = Breakers()
+        self.metrics.watch_breakers(self.breakers.all_states)
         self.engine = Engine(
             Caller(None, self.breakers, on_retry=lambda t: self.metrics.tool_retries.labels(t).inc())
         )
@@ -312,7 +334,9 @@ class Workflows:
         tokens_before = (self.store.latest_usage(run_id) or {}).get("tokens", 0)
         try:
             scope = self._scope_of(row["key_id"])
-            services = _RunServices(scope, self.knowledge, self.answers, self.store, self.audit)
+            services = _RunServices(
+                scope, self.knowledge, self.answers, self.store, self.audit, self.settings, self.db
+            )
             llm = RuntimeLLM(
                 lambda model: self.gateway.runtime_for("default" if model == "auto" else model),
                 generate=lambda runtime, prompt, params: self.gateway.generate(
