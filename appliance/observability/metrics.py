@@ -580,9 +580,6 @@ class WorkflowMetrics:
         self._registry.register(_BreakerStates(states))
 
 
-BREAKER_STATES = ("closed", "open", "half_open")
-
-
 class _BreakerStates:
     """appliance_workflow_breaker_state{tool,state}: 1 for each tool's current breaker state, else 0."""
 
@@ -592,11 +589,10 @@ class _BreakerStates:
     def collect(self):
         family = GaugeMetricFamily(
             "appliance_workflow_breaker_state",
-            "1 for a workflow tool's current circuit breaker state (closed, open, half_open), else 0; "
-            "tools whose breaker never counted a failure are absent.",
+            "1 for a workflow tool's current breaker state, else 0 (tools appear at their first failure).",
             labels=["tool", "state"],
         )
         for tool, current in sorted(self._states().items()):
-            for state in BREAKER_STATES:
+            for state in ("closed", "open", "half_open"):
                 family.add_metric([tool, state], 1.0 if state == current else 0.0)
         yield family
