@@ -120,14 +120,14 @@ class _RunServices:
         allow = self.settings.network.allow if self.settings is not None else []
         return allow_listed(allow, host)
 
-    def query(self, sql: str, args: dict, max_rows: int) -> dict:
+    def query(self, sql: str, args: dict, max_rows: int, stop: threading.Event | None = None) -> dict:
         views = self.settings.workflows.sql_views if self.settings is not None else {}
         if not views or self.db is None:
             raise QueryRefused("no views are exposed to sql tools (settings workflows.sql_views)")
         # The views are the admin's, over the whole database: a user key's run reads them too
         # (the admin exposes to every key what a view shows), but nothing else of the database.
         with self.db.own_cursor() as cursor:
-            return execute_query(cursor, views, sql, args, max_rows)
+            return execute_query(cursor, views, sql, args, max_rows, stop)
 
     def sandbox_refused(
         self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]

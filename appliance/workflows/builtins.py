@@ -45,9 +45,10 @@ class RunServices(Protocol):
         """Whether an http tool may call `host`: loopback, or an entry of settings network.allow."""
         ...
 
-    def query(self, sql: str, args: dict, max_rows: int) -> dict:
-        """A sql tool's query over the views the admin exposes ({rows, columns, truncated}), read-only;
-        QueryRefused (appliance.workflows.sql) when it reads anything else or is not one SELECT."""
+    def query(self, sql: str, args: dict, max_rows: int, stop: threading.Event | None = None) -> dict:
+        """A sql tool's query over the views the admin exposes ({rows, columns, truncated}), read-only,
+        interrupted once `stop` is set; QueryRefused (appliance.workflows.sql) when it reads anything
+        else or is not one SELECT."""
         ...
 
     def sandbox_refused(
@@ -238,6 +239,12 @@ def _find_similar(inv: Invocation, args: dict) -> dict:
     return {"hits": hits, "source": source}
 
 
+def _ids(item: Any) -> list:
+    """The chunk ids an insight of the model's cites (none when it gave no list)."""
+    ids = item.get("chunk_ids") if isinstance(item, dict) else None
+    return ids if isinstance(ids, list) else []
+
+
 def _extract_insights(inv: Invocation, args: dict) -> dict:
     """Key insights of search hits, each with the chunk ids that support it. A cited id must be one
     of the given hits and a chunk the run may read (check_citations' rule); an id that is not is
@@ -288,16 +295,15 @@ def _extract_insights(inv: Invocation, args: dict) -> dict:
             "the model's insights are not a JSON object with a list of insights", retryable=False
         )
     given = {h["chunk_id"] for h in hits}
-    found = _readable_chunks(
-        inv, [i for item in listed if isinstance(item, dict) for i in item.get("chunk_ids") or []]
-    )
+    cited = [_ids(item) for item in listed]
+    found = _readable_chunks(inv, [i for ids in cited for i in ids])
     insights, problems, supporting = [], [], []
     for n, item in enumerate(listed[:most]):
         if not isinstance(item, dict) or not str(item.get("insight") or "").strip():
             problems.append({"insight": n, "chunk_id": None, "problem": "not an insight"})
             continue
         ids = []
-        for chunk_id in item.get("chunk_ids") or []:
+        for chunk_id in cited[n]:
             if not isinstance(chunk_id, int) or chunk_id not in given or chunk_id not in found:
                 problems.append({"insight": n, "chunk_id": chunk_id, "problem": "no such chunk"})
             elif chunk_id not in ids:

@@ -4,6 +4,7 @@ path and query filled from the validated input, its JSON answer the tool's outpu
 from __future__ import annotations
 
 import json
+import re
 import string
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -42,8 +43,9 @@ def check_template(template: str) -> str:
         raise RequestRefused("url: an http:// or https:// URL with a host")
     if parts.username or parts.password:
         raise RequestRefused("url: no credentials in the URL")
-    head = template.split("//", 1)[1].split("/", 1)[0] if "//" in template else template
-    if "{" in head or "{" in template.split("//", 1)[0]:
+    scheme, _, rest = template.partition("//")
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "{" in head or "{" in scheme:
         raise RequestRefused(
             "url: the scheme, host and port are fixed; only the path and query take {fields}"
         )

@@ -75,7 +75,7 @@ def _sql(spec: dict) -> Builtin:
 
     def call(inv: Invocation, args: dict) -> dict:
         try:
-            return inv.services.query(query, args, max_rows)
+            return inv.services.query(query, args, max_rows, inv.stop)
         except QueryRefused as exc:
             raise ToolFailure(f"sql tool {name}: {exc}", retryable=False) from None
 

@@ -78,11 +78,11 @@ class MemoryServices:
     def reachable(self, host):
         return allow_listed(self.allow, host)
 
-    def query(self, sql, args, max_rows):
+    def query(self, sql, args, max_rows, stop=None):
         if not self.views:
             raise QueryRefused("no views are exposed to sql tools (settings workflows.sql_views)")
         with self.store.db.own_cursor() as cursor:
-            return execute(cursor, self.views, sql, args, max_rows)
+            return execute(cursor, self.views, sql, args, max_rows, stop)
 
     def sandbox_refused(self, run_id, step, tool, kind, message, blocked):
         self.refused.append({"run_id": run_id, "step": step, "tool": tool, "kind": kind, "blocked": blocked})

@@ -5,6 +5,7 @@ over a real DuckDB (the exposed views only, parameters bound, writes and injecti
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from appliance.observability.metrics import WorkflowMetrics
+from appliance.workflows.http import RequestRefused, check_template
 from appliance.workflows.sql import QueryRefused, execute
 from tests.workflows.harness import Harness
 
@@ -344,12 +346,18 @@ def test_a_table_the_admin_did_not_expose_is_refused_at_the_call(db_h):
         ("WITH open_incidents AS (SELECT * FROM secrets) SELECT * FROM open_incidents", "no WITH"),
         ("SELECT * FROM open_incidents WHERE id = ?", "use named parameters"),
         ("SELECT * FROM open_incidents WHERE id IN (SELECT 1 FROM secrets)", "secrets: not among"),
+        ("SELECT * FROM open_incidents UNION ALL SELECT * FROM secrets", "secrets: not among"),
+        ("SHOW TABLES", "SHOW, DESCRIBE or SUMMARIZE is not allowed"),
+        ("DESCRIBE open_incidents", "SHOW, DESCRIBE or SUMMARIZE is not allowed"),
+        ("SUMMARIZE secrets", "SHOW, DESCRIBE or SUMMARIZE is not allowed"),
+        ("SELECT * FROM duckdb_tables()", "table function duckdb_tables() is not allowed"),
+        ("SELECT * FROM information_schema.tables", "information_schema.tables: name an exposed view"),
     ],
 )
 def test_writes_and_reaches_beyond_the_views_are_refused(db_h, query, refusal):
     with (
         db_h.store.db.own_cursor() as cursor,
-        pytest.raises(QueryRefused, match=refusal.replace("(", r"\(").replace(")", r"\)")),
+        pytest.raises(QueryRefused, match=re.escape(refusal)),
     ):
         execute(cursor, VIEWS, query, {}, 10)
     assert db_h.store.db.fetchone("SELECT count(*) FROM incidents") == (3,)
@@ -371,3 +379,42 @@ def test_rows_come_back_as_json(db_h):
     assert out["rows"][0] == {"id": 1, "opened": "2026-01-02", "weight": 4.5}
     assert out["rows"][2]["opened"] is None
     json.dumps(out)
+
+
+def test_a_query_past_its_timeout_is_interrupted(db_h):
+    db_h.services.views = {"endless": "SELECT range AS i FROM range(1000000000000)"}
+    db_h.apply(
+        _sql_tool(
+            "SELECT count(*) AS id, 'n' AS title FROM endless WHERE i % 7 = $min", extra="timeout_s: 0.2"
+        ),
+        "kind: Workflow\nname: slow\nsteps: [{id: q, tool: incidents.open, with: {min: 3}}]\n",
+    )
+    _, outcome = db_h.run("slow")
+    assert outcome.state == "failed" and "timed out after 0.2 s" in outcome.error
+    # The query's thread ends: its cursor was interrupted, not left scanning a trillion rows.
+    (thread,) = [t for t in threading.enumerate() if t.name == "tool-q"] or [None]
+    if thread is not None:
+        thread.join(120)
+        assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("template", "refusal"),
+    [
+        ("http://127.0.0.1:8080/a/{id}?x={q}", None),
+        ("https://ops.lan?q={q}", None),
+        ("http://{host}/a", "the scheme, host and port are fixed"),
+        ("{scheme}://127.0.0.1/a", "an http:// or https:// URL"),
+        ("http://127.0.0.1:{port}/a", "the scheme, host and port are fixed"),
+        ("http://user:pw@127.0.0.1/a", "no credentials"),
+        ("http://127.0.0.1/{id.__class__}", "must name an input field"),
+        ("http://127.0.0.1/{0}", "must name an input field"),
+        ("http://127.0.0.1/{", "url:"),
+    ],
+)
+def test_only_the_path_and_query_of_a_url_take_input(template, refusal):
+    if refusal is None:
+        assert check_template(template) in ("127.0.0.1", "ops.lan")
+    else:
+        with pytest.raises(RequestRefused, match=re.escape(refusal)):
+            check_template(template)
