@@ -26,12 +26,14 @@ from appliance.offline import allow_listed
 from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
 from appliance.workflows.breaker import Breakers
 from appliance.workflows.calls import Caller
-from appliance.workflows.documents import Doc, check_schema, parse
+from appliance.workflows.documents import Doc, DocumentError, check_schema, parse
 from appliance.workflows.engine import Engine
+from appliance.workflows.http import check_template
 from appliance.workflows.library import Library
 from appliance.workflows.llm import RuntimeLLM
 from appliance.workflows.sql import QueryRefused
 from appliance.workflows.sql import execute as execute_query
+from appliance.workflows.sql import inspect as inspect_query
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -206,7 +208,29 @@ class Workflows:
         scope.require_admin()
         if not docs:
             raise InvalidInput("no documents to apply")
-        return self.library.apply(docs, scope.key_id)
+        return self.library.apply(docs, scope.key_id, self._within_settings)
+
+    def _within_settings(self, docs: list[Doc]) -> None:
+        """An http tool's host and an sql tool's views, against the settings of now: a tool that could
+        only fail is refused when applied (each call checks again, as the settings may change)."""
+        for doc in docs:
+            kind = doc.body.get("type") if doc.kind == "Tool" else None
+            if kind == "http":
+                host = check_template(doc.body["http"]["url"])
+                if not allow_listed(self.settings.network.allow, host):
+                    raise DocumentError(
+                        "http.url", f"host {host!r} is not loopback nor in settings network.allow", doc.source
+                    )
+            elif kind == "sql":
+                views = self.settings.workflows.sql_views
+                missing = [t for t in inspect_query(doc.body["sql"]["query"])[1] if t not in views]
+                if missing:
+                    raise DocumentError(
+                        "sql.query",
+                        f"{', '.join(missing)}: not among the views the admin exposes (settings "
+                        f"workflows.sql_views: {', '.join(sorted(views)) or 'none'})",
+                        doc.source,
+                    )
 
     def apply_text(self, scope: Scope, text: bytes | str, source: str = "body") -> list[dict]:
         scope.require_admin()

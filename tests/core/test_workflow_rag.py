@@ -12,7 +12,7 @@ import pytest
 from appliance.config import load_settings
 from appliance.core import Appliance
 from appliance.ingest.intake import NewDocument
-from appliance.workflows.documents import parse
+from appliance.workflows.documents import DocumentError, parse
 from tests.workflows.scripted import ScriptedRuntime
 
 PLANTED = (
@@ -148,7 +148,19 @@ def test_rag_tools_keep_citations_and_planted_instructions_call_nothing(app):
 
 def test_sql_http_and_find_similar_tools_reach_only_what_settings_and_the_key_allow(app):
     admin = app.access.system_scope()
-    app.workflows.apply(admin, parse(TOOLS))
+    docs = parse(TOOLS)
+    # A tool that could only fail under the settings of now is refused when applied, at its path.
+    with pytest.raises(DocumentError, match=r"sql\.query: api_keys: not among the views the admin exposes"):
+        app.workflows.apply(admin, docs)
+    with pytest.raises(DocumentError, match=r"http\.url: host '10\.99\.1\.2' is not loopback nor in"):
+        app.workflows.apply(admin, [d for d in docs if d.name not in ("keys.peek", "peek")])
+    app.workflows.apply(
+        admin, [d for d in docs if d.name not in ("keys.peek", "peek", "lan.status", "status")]
+    )
+    # Each call checks again: the settings may have changed since (here, what the library took).
+    app.workflows.library.apply(
+        [d for d in docs if d.name in ("keys.peek", "peek", "lan.status", "status")], "test"
+    )
     key = app.access.create_key(admin, "harbour-tools", "user", ["harbour"], None, None)
     user = app.access.scope(app.keys.authenticate(key.key))
 
