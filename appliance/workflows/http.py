@@ -52,6 +52,11 @@ def check_template(template: str) -> str:
     return parts.hostname
 
 
+def _text(value: Any) -> str:
+    """An argument as it goes into a URL: a string as it is, anything else as JSON (true, 3, [1])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def build(spec: dict, args: dict) -> tuple[str, str, dict[str, str], bytes | None]:
     """(method, url, headers, body) of one call: path fields percent-encoded into the URL; the
     other arguments the JSON body, or the query string of a GET or DELETE."""
@@ -59,7 +64,7 @@ def build(spec: dict, args: dict) -> tuple[str, str, dict[str, str], bytes | Non
     method = http.get("method", "POST").upper()
     template = http["url"]
     fields = placeholders(template)
-    url = template.format(**{f: quote(str(args.get(f, "")), safe="") for f in fields})
+    url = template.format(**{f: quote(_text(args.get(f, "")), safe="") for f in fields})
     rest = {k: v for k, v in args.items() if k not in fields}
     headers = {
         "Accept": "application/json",
@@ -68,7 +73,7 @@ def build(spec: dict, args: dict) -> tuple[str, str, dict[str, str], bytes | Non
     body = None
     if method in BODYLESS:
         if rest:
-            pairs = {k: v if isinstance(v, str) else json.dumps(v) for k, v in rest.items()}
+            pairs = {k: _text(v) for k, v in rest.items()}
             url += ("&" if urlsplit(url).query else "?") + urlencode(pairs)
     else:
         body = json.dumps(rest, ensure_ascii=False).encode()
@@ -91,7 +96,7 @@ def call(spec: dict, args: dict, invocation_id: str, timeout: float) -> Any:
             httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as client,
             client.stream(method, url, headers=headers, content=body) as response,
         ):
-            data = b""
+            data = bytearray()
             for piece in response.iter_bytes():
                 data += piece
                 if len(data) > MAX_RESPONSE_BYTES:
