@@ -15,6 +15,7 @@ from appliance.errors import InvalidInput
 
 ENV_PREFIX = "APPLIANCE_"
 QDRANT_COLLECTION_RE = re.compile(r"\A[A-Za-z0-9_-]{1,255}\Z")
+SQL_VIEW_RE = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -333,6 +334,10 @@ class WorkflowSettings(msgspec.Struct, forbid_unknown_fields=True):
     # attempts and timings, but lose step inputs and the outputs of nested steps (agent turns, fan-out
     # branches), so stored state stays bounded; 0 keeps everything.
     retention_days: int = 30
+    # The views `sql` tools may read, by name: each a SELECT over the appliance's database, written
+    # here by the admin (e.g. open_incidents = "SELECT id, title FROM documents WHERE ..."). A tool's
+    # query reads only these names, in a read-only transaction; none given, sql tools refuse to run.
+    sql_views: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -430,6 +435,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         if drift.permutations < 10 or drift.reference_first_n < 0:
             problems.append("drift.permutations must be >= 10 and drift.reference_first_n >= 0")
         problems += self._server_problems()
+        for view in self.workflows.sql_views:
+            if not SQL_VIEW_RE.match(view):
+                problems.append(
+                    f"workflows.sql_views: {view!r} must be a lower-case name (letters, digits, '_')"
+                )
         if self.eval.cost_per_cpu_hour < 0 or self.eval.cost_per_1k_tokens < 0:
             problems.append("eval.cost_per_cpu_hour and eval.cost_per_1k_tokens must be >= 0")
         if self.eval.bootstrap_resamples < 100:

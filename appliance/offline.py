@@ -189,6 +189,15 @@ def _caller() -> str:
 GUARD = NetworkGuard()
 
 
+def allow_listed(allow: list[str] | tuple[str, ...], host: str) -> bool:
+    """Whether `host` is loopback or an entry of settings network.allow: the one decision every
+    outbound URL the appliance is configured with (Qdrant, git remotes, http tools) is checked by,
+    before anything connects. A decision table only: nothing is installed."""
+    table = NetworkGuard()
+    table.configure(False, allow)
+    return table.allowed(host)
+
+
 def enforce_offline(network: NetworkSettings | None = None) -> None:
     """Set before any Hugging Face library is imported (they read these at import time); with
     network settings, also install the outbound guard (on by default) for the whole process."""

@@ -45,3 +45,11 @@ def test_missing_and_broken_config_files(tmp_path):
     bad.write_text("this is = = not toml")
     with pytest.raises(InvalidInput, match="not valid TOML"):
         load_settings(bad, environ={})
+
+
+def test_sql_views_are_named_in_lower_case_and_read_from_toml(tmp_path):
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('[workflows.sql_views]\nopen_docs = "SELECT id FROM documents"\n')
+    assert load_settings(cfg, environ={}).workflows.sql_views == {"open_docs": "SELECT id FROM documents"}
+    with pytest.raises(InvalidInput, match="workflows.sql_views: 'Open-Docs' must be a lower-case name"):
+        load_settings(overrides={"workflows": {"sql_views": {"Open-Docs": "SELECT 1"}}}, environ={})

@@ -22,13 +22,18 @@ from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics, WorkflowMetrics
+from appliance.offline import allow_listed
 from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
 from appliance.workflows.breaker import Breakers
 from appliance.workflows.calls import Caller
-from appliance.workflows.documents import Doc, check_schema, parse
+from appliance.workflows.documents import Doc, DocumentError, check_schema, parse
 from appliance.workflows.engine import Engine
+from appliance.workflows.http import check_template
 from appliance.workflows.library import Library
 from appliance.workflows.llm import RuntimeLLM
+from appliance.workflows.sql import QueryRefused
+from appliance.workflows.sql import execute as execute_query
+from appliance.workflows.sql import inspect as inspect_query
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -45,12 +50,16 @@ class _RunServices:
         answers: Answers,
         store: WorkflowStore,
         audit: AuditLog | None = None,
+        settings: Settings | None = None,
+        db: Database | None = None,
     ) -> None:
         self.scope = scope
         self.knowledge = knowledge
         self.answers = answers
         self.store = store
         self.audit = audit
+        self.settings = settings
+        self.db = db
 
     def _names(self, collections: list[str] | None) -> list[str] | None:
         visible = self.scope.visible()
@@ -109,6 +118,19 @@ class _RunServices:
             for i, h in hits.items()
         }
 
+    def reachable(self, host: str) -> bool:
+        allow = self.settings.network.allow if self.settings is not None else []
+        return allow_listed(allow, host)
+
+    def query(self, sql: str, args: dict, max_rows: int, stop: threading.Event | None = None) -> dict:
+        views = self.settings.workflows.sql_views if self.settings is not None else {}
+        if not views or self.db is None:
+            raise QueryRefused("no views are exposed to sql tools (settings workflows.sql_views)")
+        # The views are the admin's, over the whole database: a user key's run reads them too
+        # (the admin exposes to every key what a view shows), but nothing else of the database.
+        with self.db.own_cursor() as cursor:
+            return execute_query(cursor, views, sql, args, max_rows, stop)
+
     def sandbox_refused(
         self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]
     ) -> None:
@@ -160,6 +182,7 @@ class Workflows:
     ) -> None:
         self.settings = settings
         self.audit = audit
+        self.db = db
         self.store = WorkflowStore(db)
         self.library = Library(self.store)
         self.jobs = jobs
@@ -172,6 +195,7 @@ class Workflows:
         self.instance = instance
         self.stop = stop
         self.breakers = Breakers()
+        self.metrics.watch_breakers(self.breakers.all_states)
         self.engine = Engine(
             Caller(None, self.breakers, on_retry=lambda t: self.metrics.tool_retries.labels(t).inc())
         )
@@ -184,7 +208,29 @@ class Workflows:
         scope.require_admin()
         if not docs:
             raise InvalidInput("no documents to apply")
-        return self.library.apply(docs, scope.key_id)
+        return self.library.apply(docs, scope.key_id, self._within_settings)
+
+    def _within_settings(self, docs: list[Doc]) -> None:
+        """An http tool's host and an sql tool's views, against the settings of now: a tool that could
+        only fail is refused when applied (each call checks again, as the settings may change)."""
+        for doc in docs:
+            kind = doc.body.get("type") if doc.kind == "Tool" else None
+            if kind == "http":
+                host = check_template(doc.body["http"]["url"])
+                if not allow_listed(self.settings.network.allow, host):
+                    raise DocumentError(
+                        "http.url", f"host {host!r} is not loopback nor in settings network.allow", doc.source
+                    )
+            elif kind == "sql":
+                views = self.settings.workflows.sql_views
+                missing = [t for t in inspect_query(doc.body["sql"]["query"])[1] if t not in views]
+                if missing:
+                    raise DocumentError(
+                        "sql.query",
+                        f"{', '.join(missing)}: not among the views the admin exposes (settings "
+                        f"workflows.sql_views: {', '.join(sorted(views)) or 'none'})",
+                        doc.source,
+                    )
 
     def apply_text(self, scope: Scope, text: bytes | str, source: str = "body") -> list[dict]:
         scope.require_admin()
@@ -312,7 +358,9 @@ class Workflows:
         tokens_before = (self.store.latest_usage(run_id) or {}).get("tokens", 0)
         try:
             scope = self._scope_of(row["key_id"])
-            services = _RunServices(scope, self.knowledge, self.answers, self.store, self.audit)
+            services = _RunServices(
+                scope, self.knowledge, self.answers, self.store, self.audit, self.settings, self.db
+            )
             llm = RuntimeLLM(
                 lambda model: self.gateway.runtime_for("default" if model == "auto" else model),
                 generate=lambda runtime, prompt, params: self.gateway.generate(

@@ -84,6 +84,16 @@ class Database:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     @contextmanager
+    def own_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own, closed afterwards: for work that sets its own transaction mode (a
+        read-only query) without touching the thread's shared cursor."""
+        cur = self._con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         cur = self.cursor()
         cur.begin()

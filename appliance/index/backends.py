@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from appliance.config import Settings
 from appliance.errors import InvalidInput
 from appliance.index.protocols import VectorIndex
-from appliance.offline import NetworkGuard
+from appliance.offline import NetworkGuard, allow_listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +53,7 @@ def check_qdrant_url(settings: Settings) -> str:
     if parts.username or parts.password:  # it would be echoed in logs and errors
         raise InvalidInput("index.qdrant.url must carry no credentials: put the key in index.qdrant.api_key")
     if settings.network.guard:
-        hosts = NetworkGuard()
-        hosts.configure(False, settings.network.allow)  # a decision table only: nothing is installed
-        if not hosts.allowed(parts.hostname):
+        if not allow_listed(settings.network.allow, parts.hostname):
             raise InvalidInput(
                 f"index.qdrant.url: host {parts.hostname!r} is not in settings network.allow; the appliance "
                 "runs offline and reaches only loopback and the hosts allowed there"

@@ -531,9 +531,10 @@ class _Readings:
 
 class WorkflowMetrics:
     """Workflow runs on the appliance's registry: runs by outcome, step durations, tool retries,
-    breaker openings and approval waits, per workflow (and version where it is known)."""
+    breaker states and approval waits, per workflow (and version where it is known)."""
 
     def __init__(self, registry) -> None:
+        self._registry = registry
         self.runs = Counter(
             "appliance_workflow_runs_total",
             "Workflow runs that ended (or paused), by workflow, version and outcome.",
@@ -572,3 +573,26 @@ class WorkflowMetrics:
             buckets=(1, 10, 60, 600, 3600, 86400),
             registry=registry,
         )
+
+    def watch_breakers(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """Report each tool breaker's state at every scrape (`states`: {tool: closed|open|half_open}),
+        read then, since an open breaker turns half-open with time alone."""
+        self._registry.register(_BreakerStates(states))
+
+
+class _BreakerStates:
+    """appliance_workflow_breaker_state{tool,state}: 1 for each tool's current breaker state, else 0."""
+
+    def __init__(self, states: Callable[[], Mapping[str, str]]) -> None:
+        self._states = states
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "appliance_workflow_breaker_state",
+            "1 for a workflow tool's current breaker state, else 0 (tools appear at their first failure).",
+            labels=["tool", "state"],
+        )
+        for tool, current in sorted(self._states().items()):
+            for state in ("closed", "open", "half_open"):
+                family.add_metric([tool, state], 1.0 if state == current else 0.0)
+        yield family

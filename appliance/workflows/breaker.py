@@ -48,3 +48,9 @@ class Breakers:
         with self._lock:
             breakers = list(self._by_tool.items())
         return {tool: b.state for tool, b in breakers if b.state != CLOSED}
+
+    def all_states(self) -> dict[str, str]:
+        """Every tool's breaker that has been made (at its first failure), closed ones included."""
+        with self._lock:
+            breakers = list(self._by_tool.items())
+        return {tool: b.state for tool, b in breakers}

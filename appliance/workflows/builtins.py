@@ -1,6 +1,6 @@
 """The built-in tools: their schemas, side effects and implementations (echo, sleep, record, fail, and
-the RAG tools search, answer_with_citations, check_citations and list_documents, which keep their
-citations and chunk ids)."""
+the RAG tools search, find_similar, answer_with_citations, summarize_context, extract_insights,
+extract_fields, check_citations and list_documents, which keep their citations and chunk ids)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ class RunServices(Protocol):
 
     def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
         """The newest documents of a collection (created at or after `since`), each with its text."""
+        ...
+
+    def reachable(self, host: str) -> bool:
+        """Whether an http tool may call `host`: loopback, or an entry of settings network.allow."""
+        ...
+
+    def query(self, sql: str, args: dict, max_rows: int, stop: threading.Event | None = None) -> dict:
+        """A sql tool's query over the views the admin exposes ({rows, columns, truncated}), read-only,
+        interrupted once `stop` is set; QueryRefused (appliance.workflows.sql) when it reads anything
+        else or is not one SELECT."""
         ...
 
     def sandbox_refused(
@@ -199,13 +209,119 @@ def _snippet_matches(snippet: str, text: str) -> bool:
     return not quoted or quoted in " ".join(text.split())
 
 
+def _readable_chunks(inv: Invocation, ids: list) -> dict[int, dict]:
+    """The chunks among `ids` (integers only) that exist and the calling agent may read: what a
+    citation must name to count."""
+    wanted = sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool)})
+    return inv.services.chunks(wanted, inv.collections) if wanted else {}
+
+
+def _find_similar(inv: Invocation, args: dict) -> dict:
+    """Chunks like a given one (by its id, which must be readable) or like a text; the source chunk
+    itself is left out, and each hit keeps its chunk id for citing."""
+    chunk_id, text = args.get("chunk_id"), args.get("text")
+    if (chunk_id is None) == (text is None):
+        raise ToolFailure("give chunk_id or text, one of them", retryable=False)
+    source = None
+    if chunk_id is not None:
+        chunk = _readable_chunks(inv, [chunk_id]).get(chunk_id)
+        if chunk is None:
+            # Unreadable and missing read alike: the key learns nothing of other collections.
+            raise ToolFailure(f"no such chunk: {chunk_id}", retryable=False)
+        text = chunk["text"]
+        source = {"chunk_id": chunk_id, "document_id": chunk["document_id"]}
+    names = _collections(inv, args)
+    top_k = int(args.get("top_k", 5))
+    # The search's query limit (2000 characters by default): a chunk's opening stands for it.
+    query = " ".join(str(text).split())[:1000]
+    hits = [] if names == [] or not query else inv.services.search(query, names, top_k + 1)
+    hits = [h for h in hits if chunk_id is None or h.get("chunk_id") != chunk_id][:top_k]
+    return {"hits": hits, "source": source}
+
+
+def _ids(item: Any) -> list:
+    """The chunk ids an insight of the model's cites (none when it gave no list)."""
+    ids = item.get("chunk_ids") if isinstance(item, dict) else None
+    return ids if isinstance(ids, list) else []
+
+
+def _extract_insights(inv: Invocation, args: dict) -> dict:
+    """Key insights of search hits, each with the chunk ids that support it. A cited id must be one
+    of the given hits and a chunk the run may read (check_citations' rule); an id that is not is
+    dropped and reported, and an insight left with no support is dropped too."""
+    hits = [h for h in args["hits"] if isinstance(h.get("chunk_id"), int)]
+    if not hits:
+        return {"insights": [], "chunk_ids": [], "problems": []}
+    most = int(args.get("max_insights", 5))
+    focus = f" about: {args['focus']}" if args.get("focus") else ""
+    schema = {
+        "type": "object",
+        "properties": {
+            "insights": {
+                "type": "array",
+                "maxItems": most,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "insight": {"type": "string"},
+                        "chunk_ids": {
+                            "type": "array",
+                            "items": {"type": "integer", "enum": [h["chunk_id"] for h in hits]},
+                            "minItems": 1,
+                        },
+                    },
+                    "required": ["insight", "chunk_ids"],
+                },
+            }
+        },
+        "required": ["insights"],
+    }
+    text = _model(inv)(
+        [
+            (
+                "system",
+                f"List at most {most} key insights{focus}, each one sentence, using only the context. "
+                "Each insight cites the [ids] of the passages that support it. Reply with JSON: "
+                '{"insights": [{"insight": "...", "chunk_ids": [1]}]}',
+            ),
+            ("user", "\n\n".join(f"[{h['chunk_id']}] {h.get('text', '')}" for h in hits)[:12000]),
+        ],
+        schema,
+    )
+    reply = _parse_json(text)
+    listed = reply.get("insights") if isinstance(reply, dict) else None
+    if not isinstance(listed, list):
+        raise ToolFailure(
+            "the model's insights are not a JSON object with a list of insights", retryable=False
+        )
+    given = {h["chunk_id"] for h in hits}
+    cited = [_ids(item) for item in listed]
+    found = _readable_chunks(inv, [i for ids in cited for i in ids])
+    insights, problems, supporting = [], [], []
+    for n, item in enumerate(listed[:most]):
+        if not isinstance(item, dict) or not str(item.get("insight") or "").strip():
+            problems.append({"insight": n, "chunk_id": None, "problem": "not an insight"})
+            continue
+        ids = []
+        for chunk_id in cited[n]:
+            if not isinstance(chunk_id, int) or chunk_id not in given or chunk_id not in found:
+                problems.append({"insight": n, "chunk_id": chunk_id, "problem": "no such chunk"})
+            elif chunk_id not in ids:
+                ids.append(chunk_id)
+        if not ids:
+            problems.append({"insight": n, "chunk_id": None, "problem": "an insight without support"})
+            continue
+        insights.append({"insight": " ".join(str(item["insight"]).split()), "chunk_ids": ids})
+        supporting += [i for i in ids if i not in supporting]
+    return {"insights": insights, "chunk_ids": supporting, "problems": problems}
+
+
 def _check_citations(inv: Invocation, args: dict) -> dict:
     """Every citation of the answers must name a chunk the run may read, and a quoted snippet must
     match that chunk's text; the valid ones come back for a synthesis to cite."""
     answers = args["answers"]
     cited = [c for a in answers for c in (a.get("citations") or []) if isinstance(c, dict)]
-    ids = sorted({int(c["chunk_id"]) for c in cited if isinstance(c.get("chunk_id"), int)})
-    found = inv.services.chunks(ids, inv.collections) if ids else {}
+    found = _readable_chunks(inv, [c.get("chunk_id") for c in cited])
     problems, valid, seen = [], [], set()
     for i, answer in enumerate(answers):
         if not answer.get("citations") and (answer.get("answer") or "").strip():
@@ -288,6 +404,57 @@ BUILTINS: dict[str, Builtin] = {
             ),
             _obj({"hits": {"type": "array", "items": HIT}}),
             _search,
+        ),
+        Builtin(
+            "builtin.find_similar",
+            "none",
+            _obj(
+                {
+                    "chunk_id": {"type": "integer"},
+                    "text": {"type": "string", "minLength": 1},
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+                    "collections": {"type": "array", "items": STRING},
+                }
+            ),
+            _obj(
+                {
+                    "hits": {"type": "array", "items": HIT},
+                    "source": {
+                        "type": ["object", "null"],
+                        "properties": {"chunk_id": {"type": "integer"}, "document_id": STRING},
+                    },
+                }
+            ),
+            _find_similar,
+        ),
+        Builtin(
+            "builtin.extract_insights",
+            "none",
+            _obj(
+                {
+                    "hits": {"type": "array", "items": HIT},
+                    "focus": STRING,
+                    "max_insights": {"type": "integer", "minimum": 1, "maximum": 20},
+                },
+                ["hits"],
+            ),
+            _obj(
+                {
+                    "insights": {
+                        "type": "array",
+                        "items": _obj(
+                            {
+                                "insight": STRING,
+                                "chunk_ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+                            },
+                            ["insight", "chunk_ids"],
+                        ),
+                    },
+                    "chunk_ids": {"type": "array", "items": {"type": "integer"}},
+                    "problems": {"type": "array", "items": {"type": "object"}},
+                }
+            ),
+            _extract_insights,
         ),
         Builtin(
             "builtin.answer_with_citations",

@@ -29,7 +29,12 @@ class Catalogue:
             merged = {"side_effects": impl.side_effects if impl else "none"}
             if impl is not None:
                 merged |= {"input_schema": impl.input_schema, "output_schema": impl.output_schema}
-            return merged | body
+            merged |= body
+            if body.get("type") == "sql":
+                from appliance.workflows.sql import output_schema
+
+                merged["output_schema"] = output_schema(body.get("output_schema"))
+            return merged
         impl = BUILTINS.get(name)
         if impl is None:
             return None
@@ -74,6 +79,15 @@ def _tool(body: dict, cat: Catalogue) -> None:
         raise _fault(
             "code" if "code" in body else "sandbox", "only a python tool takes code and sandbox limits"
         )
+    for block in ("http", "sql"):
+        if block in body and body["type"] != block:
+            raise _fault(block, f"only an {block} tool takes {block!r}")
+    if body["type"] in ("http", "sql"):
+        if "builtin" in body:
+            raise _fault("builtin", f"an {body['type']} tool does not name a built-in")
+        if body["type"] not in body:
+            raise _fault(body["type"], f"an {body['type']} tool needs its `{body['type']}:` block")
+        (_http if body["type"] == "http" else _sql)(body)
     if body["type"] == "builtin":
         impl = body.get("builtin")
         if impl is None:
@@ -86,6 +100,38 @@ def _tool(body: dict, cat: Catalogue) -> None:
             raise _fault("fallback", "a tool cannot be its own fallback")
         if cat.tool(fallback) is None:
             raise _fault("fallback", f"unknown tool {fallback!r}")
+
+
+def _input_fields(body: dict, names: list[str], at: str, what: str) -> None:
+    """Every field a tool's request or query takes from its input must be one its input schema names."""
+    props = (body.get("input_schema") or {}).get("properties")
+    for name in names:
+        if props is None or name not in props:
+            raise _fault(at, f"{what} {name!r} is not a property of input_schema")
+
+
+def _http(body: dict) -> None:
+    from appliance.workflows.http import RequestRefused, check_template, placeholders
+
+    try:
+        check_template(body["http"]["url"])
+    except RequestRefused as exc:
+        raise _fault("http.url", str(exc).removeprefix("url: ")) from None
+    _input_fields(body, placeholders(body["http"]["url"]), "http.url", "url field")
+
+
+def _sql(body: dict) -> None:
+    """An sql tool's query must be one SELECT that reads no table function, names no schema and takes
+    named parameters only; which views it reads is checked at each call, against the settings of then."""
+    from appliance.workflows.sql import QueryRefused, parameters
+
+    if body.get("side_effects", "none") != "none":
+        raise _fault("side_effects", "an sql tool only reads: its side_effects are none")
+    try:
+        names = parameters(body["sql"]["query"])
+    except QueryRefused as exc:
+        raise _fault("sql.query", str(exc)) from None
+    _input_fields(body, names, "sql.query", "parameter")
 
 
 def _python(body: dict) -> None:

@@ -3,7 +3,7 @@ a run to the exact versions it starts with."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from appliance.errors import InvalidInput, NotFound
 from appliance.workflows.check import Catalogue, check
@@ -46,8 +46,14 @@ class Library:
     def stored(self) -> dict[str, dict[str, dict]]:
         return {kind: self.store.latest_bodies(kind) for kind in KINDS}
 
-    def apply(self, docs: list[Doc], created_by: str) -> list[dict]:
+    def apply(
+        self, docs: list[Doc], created_by: str, vet: Callable[[list[Doc]], None] | None = None
+    ) -> list[dict]:
+        """Store new versions once every document passes its checks (and `vet`, the appliance's
+        checks against its settings, given documents that are already valid)."""
         check_all(docs, self.stored())
+        if vet is not None:
+            vet(docs)
         out = []
         for doc in docs:
             new = self.store.put_document(doc.kind, doc.name, doc.version, doc.body, created_by)

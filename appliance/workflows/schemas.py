@@ -155,8 +155,9 @@ TOOL = {
         "name": NAME,
         "description": {"type": "string"},
         # builtin: an implementation in the appliance; python: `code` (defining `main(args)`) run in
-        # the sandbox. http and sql tools come later.
-        "type": {"enum": ["builtin", "python"]},
+        # the sandbox; http: a request to a host of settings network.allow (or loopback); sql: a
+        # parameterised SELECT over the views of settings workflows.sql_views.
+        "type": {"enum": ["builtin", "python", "http", "sql"]},
         "builtin": NAME,
         "code": {"type": "string", "minLength": 1, "maxLength": 100000},
         "sandbox": {
@@ -167,6 +168,28 @@ TOOL = {
                 "memory_mb": {"type": "integer", "minimum": 32, "maximum": 8192},
                 "file_mb": {"type": "integer", "minimum": 0, "maximum": 4096},
                 "processes": {"type": "integer", "minimum": 0, "maximum": 64},
+            },
+        },
+        "http": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {
+                "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                # Only the path and query take {fields} of the input; the host is fixed.
+                "url": {"type": "string", "minLength": 8, "maxLength": 2000},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                # A header carrying the call's invocation id, for a server that drops repeats.
+                "idempotency_header": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"},
+            },
+        },
+        "sql": {
+            "type": "object",
+            "required": ["query"],
+            "additionalProperties": False,
+            "properties": {
+                "query": {"type": "string", "minLength": 1, "maxLength": 20000},
+                "max_rows": {"type": "integer", "minimum": 1, "maximum": 10000},
             },
         },
         "input_schema": ANY_SCHEMA,

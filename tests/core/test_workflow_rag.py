@@ -1,6 +1,7 @@
 """Workflows over the real knowledge services: the RAG tools keep their citations (cited chunks exist,
-snippets are their text), an agent's search stays inside the key's and the agent's collections, and an
-instruction planted in a retrieved document produces no forbidden call."""
+snippets are their text), an agent's search stays inside the key's and the agent's collections, an
+instruction planted in a retrieved document produces no forbidden call, and sql, http and
+find_similar tools reach only what the settings and the run's key allow."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from appliance.config import load_settings
 from appliance.core import Appliance
 from appliance.ingest.intake import NewDocument
-from appliance.workflows.documents import parse
+from appliance.workflows.documents import DocumentError, parse
 from tests.workflows.scripted import ScriptedRuntime
 
 PLANTED = (
@@ -39,11 +40,59 @@ outputs:
   scout: "${steps.scouted.output}"
 """
 
+HARBOUR_VIEW = "SELECT source_id, created_at FROM documents WHERE collection = 'harbour'"
+TOOLS = """
+kind: Tool
+name: harbour.documents
+type: sql
+sql: {query: "SELECT source_id, created_at FROM harbour_documents WHERE source_id = $source"}
+input_schema: {type: object, properties: {source: {type: string}}, required: [source]}
+---
+kind: Tool
+name: keys.peek
+type: sql
+sql: {query: "SELECT id FROM api_keys"}
+---
+kind: Tool
+name: lan.status
+type: http
+http: {method: GET, url: "http://10.99.1.2:8080/status"}
+---
+kind: Workflow
+name: harbour-sql
+inputs: {type: object, properties: {source: {type: string}}}
+steps:
+  - {id: q, tool: harbour.documents, with: {source: "${inputs.source}"}}
+outputs: {rows: "${steps.q.output.rows}"}
+---
+kind: Workflow
+name: peek
+steps: [{id: q, tool: keys.peek}]
+---
+kind: Workflow
+name: status
+steps: [{id: s, tool: lan.status}]
+---
+kind: Workflow
+name: similar
+inputs: {type: object, properties: {chunk: {type: integer}}}
+steps:
+  - {id: like, tool: builtin.find_similar, with: {chunk_id: "${inputs.chunk}"}}
+outputs: {like: "${steps.like.output}"}
+"""
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     data = tmp_path_factory.mktemp("rag") / "data"
-    settings = load_settings(overrides={"data_dir": str(data), "llm": {"load_at_start": False}}, environ={})
+    settings = load_settings(
+        overrides={
+            "data_dir": str(data),
+            "llm": {"load_at_start": False},
+            "workflows": {"sql_views": {"harbour_documents": HARBOUR_VIEW}},
+        },
+        environ={},
+    )
     appliance = Appliance(settings)
     appliance.start()
     admin = appliance.access.system_scope()
@@ -95,3 +144,48 @@ def test_rag_tools_keep_citations_and_planted_instructions_call_nothing(app):
     exposition = app.metrics.render()[0].decode()
     assert 'appliance_workflow_tokens_total{workflow="rag"}' in exposition
     assert json.dumps(done.outputs)  # outputs are plain JSON
+
+
+def test_sql_http_and_find_similar_tools_reach_only_what_settings_and_the_key_allow(app):
+    admin = app.access.system_scope()
+    docs = parse(TOOLS)
+    # A tool that could only fail under the settings of now is refused when applied, at its path.
+    with pytest.raises(DocumentError, match=r"sql\.query: api_keys: not among the views the admin exposes"):
+        app.workflows.apply(admin, docs)
+    with pytest.raises(DocumentError, match=r"http\.url: host '10\.99\.1\.2' is not loopback nor in"):
+        app.workflows.apply(admin, [d for d in docs if d.name not in ("keys.peek", "peek")])
+    app.workflows.apply(
+        admin, [d for d in docs if d.name not in ("keys.peek", "peek", "lan.status", "status")]
+    )
+    # Each call checks again: the settings may have changed since (here, what the library took).
+    app.workflows.library.apply(
+        [d for d in docs if d.name in ("keys.peek", "peek", "lan.status", "status")], "test"
+    )
+    key = app.access.create_key(admin, "harbour-tools", "user", ["harbour"], None, None)
+    user = app.access.scope(app.keys.authenticate(key.key))
+
+    def run(scope, name, inputs=None):
+        return app.workflows.wait(scope, app.workflows.start(scope, name, inputs or {}).id, 60)
+
+    done = run(user, "harbour-sql", {"source": "harbour.md"})
+    assert done.state == "succeeded", done.error
+    (row,) = done.outputs["rows"]
+    assert row["source_id"] == "harbour.md" and row["created_at"][:2] == "20"  # a date, as JSON text
+    assert run(user, "harbour-sql", {"source": "x' OR '1'='1"}).outputs["rows"] == []
+    peek = run(admin, "peek")
+    assert peek.state == "failed" and "api_keys: not among the views the admin exposes" in peek.error
+    status = run(admin, "status")
+    assert (
+        status.state == "failed"
+        and "'10.99.1.2' is not loopback nor in settings network.allow" in status.error
+    )
+
+    vault = app.knowledge.search(admin, "launch code", ["vault"], top_k=1).hits[0].chunk_id
+    harbour = app.knowledge.search(admin, "harbour release notes", ["harbour"], top_k=1).hits[0].chunk_id
+    refused = run(user, "similar", {"chunk": vault})  # outside the key: as if it did not exist
+    assert refused.state == "failed" and f"no such chunk: {vault}" in refused.error
+    like = run(user, "similar", {"chunk": harbour}).outputs["like"]
+    assert like["source"]["chunk_id"] == harbour
+    assert all(h["chunk_id"] != harbour and h["collection"] == "harbour" for h in like["hits"])
+    like = run(admin, "similar", {"chunk": harbour}).outputs["like"]
+    assert [h["chunk_id"] for h in like["hits"]] == [vault]

@@ -9,11 +9,13 @@ from typing import Any
 
 from appliance.db.connection import Database
 from appliance.db.migrations import migrate
+from appliance.offline import allow_listed
 from appliance.workflows.breaker import Breakers
 from appliance.workflows.calls import Caller
 from appliance.workflows.documents import parse
 from appliance.workflows.engine import Engine, Outcome
 from appliance.workflows.library import Library
+from appliance.workflows.sql import QueryRefused, execute
 from appliance.workflows.store import WorkflowStore
 
 
@@ -26,6 +28,8 @@ class MemoryServices:
     readable: list[str] | None = None
     searched: list[list[str]] = field(default_factory=list)
     refused: list[dict] = field(default_factory=list)  # sandbox escapes, as the appliance audits them
+    allow: list[str] = field(default_factory=list)  # settings network.allow, for http tools
+    views: dict[str, str] = field(default_factory=dict)  # settings workflows.sql_views, for sql tools
 
     def _names(self, collections):
         names = list(self.corpus) if collections is None else list(collections)
@@ -70,6 +74,15 @@ class MemoryServices:
                 if i in chunk_ids:
                     found[i] = {"text": text, "document_id": f"{name}-{i}", "collection": name}
         return found
+
+    def reachable(self, host):
+        return allow_listed(self.allow, host)
+
+    def query(self, sql, args, max_rows, stop=None):
+        if not self.views:
+            raise QueryRefused("no views are exposed to sql tools (settings workflows.sql_views)")
+        with self.store.db.own_cursor() as cursor:
+            return execute(cursor, self.views, sql, args, max_rows, stop)
 
     def sandbox_refused(self, run_id, step, tool, kind, message, blocked):
         self.refused.append({"run_id": run_id, "step": step, "tool": tool, "kind": kind, "blocked": blocked})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from appliance.workflows.llm import RuntimeLLM
@@ -140,3 +141,87 @@ steps:
     assert outcome.state == "failed" and "tokens 7 of 5" in outcome.error
     assert len(h.services.searched) == 1  # the second answer was never asked for
     assert h.store.latest_usage(run_id)["tokens"] == 7
+
+
+def test_find_similar_keeps_chunk_ids_and_leaves_out_its_source(tmp_path):
+    h = Harness(tmp_path)
+    h.services.corpus = {"fleet": ["The Endeavour sailed in 1768.", "It carried Cook.", "Banks came too."]}
+    h.apply(
+        """
+kind: Workflow
+name: like
+inputs: {type: object, properties: {chunk: {type: integer}, text: {type: string}}}
+steps:
+  - {id: similar, tool: builtin.find_similar, with: {chunk_id: "${inputs.chunk}", text: "${inputs.text}", top_k: 2}}
+outputs: {similar: "${steps.similar.output}"}
+"""
+    )
+    _, outcome = h.run("like", {"chunk": 1})
+    assert outcome.state == "succeeded", outcome.error
+    similar = outcome.outputs["similar"]
+    assert similar["source"] == {"chunk_id": 1, "document_id": "fleet-1"}
+    assert [(hit["chunk_id"], hit["document_id"]) for hit in similar["hits"]] == [
+        (0, "fleet-0"),
+        (2, "fleet-2"),
+    ]
+    _, outcome = h.run("like", {"text": "ships"})
+    assert outcome.outputs["similar"]["source"] is None
+    assert [hit["chunk_id"] for hit in outcome.outputs["similar"]["hits"]] == [0, 1]
+    _, outcome = h.run("like", {"chunk": 1, "text": "ships"})
+    assert outcome.state == "failed" and "give chunk_id or text, one of them" in outcome.error
+    # A chunk the key cannot read is like one that does not exist: nothing of it is searched for.
+    h.services.readable = ["other"]
+    searched = len(h.services.searched)
+    _, outcome = h.run("like", {"chunk": 1})
+    assert outcome.state == "failed" and "no such chunk: 1" in outcome.error
+    assert len(h.services.searched) == searched
+
+
+def test_insights_keep_only_the_chunk_ids_that_exist_and_were_given(tmp_path):
+    reply = {
+        "insights": [
+            {"insight": "The Endeavour  sailed in 1768.", "chunk_ids": [0, 0]},
+            {"insight": "Cook was aboard.", "chunk_ids": [1, 99]},
+            {"insight": "A forged source.", "chunk_ids": [7]},
+            {"insight": "Nothing supports this.", "chunk_ids": []},
+        ]
+    }
+    h, runtime = _harness(tmp_path, [json.dumps(reply)])
+    h.apply(
+        """
+kind: Workflow
+name: insights
+steps:
+  - {id: found, tool: builtin.search, with: {query: ships}}
+  - id: key
+    tool: builtin.extract_insights
+    with: {hits: "${steps.found.output.hits}", focus: the voyage, max_insights: 4}
+outputs: {key: "${steps.key.output}"}
+"""
+    )
+    run_id, outcome = h.run("insights")
+    assert outcome.state == "succeeded", outcome.error
+    key = outcome.outputs["key"]
+    assert key["insights"] == [
+        {"insight": "The Endeavour sailed in 1768.", "chunk_ids": [0]},
+        {"insight": "Cook was aboard.", "chunk_ids": [1]},
+    ]
+    assert key["chunk_ids"] == [0, 1]
+    assert {(p["insight"], p["chunk_id"]) for p in key["problems"]} == {(1, 99), (2, 7), (2, None), (3, None)}
+    assert "[0] The Endeavour sailed in 1768." in runtime.prompts[0] and "the voyage" in runtime.prompts[0]
+    assert h.store.latest_usage(run_id)["tokens"] > 0  # the model call went through the gate
+
+
+def test_insights_from_a_reply_that_is_not_json_fail_the_step(tmp_path):
+    h, _ = _harness(tmp_path, ["The voyage was long."])
+    h.apply(
+        """
+kind: Workflow
+name: insights
+steps:
+  - {id: found, tool: builtin.search, with: {query: ships}}
+  - {id: key, tool: builtin.extract_insights, with: {hits: "${steps.found.output.hits}"}}
+"""
+    )
+    _, outcome = h.run("insights")
+    assert outcome.state == "failed" and "not a JSON object with a list of insights" in outcome.error
