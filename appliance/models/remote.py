@@ -406,6 +406,8 @@ class RemoteRuntime:
                     if text:
                         pieces += 1
                         first = first or time.monotonic()
+                        if calls:  # the calls so far are complete: they go first, in the order made
+                            yield TokenDelta(_blocks(calls))
                         yield TokenDelta(text)
         except httpx.TimeoutException:
             raise NotReady(
@@ -420,7 +422,7 @@ class RemoteRuntime:
             ) from None
         if calls and finish != "cancelled":
             first = first or time.monotonic()
-            yield TokenDelta("\n".join(_block(c) for _, c in sorted(calls.items())))
+            yield TokenDelta(_blocks(calls))
         now = time.monotonic()
         ts.stats = StreamStats(
             int(usage.get("prompt_tokens") or prompt_estimate),
@@ -445,6 +447,13 @@ def _merge_call(calls: dict[int, dict[str, str]], piece: Any) -> None:
         call["name"] = function["name"]
     if isinstance(function.get("arguments"), str):
         call["arguments"] += function["arguments"]
+
+
+def _blocks(calls: dict[int, dict[str, str]]) -> str:
+    """The calls gathered so far as `<tool_call>` blocks, one a line; they are handed on once."""
+    text = "\n".join(_block(c) for _, c in sorted(calls.items())) + "\n"
+    calls.clear()
+    return text
 
 
 def _block(call: dict[str, str]) -> str:
@@ -516,13 +525,12 @@ def probe_remote(runtime: RemoteRuntime, max_tokens: int = 8) -> dict[str, Any]:
         result["error"] = f"the remote cannot be reached: {exc.detail}"
         return result
     entry = next((m for m in listed if m.get("id") == runtime.endpoint.model), None)
-    if entry is None:
-        ids = ", ".join(str(m.get("id")) for m in listed[:20]) or "none"
-        result["error"] = f"the remote does not serve model {runtime.endpoint.model!r} (it serves: {ids})"
-        return result
-    result.update(loaded=True, load_s=round(time.monotonic() - start, 3))
-    for key in ("context_length", "max_model_len"):  # ours and the appliance's; vLLM's
-        if isinstance(entry.get(key), int) and entry[key] > 0:
+    # A server may list only what it has loaded (an appliance, Ollama) and load the rest on demand:
+    # an unlisted model is tried all the same, and the generations decide.
+    result["listed"] = entry is not None
+    result["list_s"] = round(time.monotonic() - start, 3)
+    for key in ("context_length", "max_model_len"):  # an appliance's; vLLM's
+        if entry is not None and isinstance(entry.get(key), int) and entry[key] > 0:
             result["context_length_reported"] = entry[key]
             break
     params = GenerationParams(max_tokens=max_tokens, temperature=0.0, seed=1)
@@ -568,6 +576,7 @@ def probe_remote(runtime: RemoteRuntime, max_tokens: int = 8) -> dict[str, Any]:
                 "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
                 "tools": [_PROBE_TOOL],
                 "tool_choice": "required",
+                "parallel_tool_calls": False,  # one call, then the turn ends: a short probe
                 "max_tokens": 64,
                 "temperature": 0.0,
             }
@@ -581,5 +590,12 @@ def probe_remote(runtime: RemoteRuntime, max_tokens: int = 8) -> dict[str, Any]:
         result["tool_call"] = {"ok": False, "error": str(getattr(exc, "detail", exc))[:200]}
     # What the tags read: tools are rendered by the remote's own template.
     result["native_tools"] = bool(result["tool_call"].get("ok"))
+    result["loaded"] = bool(result["completion"].get("ok") or result["chat"].get("ok"))
+    if not result["loaded"]:
+        ids = ", ".join(str(m.get("id")) for m in listed[:20]) or "none"
+        served = (
+            "" if entry is not None else f"; it lists no model {runtime.endpoint.model!r} (it lists: {ids})"
+        )
+        result["error"] = f"the remote generated nothing: {result['chat'].get('error', 'no tokens')}{served}"
     result["context_length_probed"] = result.get("context_length_reported") or runtime.context_length
     return result
