@@ -572,14 +572,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
-    # Remote chat models (appliance/models/remote.py): where a `remote` version is served (its
-    # URL, the model's id there, where its API key is read), as the registry's RemoteEndpoint.
-    (
-        "0019_remote_models",
-        """
-        ALTER TABLE model_versions ADD COLUMN remote JSON;
-        """,
-    ),
+    # Remote chat models (models/remote.py): where a `remote` version is served, as a RemoteEndpoint.
+    ("0019_remote_models", "ALTER TABLE model_versions ADD COLUMN remote JSON;"),
 ]
 
 

@@ -21,8 +21,8 @@ from appliance.db.registry import RegistryStore
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, NotReady
 from appliance.files import sha256_file
 from appliance.models.gguf_header import GGUFHeader, HeaderError, read_header
-from appliance.models.probe import ProbeLimits, run_probe
-from appliance.models.remote import RemoteModels, probe_remote
+from appliance.models.probe import ProbeLimits, probe_remote, run_probe
+from appliance.models.remote import RemoteModels
 from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, RemoteEndpoint, ResolvedModel
 
 log = logging.getLogger(__name__)
