@@ -110,7 +110,17 @@ def test_a_remote_model_is_imported_and_probed_like_a_file(far_echo, admin, upst
     assert upstream.key not in admin.get("/api/v1/models/far-echo").text
 
 
-def test_chat_and_streaming_through_the_sdk_reach_the_remote(far_echo, client):
+def test_a_wrong_key_or_model_is_rejected_with_its_reason(admin, upstream, tmp_path):
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-key")
+    refused = _import(admin, f"{upstream.url}/v1", "echo", "far-wrong-key", api_key_file=str(wrong))
+    assert refused.status_code == 201 and refused.json()["state"] == "rejected"
+    assert "refused our API key (HTTP 401)" in refused.json()["reason"] and "not-the-key" not in refused.text
+    missing = _import(admin, f"{upstream.url}/v1", "echo", "far-no-key", api_key_file=str(tmp_path / "none"))
+    assert missing.status_code == 400 and "cannot be read" in missing.json()["detail"]
+
+
+def test_chat_and_streaming_through_the_sdk_reach_the_remote(far_echo, client, front):
     done = client.chat.completions.create(
         model="far-echo",
         messages=[{"role": "user", "content": "blue green yellow"}],
@@ -136,6 +146,9 @@ def test_chat_and_streaming_through_the_sdk_reach_the_remote(far_echo, client):
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
     completion = client.completions.create(model="far-echo", prompt="alpha beta", max_tokens=3, temperature=0)
     assert completion.choices[0].text == "alpha beta alpha"
+    # Resident in the pool like any model, charged nothing against its memory budget.
+    state = front.app.models.pool.state_of("far-echo")
+    assert state["state"] == "loaded" and state["estimated_mb"] == 0 and state["resident_mb"] == 0
 
 
 def test_tool_calls_round_trip_through_the_remote(far_smol, client):
