@@ -161,6 +161,10 @@ class LLMSettings(msgspec.Struct, forbid_unknown_fields=True):
     load_timeout_s: float = 300.0  # waiting for a cold load, before 503 model_loading (or a fallback)
     first_token_timeout_s: float = 120.0  # from the slot to the first token, before a fallback
     total_timeout_s: float = 0.0  # a whole generation; 0: no limit
+    # A remote model (backend "remote"): connecting to its server, then waiting for its headers and
+    # each chunk (0: first_token_timeout_s), before the request fails and the breaker hears it.
+    remote_connect_timeout_s: float = 10.0
+    remote_read_timeout_s: float = 0.0
     # Per-model circuit breaker: this many failures within the window open it for the cooldown.
     breaker_failures: int = 3
     breaker_window_s: float = 60.0

@@ -11,6 +11,9 @@ import threading
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, urlsplit
+
+from appliance.errors import InvalidInput
 
 if TYPE_CHECKING:
     from appliance.config import NetworkSettings
@@ -204,6 +207,39 @@ def enforce_offline(network: NetworkSettings | None = None) -> None:
     os.environ.update(OFFLINE_ENV)
     if network is not None:
         GUARD.configure(network.guard, network.allow)
+
+
+def check_service_url(
+    url: str, network: NetworkSettings, what: str, key_setting: str = "", with_key: bool = False
+) -> SplitResult:
+    """The one check of a URL the appliance will call out to (a Qdrant cluster, a remote model):
+    http(s) with a host, no credentials in it, the host one the network guard lets the process
+    reach (loopback or an entry of network.allow), and a key (`with_key`; `key_setting` says where
+    it goes, e.g. "index.qdrant.api_key") never in clear text beyond this machine. InvalidInput naming `what`
+    otherwise, before anything connects."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as exc:
+        raise InvalidInput(f"{what} is malformed: {exc}") from None
+    if parts.username or parts.password:  # it would be echoed in logs and errors (so checked first)
+        raise InvalidInput(
+            f"{what} must carry no credentials" + (f": put the key in {key_setting}" if key_setting else "")
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{what} {url!r} must be an http:// or https:// URL with a host")
+    if network.guard:
+        if not allow_listed(network.allow, parts.hostname):
+            raise InvalidInput(
+                f"{what}: host {parts.hostname!r} is not in settings network.allow; the appliance "
+                "runs offline and reaches only loopback and the hosts allowed there"
+            )
+    # An unconfigured guard admits this machine only: a key may go in clear text over loopback.
+    if with_key and parts.scheme == "http" and not NetworkGuard().allowed(parts.hostname):
+        raise InvalidInput(
+            f"{key_setting or 'the API key'} would cross the network in clear text: use an https:// URL"
+        )
+    return parts
 
 
 def outbound_attempts() -> int:

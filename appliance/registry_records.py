@@ -11,6 +11,17 @@ BACKENDS = ("llama.cpp", "vllm", "sentence-transformers", "remote")
 STATES = ("registered", "probing", "ready", "rejected")
 
 
+class RemoteEndpoint(Record, kw_only=True):
+    """Where a `remote` version is served: an OpenAI-compatible server (vLLM, KServe, another
+    appliance) at an allow-listed URL. The API key is never stored: only where to read it."""
+
+    url: str  # the API's base, e.g. "https://gpu-cluster.internal:8000/v1"
+    model: str  # the model's id on that server (its /v1/models)
+    api_key_file: str | None = None  # a file on this server holding the key
+    api_key_env: str | None = None  # or an environment variable of the server process
+    capacity: int = 4  # requests sent to it at the same time (more wait in our queue)
+
+
 class ModelVersion(Record, kw_only=True):
     """One immutable version of a family: its weights (by path and sha256), what its header says,
     what the probe found, and the aliases that point at it now."""
@@ -35,6 +46,7 @@ class ModelVersion(Record, kw_only=True):
     source: str  # built-in, manifest, import, inbox
     created_at: str
     aliases: list[str]
+    remote: RemoteEndpoint | None = None  # backend "remote": where it is served (path is its URL)
 
 
 class CanaryStep(Record, kw_only=True):
@@ -158,3 +170,4 @@ class ResolvedModel(Record, kw_only=True):
     sha256: str
     context_length: int | None
     tags: list[str]
+    remote: RemoteEndpoint | None = None

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from appliance.cli.common import Parents, connect, emit
+from appliance.errors import InvalidInput
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -22,8 +23,25 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         parents=[parents.client],
         help="register a GGUF file on the server: verify, probe, tag (a failed check: rejected)",
     )
-    a.add_argument("path", help="the GGUF file, as the server sees it (made absolute here)")
-    a.add_argument("--name", help="the family (default: from the file's header)")
+    a.add_argument("path", nargs="?", help="the GGUF file, as the server sees it (made absolute here)")
+    a.add_argument("--name", help="the family (default: from the file's header, or the remote model's id)")
+    remote = a.add_argument_group(
+        "a remote model",
+        "served by an OpenAI-compatible server (vLLM, KServe, another appliance) whose host is in "
+        "settings network.allow; given instead of PATH",
+    )
+    remote.add_argument(
+        "--remote", metavar="URL", help="the server's API base, e.g. https://gpu.internal:8000/v1"
+    )
+    remote.add_argument("--model", help="the model's id on that server (its /v1/models)")
+    remote.add_argument(
+        "--api-key-file", help="a file on the appliance's server holding the remote's API key"
+    )
+    remote.add_argument("--api-key-env", help="or an environment variable of the server process holding it")
+    remote.add_argument("--capacity", type=int, help="requests sent to it at the same time (default 4)")
+    remote.add_argument(
+        "--context-length", type=int, help="its context (default: what it reports, else 8192)"
+    )
     a.set_defaults(func=_import)
 
     a = actions.add_parser(
@@ -115,11 +133,37 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    version = connect(args).import_model(str(Path(args.path).expanduser().absolute()), args.name)
+    remote_options = (args.model, args.api_key_file, args.api_key_env, args.capacity, args.context_length)
+    if args.remote:
+        if args.path:
+            raise InvalidInput("give PATH or --remote URL, not both")
+        if not args.model:
+            raise InvalidInput("--remote needs --model (the model's id on that server)")
+        version = connect(args).import_remote_model(
+            args.remote,
+            args.model,
+            args.name,
+            api_key_file=str(Path(args.api_key_file).expanduser().absolute()) if args.api_key_file else None,
+            api_key_env=args.api_key_env,
+            capacity=args.capacity,
+            context_length=args.context_length,
+        )
+    elif not args.path:
+        raise InvalidInput("give PATH (a GGUF file) or --remote URL --model ID")
+    elif any(o is not None for o in remote_options):
+        raise InvalidInput("--model, --api-key-*, --capacity and --context-length go with --remote")
+    else:
+        version = connect(args).import_model(str(Path(args.path).expanduser().absolute()), args.name)
 
     def human(v: dict) -> None:
         print(f"{v['name']} v{v['version']}: {v['state']}" + (f" ({v['reason']})" if v.get("reason") else ""))
-        print(f"  sha256 {v['sha256']}  {v['size_bytes']} bytes  {v['format']} {v['quantisation'] or ''}")
+        if v.get("remote"):
+            r = v["remote"]
+            print(
+                f"  remote {r['model']} at {v['path']}  capacity {r['capacity']}  context {v['context_length']}"
+            )
+        else:
+            print(f"  sha256 {v['sha256']}  {v['size_bytes']} bytes  {v['format']} {v['quantisation'] or ''}")
         print(f"  tags: {' '.join(v['tags']) or '-'}")
 
     emit(args, version, human)

@@ -153,6 +153,7 @@ class BaseClient:
     registry_model = _api(platform_calls.registry_model)
     registry_history = _api(platform_calls.registry_history)
     import_model = _api(platform_calls.import_model)
+    import_remote_model = _api(platform_calls.import_remote_model)
     promote_model = _api(platform_calls.promote_model)
     rollback_model = _api(platform_calls.rollback_model)
     start_canary = _api(platform_calls.start_canary)

@@ -32,6 +32,31 @@ def import_model(path: str, name: str | None = None) -> Call:
     return Call("POST", "/api/v1/models/import", json=body, timeout=None)
 
 
+def import_remote_model(
+    url: str,
+    model: str,
+    name: str | None = None,
+    api_key_file: str | None = None,
+    api_key_env: str | None = None,
+    capacity: int | None = None,
+    context_length: int | None = None,
+) -> Call:
+    """Register a model an OpenAI-compatible server serves (its host must be in network.allow); probed."""
+    remote: dict[str, Any] = {"url": url, "model": model}
+    if api_key_file:
+        remote["api_key_file"] = api_key_file
+    if api_key_env:
+        remote["api_key_env"] = api_key_env
+    if capacity is not None:
+        remote["capacity"] = capacity
+    body: dict[str, Any] = {"remote": remote}
+    if name:
+        body["name"] = name
+    if context_length is not None:
+        body["context_length"] = context_length
+    return Call("POST", "/api/v1/models/import", json=body, timeout=None)
+
+
 def promote_model(name: str, version: int, alias: str, reason: str = "", run: str | None = None) -> Call:
     """Point `alias` at `version`; to staging/production through the family's eval gate (which may run)."""
     body: dict[str, Any] = {"version": version, "reason": reason}

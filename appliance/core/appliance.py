@@ -20,6 +20,7 @@ from appliance.core.feedback import Feedback
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
+from appliance.core.model_labels import ModelLabels
 from appliance.core.planner import Planner
 from appliance.core.registry import Registry
 from appliance.core.rollout import Rollouts
@@ -292,6 +293,8 @@ class Appliance:
             self.traces.model_ratings,
         )
         self.gateway.rollouts = self.rollouts
+        # The per-model series carry the registry's version and alias ("canary" for a candidate).
+        self.metrics.model_labels = ModelLabels(self.registry, self.rollouts)
         # After the registry: `plan apply` moves the default alias through it and reloads the model.
         self.planner = Planner(
             settings,

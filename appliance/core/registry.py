@@ -27,10 +27,11 @@ from appliance.models.registry import (
     check_alias,
     default_memory_budget,
 )
+from appliance.models.remote import redacted
 from appliance.models.service import ModelService
 from appliance.observability.audit import AuditLog
 from appliance.records import GateReport
-from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, ResolvedModel
+from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, RemoteEndpoint, ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Registry:
         self.evals = evals
         self.audit = audit
         self.data_dir = data_dir
-        self.registry = ModelRegistry(store, models.models_dir, intake_limits(settings))
+        self.registry = ModelRegistry(store, models.models_dir, intake_limits(settings), models.remotes)
         # Told of every promotion and rollback (the rollout service keeps its view of aliases fresh).
         self.listeners: list[Callable[[AliasMove], None]] = []
         self.inbox = ModelInbox(
@@ -119,6 +120,19 @@ class Registry:
             except NotFound:
                 return fallback(reference)
             named = found.name if "@" not in reference else f"{found.name}@{found.version}"
+            if found.remote is not None:  # served by another server: no file, no memory here
+                spec = ModelSpec(
+                    name=named,
+                    file="",
+                    sha256=found.sha256,
+                    size=0,
+                    context_length=found.context_length,
+                    capabilities=tuple(found.tags),
+                    family=found.name,
+                    source=f"registry {found.name}@{found.version} (remote {found.remote.model})",
+                    remote=found.remote,
+                )
+                return spec, Path()
             base = next((m for m in known() if m.name.lower() == found.name.lower()), None)
             if base is not None and base.sha256 == found.sha256:
                 return replace(base, name=named), Path(found.path)
@@ -166,6 +180,42 @@ class Registry:
             outcome="ok" if version.state != "rejected" else "error",
             target=f"{version.name}@{version.version}",
             detail={"state": version.state, "reason": version.reason, "sha256": version.sha256},
+        )
+        return version
+
+    def import_remote(
+        self,
+        scope: Scope,
+        endpoint: RemoteEndpoint,
+        name: str | None = None,
+        context_length: int | None = None,
+    ) -> ModelVersion:
+        """Register a model an OpenAI-compatible server serves at an allow-listed URL, and probe it
+        (blocking while the probe runs); a URL outside network.allow is refused before anything connects."""
+        scope.require_admin()
+        try:
+            version = self.registry.register_remote(endpoint, name, context_length)
+        except InvalidInput as exc:  # refused by the network policy (or a bad field): on record too
+            self.audit.append(
+                "model.import",
+                principal=scope.principal,
+                outcome="denied",
+                target=name or endpoint.model,
+                detail={"backend": "remote", "remote": redacted(endpoint.url), "error": exc.detail},
+            )
+            raise
+        self.audit.append(
+            "model.import",
+            principal=scope.principal,
+            outcome="ok" if version.state != "rejected" else "error",
+            target=f"{version.name}@{version.version}",
+            detail={
+                "state": version.state,
+                "reason": version.reason,
+                "backend": "remote",
+                "remote": endpoint.url,
+                "remote_model": endpoint.model,
+            },
         )
         return version
 

@@ -132,6 +132,11 @@ class Rollouts:
             family, canary=self.canary(family.name), shadow=self.shadows.state(family.name)
         )
 
+    def arms(self, family: str) -> tuple[int, int] | None:
+        """(candidate, stable) versions of the family's running canary; None when none runs."""
+        live = self._canaries.get(family.lower())
+        return None if live is None else (live.row["candidate_version"], live.row["stable_version"])
+
     def canary(self, name: str) -> Canary | None:
         live = self._canaries.get(name.lower())
         row = live.row if live is not None else self.store.latest(name)

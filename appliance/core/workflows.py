@@ -21,7 +21,8 @@ from appliance.db.jobs import JobStore
 from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from appliance.observability.audit import AuditLog
-from appliance.observability.metrics import Metrics, WorkflowMetrics
+from appliance.observability.metrics import Metrics
+from appliance.observability.workflow_metrics import WorkflowMetrics
 from appliance.offline import allow_listed
 from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
 from appliance.workflows.breaker import Breakers

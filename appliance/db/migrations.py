@@ -572,6 +572,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    # Remote chat models (models/remote.py): where a `remote` version is served, as a RemoteEndpoint.
+    ("0019_remote_models", "ALTER TABLE model_versions ADD COLUMN remote JSON;"),
 ]
 
 

@@ -6,13 +6,15 @@ import json
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from appliance.db.connection import Database
 from appliance.errors import NotFound
-from appliance.registry_records import AliasMove, ModelFamily, ModelVersion
+from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, RemoteEndpoint
 
 _VERSION_COLUMNS = (
     "family, version, kind, backend, path, sha256, size_bytes, format, quantisation, architecture, "
-    "context_length, chat_template_sha256, licence, tags, state, reason, probe, source, created_at"
+    "context_length, chat_template_sha256, licence, tags, state, reason, probe, source, created_at, remote"
 )
 _HISTORY_COLUMNS = (
     "id, family, alias, action, version, previous_version, actor, reason, gated, gate, "
@@ -68,7 +70,8 @@ class RegistryStore:
             cur.execute(
                 "INSERT INTO model_versions (family, version, kind, backend, path, sha256, size_bytes, "
                 "format, quantisation, architecture, context_length, chat_template_sha256, licence, tags, "
-                "state, reason, probe, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "state, reason, probe, source, remote) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     key,
                     version,
@@ -88,6 +91,7 @@ class RegistryStore:
                     fields.get("reason"),
                     json.dumps(fields["probe"]) if fields.get("probe") is not None else None,
                     fields["source"],
+                    msgspec.json.encode(fields["remote"]).decode() if fields.get("remote") else None,
                 ],
             )
             return version
@@ -102,11 +106,27 @@ class RegistryStore:
         return row[0] if row and row[0] is not None else None
 
     def set_probe(
-        self, family: str, version: int, state: str, reason: str | None, tags: list[str], probe: dict | None
+        self,
+        family: str,
+        version: int,
+        state: str,
+        reason: str | None,
+        tags: list[str],
+        probe: dict | None,
+        context_length: int | None = None,  # what the probe found, where the file did not say (remote)
     ) -> None:
         self.db.write(
-            "UPDATE model_versions SET state = ?, reason = ?, tags = ?, probe = ? WHERE family = ? AND version = ?",
-            [state, reason, tags, json.dumps(probe) if probe is not None else None, family.lower(), version],
+            "UPDATE model_versions SET state = ?, reason = ?, tags = ?, probe = ?, "
+            "context_length = coalesce(?, context_length) WHERE family = ? AND version = ?",
+            [
+                state,
+                reason,
+                tags,
+                json.dumps(probe) if probe is not None else None,
+                context_length,
+                family.lower(),
+                version,
+            ],
         )
 
     def versions(self, family: str) -> list[ModelVersion]:
@@ -157,6 +177,7 @@ class RegistryStore:
             source=r["source"],
             created_at=_iso(r["created_at"]),
             aliases=sorted(a for a, v in aliases.items() if v == r["version"]),
+            remote=msgspec.convert(_json(r["remote"]), RemoteEndpoint) if r["remote"] else None,
         )
 
     def family(self, name: str) -> ModelFamily:

@@ -180,15 +180,36 @@ def tool_grammar(tools: ToolRequest, output: OutputFormat | None = None) -> Gram
         for _ in range(MAX_PARALLEL_CALLS - 1):
             tail = f'("\\n" {call} {tail})?' if tail else f'("\\n" {call})?'
         calls = b.rule("calls", f"{call} {tail}")
+    # What a backend without GBNF (a remote OpenAI-compatible server) is sent instead.
+    native: dict = {
+        "tool_choice": (
+            {"type": "function", "function": {"name": tools.choice.name}}
+            if tools.choice.mode == "function"
+            else tools.choice.mode
+        )
+    }
+    if not tools.parallel:
+        native["parallel_tool_calls"] = False
     if tools.choice.mode != "auto":
-        return b.build(calls, "tools")
+        return b.build(calls, "tools", native=native)
     if output is not None and output.kind != "text":
         text = b.schema(
             output.schema if output.kind == "json_schema" else {"type": "object"}, "json", "response_format"
         )
+        native["response_format"] = _response_format(output)
     else:
         text = b.rule("text", r"[^<`{\x00] [\x01-\U0010FFFF]*")
-    return b.build(f"{calls} | {text}", "tools")
+    return b.build(f"{calls} | {text}", "tools", native=native)
+
+
+def _response_format(output: OutputFormat) -> dict:
+    """OpenAI's response_format for a JSON output."""
+    if output.kind == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": output.name or "output", "schema": output.schema},
+        }
+    return {"type": "json_object"}
 
 
 AUTO_HINT = (

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from appliance.config import Settings
 from appliance.errors import InvalidInput
 from appliance.index.protocols import VectorIndex
-from appliance.offline import NetworkGuard, allow_listed
+from appliance.offline import check_service_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +46,8 @@ def check_qdrant_url(settings: Settings) -> str:
     """The cluster URL, once it is http(s) to a host the network guard lets the process reach
     (loopback or an entry of network.allow); InvalidInput otherwise, before anything connects."""
     url = settings.index.qdrant.url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"index.qdrant.url {url!r} must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:  # it would be echoed in logs and errors
-        raise InvalidInput("index.qdrant.url must carry no credentials: put the key in index.qdrant.api_key")
-    if settings.network.guard:
-        if not allow_listed(settings.network.allow, parts.hostname):
-            raise InvalidInput(
-                f"index.qdrant.url: host {parts.hostname!r} is not in settings network.allow; the appliance "
-                "runs offline and reaches only loopback and the hosts allowed there"
-            )
-    # An unconfigured guard admits this machine only: a key may go in clear text over loopback.
-    if (
-        settings.index.qdrant.api_key
-        and parts.scheme == "http"
-        and not NetworkGuard().allowed(parts.hostname)
-    ):
-        raise InvalidInput("index.qdrant.api_key would cross the network in clear text: use an https:// URL")
+    q = settings.index.qdrant
+    check_service_url(url, settings.network, "index.qdrant.url", "index.qdrant.api_key", bool(q.api_key))
     return url
 
 

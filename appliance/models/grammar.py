@@ -56,6 +56,9 @@ class Grammar:
     gbnf: str
     kind: str  # "json_object" | "json_schema" | "tools"
     json_schema: dict | None = None  # for backends with a native JSON-schema mode (vLLM)
+    # The same constraint as OpenAI request fields (tool_choice, parallel_tool_calls,
+    # response_format), for a backend that takes those instead of GBNF (appliance/models/remote.py).
+    native: dict | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.gbnf, str) or "root ::=" not in self.gbnf:
@@ -375,7 +378,9 @@ class GrammarBuilder:
     def literal(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
 
-    def build(self, root_body: str, kind: str, json_schema: dict | None = None) -> Grammar:
+    def build(
+        self, root_body: str, kind: str, json_schema: dict | None = None, native: dict | None = None
+    ) -> Grammar:
         from llama_cpp.llama_grammar import PRIMITIVE_RULES
 
         self.rule("root", root_body)
@@ -385,7 +390,7 @@ class GrammarBuilder:
             # json.loads) refuses inside strings: a model emitting a raw newline would break the output.
             if body == PRIMITIVE_RULES["char"].content:
                 rules[name] = _JSON_CHAR
-        return Grammar(self._converter.format_grammar(), kind, json_schema)
+        return Grammar(self._converter.format_grammar(), kind, json_schema, native)
 
 
 def json_grammar(schema: dict | None, param: str = "response_format") -> Grammar:

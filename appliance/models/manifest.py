@@ -17,6 +17,7 @@ from appliance.models.runtime import DEFAULT_CONTEXT_LENGTH
 
 if TYPE_CHECKING:
     from appliance.models.runtime import LLMRuntime
+    from appliance.registry_records import RemoteEndpoint
 
 CAPABILITIES = ("chat", "completion", "code")
 MANIFEST_NAME = "manifest.toml"
@@ -36,6 +37,8 @@ class ModelSpec:
     source: str = "models dir"  # where the file comes from, for `appliance models` and error messages
     description: str = ""
     install_hint: str = field(default="", compare=False)
+    # Served by an OpenAI-compatible server, not from a file (appliance/models/remote.py).
+    remote: RemoteEndpoint | None = field(default=None, compare=False)
 
     @property
     def inline_template(self) -> str | None:

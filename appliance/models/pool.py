@@ -345,7 +345,8 @@ class ModelPool:
                     r.done.set()
                     self._lock.notify_all()
                 return
-            measured = max(0.0, self._measure() - before)
+            # A remote model holds no weights here: what the process grew by meanwhile is not its.
+            measured = 0.0 if r.spec.remote is not None else max(0.0, self._measure() - before)
         with self._lock:
             if self._models.get(r.name.lower()) is not r:  # removed while it loaded
                 r.state = FAILED

@@ -8,6 +8,7 @@ a promotion arrives here with its report already decided.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.db.registry import RegistryStore
-from appliance.errors import Conflict, InvalidInput, NotFound, NotReady
+from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, NotReady
 from appliance.files import sha256_file
 from appliance.models.gguf_header import GGUFHeader, HeaderError, read_header
-from appliance.models.probe import ProbeLimits, run_probe
-from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, ResolvedModel
+from appliance.models.probe import ProbeLimits, probe_remote, run_probe
+from appliance.models.remote import RemoteModels
+from appliance.registry_records import AliasMove, ModelFamily, ModelVersion, RemoteEndpoint, ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ def tags_for(header: GGUFHeader | None, probe: dict | None) -> list[str]:
             tags.add("json_output")
         if probe.get("native_tools") and probe.get("chat", {}).get("ok"):
             tags.add("tools")
+        if probe.get("remote"):
+            tags.add("remote")
     if header is not None:
         tags.add(f"arch:{header.architecture}")
         tags.add(f"quant:{header.quantisation}")
@@ -114,16 +118,32 @@ def _probe_passed(probe: dict) -> str | None:
         return probe.get("error") or "the model did not load"
     if probe.get("error"):
         return probe["error"]
-    if not probe.get("completion", {}).get("ok"):
+    # A remote server may offer chat only (no /completions): a working chat is enough there.
+    if not probe.get("completion", {}).get("ok") and not (
+        probe.get("remote") and probe.get("chat", {}).get("ok")
+    ):
         return "it generated no tokens: " + str(probe.get("completion", {}).get("error", ""))
     return None
+
+
+def remote_identity(endpoint: RemoteEndpoint) -> str:
+    """What a remote version is known by in place of its weights' sha256: the server and the model
+    there (the same pair again is the same version; where its key is read is not part of it)."""
+    return hashlib.sha256(f"remote\n{endpoint.url.rstrip('/')}\n{endpoint.model}".encode()).hexdigest()
 
 
 class ModelRegistry:
     """Families, versions and aliases over the registry store; intake of GGUF files."""
 
-    def __init__(self, store: RegistryStore, models_dir: Path, limits: IntakeLimits) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        models_dir: Path,
+        limits: IntakeLimits,
+        remotes: RemoteModels | None = None,
+    ) -> None:
         self.store = store
+        self.remotes = remotes  # opens remote versions with the server's network policy
         self.models_dir = Path(models_dir).absolute()
         self.limits = limits
         # One registration at a time decides "same bytes: same version" (the probe runs outside it).
@@ -203,9 +223,64 @@ class ModelRegistry:
             self.probe(family, version)
         return self.store.version(family, version)
 
+    def register_remote(
+        self,
+        endpoint: RemoteEndpoint,
+        name: str | None = None,
+        context_length: int | None = None,
+        source: str = "import",
+        probe: bool = True,
+    ) -> ModelVersion:
+        """Register a model served by an OpenAI-compatible server (backend "remote") and probe it
+        like a file: the same checks where they apply, no sha256 of weights or file (its identity
+        is the server and the model's id there). The URL must pass the network policy first."""
+        if self.remotes is None:
+            raise NotReady("remote models are not available in this registry")
+        family = check_family_name(name) if name is not None else _slug(endpoint.model)
+        self.remotes.check(endpoint, family)
+        if context_length is not None and not 16 <= context_length <= 10_000_000:
+            raise InvalidInput("context_length must be between 16 and 10000000", param="context_length")
+        identity = remote_identity(endpoint)
+        fields = {
+            "kind": "chat",
+            "backend": "remote",
+            "path": endpoint.url,
+            "sha256": identity,
+            "size_bytes": 0,
+            "format": "openai-api",
+            "context_length": context_length,
+            "licence": "",
+            "tags": ["remote"],
+            "state": "probing" if probe else "registered",
+            "reason": None,
+            "probe": None,
+            "source": source,
+            "remote": endpoint,
+        }
+        with self._intake:
+            self.store.ensure_family(family, "chat")
+            existing = self.store.version_with_sha(family, identity)
+            if existing is not None:
+                return self.store.version(family, existing)
+            version = self.store.add_version(family, fields)
+        log.info(
+            "remote model registered",
+            extra={
+                "model": family,
+                "version": version,
+                "remote": endpoint.url,
+                "remote_model": endpoint.model,
+            },
+        )
+        if probe:
+            self.probe(family, version)
+        return self.store.version(family, version)
+
     def probe(self, family: str, version: int) -> ModelVersion:
         """Run the probe on a version (in a child process) and record its outcome and tags."""
         current = self.store.version(family, version)
+        if current.remote is not None:
+            return self._probe_remote(current)
         path = Path(current.path)
         header = read_header(path) if current.format == "gguf" else None
         result = run_probe(path, self.limits.probe)
@@ -216,6 +291,31 @@ class ModelRegistry:
             "model probed", extra={"model": family, "version": version, "state": state, "reason": reason}
         )
         return self.store.version(family, version)
+
+    def _probe_remote(self, current: ModelVersion) -> ModelVersion:
+        assert current.remote is not None
+        if self.remotes is None:
+            raise NotReady("remote models are not available in this registry")
+        try:
+            runtime = self.remotes.open(current.name, current.remote, current.context_length)
+        except ApplianceError as exc:  # the policy changed since, or the key's file went
+            result: dict = {"loaded": False, "remote": current.path, "error": exc.detail}
+        else:
+            try:
+                result = probe_remote(runtime, self.limits.probe.max_tokens)
+            finally:
+                runtime.close()
+        failed = _probe_passed(result)
+        state, reason = ("rejected", f"probe failed: {failed}") if failed else ("ready", None)
+        found = None if current.context_length else result.get("context_length_reported")
+        self.store.set_probe(
+            current.name, current.version, state, reason, tags_for(None, result), result, found
+        )
+        log.info(
+            "model probed",
+            extra={"model": current.name, "version": current.version, "state": state, "reason": reason},
+        )
+        return self.store.version(current.name, current.version)
 
     def take_from_inbox(self, path: Path) -> ModelVersion:
         """Move a file dropped into the inbox into the registry's store (by its sha256), then register it."""
@@ -429,10 +529,14 @@ class ModelRegistry:
             sha256=record.sha256,
             context_length=record.context_length,
             tags=record.tags,
+            remote=record.remote,
         )
 
     def _verify(self, record: ModelVersion) -> None:
         from appliance.models.manifest import verify_file
+
+        if record.remote is not None:
+            return  # no weights here: the server's URL is checked against the policy when it opens
 
         path = Path(record.path)
         if not path.exists():
@@ -445,6 +549,12 @@ class ModelRegistry:
                 f"{record.name} version {record.version} refused: {exc.detail}. Re-import the model "
                 "(a changed file is a new version)"
             ) from None
+
+
+def _slug(text: str) -> str:
+    """A family name from a remote model's id (`org/Model-7B` -> `org-Model-7B`)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:128]
+    return slug or "remote-model"
 
 
 def _licence(header: GGUFHeader | None) -> str:

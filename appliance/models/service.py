@@ -18,6 +18,7 @@ from appliance.models.fallback import Build, Opened, Timeouts, open_first
 from appliance.models.loading import default_model_name, installed_models, load_configured, need_mb
 from appliance.models.manifest import ModelSpec
 from appliance.models.pool import ModelPool, Resolve
+from appliance.models.remote import RemoteModels, RemoteTimeouts
 from appliance.models.router import AUTO, AutoRouter, RouteDecision
 from appliance.models.runtime import ChatMessage, Completion, GenerationParams, LLMRuntime, TokenStream
 from appliance.models.served import ServedModel
@@ -52,11 +53,19 @@ class ModelService:
         self.pool = ModelPool(
             llm.memory_budget_mb or default_budget_mb(),
             resolve or self.resolve_in_manifest,
-            lambda spec, path: load_configured(self.settings.llm, spec, path),
-            lambda spec, path: need_mb(self.settings.llm, spec, path),
+            self._load_runtime,
+            # A remote model takes no memory here: the pool's budget never counts it.
+            lambda spec, path: 0.0 if spec.remote is not None else need_mb(self.settings.llm, spec, path),
             max_queue=llm.max_queue,
         )
         self.pool.on_loaded = self._watch_queue
+        self.remotes = RemoteModels(
+            settings.network,
+            RemoteTimeouts(
+                connect_s=llm.remote_connect_timeout_s,
+                read_s=llm.remote_read_timeout_s or llm.first_token_timeout_s,
+            ),
+        )
         self.breakers = Breakers(llm.breaker_failures, llm.breaker_window_s, llm.breaker_cooldown_s)
         self.router = AutoRouter(
             self.embedder,
@@ -115,6 +124,12 @@ class ModelService:
             except Exception as exc:  # the default serves; the pinned model says why it does not
                 error = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
                 log.error("pinned model could not load", extra={"model": extra, "error": error})
+
+    def _load_runtime(self, spec: ModelSpec, path: Path) -> LLMRuntime:
+        """A pool load: a remote model's client (nothing is loaded here), else the weights."""
+        if spec.remote is not None:
+            return self.remotes.open(spec.name, spec.remote, spec.context_length)
+        return load_configured(self.settings.llm, spec, path)
 
     def preload(self, name: str, pinned: bool = False) -> dict:
         """Start loading `name` into the pool (pinned: never evicted) without waiting for it."""

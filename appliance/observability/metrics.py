@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -12,6 +13,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+
+log = logging.getLogger(__name__)
+
 
 # 1 ms .. 60 s: a keyword lookup takes about a millisecond, a long CPU generation about a minute.
 LATENCY_BUCKETS = (
@@ -49,6 +53,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # A served model's name -> (family, version, alias) for the per-model series (set by the
+        # composition root once the registry exists; without it the name is the model label).
+        self.model_labels: Callable[[str], tuple[str, str, str]] | None = None
         r = self.registry
         self.rag_queries = Counter(
             "rag_queries_total",
@@ -128,8 +135,8 @@ class Metrics:
             ["model"],
             registry=r,
         )
-        # Per model, with the registry's version and alias beside the name (canary and stable side by
-        # side); "" until the registry fills them.
+        # Per model family, with the registry's version and alias (canary and stable side by side:
+        # a running canary's candidate is alias "canary"); "" for a model the registry does not know.
         self.model_first_token = Histogram(
             "model_first_token_seconds",
             "Time to the first token, per model version and alias.",
@@ -288,7 +295,7 @@ class Metrics:
         alias: str = "",
     ) -> None:
         """One generation in the per-model histograms (an error counts in model_errors_total)."""
-        labels = {"model": model, "version": version, "alias": alias}
+        labels = self._model_labels(model, version, alias)
         if outcome == "error":
             self.model_errors.labels(**labels, kind="error").inc()
             return
@@ -300,7 +307,18 @@ class Metrics:
             self.model_tokens_per_second.labels(**labels).observe(rate)
 
     def count_model_error(self, model: str, kind: str, version: str = "", alias: str = "") -> None:
-        self.model_errors.labels(model=model, version=version, alias=alias, kind=kind).inc()
+        self.model_errors.labels(**self._model_labels(model, version, alias), kind=kind).inc()
+
+    def _model_labels(self, served: str, version: str, alias: str) -> dict[str, str]:
+        """A served name's labels: the family, its version and alias from `model_labels` when the
+        caller gave none (a name the registry does not know keeps itself and empty labels)."""
+        model = served
+        if not (version or alias) and self.model_labels is not None:
+            try:
+                model, version, alias = self.model_labels(served)
+            except Exception:  # noqa: BLE001 - a metric never fails a request
+                log.exception("model labels could not be read", extra={"model": served})
+        return {"model": model, "version": version, "alias": alias}
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         self.llm_queue_depth.labels(model=model).set(depth)
@@ -527,72 +545,3 @@ class _Readings:
         else:
             yield documents
             yield chunks
-
-
-class WorkflowMetrics:
-    """Workflow runs on the appliance's registry: runs by outcome, step durations, tool retries,
-    breaker states and approval waits, per workflow (and version where it is known)."""
-
-    def __init__(self, registry) -> None:
-        self._registry = registry
-        self.runs = Counter(
-            "appliance_workflow_runs_total",
-            "Workflow runs that ended (or paused), by workflow, version and outcome.",
-            ["workflow", "version", "outcome"],
-            registry=registry,
-        )
-        self.run_duration = Histogram(
-            "appliance_workflow_run_duration_seconds",
-            "Active seconds of a workflow run (waits for approvals excluded), by workflow and outcome.",
-            ["workflow", "outcome"],
-            buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200),
-            registry=registry,
-        )
-        self.step_duration = Histogram(
-            "appliance_workflow_step_duration_seconds",
-            "Duration of a workflow step, by kind (tool, agent, llm, foreach, ...) and outcome.",
-            ["kind", "outcome"],
-            buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60, 600),
-            registry=registry,
-        )
-        self.tool_retries = Counter(
-            "appliance_workflow_tool_retries_total",
-            "Tool calls retried, by tool.",
-            ["tool"],
-            registry=registry,
-        )
-        self.tokens = Counter(
-            "appliance_workflow_tokens_total",
-            "Model tokens spent by workflow runs.",
-            ["workflow"],
-            registry=registry,
-        )
-        self.approval_wait = Histogram(
-            "appliance_workflow_approval_wait_seconds",
-            "From an approval's creation to its answer.",
-            buckets=(1, 10, 60, 600, 3600, 86400),
-            registry=registry,
-        )
-
-    def watch_breakers(self, states: Callable[[], Mapping[str, str]]) -> None:
-        """Report each tool breaker's state at every scrape (`states`: {tool: closed|open|half_open}),
-        read then, since an open breaker turns half-open with time alone."""
-        self._registry.register(_BreakerStates(states))
-
-
-class _BreakerStates:
-    """appliance_workflow_breaker_state{tool,state}: 1 for each tool's current breaker state, else 0."""
-
-    def __init__(self, states: Callable[[], Mapping[str, str]]) -> None:
-        self._states = states
-
-    def collect(self):
-        family = GaugeMetricFamily(
-            "appliance_workflow_breaker_state",
-            "1 for a workflow tool's current breaker state, else 0 (tools appear at their first failure).",
-            labels=["tool", "state"],
-        )
-        for tool, current in sorted(self._states().items()):
-            for state in ("closed", "open", "half_open"):
-                family.add_metric([tool, state], 1.0 if state == current else 0.0)
-        yield family

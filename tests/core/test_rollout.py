@@ -201,6 +201,32 @@ def test_assignment_is_sticky_per_key_and_shown_in_the_route_header(app, sticky)
     assert f"sticky v2 50% · v1 50%  step 1/2  sample {on_candidate * 3}/100000" in line
 
 
+def test_per_model_series_tell_the_canary_from_the_stable_version(app, sticky):
+    """model_* series carry the family, its version and alias: the candidate's as "canary", the
+    stable's as "production", side by side under one model label."""
+
+    def count(version: str, alias: str) -> float:
+        labels = {"model": "sticky", "version": version, "alias": alias}
+        return app.metrics.registry.get_sample_value("model_first_token_seconds_count", labels) or 0.0
+
+    before = {arm: count(*arm) for arm in (("1", "production"), ("2", "canary"))}
+    keys = {CANDIDATE: None, "stable": None}
+    for k in range(40):
+        key = f"labels-key-{k}"
+        keys[CANDIDATE if arm_for(key, sticky.id, 50) == CANDIDATE else "stable"] = key
+    _chat(app, _scope(app, keys[CANDIDATE]), "sticky")
+    _chat(app, _scope(app, keys["stable"]), "sticky")
+    _chat(app, _scope(app, keys["stable"]), "sticky@2")  # named explicitly: still the candidate version
+    assert count("2", "canary") - before[("2", "canary")] == 2
+    assert count("1", "production") - before[("1", "production")] == 1
+    assert (
+        app.metrics.registry.get_sample_value(
+            "model_first_token_seconds_count", {"model": "sticky", "version": "", "alias": ""}
+        )
+        is None
+    )  # no unlabelled series beside them
+
+
 def test_thumbs_down_on_the_candidates_knowledge_answers_rolls_it_back(app, admin, weights):
     _family(
         app,

@@ -139,3 +139,29 @@ async def test_the_models_screen_starts_a_canary_and_a_shadow_and_shows_them(srv
         await _submit(pilot, app, alias="canary")
         await until(pilot, lambda: "canary assistant v2" not in history(), what="the canary stopped")
         assert srv.app.rollouts.canary("assistant").state == "rolled_back"
+
+
+@pytest.mark.anyio
+async def test_the_models_screen_imports_a_remote_model(srv, tmp_path):
+    """A remote model from the palette's dialog: here the appliance's own API on loopback, probed."""
+    from appliance.tui.screens.models import ModelsView
+
+    key_file = tmp_path / "self.key"
+    key_file.write_text(srv.key)
+    app = ConsoleApp(srv.url, srv.key)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("6")
+        await until(
+            pilot, lambda: any(r[0] == "assistant" for r in rows(app, "#registry")), what="the registry"
+        )
+        app.query_one(ModelsView).action_import_remote()
+        await _submit(
+            pilot, app, url=f"{srv.url}/v1", model="echo", name="mirror", api_key_file=str(key_file)
+        )
+        await until(
+            pilot,
+            lambda: any(r[:4] == ["mirror", "v1", "chat", "ready"] for r in rows(app, "#registry")),
+            what="the remote import",
+        )
+    (version,) = srv.app.registry.get(srv.app.access.system_scope(), "mirror").versions
+    assert version.backend == "remote" and "remote" in version.tags

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client import CollectorRegistry
 
-from appliance.observability.metrics import WorkflowMetrics
+from appliance.observability.workflow_metrics import WorkflowMetrics
 from appliance.workflows.http import RequestRefused, check_template
 from appliance.workflows.sql import QueryRefused, execute
 from tests.workflows.harness import Harness

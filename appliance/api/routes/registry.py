@@ -11,12 +11,34 @@ from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
 from appliance.core.registry import Registry
 from appliance.core.rollout import Rollouts
-from appliance.registry_records import AliasMove, Canary, ModelFamily, ModelVersion, ShadowReport, ShadowState
+from appliance.errors import InvalidInput
+from appliance.registry_records import (
+    AliasMove,
+    Canary,
+    ModelFamily,
+    ModelVersion,
+    RemoteEndpoint,
+    ShadowReport,
+    ShadowState,
+)
+
+
+class RemoteIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A model served by an OpenAI-compatible server whose host is in settings network.allow."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]  # its API base, e.g. https://h:8000/v1
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]  # the model's id there
+    api_key_file: Annotated[str, msgspec.Meta(max_length=4096)] | None = None  # a file on this server
+    api_key_env: Annotated[str, msgspec.Meta(max_length=256)] | None = None  # or an environment variable
+    capacity: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4  # requests sent to it at once
 
 
 class ImportIn(msgspec.Struct, forbid_unknown_fields=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]  # a GGUF file on the server
-    name: str | None = None  # the family; default: from the file's header
+    # A GGUF file on the server, or `remote`: exactly one of the two.
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    name: str | None = None  # the family; default: from the file's header (remote: the model's id)
+    remote: RemoteIn | None = None
+    context_length: Annotated[int, msgspec.Meta(ge=16)] | None = None  # remote: default what it reports
 
 
 class AliasIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,11 +101,28 @@ def history(caller: Scope, registry: Registry, name: str) -> list[AliasMove]:
     status_code=201,
     sync_to_thread=True,
     guards=[admin_only],
-    summary="Register a GGUF file on the server: verify its header and sha256, probe it in a child process",
-    description="A file that fails a check is registered `rejected` with its reason and is never served.",
+    summary="Register a GGUF file on the server (verify header and sha256, probe in a child process), "
+    "or a model an OpenAI-compatible server serves (`remote`: probed over the wire)",
+    description="A version that fails a check is registered `rejected` with its reason and is never "
+    "served. A remote URL whose host is not in settings network.allow is refused (400) before "
+    "anything connects.",
 )
 def import_model(caller: Scope, registry: Registry, data: ImportIn) -> ModelVersion:
-    return registry.import_model(caller, data.path, data.name)
+    if (data.path is None) == (data.remote is None):
+        raise InvalidInput("give either path (a GGUF file on the server) or remote, not both or neither")
+    if data.remote is not None:
+        r = data.remote
+        endpoint = RemoteEndpoint(
+            url=r.url,
+            model=r.model,
+            api_key_file=r.api_key_file,
+            api_key_env=r.api_key_env,
+            capacity=r.capacity,
+        )
+        return registry.import_remote(caller, endpoint, data.name, data.context_length)
+    if data.context_length is not None:
+        raise InvalidInput("context_length is for a remote model (a file's is read from its header)")
+    return registry.import_model(caller, data.path or "", data.name)
 
 
 @post(

@@ -181,6 +181,34 @@ class ModelsView(View):
             submit,
         )
 
+    def action_import_remote(self) -> None:
+        async def submit(values: dict | None) -> None:
+            if values and values["url"].strip() and values["model"].strip():
+                self.run_action(self._import_remote(values), "import")
+
+        self.app.push_screen(
+            FormDialog(
+                "Import a remote model (an OpenAI-compatible server whose host is in network.allow; probed)",
+                [
+                    ("url", "the server's API base, e.g. https://gpu.internal:8000/v1", ""),
+                    ("model", "the model's id on that server", ""),
+                    ("name", "family (empty: from the model's id)", ""),
+                    ("api_key_file", "a file on the server holding its API key (empty: none)", ""),
+                ],
+            ),
+            submit,
+        )
+
+    async def _import_remote(self, values: dict) -> None:
+        url, model = values["url"].strip(), values["model"].strip()
+        self.console.notice(f"importing {model} at {url}: probing…")
+        version = await self.api.import_remote_model(
+            url, model, values["name"].strip() or None, api_key_file=values["api_key_file"].strip() or None
+        )
+        why = f" ({version['reason']})" if version.get("reason") else ""
+        self.console.notice(f"{version['name']} v{version['version']}: {version['state']}{why}")
+        self.reload()
+
     async def _import(self, path: str, name: str | None) -> None:
         self.console.notice(f"importing {path}: verifying and probing…")
         version = await self.api.import_model(path, name)
@@ -302,6 +330,11 @@ class ModelsView(View):
 
     def commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
         yield "Import model", "Register a GGUF file: verify, probe, tag (i)", self.action_import_model
+        yield (
+            "Import remote model",
+            "Register a model an OpenAI-compatible server serves (vLLM, another appliance): probe, tag",
+            self.action_import_remote,
+        )
         yield "Promote model version", "Point an alias at the selected version (p)", self.action_promote
         yield "Roll back model alias", "Move an alias back to its previous version (b)", self.action_rollback
         yield (
