@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,15 @@ def free_port() -> int:
     raise RuntimeError("no free port in this process's block")
 
 
+def _die_with_parent() -> None:
+    # A killed test run (CI's time limit, a Ctrl-C'd pytest -x) would otherwise leave its servers
+    # running, holding their ports and cores for the next run: Linux sends SIGTERM when we go.
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ServerProcess:
     """`appliance serve` as a child process, as an admin would run it."""
 
@@ -88,7 +98,15 @@ class ServerProcess:
             cmd += ["--sample-dir", str(self.sample_dir)]
         self._log = open(self.log_path, "ab")
         self._log_offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            # The signal follows the thread that forks: only the main thread lives as long as the run.
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
