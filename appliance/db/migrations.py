@@ -572,6 +572,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    # Each collection's embedder (a registry reference; no row: the server's embedder), and the
+    # vectors of a generation being built or of the one a switch left (kept until confirmed).
+    (
+        "0018_collection_embedders",
+        """
+        CREATE TABLE collection_embedders (
+            collection VARCHAR PRIMARY KEY,
+            body JSON NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE embedder_vectors (
+            collection VARCHAR NOT NULL,
+            generation INTEGER NOT NULL,
+            chunk_id BIGINT NOT NULL,
+            embedding FLOAT[] NOT NULL,
+            PRIMARY KEY (collection, generation, chunk_id)
+        );
+        """,
+    ),
 ]
 
 
