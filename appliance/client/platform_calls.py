@@ -232,3 +232,21 @@ def tune_embedder(
         "name": name,
     }
     return Call("POST", "/api/v1/tuning/embedder", json=body)
+
+
+# -- a collection's embedder -------------------------------------------------------------------------
+def collection_embedder(collection: str) -> Call:
+    return Call("GET", "/api/v1/collections/{name}/embedder", {"name": collection})
+
+
+def switch_embedder(collection: str, model: str, min_gain: float = 0.0, ungated: bool = False) -> Call:
+    body = {"model": model, "min_gain": min_gain, "ungated": ungated}
+    return Call("POST", "/api/v1/collections/{name}/embedder", {"name": collection}, json=body)
+
+
+def confirm_embedder(collection: str) -> Call:
+    return Call("POST", "/api/v1/collections/{name}/embedder/confirm", {"name": collection})
+
+
+def rollback_embedder(collection: str) -> Call:
+    return Call("POST", "/api/v1/collections/{name}/embedder/rollback", {"name": collection})

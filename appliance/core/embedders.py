@@ -8,7 +8,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,9 @@ class Embedders:
         self.instance = instance
         self.stop = stop
         self._lock = threading.Lock()
+        self._routes = threading.Condition()  # searches holding a route, against a flip
+        self._readers = 0
+        self._flipping = False
         self._live: dict[str, EmbedderGeneration] = {r.collection: r.live for r in store.all()}
         self._models: dict[str, Embedder] = {}
         self._models_lock = threading.Lock()
@@ -102,17 +106,40 @@ class Embedders:
             live = self._live.get(collection)
         return "" if live is None or live.generation == 0 else f"{live.resolved}#{live.path}"
 
-    def route(self, collections: Sequence[str]) -> list[tuple[Embedder, VectorIndex, list[str]]]:
-        """Collections grouped by (embedder, index), read at one instant of the map."""
+    @contextmanager
+    def route(self, collections: Sequence[str]) -> Iterator[list[tuple[Embedder, VectorIndex, list[str]]]]:
+        """Collections grouped by (embedder, index), read at one instant of the map and held while
+        the search uses them: a flip waits for these searches to end (and holds new ones back
+        meanwhile), so none embeds by one model and searches an index the switch has emptied."""
         groups: dict[tuple[int, int], tuple[Embedder, VectorIndex, list[str]]] = {}
-        with self._lock:
+        with self._routes:
+            self._routes.wait_for(lambda: not self._flipping)
+            self._readers += 1
             placed = [(c, self._live.get(c)) for c in dict.fromkeys(collections)]
             indexes = {c: self.spaces.index_for(c) for c, _ in placed}
-        for coll, live in placed:
-            embedder = self.server_embedder if live is None or live.generation == 0 else self.model(live)
-            index = indexes[coll]
-            groups.setdefault((id(embedder), id(index)), (embedder, index, []))[2].append(coll)
-        return list(groups.values())
+        try:
+            for coll, live in placed:
+                embedder = self.server_embedder if live is None or live.generation == 0 else self.model(live)
+                index = indexes[coll]
+                groups.setdefault((id(embedder), id(index)), (embedder, index, []))[2].append(coll)
+            yield list(groups.values())
+        finally:
+            with self._routes:
+                self._readers -= 1
+                self._routes.notify_all()
+
+    @contextmanager
+    def _draining(self) -> Iterator[None]:
+        """No search holds a route inside (those in flight end first; new ones wait)."""
+        with self._routes:
+            self._flipping = True
+            self._routes.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._routes:
+                self._flipping = False
+                self._routes.notify_all()
 
     def model(self, generation: EmbedderGeneration) -> Embedder:
         """The embedder of a generation, loaded once (lazily) from its local folder."""
@@ -317,11 +344,12 @@ class Embedders:
             self._catch_up(coll, new.generation, embedder, index)
             self.store.swap(record, into=new.generation, keep=live.generation)
             index.commit(self.spaces.shared.applied_seq() or 0)
-            self._flip(coll, new, index)
-            if live.generation == 0:
-                # Its vectors stay in DuckDB (generation 0, until confirmed); the graph leaves the
-                # shared index, whose count must stay DuckDB's.
-                self.spaces.shared.delete(sorted(self.store.chunk_ids(coll)))
+            with self._draining():
+                self._flip(coll, new, index)
+                if live.generation == 0:
+                    # Its vectors stay in DuckDB (generation 0, until confirmed); the graph leaves
+                    # the shared index, whose count must stay DuckDB's.
+                    self.spaces.shared.delete(sorted(self.store.chunk_ids(coll)))
         self.catalog.generations.bump([coll])
         log.info("collection switched embedder", extra={"collection": coll, "to": new.resolved})
 
@@ -453,7 +481,8 @@ class Embedders:
                 index.upsert([_indexed(collection, cid, v) for cid, v in rows])
             if old.generation:
                 index.commit(self.spaces.shared.applied_seq() or 0)
-            self._flip(collection, old, None if old.generation == 0 else index)
+            with self._draining():
+                self._flip(collection, old, None if old.generation == 0 else index)
         remove_generation(self.spaces.root, collection, current.live.generation)
         self.catalog.generations.bump([collection])
         self.audit.append(

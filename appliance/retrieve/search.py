@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,10 +33,11 @@ MODES = ("keyword", "semantic", "hybrid")
 FILTER_OVERFETCH = 5
 
 
-# Collections grouped by the embedder their vectors come from, with the index serving them: a
-# semantic search embeds the query once per group (core/embedders.py routes by each collection's
-# live embedder; without it every collection is on the server's embedder and its index).
-Route = Callable[[Sequence[str]], list[tuple[Embedder, VectorIndex, list[str]]]]
+# Collections grouped by the embedder their vectors come from, with the index serving them, held
+# while the search uses them: a semantic search embeds the query once per group (core/embedders.py
+# routes by each collection's live embedder, and a switch waits for the searches holding the old
+# route; without it every collection is on the server's embedder and its index).
+Route = Callable[[Sequence[str]], AbstractContextManager[list[tuple[Embedder, VectorIndex, list[str]]]]]
 
 # A cached result is served for the same query, collections (at the same content generation),
 # mode, depth, reranking, filters and fusion settings (a calibration changes a collection's).
@@ -99,7 +101,9 @@ class HybridSearcher:
         route: Route | None = None,
     ) -> None:
         self.catalog = catalog
-        self.route: Route = route or (lambda collections: [(self.embedder, self.vectors, list(collections))])
+        self.route: Route = route or (
+            lambda collections: nullcontext([(self.embedder, self.vectors, list(collections))])
+        )
         self.keyword = keyword
         self.vectors = vectors
         self.embedder = embedder
@@ -187,15 +191,16 @@ class HybridSearcher:
         timings = {"embed_ms": 0.0, "vector_ms": 0.0}
         hits: list[IndexHit] = []
         server_vector = None
-        for embedder, index, group in self.route(collections):
-            t = time.perf_counter()
-            vector = self._embed(query, cache, embedder)
-            timings["embed_ms"] += _ms(t)
-            if embedder is self.embedder:
-                server_vector = vector
-            t = time.perf_counter()
-            hits.extend(index.search(vector, group, depth))
-            timings["vector_ms"] += _ms(t)
+        with self.route(collections) as groups:
+            for embedder, index, group in groups:
+                t = time.perf_counter()
+                vector = self._embed(query, cache, embedder)
+                timings["embed_ms"] += _ms(t)
+                if embedder is self.embedder:
+                    server_vector = vector
+                t = time.perf_counter()
+                hits.extend(index.search(vector, group, depth))
+                timings["vector_ms"] += _ms(t)
         hits.sort(key=lambda h: -h.score)
         return hits[:depth], server_vector, {k: round(v, 2) for k, v in timings.items()}
 
