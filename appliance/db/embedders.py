@@ -15,6 +15,23 @@ from appliance.registry_records import CollectionEmbedder
 
 BATCH = 256
 
+# Migration 0018: each collection's embedder (a registry reference; no row: the server's embedder),
+# and the vectors of a generation being built or of the one a switch left (kept until confirmed).
+COLLECTION_EMBEDDERS_SQL = """
+CREATE TABLE collection_embedders (
+    collection VARCHAR PRIMARY KEY,
+    body JSON NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE embedder_vectors (
+    collection VARCHAR NOT NULL,
+    generation INTEGER NOT NULL,
+    chunk_id BIGINT NOT NULL,
+    embedding FLOAT[] NOT NULL,
+    PRIMARY KEY (collection, generation, chunk_id)
+);
+"""
+
 
 class EmbedderStore:
     def __init__(self, db: Database) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from appliance.db.connection import Database
+from appliance.db.embedders import COLLECTION_EMBEDDERS_SQL
 
 log = logging.getLogger(__name__)
 
@@ -572,25 +573,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
-    # Each collection's embedder (a registry reference; no row: the server's embedder), and the
-    # vectors of a generation being built or of the one a switch left (kept until confirmed).
-    (
-        "0018_collection_embedders",
-        """
-        CREATE TABLE collection_embedders (
-            collection VARCHAR PRIMARY KEY,
-            body JSON NOT NULL,
-            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
-        );
-        CREATE TABLE embedder_vectors (
-            collection VARCHAR NOT NULL,
-            generation INTEGER NOT NULL,
-            chunk_id BIGINT NOT NULL,
-            embedding FLOAT[] NOT NULL,
-            PRIMARY KEY (collection, generation, chunk_id)
-        );
-        """,
-    ),
+    ("0018_collection_embedders", COLLECTION_EMBEDDERS_SQL),  # db/embedders.py: why and what
 ]
 
 
