@@ -1,0 +1,85 @@
+"""A tuned embedder takes the collection's blue-green path: `tune embedder` registers a version,
+`appliance collections embedder C --model NAME@VERSION --wait` re-embeds the collection with it,
+gated on the tuning job's held-out queries, and `--rollback` returns; the API's errors are clear."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from appliance.cli import main
+from tests.core.test_tuning import _doc
+from tests.inprocess import InProcessServer, echo_appliance
+from tests.tune.test_pairs import FACTS
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    app = echo_appliance(tmp_path_factory.mktemp("tuned") / "data")
+    admin = app.access.system_scope()
+    app.knowledge.create_collection(admin, "handbooks")
+    job_id, _ = app.knowledge.submit(admin, "handbooks", [_doc(t, f) for t, f in FACTS.items()])
+    assert app.jobs.wait(job_id).state == "succeeded"
+    server = InProcessServer(app).start()
+    yield app, server
+    server.stop()
+    app.close()
+
+
+def _cli(server, capsys, *args: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main([*args, "--json", "--url", server.url, "--key", server.key])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_the_api_refuses_bad_requests_clearly(served):
+    app, server = served
+    _, user = app.keys.create("reader", role="user", collections=["handbooks"])
+    cases = [
+        (server.key, "/api/v1/collections/handbooks/embedder", {"model": "no-such-model"}, 404),
+        (server.key, "/api/v1/collections/nowhere/embedder", {"model": "all-MiniLM-L6-v2"}, 404),
+        (server.key, "/api/v1/collections/handbooks/embedder", {"model": 5}, 400),
+        (server.key, "/api/v1/collections/handbooks/embedder", {"model": "x", "colour": 1}, 400),
+        (server.key, "/api/v1/collections/handbooks/embedder", {"model": "all-MiniLM-L6-v2"}, 409),
+        (server.key, "/api/v1/collections/handbooks/embedder/confirm", None, 409),
+        (server.key, "/api/v1/collections/handbooks/embedder/rollback", None, 409),
+        (user, "/api/v1/collections/handbooks/embedder", {"model": "all-MiniLM-L6-v2"}, 403),
+    ]
+    for key, path, body, status in cases:
+        r = httpx.post(server.url + path, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == status, (path, body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["detail"]
+    r = httpx.get(
+        server.url + "/api/v1/collections/handbooks/embedder", headers={"Authorization": f"Bearer {user}"}
+    )
+    assert r.status_code == 403
+
+
+def test_a_tuned_version_is_switched_to_by_the_command_gated_on_its_held_out_queries(served, capsys):
+    app, server = served
+    admin = app.access.system_scope()
+    tuned = app.tuning.tune_embedder(
+        admin, "handbooks", max_steps=2, batch_size=4, held_out_fraction=0.25, seed=1
+    )
+    done = app.jobs.wait(tuned.id, timeout=600)
+    assert done.state == "succeeded", done.error
+    model = f"{done.summary['model']['name']}@{done.summary['model']['version']}"
+
+    # Two training steps may move nDCG either way: the tolerance makes this a test of the path.
+    code, job = _cli(
+        server, capsys, "collections", "embedder", "handbooks", "--model", model, "--min-gain", "-1", "--wait"
+    )
+    assert code == 0 and job["state"] == "succeeded", job
+    gate = job["summary"]["gate"]
+    assert gate["passed"] and gate["queries"] > 0
+    assert gate["sources"] == [f"tuning held-out of job {tuned.id}"]
+    code, shown = _cli(server, capsys, "collections", "embedder", "handbooks")
+    assert code == 0 and shown["live"]["resolved"] == model and shown["previous"]["generation"] == 0
+    hits = app.knowledge.search(admin, "harbour survey", ["handbooks"], mode="semantic", top_k=3).hits
+    assert hits and app.embedders.embedder_for("handbooks")[1].name == model
+
+    code, back = _cli(server, capsys, "collections", "embedder", "handbooks", "--rollback")
+    assert code == 0 and back["live"]["generation"] == 0 and back["previous"] is None
