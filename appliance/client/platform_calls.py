@@ -220,8 +220,12 @@ def tune_embedder(
     threads: int = 1,
     seed: int = 0,
     name: str | None = None,
+    rollout: bool = False,
+    rollout_min_gain: float = 0.0,
 ) -> Call:
     body = {
+        "rollout": rollout,
+        "rollout_min_gain": rollout_min_gain,
         "collection": collection,
         "budget_seconds": budget_seconds,
         "max_steps": max_steps,

@@ -365,6 +365,7 @@ class Appliance:
         # Ingestion and search ask it which embedder (and index) serves each collection.
         self.pipeline.embedding = self.embedders
         self.searcher.route = self.embedders.route
+        self.tuning.embedders = self.embedders  # a tuned version's rollout
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"

@@ -1,6 +1,7 @@
-"""A tuned embedder takes the collection's blue-green path: `tune embedder` registers a version,
-`appliance collections embedder C --model NAME@VERSION --wait` re-embeds the collection with it,
-gated on the tuning job's held-out queries, and `--rollback` returns; the API's errors are clear."""
+"""A tuned embedder takes the collection's blue-green path: `tune embedder --rollout` registers a
+version and queues the switch, which a failing gate refuses (the collection keeps its embedder);
+`appliance collections embedder C --model NAME@VERSION --wait` then switches to it through a passing
+gate on the tuning job's held-out queries, and `--rollback` returns; the API's errors are clear."""
 
 from __future__ import annotations
 
@@ -61,12 +62,25 @@ def test_the_api_refuses_bad_requests_clearly(served):
 def test_a_tuned_version_is_switched_to_by_the_command_gated_on_its_held_out_queries(served, capsys):
     app, server = served
     admin = app.access.system_scope()
+    # Rolled out through a gate it cannot pass (a gain of 1.0 nDCG@10): the collection stays put.
     tuned = app.tuning.tune_embedder(
-        admin, "handbooks", max_steps=2, batch_size=4, held_out_fraction=0.25, seed=1
+        admin,
+        "handbooks",
+        max_steps=2,
+        batch_size=4,
+        held_out_fraction=0.25,
+        seed=1,
+        rollout=True,
+        rollout_min_gain=1.0,
     )
     done = app.jobs.wait(tuned.id, timeout=600)
     assert done.state == "succeeded", done.error
     model = f"{done.summary['model']['name']}@{done.summary['model']['version']}"
+    rollout = app.jobs.wait(done.summary["rollout"]["job"], timeout=300)
+    assert rollout.state == "failed" and "gate failed" in rollout.error, rollout.error
+    assert rollout.summary["options"]["resolved"] == model
+    assert rollout.summary["gate"]["sources"] == [f"tuning held-out of job {tuned.id}"]
+    assert app.embedders.get(admin, "handbooks").live.generation == 0
 
     # Two training steps may move nDCG either way: the tolerance makes this a test of the path.
     code, job = _cli(
