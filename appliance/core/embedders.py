@@ -22,7 +22,7 @@ from appliance.db.catalog import Catalog
 from appliance.db.embedders import EmbedderStore
 from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
-from appliance.errors import ApplianceError, Conflict, InvalidInput
+from appliance.errors import ApplianceError, Conflict, InvalidInput, NotReady
 from appliance.evaluate.gates import EMBEDDER_GATE_RULE, embedder_gate_verdict, mean_retrieval
 from appliance.evaluate.generate import collection_chunks
 from appliance.evaluate.retrieval_metrics import document_ranking, retrieval_scores
@@ -148,14 +148,19 @@ class Embedders:
         with self._models_lock:
             embedder = self._models.get(generation.path)
             if embedder is None:
+                # Through the registry once per process: weights whose hash changed refuse to load.
+                path = Path(self.registry.resolve(generation.resolved, "embedding").path)
                 emb = self.settings.embedding
-                embedder = SentenceTransformerEmbedder(
-                    Path(generation.path),
-                    device=emb.device,
-                    batch_size=emb.batch_size,
-                    threads=emb.threads or None,
-                    name=generation.resolved,
-                )
+                try:
+                    embedder = SentenceTransformerEmbedder(
+                        path,
+                        device=emb.device,
+                        batch_size=emb.batch_size,
+                        threads=emb.threads or None,
+                        name=generation.resolved,
+                    )
+                except InvalidInput as exc:
+                    raise NotReady(f"the embedder {generation.resolved} cannot load: {exc.detail}") from None
                 self._models[generation.path] = embedder
             return embedder
 
@@ -231,7 +236,13 @@ class Embedders:
         try:
             error = self._run(job_id, token, summary)
         except _Stopped:
-            log.info("re-embedding paused; it resumes at the next start", extra={"job_id": job_id})
+            if self.stop.is_set():
+                log.info("re-embedding paused; it resumes at the next start", extra={"job_id": job_id})
+            elif "generation" in summary and self.job_store.get(job_id).state == "cancelled":
+                # What it built goes (a lease lost to another worker is left to that one).
+                coll = summary["options"]["collection"]
+                self.store.unstage(coll, summary["generation"])
+                remove_generation(self.spaces.root, coll, summary["generation"])
             return
         except Exception as exc:
             log.exception("re-embedding failed", extra={"job_id": job_id})
