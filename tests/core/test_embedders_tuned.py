@@ -97,3 +97,27 @@ def test_a_tuned_version_is_switched_to_by_the_command_gated_on_its_held_out_que
 
     code, back = _cli(server, capsys, "collections", "embedder", "handbooks", "--rollback")
     assert code == 0 and back["live"]["generation"] == 0 and back["previous"] is None
+
+
+@pytest.mark.anyio
+async def test_the_console_switches_a_collections_embedder_from_the_knowledge_screen(served):
+    from appliance.tui.app import ConsoleApp
+    from tests.tui.test_console_registry import _submit
+
+    app, server = served
+    admin = app.access.system_scope()
+    tuned = next(f for f in app.registry.list(admin) if f.name.endswith("-handbooks"))
+    model = f"{tuned.name}@{tuned.versions[-1].version}"
+    console = ConsoleApp(server.url, server.key)
+    async with console.run_test(size=(160, 48)) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        await pilot.press("e")
+        await _submit(pilot, console, collection="handbooks", action="switch", model=model)
+        for _ in range(200):
+            jobs = [j for j in app.jobs.list(admin) if j.kind == "reembed" and j.collection == "handbooks"]
+            if len(jobs) == 3:  # the rollout's, the command's, the console's
+                break
+            await pilot.pause(0.05)
+    assert len(jobs) == 3 and jobs[0].summary["options"]["resolved"] == model
+    assert app.jobs.wait(jobs[0].id, timeout=300).state in ("succeeded", "failed")
