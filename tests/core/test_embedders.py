@@ -14,6 +14,7 @@ from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from appliance.index.spaces import generation_dir
 from appliance.models import catalog
+from appliance.ops.doctor import run_checks
 from tests.inprocess import echo_appliance, ingest
 
 DOCS = {
@@ -206,6 +207,9 @@ def test_a_switched_collection_reopens_on_its_generation_without_a_rebuild(tmp_p
         assert done.state == "succeeded", done.error
     finally:
         first.close()
+    # Stopped, `appliance doctor` counts the collection's own index with the shared one.
+    checks = {c.name: c for c in run_checks(first.settings, url="http://127.0.0.1:9")}
+    assert checks["index consistency"].status == "ok", checks["index consistency"].detail
     second = echo_appliance(data)
     try:
         assert all(r.startswith("up to date") for r in second.reconcile_report.values()), (
