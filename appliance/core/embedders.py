@@ -271,7 +271,7 @@ class Embedders:
         )
         embedder = self.model(new)
         new = EmbedderGeneration(**{**_fields(new), "dimensions": embedder.dimensions})
-        summary.update(phase="embedding", live=options.get("live") or live.resolved)
+        summary.update(phase="embedding", live=live.resolved)
         self.job_store.set_summary(job_id, summary)
         ids = self.store.chunk_ids(coll)
         done = self.store.staged_ids(coll, new.generation) & ids
