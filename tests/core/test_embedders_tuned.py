@@ -121,3 +121,17 @@ async def test_the_console_switches_a_collections_embedder_from_the_knowledge_sc
             await pilot.pause(0.05)
     assert len(jobs) == 3 and jobs[0].summary["options"]["resolved"] == model
     assert app.jobs.wait(jobs[0].id, timeout=300).state in ("succeeded", "failed")
+
+
+def test_the_command_line_keeps_collections_and_takes_the_embedder_actions():
+    from appliance.cli import build_parser
+
+    parser = build_parser()
+    listed = parser.parse_args(["collections", "--json"])
+    assert listed.func.__name__ == "_collections" and listed.json
+    switch = parser.parse_args(
+        ["collections", "embedder", "docs", "--model", "m@2", "--min-gain", "0.01", "--wait"]
+    )
+    assert (switch.collection, switch.model, switch.min_gain, switch.wait) == ("docs", "m@2", 0.01, True)
+    with pytest.raises(SystemExit):  # one action at a time
+        parser.parse_args(["collections", "embedder", "docs", "--confirm", "--rollback"])
