@@ -8,9 +8,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from appliance.db.catalog import DocumentRecord, EmbeddedChunk, EmbedderMoved
 from appliance.db.keys import Principal
+from appliance.document import Chunk, Location
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from appliance.index.spaces import generation_dir
 from appliance.models import catalog
@@ -169,6 +172,14 @@ def test_a_passing_gate_switches_search_and_ingestion_to_the_new_generation_serv
     assert _stored_dimensions(app, "docs") == {768}
     assert _semantic(app, admin, "why do tides rise and fall")[0] == "tides"
     assert app.sync.status()["vectors"]["count"] == app.catalog.chunk_count()
+    # A write whose vectors the old embedder made (embedded before the switch) is refused whole.
+    record = DocumentRecord(
+        "late", "docs", "late.md", "upload", None, "Late", "sha256:0", "text/plain", 4, {}
+    )
+    vector = np.full(384, 0.05, dtype=np.float32)
+    with pytest.raises(EmbedderMoved):
+        app.catalog.replace_document(record, [EmbeddedChunk(Chunk(0, "late", Location(), 1), vector)], 0)
+    assert "late.md" not in {d.source_id for d in app.knowledge.list_documents(admin, "docs").documents}
 
 
 def test_rollback_restores_the_old_embedder_and_a_later_switch_can_be_confirmed(app, admin):
