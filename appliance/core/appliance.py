@@ -515,7 +515,6 @@ class Appliance:
         self.models.close()
         self.feedback.close()  # writes the traces still queued
         self.planner.close()  # a calibration in the background stops at its next measurement
-        self.embedders.close()
         self.parser.close()
         try:
             self.audit.summarise_refusals(self.access.failed_auth.summaries(final=True))

@@ -91,7 +91,6 @@ class Embedders:
         self._live: dict[str, EmbedderGeneration] = {r.collection: r.live for r in store.all()}
         self._models: dict[str, Embedder] = {}
         self._models_lock = threading.Lock()
-        self._retired: list[VectorIndex] = []  # detached indexes a search in flight may still hold
 
     # -- what ingestion and search ask -----------------------------------------------------------
     def embedder_for(self, collection: str) -> tuple[int, Embedder]:
@@ -365,11 +364,12 @@ class Embedders:
         log.info("collection switched embedder", extra={"collection": coll, "to": new.resolved})
 
     def _flip(self, coll: str, live: EmbedderGeneration, index: VectorIndex | None) -> None:
+        """Called while draining: no search holds the collection's old index, which closes."""
         with self._lock:
             self._live[coll] = live
             old = self.spaces.attach(coll, index)
         if old is not None:
-            self._retired.append(old)
+            old.close()
 
     # -- the gate ----------------------------------------------------------------------------------
     def _gate(
@@ -510,11 +510,6 @@ class Embedders:
             target=coll,
             detail={"model": options["resolved"], "actor": options.get("actor"), "reason": reason},
         )
-
-    def close(self) -> None:
-        for index in self._retired:
-            index.close()
-        self._retired.clear()
 
 
 def _indexed(collection: str, chunk_id: int, vector: np.ndarray) -> IndexedChunk:
