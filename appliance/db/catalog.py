@@ -86,6 +86,15 @@ def _document_row(row: tuple) -> Document:
     )
 
 
+class EmbedderMoved(Conflict):
+    """A write's vectors were made by an embedder its collection has since left (a switch or a
+    rollback happened between embedding and writing)."""
+
+    def __init__(self, collection: str) -> None:
+        super().__init__(f"collection {collection!r} changed its embedder while these chunks were embedded")
+        self.collection = collection
+
+
 class Catalog:
     """Reads and writes the catalogue. Every write that changes chunks also appends outbox rows.
 
@@ -191,17 +200,17 @@ class Catalog:
         # content in between and its new text stored under this document's hash (another
         # collection's text under this one, never corrected since the hash then matches).
         rows = self.db.fetchall(
-            """WITH twin AS (SELECT id, title, mime_type FROM documents
+            """WITH twin AS (SELECT id, title, mime_type, collection FROM documents
                              WHERE content_hash = ? AND id <> ? ORDER BY id LIMIT 1)
-               SELECT t.id, t.title, t.mime_type, k.ordinal, k.text, k.token_count, k.page, k.heading_path,
+               SELECT t.id, t.title, t.mime_type, t.collection, k.ordinal, k.text, k.token_count, k.page, k.heading_path,
                       k.line_start, k.line_end, k.embedding
                FROM twin t JOIN chunks k ON k.document_id = t.id ORDER BY k.ordinal""",
             [content_hash, exclude_id],
         )
         if not rows:
             return None
-        doc_id, title, mime = rows[0][:3]
-        chunks = [r[3:] for r in rows]
+        doc_id, title, mime, collection = rows[0][:4]
+        chunks = [r[4:] for r in rows]
         if not chunks or any(r[7] is None for r in chunks):
             return None
         embedded = [
@@ -211,7 +220,7 @@ class Catalog:
             )
             for r in chunks
         ]
-        return {"id": doc_id, "title": title, "mime_type": mime}, embedded
+        return {"id": doc_id, "title": title, "mime_type": mime, "collection": collection}, embedded
 
     def chunks_of(self, document_id: str) -> list[StoredChunk]:
         rows = self.db.fetchall(
@@ -247,11 +256,15 @@ class Catalog:
         if row is not None:  # search hits carry the title and filter on the metadata
             self.generations.bump([row[0]])
 
-    def replace_document(self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk]) -> list[int] | None:
+    def replace_document(
+        self, record: DocumentRecord, chunks: Sequence[EmbeddedChunk], embedder_generation: int = 0
+    ) -> list[int] | None:
         """Write a document and its chunks in one transaction, replacing any previous version.
 
         Returns the new chunk ids, or None when the stored version was submitted after this one
-        (its job finished first): the newer version stays."""
+        (its job finished first): the newer version stays. Raises EmbedderMoved when the
+        collection's live embedder generation is no longer `embedder_generation` (its vectors were
+        made by an embedder the collection has just left: embed them again)."""
         rows = [
             (
                 record.id,
@@ -268,6 +281,13 @@ class Catalog:
         ]
 
         def work(cur: duckdb.DuckDBPyConnection) -> list[int] | None:
+            live = cur.execute(
+                "SELECT CAST(json_extract(body, '$.live.generation') AS INTEGER) FROM collection_embedders "
+                "WHERE collection = ?",
+                [record.collection],
+            ).fetchone()
+            if (live[0] if live else 0) != embedder_generation:
+                raise EmbedderMoved(record.collection)
             if record.submitted_at is not None:
                 stored = cur.execute(
                     "SELECT submitted_at FROM documents WHERE id = ?", [record.id]

@@ -81,3 +81,32 @@ def _check(metric, bound, limit, value, base, ok, detail) -> GateCheck:
         passed=bool(ok),
         detail=detail,
     )
+
+
+# -- a collection's embedder switch ------------------------------------------------------------------
+EMBEDDER_GATE_METRICS = ("ndcg@10", "recall@10", "mrr")
+EMBEDDER_GATE_RULE = "candidate nDCG@10 >= live nDCG@10 + min_gain, over at least one query"
+
+
+def mean_retrieval(items: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of the embedder gate's metrics over items' retrieval scores."""
+    n = max(1, len(items))
+    return {m: round(sum(i.get(m, 0.0) for i in items) / n, 4) for m in EMBEDDER_GATE_METRICS}
+
+
+def embedder_gate_verdict(
+    live: Mapping[str, float], candidate: Mapping[str, float], queries: int, min_gain: float, ungated: bool
+) -> tuple[bool, str]:
+    """Whether a new embedder generation may replace the live one, and why (EMBEDDER_GATE_RULE; an
+    ungated switch passes whatever the scores, which are still reported)."""
+    if ungated:
+        return True, "ungated: switched without comparing retrieval"
+    if queries == 0:
+        return False, (
+            "no eval queries over this collection: write an eval set first (`appliance eval generate "
+            "--collection C`), or switch ungated"
+        )
+    new, old = candidate["ndcg@10"], live["ndcg@10"]
+    if new + 1e-9 >= old + min_gain:
+        return True, f"nDCG@10 {new:.4f} >= {old:.4f} + {min_gain:g} on {queries} queries"
+    return False, f"nDCG@10 {new:.4f} < {old:.4f} + {min_gain:g} on {queries} queries"

@@ -8,10 +8,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import numpy as np
 
-from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
+from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk, EmbedderMoved
 from appliance.db.jobs import WorkItem
 from appliance.document import Chunk
 from appliance.errors import ApplianceError, InvalidInput
@@ -20,6 +21,33 @@ from appliance.ingest.sandbox import DocumentParser, InProcessParser
 from appliance.models.embedder import Embedder
 
 log = logging.getLogger(__name__)
+
+# A write whose collection switched embedders meanwhile is embedded again; a switch takes minutes,
+# so more than this many in a row means something is wrong.
+EMBED_ATTEMPTS = 3
+
+
+class CollectionEmbedding(Protocol):
+    """Which embedder writes a collection's vectors (core/embedders.py: the collection's live one)."""
+
+    def embedder_for(self, collection: str) -> tuple[int, Embedder]:
+        """The collection's live generation and its embedder."""
+
+    def space_of(self, collection: str) -> str:
+        """A label equal for collections whose vectors are interchangeable (reuse across them is safe)."""
+
+
+class OneEmbedder:
+    """Every collection on one embedder, generation 0 (what a pipeline without a router has)."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def embedder_for(self, collection: str) -> tuple[int, Embedder]:
+        return 0, self.embedder
+
+    def space_of(self, collection: str) -> str:
+        return ""
 
 
 @dataclass(slots=True)
@@ -63,9 +91,11 @@ class IngestPipeline:
         parser: DocumentParser | None = None,
         redact_secrets: bool = True,
         chunk_seconds: float | None = 120.0,
+        embedding: CollectionEmbedding | None = None,
     ) -> None:
         self.catalog = catalog
         self.embedder = embedder
+        self.embedding = embedding or OneEmbedder(embedder)
         self.chunker = chunker
         self.parser = parser if parser is not None else InProcessParser()
         self.chunk_seconds = chunk_seconds
@@ -96,17 +126,34 @@ class IngestPipeline:
             else:
                 prepared.append(outcome_or_prepared)
 
-        texts = [embedding_text(p.record.title, c) for p in prepared for c in p.chunks]
-        vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, self.embedder.dimensions))
-        offset = 0
+        for _ in range(EMBED_ATTEMPTS):
+            if not prepared:
+                break
+            # The collection's live embedder; should it switch before a document is written, the
+            # write refuses (EmbedderMoved) and the rest is embedded again by the new one.
+            generation, embedder = self.embedding.embedder_for(collection)
+            texts = [embedding_text(p.record.title, c) for p in prepared for c in p.chunks]
+            vectors = embedder.embed_documents(texts) if texts else np.zeros((0, embedder.dimensions))
+            offset = 0
+            for n, p in enumerate(prepared):
+                embedded = [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)]
+                offset += len(p.chunks)
+                try:
+                    written = self.catalog.replace_document(p.record, embedded, generation)
+                except EmbedderMoved:
+                    prepared = prepared[n:]
+                    break
+                if written is None:
+                    outcomes.append(ItemOutcome(p.item.ordinal, "unchanged"))  # superseded by a newer version
+                    continue
+                outcomes.append(
+                    ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions)
+                )
+            else:
+                prepared = []
         for p in prepared:
-            embedded = [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)]
-            offset += len(p.chunks)
-            if self.catalog.replace_document(p.record, embedded) is None:
-                outcomes.append(ItemOutcome(p.item.ordinal, "unchanged"))  # superseded by a newer version
-                continue
             outcomes.append(
-                ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions)
+                ItemOutcome(p.item.ordinal, "failed", f"collection {collection!r} kept changing its embedder")
             )
         return sorted(outcomes, key=lambda o: o.ordinal)
 
@@ -119,14 +166,24 @@ class IngestPipeline:
         if trust_stored and self.catalog.document_hash(item.document_id) == digest:
             self.catalog.update_document_fields(item.document_id, item.title, item.uri, item.metadata)
             return ItemOutcome(item.ordinal, "unchanged")
-        if trust_stored and (copy := self.catalog.embedded_copy(digest, item.document_id)) is not None:
+        copy = self.catalog.embedded_copy(digest, item.document_id) if trust_stored else None
+        # A twin's vectors serve only where they were made by the same embedder.
+        if copy is not None and self.embedding.space_of(copy[0]["collection"]) == self.embedding.space_of(
+            collection
+        ):
             twin, embedded = copy
+            generation, _ = self.embedding.embedder_for(collection)
             record = self._record(
                 collection, item, digest, submitted_at, title=twin["title"], mime_type=twin["mime_type"]
             )
-            if self.catalog.replace_document(record, embedded) is None:
+            try:
+                written = self.catalog.replace_document(record, embedded, generation)
+            except EmbedderMoved:
+                written = False  # the collection switched meanwhile: embed it as new below
+            if written is None:
                 return ItemOutcome(item.ordinal, "unchanged")  # superseded by a newer version
-            return ItemOutcome(item.ordinal, "done", chunks=len(embedded), reused=True)
+            if written is not False:
+                return ItemOutcome(item.ordinal, "done", chunks=len(embedded), reused=True)
         # Parsing and secret scanning run together in the parser sandbox (its CPU and wall-clock
         # limits bound them); chunking runs here under its own time budget.
         redactions: dict[str, int] = {}

@@ -222,6 +222,8 @@ def _indexes_running(status: dict) -> Check:
 def _indexes_stopped(settings: Settings) -> Check:
     import duckdb
 
+    from appliance.index.spaces import generation_dir
+
     data = settings.data_path
     if not (data / DB_NAME).exists():
         return Check("index consistency", INFO, f"no catalogue yet in {data} (never started)")
@@ -229,13 +231,19 @@ def _indexes_stopped(settings: Settings) -> Check:
         ensure_not_in_use(data)
         with duckdb.connect(str(data / DB_NAME), read_only=True) as con:
             chunks = con.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            own = _own_generations(con)
     except Exception as exc:
         return Check("index consistency", FAIL, f"cannot read the catalogue: {getattr(exc, 'detail', exc)}")
     counts = {"bm25": _bm25_count(data / "index" / "bm25")}
     # Other vector backends (a Qdrant cluster, say) are counted by the reconcile at start-up: the
     # doctor reads files, and connects to nothing.
     if settings.index.vector_backend == "usearch":
-        counts["vectors"] = _vector_count(data / "index" / "vectors")
+        # Collections on another embedder than the server's have their vectors in an index of their own.
+        parts = [_vector_count(data / "index" / "vectors")] + [
+            _vector_count(generation_dir(data / "index" / "collections", coll, gen)) for coll, gen in own
+        ]
+        unreadable = [p for p in parts if isinstance(p, str)]
+        counts["vectors"] = unreadable[0] if unreadable else sum(parts)
     detail = f"DuckDB {chunks} chunks; " + ", ".join(f"{n} {c}" for n, c in counts.items())
     if settings.index.vector_backend != "usearch":
         detail += f"; vectors in {settings.index.vector_backend}: checked by the reconcile at start-up"
@@ -246,6 +254,20 @@ def _indexes_stopped(settings: Settings) -> Check:
         OK if agree else WARN,
         detail + ("" if agree else "; the next start replays the outbox or rebuilds the index"),
     )
+
+
+def _own_generations(con) -> list[tuple[str, int]]:
+    """Collections whose live vectors are in an index of their own (core/embedders.py); none in a
+    catalogue from before migration 0018 (the next start migrates it)."""
+    import duckdb
+
+    try:
+        rows = con.execute(
+            "SELECT collection, CAST(json_extract(body, '$.live.generation') AS INTEGER) FROM collection_embedders"
+        ).fetchall()
+    except duckdb.CatalogException:
+        return []
+    return [(c, g) for c, g in rows if g]
 
 
 def _bm25_count(path: Path) -> int | str:

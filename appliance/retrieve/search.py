@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +32,12 @@ MODES = ("keyword", "semantic", "hybrid")
 # more candidates to leave enough after filtering in DuckDB.
 FILTER_OVERFETCH = 5
 
+
+# Collections grouped by the embedder their vectors come from, with the index serving them, held
+# while the search uses them: a semantic search embeds the query once per group (core/embedders.py
+# routes by each collection's live embedder, and a switch waits for the searches holding the old
+# route; without it every collection is on the server's embedder and its index).
+Route = Callable[[Sequence[str]], AbstractContextManager[list[tuple[Embedder, VectorIndex, list[str]]]]]
 
 # A cached result is served for the same query, collections (at the same content generation),
 # mode, depth, reranking, filters and fusion settings (a calibration changes a collection's).
@@ -91,8 +98,12 @@ class HybridSearcher:
         cache: CacheSettings | None = None,
         on_cache_lookup: Callable[[str, bool], None] | None = None,
         fusion_store: FusionStore | None = None,
+        route: Route | None = None,
     ) -> None:
         self.catalog = catalog
+        self.route: Route = route or (
+            lambda collections: nullcontext([(self.embedder, self.vectors, list(collections))])
+        )
         self.keyword = keyword
         self.vectors = vectors
         self.embedder = embedder
@@ -159,15 +170,39 @@ class HybridSearcher:
         stored = self.fusion_store.settings_for(list(collections)) if self.fusion_store else None
         return stored or self.default_fusion
 
-    def _embed(self, query: str, cache: bool) -> np.ndarray:
+    def _embed(self, query: str, cache: bool, embedder: Embedder | None = None) -> np.ndarray:
+        embedder = embedder or self.embedder
         if not cache or self.embedding_cache is None:
-            return self.embedder.embed_query(query)
-        vector = self.embedding_cache.get(query)
+            return embedder.embed_query(query)
+        # The server's embedder keys by the query alone (as callers outside search expect).
+        key = query if embedder is self.embedder else f"{embedder.name}\x00{query}"
+        vector = self.embedding_cache.get(key)
         if vector is None:
-            vector = self.embedder.embed_query(query)
+            vector = embedder.embed_query(query)
             vector.flags.writeable = False  # shared by every search that asks the same
-            self.embedding_cache.put(query, vector)
+            self.embedding_cache.put(key, vector)
         return vector
+
+    def semantic(
+        self, query: str, collections: Sequence[str], depth: int, cache: bool = True
+    ) -> tuple[list[IndexHit], np.ndarray | None, dict[str, float]]:
+        """Vector candidates over `collections`, each group embedded by its collections' embedder;
+        the query's vector by the server's embedder when it was computed (answer traces, drift)."""
+        timings = {"embed_ms": 0.0, "vector_ms": 0.0}
+        hits: list[IndexHit] = []
+        server_vector = None
+        with self.route(collections) as groups:
+            for embedder, index, group in groups:
+                t = time.perf_counter()
+                vector = self._embed(query, cache, embedder)
+                timings["embed_ms"] += _ms(t)
+                if embedder is self.embedder:
+                    server_vector = vector
+                t = time.perf_counter()
+                hits.extend(index.search(vector, group, depth))
+                timings["vector_ms"] += _ms(t)
+        hits.sort(key=lambda h: -h.score)
+        return hits[:depth], server_vector, {k: round(v, 2) for k, v in timings.items()}
 
     def _search(
         self,
@@ -194,14 +229,10 @@ class HybridSearcher:
             lists.append(self.keyword.search(query, collections, depth))
             timings["keyword_ms"] = _ms(t)
         if mode in ("semantic", "hybrid"):
-            t = time.perf_counter()
-            vector = self._embed(query, cache)
-            timings["embed_ms"] = _ms(t)
-            t = time.perf_counter()
-            semantic = self.vectors.search(vector, collections, depth)
+            semantic, vector, semantic_timings = self.semantic(query, collections, depth, cache)
+            timings.update(semantic_timings)
             lists.append(semantic)
             best_similarity = max((h.score for h in semantic), default=0.0)
-            timings["vector_ms"] = _ms(t)
 
         t = time.perf_counter()
         fused = lists[0] if len(lists) == 1 else fuse_candidates(query, lists[0], lists[1], fusion)

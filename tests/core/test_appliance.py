@@ -66,6 +66,7 @@ def test_job_kinds_register_through_one_door(appliance):
         "workflow",
         "calibrate",
         "tune",
+        "reembed",
     }
     with pytest.raises(ValueError, match="registered already"):
         appliance.jobs.register("ingest", lambda job_id: None)

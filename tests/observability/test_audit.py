@@ -9,7 +9,7 @@ import pytest
 
 from appliance.db.connection import Database
 from appliance.db.keys import Principal
-from appliance.db.migrations import AUDIT_MIGRATION_SQL
+from appliance.db.spine_migrations import AUDIT_MIGRATION_SQL
 from appliance.errors import InvalidInput
 from appliance.limits import RefusalSummary
 from appliance.observability.audit import REFUSALS_ACTION, AuditLog, AuditUnavailable

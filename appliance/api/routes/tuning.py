@@ -20,6 +20,8 @@ class TuneEmbedderIn(msgspec.Struct, forbid_unknown_fields=True):
     threads: int = 1
     seed: int = 0
     name: str | None = None  # the registry family (default: all-MiniLM-L6-v2-<collection>)
+    rollout: bool = False  # then switch the collection to it, through its retrieval gate (a `reembed` job)
+    rollout_min_gain: float = 0.0  # that gate's margin over the live embedder's nDCG@10
 
 
 @post(
@@ -31,7 +33,9 @@ class TuneEmbedderIn(msgspec.Struct, forbid_unknown_fields=True):
     "generated questions, mines hard negatives, holds out a tenth of the chunks, trains the packaged "
     "MiniLM with MultipleNegativesRankingLoss within the budget (checkpointed, resumed after a restart) "
     "and registers the result as a new embedding version with its lineage and held-out nDCG@10 before "
-    "and after. The collection keeps its embedder.",
+    "and after. With `rollout` the collection is then switched to it (a `reembed` job, see "
+    "`POST /api/v1/collections/{name}/embedder`) only if its retrieval gate passes; otherwise it keeps "
+    "its embedder.",
 )
 def tune_embedder(caller: Scope, tuning: Tuning, data: TuneEmbedderIn) -> Job:
     return tuning.tune_embedder(
@@ -44,6 +48,8 @@ def tune_embedder(caller: Scope, tuning: Tuning, data: TuneEmbedderIn) -> Job:
         threads=data.threads,
         seed=data.seed,
         name=data.name,
+        rollout=data.rollout,
+        rollout_min_gain=data.rollout_min_gain,
     )
 
 

@@ -1,4 +1,4 @@
-"""Knowledge: collections, documents (filter, open, delete, re-ingest, upload), sources and quarantined files."""
+"""Knowledge: collections (their embedders), documents (filter, open, delete, re-ingest, upload), sources and quarantined files."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class KnowledgeView(View):
         Binding("i", "reingest", "Re-ingest"),
         Binding("s", "sync", "Sync source"),
         Binding("n", "new_collection", "New collection"),
+        Binding("e", "embedder", "Embedder"),
     ]
     DEFAULT_CSS = """
     KnowledgeView #filters { height: 3; }
@@ -288,6 +289,48 @@ class KnowledgeView(View):
                 self.run_action(self._create(values["name"]), "collection")
 
         self.app.push_screen(FormDialog("New collection", [("name", "collection name", "")]), create)
+
+    def action_embedder(self) -> None:
+        """A collection's embedder: show it, switch it (a gated `reembed` job), confirm or roll back."""
+        names = [c["name"] for c in self._collections]
+        if not names:
+            self.console.notice("no collections")
+            return
+        if self.collection in names:
+            names.remove(self.collection)
+            names.insert(0, self.collection)
+
+        async def chosen(values: dict | None) -> None:
+            if values:
+                self.run_action(self._embedder(values), "embedder")
+
+        self.app.push_screen(
+            FormDialog(
+                "A collection's embedder",
+                [
+                    ("collection", "collection", names),
+                    ("action", "action", ["show", "switch", "confirm", "rollback"]),
+                    ("model", "model to switch to (NAME, NAME@VERSION or an alias)", ""),
+                ],
+            ),
+            chosen,
+        )
+
+    async def _embedder(self, values: dict) -> None:
+        name, action = values["collection"], values["action"]
+        if action == "switch":
+            job = await self.api.switch_embedder(name, values["model"].strip())
+            self.console.notice(
+                f"re-embedding {name}: job {job['id']} (Jobs tab); it switches if the gate passes"
+            )
+            return
+        call = {"show": self.api.collection_embedder, "confirm": self.api.confirm_embedder}.get(
+            action, self.api.rollback_embedder
+        )
+        record = await call(name)
+        live = record["live"]
+        kept = f"; {record['previous']['resolved']} kept until confirmed" if record.get("previous") else ""
+        self.console.notice(f"{name}: {live['resolved']} ({live['dimensions']}-d){kept}")
 
     async def _create(self, name: str) -> None:
         await self.api.create_collection(name)
