@@ -83,6 +83,11 @@ class WebConsole(Server):
         self.verify = verify
         self._sessions: dict[str, str] = {}  # session token -> API key
 
+    def initialize_logging(self) -> None:
+        super().initialize_logging()
+        # aiohttp logs each request line at INFO, and a `/?key=` sign-in would put the key in it.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
     async def _make_app(self) -> web.Application:
         app = web.Application()
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(self.templates_path), autoescape=True)
