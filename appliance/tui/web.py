@@ -22,6 +22,8 @@ from aiohttp import web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
+from appliance.errors import InvalidInput
+
 log = logging.getLogger("appliance.console.web")
 
 COOKIE = "appliance_console"
@@ -200,5 +202,8 @@ def serve_web_console(
 ) -> int:
     """Runs until Ctrl+C or SIGTERM."""
     os.environ.pop("APPLIANCE_KEY", None)  # a session's console acts with its own key, never ours
-    WebConsole(api_url, console_args, verify=verify, host=host, port=port).serve()
+    try:
+        WebConsole(api_url, console_args, verify=verify, host=host, port=port).serve()
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
