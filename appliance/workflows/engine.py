@@ -16,6 +16,8 @@ from appliance.workflows.builtins import Interrupted, RunServices
 from appliance.workflows.calls import Caller
 from appliance.workflows.context import RunContext, StepFailed, Waiting
 from appliance.workflows.gate import Budget, BudgetExceeded, Gate, Refused
+from appliance.workflows.memory import config as memory_config
+from appliance.workflows.memory import summarize
 from appliance.workflows.refs import RefError, holds, resolve
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
@@ -28,6 +30,10 @@ class Outcome:
     outputs: dict | None = None
     error: str | None = None
     approvals: tuple[str, ...] = ()
+
+
+# The recall's step key: not a valid step id, so it never meets one of the workflow's steps.
+MEMORY_STEP = "@memory"
 
 
 class Escalated(Exception):
@@ -94,6 +100,9 @@ class Engine:
         state: dict[str, Any] = {"inputs": _with_defaults(workflow.get("inputs"), ctx.inputs), "steps": {}}
         try:
             self._escalations(ctx)
+            remember = memory_config(workflow)
+            if remember is not None:
+                state["memory"] = self._recall(ctx, remember["top_k"], state["inputs"])
             for ordinal, step in enumerate(workflow["steps"]):
                 if not keep_going():
                     raise Interrupted("the run's job was cancelled or taken over")
@@ -117,7 +126,7 @@ class Engine:
         return self._end(ctx, "degraded" if ctx.degraded else "succeeded", outputs, None)
 
     def _end(self, ctx: RunContext, state: str, outputs: dict | None, error: str | None) -> Outcome:
-        ctx.store.finish_run(
+        ended = ctx.store.finish_run(
             ctx.run_id,
             state,
             outputs,
@@ -126,7 +135,26 @@ class Engine:
             ctx.flags,
             ctx.gate.snapshot(),
         )
+        workflow = ctx.bundle["workflow"]
+        # Only a run that succeeded is remembered: a failed or degraded one would teach the next
+        # run a wrong or partial answer. `ended` guards a run ended twice (a cancel racing us).
+        if ended and state == "succeeded" and memory_config(workflow) is not None:
+            ctx.store.remember(ctx.key_id, workflow["name"], ctx.run_id, summarize(ctx.inputs, outputs))
         return Outcome(state, outputs, error)
+
+    def _recall(self, ctx: RunContext, top_k: int, inputs: dict) -> list[dict]:
+        """The key's memories of this workflow most relevant to the inputs, as a recorded step: the
+        trace shows what the run was given, and a resumed run reads the same memories back."""
+        name = ctx.bundle["workflow"]["name"]
+
+        def work(attempt: int) -> list[dict]:
+            found = ctx.store.recall(ctx.key_id, name, json.dumps(inputs, ensure_ascii=False), top_k)
+            return [
+                {"summary": m.summary, "run_id": m.run_id, "score": m.score, "created_at": m.created_at}
+                for m in found
+            ]
+
+        return ctx.durable(MEMORY_STEP, MEMORY_STEP, None, -1, "memory", {"top_k": top_k}, work)
 
     # -- budgets ---------------------------------------------------------------------------------
     def _limit(self, ctx: RunContext, exc: BudgetExceeded, state: dict) -> Outcome:

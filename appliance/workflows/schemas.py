@@ -112,6 +112,18 @@ STEP = {
     },
 }
 
+# Long-term memory per API key (workflows/memory.py): off unless `enabled: true`; `top_k` past runs'
+# summaries, the most relevant to the inputs, are given to the run as `${memory}`.
+MEMORY = {
+    "type": "object",
+    "required": ["enabled"],
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
+    },
+}
+
 WORKFLOW = {
     "type": "object",
     "required": ["kind", "name", "steps"],
@@ -126,6 +138,7 @@ WORKFLOW = {
         "on_limit": ON_LIMIT,
         "steps": {"type": "array", "minItems": 1, "items": STEP},
         "outputs": {"type": "object"},
+        "memory": MEMORY,
     },
 }
 AGENT = {
