@@ -24,7 +24,7 @@ from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics
 from appliance.observability.workflow_metrics import WorkflowMetrics
 from appliance.offline import allow_listed
-from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
+from appliance.workflow_records import Approval, MemoryDeleted, WorkflowDocument, WorkflowMemory, WorkflowRun
 from appliance.workflows.breaker import Breakers
 from appliance.workflows.calls import Caller
 from appliance.workflows.documents import Doc, DocumentError, check_schema, parse
@@ -416,6 +416,40 @@ class Workflows:
             info.id, info.name, info.role, tuple(info.collections) if info.collections else None
         )
         return self.access.scope(principal)
+
+    # -- long-term memory ------------------------------------------------------------------------
+    def _memory_key(self, scope: Scope, key_id: str | None) -> str:
+        """Whose memories: the calling key's; an admin may name another key."""
+        if key_id is None or key_id == scope.key_id:
+            return scope.key_id
+        if not scope.is_admin:
+            raise Forbidden("only an admin key may see or delete another key's memories")
+        return key_id
+
+    def list_memories(
+        self, scope: Scope, workflow: str | None = None, key_id: str | None = None, limit: int = 100
+    ) -> list[WorkflowMemory]:
+        return self.store.memories(self._memory_key(scope, key_id), workflow, limit)
+
+    def delete_memories(
+        self, scope: Scope, workflow: str | None = None, key_id: str | None = None, everything: bool = False
+    ) -> MemoryDeleted:
+        """Delete one workflow's memories of a key, or (`everything`) all of that key's: one of the two
+        must be said, so a bare delete never wipes a key's memory by accident."""
+        if workflow is None and not everything:
+            raise InvalidInput(
+                "name a workflow, or say all to delete every memory of the key", param="workflow"
+            )
+        key = self._memory_key(scope, key_id)
+        deleted = self.store.forget(key, workflow)
+        if self.audit is not None:
+            self.audit.append(
+                "workflow.memory.delete",
+                principal=scope.principal,
+                target=key,
+                detail={"workflow": workflow, "deleted": deleted},
+            )
+        return MemoryDeleted(deleted=deleted, key_id=key, workflow=workflow)
 
     # -- approvals -----------------------------------------------------------------------------
     def _approval_row(self, scope: Scope, approval_id: str) -> dict:
