@@ -20,6 +20,7 @@ from appliance.db.connection import Database
 from appliance.db.jobs import JobStore
 from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
+from appliance.models.embedder import Embedder
 from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics
 from appliance.observability.workflow_metrics import WorkflowMetrics
@@ -53,7 +54,9 @@ class _RunServices:
         audit: AuditLog | None = None,
         settings: Settings | None = None,
         db: Database | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
+        self.embedder = embedder
         self.scope = scope
         self.knowledge = knowledge
         self.answers = answers
@@ -145,6 +148,11 @@ class _RunServices:
                 detail={"run_id": run_id, "step": step, "kind": kind, "reason": message, "blocked": blocked},
             )
 
+    def embed(self, text: str) -> tuple[str, list[float]] | None:
+        if self.embedder is None or not text.strip():
+            return None
+        return self.embedder.name, [float(x) for x in self.embedder.embed_query(text)]
+
     def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
         if self._names([collection]) == []:
             return []
@@ -180,7 +188,9 @@ class Workflows:
         instance: str,
         stop: threading.Event,
         audit: AuditLog | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
+        self.embedder = embedder  # for long-term memory's recall; None: by words alone
         self.settings = settings
         self.audit = audit
         self.db = db
@@ -360,7 +370,14 @@ class Workflows:
         try:
             scope = self._scope_of(row["key_id"])
             services = _RunServices(
-                scope, self.knowledge, self.answers, self.store, self.audit, self.settings, self.db
+                scope,
+                self.knowledge,
+                self.answers,
+                self.store,
+                self.audit,
+                self.settings,
+                self.db,
+                self.embedder,
             )
             llm = RuntimeLLM(
                 lambda model: self.gateway.runtime_for("default" if model == "auto" else model),

@@ -17,7 +17,7 @@ from appliance.workflows.calls import Caller
 from appliance.workflows.context import RunContext, StepFailed, Waiting
 from appliance.workflows.gate import Budget, BudgetExceeded, Gate, Refused
 from appliance.workflows.memory import config as memory_config
-from appliance.workflows.memory import summarize
+from appliance.workflows.memory import summarize, text_of
 from appliance.workflows.refs import RefError, holds, resolve
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
@@ -102,7 +102,7 @@ class Engine:
             self._escalations(ctx)
             remember = memory_config(workflow)
             if remember is not None:
-                state["memory"] = self._recall(ctx, remember["top_k"], state["inputs"])
+                state["memory"] = self._recall(ctx, remember, state["inputs"])
             for ordinal, step in enumerate(workflow["steps"]):
                 if not keep_going():
                     raise Interrupted("the run's job was cancelled or taken over")
@@ -139,22 +139,28 @@ class Engine:
         # Only a run that succeeded is remembered: a failed or degraded one would teach the next
         # run a wrong or partial answer. `ended` guards a run ended twice (a cancel racing us).
         if ended and state == "succeeded" and memory_config(workflow) is not None:
-            ctx.store.remember(ctx.key_id, workflow["name"], ctx.run_id, summarize(ctx.inputs, outputs))
+            vector = _embed(ctx, f"{text_of(ctx.inputs)} {text_of(outputs)}")
+            ctx.store.remember(
+                ctx.key_id, workflow["name"], ctx.run_id, summarize(ctx.inputs, outputs), vector
+            )
         return Outcome(state, outputs, error)
 
-    def _recall(self, ctx: RunContext, top_k: int, inputs: dict) -> list[dict]:
+    def _recall(self, ctx: RunContext, memory: dict, inputs: dict) -> list[dict]:
         """The key's memories of this workflow most relevant to the inputs, as a recorded step: the
         trace shows what the run was given, and a resumed run reads the same memories back."""
         name = ctx.bundle["workflow"]["name"]
+        query = text_of(inputs)
 
         def work(attempt: int) -> list[dict]:
-            found = ctx.store.recall(ctx.key_id, name, json.dumps(inputs, ensure_ascii=False), top_k)
+            found = ctx.store.recall(
+                ctx.key_id, name, query, memory["top_k"], _embed(ctx, query), memory["min_similarity"]
+            )
             return [
                 {"summary": m.summary, "run_id": m.run_id, "score": m.score, "created_at": m.created_at}
                 for m in found
             ]
 
-        return ctx.durable(MEMORY_STEP, MEMORY_STEP, None, -1, "memory", {"top_k": top_k}, work)
+        return ctx.durable(MEMORY_STEP, MEMORY_STEP, None, -1, "memory", memory, work)
 
     # -- budgets ---------------------------------------------------------------------------------
     def _limit(self, ctx: RunContext, exc: BudgetExceeded, state: dict) -> Outcome:
@@ -358,6 +364,16 @@ class Engine:
             raise Waiting([row["id"]])
 
         return ctx.durable(sid, sid, None, ordinal, "approval", None, work)
+
+
+def _embed(ctx: RunContext, text: str) -> tuple[str, list[float]] | None:
+    """The text's vector, or None: an embedder that fails leaves memory to words, never fails a run
+    (memory is a hint; the run's own work decides its outcome)."""
+    try:
+        return ctx.services.embed(text)
+    except Exception:
+        log.warning("memory embedding failed; ranking by words", exc_info=True)
+        return None
 
 
 def _with_defaults(schema: dict | None, inputs: dict) -> dict:

@@ -121,6 +121,8 @@ MEMORY = {
     "properties": {
         "enabled": {"type": "boolean"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
+        # With an embedder: the least cosine similarity that recalls a memory sharing no word.
+        "min_similarity": {"type": "number", "minimum": -1, "maximum": 1},
     },
 }
 
