@@ -16,8 +16,8 @@ from appliance.workflows.builtins import Interrupted, RunServices
 from appliance.workflows.calls import Caller
 from appliance.workflows.context import RunContext, StepFailed, Waiting
 from appliance.workflows.gate import Budget, BudgetExceeded, Gate, Refused
+from appliance.workflows.memory import AGENT_SCOPE, text_of
 from appliance.workflows.memory import config as memory_config
-from appliance.workflows.memory import summarize, text_of
 from appliance.workflows.refs import RefError, holds, resolve
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
@@ -102,7 +102,8 @@ class Engine:
             self._escalations(ctx)
             remember = memory_config(workflow)
             if remember is not None:
-                state["memory"] = self._recall(ctx, remember, state["inputs"])
+                name = workflow["name"]
+                state["memory"] = ctx.recall(MEMORY_STEP, None, -1, name, remember, text_of(state["inputs"]))
             for ordinal, step in enumerate(workflow["steps"]):
                 if not keep_going():
                     raise Interrupted("the run's job was cancelled or taken over")
@@ -135,32 +136,28 @@ class Engine:
             ctx.flags,
             ctx.gate.snapshot(),
         )
-        workflow = ctx.bundle["workflow"]
         # Only a run that succeeded is remembered: a failed or degraded one would teach the next
         # run a wrong or partial answer. `ended` guards a run ended twice (a cancel racing us).
-        if ended and state == "succeeded" and memory_config(workflow) is not None:
-            vector = _embed(ctx, f"{text_of(ctx.inputs)} {text_of(outputs)}")
-            ctx.store.remember(
-                ctx.key_id, workflow["name"], ctx.run_id, summarize(ctx.inputs, outputs), vector
-            )
+        if ended and state == "succeeded":
+            self._remember(ctx, outputs)
         return Outcome(state, outputs, error)
 
-    def _recall(self, ctx: RunContext, memory: dict, inputs: dict) -> list[dict]:
-        """The key's memories of this workflow most relevant to the inputs, as a recorded step: the
-        trace shows what the run was given, and a resumed run reads the same memories back."""
-        name = ctx.bundle["workflow"]["name"]
-        query = text_of(inputs)
-
-        def work(attempt: int) -> list[dict]:
-            found = ctx.store.recall(
-                ctx.key_id, name, query, memory["top_k"], _embed(ctx, query), memory["min_similarity"]
-            )
-            return [
-                {"summary": m.summary, "run_id": m.run_id, "score": m.score, "created_at": m.created_at}
-                for m in found
-            ]
-
-        return ctx.durable(MEMORY_STEP, MEMORY_STEP, None, -1, "memory", memory, work)
+    def _remember(self, ctx: RunContext, outputs: dict | None) -> None:
+        """The workflow's memory of this run (its inputs and outputs), and each agent's with memory
+        of its succeeded calls (their input and answer), under the run's key."""
+        workflow = ctx.bundle["workflow"]
+        if memory_config(workflow) is not None:
+            ctx.remember(workflow["name"], ctx.inputs, outputs)
+        agents = ctx.bundle["agents"]
+        if not any(memory_config(spec) for spec in agents.values()):
+            return
+        for row in ctx.store.steps(ctx.run_id).values():
+            if row["kind"] != "agent" or row["state"] != "succeeded" or row["input"] is None:
+                continue
+            called = json.loads(row["input"])
+            if memory_config(agents.get(called["agent"], {})) is not None:
+                output = json.loads(row["output"]) if row["output"] is not None else None
+                ctx.remember(f"{AGENT_SCOPE}{called['agent']}", called.get("with"), output)
 
     # -- budgets ---------------------------------------------------------------------------------
     def _limit(self, ctx: RunContext, exc: BudgetExceeded, state: dict) -> Outcome:
@@ -364,16 +361,6 @@ class Engine:
             raise Waiting([row["id"]])
 
         return ctx.durable(sid, sid, None, ordinal, "approval", None, work)
-
-
-def _embed(ctx: RunContext, text: str) -> tuple[str, list[float]] | None:
-    """The text's vector, or None: an embedder that fails leaves memory to words, never fails a run
-    (memory is a hint; the run's own work decides its outcome)."""
-    try:
-        return ctx.services.embed(text)
-    except Exception:
-        log.warning("memory embedding failed; ranking by words", exc_info=True)
-        return None
 
 
 def _with_defaults(schema: dict | None, inputs: dict) -> dict:

@@ -20,12 +20,14 @@ KEEP = 500  # memories kept per key and workflow; the oldest go first
 # misleads a step. MiniLM puts unrelated short texts near 0 and related ones above 0.4.
 MIN_SIMILARITY = 0.3
 _RRF_K = 60
+# An agent's memories are kept under this prefix and its name: a colon is in no workflow's name.
+AGENT_SCOPE = "agent:"
 _WORD = re.compile(r"[^\W_]{2,}", re.UNICODE)
 
 
-def config(workflow: dict) -> dict | None:
-    """The workflow's memory settings when enabled, else None (memory is off unless declared)."""
-    spec = workflow.get("memory") or {}
+def config(document: dict) -> dict | None:
+    """A workflow's or agent's memory settings when enabled, else None (off unless declared)."""
+    spec = document.get("memory") or {}
     if not spec.get("enabled"):
         return None
     return {

@@ -159,6 +159,8 @@ AGENT = {
         "output_schema": ANY_SCHEMA,
         "limits": LIMITS,
         "on_limit": ON_LIMIT,
+        # The agent's own memory per key: its relevant past calls are added to its task.
+        "memory": MEMORY,
     },
 }
 TOOL = {

@@ -7,7 +7,9 @@ import pytest
 
 from appliance.workflows.documents import DocumentError, parse
 from appliance.workflows.engine import MEMORY_STEP
+from appliance.workflows.llm import RuntimeLLM
 from tests.workflows.harness import Harness
+from tests.workflows.scripted import ScriptedRuntime
 
 ASK = """
 kind: Workflow
@@ -124,3 +126,47 @@ def test_a_reference_to_memory_without_memory_is_rejected(h):
     with pytest.raises(DocumentError, match=r"outputs.recalled.*keeps no memory"):
         h.apply(ASK.format(memory="", recalled=', recalled: "${memory}"'))
     assert parse(WITH_MEMORY, "ok.yaml")  # the same document with memory declared parses
+
+
+SCRIBE = """
+kind: Agent
+name: scribe
+instructions: Answer in one line.
+memory: {enabled: true, top_k: 1}
+"""
+CONSULT = """
+kind: Workflow
+name: consult
+inputs: {type: object, properties: {q: {type: string}}, required: [q]}
+steps:
+  - id: ask
+    agent: scribe
+    with: {prompt: "${inputs.q}"}
+outputs: {text: "${steps.ask.output.text}"}
+"""
+
+
+def test_an_agent_with_memory_is_given_its_relevant_past_calls(tmp_path):
+    runtime = ScriptedRuntime(["the ferry leaves at nine", "the ferry still leaves at nine", "no idea"])
+    h = Harness(tmp_path, llm=RuntimeLLM(lambda model: runtime))
+    try:
+        h.apply(SCRIBE, CONSULT)
+        h.run("consult", {"q": "when does the ferry leave?"})
+        run_id, out = h.run("consult", {"q": "ferry times"})
+        assert out.state == "succeeded", out.error
+        # The second call's task carries the first call's question and answer; the trace has the recall.
+        assert "Notes from your earlier runs" not in runtime.prompts[0]
+        assert "when does the ferry leave?" in runtime.prompts[1] and "leaves at nine" in runtime.prompts[1]
+        recall = h.steps(run_id)["ask/memory"]
+        assert recall["kind"] == "memory" and recall["parent"] == "ask"
+        assert [m.workflow for m in h.store.memories(h.key_id)] == ["agent:scribe", "agent:scribe"]
+        h.key_id = "key_other"  # another key's agent starts with no notes
+        h.run("consult", {"q": "ferry times"})
+        assert "Notes from your earlier runs" not in runtime.prompts[2]
+    finally:
+        h.close()
+
+
+def test_an_agents_bad_memory_config_is_rejected_with_its_path(h):
+    with pytest.raises(DocumentError, match=r"memory\.top_k"):
+        h.apply(SCRIBE.replace("top_k: 1", "top_k: -1"))
