@@ -148,10 +148,12 @@ class _RunServices:
                 detail={"run_id": run_id, "step": step, "kind": kind, "reason": message, "blocked": blocked},
             )
 
-    def embed(self, text: str) -> tuple[str, list[float]] | None:
+    def embed(self, text: str, document: bool = False) -> tuple[str, list[float]] | None:
         if self.embedder is None or not text.strip():
             return None
-        return self.embedder.name, [float(x) for x in self.embedder.embed_query(text)]
+        # An asymmetric embedder (a query prefix, a passage prefix) needs to know which side it embeds.
+        vector = self.embedder.embed_documents([text])[0] if document else self.embedder.embed_query(text)
+        return self.embedder.name, [float(x) for x in vector]
 
     def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
         if self._names([collection]) == []:

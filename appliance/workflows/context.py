@@ -118,11 +118,11 @@ class RunContext:
             self.store.end_step(self.run_id, key, state, output, error, tokens, ms, self.gate.snapshot())
 
     # -- long-term memory ------------------------------------------------------------------------
-    def embed(self, text: str) -> tuple[str, list[float]] | None:
+    def embed(self, text: str, document: bool = False) -> tuple[str, list[float]] | None:
         """The text's vector, or None: an embedder that fails leaves memory to words, never fails a
         run (memory is a hint; the run's own work decides its outcome)."""
         try:
-            return self.services.embed(text)
+            return self.services.embed(text, document)
         except Exception:
             log.warning("memory embedding failed; ranking by words", exc_info=True)
             return None
@@ -145,7 +145,7 @@ class RunContext:
         return self.durable(key, key, parent, ordinal, "memory", {"scope": scope, **memory}, work)
 
     def remember(self, scope: str, inputs: Any, outputs: Any) -> None:
-        vector = self.embed(f"{text_of(inputs)} {text_of(outputs)}")
+        vector = self.embed(f"{text_of(inputs)} {text_of(outputs)}", document=True)
         self.store.remember(self.key_id, scope, self.run_id, summarize(inputs, outputs), vector)
 
     def skip(self, key: str, step_id: str, ordinal: int, kind: str) -> None:
