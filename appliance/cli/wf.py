@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a = actions.add_parser(
         "memory", parents=[parents.client], help="this key's long-term workflow memories: list or delete"
     )
-    a.add_argument("action", choices=["list", "delete"])
+    a.add_argument("action", choices=["list", "delete"], help="list this key's memories, or delete them")
     a.add_argument("--workflow", help="only this workflow's memories")
     a.add_argument("--all", action="store_true", help="delete: every memory of the key")
     a.add_argument("--for-key", dest="for_key", metavar="KEY_ID", help="another key's id (an admin key only)")
