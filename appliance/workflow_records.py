@@ -71,3 +71,21 @@ class Approval(Record, kw_only=True):
     created_at: str
     expires_at: str | None
     answered_at: str | None
+
+
+class WorkflowMemory(Record, kw_only=True, omit_defaults=True):
+    """A run remembered for its key: a bounded summary of its inputs and outputs, kept until deleted."""
+
+    id: str
+    key_id: str
+    workflow: str
+    run_id: str
+    summary: str
+    created_at: str
+    score: float | None = None  # relevance to the run that retrieved it
+
+
+class MemoryDeleted(Record, kw_only=True):
+    deleted: int
+    key_id: str
+    workflow: str | None

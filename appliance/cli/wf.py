@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     p = sub.add_parser(
         "wf",
         parents=[parents.client],
-        help="governed workflows: validate, apply, run, runs, show, approve, cancel",
+        help="governed workflows: validate, apply, run, runs, show, approve, cancel, memory",
     )
     actions = p.add_subparsers(dest="wf_command", required=True, metavar="COMMAND")
 
@@ -64,6 +64,15 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a = actions.add_parser("cancel", parents=[parents.client], help="cancel a run")
     a.add_argument("run_id", metavar="RUN_ID")
     a.set_defaults(func=_cancel)
+
+    a = actions.add_parser(
+        "memory", parents=[parents.client], help="this key's long-term workflow memories: list or delete"
+    )
+    a.add_argument("action", choices=["list", "delete"], help="list this key's memories, or delete them")
+    a.add_argument("--workflow", help="only this workflow's memories")
+    a.add_argument("--all", action="store_true", help="delete: every memory of the key")
+    a.add_argument("--for-key", dest="for_key", metavar="KEY_ID", help="another key's id (an admin key only)")
+    a.set_defaults(func=_memory)
 
 
 def _read(files: list[Path]) -> dict[str, str]:
@@ -191,4 +200,24 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     emit(args, connect(args).cancel_workflow_run(args.run_id), _print_run)
+    return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    client = connect(args)
+    if args.action == "delete":
+        if args.workflow is None and not args.all:
+            raise InvalidInput("name --workflow W, or say --all to delete every memory of the key")
+        done = client.delete_workflow_memories(args.workflow, args.for_key, args.all)
+        emit(args, done, lambda d: print(f"deleted {d['deleted']} memories of key {d['key_id']}"))
+        return 0
+
+    def human(rows: list[dict]) -> None:
+        if not rows:
+            print("no memories")
+        for m in rows:
+            print(f"{m['id']}  {m['workflow']}  run {m['run_id']}  {m['created_at']}")
+            print("  " + m["summary"].replace("\n", "\n  ")[:400])
+
+    emit(args, client.workflow_memories(args.workflow, args.for_key), human)
     return 0

@@ -174,6 +174,8 @@ class BaseClient:
     cancel_workflow_run = _api(platform_calls.cancel_workflow_run)
     approvals = _api(platform_calls.approvals)
     answer_approval = _api(platform_calls.answer_approval)
+    workflow_memories = _api(platform_calls.workflow_memories)
+    delete_workflow_memories = _api(platform_calls.delete_workflow_memories)
     # -- retrieval tuning
     calibrate_fusion = _api(platform_calls.calibrate_fusion)
     collection_fusion = _api(platform_calls.collection_fusion)

@@ -141,6 +141,18 @@ def cancel_workflow_run(run_id: str) -> Call:
     return Call("POST", "/api/v1/runs/{workflow_run_id}/cancel", {"workflow_run_id": run_id})
 
 
+def workflow_memories(workflow: str | None = None, key: str | None = None) -> Call:
+    return Call("GET", "/api/v1/workflows/memory", params=_query(workflow=workflow, key=key))
+
+
+def delete_workflow_memories(workflow: str | None = None, key: str | None = None, all: bool = False) -> Call:  # noqa: A002
+    return Call(
+        "DELETE",
+        "/api/v1/workflows/memory",
+        params=_query(workflow=workflow, key=key, all="true" if all else None),
+    )
+
+
 def approvals(state: str | None = "pending") -> Call:
     return Call("GET", "/api/v1/approvals", params=_query(approval_state=state))
 

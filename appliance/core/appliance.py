@@ -336,6 +336,7 @@ class Appliance:
             self.instance_id,
             self._stop,
             audit=self.audit,
+            embedder=self.embedder,
         )
         self.tuning = Tuning(
             settings,

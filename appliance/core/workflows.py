@@ -20,11 +20,12 @@ from appliance.db.connection import Database
 from appliance.db.jobs import JobStore
 from appliance.db.keys import Principal
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
+from appliance.models.embedder import Embedder
 from appliance.observability.audit import AuditLog
 from appliance.observability.metrics import Metrics
 from appliance.observability.workflow_metrics import WorkflowMetrics
 from appliance.offline import allow_listed
-from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
+from appliance.workflow_records import Approval, MemoryDeleted, WorkflowDocument, WorkflowMemory, WorkflowRun
 from appliance.workflows.breaker import Breakers
 from appliance.workflows.calls import Caller
 from appliance.workflows.documents import Doc, DocumentError, check_schema, parse
@@ -53,7 +54,9 @@ class _RunServices:
         audit: AuditLog | None = None,
         settings: Settings | None = None,
         db: Database | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
+        self.embedder = embedder
         self.scope = scope
         self.knowledge = knowledge
         self.answers = answers
@@ -145,6 +148,13 @@ class _RunServices:
                 detail={"run_id": run_id, "step": step, "kind": kind, "reason": message, "blocked": blocked},
             )
 
+    def embed(self, text: str, document: bool = False) -> tuple[str, list[float]] | None:
+        if self.embedder is None or not text.strip():
+            return None
+        # An asymmetric embedder (a query prefix, a passage prefix) needs to know which side it embeds.
+        vector = self.embedder.embed_documents([text])[0] if document else self.embedder.embed_query(text)
+        return self.embedder.name, [float(x) for x in vector]
+
     def documents(self, collection: str, since: str | None, limit: int) -> list[dict]:
         if self._names([collection]) == []:
             return []
@@ -180,7 +190,9 @@ class Workflows:
         instance: str,
         stop: threading.Event,
         audit: AuditLog | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
+        self.embedder = embedder  # for long-term memory's recall; None: by words alone
         self.settings = settings
         self.audit = audit
         self.db = db
@@ -360,7 +372,14 @@ class Workflows:
         try:
             scope = self._scope_of(row["key_id"])
             services = _RunServices(
-                scope, self.knowledge, self.answers, self.store, self.audit, self.settings, self.db
+                scope,
+                self.knowledge,
+                self.answers,
+                self.store,
+                self.audit,
+                self.settings,
+                self.db,
+                self.embedder,
             )
             llm = RuntimeLLM(
                 lambda model: self.gateway.runtime_for("default" if model == "auto" else model),
@@ -416,6 +435,40 @@ class Workflows:
             info.id, info.name, info.role, tuple(info.collections) if info.collections else None
         )
         return self.access.scope(principal)
+
+    # -- long-term memory ------------------------------------------------------------------------
+    def _memory_key(self, scope: Scope, key_id: str | None) -> str:
+        """Whose memories: the calling key's; an admin may name another key."""
+        if key_id is None or key_id == scope.key_id:
+            return scope.key_id
+        if not scope.is_admin:
+            raise Forbidden("only an admin key may see or delete another key's memories")
+        return key_id
+
+    def list_memories(
+        self, scope: Scope, workflow: str | None = None, key_id: str | None = None, limit: int = 100
+    ) -> list[WorkflowMemory]:
+        return self.store.memories(self._memory_key(scope, key_id), workflow, limit)
+
+    def delete_memories(
+        self, scope: Scope, workflow: str | None = None, key_id: str | None = None, everything: bool = False
+    ) -> MemoryDeleted:
+        """Delete one workflow's memories of a key, or (`everything`) all of that key's: one of the two
+        must be said, so a bare delete never wipes a key's memory by accident."""
+        if workflow is None and not everything:
+            raise InvalidInput(
+                "name a workflow, or say all to delete every memory of the key", param="workflow"
+            )
+        key = self._memory_key(scope, key_id)
+        deleted = self.store.forget(key, workflow)
+        if self.audit is not None:
+            self.audit.append(
+                "workflow.memory.delete",
+                principal=scope.principal,
+                target=key,
+                detail={"workflow": workflow, "deleted": deleted},
+            )
+        return MemoryDeleted(deleted=deleted, key_id=key, workflow=workflow)
 
     # -- approvals -----------------------------------------------------------------------------
     def _approval_row(self, scope: Scope, approval_id: str) -> dict:

@@ -259,6 +259,25 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0018_collection_embedders", COLLECTION_EMBEDDERS_SQL),  # db/embedders.py: why and what
     # Remote chat models (models/remote.py): where a `remote` version is served, as a RemoteEndpoint.
     ("0019_remote_models", "ALTER TABLE model_versions ADD COLUMN remote JSON;"),
+    # Long-term workflow memory (workflows/memory.py): a summary per succeeded run of a workflow that
+    # declares `memory`, read back only by the key that ran it; kept until deleted. The embedding (with
+    # the embedder's name: vectors of two embedders are never compared) is null without an embedder.
+    (
+        "0020_workflow_memories",
+        """
+        CREATE TABLE workflow_memories (
+            id VARCHAR PRIMARY KEY,
+            key_id VARCHAR NOT NULL,
+            workflow VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            summary VARCHAR NOT NULL,
+            embedder VARCHAR,
+            embedding FLOAT[],
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX workflow_memories_scope ON workflow_memories (key_id, workflow);
+        """,
+    ),
 ]
 
 

@@ -57,6 +57,12 @@ class RunServices(Protocol):
         """Audit a sandboxed call that tried to leave the sandbox or reached one of its limits."""
         ...
 
+    def embed(self, text: str, document: bool = False) -> tuple[str, list[float]] | None:
+        """The appliance's embedder's name and its L2-normalised vector of `text` (as a document to
+        store, or as a query), for long-term memory; None when no embedder is at hand (memory then
+        ranks by words alone)."""
+        ...
+
 
 @dataclass
 class Invocation:

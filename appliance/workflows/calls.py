@@ -17,6 +17,8 @@ from appliance.workflows.builtins import Interrupted, Invocation, ToolFailure
 from appliance.workflows.context import RunContext, StepFailed
 from appliance.workflows.gate import Refused
 from appliance.workflows.llm import LLM
+from appliance.workflows.memory import AGENT_SCOPE, text_of
+from appliance.workflows.memory import config as memory_config
 from appliance.workflows.tools import implementation
 
 MAX_AGENT_TURNS = 8
@@ -240,9 +242,17 @@ class Caller:
         spec = ctx.bundle["agents"][name]
         tools = [t for t in spec.get("tools", []) if narrowed is None or t in narrowed]
         output_schema = spec.get("output_schema")
+        task = _task(args)
+        memory = memory_config(spec)
+        if memory is not None:
+            recalled = ctx.recall(f"{key}/memory", key, ordinal, AGENT_SCOPE + name, memory, text_of(args))
+            if recalled:
+                task += "\n\nNotes from your earlier runs (most relevant first):\n" + "\n".join(
+                    "- " + m["summary"] for m in recalled
+                )
         messages = [
             ChatMessage("system", _instructions(spec, tools, ctx.bundle["tools"])),
-            ChatMessage("user", _task(args)),
+            ChatMessage("user", task),
         ]
         refused: list[dict] = []
         for turn in range(MAX_AGENT_TURNS):

@@ -159,6 +159,21 @@ def _policy(body: dict, cat: Catalogue) -> None:
             raise _fault(f"tools[{i}]", f"unknown tool {name!r}")
 
 
+# What `${memory}` holds in a workflow with memory: the recalled summaries, most relevant first.
+MEMORY_ITEMS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "summary": {"type": "string"},
+            "run_id": {"type": "string"},
+            "score": {"type": "number"},
+            "created_at": {"type": "string"},
+        },
+    },
+}
+
+
 class _Flow:
     """What the steps before a point produce: their ids and output schemas, and the loop variables."""
 
@@ -172,6 +187,8 @@ class _Flow:
 def _workflow(body: dict, cat: Catalogue) -> None:
     steps = body["steps"]
     flow = _Flow(body.get("inputs"))
+    if (body.get("memory") or {}).get("enabled"):
+        flow.vars["memory"] = MEMORY_ITEMS
     ids: dict[str, str] = {}
     for i, step in enumerate(steps):
         for sid, where in [(step["id"], f"steps[{i}].id")] + [
@@ -362,6 +379,8 @@ def _ref(expr: str, at: str, flow: _Flow) -> dict | None:
         return _walk(flow.outputs[sid], path[3:], at, f"step {sid!r}'s output", strict=True)
     if root in flow.vars:
         return _walk(flow.vars[root], path[1:], at, f"${{{root}}}", strict=root == "loop")
+    if root == "memory":
+        raise _fault(at, f"${{{expr}}}: the workflow keeps no memory (declare `memory: {{enabled: true}}`)")
     raise _fault(
         at, f"${{{expr}}}: unknown name {root!r} (expected inputs, steps, or a foreach/loop variable)"
     )

@@ -4,6 +4,7 @@ completed before a crash is returned from its record, never executed again)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,10 @@ from typing import Any
 
 from appliance.workflows.builtins import Interrupted, RunServices
 from appliance.workflows.gate import Gate
+from appliance.workflows.memory import summarize, text_of
 from appliance.workflows.store import WorkflowStore
+
+log = logging.getLogger(__name__)
 
 
 class Waiting(Exception):
@@ -112,6 +116,37 @@ class RunContext:
     ) -> None:
         with self.write_lock:
             self.store.end_step(self.run_id, key, state, output, error, tokens, ms, self.gate.snapshot())
+
+    # -- long-term memory ------------------------------------------------------------------------
+    def embed(self, text: str, document: bool = False) -> tuple[str, list[float]] | None:
+        """The text's vector, or None: an embedder that fails leaves memory to words, never fails a
+        run (memory is a hint; the run's own work decides its outcome)."""
+        try:
+            return self.services.embed(text, document)
+        except Exception:
+            log.warning("memory embedding failed; ranking by words", exc_info=True)
+            return None
+
+    def recall(
+        self, key: str, parent: str | None, ordinal: int, scope: str, memory: dict, query: str
+    ) -> list[dict]:
+        """The key's memories of `scope` (a workflow, or `agent:<name>`) most relevant to `query`, as
+        a recorded step: the trace shows what was given, and a resumed run reads the same back."""
+
+        def work(attempt: int) -> list[dict]:
+            found = self.store.recall(
+                self.key_id, scope, query, memory["top_k"], self.embed(query), memory["min_similarity"]
+            )
+            return [
+                {"summary": m.summary, "run_id": m.run_id, "score": m.score, "created_at": m.created_at}
+                for m in found
+            ]
+
+        return self.durable(key, key, parent, ordinal, "memory", {"scope": scope, **memory}, work)
+
+    def remember(self, scope: str, inputs: Any, outputs: Any) -> None:
+        vector = self.embed(f"{text_of(inputs)} {text_of(outputs)}", document=True)
+        self.store.remember(self.key_id, scope, self.run_id, summarize(inputs, outputs), vector)
 
     def skip(self, key: str, step_id: str, ordinal: int, kind: str) -> None:
         if self.done(key)[0]:

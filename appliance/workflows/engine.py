@@ -16,6 +16,8 @@ from appliance.workflows.builtins import Interrupted, RunServices
 from appliance.workflows.calls import Caller
 from appliance.workflows.context import RunContext, StepFailed, Waiting
 from appliance.workflows.gate import Budget, BudgetExceeded, Gate, Refused
+from appliance.workflows.memory import AGENT_SCOPE, text_of
+from appliance.workflows.memory import config as memory_config
 from appliance.workflows.refs import RefError, holds, resolve
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
 
@@ -28,6 +30,10 @@ class Outcome:
     outputs: dict | None = None
     error: str | None = None
     approvals: tuple[str, ...] = ()
+
+
+# The recall's step key: not a valid step id, so it never meets one of the workflow's steps.
+MEMORY_STEP = "@memory"
 
 
 class Escalated(Exception):
@@ -94,6 +100,10 @@ class Engine:
         state: dict[str, Any] = {"inputs": _with_defaults(workflow.get("inputs"), ctx.inputs), "steps": {}}
         try:
             self._escalations(ctx)
+            remember = memory_config(workflow)
+            if remember is not None:
+                name = workflow["name"]
+                state["memory"] = ctx.recall(MEMORY_STEP, None, -1, name, remember, text_of(state["inputs"]))
             for ordinal, step in enumerate(workflow["steps"]):
                 if not keep_going():
                     raise Interrupted("the run's job was cancelled or taken over")
@@ -117,7 +127,7 @@ class Engine:
         return self._end(ctx, "degraded" if ctx.degraded else "succeeded", outputs, None)
 
     def _end(self, ctx: RunContext, state: str, outputs: dict | None, error: str | None) -> Outcome:
-        ctx.store.finish_run(
+        ended = ctx.store.finish_run(
             ctx.run_id,
             state,
             outputs,
@@ -126,7 +136,28 @@ class Engine:
             ctx.flags,
             ctx.gate.snapshot(),
         )
+        # Only a run that succeeded is remembered: a failed or degraded one would teach the next
+        # run a wrong or partial answer. `ended` guards a run ended twice (a cancel racing us).
+        if ended and state == "succeeded":
+            self._remember(ctx, outputs)
         return Outcome(state, outputs, error)
+
+    def _remember(self, ctx: RunContext, outputs: dict | None) -> None:
+        """The workflow's memory of this run (its inputs and outputs), and each agent's with memory
+        of its succeeded calls (their input and answer), under the run's key."""
+        workflow = ctx.bundle["workflow"]
+        if memory_config(workflow) is not None:
+            ctx.remember(workflow["name"], ctx.inputs, outputs)
+        agents = ctx.bundle["agents"]
+        if not any(memory_config(spec) for spec in agents.values()):
+            return
+        for row in ctx.store.steps(ctx.run_id).values():
+            if row["kind"] != "agent" or row["state"] != "succeeded" or row["input"] is None:
+                continue
+            called = json.loads(row["input"])
+            if memory_config(agents.get(called["agent"], {})) is not None:
+                output = json.loads(row["output"]) if row["output"] is not None else None
+                ctx.remember(f"{AGENT_SCOPE}{called['agent']}", called.get("with"), output)
 
     # -- budgets ---------------------------------------------------------------------------------
     def _limit(self, ctx: RunContext, exc: BudgetExceeded, state: dict) -> Outcome:

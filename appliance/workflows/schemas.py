@@ -112,6 +112,20 @@ STEP = {
     },
 }
 
+# Long-term memory per API key (workflows/memory.py): off unless `enabled: true`; `top_k` past runs'
+# summaries, the most relevant to the inputs, are given to the run as `${memory}`.
+MEMORY = {
+    "type": "object",
+    "required": ["enabled"],
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 20},
+        # With an embedder: the least cosine similarity that recalls a memory sharing no word.
+        "min_similarity": {"type": "number", "minimum": -1, "maximum": 1},
+    },
+}
+
 WORKFLOW = {
     "type": "object",
     "required": ["kind", "name", "steps"],
@@ -126,6 +140,7 @@ WORKFLOW = {
         "on_limit": ON_LIMIT,
         "steps": {"type": "array", "minItems": 1, "items": STEP},
         "outputs": {"type": "object"},
+        "memory": MEMORY,
     },
 }
 AGENT = {
@@ -144,6 +159,8 @@ AGENT = {
         "output_schema": ANY_SCHEMA,
         "limits": LIMITS,
         "on_limit": ON_LIMIT,
+        # The agent's own memory per key: its relevant past calls are added to its task.
+        "memory": MEMORY,
     },
 }
 TOOL = {

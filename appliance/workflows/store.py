@@ -12,6 +12,7 @@ import duckdb
 from appliance.db.connection import Database
 from appliance.errors import Conflict, NotFound
 from appliance.workflow_records import Approval, RunStep, WorkflowDocument, WorkflowRun
+from appliance.workflows.memory import MemoryRecords
 
 ACTIVE_RUN_STATES = ("queued", "running", "waiting")
 ENDED_RUN_STATES = ("succeeded", "degraded", "failed", "cancelled")
@@ -199,8 +200,8 @@ class ApprovalRecords:
         )
 
 
-class WorkflowStore(LedgerRecords, ApprovalRecords):
-    """Documents, runs and step records; the ledger and approvals come from their own bases."""
+class WorkflowStore(LedgerRecords, ApprovalRecords, MemoryRecords):
+    """Documents, runs and step records; the ledger, approvals and memories come from their own bases."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -180,3 +180,82 @@ def test_kill_9_mid_fan_out_and_mid_approval_loses_and_repeats_nothing(srv):
         con.close()
     assert sorted(effects) == sorted((r, k, 1) for r in runs for k in ("write", "after"))
     assert sorted(ledger) == sorted((r, k, "done") for r in runs for k in ("write", "after"))
+
+
+REMEMBER = """kind: Workflow
+name: remember
+inputs: {type: object, properties: {q: {type: string}}, required: [q]}
+memory: {enabled: true, top_k: 3}
+steps:
+  - {id: say, tool: builtin.echo, with: {text: "noted ${inputs.q}"}}
+outputs: {text: "${steps.say.output.text}"}
+"""
+
+
+def _recalled(run: dict) -> list[dict]:
+    """What the run was given: its recall step's output, in its trace."""
+    step = next(s for s in run["steps"] if s["key"] == "@memory")
+    assert step["kind"] == "memory" and step["state"] == "succeeded"
+    return step["output"]
+
+
+def test_memory_over_the_wire_is_per_key_listed_deleted_and_audited(srv):
+    with srv.client() as admin:
+        assert (
+            admin.post("/api/v1/workflows", content=REMEMBER, headers={"Content-Type": "application/yaml"})
+        ).status_code == 201
+        assert admin.post("/api/v1/collections", json={"name": "memkb"}).status_code == 201
+        keys = {
+            n: admin.post(
+                "/api/v1/keys", json={"name": f"mem-{n}", "role": "user", "collections": ["memkb"]}
+            ).json()
+            for n in "ab"
+        }
+    clients = {n: srv.client(k["key"]) for n, k in keys.items()}
+    try:
+        for n, c in clients.items():
+            started = c.post("/api/v1/workflows/remember/runs", json={"input": {"q": f"harbour of {n}"}})
+            assert _wait(c, started.json()["run_id"])["state"] == "succeeded"
+        again = clients["a"].post("/api/v1/workflows/remember/runs", json={"input": {"q": "harbour"}})
+        recalled = _recalled(_wait(clients["a"], again.json()["run_id"]))
+        assert [("harbour of a" in r["summary"], "harbour of b" in r["summary"]) for r in recalled] == [
+            (True, False)
+        ]  # a's own memory; never b's
+        # With the server's embedder, a memory sharing no word with the inputs is recalled by meaning.
+        volcano = clients["a"].post(
+            "/api/v1/workflows/remember/runs", json={"input": {"q": "volcanoes of iceland"}}
+        )
+        assert _wait(clients["a"], volcano.json()["run_id"])["state"] == "succeeded"
+        lava = clients["a"].post(
+            "/api/v1/workflows/remember/runs", json={"input": {"q": "eruptions and lava"}}
+        )
+        lava_run = _wait(clients["a"], lava.json()["run_id"])
+        assert [r["run_id"] for r in _recalled(lava_run)] == [volcano.json()["run_id"]]
+        mine = clients["b"].get("/api/v1/workflows/memory").json()
+        assert [(m["key_id"], m["workflow"]) for m in mine] == [(keys["b"]["id"], "remember")]
+        assert (
+            clients["b"].get("/api/v1/workflows/memory", params={"key": keys["a"]["id"]}).status_code == 403
+        )
+        assert clients["b"].delete("/api/v1/workflows/memory").status_code == 400  # neither workflow nor all
+        with srv.client() as admin:
+            theirs = admin.get("/api/v1/workflows/memory", params={"key": keys["a"]["id"]}).json()
+            assert len(theirs) == 4 and {m["key_id"] for m in theirs} == {keys["a"]["id"]}
+
+        env = {"APPLIANCE_URL": srv.url, "APPLIANCE_KEY": keys["a"]["key"]}
+        listed = run_cli("wf", "memory", "list", "--workflow", "remember", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert len(json.loads(listed.stdout)) == 4
+        bare = run_cli("wf", "memory", "delete", env=env)
+        assert bare.returncode != 0 and "--all" in bare.stderr and "Traceback" not in bare.stderr
+        deleted = run_cli("wf", "memory", "delete", "--all", "--json", env=env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert json.loads(deleted.stdout)["deleted"] == 4
+        assert clients["a"].get("/api/v1/workflows/memory").json() == []
+        assert len(clients["b"].get("/api/v1/workflows/memory").json()) == 1  # b's memory stays
+        with srv.client() as admin:
+            entries = admin.get("/api/v1/audit", params={"limit": 50}).json()
+        audited = [e for e in entries if e["action"] == "workflow.memory.delete"]
+        assert audited and audited[0]["target"] == keys["a"]["id"] and audited[0]["detail"]["deleted"] == 4
+    finally:
+        for c in clients.values():
+            c.close()

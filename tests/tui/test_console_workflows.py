@@ -213,3 +213,27 @@ def test_the_graph_draws_fan_out_loops_and_what_each_step_reads():
         "   └─ tool builtin.echo",
         "outputs: items",
     ]
+
+
+@pytest.mark.anyio
+async def test_m_forgets_the_selected_workflows_memories_after_a_confirmation(srv):
+    admin = srv.app.access.scope(srv.app.keys.authenticate(srv.key))  # the console's key
+    kept = "kind: Workflow\nname: kept\nmemory: {enabled: true}\nsteps: [{id: s, tool: builtin.echo, with: {text: hi}}]\n"
+    srv.app.workflows.apply(srv.app.access.system_scope(), parse(kept))
+    run = srv.app.workflows.start(admin, "kept", {})
+    assert srv.app.workflows.wait(admin, run.id, 30).state == "succeeded"
+    assert len(srv.app.workflows.list_memories(admin, "kept")) == 1
+    app = ConsoleApp(srv.url, srv.key)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("0")
+        await until(pilot, lambda: "kept" in [r[0] for r in rows(app, "#wf-list")], what="the workflow")
+        table = app.query_one("#wf-list", DataTable)
+        table.focus()
+        table.move_cursor(row=[r[0] for r in rows(app, "#wf-list")].index("kept"))
+        await pilot.press("m")
+        await pilot.press("n")  # declined: nothing is deleted
+        await pilot.pause()
+        assert len(srv.app.workflows.list_memories(admin, "kept")) == 1
+        await pilot.press("m")
+        await pilot.press("y")
+        await until(pilot, lambda: not srv.app.workflows.list_memories(admin, "kept"), what="the delete")

@@ -87,6 +87,9 @@ class MemoryServices:
     def sandbox_refused(self, run_id, step, tool, kind, message, blocked):
         self.refused.append({"run_id": run_id, "step": step, "tool": tool, "kind": kind, "blocked": blocked})
 
+    def embed(self, text, document=False):
+        return None  # no embedder here: memory ranks by words (tests/api covers the embedder)
+
     def documents(self, collection, since, limit):
         texts = self.corpus.get(collection, []) if self._names([collection]) else []
         return [

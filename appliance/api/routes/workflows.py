@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Router, get, post
+from litestar import Router, delete, get, post
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 
@@ -20,7 +20,7 @@ from appliance.core.access import Scope
 from appliance.core.workflows import Workflows
 from appliance.errors import UnsupportedFormat
 from appliance.records import Record
-from appliance.workflow_records import Approval, WorkflowDocument, WorkflowRun
+from appliance.workflow_records import Approval, MemoryDeleted, WorkflowDocument, WorkflowMemory, WorkflowRun
 
 
 class AppliedDocument(Record, kw_only=True):
@@ -136,10 +136,45 @@ def start_run(caller: Scope, workflows: Workflows, name: str, data: RunIn) -> Ru
     return RunStarted(run_id=run.id, workflow=run.workflow, version=run.version, state=run.state, run=run)
 
 
+@get(
+    "/memory",
+    sync_to_thread=True,
+    errors=(403,),
+    summary="The calling key's long-term workflow memories (an admin key may name another `key`)",
+    description="A workflow that declares `memory: {enabled: true}` remembers a summary of each run that "
+    "succeeded, for the key that ran it; later runs of that key are given the most relevant ones.",
+)
+def list_memories(
+    caller: Scope,
+    workflows: Workflows,
+    workflow: str | None = None,
+    key: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> list[WorkflowMemory]:
+    return workflows.list_memories(caller, workflow, key, limit)
+
+
+@delete(
+    "/memory",
+    status_code=200,
+    sync_to_thread=True,
+    errors=(403,),
+    summary="Delete the calling key's memories of a `workflow`, or all of them (`all=true`); audited",
+)
+def delete_memories(
+    caller: Scope,
+    workflows: Workflows,
+    workflow: str | None = None,
+    key: str | None = None,
+    all: bool = False,  # noqa: A002 - the query parameter's name
+) -> MemoryDeleted:
+    return workflows.delete_memories(caller, workflow, key, all)
+
+
 workflows_router = Router(
     "/api/v1/workflows",
     tags=["workflows"],
-    route_handlers=[apply_documents, list_documents, get_workflow, start_run],
+    route_handlers=[apply_documents, list_documents, list_memories, delete_memories, get_workflow, start_run],
 )
 
 

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Label, Static
 
 from appliance.client import ApiError
 from appliance.tui import fmt, schema_form
-from appliance.tui.dialogs import FormDialog
+from appliance.tui.dialogs import ConfirmDialog, FormDialog
 from appliance.tui.widgets import View, fill_table, guarded, selected_key
 from appliance.workflows.text import graph_lines, step_tree
 
@@ -55,7 +55,8 @@ class WorkflowsView(View):
     run's step tree (outcome, attempts, milliseconds, tokens; refreshed while the run is active),
     and the approvals waiting for this key. `r` runs the selected workflow (a form from its inputs
     schema), `x` cancels the selected run, `a` approves and `d` rejects the selected approval
-    (`enter` on it: answer with a form from its schema)."""
+    (`enter` on it: answer with a form from its schema); `m` deletes this key's long-term memories
+    of the selected workflow (after a confirmation)."""
 
     label = "workflows"
     initial_focus = "#wf-list"
@@ -65,6 +66,7 @@ class WorkflowsView(View):
         Binding("x", "cancel", "Cancel run"),
         Binding("a", "decide(True)", "Approve"),
         Binding("d", "decide(False)", "Reject"),
+        Binding("m", "forget", "Forget memory"),
     ]
     DEFAULT_CSS = """
     WorkflowsView #wf-main { height: 3fr; }
@@ -385,8 +387,29 @@ class WorkflowsView(View):
         self.console.notice(f"approval {approval_id} answered")
         self.reload()
 
+    def action_forget(self) -> None:
+        name = self._selected_workflow(self._workflows)
+        if name is None:
+            self.console.notice("no workflow selected")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.run_action(self._forget(name), "forget")
+
+        self.app.push_screen(ConfirmDialog(f"Delete this key's memories of {name}?"), confirmed)
+
+    async def _forget(self, name: str) -> None:
+        done = await self.api.delete_workflow_memories(name)
+        self.console.notice(f"deleted {done['deleted']} memories of {name}")
+
     def commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
         yield "Run workflow", "Run the selected workflow with a form of its inputs (r)", self.action_start
         yield "Cancel workflow run", "Cancel the selected run (x)", self.action_cancel
         yield "Approve", "Approve the selected approval (a)", lambda: self.action_decide(True)
         yield "Reject approval", "Reject the selected approval (d)", lambda: self.action_decide(False)
+        yield (
+            "Forget workflow memory",
+            "Delete this key's memories of the selected workflow (m)",
+            self.action_forget,
+        )
