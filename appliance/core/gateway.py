@@ -71,7 +71,12 @@ class Gateway:
                 param="tools" if offering else "response_format",
             )
         plan = plan_chat(
-            messages, tools, output, native=runtime.native_tools, constrained=runtime.constrained_decoding
+            messages,
+            tools,
+            output,
+            native=runtime.native_tools,
+            constrained=runtime.constrained_decoding,
+            api_tools=runtime.backend == "remote",
         )
         return runtime.render_chat(plan.messages, plan.tools), plan
 

@@ -129,8 +129,12 @@ def plan_chat(
     *,
     native: bool,
     constrained: bool,
+    api_tools: bool = False,
 ) -> ChatPlan:
-    """The messages, template tools and grammar for one chat request (constrained: with a grammar)."""
+    """The messages, template tools and grammar for one chat request (constrained: with a grammar).
+
+    `api_tools`: the backend takes tools as request fields and applies its own model's format (a
+    remote OpenAI-compatible server), so nothing in the messages may name ours."""
     output = output or OutputFormat()
     offering = tools is not None and tools.choice.mode != "none"
     history = list(messages) if native else generic_history(messages)
@@ -139,7 +143,7 @@ def plan_chat(
     if offering and not native:
         assert tools is not None
         history = _with_system(history, generic_tool_prompt(tools))
-    elif offering and tools is not None and tools.choice.mode == "auto":
+    elif offering and tools is not None and tools.choice.mode == "auto" and not api_tools:
         # Native templates list the tools but leave the choice implicit; small models (Qwen2.5-Coder
         # 1.5B) then describe the call in a code fence instead of making it.
         history = _with_system(history, AUTO_HINT)

@@ -139,6 +139,15 @@ def test_grammar_plans_follow_tool_choice():
     assert native.tool_format == "native" and native.grammar is not None
 
 
+def test_a_backend_taking_tools_as_fields_gets_no_hint_naming_our_format():
+    """Our `<tool_call>` hint helps small local models; a remote server applies its own model's format."""
+    ask = [ChatMessage("user", "What is the weather in Paris?")]
+    local = plan_chat(ask, ToolRequest((WEATHER,)), None, native=True, constrained=True)
+    assert any("<tool_call>" in m.content for m in local.messages if m.role == "system")
+    remote = plan_chat(ask, ToolRequest((WEATHER,)), None, native=True, constrained=True, api_tools=True)
+    assert remote.messages == tuple(ask) and remote.tools is not None and remote.grammar is not None
+
+
 @pytest.mark.parametrize(
     "make, param",
     [
