@@ -148,15 +148,8 @@ class MemoryRecords:
         self, key_id: str | None, workflow: str | None = None, limit: int = 1000
     ) -> list[WorkflowMemory]:
         """A key's memories (every key's when key_id is None: the admin's listing), newest first."""
-        where, params = [], []
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
-        if workflow is not None:
-            where.append("workflow = ?")
-            params.append(workflow)
-        sql = "SELECT id, key_id, workflow, run_id, summary, created_at FROM workflow_memories"
-        sql += (" WHERE " + " AND ".join(where)) if where else ""
+        where, params = _selection(key_id, workflow)
+        sql = "SELECT id, key_id, workflow, run_id, summary, created_at FROM workflow_memories" + where
         rows = self.db.fetchall(sql + " ORDER BY created_at DESC, id LIMIT ?", [*params, limit])
         return [
             WorkflowMemory(
@@ -208,14 +201,16 @@ class MemoryRecords:
 
     def forget(self, key_id: str | None, workflow: str | None = None) -> int:
         """Delete a key's memories (of one workflow, or all); key_id None: every key's."""
-        where, params = [], []
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
-        if workflow is not None:
-            where.append("workflow = ?")
-            params.append(workflow)
-        sql = "DELETE FROM workflow_memories" + ((" WHERE " + " AND ".join(where)) if where else "")
+        where, params = _selection(key_id, workflow)
+        sql = "DELETE FROM workflow_memories" + where
         return len(
             self.db.run_in_transaction(lambda cur: cur.execute(sql + " RETURNING id", params).fetchall())
         )
+
+
+def _selection(key_id: str | None, workflow: str | None) -> tuple[str, list[str]]:
+    """The WHERE clause (with its leading space, or empty) and parameters picking a key's and a
+    workflow's memories; None for either leaves it open."""
+    clauses = [(c, v) for c, v in (("key_id = ?", key_id), ("workflow = ?", workflow)) if v is not None]
+    where = (" WHERE " + " AND ".join(c for c, _ in clauses)) if clauses else ""
+    return where, [v for _, v in clauses]
