@@ -192,6 +192,12 @@ EXAMPLES: dict[str, Call] = {
     "calibrate_fusion": platform_calls.calibrate_fusion("docs", eval_set="docs-generated"),
     "collection_fusion": platform_calls.collection_fusion("docs"),
     "reset_fusion": platform_calls.reset_fusion("docs"),
+    "collection_embedder": platform_calls.collection_embedder("docs"),
+    "switch_embedder": platform_calls.switch_embedder("docs", "mpnet", min_gain=0.01),
+    "confirm_embedder": platform_calls.confirm_embedder("docs"),
+    "rollback_embedder": platform_calls.rollback_embedder("docs"),
+    "workflow_memories": platform_calls.workflow_memories("triage", key="k1"),
+    "delete_workflow_memories": platform_calls.delete_workflow_memories("triage", all=False),
 }
 
 
