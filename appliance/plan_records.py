@@ -93,6 +93,9 @@ class PlanApply(Record, kw_only=True):
     health_error: str | None = None
     notes: list[str] = []
     rolled_back_at: str | None = None
+    # The deployment intent of the recommendation applied, as it was then: its SLOs are the promises
+    # `plan validate` judges (a later recommendation offering the same configuration promises nothing).
+    intent: dict[str, Any] | None = None
 
 
 class ValidationRow(Record, kw_only=True):
@@ -102,6 +105,7 @@ class ValidationRow(Record, kw_only=True):
     measured: float
     error: float | None  # (predicted - measured) / measured
     inside_interval: bool
+    raw_predicted: float | None = None  # the same prediction before any refit: what the refit compares
 
 
 class Validation(Record, kw_only=True):
@@ -117,6 +121,65 @@ class Validation(Record, kw_only=True):
     slo_p95_ttft_ms: float | None = None
     slo_predicted_met: bool | None = None
     slo_measured_met: bool | None = None
+    model: str | None = None  # the served configuration validated (the refit's key, the applied check)
+    slots: int | None = None
+    context: int | None = None
+    calibration_id: str | None = None  # the calibration the prediction came from
+    refit: RefitPoint | None = None
+    verdicts: list[SloVerdict] = []
+    rollback: RollbackOutcome | None = None
+
+
+class RefitPoint(Record, kw_only=True):
+    """What one validation says about the cost model of its model (appliance/planner/validation.py has
+    the rule): measured / predicted-before-any-refit per part, clipped, with the weight it counts for,
+    and the model's factors once it counted. `dropped`: undone (`plan refit --drop ID`)."""
+
+    model: str
+    calibration_id: str
+    prefill_ratio: float | None  # from p95 TTFT
+    decode_ratio: float | None  # from p95 inter-token latency
+    weight: float
+    factors_after: Refit | None = None
+    dropped: bool = False
+
+
+class Refit(Record, kw_only=True):
+    """The correction factors in force for one model on one calibration: its prefill and decode times
+    are multiplied by them in every later prediction (1.0: the calibration as measured)."""
+
+    model: str
+    calibration_id: str
+    prefill_factor: float
+    decode_factor: float
+    validations: list[str]  # the validations counted, newest first
+    weight: float  # their summed weight, against the calibration's prior weight
+    rule: str
+
+
+class SloVerdict(Record, kw_only=True):
+    """A promised SLO against the measured value: met, missed within the prediction's 90% interval
+    (the planner said it could be that far off), or missed by more (what offers the rollback)."""
+
+    slo: str  # p95 ttft ms | tokens/s per user
+    promised: float
+    source: str  # the applied plan's intent | the command line
+    predicted: float | None
+    interval: list[float] | None
+    measured: float
+    margin: float  # the interval's relative width on the losing side times the promise: still "within"
+    verdict: str  # met | missed within interval | missed
+
+
+class RollbackOutcome(Record, kw_only=True):
+    """What a validation that missed a promised SLO did about the applied plan."""
+
+    state: str  # offered | done | failed | not applicable
+    command: str | None = None  # offered: what the operator runs
+    apply_id: str | None = None
+    config_id: str | None = None
+    health: str | None = None  # done: the chat model after the rollback's reload
+    detail: str | None = None
 
 
 class IntentDraft(Record, kw_only=True):

@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--slots", type=int, default=1)
     a.add_argument("--context", type=int, default=4096)
     a.add_argument("--threads", type=int, default=0)
+    a.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="the calibration as measured, without the validations' factors",
+    )
     _load_flags(a)
     a.set_defaults(func=_predict)
     a = actions.add_parser("recommend", parents=[parents.client], help="ranked configurations for a workload")
@@ -69,8 +74,24 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     a.add_argument("--duration", type=float, default=300, help="stop after this many seconds (default 300)")
     a.add_argument("--prompt-words", type=int, default=80)
     a.add_argument("--output-tokens", type=int, default=24)
-    a.add_argument("--p95-ttft-ms", type=float, help="an SLO to judge (p95 time to first token)")
+    a.add_argument(
+        "--p95-ttft-ms",
+        type=float,
+        help="an SLO to judge (p95 time to first token; default: the applied plan's promise)",
+    )
+    a.add_argument(
+        "--auto-rollback",
+        action="store_true",
+        help="roll the applied plan back if a promised SLO is missed by more than its interval",
+    )
     a.set_defaults(func=_validate)
+    a = actions.add_parser(
+        "refit", parents=[parents.client], help="the validations' correction factors in force, per model"
+    )
+    undo = a.add_mutually_exclusive_group()
+    undo.add_argument("--drop", metavar="VALIDATION_ID", help="undo what one validation taught")
+    undo.add_argument("--restore", metavar="VALIDATION_ID", help="count a dropped validation again")
+    a.set_defaults(func=_refit)
     a = actions.add_parser("gpus", parents=[parents.client], help="the GPU catalogue (not calibrated)")
     a.set_defaults(func=_gpus)
     a = actions.add_parser(
@@ -174,11 +195,13 @@ def _predict(args: argparse.Namespace) -> int:
         slots=args.slots,
         context=args.context,
         threads=args.threads,
+        refit=not args.no_refit,
         **_load(args),
     )
 
     def human(r: dict) -> None:
         print(f"{r['config']['id']}  ({'calibrated' if r['calibrated'] else 'NOT calibrated'})")
+        print(f"  calibration {r['calibration_id']}, " + _refit_line(r["refit"]))
         print(f"  TTFT   {_ms(r['ttft_ms'])}")
         print(f"  e2e    {_ms(r['e2e_ms'])}")
         print(f"  tokens/s per user {r['tokens_per_s_per_user']}   throughput {r['throughput_rps']} req/s")
@@ -192,6 +215,34 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  assumed {a}")
 
     emit(args, result, human)
+    return 0
+
+
+def _refit_line(refit: dict | None) -> str:
+    if refit is None:
+        return "no refit (no validation of this model on this calibration)"
+    return (
+        f"refit x{refit['prefill_factor']:.3g} prefill, x{refit['decode_factor']:.3g} decode"
+        f" from {len(refit['validations'])} validation(s)"
+    )
+
+
+def _refit(args: argparse.Namespace) -> int:
+    client = connect(args)
+    if args.drop or args.restore:
+        client.plan_drop_refit(args.drop or args.restore, dropped=bool(args.drop))
+    refits = client.plan_refits()
+
+    def human(rows: list) -> None:
+        if not rows:
+            print("no refit in force: predictions use the calibration as measured")
+        for r in rows:
+            print(f"{r['model']} (calibration {r['calibration_id']}): {_refit_line(r)}")
+            print(f"  validations {', '.join(r['validations'])}")
+        if rows:
+            print(f"rule: {rows[0]['rule']}")
+
+    emit(args, refits, human)
     return 0
 
 
@@ -310,6 +361,7 @@ def _validations(args: argparse.Namespace) -> int:
                 print(
                     f"    {row['metric']:<10} predicted {row['predicted']:>9.0f}  measured {row['measured']:>9.0f}  {err}"
                 )
+            _print_outcome(v)
 
     emit(args, connect(args).plan_validations(), human)
     return 0
@@ -405,15 +457,18 @@ def _validate(args: argparse.Namespace) -> int:
         max_tokens=2,
         temperature=0,
     ).usage
-    predicted = client.plan_predict(
-        model=chat["name"],
-        slots=chat.get("capacity", 1),
-        context=chat.get("context_length", 4096),
-        threads=chat.get("threads", 0),
-        users=args.users,
-        prompt_tokens=usage.prompt_tokens,
-        output_tokens=args.output_tokens,
-    )
+    config = {
+        "model": chat["name"],
+        "slots": chat.get("capacity", 1),
+        "context": chat.get("context_length", 4096),
+        "threads": chat.get("threads", 0),
+        "users": args.users,
+        "prompt_tokens": usage.prompt_tokens,
+        "output_tokens": args.output_tokens,
+    }
+    predicted = client.plan_predict(**config)  # what the planner predicts now, its refit included
+    # The same without any refit: the refit learns measured / this, so its factors never compound.
+    raw = client.plan_predict(**config, refit=False) if predicted["refit"] else predicted
     measured = run_load(
         client.url,
         key,
@@ -429,16 +484,16 @@ def _validate(args: argparse.Namespace) -> int:
         p, m = predicted[metric], measured[metric]
         if m is None:
             continue
-        lo, hi = p["interval"] or (None, None)
+        rows.append(_row(f"p95 {metric[:-3]}", p["p95"], p["interval"], m["p95"], raw[metric]["p95"]))
+    if measured["tokens_per_s_per_user"] and predicted["tokens_per_s_per_user"]:
         rows.append(
-            {
-                "metric": f"p95 {metric[:-3]}",
-                "predicted": p["p95"],
-                "interval": p["interval"],
-                "measured": m["p95"],
-                "error": round((p["p95"] - m["p95"]) / m["p95"], 3) if m["p95"] else None,
-                "inside_interval": lo is not None and lo <= m["p95"] <= hi,
-            }
+            _row(
+                "tokens/s per user",
+                predicted["tokens_per_s_per_user"],
+                predicted["tokens_per_s_per_user_interval"],
+                measured["tokens_per_s_per_user"],
+                raw["tokens_per_s_per_user"],
+            )
         )
     slo = None
     if args.p95_ttft_ms is not None and measured["ttft_ms"]:
@@ -457,6 +512,11 @@ def _validate(args: argparse.Namespace) -> int:
             "slo_p95_ttft_ms": slo["p95_ttft_ms"] if slo else None,
             "slo_predicted_met": slo["predicted_met"] if slo else None,
             "slo_measured_met": slo["measured_met"] if slo else None,
+            "model": chat["name"],
+            "slots": config["slots"],
+            "context": config["context"],
+            "calibration_id": predicted["calibration_id"],
+            "auto_rollback": args.auto_rollback,
         }
     )
     out = {
@@ -464,6 +524,10 @@ def _validate(args: argparse.Namespace) -> int:
         "config": predicted["config"],
         "rows": rows,
         "slo": slo,
+        "verdicts": stored["verdicts"],
+        "refit_used": predicted["refit"],
+        "refit": stored["refit"],
+        "rollback": stored["rollback"],
         "predicted": predicted,
         "measured": measured,
     }
@@ -472,17 +536,56 @@ def _validate(args: argparse.Namespace) -> int:
         print(
             f"{r['config']['id']}: {r['measured']['requests']} requests, errors {r['measured']['errors'] or 'none'}"
         )
+        print(f"  predicted with {_refit_line(r['refit_used'])}")
         for row in r["rows"]:
             err = f"{row['error']:+.0%}" if row["error"] is not None else "?"
             inside = "inside" if row["inside_interval"] else "OUTSIDE"
             print(
-                f"  {row['metric']:<10} predicted {row['predicted']:>10.0f}  measured {row['measured']:>10.0f}  {err:>6}  {inside}"
+                f"  {row['metric']:<17} predicted {row['predicted']:>10.1f}  measured {row['measured']:>10.1f}  {err:>6}  {inside}"
             )
-        if r["slo"]:
-            print(
-                f"  SLO p95 TTFT <= {r['slo']['p95_ttft_ms']:.0f} ms: predicted {'met' if r['slo']['predicted_met'] else 'missed'},"
-                f" measured {'met' if r['slo']['measured_met'] else 'missed'}"
-            )
+        _print_outcome(r)
 
     emit(args, out, human)
-    return 0 if slo is None or slo["measured_met"] else 2
+    return 0 if all(v["verdict"] == "met" for v in stored["verdicts"]) else 2
+
+
+def _row(metric: str, predicted: float, interval: list | None, measured: float, raw: float) -> dict:
+    lo, hi = interval or (None, None)
+    return {
+        "metric": metric,
+        "predicted": predicted,
+        "interval": interval,
+        "measured": measured,
+        "error": round((predicted - measured) / measured, 3) if measured else None,
+        "inside_interval": lo is not None and lo <= measured <= hi,
+        "raw_predicted": raw,
+    }
+
+
+def _print_outcome(v: dict) -> None:
+    """A validation's SLO verdicts, what it taught the refit, and the rollback offered or done."""
+    for verdict in v["verdicts"]:
+        print(
+            f"  SLO {verdict['slo']} {'>=' if verdict['slo'] == 'tokens/s per user' else '<='} "
+            f"{verdict['promised']:g} ({verdict['source']}): measured {verdict['measured']:g}, "
+            f"{verdict['verdict'].upper()} (interval margin {verdict['margin']:g})"
+        )
+    refit = v["refit"]
+    if refit and refit["factors_after"]:
+        f = refit["factors_after"]
+        state = " (dropped)" if refit["dropped"] else ""
+        print(
+            f"  refit{state}: measured/predicted prefill {refit['prefill_ratio']}, decode {refit['decode_ratio']}"
+            f" (weight {refit['weight']}) -> {f['model']} now x{f['prefill_factor']:.3g} prefill,"
+            f" x{f['decode_factor']:.3g} decode"
+        )
+    rb = v["rollback"]
+    if rb is None:
+        return
+    if rb["state"] == "offered":
+        print(f"  a promised SLO was missed beyond its interval: roll {rb['config_id']} back with")
+        print(f"    {rb['command']}")
+    elif rb["state"] == "done":
+        print(f"  rolled back {rb['config_id']} (apply {rb['apply_id']}): chat model {rb['health']}")
+    else:
+        print(f"  rollback {rb['state']}: {rb['detail']}")

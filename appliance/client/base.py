@@ -132,6 +132,8 @@ class BaseClient:
     plan_applies = _api(platform_calls.plan_applies)
     plan_record_validation = _api(platform_calls.plan_record_validation)
     plan_validations = _api(platform_calls.plan_validations)
+    plan_drop_refit = _api(platform_calls.plan_drop_refit)
+    plan_refits = _api(platform_calls.plan_refits)
     plan_intent = _api(platform_calls.plan_intent)
     # -- evaluation
     eval_sets = _api(calls.eval_sets)

@@ -221,7 +221,21 @@ def plan_applies() -> Call:
 def plan_record_validation(validation: dict[str, Any]) -> Call:
     """config_id, users, requests, errors, rows [{metric, predicted, interval, measured, error,
     inside_interval}], slo_p95_ttft_ms, slo_predicted_met, slo_measured_met."""
-    return Call("POST", "/api/v1/plan/validations", json=validation)
+    return Call("POST", "/api/v1/plan/validations", json=validation, timeout=None)  # may roll back
+
+
+def plan_drop_refit(validation_id: str, dropped: bool = True) -> Call:
+    """Drop (or restore) what one validation taught the model's refit factors."""
+    return Call(
+        "POST",
+        "/api/v1/plan/validations/{validation_id}/refit",
+        {"validation_id": validation_id},
+        json={"dropped": dropped},
+    )
+
+
+def plan_refits() -> Call:
+    return Call("GET", "/api/v1/plan/refits")
 
 
 def plan_validations() -> Call:

@@ -65,11 +65,25 @@ class PlanStore:
         return [msgspec.json.decode(r[0], type=PlanApply) for r in rows]
 
     def save_validation(self, record: Validation) -> None:
+        """Insert or replace (dropping a validation's refit rewrites its row)."""
         self.db.execute(
-            "INSERT INTO plan_validations (id, created_at, body) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO plan_validations (id, created_at, body) VALUES (?, ?, ?)",
             [record.id, record.created_at, msgspec.json.encode(record).decode()],
         )
 
     def validations(self, limit: int = 50) -> list[Validation]:
         rows = self.db.fetchall("SELECT body FROM plan_validations ORDER BY created_at DESC LIMIT ?", [limit])
         return [msgspec.json.decode(r[0], type=Validation) for r in rows]
+
+    def validation(self, validation_id: str) -> Validation | None:
+        row = self.db.fetchone("SELECT body FROM plan_validations WHERE id = ?", [validation_id])
+        return msgspec.json.decode(row[0], type=Validation) if row else None
+
+    def intent_for(self, config_id: str) -> dict | None:
+        """The intent of the latest recommendation that offered a configuration (its promised SLOs)."""
+        for intent, candidates in self.db.fetchall(
+            "SELECT intent, candidates FROM plan_recommendations ORDER BY created_at DESC LIMIT 20"
+        ):
+            if any(row["id"] == config_id for row in json.loads(candidates)):
+                return json.loads(intent)
+        return None

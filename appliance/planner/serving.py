@@ -18,8 +18,8 @@ from appliance.planner.shape import ModelShape
 
 # The relative error (1 sigma) added per tenfold step from the calibrated model's size: the split of its time
 # into bandwidth, compute and overhead is a model, and its error grows with the distance it is carried. An
-# assumption until validation runs refit it (a 10x step measured 4-100% off per metric on a saturated 2-core
-# box: scripts/bench/planner.py).
+# assumption (a 10x step measured 4-100% off per metric on a saturated 2-core box: scripts/bench/planner.py);
+# validations refit a validated model's prefill and decode costs (planner/validation.py), not this spread.
 TRANSFER_ERROR_PER_DECADE = 0.25
 GPU_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
 GPU_WEIGHT_BYTES = 2  # vLLM serves the unquantised BF16 weights on a GPU target

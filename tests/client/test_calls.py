@@ -134,6 +134,7 @@ EXAMPLES: dict[str, Call] = {
         slots=2,
         context=4096,
         threads=1,
+        refit=False,
         task="rag",
         users=3,
         rate=None,
@@ -178,14 +179,22 @@ EXAMPLES: dict[str, Call] = {
                     "measured": 110.0,
                     "error": -0.09,
                     "inside_interval": True,
+                    "raw_predicted": 90.0,
                 }
             ],
             "slo_p95_ttft_ms": 500.0,
             "slo_predicted_met": True,
             "slo_measured_met": True,
+            "model": "m",
+            "slots": 1,
+            "context": 2048,
+            "calibration_id": "c1",
+            "auto_rollback": True,
         }
     ),
     "plan_validations": platform_calls.plan_validations(),
+    "plan_drop_refit": platform_calls.plan_drop_refit("v1", dropped=False),
+    "plan_refits": platform_calls.plan_refits(),
     "plan_intent": platform_calls.plan_intent(
         [{"role": "user", "content": "a chat assistant"}, {"role": "assistant", "content": "How many users?"}]
     ),

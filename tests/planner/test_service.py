@@ -282,3 +282,113 @@ def test_validate_stores_predicted_vs_measured(served, capsys):
     assert newest["id"] == out["id"] and newest["config_id"] == out["config"]["id"]
     assert [r["metric"] for r in newest["rows"]] == [r["metric"] for r in out["rows"]]
     assert all(r["measured"] > 0 for r in newest["rows"])
+
+
+def cli_rc(server, capsys, rc: int, *argv: str) -> dict:
+    assert main(["plan", *argv, "--url", server.url, "--key", server.key, "--json"]) == rc
+    return json.loads(capsys.readouterr().out)
+
+
+VALIDATE = ("validate", "--users", "1", "--requests", "2", "--prompt-words", "20", "--output-tokens", "4")
+
+
+def test_validation_refits_later_predictions_and_the_refit_can_be_dropped(served, capsys):
+    served.app.models.load("SmolLM2-135M-Instruct")
+    out = cli(served, capsys, *VALIDATE)
+    refit = out["refit"]
+    assert refit["model"] == "SmolLM2-135M-Instruct" and refit["weight"] == 0.1  # 2 of 20 answers
+    factors = refit["factors_after"]
+    assert out["id"] in factors["validations"]
+    # Shrunk: runs of two answers (weight 0.1 each) move a factor by at most 2 ** (w / (2 + w)),
+    # w their summed weight, whatever they measured.
+    w = factors["weight"]
+    assert 0.1 <= w <= 0.2 + 1e-9  # this one, and the module's earlier validate run
+    for key in ("prefill_factor", "decode_factor"):
+        assert 2 ** (-w / (2 + w)) - 1e-3 <= factors[key] <= 2 ** (w / (2 + w)) + 1e-3
+    args = ("predict", "--model", "SmolLM2-135M-Instruct", "--users", "1", "--context", "1024")
+    refitted = cli(served, capsys, *args)
+    assert refitted["refit"]["validations"] == factors["validations"]
+    assert refitted["refit"]["prefill_factor"] == factors["prefill_factor"]
+    raw = cli(served, capsys, *args, "--no-refit")
+    assert raw["refit"] is None
+    if factors["decode_factor"] != 1.0:  # the decode cost is scaled: single-stream tokens/s moves with it
+        assert raw["single_stream_tokens_per_s"] != refitted["single_stream_tokens_per_s"]
+    listed = cli(served, capsys, "validations")
+    assert listed[0]["id"] == out["id"] and listed[0]["refit"]["factors_after"] == factors
+    # Undone: the validation leaves the factors (and comes back on restore).
+    after = cli(served, capsys, "refit", "--drop", out["id"])
+    assert all(out["id"] not in r["validations"] for r in after)
+    assert cli(served, capsys, "validations")[0]["refit"]["dropped"] is True
+    back = cli(served, capsys, "refit", "--restore", out["id"])
+    assert any(out["id"] in r["validations"] for r in back)
+
+
+def test_a_missed_promise_offers_the_rollback_and_auto_rollback_does_it(served, capsys):
+    # Plan A (no promise) then plan B, recommended for an unreachable p95 TTFT of 1 ms; both SmolLM2,
+    # so rolling B back reloads the small model only. Validating B offers the rollback; with
+    # --auto-rollback it happens, and the record and the audit log say so.
+    app = served.app
+    store = app.registry.registry.store
+    alias_before, llm_before = store.alias_holders("default"), app.models.settings.llm
+    smol = [
+        c
+        for c in cli(
+            served, capsys, "recommend", "--users", "1", "--no-gpus", "--priority", "cost", "--top", "50"
+        )["candidates"]
+        if c["model"] == "SmolLM2-135M-Instruct" and c["context"] <= 2048 and c["slots"] <= 2
+    ]
+    plan_a = smol[0]
+    assert cli(served, capsys, "apply", plan_a["id"], "--wait", "120")["state"] == "applied"
+    promised = cli(
+        served,
+        capsys,
+        "recommend",
+        "--users",
+        "1",
+        "--no-gpus",
+        "--priority",
+        "cost",
+        "--top",
+        "50",
+        "--p95-ttft-ms",
+        "1",
+    )
+    plan_b = next(
+        c
+        for c in promised["candidates"]
+        if c["model"] == "SmolLM2-135M-Instruct"
+        and c["context"] <= 2048
+        and c["slots"] <= 2
+        and (c["slots"], c["context"]) != (plan_a["slots"], plan_a["context"])
+    )
+    applied_b = cli(served, capsys, "apply", plan_b["id"], "--wait", "120")
+    assert applied_b["health"] == "loaded"
+
+    offered = cli_rc(served, capsys, 2, *VALIDATE)
+    (ttft,) = [v for v in offered["verdicts"] if v["slo"] == "p95 ttft ms"]
+    assert ttft["promised"] == 1 and ttft["verdict"] == "missed" and plan_b["id"] in ttft["source"]
+    assert offered["rollback"]["state"] == "offered"
+    assert offered["rollback"]["command"] == "appliance plan rollback"
+    assert offered["rollback"]["apply_id"] == applied_b["id"]
+    assert store_state(app) == (plan_b["slots"], plan_b["context"])  # only offered
+
+    done = cli_rc(served, capsys, 2, *VALIDATE, "--auto-rollback")
+    assert done["rollback"]["state"] == "done" and done["rollback"]["apply_id"] == applied_b["id"]
+    assert store_state(app) == (plan_a["slots"], plan_a["context"])  # plan A is in force again
+    assert cli(served, capsys, "applies")[0]["state"] == "rolled_back"
+    assert cli(served, capsys, "validations")[0]["rollback"]["state"] == "done"
+    audited = [(e["action"], e["target"]) for e in app.audit.recent(limit=3, action="plan.")]
+    assert audited[:2] == [("plan.validate", offered["config"]["id"]), ("plan.rollback", plan_b["id"])]
+
+    # Plan A has no promise: its validation judges nothing and offers nothing.
+    calm = cli(served, capsys, *VALIDATE)
+    assert calm["verdicts"] == [] and calm["rollback"] is None
+
+    app.models.unload()  # back to the module's state without loading the previous default's weights
+    cli(served, capsys, "rollback")
+    assert store.alias_holders("default") == alias_before and app.models.settings.llm == llm_before
+
+
+def store_state(app) -> tuple[int, int]:
+    llm = app.models.settings.llm
+    return llm.slots, llm.context_length

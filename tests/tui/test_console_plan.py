@@ -55,6 +55,7 @@ def srv(tmp_path_factory):
                     "measured": 480.0,
                     "error": -0.125,
                     "inside_interval": True,
+                    "raw_predicted": 420.0,
                 },
                 {
                     "metric": "p95 e2e",
@@ -65,6 +66,12 @@ def srv(tmp_path_factory):
                     "inside_interval": False,
                 },
             ],
+            # An earlier calibration's: its refit shows in the history, the predictions here ignore it.
+            "model": "SmolLM2-135M-Instruct",
+            "slots": 2,
+            "context": 2048,
+            "calibration_id": "an-earlier-calibration",
+            "slo_p95_ttft_ms": 300.0,  # missed by more than the interval's +33%; no plan applied
         },
     )
     server = InProcessServer(app).start()
@@ -123,8 +130,11 @@ async def test_recommend_what_if_and_the_validation_history(srv):
         # The stored validation: one row per metric, predicted vs measured and the interval verdict.
         await until(pilot, lambda: len(rows(app, "#plan-validations")) == 2, what="the validations")
         ttft, e2e = rows(app, "#plan-validations")
-        assert ttft[3:] == ["p95 ttft", "420", "480", "-12%", "inside"]
-        assert e2e[3:] == ["p95 e2e", "2,100", "2,600", "-19%", "OUTSIDE"]
+        assert ttft[3:8] == ["p95 ttft", "420", "480", "-12%", "inside"]
+        assert e2e[3:] == ["p95 e2e", "2,100", "2,600", "-19%", "OUTSIDE", ""]
+        # Its outcome, on its first row: the refit it taught, the SLO verdict, the rollback's fate.
+        # 480/420 from 12 of 20 answers: exp(0.6 * log(480 / 420) / 2.6) = 1.03.
+        assert ttft[8] == "refit x1.03/x1.00; p95 ttft ms missed; rollback not applicable"
         assert "no plan applied" in text_of(app, "#plan-applied")
 
         # A bad number: the banner says which field, nothing is sent.

@@ -12,7 +12,14 @@ from msgspec import Meta
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
 from appliance.core.planner import Planner
-from appliance.plan_records import Calibration, DeploymentIntent, IntentDraft, PlanApply, Validation
+from appliance.plan_records import (
+    Calibration,
+    DeploymentIntent,
+    IntentDraft,
+    PlanApply,
+    Refit,
+    Validation,
+)
 from appliance.planner.serving import ServingConfig
 
 Tokens = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -50,6 +57,7 @@ class PredictIn(LoadIn, forbid_unknown_fields=True):
     slots: Annotated[int, Meta(ge=1, le=1024)] = 1
     context: Annotated[int, Meta(ge=64, le=1_048_576)] = 4096
     threads: Annotated[int, Meta(ge=0, le=1024)] = 0
+    refit: bool = True  # false: the calibration as measured, without the validations' factors
 
 
 class IntentIn(LoadIn, forbid_unknown_fields=True):
@@ -113,7 +121,7 @@ def predict(planner: Planner, data: PredictIn) -> dict[str, Any]:
     if not data.model:
         raise InvalidInput("model: which model to predict for", param="model")
     config = ServingConfig(data.model, data.target, data.slots, data.context, data.threads)
-    return planner.predict(config, _intent(data))
+    return planner.predict(config, _intent(data), refit=data.refit)
 
 
 @post(
@@ -204,6 +212,7 @@ class ValidationRowIn(msgspec.Struct, forbid_unknown_fields=True):
     interval: list[Ms] | None = None
     error: float | None = None
     inside_interval: bool = False
+    raw_predicted: Ms | None = None  # the prediction without the refit factors: what the refit learns from
 
 
 class ValidationIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -215,16 +224,49 @@ class ValidationIn(msgspec.Struct, forbid_unknown_fields=True):
     slo_p95_ttft_ms: Ms | None = None
     slo_predicted_met: bool | None = None
     slo_measured_met: bool | None = None
+    model: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    slots: Annotated[int, Meta(ge=1, le=1024)] | None = None
+    context: Annotated[int, Meta(ge=1, le=1_048_576)] | None = None
+    calibration_id: Annotated[str, Meta(max_length=64)] | None = None
+    auto_rollback: bool = False  # a promised SLO missed by more than its interval rolls the plan back
 
 
 @post(
     "/validations",
     status_code=201,
     sync_to_thread=True,
-    summary="Store a validation run (`appliance plan validate` posts its predicted vs measured)",
+    summary="Store a validation run (`appliance plan validate` posts its predicted vs measured): the "
+    "model's refit, the SLO verdicts, and the rollback offered (or, with auto_rollback, done)",
 )
 def record_validation(caller: Scope, planner: Planner, data: ValidationIn) -> Validation:
-    return planner.record_validation(caller, msgspec.to_builtins(data))
+    body = msgspec.to_builtins(data)
+    auto = body.pop("auto_rollback")
+    return planner.record_validation(caller, body, auto_rollback=auto)
+
+
+class RefitDropIn(msgspec.Struct, forbid_unknown_fields=True):
+    dropped: bool = True  # false: count it again
+
+
+@post(
+    "/validations/{validation_id:str}/refit",
+    status_code=200,
+    errors=(404, 409),
+    sync_to_thread=True,
+    summary="Drop (or restore) what one validation taught the refit: its ratios leave the model's factors",
+)
+def drop_refit(caller: Scope, planner: Planner, validation_id: str, data: RefitDropIn) -> Validation:
+    return planner.drop_refit(caller, validation_id, data.dropped)
+
+
+@get(
+    "/refits",
+    sync_to_thread=True,
+    errors=(503,),
+    summary="The refit factors in force per model on the current calibration, and the rule",
+)
+def refits(planner: Planner) -> list[Refit]:
+    return planner.refits()
 
 
 @get("/validations", sync_to_thread=True, summary="Validation runs, newest first: predicted vs measured")
@@ -269,6 +311,8 @@ router = Router(
         rollback,
         applies,
         record_validation,
+        drop_refit,
+        refits,
         validations,
         intent,
     ],

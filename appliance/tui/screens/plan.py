@@ -123,8 +123,32 @@ def whatif_text(field: str, old: Any, new: Any, before: dict, after: dict) -> st
     return "\n".join(lines)
 
 
+def validation_outcome(v: dict) -> Text:
+    """What a validation did: the model's refit factors after it, the SLO verdicts, the rollback."""
+    parts: list[tuple[str, str]] = []
+    refit = v.get("refit")
+    if refit and refit.get("factors_after"):
+        f = refit["factors_after"]
+        dropped = " dropped" if refit["dropped"] else ""
+        parts.append((f"refit{dropped} x{f['prefill_factor']:.2f}/x{f['decode_factor']:.2f}", "dim"))
+    for verdict in v.get("verdicts") or []:
+        style = {"met": "green", "missed": "red"}.get(verdict["verdict"], "yellow")
+        parts.append((f"{verdict['slo']} {verdict['verdict']}", style))
+    rollback = v.get("rollback")
+    if rollback:
+        label = {"offered": "rollback offered", "done": "rolled back"}.get(
+            rollback["state"], f"rollback {rollback['state']}"
+        )
+        parts.append((label, "bold red" if rollback["state"] == "offered" else "bold"))
+    text = Text()
+    for i, (words, style) in enumerate(parts):
+        text.append(("; " if i else "") + words, style=style)
+    return text
+
+
 def validation_rows(validations: list[dict]) -> tuple[list[list[Any]], list[str]]:
-    """One row per metric of each validation, newest first; keys `<validation id>:<n>`."""
+    """One row per metric of each validation, newest first (its outcome on the first); keys
+    `<validation id>:<n>`."""
     rows, keys = [], []
     for v in validations:
         for i, r in enumerate(v["rows"]):
@@ -140,6 +164,7 @@ def validation_rows(validations: list[dict]) -> tuple[list[list[Any]], list[str]
                     _num(r["measured"]),
                     error,
                     inside,
+                    validation_outcome(v) if i == 0 else Text(""),
                 ]
             )
             keys.append(f"{v['id']}:{i}")
@@ -232,7 +257,15 @@ class PlanView(View):
             "#", "", "configuration", "p95 TTFT ms", "p95 e2e ms", "$/month", "binding constraint"
         )
         self.query_one("#plan-validations", DataTable).add_columns(
-            "when", "configuration", "users", "metric", "predicted", "measured", "error", "interval"
+            "when",
+            "configuration",
+            "users",
+            "metric",
+            "predicted",
+            "measured",
+            "error",
+            "interval",
+            "refit, SLOs, rollback",
         )
 
     # -- fetching -------------------------------------------------------------------------------------
