@@ -16,6 +16,7 @@ import msgspec
 from appliance.config import Settings
 from appliance.core.access import Scope
 from appliance.core.gateway import Gateway
+from appliance.core.plan_validations import PlanValidations
 from appliance.core.registry import Registry
 from appliance.db.plans import PlanStore
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, NotReady
@@ -28,10 +29,7 @@ from appliance.plan_records import (
     IntentDraft,
     PlanApply,
     Refit,
-    RefitPoint,
-    RollbackOutcome,
     ServingState,
-    Validation,
 )
 from appliance.planner import predict as model
 from appliance.planner.hardware import GPU_CATALOGUE, this_box
@@ -39,7 +37,6 @@ from appliance.planner.render import kserve_manifest, vllm_args
 from appliance.planner.serving import ServingConfig, cpu_costs, gpu_costs
 from appliance.planner.shape import ModelShape, read_shape
 from appliance.planner.sweep import sweep
-from appliance.planner.validation import combine, point, verdicts
 
 log = logging.getLogger(__name__)
 REFERENCE_MODEL = "SmolLM2-135M-Instruct"  # small enough to calibrate in minutes on two cores
@@ -75,6 +72,7 @@ class Planner:
         self._calibrating = threading.Lock()
         self._stop = threading.Event()
         self._status: dict = {"state": "idle", "step": None, "error": None, "calibration_id": None}
+        self.validations = PlanValidations(store, audit, self.calibration, self.rollback)
 
     # -- models ------------------------------------------------------------------------------------
     def model_files(self) -> dict[str, Path]:
@@ -209,7 +207,7 @@ class Planner:
             if config.target == "cpu":
                 costs = cpu_costs(cal, ref, shape, config)
                 if refit and config.model not in refits:
-                    refits[config.model] = self.refit(config.model, cal)
+                    refits[config.model] = self.validations.refit(config.model, cal)
                 factors = refits.get(config.model)
                 if factors is None:
                     return costs
@@ -243,7 +241,7 @@ class Planner:
         result = model.predict(costs, work, replications=replications, max_queue=self.settings.llm.max_queue)
         result["cost_usd_month"] = model.monthly_cost(costs, intent, result["utilisation"])
         result["calibration_id"] = cal.id
-        factors = self.refit(config.model, cal) if refit and config.target == "cpu" else None
+        factors = self.validations.refit(config.model, cal) if refit and config.target == "cpu" else None
         result["refit"] = msgspec.to_builtins(factors) if factors else None
         return result
 
@@ -275,7 +273,7 @@ class Planner:
             "feasible": sum(r["feasible"] for r in rows),
             "sweep_seconds": round(swept_s, 3),
             "calibration_id": cal.id,
-            "refits": [msgspec.to_builtins(r) for r in self.refits(cal)],
+            "refits": [msgspec.to_builtins(r) for r in self.validations.refits(cal)],
             "candidates": rows[:top],
         }
 
@@ -513,131 +511,6 @@ class Planner:
                 "after": msgspec.to_builtins(record.after),
             },
         )
-
-    # -- validation, refit and the SLO verdicts ----------------------------------------------------------
-    def record_validation(self, caller: Scope, validation: dict, auto_rollback: bool = False) -> Validation:
-        """Store what `plan validate` measured against what was predicted, with what it teaches (the
-        model's refit: appliance/planner/validation.py) and the verdict on each promised SLO. A promise
-        missed by more than its interval on the applied configuration offers the rollback, or with
-        `auto_rollback` does it; either way the record and the audit log say which."""
-        caller.require_admin()
-        record = msgspec.convert(
-            {**validation, "id": uuid.uuid4().hex[:12], "created_at": _now()}, Validation
-        )
-        learned = point(record)
-        if learned is not None:
-            earlier = self._points(learned.model)
-            refit = combine(learned.model, learned.calibration_id, [(record.id, learned), *earlier])
-            learned = msgspec.structs.replace(learned, factors_after=refit)
-        applied = self._applied_match(record)
-        promises: dict[str, tuple[float, str]] = {}
-        if applied is not None:
-            intent = applied.intent or {}
-            if intent.get("p95_ttft_ms"):
-                promises["p95 ttft ms"] = (float(intent["p95_ttft_ms"]), f"plan {applied.config_id}")
-            if intent.get("tokens_per_s_per_user"):
-                promises["tokens/s per user"] = (
-                    float(intent["tokens_per_s_per_user"]),
-                    f"plan {applied.config_id}",
-                )
-        if record.slo_p95_ttft_ms is not None:
-            promises["p95 ttft ms"] = (record.slo_p95_ttft_ms, "the command line")
-        judged = verdicts(record, promises)
-        rollback = None
-        if any(v.verdict == "missed" for v in judged):
-            rollback = self._missed(caller, applied, auto_rollback)
-        record = msgspec.structs.replace(record, refit=learned, verdicts=judged, rollback=rollback)
-        self.store.save_validation(record)
-        if self.audit is not None:
-            self.audit.append(
-                "plan.validate",
-                principal=caller.principal,
-                outcome="ok" if all(v.verdict != "missed" for v in judged) else "error",
-                target=record.config_id,
-                detail={
-                    "validation_id": record.id,
-                    "verdicts": {v.slo: v.verdict for v in judged},
-                    "rollback": rollback.state if rollback else None,
-                    "refit": msgspec.to_builtins(learned.factors_after) if learned else None,
-                },
-            )
-        return record
-
-    def _missed(self, caller: Scope, applied: PlanApply | None, auto: bool) -> RollbackOutcome:
-        if applied is None:
-            return RollbackOutcome(
-                state="not applicable",
-                detail="the validated configuration is not the applied plan's: nothing to roll back",
-            )
-        if not auto:
-            return RollbackOutcome(
-                state="offered",
-                command="appliance plan rollback",
-                apply_id=applied.id,
-                config_id=applied.config_id,
-            )
-        try:
-            done = self.rollback(caller)
-        except ApplianceError as exc:
-            return RollbackOutcome(
-                state="failed", apply_id=applied.id, config_id=applied.config_id, detail=exc.detail
-            )
-        return RollbackOutcome(state="done", apply_id=done.id, config_id=done.config_id, health=done.health)
-
-    def _applied_match(self, record: Validation) -> PlanApply | None:
-        """The apply in force when the validated configuration is the one it applied (model, slots and
-        context; the threads are llama.cpp's resolved count, not always the plan's 0)."""
-        last = self.store.latest_applied()
-        if last is None or not record.model or not last.after.default_model:
-            return None
-        after = last.after
-        same = (
-            record.model.lower() == after.default_model.lower()
-            and record.slots == after.slots
-            and record.context == after.context_length
-        )
-        return last if same else None
-
-    def _points(self, model: str) -> list[tuple[str, RefitPoint]]:
-        return [
-            (v.id, v.refit)
-            for v in self.store.validations(limit=200)
-            if v.refit is not None and v.refit.model.lower() == model.lower()
-        ]
-
-    def refit(self, model: str, cal: Calibration | None = None) -> Refit | None:
-        """The factors in force for a model on the current calibration; None while no validation counts."""
-        cal = cal or self.calibration()
-        factors = combine(model, cal.id, self._points(model))
-        return factors if factors.validations else None
-
-    def refits(self, cal: Calibration | None = None) -> list[Refit]:
-        cal = cal or self.calibration()
-        models = {v.refit.model for v in self.store.validations(limit=200) if v.refit is not None}
-        return [r for m in sorted(models) if (r := self.refit(m, cal)) is not None]
-
-    def drop_refit(self, caller: Scope, validation_id: str, dropped: bool = True) -> Validation:
-        """Undo (or redo) what one validation taught: its ratios leave the model's factors."""
-        caller.require_admin()
-        record = self.store.validation(validation_id)
-        if record is None:
-            raise NotFound(f"no validation {validation_id!r}: see `appliance plan validations`")
-        if record.refit is None:
-            raise Conflict(f"validation {validation_id} taught nothing to refit")
-        record = msgspec.structs.replace(record, refit=msgspec.structs.replace(record.refit, dropped=dropped))
-        self.store.save_validation(record)
-        if self.audit is not None:
-            self.audit.append(
-                "plan.refit.drop" if dropped else "plan.refit.restore",
-                principal=caller.principal,
-                outcome="ok",
-                target=validation_id,
-                detail={"model": record.refit.model},
-            )
-        return record
-
-    def validations(self) -> list[Validation]:
-        return self.store.validations()
 
     # -- the intent from a conversation ----------------------------------------------------------------
     def extract_intent(

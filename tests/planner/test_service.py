@@ -245,7 +245,7 @@ def test_apply_is_for_admins_and_for_this_box(served):
 
 def test_validations_are_stored_and_listed(served, capsys):
     row = {"metric": "p95 ttft", "predicted": 120.0, "interval": [90.0, 160.0], "measured": 150.0}
-    stored = served.app.planner.record_validation(
+    stored = served.app.planner.validations.record(
         served.app.access.system_scope(),
         {
             "config_id": "SmolLM2-135M-Instruct@cpu-s1",

@@ -40,7 +40,7 @@ def srv(tmp_path_factory):
     # A stored calibration, as `plan calibrate` leaves one, for this box's fingerprint.
     recorded = msgspec.json.decode(data.PLAN_CALIBRATION_JSON, type=Calibration)
     app.planner.store.save_calibration(msgspec.structs.replace(recorded, fingerprint=this_box().fingerprint))
-    app.planner.record_validation(
+    app.planner.validations.record(
         app.access.system_scope(),
         {
             "config_id": "SmolLM2-135M-Instruct@cpu-s2-c2048-t1",

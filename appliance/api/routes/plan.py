@@ -241,7 +241,7 @@ class ValidationIn(msgspec.Struct, forbid_unknown_fields=True):
 def record_validation(caller: Scope, planner: Planner, data: ValidationIn) -> Validation:
     body = msgspec.to_builtins(data)
     auto = body.pop("auto_rollback")
-    return planner.record_validation(caller, body, auto_rollback=auto)
+    return planner.validations.record(caller, body, auto_rollback=auto)
 
 
 class RefitDropIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -256,7 +256,7 @@ class RefitDropIn(msgspec.Struct, forbid_unknown_fields=True):
     summary="Drop (or restore) what one validation taught the refit: its ratios leave the model's factors",
 )
 def drop_refit(caller: Scope, planner: Planner, validation_id: str, data: RefitDropIn) -> Validation:
-    return planner.drop_refit(caller, validation_id, data.dropped)
+    return planner.validations.drop_refit(caller, validation_id, data.dropped)
 
 
 @get(
@@ -266,12 +266,12 @@ def drop_refit(caller: Scope, planner: Planner, validation_id: str, data: RefitD
     summary="The refit factors in force per model on the current calibration, and the rule",
 )
 def refits(planner: Planner) -> list[Refit]:
-    return planner.refits()
+    return planner.validations.refits()
 
 
 @get("/validations", sync_to_thread=True, summary="Validation runs, newest first: predicted vs measured")
 def validations(planner: Planner) -> list[Validation]:
-    return planner.validations()
+    return planner.validations.all()
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
