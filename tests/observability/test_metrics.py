@@ -10,6 +10,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.middleware.base import DefineMiddleware
+from litestar.params import FromPath
 from litestar.response import Stream
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,7 +53,7 @@ class KeyRequired(AbstractAuthenticationMiddleware):
 
 def make_app(metrics: Metrics, clock: FakeClock) -> Litestar:
     @get("/api/v1/documents/{document_id:str}", sync_to_thread=False)
-    def get_document(document_id: str) -> dict:
+    def get_document(document_id: FromPath[str]) -> dict:
         return {"id": document_id}
 
     @get("/stream", sync_to_thread=False)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Router, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -38,7 +39,7 @@ class VerifyChunksIn(msgspec.Struct, forbid_unknown_fields=True):
     description="`traffic` holds rates and latency percentiles over the last minute; `history` holds "
     "the sampled series (every `history.interval_seconds`, oldest first) for sparklines.",
 )
-def stats(caller: Scope, admin: Admin) -> dict:
+def stats(caller: NamedDependency[Scope], admin: NamedDependency[Admin]) -> dict:
     return admin.stats(caller)
 
 
@@ -50,11 +51,11 @@ def stats(caller: Scope, admin: Admin) -> dict:
     "`after` returns only lines whose `seq` is greater, for tailing.",
 )
 def logs(
-    caller: Scope,
-    admin: Admin,
-    level: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=2000)] = 200,
-    after: Annotated[int, Parameter(ge=0)] = 0,
+    caller: NamedDependency[Scope],
+    admin: NamedDependency[Admin],
+    level: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=2000)] = 200,
+    after: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> dict:
     return admin.logs(caller, level, limit, after)
 
@@ -64,7 +65,7 @@ def logs(
     sync_to_thread=True,
     summary="The chat model's state and health, the models that could be loaded, and the embedding model",
 )
-def models(caller: Scope, admin: Admin) -> dict:
+def models(caller: NamedDependency[Scope], admin: NamedDependency[Admin]) -> dict:
     return admin.models_state(caller)
 
 
@@ -75,7 +76,9 @@ def models(caller: Scope, admin: Admin) -> dict:
     sync_to_thread=True,
     summary="Replace the chat model (loads in the background; poll GET /api/v1/admin/models)",
 )
-def load_model(caller: Scope, admin: Admin, data: ModelLoadIn) -> dict:
+def load_model(
+    caller: NamedDependency[Scope], admin: NamedDependency[Admin], data: JSONBody[ModelLoadIn]
+) -> dict:
     return admin.load_model(caller, data.model)
 
 
@@ -86,7 +89,7 @@ def load_model(caller: Scope, admin: Admin, data: ModelLoadIn) -> dict:
     sync_to_thread=True,
     summary="Free the chat model; requests already generating finish first",
 )
-def unload_model(caller: Scope, admin: Admin) -> dict:
+def unload_model(caller: NamedDependency[Scope], admin: NamedDependency[Admin]) -> dict:
     return admin.unload_model(caller)
 
 
@@ -97,7 +100,7 @@ def unload_model(caller: Scope, admin: Admin) -> dict:
     description="`network.outbound_attempts` counts outbound connections the process tried and the "
     "guard refused since start (any is a finding); `indexes` compares each index with the catalogue.",
 )
-def ops_status(caller: Scope, admin: Admin) -> dict:
+def ops_status(caller: NamedDependency[Scope], admin: NamedDependency[Admin]) -> dict:
     return admin.ops_status(caller)
 
 
@@ -110,7 +113,7 @@ def ops_status(caller: Scope, admin: Admin) -> dict:
     description="Written to <data dir>/backups/<name>; `appliance backup DEST` asks for it and moves "
     "it to DEST. Ingestion continues meanwhile; restore with `appliance restore` (service stopped).",
 )
-def backup(caller: Scope, admin: Admin, data: BackupIn) -> dict:
+def backup(caller: NamedDependency[Scope], admin: NamedDependency[Admin], data: JSONBody[BackupIn]) -> dict:
     return admin.backup(caller, data.name)
 
 
@@ -125,7 +128,9 @@ def backup(caller: Scope, admin: Admin, data: BackupIn) -> dict:
     "documents found, with the reason. With `repair`, damaged or mismatched documents whose source "
     "bytes are at hand are re-ingested from them (`repair_jobs`).",
 )
-def verify_chunks(caller: Scope, jobs: Jobs, data: VerifyChunksIn) -> Job:
+def verify_chunks(
+    caller: NamedDependency[Scope], jobs: NamedDependency[Jobs], data: JSONBody[VerifyChunksIn]
+) -> Job:
     return jobs.verify_chunks(caller, data.collection, data.repair)
 
 

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from appliance.api import sse
@@ -94,7 +96,10 @@ async def answer_response(
     opt={"work": "generation"},
 )
 async def knowledge_query(
-    request: Request, caller: Scope, answers: Answers, data: QueryIn
+    request: Request,
+    caller: NamedDependency[Scope],
+    answers: NamedDependency[Answers],
+    data: JSONBody[QueryIn],
 ) -> Response | Stream:
     # `model: auto` is routed on the question; the decision goes in a header and the answer's trace.
     route = await blocking(answers.route_for, data.model, data.query)
@@ -128,22 +133,30 @@ async def knowledge_query(
 
 
 @post("/", status_code=201, sync_to_thread=True, errors=(404,))
-def create_conversation(caller: Scope, answers: Answers, data: ConversationIn) -> Conversation:
+def create_conversation(
+    caller: NamedDependency[Scope], answers: NamedDependency[Answers], data: JSONBody[ConversationIn]
+) -> Conversation:
     return answers.create_conversation(caller, data.collections, data.title)
 
 
 @get("/", sync_to_thread=True)
-def list_conversations(caller: Scope, answers: Answers) -> list[Conversation]:
+def list_conversations(
+    caller: NamedDependency[Scope], answers: NamedDependency[Answers]
+) -> list[Conversation]:
     return answers.list_conversations(caller)
 
 
 @get("/{conversation_id:str}", sync_to_thread=True)
-def get_conversation(caller: Scope, answers: Answers, conversation_id: str) -> Conversation:
+def get_conversation(
+    caller: NamedDependency[Scope], answers: NamedDependency[Answers], conversation_id: FromPath[str]
+) -> Conversation:
     return answers.get_conversation(caller, conversation_id)
 
 
 @delete("/{conversation_id:str}", status_code=200, sync_to_thread=True)
-def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -> Deleted:
+def delete_conversation(
+    caller: NamedDependency[Scope], answers: NamedDependency[Answers], conversation_id: FromPath[str]
+) -> Deleted:
     answers.delete_conversation(caller, conversation_id)
     return Deleted(deleted=True, id=conversation_id)
 
@@ -157,7 +170,11 @@ def delete_conversation(caller: Scope, answers: Answers, conversation_id: str) -
     opt={"work": "generation"},
 )
 async def post_message(
-    request: Request, caller: Scope, answers: Answers, conversation_id: str, data: MessageIn
+    request: Request,
+    caller: NamedDependency[Scope],
+    answers: NamedDependency[Answers],
+    conversation_id: FromPath[str],
+    data: JSONBody[MessageIn],
 ) -> Response | Stream:
     return await answer_response(
         request,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Router, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from appliance.api.dependencies import admin_only
 from appliance.api.schemas import CollectionIn
@@ -21,12 +23,16 @@ class EmbedderIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/", status_code=201, sync_to_thread=True, errors=(403, 409))
-def create_collection(caller: Scope, knowledge: Knowledge, data: CollectionIn) -> Collection:
+def create_collection(
+    caller: NamedDependency[Scope], knowledge: NamedDependency[Knowledge], data: JSONBody[CollectionIn]
+) -> Collection:
     return knowledge.create_collection(caller, data.name, data.description)
 
 
 @get("/", sync_to_thread=True)
-def list_collections(caller: Scope, knowledge: Knowledge) -> list[Collection]:
+def list_collections(
+    caller: NamedDependency[Scope], knowledge: NamedDependency[Knowledge]
+) -> list[Collection]:
     return knowledge.list_collections(caller)
 
 
@@ -36,7 +42,9 @@ def list_collections(caller: Scope, knowledge: Knowledge) -> list[Collection]:
     guards=[admin_only],
     summary="A collection's embedder: the live generation, the one kept until confirmed, the gate",
 )
-def get_embedder(caller: Scope, embedders: Embedders, name: str) -> CollectionEmbedder:
+def get_embedder(
+    caller: NamedDependency[Scope], embedders: NamedDependency[Embedders], name: FromPath[str]
+) -> CollectionEmbedder:
     return embedders.get(caller, name)
 
 
@@ -53,7 +61,12 @@ def get_embedder(caller: Scope, embedders: Embedders, name: str) -> CollectionEm
     "the new nDCG@10 is at least the live one's plus `min_gain`. The old generation is kept until "
     "`/embedder/confirm`; `/embedder/rollback` returns to it.",
 )
-def switch_embedder(caller: Scope, embedders: Embedders, name: str, data: EmbedderIn) -> Job:
+def switch_embedder(
+    caller: NamedDependency[Scope],
+    embedders: NamedDependency[Embedders],
+    name: FromPath[str],
+    data: JSONBody[EmbedderIn],
+) -> Job:
     return embedders.switch(caller, name, data.model, data.min_gain, data.ungated)
 
 
@@ -65,7 +78,9 @@ def switch_embedder(caller: Scope, embedders: Embedders, name: str, data: Embedd
     errors=(409,),
     summary="Keep a collection's new embedder: the previous generation is dropped",
 )
-def confirm_embedder(caller: Scope, embedders: Embedders, name: str) -> CollectionEmbedder:
+def confirm_embedder(
+    caller: NamedDependency[Scope], embedders: NamedDependency[Embedders], name: FromPath[str]
+) -> CollectionEmbedder:
     return embedders.confirm(caller, name)
 
 
@@ -77,7 +92,9 @@ def confirm_embedder(caller: Scope, embedders: Embedders, name: str) -> Collecti
     errors=(409, 503),
     summary="Switch a collection back to the embedder it had before its last switch",
 )
-def rollback_embedder(caller: Scope, embedders: Embedders, name: str) -> CollectionEmbedder:
+def rollback_embedder(
+    caller: NamedDependency[Scope], embedders: NamedDependency[Embedders], name: FromPath[str]
+) -> CollectionEmbedder:
     return embedders.rollback(caller, name)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Request, Response, Router, get
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import OpenAPIRenderPlugin
+from litestar.params import FromPath
 
 ASSETS = resources.files("appliance.api") / "static" / "swagger-ui"
 # The only files the page loads, besides itself; anything else under assets/ is a 404.
@@ -59,7 +60,7 @@ class OfflineSwaggerPlugin(OpenAPIRenderPlugin):
             )
 
 
-def asset(name: str) -> Response[bytes]:
+def asset(name: FromPath[str]) -> Response[bytes]:
     if name not in ASSET_TYPES:
         raise NotFoundException(f"no documentation asset {name!r}")
     return Response(

@@ -11,8 +11,9 @@ from typing import Annotated
 import msgspec
 from litestar import Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from appliance import json_input
 from appliance.api.admission import blocking, leave_early
@@ -125,7 +126,11 @@ class _UploadOperation(Operation):
 
 @post("/", status_code=202, operation_class=_UploadOperation, errors=(404, 415, 422), opt={"work": "ingest"})
 async def create_document(
-    request: ApiRequest, caller: Scope, knowledge: Knowledge, jobs: Jobs, wait: bool = False
+    request: ApiRequest,
+    caller: NamedDependency[Scope],
+    knowledge: NamedDependency[Knowledge],
+    jobs: NamedDependency[Jobs],
+    wait: FromQuery[bool] = False,
 ) -> Response:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
@@ -157,7 +162,11 @@ async def create_document(
 
 @post("/batch", status_code=202, errors=(404, 415), opt={"work": "ingest"})
 async def create_documents(
-    caller: Scope, knowledge: Knowledge, jobs: Jobs, data: BatchIn, wait: bool = False
+    caller: NamedDependency[Scope],
+    knowledge: NamedDependency[Knowledge],
+    jobs: NamedDependency[Jobs],
+    data: JSONBody[BatchIn],
+    wait: FromQuery[bool] = False,
 ) -> Response:
     docs = [_to_new(d, i) for i, d in enumerate(data.documents)]
     job_id, ids = await blocking(knowledge.submit, caller, data.collection, docs)
@@ -166,22 +175,29 @@ async def create_documents(
 
 @get("/", sync_to_thread=True, errors=(404,))
 def list_documents(
-    caller: Scope,
-    knowledge: Knowledge,
-    collection: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    offset: Offset = 0,
+    caller: NamedDependency[Scope],
+    knowledge: NamedDependency[Knowledge],
+    collection: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    offset: FromQuery[Offset] = 0,
 ) -> DocumentPage:
     return knowledge.list_documents(caller, collection, limit=limit, offset=offset)
 
 
 @get("/{document_id:str}", sync_to_thread=True)
-def get_document(caller: Scope, knowledge: Knowledge, document_id: str, chunks: bool = False) -> Document:
+def get_document(
+    caller: NamedDependency[Scope],
+    knowledge: NamedDependency[Knowledge],
+    document_id: FromPath[str],
+    chunks: FromQuery[bool] = False,
+) -> Document:
     return knowledge.get_document(caller, document_id, with_chunks=chunks)
 
 
 @delete("/{document_id:str}", status_code=200, sync_to_thread=True)
-def delete_document(caller: Scope, knowledge: Knowledge, document_id: str) -> DeletedDocument:
+def delete_document(
+    caller: NamedDependency[Scope], knowledge: NamedDependency[Knowledge], document_id: FromPath[str]
+) -> DeletedDocument:
     return DeletedDocument(deleted=True, document=knowledge.delete_document(caller, document_id))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Router, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -36,7 +38,9 @@ class DriftCheckIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @get("/", sync_to_thread=True, summary="The latest drift check of each collection the key sees")
-def latest(caller: Scope, drift: Drift, collection: str | None = None) -> list[DriftReport]:
+def latest(
+    caller: NamedDependency[Scope], drift: NamedDependency[Drift], collection: FromQuery[str | None] = None
+) -> list[DriftReport]:
     return drift.latest(caller, collection)
 
 
@@ -47,7 +51,9 @@ def latest(caller: Scope, drift: Drift, collection: str | None = None) -> list[D
     guards=[admin_only],
     summary="Check a collection for drift now: MMD on query embeddings, KS and PSI on scalar signals",
 )
-def check(caller: Scope, drift: Drift, data: DriftCheckIn) -> DriftReport:
+def check(
+    caller: NamedDependency[Scope], drift: NamedDependency[Drift], data: JSONBody[DriftCheckIn]
+) -> DriftReport:
     return drift.check(
         caller,
         data.collection,

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Router, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -77,7 +78,9 @@ class GateCheckIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @get("/sets", sync_to_thread=True, summary="Eval sets (latest versions, or every version)")
-def list_sets(caller: Scope, evals: Evals, all_versions: bool = False) -> list[EvalSet]:
+def list_sets(
+    caller: NamedDependency[Scope], evals: NamedDependency[Evals], all_versions: FromQuery[bool] = False
+) -> list[EvalSet]:
     return evals.list_sets(caller, all_versions)
 
 
@@ -87,7 +90,11 @@ def list_sets(caller: Scope, evals: Evals, all_versions: bool = False) -> list[E
     summary="One eval set (latest or `version`), `items=true` lists them",
 )
 def get_set(
-    caller: Scope, evals: Evals, name: str, version: int | None = None, items: bool = False
+    caller: NamedDependency[Scope],
+    evals: NamedDependency[Evals],
+    name: FromPath[str],
+    version: FromQuery[int | None] = None,
+    items: FromQuery[bool] = False,
 ) -> EvalSet:
     return evals.get_set(caller, name, version, items)
 
@@ -101,7 +108,9 @@ def get_set(
     "document under its `_id` as source_id; the set's `ingest_jobs` follow it. Importing a name again "
     "makes a new version, unless the content is the same or the latest version was never run.",
 )
-def import_set(caller: Scope, evals: Evals, data: EvalSetImportIn) -> EvalSet:
+def import_set(
+    caller: NamedDependency[Scope], evals: NamedDependency[Evals], data: JSONBody[EvalSetImportIn]
+) -> EvalSet:
     if (data.path is None) == (data.files is None):
         raise InvalidInput("give either path (a directory on the server) or files")
     if data.path is not None:
@@ -119,7 +128,9 @@ def import_set(caller: Scope, evals: Evals, data: EvalSetImportIn) -> EvalSet:
     "questions on the same topics the collection does not answer. The set (kind `generated`, gold "
     "sources known) is named in the job's summary when it succeeds.",
 )
-def generate_set(caller: Scope, eval_sources: EvalSources, data: EvalGenerateIn) -> Job:
+def generate_set(
+    caller: NamedDependency[Scope], eval_sources: NamedDependency[EvalSources], data: JSONBody[EvalGenerateIn]
+) -> Job:
     return eval_sources.generate(
         caller, data.collection, data.n, data.name, data.seed, data.model, data.unanswerable_fraction
     )
@@ -131,7 +142,11 @@ def generate_set(caller: Scope, eval_sources: EvalSources, data: EvalGenerateIn)
     sync_to_thread=True,
     summary="A QA set of the answers users rated down over a collection (regression items)",
 )
-def feedback_set(caller: Scope, eval_sources: EvalSources, data: EvalFeedbackSetIn) -> EvalSet:
+def feedback_set(
+    caller: NamedDependency[Scope],
+    eval_sources: NamedDependency[EvalSources],
+    data: JSONBody[EvalFeedbackSetIn],
+) -> EvalSet:
     return eval_sources.from_feedback(caller, data.collection, data.name)
 
 
@@ -141,7 +156,9 @@ def feedback_set(caller: Scope, eval_sources: EvalSources, data: EvalFeedbackSet
     sync_to_thread=True,
     summary="Run an eval set as an `eval` job (progress at /api/v1/jobs/{job_id})",
 )
-def create_run(caller: Scope, evals: Evals, data: EvalRunIn) -> EvalRun:
+def create_run(
+    caller: NamedDependency[Scope], evals: NamedDependency[Evals], data: JSONBody[EvalRunIn]
+) -> EvalRun:
     return evals.start_run(
         caller,
         data.set,
@@ -158,13 +175,16 @@ def create_run(caller: Scope, evals: Evals, data: EvalRunIn) -> EvalRun:
 
 @get("/runs", sync_to_thread=True, summary="Runs, newest first, with their configuration and scorecard")
 def list_runs(
-    caller: Scope, evals: Evals, set: str | None = None, limit: Annotated[int, Parameter(ge=1, le=500)] = 50
+    caller: NamedDependency[Scope],
+    evals: NamedDependency[Evals],
+    set: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
 ) -> list[EvalRun]:
     return evals.list_runs(caller, set, limit)
 
 
 @get("/runs/{run_id:str}", sync_to_thread=True, summary="A run: state, configuration and scorecard")
-def get_run(caller: Scope, evals: Evals, run_id: str) -> EvalRun:
+def get_run(caller: NamedDependency[Scope], evals: NamedDependency[Evals], run_id: FromPath[str]) -> EvalRun:
     return evals.get_run(caller, run_id)
 
 
@@ -174,13 +194,13 @@ def get_run(caller: Scope, evals: Evals, run_id: str) -> EvalRun:
     summary="A run's item outcomes, worst first (or `order=ordinal`; `metric` sorts by one metric)",
 )
 def run_items(
-    caller: Scope,
-    evals: Evals,
-    run_id: str,
-    order: str = "worst",
-    metric: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=5000)] = 50,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    caller: NamedDependency[Scope],
+    evals: NamedDependency[Evals],
+    run_id: FromPath[str],
+    order: FromQuery[str] = "worst",
+    metric: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> list[EvalOutcome]:
     return evals.run_items(caller, run_id, order, metric, limit, offset)
 
@@ -191,19 +211,26 @@ def run_items(
     errors=(404,),
     summary="Run B against run A, item by item: per metric B - A with a paired bootstrap 95% interval",
 )
-def compare(caller: Scope, evals: Evals, run_a: str, run_b: str) -> RunComparison:
+def compare(
+    caller: NamedDependency[Scope],
+    evals: NamedDependency[Evals],
+    run_a: FromQuery[str],
+    run_b: FromQuery[str],
+) -> RunComparison:
     return evals.compare(caller, run_a, run_b)
 
 
 @post("/gates", status_code=201, sync_to_thread=True, summary="Create or replace a gate")
-def create_gate(caller: Scope, evals: Evals, data: EvalGateIn) -> EvalGate:
+def create_gate(
+    caller: NamedDependency[Scope], evals: NamedDependency[Evals], data: JSONBody[EvalGateIn]
+) -> EvalGate:
     return evals.create_gate(
         caller, data.name, data.set, data.thresholds, data.baseline_run, data.run_options, data.description
     )
 
 
 @get("/gates", sync_to_thread=True, summary="Gates")
-def list_gates(caller: Scope, evals: Evals) -> list[EvalGate]:
+def list_gates(caller: NamedDependency[Scope], evals: NamedDependency[Evals]) -> list[EvalGate]:
     return evals.list_gates(caller)
 
 
@@ -215,7 +242,12 @@ def list_gates(caller: Scope, evals: Evals) -> list[EvalGate]:
     description='The body is `{}` or `{"run_id": ...}`. Without `run_id` the gate\'s set is run with its `run_options` and waited for; a run '
     "not finished in time answers `state: pending` with its `run_id`: check again with it.",
 )
-def check_gate(caller: Scope, evals: Evals, name: str, data: GateCheckIn) -> GateReport:
+def check_gate(
+    caller: NamedDependency[Scope],
+    evals: NamedDependency[Evals],
+    name: FromPath[str],
+    data: JSONBody[GateCheckIn],
+) -> GateReport:
     return evals.check_gate(caller, name, data.run_id)
 
 

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Router, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from appliance.core.access import Scope
 from appliance.core.feedback import Feedback
@@ -26,12 +27,19 @@ class FeedbackIn(msgspec.Struct, forbid_unknown_fields=True):
     sync_to_thread=True,
     summary="An answer's trace: question, rewritten query, retrieval, sources, answer, timings, ratings",
 )
-def get_answer(caller: Scope, feedback: Feedback, answer_id: str) -> Trace:
+def get_answer(
+    caller: NamedDependency[Scope], feedback: NamedDependency[Feedback], answer_id: FromPath[str]
+) -> Trace:
     return feedback.get_answer(caller, answer_id)
 
 
 @post("/{answer_id:str}/feedback", status_code=201, sync_to_thread=True, summary="Rate an answer up or down")
-def rate_answer(caller: Scope, feedback: Feedback, answer_id: str, data: FeedbackIn) -> Rating:
+def rate_answer(
+    caller: NamedDependency[Scope],
+    feedback: NamedDependency[Feedback],
+    answer_id: FromPath[str],
+    data: JSONBody[FeedbackIn],
+) -> Rating:
     """The same key rating an answer again replaces its earlier rating."""
     return feedback.rate(
         caller, answer_id, data.rating, data.comment, data.correct_answer, data.confirmed_sources
@@ -40,12 +48,12 @@ def rate_answer(caller: Scope, feedback: Feedback, answer_id: str, data: Feedbac
 
 @get("/", sync_to_thread=True, summary="Ratings of answers, newest first, with the answers they rate")
 def list_feedback(
-    caller: Scope,
-    feedback: Feedback,
-    collection: str | None = None,
-    rating: Literal["up", "down"] | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Parameter(ge=0)] = 0,
+    caller: NamedDependency[Scope],
+    feedback: NamedDependency[Feedback],
+    collection: FromQuery[str | None] = None,
+    rating: FromQuery[Literal["up", "down"] | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> FeedbackPage:
     return feedback.list_feedback(caller, collection, rating, limit, offset)
 
@@ -56,7 +64,9 @@ def list_feedback(
     summary="Ratings up and down and answers given per collection over the last `days` days",
 )
 def feedback_summary(
-    caller: Scope, feedback: Feedback, days: Annotated[int, Parameter(ge=1, le=365)] = 7
+    caller: NamedDependency[Scope],
+    feedback: NamedDependency[Feedback],
+    days: Annotated[int, QueryParameter(ge=1, le=365)] = 7,
 ) -> list[FeedbackCount]:
     return feedback.counts(caller, days)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Router, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from appliance.api.admission import blocking
 from appliance.api.routes.answers import knowledge_query
@@ -12,7 +14,9 @@ from appliance.core.knowledge import Knowledge
 
 
 @post("/search", status_code=200, errors=(404, 503), opt={"work": "search"})
-async def search(caller: Scope, knowledge: Knowledge, data: SearchIn) -> SearchOut:
+async def search(
+    caller: NamedDependency[Scope], knowledge: NamedDependency[Knowledge], data: JSONBody[SearchIn]
+) -> SearchOut:
     result = await blocking(
         knowledge.search,
         caller,

@@ -87,7 +87,8 @@ class McpEndpoint:
 def mcp_route(endpoint: McpEndpoint):
     """The /mcp route, behind the key rule of every route (the auth middleware runs first)."""
 
-    @asgi("/mcp")
+    # The scope itself, not a copy: what Litestar 2 does when this is unset (and then warns about).
+    @asgi("/mcp", copy_scope=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
         await endpoint.handle(scope, receive, send)
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from litestar import MediaType, Request, Response, Router, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, QueryParameter
 
 from appliance.api.dependencies import admin_only
 from appliance.api.schemas import Offset
@@ -56,12 +57,12 @@ def metrics(request: Request, state: State) -> Response:
 
 @get("/", sync_to_thread=True, summary="The append-only, hash-chained audit log, newest first")
 def audit_entries(
-    caller: Scope,
-    admin: Admin,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    offset: Offset = 0,
-    action: str | None = None,
-    key_id: str | None = None,
+    caller: NamedDependency[Scope],
+    admin: NamedDependency[Admin],
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    offset: FromQuery[Offset] = 0,
+    action: FromQuery[str | None] = None,
+    key_id: FromQuery[str | None] = None,
 ) -> list[dict]:
     return admin.audit_entries(caller, limit, offset, action, key_id)
 

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 from litestar import Request, Response, Router, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from appliance.api import sse
@@ -155,13 +157,16 @@ def _params(max_tokens: int | None, temperature, top_p, stop, seed, n) -> Genera
 
 
 @get("/models", sync_to_thread=False)
-def list_models(gateway: Gateway) -> dict:
+def list_models(gateway: NamedDependency[Gateway]) -> dict:
     return {"object": "list", "data": gateway.list_models()}
 
 
 @post("/chat/completions", status_code=200, errors=(404, 503), streams=True, opt={"work": "generation"})
 async def chat_completions(
-    request: Request, caller: Scope, gateway: Gateway, data: ChatCompletionIn
+    request: Request,
+    caller: NamedDependency[Scope],
+    gateway: NamedDependency[Gateway],
+    data: JSONBody[ChatCompletionIn],
 ) -> Response | Stream:
     _refuse_unsupported(data)
     if not data.messages:
@@ -296,7 +301,10 @@ async def chat_completions(
 
 @post("/completions", status_code=200, errors=(404, 503), streams=True, opt={"work": "generation"})
 async def completions(
-    request: Request, caller: Scope, gateway: Gateway, data: CompletionIn
+    request: Request,
+    caller: NamedDependency[Scope],
+    gateway: NamedDependency[Gateway],
+    data: JSONBody[CompletionIn],
 ) -> Response | Stream:
     _refuse_unsupported(data)
     prompts = [data.prompt] if isinstance(data.prompt, str) else data.prompt
@@ -366,7 +374,7 @@ async def completions(
 
 
 @post("/embeddings", status_code=200, errors=(404, 503), opt={"work": "embeddings"})
-async def embeddings(gateway: Gateway, data: EmbeddingIn) -> dict:
+async def embeddings(gateway: NamedDependency[Gateway], data: JSONBody[EmbeddingIn]) -> dict:
     inputs = [data.input] if isinstance(data.input, str) else data.input
     if not inputs or not all(isinstance(x, str) for x in inputs):
         raise InvalidInput(

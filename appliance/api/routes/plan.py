@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Router, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
 from appliance.api.dependencies import admin_only
@@ -87,14 +89,16 @@ def _intent(data: LoadIn, **extra: Any) -> DeploymentIntent:
     sync_to_thread=True,
     summary="Start measuring this box in the background (minutes; quick: seconds); follow GET /calibration/status",
 )
-def calibrate(caller: Scope, planner: Planner, data: CalibrateIn) -> CalibrationStatus:
+def calibrate(
+    caller: NamedDependency[Scope], planner: NamedDependency[Planner], data: JSONBody[CalibrateIn]
+) -> CalibrationStatus:
     return CalibrationStatus(**planner.start_calibration(caller, quick=data.quick, model_name=data.model))
 
 
 @get(
     "/calibration/status", sync_to_thread=False, summary="The calibration running or last run: state and step"
 )
-def calibration_status(planner: Planner) -> CalibrationStatus:
+def calibration_status(planner: NamedDependency[Planner]) -> CalibrationStatus:
     return CalibrationStatus(**planner.calibration_status())
 
 
@@ -104,7 +108,7 @@ def calibration_status(planner: Planner) -> CalibrationStatus:
     errors=(503,),
     summary="The latest calibration of this box's hardware",
 )
-def calibration(planner: Planner) -> Calibration:
+def calibration(planner: NamedDependency[Planner]) -> Calibration:
     return planner.calibration()
 
 
@@ -115,7 +119,7 @@ def calibration(planner: Planner) -> Calibration:
     sync_to_thread=True,
     summary="Latency, throughput and memory of a configuration under a load",
 )
-def predict(planner: Planner, data: PredictIn) -> dict[str, Any]:
+def predict(planner: NamedDependency[Planner], data: JSONBody[PredictIn]) -> dict[str, Any]:
     from appliance.errors import InvalidInput
 
     if not data.model:
@@ -131,7 +135,7 @@ def predict(planner: Planner, data: PredictIn) -> dict[str, Any]:
     sync_to_thread=True,
     summary="Configurations for a deployment intent, ranked",
 )
-def recommend(planner: Planner, data: IntentIn) -> dict[str, Any]:
+def recommend(planner: NamedDependency[Planner], data: JSONBody[IntentIn]) -> dict[str, Any]:
     extra = {
         f: getattr(data, f)
         for f in (
@@ -153,12 +157,12 @@ def recommend(planner: Planner, data: IntentIn) -> dict[str, Any]:
     sync_to_thread=True,
     summary="A recommended configuration as settings, vLLM arguments or a KServe manifest",
 )
-def render(planner: Planner, config_id: str) -> dict[str, Any]:
+def render(planner: NamedDependency[Planner], config_id: FromPath[str]) -> dict[str, Any]:
     return planner.render(config_id)
 
 
 @get("/gpus", sync_to_thread=False, summary="The GPU catalogue (datasheet figures, not calibrated)")
-def gpus(planner: Planner) -> list[dict[str, Any]]:
+def gpus(planner: NamedDependency[Planner]) -> list[dict[str, Any]]:
     return planner.catalogue()
 
 
@@ -176,7 +180,9 @@ class ApplyIn(msgspec.Struct, forbid_unknown_fields=True):
     summary="Serve a recommended configuration on this box (default alias, llm settings, reload, health "
     "check), or roll the newest one back",
 )
-def apply(caller: Scope, planner: Planner, data: ApplyIn) -> PlanApply:
+def apply(
+    caller: NamedDependency[Scope], planner: NamedDependency[Planner], data: JSONBody[ApplyIn]
+) -> PlanApply:
     from appliance.errors import InvalidInput
 
     if data.rollback:
@@ -193,12 +199,12 @@ def apply(caller: Scope, planner: Planner, data: ApplyIn) -> PlanApply:
     sync_to_thread=True,
     summary="Undo the newest apply still in force: the previous default alias and llm settings, reloaded",
 )
-def rollback(caller: Scope, planner: Planner) -> PlanApply:
+def rollback(caller: NamedDependency[Scope], planner: NamedDependency[Planner]) -> PlanApply:
     return planner.rollback(caller)
 
 
 @get("/applies", sync_to_thread=True, summary="Every apply, newest first, with its state")
-def applies(planner: Planner) -> list[PlanApply]:
+def applies(planner: NamedDependency[Planner]) -> list[PlanApply]:
     return planner.applies()
 
 
@@ -238,7 +244,9 @@ class ValidationIn(msgspec.Struct, forbid_unknown_fields=True):
     summary="Store a validation run (`appliance plan validate` posts its predicted vs measured): the "
     "model's refit, the SLO verdicts, and the rollback offered (or, with auto_rollback, done)",
 )
-def record_validation(caller: Scope, planner: Planner, data: ValidationIn) -> Validation:
+def record_validation(
+    caller: NamedDependency[Scope], planner: NamedDependency[Planner], data: JSONBody[ValidationIn]
+) -> Validation:
     body = msgspec.to_builtins(data)
     auto = body.pop("auto_rollback")
     return planner.validations.record(caller, body, auto_rollback=auto)
@@ -255,7 +263,12 @@ class RefitDropIn(msgspec.Struct, forbid_unknown_fields=True):
     sync_to_thread=True,
     summary="Drop (or restore) what one validation taught the refit: its ratios leave the model's factors",
 )
-def drop_refit(caller: Scope, planner: Planner, validation_id: str, data: RefitDropIn) -> Validation:
+def drop_refit(
+    caller: NamedDependency[Scope],
+    planner: NamedDependency[Planner],
+    validation_id: FromPath[str],
+    data: JSONBody[RefitDropIn],
+) -> Validation:
     return planner.validations.drop_refit(caller, validation_id, data.dropped)
 
 
@@ -265,12 +278,12 @@ def drop_refit(caller: Scope, planner: Planner, validation_id: str, data: RefitD
     errors=(503,),
     summary="The refit factors in force per model on the current calibration, and the rule",
 )
-def refits(planner: Planner) -> list[Refit]:
+def refits(planner: NamedDependency[Planner]) -> list[Refit]:
     return planner.validations.refits()
 
 
 @get("/validations", sync_to_thread=True, summary="Validation runs, newest first: predicted vs measured")
-def validations(planner: Planner) -> list[Validation]:
+def validations(planner: NamedDependency[Planner]) -> list[Validation]:
     return planner.validations.all()
 
 
@@ -293,7 +306,9 @@ class ConversationIn(msgspec.Struct, forbid_unknown_fields=True):
     summary="The deployment intent read from a conversation by the local model: numbers only as the "
     "user said them, what is missing, the next question",
 )
-def intent(caller: Scope, planner: Planner, data: ConversationIn) -> IntentDraft:
+def intent(
+    caller: NamedDependency[Scope], planner: NamedDependency[Planner], data: JSONBody[ConversationIn]
+) -> IntentDraft:
     return planner.extract_intent(caller, [(m.role, m.content) for m in data.messages], data.max_tokens)
 
 

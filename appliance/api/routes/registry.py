@@ -6,6 +6,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Router, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -74,7 +76,9 @@ class GateIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @get("/", sync_to_thread=True, summary="Model families with their versions (state, tags) and aliases")
-def list_models(caller: Scope, registry: Registry, rollouts: Rollouts) -> list[ModelFamily]:
+def list_models(
+    caller: NamedDependency[Scope], registry: NamedDependency[Registry], rollouts: NamedDependency[Rollouts]
+) -> list[ModelFamily]:
     return [rollouts.decorate(f) for f in registry.list(caller)]
 
 
@@ -83,7 +87,12 @@ def list_models(caller: Scope, registry: Registry, rollouts: Rollouts) -> list[M
     sync_to_thread=True,
     summary="One model family: versions, probe results, aliases, its canary and shadow",
 )
-def get_model(caller: Scope, registry: Registry, rollouts: Rollouts, name: str) -> ModelFamily:
+def get_model(
+    caller: NamedDependency[Scope],
+    registry: NamedDependency[Registry],
+    rollouts: NamedDependency[Rollouts],
+    name: FromPath[str],
+) -> ModelFamily:
     return rollouts.decorate(registry.get(caller, name))
 
 
@@ -92,7 +101,9 @@ def get_model(caller: Scope, registry: Registry, rollouts: Rollouts, name: str) 
     sync_to_thread=True,
     summary="Every alias move of a family, oldest first: who, when, why, gate report, previous version",
 )
-def history(caller: Scope, registry: Registry, name: str) -> list[AliasMove]:
+def history(
+    caller: NamedDependency[Scope], registry: NamedDependency[Registry], name: FromPath[str]
+) -> list[AliasMove]:
     return registry.history(caller, name)
 
 
@@ -107,7 +118,9 @@ def history(caller: Scope, registry: Registry, name: str) -> list[AliasMove]:
     "served. A remote URL whose host is not in settings network.allow is refused (400) before "
     "anything connects.",
 )
-def import_model(caller: Scope, registry: Registry, data: ImportIn) -> ModelVersion:
+def import_model(
+    caller: NamedDependency[Scope], registry: NamedDependency[Registry], data: JSONBody[ImportIn]
+) -> ModelVersion:
     if (data.path is None) == (data.remote is None):
         raise InvalidInput("give either path (a GGUF file on the server) or remote, not both or neither")
     if data.remote is not None:
@@ -133,7 +146,13 @@ def import_model(caller: Scope, registry: Registry, data: ImportIn) -> ModelVers
     errors=(409,),
     summary="Point an alias at a version; to staging/production through the family's eval gate",
 )
-def set_alias(caller: Scope, registry: Registry, name: str, alias: str, data: AliasIn) -> AliasMove:
+def set_alias(
+    caller: NamedDependency[Scope],
+    registry: NamedDependency[Registry],
+    name: FromPath[str],
+    alias: FromPath[str],
+    data: JSONBody[AliasIn],
+) -> AliasMove:
     return registry.promote(caller, name, data.version, alias, data.reason, data.run)
 
 
@@ -145,7 +164,12 @@ def set_alias(caller: Scope, registry: Registry, name: str, alias: str, data: Al
     errors=(409,),
     summary="Move an alias (default production) back to the version it held before",
 )
-def rollback(caller: Scope, rollouts: Rollouts, name: str, data: RollbackIn) -> AliasMove:
+def rollback(
+    caller: NamedDependency[Scope],
+    rollouts: NamedDependency[Rollouts],
+    name: FromPath[str],
+    data: JSONBody[RollbackIn],
+) -> AliasMove:
     return rollouts.rollback(caller, name, data.alias, data.reason)
 
 
@@ -160,7 +184,12 @@ def rollback(caller: Scope, rollouts: Rollouts, name: str, data: RollbackIn) -> 
     "it has its minimum sample; a failing step rolls the canary back, the last passing step promotes it to "
     "production. Stop it with POST /rollback {alias: canary}.",
 )
-def start_canary(caller: Scope, rollouts: Rollouts, name: str, data: CanaryIn) -> Canary:
+def start_canary(
+    caller: NamedDependency[Scope],
+    rollouts: NamedDependency[Rollouts],
+    name: FromPath[str],
+    data: JSONBody[CanaryIn],
+) -> Canary:
     return rollouts.start_canary(
         caller, name, data.version, data.steps, data.min_samples, data.reason, data.run
     )
@@ -171,7 +200,12 @@ def start_canary(caller: Scope, rollouts: Rollouts, name: str, data: CanaryIn) -
     sync_to_thread=True,
     summary="The shadow's agreement with production: answer similarity, citation overlap, latency, pairs",
 )
-def shadow_report(caller: Scope, rollouts: Rollouts, name: str, recent: int = 10) -> ShadowReport:
+def shadow_report(
+    caller: NamedDependency[Scope],
+    rollouts: NamedDependency[Rollouts],
+    name: FromPath[str],
+    recent: FromQuery[int] = 10,
+) -> ShadowReport:
     return rollouts.shadows.report(caller, name, max(0, min(recent, 100)))
 
 
@@ -183,7 +217,12 @@ def shadow_report(caller: Scope, rollouts: Rollouts, name: str, recent: int = 10
     errors=(409,),
     summary="Mirror a share of the family's production chat requests to a version (version null: stop)",
 )
-def set_shadow(caller: Scope, rollouts: Rollouts, name: str, data: ShadowIn) -> ShadowState | None:
+def set_shadow(
+    caller: NamedDependency[Scope],
+    rollouts: NamedDependency[Rollouts],
+    name: FromPath[str],
+    data: JSONBody[ShadowIn],
+) -> ShadowState | None:
     return rollouts.shadows.set_shadow(caller, name, data.version, data.share, data.reason)
 
 
@@ -194,7 +233,12 @@ def set_shadow(caller: Scope, rollouts: Rollouts, name: str, data: ShadowIn) -> 
     guards=[admin_only],
     summary="Set the eval gate promotions of this family to staging or production must pass (null: none)",
 )
-def set_gate(caller: Scope, registry: Registry, name: str, data: GateIn) -> ModelFamily:
+def set_gate(
+    caller: NamedDependency[Scope],
+    registry: NamedDependency[Registry],
+    name: FromPath[str],
+    data: JSONBody[GateIn],
+) -> ModelFamily:
     return registry.set_gate(caller, name, data.gate)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Router, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -32,21 +34,27 @@ class FusionReset(msgspec.Struct):
     "stores the best, unless it does not beat the server's default; hybrid searches over that "
     "collection use it from then on. Run it again after the collection changes a lot.",
 )
-def calibrate(caller: Scope, calibration: Calibration, data: CalibrateIn) -> Job:
+def calibrate(
+    caller: NamedDependency[Scope], calibration: NamedDependency[Calibration], data: JSONBody[CalibrateIn]
+) -> Job:
     return calibration.start(caller, data.collection, data.eval_set)
 
 
 @get(
     "/fusion/{collection:str}", sync_to_thread=True, summary="A collection's calibrated fusion and its scores"
 )
-def get_fusion(caller: Scope, calibration: Calibration, collection: str) -> CollectionFusion:
+def get_fusion(
+    caller: NamedDependency[Scope], calibration: NamedDependency[Calibration], collection: FromPath[str]
+) -> CollectionFusion:
     return calibration.get(caller, collection)
 
 
 @delete(
     "/fusion/{collection:str}", status_code=200, sync_to_thread=True, summary="Back to the default fusion"
 )
-def reset_fusion(caller: Scope, calibration: Calibration, collection: str) -> FusionReset:
+def reset_fusion(
+    caller: NamedDependency[Scope], calibration: NamedDependency[Calibration], collection: FromPath[str]
+) -> FusionReset:
     reset = calibration.reset(caller, collection)
     return FusionReset(collection=collection, reset=reset, default=calibration.default_fusion)
 

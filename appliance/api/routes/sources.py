@@ -7,7 +7,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Request, Router, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from appliance.api.auth import count_refusal
 from appliance.api.schemas import QuarantineList, SourceList, SyncRequested
@@ -32,12 +33,14 @@ class SourceIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @get("/sources", sync_to_thread=True)
-def list_sources(caller: Scope, sources: Sources) -> SourceList:
+def list_sources(caller: NamedDependency[Scope], sources: NamedDependency[Sources]) -> SourceList:
     return SourceList(sources.list(caller))
 
 
 @post("/sources", status_code=201, sync_to_thread=True, errors=(403, 404, 409))
-def add_source(caller: Scope, sources: Sources, data: SourceIn) -> Source:
+def add_source(
+    caller: NamedDependency[Scope], sources: NamedDependency[Sources], data: JSONBody[SourceIn]
+) -> Source:
     options = {
         k: getattr(data, k) for k in ("branch", "include", "exclude", "history", "fetch", "github_repo")
     }
@@ -45,29 +48,36 @@ def add_source(caller: Scope, sources: Sources, data: SourceIn) -> Source:
 
 
 @get("/sources/{name:str}", sync_to_thread=True)
-def get_source(caller: Scope, sources: Sources, name: str) -> Source:
+def get_source(
+    caller: NamedDependency[Scope], sources: NamedDependency[Sources], name: FromPath[str]
+) -> Source:
     return sources.get(caller, name)
 
 
 @delete("/sources/{name:str}", status_code=200, sync_to_thread=True, errors=(403,))
 def remove_source(
-    caller: Scope, sources: Sources, name: str, delete_documents: bool = False
+    caller: NamedDependency[Scope],
+    sources: NamedDependency[Sources],
+    name: FromPath[str],
+    delete_documents: FromQuery[bool] = False,
 ) -> RemovedSource:
     return sources.remove(caller, name, delete_documents)
 
 
 @post("/sources/{name:str}/sync", status_code=202, sync_to_thread=True, errors=(403, 409))
-def sync_source(caller: Scope, sources: Sources, name: str) -> SyncRequested:
+def sync_source(
+    caller: NamedDependency[Scope], sources: NamedDependency[Sources], name: FromPath[str]
+) -> SyncRequested:
     return SyncRequested(name, sources.sync(caller, name))
 
 
 @get("/quarantine", sync_to_thread=True, errors=(404,))
 def list_quarantine(
-    caller: Scope,
-    sources: Sources,
-    collection: str | None = None,
-    source: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
+    caller: NamedDependency[Scope],
+    sources: NamedDependency[Sources],
+    collection: FromQuery[str | None] = None,
+    source: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
 ) -> QuarantineList:
     """Files a source would not or could not ingest, with the reason (sensitive, refused, too large,
     unsupported, failed). A quarantined file is tried again once it changes."""
@@ -96,7 +106,7 @@ async def _webhook_body(request: Request, limit: int) -> bytes:
 
 
 @post("/webhooks/github", exclude_from_auth=True, status_code=200, errors=(401, 429))
-async def github_webhook(request: Request, sources: Sources) -> dict:
+async def github_webhook(request: Request, sources: NamedDependency[Sources]) -> dict:
     """GitHub (or GitHub Enterprise) deliveries, authenticated by `X-Hub-Signature-256` (HMAC-SHA256
     of the raw body with the configured secret), checked before the body is parsed. The signature
     covers the whole body, so bodies are bounded instead: each by its length, and how many are

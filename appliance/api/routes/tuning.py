@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Router, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from appliance.api.dependencies import admin_only
 from appliance.core.access import Scope
@@ -37,7 +39,9 @@ class TuneEmbedderIn(msgspec.Struct, forbid_unknown_fields=True):
     "`POST /api/v1/collections/{name}/embedder`) only if its retrieval gate passes; otherwise it keeps "
     "its embedder.",
 )
-def tune_embedder(caller: Scope, tuning: Tuning, data: TuneEmbedderIn) -> Job:
+def tune_embedder(
+    caller: NamedDependency[Scope], tuning: NamedDependency[Tuning], data: JSONBody[TuneEmbedderIn]
+) -> Job:
     return tuning.tune_embedder(
         caller,
         data.collection,

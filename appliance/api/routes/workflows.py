@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Router, delete, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from appliance.api.dependencies import admin_only
 from appliance.api.requests import ApiRequest
@@ -94,7 +95,9 @@ _YAML = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
     "stored; a fault answers 400 naming its path (`steps[2].with.text: unknown step 'x'`). A version "
     "is the hash of the document's canonical form: applying the same content again stores nothing.",
 )
-async def apply_documents(request: ApiRequest, caller: Scope, workflows: Workflows) -> list[AppliedDocument]:
+async def apply_documents(
+    request: ApiRequest, caller: NamedDependency[Scope], workflows: NamedDependency[Workflows]
+) -> list[AppliedDocument]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in _YAML:
         body = await request.body()
@@ -111,13 +114,17 @@ async def apply_documents(request: ApiRequest, caller: Scope, workflows: Workflo
 
 @get("/", sync_to_thread=True, summary="Documents, the latest version of each (`kind`, default Workflow)")
 def list_documents(
-    caller: Scope, workflows: Workflows, kind: str | None = "Workflow"
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    kind: FromQuery[str | None] = "Workflow",
 ) -> list[WorkflowDocument]:
     return workflows.list_documents(caller, kind)
 
 
 @get("/{name:str}", sync_to_thread=True, summary="Every version of a workflow, newest first, with its body")
-def get_workflow(caller: Scope, workflows: Workflows, name: str) -> list[WorkflowDocument]:
+def get_workflow(
+    caller: NamedDependency[Scope], workflows: NamedDependency[Workflows], name: FromPath[str]
+) -> list[WorkflowDocument]:
     return workflows.get_workflow(caller, name)
 
 
@@ -129,7 +136,12 @@ def get_workflow(caller: Scope, workflows: Workflows, name: str) -> list[Workflo
     description="The run is pinned to the versions stored now. With `wait` (seconds) the answer comes "
     "when the run ends or pauses for an approval, or when the time is up.",
 )
-def start_run(caller: Scope, workflows: Workflows, name: str, data: RunIn) -> RunStarted:
+def start_run(
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    name: FromPath[str],
+    data: JSONBody[RunIn],
+) -> RunStarted:
     run = workflows.start(caller, name, data.input)
     if data.wait > 0:
         run = workflows.wait(caller, run.id, min(data.wait, 600.0))
@@ -145,11 +157,11 @@ def start_run(caller: Scope, workflows: Workflows, name: str, data: RunIn) -> Ru
     "succeeded, for the key that ran it; later runs of that key are given the most relevant ones.",
 )
 def list_memories(
-    caller: Scope,
-    workflows: Workflows,
-    workflow: str | None = None,
-    key: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    workflow: FromQuery[str | None] = None,
+    key: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
 ) -> list[WorkflowMemory]:
     return workflows.list_memories(caller, workflow, key, limit)
 
@@ -162,11 +174,11 @@ def list_memories(
     summary="Delete the calling key's memories of a `workflow`, or all of them (`all=true`); audited",
 )
 def delete_memories(
-    caller: Scope,
-    workflows: Workflows,
-    workflow: str | None = None,
-    key: str | None = None,
-    all: bool = False,  # noqa: A002 - the query parameter's name
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    workflow: FromQuery[str | None] = None,
+    key: FromQuery[str | None] = None,
+    all: FromQuery[bool] = False,  # noqa: A002 - the query parameter's name
 ) -> MemoryDeleted:
     return workflows.delete_memories(caller, workflow, key, all)
 
@@ -180,16 +192,18 @@ workflows_router = Router(
 
 @get("/", sync_to_thread=True, summary="Workflow runs (the key's own; every run for an admin key)")
 def list_runs(
-    caller: Scope,
-    workflows: Workflows,
-    run_state: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    run_state: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
 ) -> list[WorkflowRun]:
     return workflows.list_runs(caller, run_state, limit)
 
 
 @get("/{workflow_run_id:str}", sync_to_thread=True, summary="A run: state, outputs, usage and every step")
-def get_run(caller: Scope, workflows: Workflows, workflow_run_id: str) -> WorkflowRun:
+def get_run(
+    caller: NamedDependency[Scope], workflows: NamedDependency[Workflows], workflow_run_id: FromPath[str]
+) -> WorkflowRun:
     return workflows.get_run(caller, workflow_run_id)
 
 
@@ -200,7 +214,9 @@ def get_run(caller: Scope, workflows: Workflows, workflow_run_id: str) -> Workfl
     errors=(409,),
     summary="Cancel a queued, running or waiting run",
 )
-def cancel_run(caller: Scope, workflows: Workflows, workflow_run_id: str) -> WorkflowRun:
+def cancel_run(
+    caller: NamedDependency[Scope], workflows: NamedDependency[Workflows], workflow_run_id: FromPath[str]
+) -> WorkflowRun:
     return workflows.cancel(caller, workflow_run_id)
 
 
@@ -209,16 +225,18 @@ runs_router = Router("/api/v1/runs", tags=["workflows"], route_handlers=[list_ru
 
 @get("/", sync_to_thread=True, summary="Approvals (default: pending) of the key's runs, or naming it")
 def list_approvals(
-    caller: Scope,
-    workflows: Workflows,
-    approval_state: str | None = "pending",
-    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    approval_state: FromQuery[str | None] = "pending",
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
 ) -> list[Approval]:
     return workflows.list_approvals(caller, approval_state, limit)
 
 
 @get("/{approval_id:str}", sync_to_thread=True, summary="One approval")
-def get_approval(caller: Scope, workflows: Workflows, approval_id: str) -> Approval:
+def get_approval(
+    caller: NamedDependency[Scope], workflows: NamedDependency[Workflows], approval_id: FromPath[str]
+) -> Approval:
     return workflows.get_approval(caller, approval_id)
 
 
@@ -229,7 +247,12 @@ def get_approval(caller: Scope, workflows: Workflows, approval_id: str) -> Appro
     errors=(403, 409),
     summary="Answer an approval (checked against its schema); a second answer, or one after expiry, is 409",
 )
-def answer_approval(caller: Scope, workflows: Workflows, approval_id: str, data: AnswerIn) -> Approval:
+def answer_approval(
+    caller: NamedDependency[Scope],
+    workflows: NamedDependency[Workflows],
+    approval_id: FromPath[str],
+    data: JSONBody[AnswerIn],
+) -> Approval:
     return workflows.answer(caller, approval_id, data.answer)
 
 
