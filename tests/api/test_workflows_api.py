@@ -119,69 +119,6 @@ def _completed(run: dict) -> dict[str, tuple]:
     return {s["key"]: (s["attempts"], s["finished_at"]) for s in run["steps"] if s["state"] == "succeeded"}
 
 
-def test_kill_9_mid_fan_out_and_mid_approval_loses_and_repeats_nothing(srv):
-    rng = random.Random(16)
-    with srv.client() as admin:
-        assert (
-            admin.post(
-                "/api/v1/workflows", content=CHAOS, headers={"Content-Type": "application/yaml"}
-            ).status_code
-            == 201
-        )
-        runs = [
-            admin.post("/api/v1/workflows/chaos/runs", json={"input": {"n": n}}).json()["run_id"]
-            for n in range(3)
-        ]
-    seen: dict[str, dict[str, tuple]] = {r: {} for r in runs}
-    # Kill as soon as a run is mid-fan-out (some of its branches done, not all), after a random wait.
-    time.sleep(rng.uniform(0.0, 0.5))
-    deadline = time.monotonic() + 60
-    with srv.client() as admin:
-        while time.monotonic() < deadline:
-            views = {r: admin.get(f"/api/v1/runs/{r}").json() for r in runs}
-            branches = [k for v in views.values() for k in _completed(v) if k.startswith("fan[")]
-            if branches and not any("fan" in _completed(v) for v in views.values()):
-                break
-            time.sleep(0.05)
-    for r, view in views.items():
-        seen[r].update(_completed(view))
-    assert branches, "no run reached its fan-out"
-    srv.kill()
-    srv.start()
-    # Then with every run waiting for its approval.
-    with srv.client() as admin:
-        for r in runs:
-            assert _wait(admin, r, ("waiting",), 120)["state"] == "waiting"
-            seen[r].update(_completed(admin.get(f"/api/v1/runs/{r}").json()))
-    srv.kill()
-    srv.start()
-    with srv.client() as admin:
-        for approval in admin.get("/api/v1/approvals").json():
-            answered = admin.post(f"/api/v1/approvals/{approval['id']}", json={"answer": {"go": True}})
-            assert answered.status_code == 200, answered.text
-            again = admin.post(f"/api/v1/approvals/{approval['id']}", json={"answer": {"go": False}})
-            assert again.status_code == 409
-        finals = {r: _wait(admin, r) for r in runs}
-    for n, r in enumerate(runs):
-        final = finals[r]
-        assert final["state"] == "succeeded", final["error"]
-        assert final["outputs"] == {"text": f"run {n} done"}
-        now = _completed(final)
-        for key, before in seen[r].items():
-            assert now[key] == before, f"{r} {key}: completed as {before}, later {now[key]}"
-    srv.stop()
-    con = duckdb.connect(str(srv.data_dir / "appliance.duckdb"), read_only=True)
-    try:
-        effects = con.execute(
-            "SELECT run_id, step_key, count(*) FROM workflow_effects GROUP BY ALL"
-        ).fetchall()
-        ledger = con.execute("SELECT run_id, step_key, state FROM workflow_ledger").fetchall()
-    finally:
-        con.close()
-    assert sorted(effects) == sorted((r, k, 1) for r in runs for k in ("write", "after"))
-    assert sorted(ledger) == sorted((r, k, "done") for r in runs for k in ("write", "after"))
-
-
 REMEMBER = """kind: Workflow
 name: remember
 inputs: {type: object, properties: {q: {type: string}}, required: [q]}
@@ -259,3 +196,67 @@ def test_memory_over_the_wire_is_per_key_listed_deleted_and_audited(srv):
     finally:
         for c in clients.values():
             c.close()
+
+
+# Last in the module: it stops the shared server to read its database.
+def test_kill_9_mid_fan_out_and_mid_approval_loses_and_repeats_nothing(srv):
+    rng = random.Random(16)
+    with srv.client() as admin:
+        assert (
+            admin.post(
+                "/api/v1/workflows", content=CHAOS, headers={"Content-Type": "application/yaml"}
+            ).status_code
+            == 201
+        )
+        runs = [
+            admin.post("/api/v1/workflows/chaos/runs", json={"input": {"n": n}}).json()["run_id"]
+            for n in range(3)
+        ]
+    seen: dict[str, dict[str, tuple]] = {r: {} for r in runs}
+    # Kill as soon as a run is mid-fan-out (some of its branches done, not all), after a random wait.
+    time.sleep(rng.uniform(0.0, 0.5))
+    deadline = time.monotonic() + 60
+    with srv.client() as admin:
+        while time.monotonic() < deadline:
+            views = {r: admin.get(f"/api/v1/runs/{r}").json() for r in runs}
+            branches = [k for v in views.values() for k in _completed(v) if k.startswith("fan[")]
+            if branches and not any("fan" in _completed(v) for v in views.values()):
+                break
+            time.sleep(0.05)
+    for r, view in views.items():
+        seen[r].update(_completed(view))
+    assert branches, "no run reached its fan-out"
+    srv.kill()
+    srv.start()
+    # Then with every run waiting for its approval.
+    with srv.client() as admin:
+        for r in runs:
+            assert _wait(admin, r, ("waiting",), 120)["state"] == "waiting"
+            seen[r].update(_completed(admin.get(f"/api/v1/runs/{r}").json()))
+    srv.kill()
+    srv.start()
+    with srv.client() as admin:
+        for approval in admin.get("/api/v1/approvals").json():
+            answered = admin.post(f"/api/v1/approvals/{approval['id']}", json={"answer": {"go": True}})
+            assert answered.status_code == 200, answered.text
+            again = admin.post(f"/api/v1/approvals/{approval['id']}", json={"answer": {"go": False}})
+            assert again.status_code == 409
+        finals = {r: _wait(admin, r) for r in runs}
+    for n, r in enumerate(runs):
+        final = finals[r]
+        assert final["state"] == "succeeded", final["error"]
+        assert final["outputs"] == {"text": f"run {n} done"}
+        now = _completed(final)
+        for key, before in seen[r].items():
+            assert now[key] == before, f"{r} {key}: completed as {before}, later {now[key]}"
+    srv.stop()
+    con = duckdb.connect(str(srv.data_dir / "appliance.duckdb"), read_only=True)
+    try:
+        effects = con.execute(
+            "SELECT run_id, step_key, count(*) FROM workflow_effects GROUP BY ALL"
+        ).fetchall()
+        ledger = con.execute("SELECT run_id, step_key, state FROM workflow_ledger").fetchall()
+    finally:
+        con.close()
+    assert sorted(effects) == sorted((r, k, 1) for r in runs for k in ("write", "after"))
+    assert sorted(ledger) == sorted((r, k, "done") for r in runs for k in ("write", "after"))
