@@ -38,6 +38,7 @@ FILLERS = {
     "approval_id": "approval",
     "collection": "collection",
     "config_id": "run",  # the planner's (admin-only, no collection): any id; a user key gets 403 either way
+    "validation_id": "run",  # the planner's too
 }
 # Bodies for operations whose smallest schema-valid body would be refused before the
 # collection is looked at; other operations get their required fields with placeholder values.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -141,6 +142,8 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its singleton socket directory goes beside the profile, not left behind in /tmp.
+            env={**os.environ, "TMPDIR": str(profile.parent)},
             preexec_fn=_die_with_parent,
         )
         self.frames = b""  # what the page's websocket received: the console's screen output
