@@ -37,7 +37,7 @@ class LazyGrammarSampler:
         if not self._grammar:
             raise ValueError("llama.cpp refused the grammar")
         self._n_vocab = n_vocab
-        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._full: np.ndarray | None = None  # the whole vocabulary, allocated at the first rejection
         self._one = np.zeros(1, dtype=_TOKEN_DATA)
         self.resampled = 0  # draws the grammar rejected (for tests and benchmarks)
         self.sampled = 0
@@ -63,8 +63,10 @@ class LazyGrammarSampler:
         if not self._allowed(token):
             self.resampled += 1
             logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx.ctx, idx), shape=(self._n_vocab,))
-            data = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
-            data["id"] = self._ids
+            if self._full is None:
+                self._full = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+            data = self._full
+            data["id"] = _token_ids(self._n_vocab)  # again each time: the chain sorts in place
             data["logit"] = logits
             data["p"] = 0.0
             arr = self._array(data)
@@ -83,6 +85,13 @@ class LazyGrammarSampler:
 
     def __del__(self) -> None:
         self.close()
+
+
+@functools.cache
+def _token_ids(n_vocab: int) -> np.ndarray:
+    ids = np.arange(n_vocab, dtype=np.int32)
+    ids.flags.writeable = False  # shared by every sampler of a vocabulary this size
+    return ids
 
 
 @functools.cache

@@ -6,9 +6,6 @@ through the official openai SDK, refused outside network.allow, and failing over
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,8 +17,9 @@ import uvicorn
 from appliance.models.breaker import OPEN
 from appliance.models.router import RouteDecision
 from appliance.models.runtime import ChatMessage, GenerationParams
-from tests.conftest import REPO, free_port
+from tests.conftest import free_port
 from tests.inprocess import InProcessServer, echo_appliance
+from tests.test_cli import run_cli
 
 SMOL = "SmolLM2-135M-Instruct"
 WEATHER = {
@@ -291,30 +289,18 @@ def test_aliases_promote_and_rollback_work_on_remote_versions(far_echo, far_smol
     assert [(h["alias"], h["version"]) for h in history] == [("production", far_echo["version"])]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    # Its own process: llama-cpp-python swaps sys.stdout/sys.stderr while it loads a model, and the
-    # upstream here may be loading SmolLM2 in a thread of this process, putting back the streams it
-    # saw (pytest's, not this test's capture) under the CLI's feet.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
-    return subprocess.run(
-        [sys.executable, "-m", "appliance", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-
-
 def test_the_cli_imports_a_remote_model_and_says_why_it_refuses_one(front, upstream, key_file):
+    # The CLI in its own process: llama-cpp-python swaps sys.stdout/sys.stderr while it loads a model,
+    # and the upstream here may be loading SmolLM2 in a thread of this process, putting back the
+    # streams it saw (pytest's, not this test's capture) under an in-process CLI's feet.
     common = ["--url", front.url, "--key", front.key, "--json"]
-    done = _cli(
+    done = run_cli(
         *["models", "import", "--remote", f"{upstream.url}/v1", "--model", "echo", "--name", "far-cli"],
         *["--api-key-file", str(key_file), "--capacity", "2", *common],
     )
     out = json.loads(done.stdout)
     assert done.returncode == 0 and out["state"] == "ready" and out["remote"]["capacity"] == 2, done.stderr
-    refused = _cli("models", "import", "--remote", "http://192.0.2.7/v1", "--model", "m", *common)
+    refused = run_cli("models", "import", "--remote", "http://192.0.2.7/v1", "--model", "m", *common)
     assert refused.returncode != 0 and "not in settings network.allow" in refused.stdout + refused.stderr
-    no_path = _cli("models", "import", "--model", "m", *common)
+    no_path = run_cli("models", "import", "--model", "m", *common)
     assert no_path.returncode != 0 and "PATH" in no_path.stdout + no_path.stderr

@@ -205,6 +205,9 @@ class ModelsView(View):
         version = await self.api.import_remote_model(
             url, model, values["name"].strip() or None, api_key_file=values["api_key_file"].strip() or None
         )
+        self._imported(version)
+
+    def _imported(self, version: dict) -> None:
         why = f" ({version['reason']})" if version.get("reason") else ""
         self.console.notice(f"{version['name']} v{version['version']}: {version['state']}{why}")
         self.reload()
@@ -212,9 +215,7 @@ class ModelsView(View):
     async def _import(self, path: str, name: str | None) -> None:
         self.console.notice(f"importing {path}: verifying and probing…")
         version = await self.api.import_model(path, name)
-        why = f" ({version['reason']})" if version.get("reason") else ""
-        self.console.notice(f"{version['name']} v{version['version']}: {version['state']}{why}")
-        self.reload()
+        self._imported(version)
 
     def action_promote(self) -> None:
         selected = self._selected()
