@@ -111,7 +111,7 @@ class Catalog:
     def create_collection(self, name: str, description: str = "") -> Collection:
         check_collection_name(name)
         try:
-            self.db.execute("INSERT INTO collections (name, description) VALUES (?, ?)", [name, description])
+            self.db.write("INSERT INTO collections (name, description) VALUES (?, ?)", [name, description])
         except duckdb.ConstraintException:
             raise Conflict(f"collection {name!r} already exists") from None
         return self.get_collection(name)

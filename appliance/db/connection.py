@@ -16,6 +16,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class WriteOutsideTransaction(RuntimeError):
+    """A row write was sent through Database.execute() instead of write()/run_in_transaction()."""
+
+
+_ROW_WRITES = ("INSERT", "UPDATE", "DELETE", "MERGE")
+
+
+def _writes_rows(sql: str) -> bool:
+    return sql.lstrip()[:6].upper().startswith(_ROW_WRITES)
+
+
 class Database:
     """Owns the DuckDB file. DuckDB allows one read-write process; threads share it through cursors."""
 
@@ -28,6 +39,11 @@ class Database:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+        # One writer at a time in this process. DuckDB 2.0.0 misses a write-write conflict between
+        # an UPDATE ... RETURNING and a plain UPDATE of the same row of a table with a primary key:
+        # both commit and one is silently lost (a cancelled job came back as running). Serialising
+        # write transactions removes the race; readers are not held up.
+        self._write_lock = threading.RLock()
 
     def _connect(self, path: Path) -> duckdb.DuckDBPyConnection:
         try:
@@ -63,16 +79,21 @@ class Database:
         return cur
 
     def execute(self, sql: str, params: object = None) -> duckdb.DuckDBPyConnection:
+        """A read (or DDL). Row writes go through write() or run_in_transaction(), which hold the
+        write lock; outside a transaction of this thread, one here is a programming error."""
+        if _writes_rows(sql) and not self._in_transaction():
+            raise WriteOutsideTransaction(
+                "row writes go through Database.write() or run_in_transaction(): " + sql.strip()[:60]
+            )
         return self.cursor().execute(sql, params) if params is not None else self.cursor().execute(sql)
 
     def fetchall(self, sql: str, params: object = None) -> list[tuple]:
         return self.execute(sql, params).fetchall()
 
-    def write(self, sql: str, params: object = None) -> None:
-        """One write statement in a retried transaction: concurrent writers to the same row are
-        DuckDB write conflicts (optimistic concurrency), which a plain execute turns into errors."""
-        self.run_in_transaction(
-            lambda cur: cur.execute(sql, params) if params is not None else cur.execute(sql)
+    def write(self, sql: str, params: object = None) -> list[tuple]:
+        """One write statement in its own transaction; returns its rows (RETURNING, or the count)."""
+        return self.run_in_transaction(
+            lambda cur: (cur.execute(sql, params) if params is not None else cur.execute(sql)).fetchall()
         )
 
     def fetchone(self, sql: str, params: object = None) -> tuple | None:
@@ -93,17 +114,24 @@ class Database:
         finally:
             cur.close()
 
+    def _in_transaction(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = self.cursor()
-        cur.begin()
-        try:
-            yield cur
-        except BaseException:
-            cur.rollback()
-            raise
-        else:
-            cur.commit()
+        with self._write_lock:
+            cur = self.cursor()
+            cur.begin()
+            self._local.depth = getattr(self._local, "depth", 0) + 1
+            try:
+                yield cur
+            except BaseException:
+                cur.rollback()
+                raise
+            else:
+                cur.commit()
+            finally:
+                self._local.depth -= 1
 
     def run_in_transaction(self, work: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 5) -> T:
         """Run `work` in a transaction, retrying write-write conflicts (DuckDB is optimistic)."""

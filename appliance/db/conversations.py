@@ -19,7 +19,7 @@ class ConversationStore:
 
     def create(self, principal: Principal, collections: list[str] | None, title: str = "") -> Conversation:
         conv_id = "conv_" + uuid.uuid4().hex[:20]
-        self.db.execute(
+        self.db.write(
             "INSERT INTO conversations (id, key_id, collections, title) VALUES (?, ?, ?, ?)",
             [conv_id, principal.key_id, collections, title],
         )

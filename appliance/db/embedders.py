@@ -47,7 +47,7 @@ class EmbedderStore:
         return [msgspec.json.decode(r[0], type=CollectionEmbedder) for r in rows]
 
     def save(self, record: CollectionEmbedder) -> None:
-        self._save(self.db.cursor(), record)
+        self.db.run_in_transaction(lambda cur: self._save(cur, record))
 
     @staticmethod
     def _save(cur: duckdb.DuckDBPyConnection, record: CollectionEmbedder) -> None:
@@ -58,7 +58,7 @@ class EmbedderStore:
         )
 
     def delete(self, collection: str) -> None:
-        self.db.execute("DELETE FROM collection_embedders WHERE collection = ?", [collection])
+        self.db.write("DELETE FROM collection_embedders WHERE collection = ?", [collection])
 
     # -- the collection's chunks ------------------------------------------------------------------
     def chunk_ids(self, collection: str) -> set[int]:
@@ -127,12 +127,12 @@ class EmbedderStore:
     def unstage(self, collection: str, generation: int, chunk_ids: Sequence[int] | None = None) -> None:
         """Drop a generation's kept vectors (all of them, or those of `chunk_ids`)."""
         if chunk_ids is None:
-            self.db.execute(
+            self.db.write(
                 "DELETE FROM embedder_vectors WHERE collection = ? AND generation = ?",
                 [collection, generation],
             )
         elif chunk_ids:
-            self.db.execute(
+            self.db.write(
                 "DELETE FROM embedder_vectors WHERE collection = ? AND generation = ? "
                 "AND chunk_id IN (SELECT unnest(?))",
                 [collection, generation, list(chunk_ids)],

@@ -64,7 +64,7 @@ class KeyStore:
             raise InvalidInput("a user key needs at least one collection (--collections a,b)")
         key_id = "key_" + uuid.uuid4().hex[:16]
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        self.db.execute(
+        self.db.write(
             "INSERT INTO api_keys (id, name, role, key_hash, collections, rpm, tpm) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [key_id, name.strip(), role, _hash(secret), collections if role == "user" else None, rpm, tpm],
         )
@@ -99,7 +99,7 @@ class KeyStore:
         if row is None:
             raise NotFound(f"key {key_id!r} does not exist")
         if row[0] is None:
-            self.db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = ?", [key_id])
+            self.db.write("UPDATE api_keys SET revoked_at = now() WHERE id = ?", [key_id])
         return self.info(key_id)
 
     def authenticate(self, secret: str) -> Principal | None:

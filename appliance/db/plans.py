@@ -15,7 +15,7 @@ class PlanStore:
         self.db = db
 
     def save_calibration(self, cal: Calibration) -> None:
-        self.db.execute(
+        self.db.write(
             "INSERT INTO plan_calibrations (id, created_at, fingerprint, body) VALUES (?, ?, ?, ?)",
             [cal.id, cal.created_at, cal.fingerprint, msgspec.json.encode(cal).decode()],
         )
@@ -30,7 +30,7 @@ class PlanStore:
         return msgspec.json.decode(row[0], type=Calibration) if row else None
 
     def save_recommendation(self, rec_id: str, intent: dict, rows: list[dict]) -> None:
-        self.db.execute(
+        self.db.write(
             "INSERT INTO plan_recommendations (id, intent, candidates) VALUES (?, ?, ?)",
             [rec_id, json.dumps(intent), json.dumps(rows)],
         )
@@ -48,7 +48,7 @@ class PlanStore:
     # -- apply and validate ----------------------------------------------------------------------
     def save_apply(self, record: PlanApply) -> None:
         """Insert or replace (a rollback rewrites the row with its new state)."""
-        self.db.execute(
+        self.db.write(
             "INSERT OR REPLACE INTO plan_applies (id, created_at, state, body) VALUES (?, ?, ?, ?)",
             [record.id, record.created_at, record.state, msgspec.json.encode(record).decode()],
         )
@@ -66,7 +66,7 @@ class PlanStore:
 
     def save_validation(self, record: Validation) -> None:
         """Insert or replace (dropping a validation's refit rewrites its row)."""
-        self.db.execute(
+        self.db.write(
             "INSERT OR REPLACE INTO plan_validations (id, created_at, body) VALUES (?, ?, ?)",
             [record.id, record.created_at, msgspec.json.encode(record).decode()],
         )

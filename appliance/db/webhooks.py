@@ -20,7 +20,7 @@ class WebhookStore:
         )
 
     def record_delivery(self, delivery_id: str, event: str, repo: str | None) -> None:
-        self.db.execute(
+        self.db.write(
             "INSERT INTO webhook_deliveries (delivery_id, event, repo) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [delivery_id, event, repo],
         )
@@ -31,7 +31,7 @@ class WebhookStore:
         return json.loads(row[0]) if row else None
 
     def save_item(self, source_id: str, collection: str, state: dict) -> None:
-        self.db.execute(
+        self.db.write(
             """INSERT INTO github_items (source_id, collection, state) VALUES (?, ?, ?)
                ON CONFLICT (source_id) DO UPDATE SET state = excluded.state, collection = excluded.collection,
                updated_at = now()""",

@@ -227,7 +227,7 @@ class IndexSync:
         # Keep the row at the lowest durable seq so max(seq) never falls below what indexes hold.
         durable = min(self._durable.values(), default=0)
         if durable > 0:
-            self.db.execute("DELETE FROM index_outbox WHERE seq < ?", [durable])
+            self.db.write("DELETE FROM index_outbox WHERE seq < ?", [durable])
 
     def status(self) -> dict[str, dict]:
         """Where each index stands. Read between applies when one ends within a second; otherwise

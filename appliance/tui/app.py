@@ -116,7 +116,10 @@ class ConsoleApp(App[None]):
     _since_refresh = 0.0
 
     def _tick(self) -> None:
-        view = self.active_view
+        try:
+            view = self.active_view
+        except NoMatches:  # the app is exiting: its widgets go before its timers stop
+            return
         self._since_refresh += 1.0
         if view.refresh_seconds and self._since_refresh >= view.refresh_seconds:
             self._since_refresh = 0.0

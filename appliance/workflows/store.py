@@ -446,18 +446,18 @@ class WorkflowStore(LedgerRecords, ApprovalRecords, MemoryRecords):
         """Mark a step running (one more attempt); returns its attempt number. `first`: the run has
         no record of this step yet (a plain insert, the cheap case)."""
         if first:
-            self.db.execute(
+            self.db.write(
                 """INSERT INTO workflow_steps (run_id, key, step_id, parent, ordinal, kind, state, attempts, input,
                           started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, now())""",
                 [run_id, key, step_id, parent, ordinal, kind, json.dumps(input)],
             )
             return 1
-        row = self.db.execute(
+        rows = self.db.write(
             """UPDATE workflow_steps SET state = 'running', attempts = attempts + 1, input = ?, error = NULL
                WHERE run_id = ? AND key = ? RETURNING attempts""",
             [json.dumps(input), run_id, key],
-        ).fetchone()
-        return row[0]
+        )
+        return rows[0][0]
 
     def count_attempt(self, run_id: str, key: str) -> None:
         self.db.write(
@@ -477,7 +477,7 @@ class WorkflowStore(LedgerRecords, ApprovalRecords, MemoryRecords):
     ) -> None:
         """Record a step's outcome with the run's usage at that moment (one statement: a resumed
         run takes its usage from its latest step)."""
-        self.db.execute(
+        self.db.write(
             """UPDATE workflow_steps SET state = ?, output = ?, error = ?, tokens = tokens + ?,
                       finished_at = now(), duration_ms = ?, usage = ? WHERE run_id = ? AND key = ?""",
             [

@@ -105,3 +105,38 @@ def test_a_second_retry_of_the_same_job_is_refused(db):
     assert jobs.retry(job_id).state == "queued"
     with pytest.raises(Conflict):
         jobs.retry(job_id)
+
+
+def test_a_cancel_racing_a_worker_is_never_lost(db):
+    """DuckDB 2.0.0 lets a plain UPDATE and an UPDATE ... RETURNING of one row both commit (no
+    write-write conflict): a cancel that raced the worker's claim came back as running (CI, stop
+    26). The database's one-writer lock must keep every cancel."""
+    import threading
+
+    store = JobStore(db)
+    lost = []
+    for trial in range(80):
+        items = [WorkItem(i, f"d{i}", f"s{i}", "api", None, None, None, b"x", {}) for i in range(20)]
+        job_id = store.create("ingest", None, items)
+
+        def work(job_id: str = job_id, items: list[WorkItem] = items) -> None:
+            if store.claim(job_id, "inst", 30) is not None:
+                for item in items[:10]:
+                    store.finish_item(job_id, item.ordinal, "done")
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        answered = store.cancel(job_id).state
+        worker.join()
+        if answered != "cancelled" or store.get(job_id).state != "cancelled":
+            lost.append((trial, answered, store.get(job_id).state))
+    assert lost == []
+
+
+def test_a_row_write_outside_a_transaction_is_refused(db):
+    from appliance.db.connection import WriteOutsideTransaction
+
+    with pytest.raises(WriteOutsideTransaction):
+        db.execute("INSERT INTO collections (name) VALUES ('x')")
+    assert db.write("INSERT INTO collections (name) VALUES ('x') RETURNING name") == [("x",)]
+    assert db.fetchall("SELECT name FROM collections WHERE name = 'x'") == [("x",)]
