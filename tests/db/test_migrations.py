@@ -27,7 +27,7 @@ def test_names_are_unique_and_ordered():
 def test_a_database_from_a_newer_version_is_refused(tmp_path):
     db = Database(tmp_path / "m.duckdb")
     migrate(db)
-    db.execute("INSERT INTO schema_migrations (name) VALUES ('9999_from_the_future')")
+    db.write("INSERT INTO schema_migrations (name) VALUES ('9999_from_the_future')")
     with pytest.raises(RuntimeError, match="9999_from_the_future"):
         migrate(db)
     db.close()
@@ -36,7 +36,7 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path):
 def test_data_survives_reopen(tmp_path):
     db = Database(tmp_path / "m.duckdb")
     migrate(db)
-    db.execute("INSERT INTO collections (name) VALUES ('kept')")
+    db.write("INSERT INTO collections (name) VALUES ('kept')")
     db.close()
     db = Database(tmp_path / "m.duckdb")
     assert migrate(db) == []

@@ -101,7 +101,7 @@ def test_a_failed_write_raises_and_the_chain_goes_on_from_the_last_commit(db: Da
     log.append("keys.create", principal=ADMIN, target="key_1")
     # Squat the next seq so that the insert of the next entry fails on the primary key.
     squat = log.head()[0] + 1
-    db.execute(
+    db.write(
         "INSERT INTO audit_log (seq, ts, action, outcome, prev_hash, hash) "
         "VALUES (?, now(), 'forged', 'ok', 'x', 'y')",
         [squat],
@@ -109,7 +109,7 @@ def test_a_failed_write_raises_and_the_chain_goes_on_from_the_last_commit(db: Da
     with pytest.raises(AuditUnavailable, match="not written"):
         log.append("keys.revoke", principal=ADMIN, target="key_1")
     assert log.verify() == (False, squat)  # the squatter is not part of the chain
-    db.execute("DELETE FROM audit_log WHERE seq = ?", [squat])
+    db.write("DELETE FROM audit_log WHERE seq = ?", [squat])
     after = log.append("keys.revoke", principal=ADMIN, target="key_1")
     assert after > squat  # a seq is never reused
     assert log.verify() == (True, None)
@@ -120,21 +120,21 @@ def test_editing_a_row_is_detected_at_that_seq(db: Database) -> None:
     seqs = [
         log.append("documents.delete", principal=ADMIN, target=f"doc_{i}", detail={"i": i}) for i in range(5)
     ]
-    db.execute("UPDATE audit_log SET detail = '{\"i\": 99}' WHERE seq = ?", [seqs[2]])
+    db.write("UPDATE audit_log SET detail = '{\"i\": 99}' WHERE seq = ?", [seqs[2]])
     assert log.verify() == (False, seqs[2])
 
 
 def test_deleting_a_row_is_detected_at_the_next_one(db: Database) -> None:
     log = AuditLog(db)
     seqs = [log.append("keys.create", principal=ADMIN, target=f"key_{i}") for i in range(4)]
-    db.execute("DELETE FROM audit_log WHERE seq = ?", [seqs[1]])
+    db.write("DELETE FROM audit_log WHERE seq = ?", [seqs[1]])
     assert log.verify() == (False, seqs[2])
 
 
 def test_deleting_the_newest_rows_is_detected_by_the_head(db: Database) -> None:
     log = AuditLog(db)
     seqs = [log.append("keys.create", principal=ADMIN, target=f"key_{i}") for i in range(3)]
-    db.execute("DELETE FROM audit_log WHERE seq = ?", [seqs[-1]])
+    db.write("DELETE FROM audit_log WHERE seq = ?", [seqs[-1]])
     assert log.verify() == (False, seqs[-1])
 
 
@@ -166,7 +166,7 @@ def test_text_is_dropped_unless_record_text(db: Database) -> None:
     assert "salary" not in stored
     assert quiet.recent()[0]["detail"] == {"top_k": 5}
 
-    db.execute("DELETE FROM audit_log")
+    db.write("DELETE FROM audit_log")
     loud = AuditLog(db, record_text=True)
     loud.append("knowledge.search", principal=ADMIN, target="sample", text="per diem in Europe")
     assert loud.recent()[0]["detail"] == {"text": "per diem in Europe"}

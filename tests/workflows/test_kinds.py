@@ -249,12 +249,12 @@ def db_h(h):
     h.store.db.execute(
         "CREATE TABLE incidents (id INTEGER, title VARCHAR, severity INTEGER, state VARCHAR, opened DATE)"
     )
-    h.store.db.execute(
+    h.store.db.write(
         "INSERT INTO incidents VALUES (1, 'disk full', 3, 'open', DATE '2026-01-02'), "
         "(2, 'cert expired', 5, 'open', DATE '2026-01-03'), (3, 'slow search', 2, 'closed', NULL)"
     )
     h.store.db.execute("CREATE TABLE secrets (name VARCHAR, value VARCHAR)")
-    h.store.db.execute("INSERT INTO secrets VALUES ('root', 'hunter2')")
+    h.store.db.write("INSERT INTO secrets VALUES ('root', 'hunter2')")
     h.services.views = dict(VIEWS)
     return h
 
