@@ -78,14 +78,14 @@ def load(data_dir: Path, chunks: int, dimensions: int, seed: int) -> tuple[float
                 ranks = zipf_ranks(rng, count * WORDS_PER_CHUNK).reshape(count, WORDS_PER_CHUNK)
                 out.writerows((start + i, " ".join(words[r] for r in row)) for i, row in enumerate(ranks))
         db.execute(f"SELECT setseed({(seed % 1000) / 1000})")
-        db.execute(
+        db.write(
             f"""INSERT INTO documents (id, collection, source_id, source_kind, title, content_hash, mime_type,
                    size_bytes, metadata, submitted_at)
                 SELECT 'doc-' || i, '{COLLECTION}', 'doc-' || i, 'upload', 'Document ' || i,
                        'sha256:' || sha256('doc-' || i), 'text/plain', 0, '{{}}', now()
                 FROM range(0, {(chunks + CHUNKS_PER_DOCUMENT - 1) // CHUNKS_PER_DOCUMENT}) t(i)"""
         )
-        db.execute(
+        db.write(
             f"""INSERT INTO chunks (id, document_id, ordinal, text, token_count, embedding)
                 WITH raw AS (
                     SELECT n, text, list_transform(range({dimensions}),
