@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,19 @@ class WorkItem:
     # "upsert"; "delete": remove the document (sources that saw it disappear); "reingest": chunk and
     # embed again even if its content is unchanged (repairs chunks found damaged, see ingest/verify.py)
     action: str = "upsert"
+
+
+_COUNTERS = ("done", "unchanged", "failed")  # an item's outcome, and the job column counting it
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """What became of one job item."""
+
+    ordinal: int
+    state: str  # one of _COUNTERS
+    error: str | None = None
+    chunks: int | None = None
 
 
 def _now() -> datetime:
@@ -71,10 +85,16 @@ class JobStore:
                 [job_id, kind, collection, len(items), source],
             )
             if rows:
-                cur.executemany(
+                # One statement over column lists: executemany ran one insert per item (0.5 s for
+                # 500 short documents, all of it inside the POST).
+                cur.execute(
                     """INSERT INTO job_items (job_id, ordinal, document_id, source_id, source_kind, uri, title,
-                       filename, content, metadata, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    rows,
+                       filename, content, metadata, action)
+                       SELECT unnest(?::VARCHAR[]), unnest(?::INTEGER[]), unnest(?::VARCHAR[]),
+                              unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]),
+                              unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BLOB[]),
+                              unnest(?::VARCHAR[])::JSON, unnest(?::VARCHAR[])""",
+                    [list(column) for column in zip(*rows, strict=True)],
                 )
 
         self.db.run_in_transaction(work)
@@ -113,11 +133,16 @@ class JobStore:
             )
         )
 
-    def pending_items(self, job_id: str, limit: int) -> list[WorkItem]:
+    def pending_items(self, job_id: str, limit: int, max_bytes: int | None = None) -> list[WorkItem]:
+        """The next pending items in order: at most `limit`, and (with `max_bytes`) no more than
+        fit in that many bytes of content, but always the first one."""
         rows = self.db.fetchall(
             """SELECT ordinal, document_id, source_id, source_kind, uri, title, filename, content, metadata, action
-               FROM job_items WHERE job_id = ? AND state = 'pending' ORDER BY ordinal LIMIT ?""",
-            [job_id, limit],
+               FROM (SELECT *, sum(coalesce(octet_length(content), 0)) OVER (ORDER BY ordinal
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+                     FROM job_items WHERE job_id = ? AND state = 'pending' ORDER BY ordinal LIMIT ?)
+               WHERE ? IS NULL OR coalesce(before, 0) < ? ORDER BY ordinal""",
+            [job_id, limit, max_bytes, max_bytes],
         )
         return [
             WorkItem(
@@ -138,23 +163,44 @@ class JobStore:
     def finish_item(
         self, job_id: str, ordinal: int, state: str, error: str | None = None, chunks: int | None = None
     ) -> None:
-        """Record an item's outcome. The bytes of a finished item are dropped (the document now lives
-        in the catalogue); a failed item keeps them so the job can be retried."""
-        column = {"done": "done", "unchanged": "unchanged", "failed": "failed"}[state]
+        """Record an item's outcome (see finish_items)."""
+        self.finish_items(job_id, [ItemResult(ordinal, state, error, chunks)])
+
+    def finish_items(self, job_id: str, results: Sequence[ItemResult]) -> None:
+        """Record a group's outcomes in one transaction. The bytes of a finished item are dropped
+        (the document now lives in the catalogue); a failed item keeps them so the job can be
+        retried."""
+        for result in results:
+            if result.state not in _COUNTERS:
+                raise ValueError(f"unknown item state {result.state!r}")
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
+            # Only a pending item changes: two workers may finish the same item (a job retried
+            # while its cancelled run ends its group), and only the first one counts.
             finished = cur.execute(
-                """UPDATE job_items SET state = ?, error = ?, chunks = ?,
-                          content = CASE WHEN ? = 'failed' THEN content ELSE NULL END
-                   WHERE job_id = ? AND ordinal = ? AND state = 'pending' RETURNING ordinal""",
-                [state, error, chunks, state, job_id, ordinal],
+                """UPDATE job_items SET state = r.state, error = r.error, chunks = r.chunks,
+                          content = CASE WHEN r.state = 'failed' THEN job_items.content ELSE NULL END
+                   FROM (SELECT unnest(?::INTEGER[]) AS ordinal, unnest(?::VARCHAR[]) AS state,
+                                unnest(?::VARCHAR[]) AS error, unnest(?::INTEGER[]) AS chunks) r
+                   WHERE job_items.job_id = ? AND job_items.ordinal = r.ordinal AND job_items.state = 'pending'
+                   RETURNING job_items.state""",
+                [
+                    [r.ordinal for r in results],
+                    [r.state for r in results],
+                    [r.error for r in results],
+                    [r.chunks for r in results],
+                    job_id,
+                ],
             ).fetchall()
-            # Two workers may finish the same item (a job retried while its cancelled run ends its
-            # group): only the first one counts.
+            counted = Counter(state for (state,) in finished)
             if finished:
-                cur.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", [job_id])
+                cur.execute(
+                    "UPDATE jobs SET done = done + ?, unchanged = unchanged + ?, failed = failed + ? WHERE id = ?",
+                    [counted["done"], counted["unchanged"], counted["failed"], job_id],
+                )
 
-        self.db.run_in_transaction(work)
+        if results:
+            self.db.run_in_transaction(work)
 
     def finish(
         self,

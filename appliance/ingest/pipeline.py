@@ -81,7 +81,7 @@ def embedding_text(title: str, chunk: Chunk) -> str:
 
 class IngestPipeline:
     """Turns job items into stored documents: skip unchanged content, reuse an identical twin's
-    embeddings, else parse (sandboxed), redact, chunk and embed, then one transaction per document."""
+    embeddings, else parse (sandboxed), redact, chunk and embed, then one transaction per group."""
 
     def __init__(
         self,
@@ -109,9 +109,16 @@ class IngestPipeline:
         older version from overwriting a newer one whose job happened to finish first."""
         outcomes: list[ItemOutcome] = []
         prepared: list[_Prepared] = []
-        for item in items:
+        # What the catalogue holds, asked once for the group: a stored version's hash, and which
+        # contents some document (a twin) already has.
+        digests = [content_hash(item.content) for item in items]
+        stored = self.catalog.document_hashes([item.document_id for item in items])
+        twins = self.catalog.stored_hashes(digests)
+        for item, digest in zip(items, digests, strict=True):
             try:
-                outcome_or_prepared = self._prepare(collection, item, submitted_at)
+                outcome_or_prepared = self._prepare(
+                    collection, item, submitted_at, digest, stored.get(item.document_id), digest in twins
+                )
             except ApplianceError as exc:
                 outcomes.append(ItemOutcome(item.ordinal, "failed", exc.detail))
                 continue
@@ -134,23 +141,24 @@ class IngestPipeline:
             generation, embedder = self.embedding.embedder_for(collection)
             texts = [embedding_text(p.record.title, c) for p in prepared for c in p.chunks]
             vectors = embedder.embed_documents(texts) if texts else np.zeros((0, embedder.dimensions))
-            offset = 0
-            for n, p in enumerate(prepared):
-                embedded = [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)]
-                offset += len(p.chunks)
-                try:
-                    written = self.catalog.replace_document(p.record, embedded, generation)
-                except EmbedderMoved:
-                    prepared = prepared[n:]
-                    break
-                if written is None:
-                    outcomes.append(ItemOutcome(p.item.ordinal, "unchanged"))  # superseded by a newer version
-                    continue
-                outcomes.append(
-                    ItemOutcome(p.item.ordinal, "done", chunks=len(embedded), redactions=p.redactions)
+            group, offset = [], 0
+            for p in prepared:
+                group.append(
+                    (p.record, [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)])
                 )
-            else:
-                prepared = []
+                offset += len(p.chunks)
+            try:
+                written = self.catalog.replace_documents(group, generation)
+            except EmbedderMoved:
+                continue  # nothing was written: embed the group again with the new embedder
+            for p, ids in zip(prepared, written, strict=True):
+                if ids is None:
+                    outcomes.append(ItemOutcome(p.item.ordinal, "unchanged"))  # superseded by a newer version
+                else:
+                    outcomes.append(
+                        ItemOutcome(p.item.ordinal, "done", chunks=len(ids), redactions=p.redactions)
+                    )
+            prepared = []
         for p in prepared:
             outcomes.append(
                 ItemOutcome(p.item.ordinal, "failed", f"collection {collection!r} kept changing its embedder")
@@ -158,15 +166,22 @@ class IngestPipeline:
         return sorted(outcomes, key=lambda o: o.ordinal)
 
     def _prepare(
-        self, collection: str, item: WorkItem, submitted_at: datetime | None
+        self,
+        collection: str,
+        item: WorkItem,
+        submitted_at: datetime | None,
+        digest: str,
+        stored_hash: str | None,
+        twin_possible: bool,
     ) -> _Prepared | ItemOutcome:
-        digest = content_hash(item.content)
         # A repair ("reingest") distrusts the stored chunks: neither its own nor an identical twin's.
         trust_stored = item.action != "reingest"
-        if trust_stored and self.catalog.document_hash(item.document_id) == digest:
+        if trust_stored and stored_hash == digest:
             self.catalog.update_document_fields(item.document_id, item.title, item.uri, item.metadata)
             return ItemOutcome(item.ordinal, "unchanged")
-        copy = self.catalog.embedded_copy(digest, item.document_id) if trust_stored else None
+        copy = (
+            self.catalog.embedded_copy(digest, item.document_id) if trust_stored and twin_possible else None
+        )
         # A twin's vectors serve only where they were made by the same embedder.
         if copy is not None and self.embedding.space_of(copy[0]["collection"]) == self.embedding.space_of(
             collection

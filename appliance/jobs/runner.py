@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from appliance.db.catalog import Catalog
-from appliance.db.jobs import JobStore, WorkItem
+from appliance.db.jobs import ItemResult, JobStore, WorkItem
 from appliance.errors import NotFound
 from appliance.index.sync import IndexSync
 from appliance.ingest.pipeline import IngestPipeline, ItemOutcome
@@ -19,7 +19,11 @@ from appliance.records import Job
 
 log = logging.getLogger(__name__)
 
-JOB_GROUP = 32  # documents prepared and embedded together
+# Documents prepared and embedded together, up to this many bytes of content (always at least
+# one). Short documents need hundreds per group: the embedder sorts a call's texts by length
+# into batches, and MiniLM embedded groups of 32 MS MARCO passages at 57/s, of 256 at 96/s.
+JOB_GROUP = 256
+JOB_GROUP_BYTES = 4 << 20
 
 # Told about every item's outcome (sources keep their quarantine and file state with it).
 OutcomeHook = Callable[[Job, WorkItem, ItemOutcome], None]
@@ -60,7 +64,7 @@ def run_ingest_job(
             if not jobs.renew(job_id, token, lease_seconds):
                 log.info("job cancelled or taken over; this run stops", extra={"job_id": job_id})
                 return
-            items = jobs.pending_items(job_id, JOB_GROUP)
+            items = jobs.pending_items(job_id, JOB_GROUP, JOB_GROUP_BYTES)
             if not items:
                 break
             upserts = [it for it in items if it.action != "delete"]
@@ -72,8 +76,8 @@ def run_ingest_job(
                 # Shutting down mid-group: a failure now may be the parser sandbox closing under us,
                 # not the document. Leave failed items pending; they run again at the next start.
                 outcomes = [o for o in outcomes if o.state != "failed"]
+            jobs.finish_items(job_id, [ItemResult(o.ordinal, o.state, o.error, o.chunks) for o in outcomes])
             for outcome in outcomes:
-                jobs.finish_item(job_id, outcome.ordinal, outcome.state, outcome.error, outcome.chunks)
                 metrics.add_chunks_indexed(outcome.chunks)
                 if outcome.reused:
                     metrics.add_chunks_reused(outcome.chunks)

@@ -22,9 +22,10 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import bench_server, wait_job  # noqa: E402
+from _server import bench_server, chat_model_ready, wait_job  # noqa: E402
 
 from appliance.config import load_settings  # noqa: E402
+from appliance.document import Chunk, Location  # noqa: E402
 from appliance.ingest.pipeline import embedding_text  # noqa: E402
 from appliance.models.catalog import MINILM_NAME, default_embedding_dir  # noqa: E402
 from appliance.models.embedder import SentenceTransformerEmbedder  # noqa: E402
@@ -44,6 +45,7 @@ def main() -> None:
     corpus = [json.loads(line) for line in (args.dataset / "corpus.jsonl").open()][: args.limit]
 
     with bench_server() as client:
+        chat_model_ready(client)  # its load would compete with the ingest for the cores
         client.post("/api/v1/collections", json={"name": COLLECTION}).raise_for_status()
         started = time.perf_counter()
         jobs = []
@@ -70,7 +72,11 @@ def main() -> None:
             for listed in page["documents"]:
                 raw = client.get(f"/api/v1/documents/{listed['id']}", params={"chunks": "true"}).content
                 doc = msgspec.json.decode(raw, type=Document)
-                texts += [embedding_text(doc.title, chunk) for chunk in doc.chunks or []]
+                texts += [
+                    embedding_text(doc.title, Chunk(c.ordinal, c.text, Location(heading_path=tuple(path)), 0))
+                    for c in doc.chunks or []
+                    for path in [c.location.heading_path or ()]
+                ]
             offset += len(page["documents"])
             if offset >= page["total"] or not page["documents"]:
                 break
