@@ -7,15 +7,13 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 
 import duckdb
 import numpy as np
 
 from appliance.db.connection import Database
 from appliance.db.generations import Generations
-from appliance.db.group_write import write_group
+from appliance.db.group_write import DocumentRecord, EmbeddedChunk, write_group
 from appliance.document import Chunk, Location
 from appliance.errors import Conflict, NotFound
 from appliance.names import check_collection_name
@@ -28,27 +26,6 @@ _DOC_NAMESPACE = uuid.UUID("6f1c8d2e-3b7a-4f59-9a51-2d0c7e4b8a10")
 def document_id_for(collection: str, source_id: str) -> str:
     """Stable id: the same source in the same collection is always the same document."""
     return str(uuid.uuid5(_DOC_NAMESPACE, f"{collection}\x00{source_id}"))
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentRecord:
-    id: str
-    collection: str
-    source_id: str
-    source_kind: str
-    uri: str | None
-    title: str
-    content_hash: str
-    mime_type: str
-    size_bytes: int
-    metadata: dict
-    submitted_at: datetime | None = None  # when the job carrying this version was created
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddedChunk:
-    chunk: Chunk
-    embedding: np.ndarray
 
 
 _DOC_COLUMNS = (

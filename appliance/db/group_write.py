@@ -4,13 +4,39 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 import numpy as np
 
-if TYPE_CHECKING:
-    from appliance.db.catalog import DocumentRecord, EmbeddedChunk
+from appliance.document import Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """A document's catalogue row, as a job writes it."""
+
+    id: str
+    collection: str
+    source_id: str
+    source_kind: str
+    uri: str | None
+    title: str
+    content_hash: str
+    mime_type: str
+    size_bytes: int
+    metadata: dict
+    submitted_at: datetime | None = None  # when the job carrying this version was created
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChunk:
+    """A chunk with its vector."""
+
+    chunk: Chunk
+    embedding: np.ndarray
+
 
 # Per-cursor views of the group's rows (DuckDB scans dicts of numpy arrays without copying them
 # into Python values: a chunk's 384 floats passed as a list parameter cost more than embedding it).
