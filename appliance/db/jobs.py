@@ -133,16 +133,19 @@ class JobStore:
             )
         )
 
-    def pending_items(self, job_id: str, limit: int, max_bytes: int | None = None) -> list[WorkItem]:
-        """The next pending items in order: at most `limit`, and (with `max_bytes`) no more than
-        fit in that many bytes of content, but always the first one."""
+    def pending_items(
+        self, job_id: str, limit: int, max_bytes: int | None = None, after: int | None = None
+    ) -> list[WorkItem]:
+        """The next pending items in order (past ordinal `after`, if given): at most `limit`, and
+        (with `max_bytes`) no more than fit in that many bytes of content, but always the first."""
         rows = self.db.fetchall(
             """SELECT ordinal, document_id, source_id, source_kind, uri, title, filename, content, metadata, action
                FROM (SELECT *, sum(coalesce(octet_length(content), 0)) OVER (ORDER BY ordinal
                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-                     FROM job_items WHERE job_id = ? AND state = 'pending' ORDER BY ordinal LIMIT ?)
+                     FROM job_items WHERE job_id = ? AND state = 'pending' AND ordinal > ?
+                     ORDER BY ordinal LIMIT ?)
                WHERE ? IS NULL OR coalesce(before, 0) < ? ORDER BY ordinal""",
-            [job_id, limit, max_bytes, max_bytes],
+            [job_id, -1 if after is None else after, limit, max_bytes, max_bytes],
         )
         return [
             WorkItem(

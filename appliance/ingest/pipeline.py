@@ -68,6 +68,16 @@ class _Prepared:
     redactions: dict[str, int]
 
 
+@dataclass
+class PreparedGroup:
+    """A group of job items after prepare(): settled outcomes, and documents to embed."""
+
+    collection: str
+    items: list[WorkItem]
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    prepared: list[_Prepared] = field(default_factory=list)
+
+
 def content_hash(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -107,8 +117,14 @@ class IngestPipeline:
         """Ingest a group of items. Chunks of the whole group are embedded together so short
         documents still fill the model's batches. `submitted_at` (the job's creation) keeps an
         older version from overwriting a newer one whose job happened to finish first."""
-        outcomes: list[ItemOutcome] = []
-        prepared: list[_Prepared] = []
+        return self.embed_and_write(self.prepare(collection, items, submitted_at))
+
+    def prepare(
+        self, collection: str, items: Sequence[WorkItem], submitted_at: datetime | None = None
+    ) -> PreparedGroup:
+        """The first half of ingest(): parse, redact and chunk (or settle as unchanged, copied
+        from a twin, or failed). A job prepares its next group while this one is embedded."""
+        group = PreparedGroup(collection, list(items))
         # What the catalogue holds, asked once for the group: a stored version's hash, and which
         # contents some document (a twin) already has.
         digests = [content_hash(item.content) for item in items]
@@ -120,19 +136,23 @@ class IngestPipeline:
                     collection, item, submitted_at, digest, stored.get(item.document_id), digest in twins
                 )
             except ApplianceError as exc:
-                outcomes.append(ItemOutcome(item.ordinal, "failed", exc.detail))
+                group.outcomes.append(ItemOutcome(item.ordinal, "failed", exc.detail))
                 continue
             except Exception as exc:  # a parser bug must cost one document, not the job
                 log.exception("unexpected error preparing document", extra={"source_id": item.source_id})
-                outcomes.append(
+                group.outcomes.append(
                     ItemOutcome(item.ordinal, "failed", f"internal error: {type(exc).__name__}: {exc}")
                 )
                 continue
             if isinstance(outcome_or_prepared, ItemOutcome):
-                outcomes.append(outcome_or_prepared)
+                group.outcomes.append(outcome_or_prepared)
             else:
-                prepared.append(outcome_or_prepared)
+                group.prepared.append(outcome_or_prepared)
+        return group
 
+    def embed_and_write(self, group: PreparedGroup) -> list[ItemOutcome]:
+        """The second half of ingest(): embed the prepared documents together and write them."""
+        collection, outcomes, prepared = group.collection, list(group.outcomes), group.prepared
         for _ in range(EMBED_ATTEMPTS):
             if not prepared:
                 break
