@@ -96,3 +96,23 @@ def test_disk_full_gives_clear_errors_and_recovers_once_space_returns(small_disk
         _agree(srv)
     finally:
         srv.stop()
+
+
+def test_every_store_saying_its_disk_is_full_is_a_507():
+    """DuckDB and the OS say ENOSPC; SQLite (the job queue's Huey storage) says it in its own words.
+    The full-disk test above met the queue's words once the catalogue's writes got smaller."""
+    import errno
+    import sqlite3
+
+    from appliance.api.errors import storage_failure
+
+    for exc in (
+        OSError(errno.ENOSPC, "No space left on device"),
+        sqlite3.OperationalError("database or disk is full"),
+        RuntimeError('Could not write file "x.wal": No space left on device'),
+    ):
+        assert storage_failure(exc)[0] == 507, exc
+    wrapped = RuntimeError("could not queue the job")
+    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
+    assert storage_failure(wrapped)[0] == 507
+    assert storage_failure(sqlite3.OperationalError("no such table: task")) is None

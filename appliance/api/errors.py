@@ -99,7 +99,12 @@ def storage_failure(exc: BaseException) -> tuple[int, str, str] | None:
                 "the database stopped after a fatal storage error (is the data disk full?): "
                 "free space, then restart the server",
             )
-        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or "No space left on device" in text:
+        # SQLite (the job queue's Huey storage) says SQLITE_FULL in its own words.
+        if (
+            (isinstance(seen, OSError) and seen.errno == errno.ENOSPC)
+            or "No space left on device" in text
+            or "database or disk is full" in text
+        ):
             return 507, "Insufficient storage", "the data disk is full: free space, then retry"
         seen = seen.__cause__ or seen.__context__
     return None
