@@ -10,6 +10,7 @@ import msgspec
 import numpy as np
 
 from appliance.db.connection import Database
+from appliance.db.group_write import rows_with_vectors
 from appliance.document import Chunk, Location
 from appliance.registry_records import CollectionEmbedder
 
@@ -115,12 +116,18 @@ class EmbedderStore:
         if not rows:
             return
 
+        latest = dict(rows)  # one row per chunk (a statement cannot upsert the same row twice)
+        chunk_ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
+        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in latest.values()])
+
         def work(cur: duckdb.DuckDBPyConnection) -> None:
-            cur.executemany(
-                """INSERT INTO embedder_vectors (collection, generation, chunk_id, embedding) VALUES (?, ?, ?, ?)
-                   ON CONFLICT DO UPDATE SET embedding = excluded.embedding""",
-                [(collection, generation, cid, v.astype(np.float32).tolist()) for cid, v in rows],
-            )
+            with rows_with_vectors(cur, {"chunk_id": chunk_ids}, vectors) as source:
+                cur.execute(
+                    f"""INSERT INTO embedder_vectors (collection, generation, chunk_id, embedding)
+                        SELECT ?, ?, chunk_id, embedding FROM {source}
+                        ON CONFLICT DO UPDATE SET embedding = excluded.embedding""",
+                    [collection, generation],
+                )
 
         self.db.run_in_transaction(work)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,12 +37,6 @@ class EmbeddedChunk:
 
     chunk: Chunk
     embedding: np.ndarray
-
-
-# Per-cursor views of the group's rows (DuckDB scans dicts of numpy arrays without copying them
-# into Python values: a chunk's 384 floats passed as a list parameter cost more than embedding it).
-_CHUNKS_VIEW = "_group_chunks"
-_VECTORS_VIEW = "_group_vectors"
 
 
 def write_group(
@@ -135,42 +130,24 @@ def _insert_chunks(
         r[0] for r in cur.execute("SELECT nextval('chunk_ids') FROM range(?)", [len(chunks)]).fetchall()
     )
     vectors = np.stack([ec.embedding.astype(np.float32, copy=False) for _, ec in chunks])
-    rows, dims = vectors.shape
-    cur.register(
-        _CHUNKS_VIEW,
-        {
-            "row": np.arange(rows),
-            "id": np.asarray(ids, dtype=np.int64),
-            "document_id": _objects([doc_id for doc_id, _ in chunks]),
-            "ordinal": np.array([ec.chunk.ordinal for _, ec in chunks], dtype=np.int32),
-            "text": _objects([ec.chunk.text for _, ec in chunks]),
-            "token_count": np.array([ec.chunk.token_count for _, ec in chunks], dtype=np.int32),
-            "page": _objects([ec.chunk.location.page for _, ec in chunks]),
-            "heading_path": _objects([list(ec.chunk.location.heading_path) or None for _, ec in chunks]),
-            "line_start": _objects([ec.chunk.location.line_start for _, ec in chunks]),
-            "line_end": _objects([ec.chunk.location.line_end for _, ec in chunks]),
-        },
-    )
-    cur.register(
-        _VECTORS_VIEW,
-        {
-            "row": np.repeat(np.arange(rows), dims),
-            "pos": np.tile(np.arange(dims), rows),
-            "v": vectors.ravel(),
-        },
-    )
-    try:
+    columns = {
+        "id": np.asarray(ids, dtype=np.int64),
+        "document_id": _objects([doc_id for doc_id, _ in chunks]),
+        "ordinal": np.array([ec.chunk.ordinal for _, ec in chunks], dtype=np.int32),
+        "text": _objects([ec.chunk.text for _, ec in chunks]),
+        "token_count": np.array([ec.chunk.token_count for _, ec in chunks], dtype=np.int32),
+        "page": _objects([ec.chunk.location.page for _, ec in chunks]),
+        "heading_path": _objects([list(ec.chunk.location.heading_path) or None for _, ec in chunks]),
+        "line_start": _objects([ec.chunk.location.line_start for _, ec in chunks]),
+        "line_end": _objects([ec.chunk.location.line_end for _, ec in chunks]),
+    }
+    with rows_with_vectors(cur, columns, vectors) as source:
         cur.execute(
             f"""INSERT INTO chunks (id, document_id, ordinal, text, token_count, page, heading_path, line_start,
                                     line_end, embedding)
-                SELECT c.id, c.document_id, c.ordinal, c.text, c.token_count, c.page, c.heading_path, c.line_start,
-                       c.line_end, v.embedding
-                FROM {_CHUNKS_VIEW} c JOIN (SELECT row, list(v ORDER BY pos) AS embedding FROM {_VECTORS_VIEW}
-                GROUP BY row) v USING (row) ORDER BY c.row"""
+                SELECT id, document_id, ordinal, text, token_count, page, heading_path, line_start, line_end,
+                       embedding FROM {source}"""
         )
-    finally:
-        cur.unregister(_CHUNKS_VIEW)
-        cur.unregister(_VECTORS_VIEW)
     cur.execute(
         """INSERT INTO index_outbox (seq, op, chunk_id)
            SELECT nextval('outbox_seq'), 'upsert', id FROM (SELECT unnest(?) AS id ORDER BY id)""",
@@ -180,6 +157,31 @@ def _insert_chunks(
     for (doc_id, _), chunk_id in zip(chunks, ids, strict=True):
         by_document.setdefault(doc_id, []).append(chunk_id)
     return [by_document.get(record.id, []) for record, _ in documents]
+
+
+@contextmanager
+def rows_with_vectors(
+    cur: duckdb.DuckDBPyConnection, columns: dict[str, np.ndarray], vectors: np.ndarray
+) -> Iterator[str]:
+    """A FROM clause over rows given as numpy columns, each with its `embedding` (a row of
+    `vectors`), in order. DuckDB scans the arrays where they are: a vector passed as a list
+    parameter became 384 Python floats, slower than embedding it."""
+    rows, dims = vectors.shape
+    cur.register("_rows", {"row": np.arange(rows), **columns})
+    cur.register(
+        "_vectors",
+        {
+            "row": np.repeat(np.arange(rows), dims),
+            "pos": np.tile(np.arange(dims), rows),
+            "v": np.ascontiguousarray(vectors, dtype=np.float32).ravel(),
+        },
+    )
+    try:
+        yield """(SELECT r.*, v.embedding FROM _rows r JOIN (SELECT row, list(v ORDER BY pos) AS embedding
+                   FROM _vectors GROUP BY row) v USING (row) ORDER BY r.row)"""
+    finally:
+        cur.unregister("_rows")
+        cur.unregister("_vectors")
 
 
 def _objects(values: list) -> np.ndarray:

@@ -213,25 +213,34 @@ class SourceStore:
         now = datetime.now(UTC)
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
+            # Set-wise over column lists: a sync of 10,000 files ran 10,000 upserts one by one.
             if seen:
-                cur.executemany(
+                files = list({f.path: f for f in seen}.values())  # one row per path: the last word on it
+                cur.execute(
                     """INSERT INTO source_files (source, path, collection, fingerprint, content_hash, document_id,
-                       seen_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, path) DO UPDATE SET
+                       seen_at)
+                       SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]),
+                              unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?
+                       ON CONFLICT (source, path) DO UPDATE SET
                        collection = excluded.collection, fingerprint = excluded.fingerprint,
                        content_hash = excluded.content_hash, document_id = excluded.document_id,
                        seen_at = excluded.seen_at""",
                     [
-                        (source, f.path, f.collection, f.fingerprint, f.content_hash, f.document_id, now)
-                        for f in seen
+                        source,
+                        [f.path for f in files],
+                        [f.collection for f in files],
+                        [f.fingerprint for f in files],
+                        [f.content_hash for f in files],
+                        [f.document_id for f in files],
+                        now,
                     ],
                 )
             if gone:
-                cur.executemany(
-                    "DELETE FROM source_files WHERE source = ? AND path = ?", [(source, p) for p in gone]
-                )
-                cur.executemany(
-                    "DELETE FROM quarantine WHERE source = ? AND path = ?", [(source, p) for p in gone]
-                )
+                for table in ("source_files", "quarantine"):
+                    cur.execute(
+                        f"DELETE FROM {table} WHERE source = ? AND path IN (SELECT unnest(?::VARCHAR[]))",
+                        [source, list(gone)],
+                    )
 
         self.db.run_in_transaction(work)
 
