@@ -37,7 +37,7 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._con = self._connect(path)
         self._local = threading.local()
-        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors: dict[threading.Thread, duckdb.DuckDBPyConnection] = {}
         self._lock = threading.Lock()
         # One writer at a time in this process. DuckDB 2.0.0 misses a write-write conflict between
         # an UPDATE ... RETURNING and a plain UPDATE of the same row of a table with a primary key:
@@ -75,8 +75,25 @@ class Database:
             cur = self._con.cursor()
             self._local.cursor = cur
             with self._lock:
-                self._cursors.append(cur)
+                self._close_orphans()
+                self._cursors[threading.current_thread()] = cur
         return cur
+
+    @property
+    def open_cursors(self) -> int:
+        """Cursors held for live threads (one per thread that has used the database)."""
+        with self._lock:
+            self._close_orphans()
+            return len(self._cursors)
+
+    def _close_orphans(self) -> None:
+        # A thread that ended (a job's helper, a parallel workflow step, a tool call) leaves its
+        # cursor behind; closed here, or every short-lived thread would hold one for good.
+        for thread in [t for t in self._cursors if not t.is_alive()]:
+            try:
+                self._cursors.pop(thread).close()
+            except duckdb.Error:
+                pass
 
     def execute(self, sql: str, params: object = None) -> duckdb.DuckDBPyConnection:
         """A read (or DDL). Row writes go through write() or run_in_transaction(), which hold the
@@ -147,7 +164,7 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
-            for cur in self._cursors:
+            for cur in self._cursors.values():
                 try:
                     cur.close()
                 except duckdb.Error:

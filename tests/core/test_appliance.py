@@ -56,6 +56,23 @@ def test_documents_flow_through_a_job_into_search_within_the_callers_scope(appli
         appliance.admin.stats(user)
 
 
+def test_ingest_jobs_leave_no_cursor_behind(appliance):
+    """Each job run prepares its next group on a helper thread of its own: that thread's database
+    cursor is closed with it, or every job would leave one open for the life of the process."""
+    admin = appliance.access.system_scope()
+    appliance.knowledge.create_collection(admin, "cursors")
+
+    def ingest(n: int) -> None:
+        job_id, _ = appliance.knowledge.submit(admin, "cursors", [_doc(f"c{n}", f"Cursor note number {n}.")])
+        assert appliance.jobs.wait(job_id).state == "succeeded"
+
+    ingest(0)
+    before = appliance.db.open_cursors
+    for n in range(1, 6):
+        ingest(n)
+    assert appliance.db.open_cursors == before
+
+
 def test_job_kinds_register_through_one_door(appliance):
     assert appliance.jobs.kinds == {
         "ingest",

@@ -140,3 +140,18 @@ def test_a_row_write_outside_a_transaction_is_refused(db):
         db.execute("INSERT INTO collections (name) VALUES ('x')")
     assert db.write("INSERT INTO collections (name) VALUES ('x') RETURNING name") == [("x",)]
     assert db.fetchall("SELECT name FROM collections WHERE name = 'x'") == [("x",)]
+
+
+def test_a_thread_that_ended_leaves_no_cursor_open(db):
+    import threading
+
+    db.fetchall("SELECT 1")
+    before = db.open_cursors
+    for _ in range(5):
+        worker = threading.Thread(
+            target=lambda: db.write("INSERT INTO collections (name) VALUES (uuid()::VARCHAR)")
+        )
+        worker.start()
+        worker.join()
+    assert db.open_cursors == before
+    assert db.fetchone("SELECT count(*) FROM collections")[0] == 5
