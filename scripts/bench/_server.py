@@ -68,6 +68,21 @@ def wait_job(client: httpx.Client, job_id: str) -> dict:
         time.sleep(0.2)
 
 
+def ingest_corpus(client: httpx.Client, collection: str, corpus: list[dict], batch: int) -> list[dict]:
+    """A BEIR corpus (one document per entry, source_id = its _id) through the batch API, `batch`
+    documents per POST; the ended jobs."""
+    jobs = []
+    for i in range(0, len(corpus), batch):
+        docs = [
+            {"source_id": d["_id"], "title": d.get("title") or None, "text": d["text"]}
+            for d in corpus[i : i + batch]
+        ]
+        response = client.post("/api/v1/documents/batch", json={"collection": collection, "documents": docs})
+        response.raise_for_status()
+        jobs.append(response.json()["job_id"])
+    return [wait_job(client, j) for j in jobs]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -22,7 +22,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import bench_server, chat_model_ready, wait_job  # noqa: E402
+from _server import bench_server, chat_model_ready, ingest_corpus  # noqa: E402
 
 from appliance.config import load_settings  # noqa: E402
 from appliance.document import Chunk, Location  # noqa: E402
@@ -48,18 +48,7 @@ def main() -> None:
         chat_model_ready(client)  # its load would compete with the ingest for the cores
         client.post("/api/v1/collections", json={"name": COLLECTION}).raise_for_status()
         started = time.perf_counter()
-        jobs = []
-        for i in range(0, len(corpus), args.batch):
-            docs = [
-                {"source_id": d["_id"], "title": d.get("title") or None, "text": d["text"]}
-                for d in corpus[i : i + args.batch]
-            ]
-            response = client.post(
-                "/api/v1/documents/batch", json={"collection": COLLECTION, "documents": docs}
-            )
-            response.raise_for_status()
-            jobs.append(response.json()["job_id"])
-        results = [wait_job(client, j) for j in jobs]
+        results = ingest_corpus(client, COLLECTION, corpus, args.batch)
         api_s = time.perf_counter() - started
         failed = sum(j["progress"]["failed"] for j in results)
 

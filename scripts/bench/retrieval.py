@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import bench_server, percentile, wait_job  # noqa: E402
+from _server import bench_server, ingest_corpus, percentile  # noqa: E402
 
 from appliance.index.protocols import IndexHit  # noqa: E402
 from appliance.retrieve.fusion import reciprocal_rank_fusion, weighted_fusion  # noqa: E402
@@ -94,18 +94,7 @@ def main() -> None:
     with bench_server(args.url, args.key, env=env) as client:
         client.post("/api/v1/collections", json={"name": COLLECTION})
         started = time.perf_counter()
-        jobs = []
-        for i in range(0, len(corpus), args.batch):
-            docs = [
-                {"source_id": d["_id"], "title": d.get("title") or None, "text": d["text"]}
-                for d in corpus[i : i + args.batch]
-            ]
-            response = client.post(
-                "/api/v1/documents/batch", json={"collection": COLLECTION, "documents": docs}
-            )
-            response.raise_for_status()
-            jobs.append(response.json()["job_id"])
-        results = [wait_job(client, j) for j in jobs]
+        results = ingest_corpus(client, COLLECTION, corpus, args.batch)
         ingest_s = time.perf_counter() - started
         failed = sum(j["progress"]["failed"] for j in results)
         chunks = next(

@@ -8,19 +8,9 @@ import numpy as np
 import pytest
 
 from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
-from appliance.db.connection import Database
 from appliance.db.jobs import JobStore, WorkItem
-from appliance.db.migrations import migrate
 from appliance.document import Chunk, Location
 from appliance.errors import Conflict
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(tmp_path / "c.duckdb")
-    migrate(database)
-    yield database
-    database.close()
 
 
 def _record(text_hash: str, submitted_at: datetime) -> DocumentRecord:

@@ -11,18 +11,9 @@ import pytest
 from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk, EmbedderMoved
 from appliance.db.connection import Database
 from appliance.db.jobs import ItemResult, JobStore, WorkItem
-from appliance.db.migrations import migrate
 from appliance.document import Chunk, Location
 
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(tmp_path / "g.duckdb")
-    migrate(database)
-    yield database
-    database.close()
 
 
 @pytest.fixture
