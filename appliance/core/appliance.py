@@ -144,6 +144,7 @@ class Appliance:
                 for r in self.embedder_store.all()
                 if r.live.generation
             },
+            exact_search_max=settings.index.exact_search_max,
         )
         self.sync = IndexSync(
             self.db,

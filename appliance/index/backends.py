@@ -54,7 +54,12 @@ def check_qdrant_url(settings: Settings) -> str:
 def _open_usearch(settings: Settings, index_dir: Path, dimensions: int) -> VectorIndex:
     from appliance.index.vectors import USearchVectorIndex
 
-    return USearchVectorIndex(index_dir / "vectors", dimensions, dtype=settings.index.vector_dtype)
+    return USearchVectorIndex(
+        index_dir / "vectors",
+        dimensions,
+        dtype=settings.index.vector_dtype,
+        exact_search_max=settings.index.exact_search_max,
+    )
 
 
 def _open_memory(settings: Settings, index_dir: Path, dimensions: int) -> VectorIndex:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.index.protocols import IndexedChunk, IndexHit, VectorIndex
-from appliance.index.vectors import USearchVectorIndex
+from appliance.index.vectors import EXACT_SEARCH_MAX, USearchVectorIndex
 
 
 def generation_dir(root: Path, collection: str, generation: int) -> Path:
@@ -28,8 +28,16 @@ class CollectionSpaces:
     `attach` and `detach` swap a collection's index at a switch; the embedders service calls them
     with the index sync paused, so no outbox apply sees half a switch."""
 
-    def __init__(self, shared: VectorIndex, root: Path, dtype: str, own: dict[str, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        shared: VectorIndex,
+        root: Path,
+        dtype: str,
+        own: dict[str, tuple[int, int]],
+        exact_search_max: int = EXACT_SEARCH_MAX,
+    ) -> None:
         self.shared = shared
+        self.exact_search_max = exact_search_max
         self.name = shared.name
         self.root = Path(root)
         self.dtype = dtype
@@ -42,7 +50,12 @@ class CollectionSpaces:
 
     def open_generation(self, collection: str, generation: int, dimensions: int) -> USearchVectorIndex:
         """A collection's own index of `generation` (created empty when new)."""
-        return USearchVectorIndex(generation_dir(self.root, collection, generation), dimensions, self.dtype)
+        return USearchVectorIndex(
+            generation_dir(self.root, collection, generation),
+            dimensions,
+            self.dtype,
+            exact_search_max=self.exact_search_max,
+        )
 
     # -- the map -----------------------------------------------------------------------------------
     def index_for(self, collection: str) -> VectorIndex:
