@@ -28,6 +28,20 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     )
     web.add_argument("--port", type=int, default=WEB_PORT, help=f"port to listen on (default {WEB_PORT})")
     web.add_argument(
+        "--session-idle",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="a browser session with no console open ends after this long unseen (default 30)",
+    )
+    web.add_argument(
+        "--session-max",
+        type=float,
+        default=12.0,
+        metavar="HOURS",
+        help="a browser session ends this long after sign-in, its console closed (default 12)",
+    )
+    web.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow a --host other than loopback (keys then cross the network in clear unless a TLS proxy fronts it)",
@@ -47,6 +61,7 @@ def _web(args: argparse.Namespace) -> int:
     from appliance.client import resolve_endpoint
     from appliance.errors import InvalidInput
     from appliance.tui.web import is_loopback, serve_web_console
+    from appliance.tui.web_sessions import WebSessions
 
     if not is_loopback(args.host) and not args.allow_remote:
         raise InvalidInput(
@@ -55,10 +70,15 @@ def _web(args: argparse.Namespace) -> int:
         )
     if not 0 < args.port < 65536:
         raise InvalidInput(f"--port {args.port} is not a TCP port")
+    if not (args.session_idle > 0 and args.session_max > 0):
+        raise InvalidInput("--session-idle and --session-max must be positive")
+    sessions = WebSessions(idle_seconds=args.session_idle * 60, max_seconds=args.session_max * 3600)
     # Only the server's address: every browser session brings its own key (this one is not used).
     url, _ = resolve_endpoint(None if args.url else settings(args), args.url, key="(each session's own)")
     forwarded = [
         *(["--config", str(args.config)] if args.config else []),
         *(["--url", args.url] if args.url else []),
     ]
-    return serve_web_console(url, forwarded, verify=trust(args), host=args.host, port=args.port)
+    return serve_web_console(
+        url, forwarded, verify=trust(args), host=args.host, port=args.port, sessions=sessions
+    )

@@ -86,6 +86,30 @@ def test_the_key_is_required(web):
     assert "/?key=" not in log.read_text() and key not in log.read_text()  # not in its request log
 
 
+def test_sign_out_and_a_revoked_key_end_the_session(web, server):
+    url, key, _ = web
+    with closing(signed_in(url, key)) as client:
+        signed_out = client.get("/logout", follow_redirects=True)
+        assert 'name="key"' in signed_out.text and 'id="terminal"' not in signed_out.text
+        assert not client.cookies.get("appliance_console")  # the cookie was deleted
+    with closing(signed_in(url, key)) as client:
+        cookie = client.cookies["appliance_console"]
+        client.post("/logout")
+    stale = httpx.get(url, cookies={"appliance_console": cookie})
+    assert "the session ended" in stale.text and 'id="terminal"' not in stale.text
+    assert httpx.get(f"{url}/ws", cookies={"appliance_console": cookie}).status_code == 401
+    # A key revoked in the API ends its sessions at the next page load.
+    with server.client() as admin:
+        made = admin.post("/api/v1/keys", json={"name": "web-user", "role": "user", "collections": ["docs"]})
+        assert made.status_code == 201, made.text
+        with closing(signed_in(url, made.json()["key"])) as client:
+            assert admin.delete(f"/api/v1/keys/{made.json()['id']}").status_code == 200
+            refused = client.get("/")
+            assert refused.status_code == 401 and "no longer accepts this key" in refused.text
+            again = client.get("/")  # its cookie was deleted: the plain sign-in form
+            assert again.status_code == 200 and 'name="key"' in again.text and "ended" not in again.text
+
+
 def test_the_page_references_nothing_outside(web):
     url, key, _ = web
     with closing(signed_in(url, key)) as client:
