@@ -38,8 +38,11 @@ run: $(STAMP) $(QWEN_STAMP)
 
 # The tests use every packaged model, the default chat model included (in CI, a skip for a
 # missing model fails: tests/ci_strict.py).
+# Two workers, each taking whole files (a file's module fixtures, such as its server, start once):
+# 12 min instead of 20 on two cores. Each worker may hold its own models: mind the memory on more.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(QWEN_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Style, formatting, and the layering contracts of the import graph (pyproject [tool.importlinter]).
 lint: $(STAMP)

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
@@ -151,6 +152,7 @@ class Chromium:
         binary = shutil.which("chromium")
         if binary is None:
             pytest.skip("chromium is not installed (Debian's chromium package)")
+        self.tmp = tempfile.mkdtemp(prefix="chromium-", dir="/tmp")
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -166,8 +168,9 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            # Its singleton socket directory goes beside the profile, not left behind in /tmp.
-            env={**os.environ, "TMPDIR": str(profile.parent)},
+            # Its singleton socket goes in a directory of its own, removed on close; a short path,
+            # as a socket path has at most 107 bytes (pytest-xdist's temp paths were too long).
+            env={**os.environ, "TMPDIR": self.tmp},
             preexec_fn=_die_with_parent,
         )
         self.frames = b""  # what the page's websocket received: the console's screen output
@@ -177,11 +180,13 @@ class Chromium:
 
     def devtools_port(self) -> int:
         assert self.proc.stderr is not None
+        said = []
         for raw in self.proc.stderr:
             m = re.search(rb"DevTools listening on ws://[^:]+:(\d+)/", raw)
             if m:
                 return int(m.group(1))
-        raise AssertionError("chromium exited before it listened")
+            said.append(raw.decode(errors="replace"))
+        raise AssertionError(f"chromium exited ({self.proc.wait()}) before it listened:\n{''.join(said[-30:])}")
 
     async def connect(self, session) -> None:
         port = self.devtools_port()
@@ -253,6 +258,7 @@ class Chromium:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def test_dashboard_renders_and_a_search_returns_hits_in_chromium(web, tmp_path):
