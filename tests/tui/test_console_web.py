@@ -186,7 +186,9 @@ class Chromium:
             if m:
                 return int(m.group(1))
             said.append(raw.decode(errors="replace"))
-        raise AssertionError(f"chromium exited ({self.proc.wait()}) before it listened:\n{''.join(said[-30:])}")
+        raise AssertionError(
+            f"chromium exited ({self.proc.wait()}) before it listened:\n{''.join(said[-30:])}"
+        )
 
     async def connect(self, session) -> None:
         port = self.devtools_port()
