@@ -19,6 +19,7 @@ from appliance.core.knowledge import Knowledge
 from appliance.db.connection import Database
 from appliance.db.jobs import JobStore
 from appliance.db.keys import Principal
+from appliance.db.migrations import appliance_tables
 from appliance.errors import Conflict, Forbidden, InvalidInput, NotFound
 from appliance.models.embedder import Embedder
 from appliance.observability.audit import AuditLog
@@ -33,7 +34,7 @@ from appliance.workflows.engine import Engine
 from appliance.workflows.http import check_template
 from appliance.workflows.library import Library
 from appliance.workflows.llm import RuntimeLLM
-from appliance.workflows.sql import QueryRefused
+from appliance.workflows.sql import CollectionScope, QueryRefused
 from appliance.workflows.sql import execute as execute_query
 from appliance.workflows.sql import inspect as inspect_query
 from appliance.workflows.store import ACTIVE_RUN_STATES, WorkflowStore
@@ -130,10 +131,12 @@ class _RunServices:
         views = self.settings.workflows.sql_views if self.settings is not None else {}
         if not views or self.db is None:
             raise QueryRefused("no views are exposed to sql tools (settings workflows.sql_views)")
-        # The views are the admin's, over the whole database: a user key's run reads them too
-        # (the admin exposes to every key what a view shows), but nothing else of the database.
+        # The views are the admin's; a run of a key limited to collections sees through them only
+        # those collections' documents and chunks, and none of the appliance's other tables.
+        visible = self.scope.visible()
+        scope = None if visible is None else CollectionScope(tuple(visible), appliance_tables())
         with self.db.own_cursor() as cursor:
-            return execute_query(cursor, views, sql, args, max_rows, stop)
+            return execute_query(cursor, views, sql, args, max_rows, stop, scope=scope)
 
     def sandbox_refused(
         self, run_id: str, step: str, tool: str, kind: str, message: str, blocked: list[str]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+
+import duckdb
 
 from appliance.db.connection import Database
 from appliance.db.embedders import COLLECTION_EMBEDDERS_SQL
@@ -302,3 +305,18 @@ def migrate(db: Database) -> list[str]:
         log.info("applied migration", extra={"migration": name})
         applied.append(name)
     return applied
+
+
+@functools.cache
+def appliance_tables() -> frozenset[str]:
+    """The names of the tables the migrations create (the appliance's own, as against tables an
+    admin adds), found by applying them to an empty in-memory database."""
+    scratch = duckdb.connect(":memory:")
+    try:
+        for _, sql in MIGRATIONS:
+            scratch.execute(sql)
+        return frozenset(
+            r[0] for r in scratch.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        ) | {"schema_migrations"}
+    finally:
+        scratch.close()

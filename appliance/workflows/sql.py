@@ -1,5 +1,6 @@
 """`sql` tools: one fixed, parameterised SELECT over the views the admin exposes (settings
-workflows.sql_views), checked from DuckDB's own parse tree and run in a read-only transaction."""
+workflows.sql_views), checked from DuckDB's own parse tree and run in a read-only transaction;
+for a run whose key reads only some collections, the views see only those collections' rows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -34,6 +36,29 @@ def output_schema(given: dict | None) -> dict:
 
 class QueryRefused(ValueError):
     """A query a sql tool may not run: what it tried, in words."""
+
+
+# The catalogue tables a run limited to some collections reads through views, each as the rows of
+# its collections only (a WITH of that name before the views shadows the table).
+SCOPE_PARAMETER = "appliance_scope"
+_IN_SCOPE = f"IN (SELECT unnest(${SCOPE_PARAMETER}::VARCHAR[]))"
+SCOPED_TABLES = {
+    "collections": f"SELECT * FROM main.collections WHERE name {_IN_SCOPE}",
+    "documents": f"SELECT * FROM main.documents WHERE collection {_IN_SCOPE}",
+    "chunks": f"SELECT * FROM main.chunks WHERE document_id IN "
+    f"(SELECT id FROM main.documents WHERE collection {_IN_SCOPE})",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionScope:
+    """A run whose key reads only `collections`. Its views see the catalogue (SCOPED_TABLES) cut
+    to those collections; a view that reads another of the appliance's own tables (`internal`:
+    traces, conversations, keys... which hold other collections' text), a schema-qualified name or
+    a table function is refused to it. Tables the admin made are theirs to expose to every key."""
+
+    collections: tuple[str, ...]
+    internal: frozenset[str]
 
 
 # Table references that read something other than a named relation: table functions, SHOW /
@@ -124,6 +149,28 @@ def _check_view(body: str) -> None:
         raise QueryRefused("a view takes no parameters")
 
 
+def _check_scoped_view(name: str, body: str, scope: CollectionScope) -> None:
+    for node in _nodes(_statement(body)):
+        kind = node.get("type") if isinstance(node.get("type"), str) else None
+        if kind in DENIED_REFS or (
+            kind == "BASE_TABLE" and (node.get("schema_name") or node.get("catalog_name"))
+        ):
+            raise QueryRefused(
+                f"view {name} reads {DENIED_REFS.get(kind) or 'a schema-qualified name'}, which a key "
+                "limited to collections may not: only an admin key's run may use it"
+            )
+        table = node.get("table_name") if kind == "BASE_TABLE" else None
+        if table in scope.internal and table not in SCOPED_TABLES:
+            raise QueryRefused(
+                f"view {name} reads the appliance's table {table}, which holds every collection's "
+                "data: only an admin key's run may use it"
+            )
+        if node.get("class") == "FUNCTION":
+            fn = str(node.get("function_name", "")).lower()
+            if fn in DENIED_FUNCTIONS or fn.startswith(DENIED_PREFIXES):
+                raise QueryRefused(f"view {name} calls {fn}(), which a key limited to collections may not")
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -153,12 +200,14 @@ def execute(
     args: Mapping[str, Any],
     max_rows: int,
     stop: threading.Event | None = None,
+    scope: CollectionScope | None = None,
 ) -> dict:
     """Run a tool's query: every name it reads must be an exposed view (each view is put before the
     query as a WITH, so it shadows any table of its name); its parameters are bound from `args`,
     never written into the text; the transaction is read-only and rolled back. `cursor` must be the
     caller's own (it is rolled back here); `stop`, once set (the call's timeout, the run stopping),
-    interrupts the query. {rows, columns, truncated}."""
+    interrupts the query. `scope` (None: an admin key's run) cuts what the views see to a key's
+    collections. {rows, columns, truncated}."""
     wanted, read = inspect(sql)
     unexposed = [t for t in read if t not in views]
     if unexposed:
@@ -172,9 +221,14 @@ def execute(
             _check_view(views[name])
         except QueryRefused as exc:
             raise QueryRefused(f"settings workflows.sql_views.{name}: {exc}") from None
-    prefix = "WITH " + ", ".join(f"{_quote(v)} AS ({views[v].strip().rstrip(';')})" for v in used) + " "
-    text = (prefix if used else "") + sql.strip().rstrip(";")
+    ctes = [f"{_quote(v)} AS ({views[v].strip().rstrip(';')})" for v in used]
     params = {name: args.get(name) for name in wanted}
+    if scope is not None:
+        for name in used:
+            _check_scoped_view(name, views[name], scope)
+        ctes = [f"{_quote(t)} AS ({body})" for t, body in SCOPED_TABLES.items()] + ctes
+        params[SCOPE_PARAMETER] = list(scope.collections)
+    text = ("WITH " + ", ".join(ctes) + " " if ctes else "") + sql.strip().rstrip(";")
     done = threading.Event()
     if stop is not None:
 

@@ -41,6 +41,47 @@ outputs:
 """
 
 HARBOUR_VIEW = "SELECT source_id, created_at FROM documents WHERE collection = 'harbour'"
+SQL_VIEWS = {
+    "harbour_documents": HARBOUR_VIEW,
+    # Over every collection, as an admin may write them: a user key's run sees only its own.
+    "all_documents": "SELECT collection, source_id FROM documents",
+    "all_texts": "SELECT d.collection, c.text FROM chunks c JOIN documents d ON d.id = c.document_id",
+    "all_collections": "SELECT name FROM collections",
+    # Over tables that hold every collection's text: for admin keys' runs only.
+    "asked": "SELECT question FROM answer_traces",
+    "qualified": "SELECT collection FROM main.documents",
+}
+SCOPED_TOOLS = """
+kind: Tool
+name: scoped.read
+type: sql
+sql: {query: "SELECT d.collection, d.source_id, t.text FROM all_documents d, all_texts t, all_collections c WHERE d.collection = t.collection AND c.name = d.collection ORDER BY 1"}
+---
+kind: Tool
+name: scoped.asked
+type: sql
+sql: {query: "SELECT question FROM asked"}
+---
+kind: Tool
+name: scoped.qualified
+type: sql
+sql: {query: "SELECT collection FROM qualified"}
+---
+kind: Workflow
+name: scoped-read
+steps: [{id: q, tool: scoped.read}]
+outputs: {rows: "${steps.q.output.rows}"}
+---
+kind: Workflow
+name: scoped-asked
+steps: [{id: q, tool: scoped.asked}]
+outputs: {rows: "${steps.q.output.rows}"}
+---
+kind: Workflow
+name: scoped-qualified
+steps: [{id: q, tool: scoped.qualified}]
+outputs: {rows: "${steps.q.output.rows}"}
+"""
 TOOLS = """
 kind: Tool
 name: harbour.documents
@@ -89,7 +130,7 @@ def app(tmp_path_factory):
         overrides={
             "data_dir": str(data),
             "llm": {"load_at_start": False},
-            "workflows": {"sql_views": {"harbour_documents": HARBOUR_VIEW}},
+            "workflows": {"sql_views": SQL_VIEWS},
         },
         environ={},
     )
@@ -189,3 +230,30 @@ def test_sql_http_and_find_similar_tools_reach_only_what_settings_and_the_key_al
     assert all(h["chunk_id"] != harbour and h["collection"] == "harbour" for h in like["hits"])
     like = run(admin, "similar", {"chunk": harbour}).outputs["like"]
     assert [h["chunk_id"] for h in like["hits"]] == [vault]
+
+
+def test_sql_views_show_a_user_keys_run_only_its_collections(app):
+    admin = app.access.system_scope()
+    app.workflows.apply(admin, parse(SCOPED_TOOLS))
+    key = app.access.create_key(admin, "harbour-sql", "user", ["harbour"], None, None)
+    user = app.access.scope(app.keys.authenticate(key.key))
+
+    def run(scope, name):
+        return app.workflows.wait(scope, app.workflows.start(scope, name, {}).id, 60)
+
+    everything = run(admin, "scoped-read")
+    assert everything.state == "succeeded", everything.error
+    assert {r["collection"] for r in everything.outputs["rows"]} == {"harbour", "vault"}
+    mine = run(user, "scoped-read")
+    assert mine.state == "succeeded", mine.error
+    rows = mine.outputs["rows"]
+    assert rows and {r["collection"] for r in rows} == {"harbour"}
+    assert not any("KESTREL" in r["text"] for r in rows)  # the vault's chunk text
+    # A view over a table with every collection's text, or one that names the schema to step past
+    # the scoped catalogue, is refused to the user's run and served to the admin's.
+    asked = run(user, "scoped-asked")
+    assert asked.state == "failed" and "view asked reads the appliance's table answer_traces" in asked.error
+    qualified = run(user, "scoped-qualified")
+    assert qualified.state == "failed" and "a schema-qualified name" in qualified.error
+    assert run(admin, "scoped-asked").state == "succeeded"
+    assert {r["collection"] for r in run(admin, "scoped-qualified").outputs["rows"]} == {"harbour", "vault"}
