@@ -199,6 +199,10 @@ class EmbedderGate(Record, kw_only=True):
     candidate: dict[str, float]
     min_gain: float
     ungated: bool = False
+    # candidate - live nDCG@10, paired over the queries, with its 95% bootstrap interval (None
+    # with fewer than two queries): a gain whose interval spans 0 may be noise.
+    ndcg_difference: float | None = None
+    interval: list[float] | None = None
 
 
 class CollectionEmbedder(Record, kw_only=True):

@@ -23,7 +23,12 @@ from appliance.db.embedders import EmbedderStore
 from appliance.db.evals import EvalStore
 from appliance.db.jobs import JobStore
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotReady
-from appliance.evaluate.gates import EMBEDDER_GATE_RULE, embedder_gate_verdict, mean_retrieval
+from appliance.evaluate.gates import (
+    EMBEDDER_GATE_RULE,
+    embedder_gate_verdict,
+    mean_retrieval,
+    paired_difference,
+)
 from appliance.evaluate.generate import collection_chunks
 from appliance.evaluate.retrieval_metrics import document_ranking, retrieval_scores
 from appliance.index.protocols import IndexedChunk, VectorIndex
@@ -393,6 +398,15 @@ class Embedders:
         passed, reason = embedder_gate_verdict(
             live_mean, new_mean, len(queries), options["min_gain"], options["ungated"]
         )
+        difference, interval = paired_difference(
+            [s.get("ndcg@10", 0.0) for s in scores["live"]],
+            [s.get("ndcg@10", 0.0) for s in scores["candidate"]],
+            self.settings.eval.bootstrap_resamples,
+        )
+        if interval is not None:
+            reason += (
+                f" (difference {difference:+.4f}, 95% interval [{interval[0]:+.4f}, {interval[1]:+.4f}])"
+            )
         return EmbedderGate(
             passed=passed,
             rule=EMBEDDER_GATE_RULE,
@@ -403,6 +417,8 @@ class Embedders:
             candidate=new_mean,
             min_gain=options["min_gain"],
             ungated=options["ungated"],
+            ndcg_difference=difference,
+            interval=interval,
         )
 
     def _gate_queries(self, coll: str, new: EmbedderGeneration) -> tuple[list[tuple[str, dict]], list[str]]:

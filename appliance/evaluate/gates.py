@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from appliance.errors import InvalidInput
+from appliance.evaluate.compare import bootstrap_interval
 from appliance.evaluate.scorecard import lower_is_better
 from appliance.records import GateCheck, GateThreshold
 
@@ -92,6 +95,20 @@ def mean_retrieval(items: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Mean of the embedder gate's metrics over items' retrieval scores."""
     n = max(1, len(items))
     return {m: round(sum(i.get(m, 0.0) for i in items) / n, 4) for m in EMBEDDER_GATE_METRICS}
+
+
+def paired_difference(
+    live: Sequence[float], candidate: Sequence[float], resamples: int, seed: int = 0
+) -> tuple[float | None, list[float] | None]:
+    """Mean of candidate - live over paired queries, and its 95% bootstrap interval (None with fewer
+    than two pairs)."""
+    diffs = np.asarray(candidate, dtype=float) - np.asarray(live, dtype=float)
+    if len(diffs) == 0:
+        return None, None
+    if len(diffs) < 2:
+        return round(float(diffs.mean()), 4), None
+    low, high = bootstrap_interval(diffs, resamples, seed)
+    return round(float(diffs.mean()), 4), [round(low, 4), round(high, 4)]
 
 
 def embedder_gate_verdict(

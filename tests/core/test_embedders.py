@@ -118,6 +118,12 @@ def test_a_failing_gate_leaves_the_collection_on_its_old_embedder(app, admin):
     gate = done.summary["gate"]
     assert not gate["passed"] and gate["queries"] == len(QUESTIONS)
     assert gate["sources"] == ["docs-questions@1"] and gate["live"]["ndcg@10"] > 0.5
+    # The paired difference and its interval say how sure the comparison is.
+    low, high = gate["interval"]
+    assert gate["ndcg_difference"] == pytest.approx(
+        gate["candidate"]["ndcg@10"] - gate["live"]["ndcg@10"], abs=2e-4
+    )
+    assert low <= gate["ndcg_difference"] <= high and "95% interval" in gate["reason"]
     record = app.embedders.get(admin, "docs")
     assert record.live.generation == 0 and record.previous is None
     assert app.vector_spaces.index_for("docs") is app.vector_index

@@ -6,7 +6,7 @@ import pytest
 
 from appliance.errors import InvalidInput
 from appliance.evaluate.compare import compare_outcomes
-from appliance.evaluate.gates import check_thresholds_valid, evaluate_gate
+from appliance.evaluate.gates import check_thresholds_valid, evaluate_gate, paired_difference
 from appliance.records import EvalOutcome, GateThreshold
 
 
@@ -88,3 +88,12 @@ def test_gate_thresholds_are_checked_when_created():
     with pytest.raises(InvalidInput, match="need a baseline run"):
         check_thresholds_valid([GateThreshold(metric="mrr", min_delta=0.1)], False)
     check_thresholds_valid([GateThreshold(metric="mrr", min_delta=0.1)], True)
+
+
+def test_the_embedder_gates_paired_difference_and_interval():
+    assert paired_difference([], [], 500) == (None, None)
+    assert paired_difference([0.5], [0.7], 500) == (0.2, None)  # one pair: no interval
+    same_gain = paired_difference([0.2, 0.4, 0.6, 0.8], [0.3, 0.5, 0.7, 0.9], 500)
+    assert same_gain == (0.1, [0.1, 0.1])
+    mixed = paired_difference([0.5] * 10, [0.9, 0.1] * 5, 2000)
+    assert mixed[0] == 0.0 and mixed[1][0] < 0 < mixed[1][1]  # a gain that may be noise spans 0
