@@ -17,6 +17,7 @@ from appliance.index.protocols import IndexedChunk, SearchIndex
 log = logging.getLogger(__name__)
 
 BATCH = 2000
+REBUILD_LOG_EVERY_S = 15.0
 
 
 # How long a status read waits for an apply in progress to end before reading mid-apply.
@@ -117,7 +118,9 @@ class IndexSync:
         if self.generations is not None:
             self.generations.bump_all()
         index.reset()
-        last_id = 0
+        last_id = done = 0
+        total = int(self.db.fetchone("SELECT count(*) FROM chunks")[0])
+        started = reported = time.monotonic()
         while True:
             rows = self.db.fetchall(
                 f"""SELECT k.id, d.collection, k.document_id, d.title, k.text, k.embedding
@@ -129,6 +132,14 @@ class IndexSync:
                 break
             index.upsert([_indexed(r) for r in rows])
             last_id = rows[-1][0]
+            done += len(rows)
+            if time.monotonic() - reported >= REBUILD_LOG_EVERY_S:  # minutes at a million chunks
+                reported = time.monotonic()
+                log.info(
+                    "rebuilding index",
+                    extra={"index": index.name, "chunks_done": done, "chunks": total,
+                           "seconds": round(reported - started, 1)},
+                )  # fmt: skip
         index.commit(seq)
         self._applied[index.name] = self._durable[index.name] = seq
         self._last_save[index.name] = time.monotonic()
