@@ -45,7 +45,7 @@ from appliance.generate.support import citation_verifier
 from appliance.index.backends import open_vector_index
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.spaces import CollectionSpaces
-from appliance.index.sync import IndexSync
+from appliance.index.sync import REBUILD_PROGRESS, IndexSync
 from appliance.ingest.chunking import Chunker
 from appliance.ingest.pipeline import IngestPipeline
 from appliance.ingest.sandbox import make_parser
@@ -151,6 +151,7 @@ class Appliance:
             [self.keyword_index, self.vector_spaces],
             save_intervals={self.vector_spaces.name: vector_save_interval},
             generations=self.catalog.generations,
+            progress_path=index_dir / REBUILD_PROGRESS,
         )
         self.reconcile_report = self.sync.reconcile()
         log.info("indexes reconciled", extra={"report": self.reconcile_report})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +20,10 @@ from appliance.index.protocols import IndexedChunk, SearchIndex
 log = logging.getLogger(__name__)
 
 BATCH = 2000
+# A rebuild says how far it got this often: in the log, and in the progress file (when given) that
+# `install_support wait-ready` reads, so a start that rebuilds for an hour is not taken for a hang.
 REBUILD_LOG_EVERY_S = 15.0
+REBUILD_PROGRESS = "rebuild-progress.json"  # in the index directory, only while a rebuild runs
 
 
 # How long a status read waits for an apply in progress to end before reading mid-apply.
@@ -41,8 +47,10 @@ class IndexSync:
         indexes: Sequence[SearchIndex],
         save_intervals: dict[str, float] | None = None,
         generations: Generations | None = None,
+        progress_path: Path | None = None,
     ) -> None:
         self.db = db
+        self.progress_path = progress_path
         # Moved after each apply: what a search returns changed (caches keyed by it miss).
         self.generations = generations
         self.indexes = list(indexes)
@@ -135,14 +143,25 @@ class IndexSync:
             done += len(rows)
             if time.monotonic() - reported >= REBUILD_LOG_EVERY_S:  # minutes at a million chunks
                 reported = time.monotonic()
-                log.info(
-                    "rebuilding index",
-                    extra={"index": index.name, "chunks_done": done, "chunks": total,
-                           "seconds": round(reported - started, 1)},
-                )  # fmt: skip
+                progress = {"index": index.name, "chunks_done": done, "chunks": total,
+                            "seconds": round(reported - started, 1)}  # fmt: skip
+                log.info("rebuilding index", extra=progress)
+                self._write_progress(progress)
         index.commit(seq)
+        if self.progress_path is not None:
+            self.progress_path.unlink(missing_ok=True)
         self._applied[index.name] = self._durable[index.name] = seq
         self._last_save[index.name] = time.monotonic()
+
+    def _write_progress(self, progress: dict) -> None:
+        if self.progress_path is None:
+            return
+        tmp = self.progress_path.with_name(self.progress_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(progress))
+            os.replace(tmp, self.progress_path)
+        except OSError as exc:  # a full disk must not stop the rebuild: the log says it too
+            log.warning("cannot write the rebuild progress file", extra={"error": str(exc)})
 
     # -- steady state ----------------------------------------------------------------------
     def apply_pending(self) -> int:

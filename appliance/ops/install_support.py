@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import httpx
 
 from appliance.config import load_settings
 from appliance.errors import InvalidInput
+from appliance.index.sync import REBUILD_PROGRESS
 
 
 def _alive(pid: int) -> bool:
@@ -31,15 +33,41 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _rebuild_progress(path: Path) -> tuple[float, dict] | None:
+    """When the index rebuild in progress last said how far it got (wall clock), and what it said."""
+    try:
+        return path.stat().st_mtime, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def wait_ready(config: str | None, timeout: float, pid: int | None = None) -> int:
     """Poll /readyz until the server answers ready; the unit's ExecStartPost and the installer use it.
-    With `pid` (the server the installer started), a server that exits fails the wait at once
-    instead of at the timeout: a broken release is rolled back in seconds."""
+    It fails after `timeout` seconds without readiness and without progress: a start that rebuilds
+    an index from DuckDB (tens of minutes at a million chunks) reports progress to a file in the
+    index directory, and each report gives it `timeout` seconds more. With `pid` (the server the
+    installer started), a server that exits fails the wait at once instead of at the timeout: a
+    broken release is rolled back in seconds."""
     settings = load_settings(config)
     host = settings.server.host if settings.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     url = f"{'https' if settings.server.tls else 'http'}://{host}:{settings.server.port}/readyz"
-    deadline, last = time.monotonic() + timeout, "no answer"
-    while time.monotonic() < deadline:
+    progress_file = settings.data_path / "index" / REBUILD_PROGRESS
+    deadline, last, said = time.monotonic() + timeout, "no answer", None
+    while True:
+        progress = _rebuild_progress(progress_file)
+        if progress is not None:
+            at, report = progress
+            deadline = max(deadline, time.monotonic() + timeout - max(0.0, time.time() - at))
+            if report != said and time.time() - at < timeout:
+                said = report
+                print(
+                    f"rebuilding the {report.get('index')} index from the catalogue: "
+                    f"{report.get('chunks_done')} of {report.get('chunks')} chunks "
+                    f"({report.get('seconds')} s)",
+                    flush=True,
+                )
+        if time.monotonic() >= deadline:
+            break
         if pid is not None and not _alive(pid):
             print(f"the server (pid {pid}) exited before {url} answered ready", file=sys.stderr)
             return 1
@@ -54,7 +82,7 @@ def wait_ready(config: str | None, timeout: float, pid: int | None = None) -> in
         except (httpx.HTTPError, ValueError) as exc:
             last = type(exc).__name__
         time.sleep(1)
-    print(f"not ready after {timeout:.0f}s at {url} (last: {last})", file=sys.stderr)
+    print(f"not ready after {timeout:.0f}s without progress at {url} (last: {last})", file=sys.stderr)
     return 1
 
 

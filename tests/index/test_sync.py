@@ -1,7 +1,9 @@
-"""IndexSync against a real DuckDB outbox and a real Tantivy index: pausing holds every index still."""
+"""IndexSync against a real DuckDB outbox and a real Tantivy index: pausing holds every index still;
+a rebuild reports its progress."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -11,6 +13,7 @@ from appliance.db.catalog import Catalog, DocumentRecord, EmbeddedChunk
 from appliance.db.connection import Database
 from appliance.db.migrations import migrate
 from appliance.document import Chunk, Location
+from appliance.index import sync as sync_module
 from appliance.index.bm25 import TantivyKeywordIndex
 from appliance.index.sync import IndexSync
 
@@ -77,3 +80,36 @@ def test_status_answers_while_an_apply_holds_the_indexes(world):
         assert not reader.is_alive()
     assert answers[0][index.name]["settled"] is False
     assert answers[0][index.name]["count"] == 1
+
+
+def test_a_rebuild_reports_progress_in_the_log_and_its_file_then_removes_the_file(
+    tmp_path, monkeypatch, caplog
+):
+    db = Database(tmp_path / "a.duckdb")
+    migrate(db)
+    catalog = Catalog(db)
+    for n in range(5):
+        store(catalog, f"d{n}", f"document number {n} about lighthouses")
+    progress = tmp_path / "rebuild-progress.json"
+    seen = []
+
+    class Watching(TantivyKeywordIndex):
+        def upsert(self, chunks):  # after each batch: what the progress file says by now
+            super().upsert(chunks)
+            seen.append(progress.read_text() if progress.exists() else None)
+
+    monkeypatch.setattr(sync_module, "BATCH", 2)
+    monkeypatch.setattr(sync_module, "REBUILD_LOG_EVERY_S", 0.0)
+    watched = Watching(tmp_path / "bm25")
+    caplog.set_level("INFO", logger="appliance.index.sync")
+    try:
+        IndexSync(db, [watched], progress_path=progress).reconcile()
+        assert watched.count() == 5
+    finally:
+        watched.close()
+        db.close()
+    # Batches of 2: reports after 2 and 4 chunks (each written after its batch, so the next sees it).
+    reports = [json.loads(s) for s in seen if s]
+    assert [(r["index"], r["chunks_done"], r["chunks"]) for r in reports] == [("bm25", 2, 5), ("bm25", 4, 5)]
+    assert [r.chunks_done for r in caplog.records if r.msg == "rebuilding index"] == [2, 4, 5]
+    assert not progress.exists()
