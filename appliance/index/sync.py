@@ -273,6 +273,8 @@ class IndexSync:
                     "outbox_seq": high,
                     "count": index.count(),
                     "settled": settled,
+                    # An eventually consistent engine (a Qdrant cluster) may count a write late.
+                    "count_may_lag": index.count_settle_seconds > 0,
                 }
                 for index in self.indexes
             }
