@@ -67,6 +67,9 @@ from appliance.retrieve.search import HybridSearcher
 log = logging.getLogger(__name__)
 
 
+STRANDED_AFTER_S = 60.0
+
+
 class Appliance:
     """The whole appliance in one process: opens everything in dependency order, owns start,
     close and health, and exposes one service per capability. Callers (routes, the CLI's
@@ -436,7 +439,22 @@ class Appliance:
         try:
             self.source_service.schedule_tick()
         finally:
+            self._resignal_stranded()
             self._evaluation_tick()
+
+    def _resignal_stranded(self) -> None:
+        """A job stored whose signal never reached the queue (its SQLite full or failing just
+        then: the caller got 507) would wait for the next start; each minute, a job queued for
+        over a minute with no signal waiting is signalled again (a lease makes a second one harmless)."""
+        try:
+            waiting = self.queue.signalled()
+            stranded = [j for j in self.job_store.queued_before(STRANDED_AFTER_S) if j not in waiting]
+            for job_id in stranded:
+                self.queue.signal(job_id)
+            if stranded:
+                log.warning("queued jobs without a signal were signalled again", extra={"jobs": stranded})
+        except Exception:
+            log.exception("re-signalling stranded jobs failed; will try again next minute")
 
     def _evaluation_tick(self) -> None:
         # Traces past their retention go, and the drift check runs when it is due; each failure is

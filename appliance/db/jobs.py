@@ -329,6 +329,18 @@ class JobStore:
             )
         ]
 
+    def queued_before(self, seconds: float) -> list[str]:
+        """Jobs still queued `seconds` after they were created (a worker picks a signalled job up
+        within a second when one is free): the ones whose signal may have been lost."""
+        return [
+            r[0]
+            for r in self.db.fetchall(
+                """SELECT id FROM jobs WHERE state = 'queued'
+                   AND created_at < now() - to_microseconds(CAST(? * 1e6 AS BIGINT)) ORDER BY created_at""",
+                [seconds],
+            )
+        ]
+
     def active_ids(self) -> list[str]:
         return [
             r[0]

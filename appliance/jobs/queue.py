@@ -56,6 +56,10 @@ class JobQueue:
     def signal(self, job_id: str) -> None:
         self._task(job_id)
 
+    def signalled(self) -> set[str]:
+        """The job ids with a signal waiting in the queue (not yet taken by a worker)."""
+        return {t.args[0] for t in self.huey.pending() if t.name.endswith("run_job") and t.args}
+
     def start(self) -> None:
         self._consumer = _InProcessConsumer(
             self.huey,

@@ -103,3 +103,19 @@ def test_admin_service_reports_components_and_needs_the_chat_model_for_answers(a
     assert appliance.admin.models_state(admin)["chat"]["state"] in ("loading", "unloaded")
     with pytest.raises(InvalidInput):
         appliance.answers.answer(admin, "   ")
+
+
+def test_a_job_whose_signal_was_lost_is_signalled_again_by_the_minute_tick(appliance):
+    admin = appliance.access.system_scope()
+    appliance.knowledge.create_collection(admin, "stranded")
+    # Stored as a submit stores it, but its signal never reached the queue (SQLite full just then),
+    # and older than a minute: the tick finds it and runs it.
+    job_id = appliance.job_store.create("ingest", "stranded", [])
+    appliance.db.write("UPDATE jobs SET created_at = created_at - INTERVAL 5 MINUTE WHERE id = ?", [job_id])
+    fresh = appliance.job_store.create("ingest", "stranded", [])  # too young to count as lost
+    assert appliance.job_store.queued_before(60) == [job_id]
+    appliance._schedule_tick()
+    assert appliance.jobs.wait(job_id, 60).state == "succeeded"
+    assert appliance.job_store.get(fresh).state == "queued"
+    appliance.queue.signal(fresh)
+    assert appliance.jobs.wait(fresh, 60).state == "succeeded"
