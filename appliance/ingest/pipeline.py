@@ -161,14 +161,14 @@ class IngestPipeline:
             generation, embedder = self.embedding.embedder_for(collection)
             texts = [embedding_text(p.record.title, c) for p in prepared for c in p.chunks]
             vectors = embedder.embed_documents(texts) if texts else np.zeros((0, embedder.dimensions))
-            group, offset = [], 0
+            documents, offset = [], 0
             for p in prepared:
-                group.append(
+                documents.append(
                     (p.record, [EmbeddedChunk(c, vectors[offset + i]) for i, c in enumerate(p.chunks)])
                 )
                 offset += len(p.chunks)
             try:
-                written = self.catalog.replace_documents(group, generation)
+                written = self.catalog.replace_documents(documents, generation)
             except EmbedderMoved:
                 continue  # nothing was written: embed the group again with the new embedder
             for p, ids in zip(prepared, written, strict=True):

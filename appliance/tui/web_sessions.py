@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import secrets
 import threading
 import time
@@ -41,7 +41,9 @@ class WebSessions:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
-        self._sessions: dict[str, WebSession] = {}
+        # By the SHA-256 of the token: a lookup is a dict get, and the table never holds a
+        # credential a browser could present (the token is random, so its hash leaks nothing).
+        self._sessions: dict[bytes, WebSession] = {}
 
     def open(self, key: str) -> str:
         """A new session for `key`; its token goes in the browser's cookie."""
@@ -52,7 +54,7 @@ class WebSessions:
             while len(self._sessions) >= self.limit:
                 oldest = min(self._sessions, key=lambda t: self._sessions[t].seen)
                 del self._sessions[oldest]
-            self._sessions[token] = WebSession(key, now, now)
+            self._sessions[_digest(token)] = WebSession(key, now, now)
         return token
 
     def key(self, token: str) -> str | None:
@@ -89,14 +91,13 @@ class WebSessions:
     def close(self, token: str) -> None:
         """Sign-out: the token stands for nothing from now on."""
         with self._lock:
-            for known in [t for t in self._sessions if _same(t, token)]:
-                del self._sessions[known]
+            self._sessions.pop(_digest(token), None)
 
     def end_key(self, key: str) -> None:
         """End every session of `key` (the API no longer accepts it)."""
         with self._lock:
-            for token in [t for t, s in self._sessions.items() if _same(s.key, key)]:
-                del self._sessions[token]
+            for digest in [d for d, s in self._sessions.items() if s.key == key]:
+                del self._sessions[digest]
 
     def __len__(self) -> int:
         with self._lock:
@@ -104,22 +105,18 @@ class WebSessions:
             return len(self._sessions)
 
     def _find(self, token: str) -> WebSession | None:
-        # Compared in constant time: the token is the credential.
-        for known, session in self._sessions.items():
-            if _same(known, token):
-                return session
-        return None
+        return self._sessions.get(_digest(token))
 
     def _expire(self, now: float) -> None:
         ended = [
-            token
-            for token, s in self._sessions.items()
+            digest
+            for digest, s in self._sessions.items()
             if now - s.opened >= self.max_seconds or (s.consoles == 0 and now - s.seen >= self.idle_seconds)
         ]
-        for token in ended:
-            del self._sessions[token]
+        for digest in ended:
+            del self._sessions[digest]
 
 
-def _same(a: str, b: str) -> bool:
-    # As bytes: compare_digest refuses str with characters outside ASCII (a cookie may hold any).
-    return hmac.compare_digest(a.encode(), b.encode())
+def _digest(token: str) -> bytes:
+    # Any text a cookie may hold, characters outside ASCII included.
+    return hashlib.sha256(token.encode(errors="surrogatepass")).digest()

@@ -97,6 +97,19 @@ def _nodes(value: Any) -> Iterator[dict]:
             yield from _nodes(v)
 
 
+def _ref_kind(node: dict) -> str | None:
+    """The kind of a table reference node (BASE_TABLE, TABLE_FUNCTION, ...); None for other nodes."""
+    return node.get("type") if isinstance(node.get("type"), str) else None
+
+
+def _denied_function(node: dict) -> str | None:
+    """The name of a function that reaches beyond the views (settings, files, the catalogue)."""
+    if node.get("class") != "FUNCTION":
+        return None
+    fn = str(node.get("function_name", "")).lower()
+    return fn if fn in DENIED_FUNCTIONS or fn.startswith(DENIED_PREFIXES) else None
+
+
 @functools.lru_cache(maxsize=256)
 def inspect(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(named parameters, names read) of a query a sql tool may run; QueryRefused with the reason
@@ -109,7 +122,7 @@ def inspect(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             # A WITH of the query's own could shadow a view name in one scope and leave the real
             # table of that name reachable in another; views are defined in settings instead.
             raise QueryRefused("a tool's query has no WITH of its own: expose a view in settings instead")
-        kind = node.get("type") if isinstance(node.get("type"), str) else None
+        kind = _ref_kind(node)
         if kind in DENIED_REFS:
             fn = (node.get("function") or {}).get("function_name")
             what = f"table function {fn}()" if fn else DENIED_REFS[kind]
@@ -124,10 +137,8 @@ def inspect(sql: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 )
             if node["table_name"] not in names:
                 names.append(node["table_name"])
-        if node.get("class") == "FUNCTION":
-            fn = str(node.get("function_name", "")).lower()
-            if fn in DENIED_FUNCTIONS or fn.startswith(DENIED_PREFIXES):
-                raise QueryRefused(f"function {fn}() is not allowed in a tool's query")
+        if fn := _denied_function(node):
+            raise QueryRefused(f"function {fn}() is not allowed in a tool's query")
         if node.get("class") == "PARAMETER":
             ident = str(node.get("identifier", ""))
             if ident.isdigit():
@@ -149,9 +160,11 @@ def _check_view(body: str) -> None:
         raise QueryRefused("a view takes no parameters")
 
 
-def _check_scoped_view(name: str, body: str, scope: CollectionScope) -> None:
+@functools.lru_cache(maxsize=64)
+def _check_scoped_view(name: str, body: str, internal: frozenset[str]) -> None:
+    """Whether a run of a key limited to collections may read view `name` (QueryRefused if not)."""
     for node in _nodes(_statement(body)):
-        kind = node.get("type") if isinstance(node.get("type"), str) else None
+        kind = _ref_kind(node)
         if kind in DENIED_REFS or (
             kind == "BASE_TABLE" and (node.get("schema_name") or node.get("catalog_name"))
         ):
@@ -160,15 +173,13 @@ def _check_scoped_view(name: str, body: str, scope: CollectionScope) -> None:
                 "limited to collections may not: only an admin key's run may use it"
             )
         table = node.get("table_name") if kind == "BASE_TABLE" else None
-        if table in scope.internal and table not in SCOPED_TABLES:
+        if table in internal and table not in SCOPED_TABLES:
             raise QueryRefused(
                 f"view {name} reads the appliance's table {table}, which holds every collection's "
                 "data: only an admin key's run may use it"
             )
-        if node.get("class") == "FUNCTION":
-            fn = str(node.get("function_name", "")).lower()
-            if fn in DENIED_FUNCTIONS or fn.startswith(DENIED_PREFIXES):
-                raise QueryRefused(f"view {name} calls {fn}(), which a key limited to collections may not")
+        if fn := _denied_function(node):
+            raise QueryRefused(f"view {name} calls {fn}(), which a key limited to collections may not")
 
 
 def _quote(name: str) -> str:
@@ -225,7 +236,7 @@ def execute(
     params = {name: args.get(name) for name in wanted}
     if scope is not None:
         for name in used:
-            _check_scoped_view(name, views[name], scope)
+            _check_scoped_view(name, views[name], scope.internal)
         ctes = [f"{_quote(t)} AS ({body})" for t, body in SCOPED_TABLES.items()] + ctes
         params[SCOPE_PARAMETER] = list(scope.collections)
     text = ("WITH " + ", ".join(ctes) + " " if ctes else "") + sql.strip().rstrip(";")
