@@ -53,3 +53,10 @@ def test_sql_views_are_named_in_lower_case_and_read_from_toml(tmp_path):
     assert load_settings(cfg, environ={}).workflows.sql_views == {"open_docs": "SELECT id FROM documents"}
     with pytest.raises(InvalidInput, match="workflows.sql_views: 'Open-Docs' must be a lower-case name"):
         load_settings(overrides={"workflows": {"sql_views": {"Open-Docs": "SELECT 1"}}}, environ={})
+
+
+def test_exact_search_max_must_not_be_negative():
+    assert load_settings(environ={}).index.exact_search_max == 50_000
+    assert load_settings(overrides={"index": {"exact_search_max": 0}}, environ={}).index.exact_search_max == 0
+    with pytest.raises(InvalidInput, match="index.exact_search_max must be >= 0"):
+        load_settings(overrides={"index": {"exact_search_max": -1}}, environ={})

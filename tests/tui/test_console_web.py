@@ -303,3 +303,15 @@ def test_dashboard_renders_and_a_search_returns_hits_in_chromium(web, tmp_path):
     assert outside == [], f"the page fetched from outside the appliance: {outside}"
     assert any(u.endswith("/static/js/textual.js") for u in browser.requests)
     print(f"screenshots: {ARTEFACTS}/console-web-dashboard.png, console-web-search.png")
+
+
+def test_refuses_session_lengths_that_are_not_positive():
+    for flag in ("--session-idle", "--session-max"):
+        r = subprocess.run(
+            [sys.executable, "-m", "appliance", "console", "--web", flag, "0", "--url", "http://127.0.0.1:1"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+        assert r.returncode == 1 and "must be positive" in r.stderr and "Traceback" not in r.stderr
